@@ -1,0 +1,41 @@
+//! The wire contract of the federated-distillation system, and nothing else.
+//!
+//! Pure Rust with no async runtime, network or tensor library: node, aggregator and tests all
+//! speak through these types.
+//!
+//! - [`ids`]: federation id, round, participant identity (an Ed25519 key, convertible to and
+//!   from a libp2p `PeerId`), reference-set id (SHA-256 of the set's canonical bytes).
+//! - [`message`]: the messages of a round and their structural validation, with reason codes.
+//! - [`payload`]: soft-label matrices in f32, f16 or 8-bit quantised form, with error bounds.
+//! - [`envelope`]: Ed25519-signed envelopes over a domain-separated digest.
+//! - [`codec`]: the only module that calls bincode; every decode is size-capped and rejects
+//!   trailing bytes.
+//! - [`refset`]: the reference set's canonical byte layout (also its file format).
+//!
+//! Sending a message: build a [`Message`], [`SignedEnvelope::seal`] it with your [`Identity`],
+//! [`SignedEnvelope::to_bytes`]. Receiving: [`SignedEnvelope::from_bytes`], then
+//! [`SignedEnvelope::open`] with the peer id the transport authenticated; a
+//! [`ProtocolError`] says why a message was refused and [`ProtocolError::refusal_reason`]
+//! gives the code to send back.
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod envelope;
+pub mod error;
+pub mod ids;
+pub mod message;
+pub mod payload;
+pub mod refset;
+
+pub use envelope::SignedEnvelope;
+pub use error::{ProtocolError, Result};
+pub use ids::{FederationId, Identity, ParticipantId, ReferenceSetId, Round};
+pub use message::{
+    Consensus, Hello, JoinAccepted, JoinReply, Message, MessageKind, Receipt, ReceiptStatus, RefSetChunk,
+    RefSetRequest, RefusalReason, RoundAnnouncement, SampleSelection, Submission,
+};
+pub use payload::{Encoding, Limits, SoftLabels};
+pub use refset::ReferenceSet;
+
+/// Version of the protocol this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;

@@ -1,0 +1,410 @@
+//! Soft-label payloads: a samples × classes matrix of probabilities in one of three encodings.
+//!
+//! | encoding | bytes per row     | error bound per probability            |
+//! |----------|-------------------|----------------------------------------|
+//! | `F32`    | 4 · classes       | none beyond f32 rounding               |
+//! | `F16`    | 2 · classes       | 2⁻¹¹ relative (≤ 4.9e-4 absolute)       |
+//! | `Q8`     | 2 + classes       | < 1/255 absolute                        |
+//!
+//! `Q8` stores, for each row, a denominator `T` (u16, little endian) and one byte `q_i` per
+//! class; the probability is `q_i / T`. The encoder picks `T = ⌊255 / max_i p_i⌋` (so every
+//! `q_i` fits a byte) and rounds with the largest-remainder method so that `Σ q_i = T`: each
+//! `q_i` is `⌊p_i T⌋` or `⌈p_i T⌉`, the error is below `1/T ≤ max_i p_i / 255 ≤ 1/255`, and
+//! decoded rows sum to exactly 1 before float rounding.
+//!
+//! Encoders validate and renormalise their input rows; decoders validate shape and values
+//! (finite, in [0, 1], rows summing to 1 ± [`ROW_SUM_TOLERANCE`]) and return rows renormalised
+//! to sum to 1.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ProtocolError, Result};
+
+/// Allowed deviation of a row sum from 1.
+pub const ROW_SUM_TOLERANCE: f32 = 1e-3;
+
+/// Largest `Q8` denominator; leaves headroom below `u16::MAX` for rounding corrections.
+const Q8_MAX_DENOMINATOR: f64 = 65_000.0;
+
+/// How a soft-label matrix is laid out on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Encoding {
+    /// Little-endian IEEE-754 single precision.
+    F32,
+    /// Little-endian IEEE-754 half precision.
+    F16,
+    /// 8-bit quantised probabilities with a per-row denominator.
+    Q8,
+}
+
+impl Encoding {
+    /// All encodings, for tests and benchmarks.
+    pub const ALL: [Encoding; 3] = [Encoding::F32, Encoding::F16, Encoding::Q8];
+
+    /// Bytes one row of `classes` probabilities takes.
+    pub fn row_bytes(self, classes: usize) -> usize {
+        match self {
+            Encoding::F32 => 4 * classes,
+            Encoding::F16 => 2 * classes,
+            Encoding::Q8 => 2 + classes,
+        }
+    }
+
+    /// Parses `f32`, `f16` or `q8` (as written in config files).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(Encoding::F32),
+            "f16" => Ok(Encoding::F16),
+            "q8" | "u8" | "int8" => Ok(Encoding::Q8),
+            other => Err(ProtocolError::field(
+                "encoding",
+                format!("unknown encoding `{other}` (expected f32, f16 or q8)"),
+            )),
+        }
+    }
+}
+
+/// Caps on what a receiver will accept. Checked before any allocation proportional to the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest encoded message (envelope included) in bytes.
+    pub max_message_bytes: usize,
+    /// Most reference samples in one soft-label matrix.
+    pub max_samples: u32,
+    /// Most classes.
+    pub max_classes: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_message_bytes: crate::codec::MAX_MESSAGE_BYTES, max_samples: 200_000, max_classes: 1_000 }
+    }
+}
+
+/// A samples × classes matrix of probabilities, encoded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoftLabels {
+    /// Number of rows (reference samples).
+    pub samples: u32,
+    /// Number of columns (classes).
+    pub classes: u32,
+    /// Layout of `data`.
+    pub encoding: Encoding,
+    /// The encoded matrix, row-major.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+impl SoftLabels {
+    /// Validates `probs` (row-major, `samples × classes`), renormalises each row and encodes it.
+    pub fn encode(probs: &[f32], samples: usize, classes: usize, encoding: Encoding) -> Result<Self> {
+        let expected = samples.checked_mul(classes).ok_or_else(|| ProtocolError::Shape("overflow".into()))?;
+        if classes == 0 {
+            return Err(ProtocolError::Shape("zero classes".into()));
+        }
+        if probs.len() != expected {
+            return Err(ProtocolError::Shape(format!(
+                "{samples} × {classes} needs {expected} values, got {}",
+                probs.len()
+            )));
+        }
+        let (s32, c32) = (to_u32(samples, "samples")?, to_u32(classes, "classes")?);
+        check_probabilities(probs, classes)?;
+        let mut data = Vec::with_capacity(samples * encoding.row_bytes(classes));
+        let mut row64 = vec![0f64; classes];
+        let mut quantiser = Quantiser::default();
+        for row in probs.chunks_exact(classes) {
+            let sum: f64 = row.iter().map(|&p| p as f64).sum();
+            for (dst, &p) in row64.iter_mut().zip(row) {
+                *dst = p as f64 / sum;
+            }
+            match encoding {
+                Encoding::F32 => row64.iter().for_each(|&p| data.extend_from_slice(&(p as f32).to_le_bytes())),
+                Encoding::F16 => row64
+                    .iter()
+                    .for_each(|&p| data.extend_from_slice(&half::f16::from_f64(p).to_le_bytes())),
+                Encoding::Q8 => quantiser.row(&row64, &mut data),
+            }
+        }
+        Ok(Self { samples: s32, classes: c32, encoding, data })
+    }
+
+    /// Checks the shape against `limits` and the payload length, without decoding.
+    pub fn check_shape(&self, limits: &Limits) -> Result<()> {
+        if self.samples == 0 || self.classes == 0 {
+            return Err(ProtocolError::Shape(format!("empty matrix {} × {}", self.samples, self.classes)));
+        }
+        if self.samples > limits.max_samples || self.classes > limits.max_classes {
+            return Err(ProtocolError::Shape(format!(
+                "{} × {} exceeds the caps {} × {}",
+                self.samples, self.classes, limits.max_samples, limits.max_classes
+            )));
+        }
+        let expected = (self.samples as usize) * self.encoding.row_bytes(self.classes as usize);
+        if self.data.len() != expected {
+            return Err(ProtocolError::Shape(format!(
+                "{} × {} in {:?} needs {expected} bytes, payload has {}",
+                self.samples,
+                self.classes,
+                self.encoding,
+                self.data.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Decodes and validates the matrix in one pass; rows of the result sum to 1.
+    ///
+    /// This is the only way to read the values, so every consumer validates them: each value
+    /// finite and in [0, 1], each row summing to 1 ± [`ROW_SUM_TOLERANCE`] (for `Q8`, the
+    /// integer codes summing exactly to the row's denominator).
+    pub fn decode(&self, limits: &Limits) -> Result<Vec<f32>> {
+        self.check_shape(limits)?;
+        let classes = self.classes as usize;
+        let mut out = vec![0f32; self.samples as usize * classes];
+        let rows = out.chunks_exact_mut(classes);
+        match self.encoding {
+            Encoding::F32 => {
+                for (r, (dst, src)) in rows.zip(self.data.chunks_exact(4 * classes)).enumerate() {
+                    for (d, b) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                        *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    }
+                    check_and_normalise_row(r, dst)?;
+                }
+            }
+            Encoding::F16 => {
+                for (r, (dst, src)) in rows.zip(self.data.chunks_exact(2 * classes)).enumerate() {
+                    for (d, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                        *d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                    }
+                    check_and_normalise_row(r, dst)?;
+                }
+            }
+            Encoding::Q8 => {
+                for (r, (dst, src)) in rows.zip(self.data.chunks_exact(2 + classes)).enumerate() {
+                    let denom = u16::from_le_bytes([src[0], src[1]]) as u32;
+                    let sum: u32 = src[2..].iter().map(|&q| q as u32).sum();
+                    if denom == 0 || sum != denom {
+                        return Err(ProtocolError::Values(format!(
+                            "row {r}: codes sum to {sum}, denominator is {denom}"
+                        )));
+                    }
+                    let inv = 1.0 / denom as f32;
+                    for (d, &q) in dst.iter_mut().zip(&src[2..]) {
+                        *d = q as f32 * inv;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Checks one decoded row (finite, in [0, 1], sum 1 ± tolerance) and rescales it to sum to 1.
+fn check_and_normalise_row(r: usize, row: &mut [f32]) -> Result<()> {
+    let mut sum = 0f32;
+    let mut ok = true;
+    for &p in row.iter() {
+        ok &= (0.0..=1.0).contains(&p);
+        sum += p;
+    }
+    if !ok {
+        let (c, p) = row.iter().enumerate().find(|(_, p)| !(0.0..=1.0).contains(*p)).map(|(c, p)| (c, *p)).unwrap_or((0, 0.0));
+        return Err(ProtocolError::Values(format!("row {r}, class {c}: {p} is not a probability")));
+    }
+    if (sum - 1.0).abs() > ROW_SUM_TOLERANCE {
+        return Err(ProtocolError::Values(format!("row {r} sums to {sum}, not 1")));
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|p| *p *= inv);
+    Ok(())
+}
+
+fn to_u32(n: usize, what: &'static str) -> Result<u32> {
+    u32::try_from(n).map_err(|_| ProtocolError::Shape(format!("{what} = {n} does not fit u32")))
+}
+
+/// Checks that every value is finite and in [0, 1] and every row sums to 1 ± [`ROW_SUM_TOLERANCE`].
+pub fn check_probabilities(values: &[f32], classes: usize) -> Result<()> {
+    if classes == 0 || values.len() % classes != 0 {
+        return Err(ProtocolError::Shape(format!("{} values do not split into rows of {classes}", values.len())));
+    }
+    for (r, row) in values.chunks_exact(classes).enumerate() {
+        let mut sum = 0f64;
+        for (c, &p) in row.iter().enumerate() {
+            if !p.is_finite() {
+                return Err(ProtocolError::Values(format!("row {r}, class {c}: {p} is not finite")));
+            }
+            if !(0.0..=1.0).contains(&p) {
+                return Err(ProtocolError::Values(format!("row {r}, class {c}: {p} is outside [0, 1]")));
+            }
+            sum += p as f64;
+        }
+        if (sum - 1.0).abs() > ROW_SUM_TOLERANCE as f64 {
+            return Err(ProtocolError::Values(format!("row {r} sums to {sum}, not 1")));
+        }
+    }
+    Ok(())
+}
+
+/// Reusable buffers for [`quantise_row`].
+#[derive(Default)]
+struct Quantiser {
+    q: Vec<u32>,
+    frac: Vec<(f64, usize)>,
+}
+
+impl Quantiser {
+    /// Largest-remainder quantisation of one row that sums to 1 (see the module docs).
+    fn row(&mut self, row: &[f64], out: &mut Vec<u8>) {
+        let max = row.iter().copied().fold(0.0f64, f64::max);
+        let target = (255.0 / max).floor().min(Q8_MAX_DENOMINATOR);
+        self.q.clear();
+        self.frac.clear();
+        let mut total: i64 = 0;
+        for (i, &p) in row.iter().enumerate() {
+            let x = p * target;
+            let f = x.floor().clamp(0.0, 255.0);
+            self.q.push(f as u32);
+            self.frac.push((x - f, i));
+            total += f as i64;
+        }
+        let deficit = target as i64 - total;
+        if deficit != 0 {
+            // Hand out the deficit (it is smaller than the row length) to the largest
+            // remainders, or take an excess back from the smallest.
+            let up = deficit > 0;
+            let need = deficit.unsigned_abs() as usize;
+            let cmp = |a: &(f64, usize), b: &(f64, usize)| {
+                let o = if up { b.0.total_cmp(&a.0) } else { a.0.total_cmp(&b.0) };
+                o.then(a.1.cmp(&b.1))
+            };
+            if need < self.frac.len() {
+                self.frac.select_nth_unstable_by(need, cmp);
+            }
+            let mut left = need;
+            for k in 0..self.frac.len() {
+                if left == 0 {
+                    break;
+                }
+                if k == need {
+                    // Anything not yet placed (entries at their bound) goes to the rest, in order.
+                    self.frac[need..].sort_by(cmp);
+                }
+                let i = self.frac[k].1;
+                if up && self.q[i] < 255 {
+                    self.q[i] += 1;
+                    left -= 1;
+                } else if !up && self.q[i] > 0 {
+                    self.q[i] -= 1;
+                    left -= 1;
+                }
+            }
+        }
+        let denom: u32 = self.q.iter().sum();
+        out.extend_from_slice(&(denom.clamp(1, u16::MAX as u32) as u16).to_le_bytes());
+        out.extend(self.q.iter().map(|&v| v as u8));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Random probability matrices: rows of positive weights (some exactly zero), normalised.
+    fn matrix() -> impl Strategy<Value = (Vec<f32>, usize, usize)> {
+        (1usize..40, 1usize..30).prop_flat_map(|(samples, classes)| {
+            proptest::collection::vec(prop_oneof![3 => 0.0f32..1.0, 1 => Just(0.0f32), 1 => 0.0f32..1e-6], samples * classes)
+                .prop_map(move |mut v| {
+                    for row in v.chunks_exact_mut(classes) {
+                        let s: f32 = row.iter().sum();
+                        if s <= 0.0 {
+                            row.iter_mut().for_each(|p| *p = 0.0);
+                            row[0] = 1.0;
+                        } else {
+                            row.iter_mut().for_each(|p| *p /= s);
+                        }
+                    }
+                    (v, samples, classes)
+                })
+        })
+    }
+
+    fn bound(e: Encoding) -> f32 {
+        match e {
+            Encoding::F32 => 1e-5,
+            Encoding::F16 => 4.9e-4 + 1e-5,
+            Encoding::Q8 => 1.0 / 255.0,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_encoding_round_trips_within_its_bound((probs, samples, classes) in matrix()) {
+            for enc in Encoding::ALL {
+                let sl = SoftLabels::encode(&probs, samples, classes, enc).unwrap();
+                prop_assert_eq!(sl.data.len(), samples * enc.row_bytes(classes));
+                let back = sl.decode(&Limits::default()).unwrap();
+                for (a, b) in probs.iter().zip(&back) {
+                    prop_assert!((a - b).abs() <= bound(enc), "{:?}: {} vs {}", enc, a, b);
+                }
+                for row in back.chunks_exact(classes) {
+                    let s: f32 = row.iter().sum();
+                    prop_assert!((s - 1.0).abs() < 1e-5, "row sums to {}", s);
+                }
+            }
+        }
+
+        #[test]
+        fn q8_rows_sum_exactly_to_their_denominator((probs, samples, classes) in matrix()) {
+            let sl = SoftLabels::encode(&probs, samples, classes, Encoding::Q8).unwrap();
+            for row in sl.data.chunks_exact(2 + classes) {
+                let denom = u16::from_le_bytes([row[0], row[1]]) as u32;
+                let sum: u32 = row[2..].iter().map(|&q| q as u32).sum();
+                prop_assert_eq!(denom, sum);
+                prop_assert!(denom >= 255);
+            }
+        }
+
+        #[test]
+        fn decode_of_arbitrary_payload_never_panics(samples in 0u32..50, classes in 0u32..20,
+                                                     enc in prop_oneof![Just(Encoding::F32), Just(Encoding::F16), Just(Encoding::Q8)],
+                                                     data in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let sl = SoftLabels { samples, classes, encoding: enc, data };
+            let _ = sl.decode(&Limits::default());
+        }
+    }
+
+    #[test]
+    fn invalid_inputs_are_refused_with_the_right_error() {
+        let ok = [0.5f32, 0.5];
+        assert!(matches!(SoftLabels::encode(&ok, 2, 2, Encoding::F32), Err(ProtocolError::Shape(_))));
+        assert!(matches!(SoftLabels::encode(&[f32::NAN, 1.0], 1, 2, Encoding::F32), Err(ProtocolError::Values(_))));
+        assert!(matches!(SoftLabels::encode(&[f32::INFINITY, 0.0], 1, 2, Encoding::Q8), Err(ProtocolError::Values(_))));
+        assert!(matches!(SoftLabels::encode(&[-0.1, 1.1], 1, 2, Encoding::F16), Err(ProtocolError::Values(_))));
+        assert!(matches!(SoftLabels::encode(&[0.5, 0.6], 1, 2, Encoding::F32), Err(ProtocolError::Values(_))));
+
+        let mut sl = SoftLabels::encode(&ok, 1, 2, Encoding::F32).unwrap();
+        sl.data.pop();
+        assert!(matches!(sl.decode(&Limits::default()), Err(ProtocolError::Shape(_))));
+        let big = SoftLabels { samples: 300_000, classes: 2, encoding: Encoding::F32, data: vec![] };
+        assert!(matches!(big.check_shape(&Limits::default()), Err(ProtocolError::Shape(_))));
+        let nan = SoftLabels { samples: 1, classes: 2, encoding: Encoding::F32, data: [f32::NAN.to_le_bytes(), 1f32.to_le_bytes()].concat() };
+        assert!(matches!(nan.decode(&Limits::default()), Err(ProtocolError::Values(_))));
+        let zero = SoftLabels { samples: 1, classes: 1, encoding: Encoding::Q8, data: vec![0, 0, 5] };
+        assert!(matches!(zero.decode(&Limits::default()), Err(ProtocolError::Values(_))));
+        let short = SoftLabels { samples: 1, classes: 2, encoding: Encoding::Q8, data: vec![255, 0, 100, 100] };
+        assert!(matches!(short.decode(&Limits::default()), Err(ProtocolError::Values(_))));
+        let over = SoftLabels { samples: 1, classes: 2, encoding: Encoding::F16, data: [half::f16::from_f32(1.5).to_le_bytes(), half::f16::from_f32(0.0).to_le_bytes()].concat() };
+        assert!(matches!(over.decode(&Limits::default()), Err(ProtocolError::Values(_))));
+    }
+
+    #[test]
+    fn q8_is_smallest_and_parse_accepts_config_names() {
+        assert!(Encoding::Q8.row_bytes(10) < Encoding::F16.row_bytes(10));
+        assert_eq!(Encoding::parse("Q8").unwrap(), Encoding::Q8);
+        assert_eq!(Encoding::parse("f16").unwrap(), Encoding::F16);
+        assert!(Encoding::parse("f64").is_err());
+    }
+}
