@@ -1,1 +1,4 @@
-//! placeholder
+//! Everything learning: data, models, training, distillation, consensus and evaluation.
+#![deny(missing_docs)]
+
+pub mod data;
