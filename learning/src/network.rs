@@ -1,0 +1,218 @@
+//! [`Network`]: a model with what is needed to use, save and reload it (architecture, shapes,
+//! backend), plus batched inference, soft labels, atomic saving and safetensors export.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::prelude::*;
+use burn::store::{ModuleRecord, ModuleSnapshot, SafetensorsStore};
+use burn::tensor::activation::softmax;
+use burn::tensor::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Architecture, BackendKind, Model};
+use crate::train::rows_tensor;
+use crate::LearningError;
+
+/// Metadata saved beside the weights (`<name>.json` next to `<name>.bpk`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Architecture.
+    pub architecture: Architecture,
+    /// Features per input row.
+    pub input_dim: usize,
+    /// Number of classes.
+    pub classes: usize,
+}
+
+/// A model and its shapes.
+#[derive(Clone, Debug)]
+pub struct Network {
+    /// Architecture it was built from.
+    pub architecture: Architecture,
+    /// Features per input row.
+    pub input_dim: usize,
+    /// Number of classes.
+    pub classes: usize,
+    /// Backend running it.
+    pub backend: BackendKind,
+    /// The weights (on the backend's autodiff device while training).
+    pub model: Model,
+}
+
+impl Network {
+    /// A freshly initialised network; `seed` makes the initial weights reproducible.
+    pub fn new(architecture: &Architecture, input_dim: usize, classes: usize, backend: BackendKind, seed: u64) -> Result<Self, LearningError> {
+        backend.seed(seed);
+        let model = architecture.init(input_dim, classes, &backend.device().autodiff())?;
+        let net = Self { architecture: architecture.clone(), input_dim, classes, backend, model };
+        // Parameters initialise lazily; touch them now so the seed above decides them.
+        net.model.num_params();
+        let _ = net.logits(&vec![0.0; input_dim], 1);
+        Ok(net)
+    }
+
+    /// The metadata to save beside the weights.
+    pub fn spec(&self) -> NetworkSpec {
+        NetworkSpec { architecture: self.architecture.clone(), input_dim: self.input_dim, classes: self.classes }
+    }
+
+    /// Checks that data of this shape can be used with the network.
+    pub fn check_data(&self, dim: usize, classes: usize) -> Result<(), LearningError> {
+        if dim != self.input_dim || classes > self.classes {
+            return Err(LearningError::Shape(format!(
+                "data has {dim} features and {classes} classes, the network takes {} and predicts {}",
+                self.input_dim, self.classes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Number of trainable parameters.
+    pub fn num_params(&self) -> usize {
+        self.model.num_params()
+    }
+
+    /// Logits for row-major `inputs` (`rows × input_dim`), in batches of `batch`.
+    pub fn logits(&self, inputs: &[f32], batch: usize) -> Result<Vec<f32>, LearningError> {
+        if inputs.len() % self.input_dim != 0 {
+            return Err(LearningError::Shape(format!("{} values are not rows of {}", inputs.len(), self.input_dim)));
+        }
+        let rows: Vec<usize> = (0..inputs.len() / self.input_dim).collect();
+        Ok(logits_of(&self.model.valid(), inputs, &rows, self.input_dim, self.backend, batch))
+    }
+
+    /// Soft labels softmax(z / T) for row-major `inputs`.
+    pub fn soft_labels(&self, inputs: &[f32], temperature: f32, batch: usize) -> Result<Vec<f32>, LearningError> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(LearningError::Config(format!("temperature {temperature} must be positive")));
+        }
+        let z = self.logits(inputs, batch)?;
+        Ok(softmax_rows(&z, self.classes, temperature))
+    }
+
+    /// Predicted class of each row.
+    pub fn predict(&self, inputs: &[f32]) -> Result<Vec<u32>, LearningError> {
+        let z = self.logits(inputs, 256)?;
+        Ok(z.chunks_exact(self.classes).map(|r| crate::train::argmax(r) as u32).collect())
+    }
+
+    /// Burnpack bytes of the weights.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, LearningError> {
+        let bytes = self.model.valid().into_record().into_bytes().map_err(|e| LearningError::Store(e.to_string()))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Rebuilds a network from its spec and burnpack bytes.
+    pub fn from_bytes(spec: &NetworkSpec, bytes: Vec<u8>, backend: BackendKind) -> Result<Self, LearningError> {
+        let model = spec.architecture.init(spec.input_dim, spec.classes, &backend.device().autodiff())?;
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| LearningError::Store(e.to_string()))?;
+        let model = model.try_load_record(record).map_err(|e| LearningError::Store(e.to_string()))?;
+        Ok(Self { architecture: spec.architecture.clone(), input_dim: spec.input_dim, classes: spec.classes, backend, model })
+    }
+
+    /// Saves `<path>.bpk` (burnpack weights) and `<path>.json` (spec), each atomically.
+    /// Returns the size of the weights file in bytes.
+    pub fn save(&self, path: &Path) -> Result<u64, LearningError> {
+        let spec = serde_json::to_vec_pretty(&self.spec()).map_err(|e| LearningError::Store(e.to_string()))?;
+        atomic_write(&path.with_extension("json"), &spec)?;
+        let weights = self.to_bytes()?;
+        atomic_write(&path.with_extension("bpk"), &weights)?;
+        Ok(weights.len() as u64)
+    }
+
+    /// Loads what [`Network::save`] wrote.
+    pub fn load(path: &Path, backend: BackendKind) -> Result<Self, LearningError> {
+        let read = |p: PathBuf| std::fs::read(&p).map_err(|e| LearningError::Io { path: p, source: e });
+        let spec_path = path.with_extension("json");
+        let spec: NetworkSpec = serde_json::from_slice(&read(spec_path.clone())?)
+            .map_err(|e| LearningError::Store(format!("{}: {e}", spec_path.display())))?;
+        let bpk = path.with_extension("bpk");
+        Self::from_bytes(&spec, read(bpk.clone())?, backend)
+            .map_err(|e| LearningError::Store(format!("{}: {e}", bpk.display())))
+    }
+
+    /// Writes the weights as safetensors. Tensors are named by field path (`layers.0.weight`, …).
+    /// Linear weights are stored in PyTorch's `[out, in]` layout (burn keeps `[in, out]` in
+    /// memory), so the file loads into an equivalent `torch.nn.Linear` as it is.
+    pub fn export_safetensors(&self, path: &Path) -> Result<(), LearningError> {
+        let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(burn::store::BurnToPyTorchAdapter);
+        self.model.valid().save_into(&mut store).map_err(|e| LearningError::Store(e.to_string()))?;
+        let bytes = store.get_bytes().map_err(|e| LearningError::Store(e.to_string()))?;
+        atomic_write(path, &bytes)
+    }
+
+    /// Mean inference latency in µs per sample at the given batch size (best of `repeats` runs
+    /// after one warm-up).
+    pub fn latency_us(&self, batch: usize, repeats: usize) -> f64 {
+        let model = self.model.valid();
+        let device = self.backend.device();
+        let x = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; batch * self.input_dim], [batch, self.input_dim]), &device);
+        let run = || {
+            let out: Vec<f32> = model.forward(x.clone()).into_data().try_into_vec_as::<f32>().unwrap_or_default();
+            std::hint::black_box(out);
+        };
+        run();
+        (0..repeats.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                run();
+                t.elapsed().as_secs_f64() * 1e6 / batch as f64
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+}
+
+/// Logits of an inference-mode model for the given rows.
+pub(crate) fn logits_of(model: &Model, inputs: &[f32], rows: &[usize], dim: usize, backend: BackendKind, batch: usize) -> Vec<f32> {
+    let device = backend.device();
+    let mut out = Vec::new();
+    for idx in rows.chunks(batch.max(1)) {
+        let x = rows_tensor(inputs, idx, dim, &device);
+        let z: Vec<f32> = model.forward(x).into_data().try_into_vec_as::<f32>().unwrap_or_default();
+        out.extend(z);
+    }
+    out
+}
+
+/// Row-wise softmax(z / T), computed stably.
+pub fn softmax_rows(logits: &[f32], classes: usize, temperature: f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(logits.len());
+    for row in logits.chunks_exact(classes) {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = row.iter().map(|z| ((z - m) / temperature).exp()).collect();
+        let s: f32 = e.iter().sum();
+        out.extend(e.iter().map(|v| v / s));
+    }
+    out
+}
+
+/// Same as burn's softmax, for callers holding tensors.
+pub fn softmax_t(logits: Tensor<2>, temperature: f32) -> Tensor<2> {
+    softmax(logits.div_scalar(temperature), 1)
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename,
+/// then fsync of the directory. A crash leaves either the old file or the new one, never a mix.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), LearningError> {
+    let io = |e| LearningError::Io { path: path.to_owned(), source: e };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
