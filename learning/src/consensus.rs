@@ -180,7 +180,7 @@ pub fn combine(inputs: &[(&[f32], u64)], samples: usize, classes: usize, cfg: &C
     if let Some((i, _)) = inputs.iter().enumerate().find(|(_, (m, _))| m.len() != samples * classes) {
         return Err(format!("node matrix {i} does not have {samples} × {classes} values"));
     }
-    let mut probs = match &cfg.rule {
+    let probs = match &cfg.rule {
         Rule::Mean | Rule::WeightedBySamples | Rule::Confidence => {
             let mut acc = MeanAccumulator::new(samples, classes, cfg.rule == Rule::Confidence);
             for (m, n) in inputs {
@@ -202,6 +202,12 @@ pub fn combine(inputs: &[(&[f32], u64)], samples: usize, classes: usize, cfg: &C
             })
         }
     };
+    Ok(postprocess(probs, classes, inputs.len(), cfg))
+}
+
+/// Renormalises, sharpens and masks combined rows (the steps after any rule; a streaming caller
+/// that fed a [`MeanAccumulator`] itself finishes with this).
+pub fn postprocess(mut probs: Vec<f32>, classes: usize, nodes: usize, cfg: &ConsensusConfig) -> Combined {
     renormalise(&mut probs, classes);
     sharpen(&mut probs, classes, &cfg.sharpen);
     let weights = probs
@@ -211,7 +217,7 @@ pub fn combine(inputs: &[(&[f32], u64)], samples: usize, classes: usize, cfg: &C
             _ => 1.0,
         })
         .collect();
-    Ok(Combined { probs, weights, classes, nodes: inputs.len() })
+    Combined { probs, weights, classes, nodes }
 }
 
 /// Applies `f` to the sorted values of each coordinate across nodes.

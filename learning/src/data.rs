@@ -284,6 +284,119 @@ pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
     Dataset::new(features, labels, dim, classes)
 }
 
+/// Where a data set lives and how to read it, as written in configuration files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "format", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataSource {
+    /// A CSV file (gzip detected).
+    Csv {
+        /// File.
+        path: PathBuf,
+        /// How to read it.
+        #[serde(flatten)]
+        options: CsvOptions,
+    },
+    /// IDX images and labels (gzip detected).
+    Idx {
+        /// Images file.
+        images: PathBuf,
+        /// Labels file.
+        labels: PathBuf,
+    },
+}
+
+impl DataSource {
+    /// Loads the whole file(s).
+    pub fn load(&self) -> Result<Dataset> {
+        match self {
+            DataSource::Csv { path, options } => load_csv(path, options),
+            DataSource::Idx { images, labels } => load_idx(images, labels),
+        }
+    }
+
+    /// The same source with relative paths resolved against `base`.
+    pub fn resolved(&self, base: &Path) -> Self {
+        let r = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
+        match self {
+            DataSource::Csv { path, options } => DataSource::Csv { path: r(path), options: options.clone() },
+            DataSource::Idx { images, labels } => DataSource::Idx { images: r(images), labels: r(labels) },
+        }
+    }
+}
+
+/// A data set to use: a source, optionally a file of row indices to keep (one per line), and the
+/// preprocessing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// The file(s).
+    #[serde(flatten)]
+    pub source: DataSource,
+    /// Keep only these rows (a text file, one 0-based index per line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<PathBuf>,
+    /// Number of classes, if more than the file's labels show (e.g. a node that lacks a class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
+    /// Preprocessing.
+    #[serde(default)]
+    pub preprocess: Preprocess,
+}
+
+impl DataSpec {
+    /// Loads, selects rows and preprocesses.
+    pub fn load(&self) -> Result<Dataset> {
+        let mut d = self.source.load()?;
+        if let Some(rows_path) = &self.rows {
+            let rows = read_rows(rows_path, d.len())?;
+            d = d.subset(&rows);
+        }
+        if let Some(c) = self.classes {
+            if c < d.classes {
+                return Err(DataError::Split(format!("classes = {c} but the data has labels up to {}", d.classes - 1)));
+            }
+            d.classes = c;
+        }
+        self.preprocess.apply(&mut d.features, d.dim)?;
+        Ok(d)
+    }
+
+    /// The same spec with relative paths resolved against `base`.
+    pub fn resolved(&self, base: &Path) -> Self {
+        let mut s = self.clone();
+        s.source = self.source.resolved(base);
+        s.rows = self.rows.as_ref().map(|p| if p.is_absolute() { p.clone() } else { base.join(p) });
+        s
+    }
+}
+
+/// Reads a row-index file (one index per line; blank lines and `#` comments ignored).
+pub fn read_rows(path: &Path, len: usize) -> Result<Vec<usize>> {
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io { path: path.to_owned(), source })?;
+    let mut rows = Vec::new();
+    for (no, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let i: usize = t.parse().map_err(|_| DataError::Csv { path: path.to_owned(), line: no + 1, column: 1, detail: format!("`{t}` is not a row index") })?;
+        if i >= len {
+            return Err(DataError::Csv { path: path.to_owned(), line: no + 1, column: 1, detail: format!("row {i} is beyond the {len} rows of the data") });
+        }
+        rows.push(i);
+    }
+    Ok(rows)
+}
+
+/// Writes a row-index file.
+pub fn write_rows(path: &Path, rows: &[usize]) -> std::io::Result<()> {
+    let mut s = String::with_capacity(rows.len() * 6);
+    for r in rows {
+        let _ = writeln!(s, "{r}");
+    }
+    std::fs::write(path, s)
+}
+
 /// Preprocessing declared in configuration, identical on every node, so that everyone maps the
 /// public reference inputs the same way. It never looks at a node's data.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,55 @@
+//! `fd-node`: one per data holder.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "fd-node", version, about = "Federated-distillation node: trains on private data, shares soft labels only")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a new Ed25519 key (mode 0600) and print its PeerId for the aggregator's roster.
+    Keygen {
+        /// Where to write the key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the node.
+    Run {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,libp2p=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Keygen { out } => {
+            let peer = node::keygen(&out).with_context(|| format!("cannot write key {}", out.display()))?;
+            println!("{peer}");
+        }
+        Command::Run { config } => {
+            let cfg = node::NodeConfig::load(&config)?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let s = shutdown.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                s.cancel();
+            });
+            let summary = node::run(cfg, shutdown).await.context("node failed")?;
+            tracing::info!(accepted = summary.accepted_rounds.len(), refused = summary.refused_rounds.len(), "node stopped");
+        }
+    }
+    Ok(())
+}
