@@ -139,6 +139,8 @@ pub struct Aggregator {
     joined: HashSet<ParticipantId>,
     progress: Option<mpsc::Sender<RoundMetrics>>,
     limits: Limits,
+    /// Requests sent in the background (announcements, consensus), awaited before shutdown.
+    sends: tokio::task::JoinSet<()>,
 }
 
 impl Aggregator {
@@ -221,6 +223,7 @@ impl Aggregator {
             joined: HashSet::new(),
             progress: None,
             limits,
+            sends: tokio::task::JoinSet::new(),
             cfg,
         };
         agg.restore()?;
@@ -278,6 +281,9 @@ impl Aggregator {
             }
             Err(e) => Err(e),
         };
+        // Let the last consensus reach the nodes before the network goes down.
+        let drain = async { while self.sends.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
         drop(self.client);
         drop(self.events);
         let _ = self.loop_task.await;
@@ -341,13 +347,28 @@ impl Aggregator {
                 weights: combined.weights.clone(),
                 participants: participants.len() as u32,
             });
+            // Wait for the nodes' receipts (bounded by the request timeout) so that every node
+            // holds this consensus before the next round is announced: its digest step is then
+            // the same whatever the timing.
+            let mut deliveries = tokio::task::JoinSet::new();
             for peer in self.joined.clone() {
-                self.send(peer, consensus.clone());
+                let client = self.client.clone();
+                let msg = consensus.clone();
+                deliveries.spawn(async move { (peer, client.request(&peer, &msg).await) });
+            }
+            while let Some(done) = deliveries.join_next().await {
+                if let Ok((peer, Err(e))) = done {
+                    tracing::warn!(node = %self.name(&peer), error = %e, "consensus not delivered");
+                }
             }
             let (sent1, recv1) = self.client.traffic();
             let m = RoundMetrics {
                 round,
-                participants: participants.iter().map(|p| self.roster.get(p).cloned().unwrap_or_else(|| p.short())).collect(),
+                participants: {
+                    let mut names: Vec<String> = participants.iter().map(|p| self.name(p)).collect();
+                    names.sort();
+                    names
+                },
                 bytes_in: recv1 - recv0,
                 bytes_out: sent1 - sent0,
                 samples: rows.len(),
@@ -480,9 +501,10 @@ impl Aggregator {
     }
 
     /// Sends a request in the background and logs a failure.
-    fn send(&self, peer: ParticipantId, message: Message) {
+    fn send(&mut self, peer: ParticipantId, message: Message) {
         let client = self.client.clone();
-        tokio::spawn(async move {
+        while self.sends.try_join_next().is_some() {}
+        self.sends.spawn(async move {
             match client.request(&peer, &message).await {
                 Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, .. })) => {
                     tracing::warn!(peer = %peer.short(), kind = ?message.kind(), ?reason, %detail, "node refused");

@@ -113,12 +113,17 @@ pub fn normalised_entropy(row: &[f32]) -> f32 {
     (h / (row.len() as f32).ln()).clamp(0.0, 1.0)
 }
 
-/// Streaming (weighted) mean of soft-label matrices.
+/// Fixed-point scale of [`MeanAccumulator`]: each weighted probability is rounded to a multiple
+/// of 2⁻⁴⁰ before it is added, so the sum is exact integer arithmetic and does not depend on the
+/// order in which nodes arrive (float addition would, in its last bits).
+const FIXED: f64 = (1u64 << 40) as f64;
+
+/// Streaming (weighted) mean of soft-label matrices, independent of arrival order.
 #[derive(Clone, Debug)]
 pub struct MeanAccumulator {
-    sum: Vec<f64>,
+    sum: Vec<i128>,
     /// Per-sample total weight (per-sample confidence rules need one per row).
-    weight: Vec<f64>,
+    weight: Vec<i128>,
     classes: usize,
     nodes: usize,
     confidence: bool,
@@ -127,7 +132,7 @@ pub struct MeanAccumulator {
 impl MeanAccumulator {
     /// An empty accumulator. With `confidence`, each row is weighted by its own confidence.
     pub fn new(samples: usize, classes: usize, confidence: bool) -> Self {
-        Self { sum: vec![0.0; samples * classes], weight: vec![0.0; samples], classes, nodes: 0, confidence }
+        Self { sum: vec![0; samples * classes], weight: vec![0; samples], classes, nodes: 0, confidence }
     }
 
     /// Adds one node's matrix with weight `w` (its sample count, or 1).
@@ -135,16 +140,17 @@ impl MeanAccumulator {
         if probs.len() != self.sum.len() {
             return Err(format!("matrix of {} values, expected {}", probs.len(), self.sum.len()));
         }
-        if !(w.is_finite() && w >= 0.0) {
-            return Err(format!("node weight {w} must be finite and ≥ 0"));
+        if !(w.is_finite() && (0.0..=1e9).contains(&w)) {
+            return Err(format!("node weight {w} must be finite and in [0, 1e9]"));
         }
         let c = self.classes;
         for ((acc, row), total) in self.sum.chunks_exact_mut(c).zip(probs.chunks_exact(c)).zip(self.weight.iter_mut()) {
             let rw = if self.confidence { w * (1.0 - normalised_entropy(row) as f64).max(1e-6) } else { w };
+            let scale = rw * FIXED;
             for (a, &p) in acc.iter_mut().zip(row) {
-                *a += rw * p as f64;
+                *a += (scale * p as f64).round() as i128;
             }
-            *total += rw;
+            *total += scale.round() as i128;
         }
         self.nodes += 1;
         Ok(())
@@ -155,9 +161,9 @@ impl MeanAccumulator {
         let c = self.classes;
         let mut out = Vec::with_capacity(self.sum.len());
         for (row, &w) in self.sum.chunks_exact(c).zip(&self.weight) {
-            let s: f64 = row.iter().sum();
-            if w > 0.0 && s > 0.0 {
-                out.extend(row.iter().map(|v| (v / s) as f32));
+            let s: i128 = row.iter().sum();
+            if w > 0 && s > 0 {
+                out.extend(row.iter().map(|&v| (v as f64 / s as f64) as f32));
             } else {
                 out.extend(std::iter::repeat_n(1.0 / c as f32, c));
             }
@@ -320,9 +326,8 @@ mod tests {
                     prop_assert!((s - 1.0).abs() < 1e-4, "{:?}: row sums to {}", cfg.rule, s);
                     prop_assert!(row.iter().all(|p| p.is_finite() && *p >= 0.0));
                 }
-                for (x, y) in a.probs.iter().zip(&b.probs) {
-                    prop_assert!((x - y).abs() < 1e-5, "{:?}: {} vs {}", cfg.rule, x, y);
-                }
+                // Exactly equal, not just close: the result is independent of arrival order.
+                prop_assert_eq!(&a.probs, &b.probs, "{:?}", cfg.rule);
                 prop_assert_eq!(a.weights, b.weights);
             }
         }

@@ -284,16 +284,14 @@ pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
     Dataset::new(features, labels, dim, classes)
 }
 
-/// Where a data set lives and how to read it, as written in configuration files.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "format", rename_all = "snake_case", deny_unknown_fields)]
+/// Where a data set lives and how to read it.
+#[derive(Clone, Debug, PartialEq)]
 pub enum DataSource {
     /// A CSV file (gzip detected).
     Csv {
         /// File.
         path: PathBuf,
         /// How to read it.
-        #[serde(flatten)]
         options: CsvOptions,
     },
     /// IDX images and labels (gzip detected).
@@ -313,25 +311,53 @@ impl DataSource {
             DataSource::Idx { images, labels } => load_idx(images, labels),
         }
     }
-
-    /// The same source with relative paths resolved against `base`.
-    pub fn resolved(&self, base: &Path) -> Self {
-        let r = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
-        match self {
-            DataSource::Csv { path, options } => DataSource::Csv { path: r(path), options: options.clone() },
-            DataSource::Idx { images, labels } => DataSource::Idx { images: r(images), labels: r(labels) },
-        }
-    }
 }
 
-/// A data set to use: a source, optionally a file of row indices to keep (one per line), and the
-/// preprocessing.
+/// File format of a [`DataSpec`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    /// CSV: `path`, `label`, optional `skip_lines`, `header`, `delimiter`.
+    Csv,
+    /// IDX: `images` and `labels`.
+    Idx,
+}
+
+/// A data set as written in configuration files: the file(s), optionally a file of row indices
+/// to keep (one per line), the class count and the preprocessing.
+///
+/// ```toml
+/// format = "csv"
+/// path = "data/digits/digits.csv.gz"
+/// label = -1
+/// preprocess = { kind = "scale", factor = 0.0625 }
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
-    /// The file(s).
-    #[serde(flatten)]
-    pub source: DataSource,
+    /// `csv` or `idx`.
+    pub format: DataFormat,
+    /// CSV file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// CSV label column: index (negative from the end) or header name. Default: the last column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<LabelColumn>,
+    /// CSV lines to skip before the header or data.
+    #[serde(default)]
+    pub skip_lines: usize,
+    /// Whether the CSV has a header line.
+    #[serde(default)]
+    pub header: bool,
+    /// CSV separator.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    /// IDX images file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<PathBuf>,
+    /// IDX labels file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<PathBuf>,
     /// Keep only these rows (a text file, one 0-based index per line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<PathBuf>,
@@ -344,9 +370,29 @@ pub struct DataSpec {
 }
 
 impl DataSpec {
+    /// The files to read, checking that the fields of the format are present.
+    pub fn source(&self) -> Result<DataSource> {
+        let missing = |f: &str| DataError::Split(format!("data: format {:?} needs `{f}`", self.format));
+        match self.format {
+            DataFormat::Csv => Ok(DataSource::Csv {
+                path: self.path.clone().ok_or_else(|| missing("path"))?,
+                options: CsvOptions {
+                    label: self.label.clone().unwrap_or(LabelColumn::Index(-1)),
+                    skip_lines: self.skip_lines,
+                    header: self.header,
+                    delimiter: self.delimiter,
+                },
+            }),
+            DataFormat::Idx => Ok(DataSource::Idx {
+                images: self.images.clone().ok_or_else(|| missing("images"))?,
+                labels: self.labels.clone().ok_or_else(|| missing("labels"))?,
+            }),
+        }
+    }
+
     /// Loads, selects rows and preprocesses.
     pub fn load(&self) -> Result<Dataset> {
-        let mut d = self.source.load()?;
+        let mut d = self.source()?.load()?;
         if let Some(rows_path) = &self.rows {
             let rows = read_rows(rows_path, d.len())?;
             d = d.subset(&rows);
@@ -363,10 +409,8 @@ impl DataSpec {
 
     /// The same spec with relative paths resolved against `base`.
     pub fn resolved(&self, base: &Path) -> Self {
-        let mut s = self.clone();
-        s.source = self.source.resolved(base);
-        s.rows = self.rows.as_ref().map(|p| if p.is_absolute() { p.clone() } else { base.join(p) });
-        s
+        let r = |p: &Option<PathBuf>| p.as_ref().map(|p| if p.is_absolute() { p.clone() } else { base.join(p) });
+        Self { path: r(&self.path), images: r(&self.images), labels: r(&self.labels), rows: r(&self.rows), ..self.clone() }
     }
 }
 

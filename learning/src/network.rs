@@ -44,8 +44,10 @@ pub struct Network {
 }
 
 impl Network {
-    /// A freshly initialised network; `seed` makes the initial weights reproducible.
+    /// A freshly initialised network; `seed` makes the initial weights reproducible, even when
+    /// other threads create networks at the same time.
     pub fn new(architecture: &Architecture, input_dim: usize, classes: usize, backend: BackendKind, seed: u64) -> Result<Self, LearningError> {
+        let _rng = rng_lock();
         backend.seed(seed);
         let model = architecture.init(input_dim, classes, &backend.device().autodiff())?;
         let net = Self { architecture: architecture.clone(), input_dim, classes, backend, model };
@@ -166,6 +168,23 @@ impl Network {
     }
 }
 
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// burn's random generator is process-wide per backend. Whoever seeds it and draws from it
+/// (initialisation, dropout) holds this lock, so concurrent nodes in one process stay reproducible.
+pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    BACKEND_RNG.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Architecture {
+    /// Whether the forward pass draws random numbers (dropout).
+    pub fn uses_rng(&self) -> bool {
+        match self {
+            Architecture::Mlp { dropout, .. } | Architecture::Cnn { dropout, .. } => *dropout > 0.0,
+        }
+    }
+}
+
 /// Logits of an inference-mode model for the given rows.
 pub(crate) fn logits_of(model: &Model, inputs: &[f32], rows: &[usize], dim: usize, backend: BackendKind, batch: usize) -> Vec<f32> {
     let device = backend.device();
@@ -215,4 +234,50 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), LearningError> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(io)
+}
+
+struct Collect(Vec<Vec<f32>>);
+
+impl burn::module::ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        self.0.push(param.val().into_data().try_into_vec_as::<f32>().unwrap_or_default());
+    }
+}
+
+struct Replace(std::vec::IntoIter<Vec<f32>>);
+
+impl burn::module::ModuleMapper for Replace {
+    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+        let values = self.0.next().expect("same architecture: same parameter count");
+        param.map(|t| {
+            let shape = t.shape();
+            Tensor::from_data(TensorData::new(values, shape), &t.device())
+        })
+    }
+}
+
+/// Weighted average of the parameters of networks with the same architecture (FedAvg).
+pub fn average(nets: &[&Network], weights: &[f64]) -> Result<Network, LearningError> {
+    let first = nets.first().ok_or_else(|| LearningError::Config("nothing to average".into()))?;
+    if nets.len() != weights.len() || nets.iter().any(|n| n.spec() != first.spec()) {
+        return Err(LearningError::Config("FedAvg needs networks of one architecture and a weight each".into()));
+    }
+    let total: f64 = weights.iter().sum();
+    if !(total > 0.0) {
+        return Err(LearningError::Config("FedAvg weights must sum to a positive number".into()));
+    }
+    let mut sum: Option<Vec<Vec<f64>>> = None;
+    for (n, &w) in nets.iter().zip(weights) {
+        let mut c = Collect(Vec::new());
+        n.model.visit(&mut c);
+        let acc = sum.get_or_insert_with(|| c.0.iter().map(|p| vec![0.0; p.len()]).collect());
+        for (a, p) in acc.iter_mut().zip(&c.0) {
+            for (x, v) in a.iter_mut().zip(p) {
+                *x += w / total * *v as f64;
+            }
+        }
+    }
+    let avg: Vec<Vec<f32>> = sum.unwrap_or_default().into_iter().map(|p| p.into_iter().map(|v| v as f32).collect()).collect();
+    let model = first.model.clone().map(&mut Replace(avg.into_iter()));
+    Ok(Network { model, ..(*first).clone() })
 }

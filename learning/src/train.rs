@@ -241,7 +241,12 @@ pub fn fit(net: &mut Network, data: &Dataset, cfg: &TrainConfig, seed: u64) -> R
     net.check_data(data.dim, data.classes)?;
     let start = std::time::Instant::now();
     let device = net.backend.device().autodiff();
-    net.backend.seed(seed);
+    // Dropout draws from burn's process-wide generator: hold it for the whole run.
+    let _rng = net.architecture.uses_rng().then(|| {
+        let guard = crate::network::rng_lock();
+        net.backend.seed(seed);
+        guard
+    });
     let mut model = net.model.clone().train();
     let mut optim = cfg.optimizer();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
@@ -294,7 +299,11 @@ pub fn distill(net: &mut Network, set: DistillSet<'_>, cfg: &DistillConfig, seed
     }
     let start = std::time::Instant::now();
     let device = net.backend.device().autodiff();
-    net.backend.seed(seed);
+    let _rng = net.architecture.uses_rng().then(|| {
+        let guard = crate::network::rng_lock();
+        net.backend.seed(seed);
+        guard
+    });
     let mut model = net.model.clone().train();
     let mut optim = cfg.train.optimizer();
     let mut order: Vec<usize> = (0..rows).collect();

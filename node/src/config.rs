@@ -70,6 +70,8 @@ pub struct Simulation {
     pub delay_ms: u64,
     /// Replace honest soft labels with corrupted ones.
     pub attack: Attack,
+    /// Leave the federation (stop) on receiving this round's announcement, without submitting.
+    pub leave_at_round: Option<u64>,
 }
 
 /// Corrupted soft labels.

@@ -64,6 +64,8 @@ pub struct NodeSummary {
     pub consensus_received: usize,
     /// Times the node (re)joined.
     pub joins: usize,
+    /// The round at which the node left on purpose (`simulation.leave_at_round`).
+    pub left_at: Option<u64>,
 }
 
 /// Validated, loaded inputs of a node.
@@ -181,6 +183,11 @@ impl Node {
             loop {
                 if work.is_none() {
                     if let Some(ann) = self.pending.take() {
+                        if self.cfg.simulation.leave_at_round.is_some_and(|r| ann.round >= r) {
+                            tracing::info!(round = ann.round, "leaving the federation (simulation)");
+                            self.summary.left_at = Some(ann.round);
+                            break 'connect;
+                        }
                         work = Some(self.start_work(ann));
                     }
                 }

@@ -1,0 +1,105 @@
+//! Baselines on the same split: local-only, centralized, FedAvg, the teachers' ensemble, and a
+//! student trained on the public set's true labels.
+
+use learning::data::Dataset;
+use learning::eval::{self, ModelFacts};
+use learning::train::{self, TrainConfig};
+use learning::Network;
+use serde::{Deserialize, Serialize};
+
+use crate::setup::Prepared;
+
+/// Accuracy and cost of one baseline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Final test accuracy.
+    pub accuracy: f32,
+    /// Test accuracy after each round, where the baseline has rounds.
+    pub per_round: Vec<f32>,
+    /// Bytes that crossed the network in total (0 for non-federated baselines).
+    pub bytes_total: u64,
+    /// Seconds of computation.
+    pub seconds: f64,
+}
+
+fn accuracy(net: &Network, test: &Dataset) -> anyhow::Result<f32> {
+    Ok(eval::evaluate(&net.soft_labels(&test.features, 1.0, 256)?, &test.labels, test.classes).accuracy)
+}
+
+fn epochs_total(p: &Prepared) -> usize {
+    (p.scenario.rounds as usize * p.scenario.nodes.train.epochs).max(1)
+}
+
+/// Each node alone on its private data, for as many epochs as it trains in the federation.
+pub fn local_only(p: &Prepared, test: &Dataset) -> anyhow::Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for (i, part) in p.parts.iter().enumerate() {
+        let cfg = &p.nodes[i];
+        let mut net = Network::new(&cfg.model, p.dataset.dim, p.dataset.classes, cfg.backend, cfg.seed)?;
+        let train_cfg = TrainConfig { epochs: epochs_total(p), ..cfg.train.clone() };
+        train::fit(&mut net, &p.dataset.subset(part), &train_cfg, cfg.seed)?;
+        out.push(accuracy(&net, test)?);
+    }
+    Ok(out)
+}
+
+/// Every node's private rows pooled, node 0's architecture (the upper bound).
+pub fn centralized(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
+    let t = std::time::Instant::now();
+    let all: Vec<usize> = p.parts.concat();
+    let cfg = &p.nodes[0];
+    let mut net = Network::new(&cfg.model, p.dataset.dim, p.dataset.classes, cfg.backend, p.scenario.seed)?;
+    let train_cfg = TrainConfig { epochs: epochs_total(p).min(10), ..cfg.train.clone() };
+    train::fit(&mut net, &p.dataset.subset(&all), &train_cfg, p.scenario.seed)?;
+    Ok(Baseline { accuracy: accuracy(&net, test)?, per_round: Vec::new(), bytes_total: 0, seconds: t.elapsed().as_secs_f64() })
+}
+
+/// Federated averaging with the nodes' architecture and local epochs, weighted by local size.
+/// Bytes count the serialised weights, down to every node and back up, each round.
+pub fn fedavg(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
+    let t = std::time::Instant::now();
+    let cfg0 = &p.nodes[0];
+    let mut global = Network::new(&cfg0.model, p.dataset.dim, p.dataset.classes, cfg0.backend, p.scenario.seed)?;
+    let model_bytes = global.to_bytes()?.len() as u64;
+    let parts: Vec<Dataset> = p.parts.iter().map(|rows| p.dataset.subset(rows)).collect();
+    let weights: Vec<f64> = parts.iter().map(|d| d.len() as f64).collect();
+    let mut per_round = Vec::new();
+    for round in 1..=p.scenario.rounds {
+        let mut locals = Vec::with_capacity(parts.len());
+        for (i, d) in parts.iter().enumerate() {
+            let mut local = global.clone();
+            train::fit(&mut local, d, &p.nodes[i].train, p.nodes[i].seed ^ round)?;
+            locals.push(local);
+        }
+        let refs: Vec<&Network> = locals.iter().collect();
+        global = learning::network::average(&refs, &weights)?;
+        per_round.push(accuracy(&global, test)?);
+    }
+    let bytes_total = 2 * model_bytes * parts.len() as u64 * p.scenario.rounds;
+    Ok(Baseline { accuracy: *per_round.last().unwrap_or(&0.0), per_round, bytes_total, seconds: t.elapsed().as_secs_f64() })
+}
+
+/// The student's architecture trained on the reference rows with their true labels: what the
+/// global student could reach if the public set were labelled.
+pub fn public_labels(p: &Prepared, test: &Dataset) -> anyhow::Result<(Baseline, ModelFacts)> {
+    let t = std::time::Instant::now();
+    let s = &p.scenario;
+    let mut net = Network::new(&s.student.architecture, p.dataset.dim, p.dataset.classes, s.backend, s.seed ^ 0xABCD)?;
+    let epochs = (s.student.distill.train.epochs * s.rounds as usize).min(100);
+    let train_cfg = TrainConfig { epochs, ..s.student.distill.train.clone() };
+    train::fit(&mut net, &p.dataset.subset(&p.split.reference), &train_cfg, s.seed)?;
+    let facts = ModelFacts::of(&net)?;
+    Ok((Baseline { accuracy: accuracy(&net, test)?, per_round: Vec::new(), bytes_total: 0, seconds: t.elapsed().as_secs_f64() }, facts))
+}
+
+/// Accuracy of the mean of the nodes' final predictions on the test set (what the student distils).
+pub fn ensemble(nodes: &[Network], test: &Dataset) -> anyhow::Result<(f32, Vec<f32>)> {
+    let mut acc = learning::consensus::MeanAccumulator::new(test.len(), test.classes, false);
+    let mut each = Vec::new();
+    for n in nodes {
+        let probs = n.soft_labels(&test.features, 1.0, 256)?;
+        each.push(eval::evaluate(&probs, &test.labels, test.classes).accuracy);
+        acc.add(&probs, 1.0).map_err(anyhow::Error::msg)?;
+    }
+    Ok((eval::evaluate(&acc.finish(), &test.labels, test.classes).accuracy, each))
+}

@@ -1,0 +1,13 @@
+//! Simulated federations on one machine: scenario files and presets ([`spec`], [`presets`]),
+//! their files on disk ([`setup`]), the run itself with real libp2p peers in one process or as
+//! real processes ([`run`]), the baselines ([`baselines`]) and the outputs ([`report`]).
+#![deny(missing_docs)]
+
+pub mod baselines;
+pub mod presets;
+pub mod report;
+pub mod run;
+pub mod setup;
+pub mod spec;
+
+pub use spec::Scenario;

@@ -1,0 +1,216 @@
+//! Built-in scenarios. `fd-scenarios show NAME` prints one as TOML to copy and edit.
+
+/// Names and one-line descriptions.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("quickstart", "UCI digits, 10 nodes, Dirichlet α = 0.5, MLP nodes and student (about a minute)"),
+    ("mnist-dirichlet", "MNIST, 10 nodes, Dirichlet α = 0.1, 5,000 public samples, CNN nodes, MLP student"),
+    ("mnist-shards", "MNIST, 10 nodes holding 2 classes each, MLP"),
+    ("breast-cancer", "UCI breast cancer, 5 nodes, Dirichlet α = 1, standardised features, small MLP"),
+    ("scale-100", "MNIST, 100 nodes, IID, small MLP: how the system scales on one machine"),
+];
+
+const QUICKSTART: &str = r#"name = "quickstart"
+seed = 42
+transport = "in-process"
+backend = "flex"
+rounds = 10
+
+[data]
+format = "csv"
+path = "{data}/digits/digits.csv.gz"
+label = -1
+preprocess = { kind = "scale", factor = 0.0625 }
+
+[split]
+test = 360
+reference = 500
+nodes = 10
+min_size = 20
+partition = { kind = "dirichlet", alpha = 0.5 }
+
+[nodes]
+architecture = { kind = "mlp", hidden = [128] }
+train = { epochs = 5, learning_rate = 0.003, batch_size = 32 }
+digest = { enabled = true, epochs = 2, learning_rate = 0.001, batch_size = 64 }
+
+[student]
+architecture = { kind = "mlp", hidden = [64] }
+warm_start = true
+distill = { temperature = 3.0, train = { epochs = 20, learning_rate = 0.003, batch_size = 32 } }
+
+[round]
+samples = 250
+temperature = 3.0
+encoding = "q8"
+deadline_secs = 20
+
+[consensus]
+rule = { kind = "mean" }
+"#;
+
+const MNIST_DIRICHLET: &str = r#"name = "mnist-dirichlet"
+seed = 7
+transport = "in-process"
+backend = "flex"
+rounds = 5
+
+[data]
+format = "idx"
+images = "{data}/mnist/train-images-idx3-ubyte.gz"
+labels = "{data}/mnist/train-labels-idx1-ubyte.gz"
+preprocess = { kind = "scale", factor = 0.00392156862745098 }
+
+[split]
+test = 5000
+reference = 5000
+nodes = 10
+min_size = 100
+partition = { kind = "dirichlet", alpha = 0.1 }
+
+[nodes]
+architecture = { kind = "cnn", channels = [8, 16], hidden = 64 }
+train = { epochs = 1, learning_rate = 0.002, batch_size = 64 }
+digest = { enabled = true, epochs = 1, learning_rate = 0.001, batch_size = 64 }
+
+[student]
+architecture = { kind = "mlp", hidden = [256] }
+warm_start = true
+distill = { temperature = 3.0, train = { epochs = 5, learning_rate = 0.002, batch_size = 64 } }
+
+[round]
+samples = 2000
+temperature = 3.0
+encoding = "q8"
+deadline_secs = 120
+
+[consensus]
+rule = { kind = "confidence" }
+"#;
+
+const MNIST_SHARDS: &str = r#"name = "mnist-shards"
+seed = 11
+transport = "in-process"
+backend = "flex"
+rounds = 5
+
+[data]
+format = "idx"
+images = "{data}/mnist/train-images-idx3-ubyte.gz"
+labels = "{data}/mnist/train-labels-idx1-ubyte.gz"
+preprocess = { kind = "scale", factor = 0.00392156862745098 }
+
+[split]
+test = 5000
+reference = 5000
+nodes = 10
+min_size = 100
+partition = { kind = "classes", k = 2 }
+
+[nodes]
+architecture = { kind = "mlp", hidden = [256] }
+train = { epochs = 1, learning_rate = 0.002, batch_size = 64 }
+digest = { enabled = true, epochs = 1, learning_rate = 0.001, batch_size = 64 }
+
+[student]
+architecture = { kind = "mlp", hidden = [256] }
+distill = { temperature = 3.0, train = { epochs = 5, learning_rate = 0.002, batch_size = 64 } }
+
+[round]
+samples = 2000
+temperature = 3.0
+encoding = "q8"
+deadline_secs = 120
+
+[consensus]
+rule = { kind = "confidence" }
+"#;
+
+const BREAST_CANCER: &str = r#"name = "breast-cancer"
+seed = 3
+transport = "in-process"
+backend = "flex"
+rounds = 5
+
+[data]
+format = "csv"
+path = "{data}/breast-cancer/breast_cancer.csv"
+label = -1
+skip_lines = 1
+preprocess = { kind = "scale", factor = 1.0 }
+
+[split]
+test = 114
+reference = 150
+nodes = 5
+min_size = 10
+partition = { kind = "dirichlet", alpha = 1.0 }
+
+[nodes]
+architecture = { kind = "mlp", hidden = [32] }
+train = { epochs = 10, learning_rate = 0.003, batch_size = 16 }
+
+[student]
+architecture = { kind = "mlp", hidden = [16] }
+distill = { temperature = 2.0, train = { epochs = 30, learning_rate = 0.003, batch_size = 16 } }
+
+[round]
+samples = 100
+temperature = 2.0
+encoding = "f16"
+deadline_secs = 20
+"#;
+
+const SCALE_100: &str = r#"name = "scale-100"
+seed = 100
+transport = "in-process"
+backend = "flex"
+rounds = 3
+
+[data]
+format = "idx"
+images = "{data}/mnist/train-images-idx3-ubyte.gz"
+labels = "{data}/mnist/train-labels-idx1-ubyte.gz"
+preprocess = { kind = "scale", factor = 0.00392156862745098 }
+
+[split]
+test = 5000
+reference = 5000
+nodes = 100
+min_size = 100
+partition = { kind = "iid" }
+
+[nodes]
+architecture = { kind = "mlp", hidden = [64] }
+train = { epochs = 1, learning_rate = 0.003, batch_size = 64 }
+digest = { enabled = false }
+
+[student]
+architecture = { kind = "mlp", hidden = [128] }
+distill = { temperature = 3.0, train = { epochs = 3, learning_rate = 0.002, batch_size = 64 } }
+
+[round]
+samples = 1000
+temperature = 3.0
+encoding = "q8"
+quorum = 90
+deadline_secs = 300
+
+[baselines]
+local = false
+centralized = true
+fedavg = false
+public_labels = false
+"#;
+
+/// The TOML of a preset, with `{data}` pointing at `data_dir`.
+pub fn preset(name: &str, data_dir: &std::path::Path) -> Option<String> {
+    let text = match name {
+        "quickstart" => QUICKSTART,
+        "mnist-dirichlet" => MNIST_DIRICHLET,
+        "mnist-shards" => MNIST_SHARDS,
+        "breast-cancer" => BREAST_CANCER,
+        "scale-100" => SCALE_100,
+        _ => return None,
+    };
+    Some(text.replace("{data}", &data_dir.display().to_string()))
+}

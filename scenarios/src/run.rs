@@ -1,0 +1,321 @@
+//! Runs a prepared scenario: the federation (in-process or as processes), then the baselines,
+//! then the outputs (`results.json`, `rounds.csv`, `report.md`, `config.toml`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aggregator::{Aggregator, RoundMetrics};
+use anyhow::Context;
+use learning::eval::ModelFacts;
+use learning::Network;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::baselines::{self, Baseline};
+use crate::setup::{self, Prepared};
+use crate::spec::{Scenario, Transport};
+
+/// One round of the federated run, as written to `results.json` and `rounds.csv`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundResult {
+    /// Round.
+    pub round: u64,
+    /// Global model test accuracy.
+    pub global_accuracy: f32,
+    /// Nodes whose soft labels made the consensus.
+    pub participants: Vec<String>,
+    /// Bytes from nodes to the aggregator.
+    pub bytes_up: u64,
+    /// Bytes from the aggregator to nodes.
+    pub bytes_down: u64,
+    /// FedAvg's test accuracy after the same round, if run.
+    pub fedavg_accuracy: Option<f32>,
+    /// Seconds.
+    pub seconds: f64,
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// Per round.
+    pub rounds: Vec<RoundResult>,
+    /// Final global model test accuracy.
+    pub global_accuracy: f32,
+    /// The teachers' ensemble (mean of the nodes' final predictions) on the test set.
+    pub ensemble_accuracy: f32,
+    /// Each node's final model on the test set (after federation).
+    pub node_accuracy: Vec<f32>,
+    /// Mean of `node_accuracy`.
+    pub mean_node_accuracy: f32,
+    /// Local-only baseline: each node alone.
+    pub local_only: Option<LocalOnly>,
+    /// Centralized baseline.
+    pub centralized: Option<Baseline>,
+    /// FedAvg baseline.
+    pub fedavg: Option<Baseline>,
+    /// Student architecture on the public set's true labels.
+    pub public_labels: Option<Baseline>,
+    /// Total bytes of federated distillation, both directions.
+    pub bytes_total: u64,
+    /// Mean bytes per round, both directions.
+    pub bytes_per_round: f64,
+    /// The global model's size and speed.
+    pub global_model: ModelFacts,
+    /// A node model's size and speed (node 0), for comparison.
+    pub node_model: ModelFacts,
+    /// Wall-clock seconds of the federated part.
+    pub federation_seconds: f64,
+    /// Peak resident memory of this process, in MiB (Linux).
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Local-only accuracies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocalOnly {
+    /// Mean over nodes.
+    pub mean: f32,
+    /// Best node.
+    pub best: f32,
+    /// Each node.
+    pub nodes: Vec<f32>,
+}
+
+/// Options of a run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Output folder.
+    pub out: PathBuf,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// Runs a scenario end to end and writes its outputs.
+pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Results> {
+    scenario.validate()?;
+    let dir = &opts.out;
+    let mut prepared = tokio::task::block_in_place(|| setup::prepare(scenario, dir))?;
+    setup::write_toml(&dir.join("config.toml"), &prepared.scenario)?;
+    let started = Instant::now();
+    let metrics = match scenario.transport {
+        Transport::InProcess => federate_in_process(&mut prepared, opts.progress).await?,
+        Transport::Processes => federate_processes(&mut prepared, opts.progress).await?,
+    };
+    let federation_seconds = started.elapsed().as_secs_f64();
+    let results = tokio::task::block_in_place(|| evaluate(&prepared, &metrics, federation_seconds))?;
+    crate::report::write(&prepared, &results)?;
+    Ok(results)
+}
+
+fn write_configs(p: &mut Prepared, agg_addr: &str) -> anyhow::Result<()> {
+    setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator)?;
+    for (i, n) in p.nodes.iter_mut().enumerate() {
+        n.aggregator = agg_addr.to_owned();
+        setup::write_toml(&p.dir.join("nodes").join(format!("node-{i:02}")).join("node.toml"), n)?;
+    }
+    Ok(())
+}
+
+fn bar(total: u64, show: bool) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(total);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] round {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+async fn federate_in_process(p: &mut Prepared, progress: bool) -> anyhow::Result<Vec<RoundMetrics>> {
+    p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+    let mut agg = Aggregator::start(p.aggregator.clone()).await.context("starting the aggregator")?;
+    let addr = format!("{}/p2p/{}", agg.listen_addrs()[0], net::keys::peer_id_string(&agg.id()));
+    write_configs(p, &addr)?;
+    let (tx, mut rx) = mpsc::channel(64);
+    agg.set_progress(tx);
+    let shutdown = CancellationToken::new();
+    let agg_task = tokio::spawn(agg.run(shutdown.child_token()));
+    let (round_tx, round_rx) = watch::channel(0u64);
+    let mut node_tasks = Vec::new();
+    for (i, cfg) in p.nodes.iter().enumerate() {
+        let cfg = cfg.clone();
+        let token = shutdown.child_token();
+        let mut round_rx = round_rx.clone();
+        let return_at = p.scenario.faults.iter().find(|f| f.node == i).and_then(|f| f.return_at);
+        node_tasks.push(tokio::spawn(async move {
+            let mut cfg = cfg;
+            loop {
+                let summary = node::run(cfg.clone(), token.clone()).await?;
+                match (summary.left_at, return_at) {
+                    (Some(_), Some(back)) => {
+                        // Come back once round `back − 1` is complete, in time for round `back`.
+                        tokio::select! {
+                            _ = token.cancelled() => return Ok::<_, node::NodeError>(()),
+                            r = round_rx.wait_for(|r| *r + 1 >= back) => if r.is_err() { return Ok(()) },
+                        }
+                        cfg.simulation.leave_at_round = None;
+                    }
+                    _ => return Ok(()),
+                }
+            }
+        }));
+    }
+    let pb = bar(p.scenario.rounds, progress);
+    let mut metrics = Vec::new();
+    let mut agg_task = agg_task;
+    let summary = loop {
+        tokio::select! {
+            m = rx.recv() => if let Some(m) = m {
+                pb.set_position(m.round);
+                pb.set_message(format!("{} nodes, accuracy {:.3}", m.participants.len(), m.accuracy.unwrap_or(0.0)));
+                let _ = round_tx.send(m.round);
+                metrics.push(m);
+            },
+            r = &mut agg_task => break r.context("aggregator task")?.context("aggregator")?,
+        }
+    };
+    while let Ok(m) = rx.try_recv() {
+        metrics.push(m);
+    }
+    pb.finish_and_clear();
+    shutdown.cancel();
+    for t in node_tasks {
+        t.await.context("node task")?.context("node")?;
+    }
+    Ok(summary.rounds)
+}
+
+/// Path of a workspace binary built next to the running one.
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!("cannot find the `{name}` binary near {}; build the workspace first (cargo build --release)", exe.display())
+}
+
+async fn federate_processes(p: &mut Prepared, progress: bool) -> anyhow::Result<Vec<RoundMetrics>> {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    p.aggregator.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}")];
+    let agg_id = net::keys::read(&p.aggregator.key)?.id();
+    let addr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", net::keys::peer_id_string(&agg_id));
+    write_configs(p, &addr)?;
+    let agg_bin = sibling_binary("fd-aggregator")?;
+    let node_bin = sibling_binary("fd-node")?;
+    let logs = p.dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let spawn = |bin: &Path, cfg: PathBuf, log: PathBuf| -> anyhow::Result<tokio::process::Child> {
+        let f = std::fs::File::create(&log)?;
+        Ok(tokio::process::Command::new(bin)
+            .arg("run")
+            .arg("--config")
+            .arg(cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(f)
+            .kill_on_drop(true)
+            .spawn()?)
+    };
+    let mut agg = spawn(&agg_bin, p.dir.join("federation.toml"), logs.join("aggregator.log"))?;
+    let mut nodes = Vec::new();
+    for i in 0..p.nodes.len() {
+        let cfg = p.dir.join("nodes").join(format!("node-{i:02}")).join("node.toml");
+        nodes.push(spawn(&node_bin, cfg, logs.join(format!("node-{i:02}.log")))?);
+    }
+    let pb = bar(p.scenario.rounds, progress);
+    let metrics_path = p.aggregator.output.join("metrics.jsonl");
+    let status = loop {
+        tokio::select! {
+            s = agg.wait() => break s?,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if let Ok(text) = std::fs::read_to_string(&metrics_path) {
+                    pb.set_position(text.lines().count() as u64);
+                }
+            }
+        }
+    };
+    pb.finish_and_clear();
+    for mut n in nodes {
+        let _ = n.start_kill();
+        let _ = n.wait().await;
+    }
+    if !status.success() {
+        anyhow::bail!("fd-aggregator exited with {status}; see {}", logs.join("aggregator.log").display());
+    }
+    let text = std::fs::read_to_string(&metrics_path).context("reading the aggregator's metrics")?;
+    text.lines().map(|l| serde_json::from_str(l).context("metrics line")).collect()
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn evaluate(p: &Prepared, metrics: &[RoundMetrics], federation_seconds: f64) -> anyhow::Result<Results> {
+    let s = &p.scenario;
+    let test = p.dataset.subset(&p.split.test);
+    let global = Network::load(&p.aggregator.output.join("global"), s.backend).context("loading the global model")?;
+    let global_accuracy = learning::eval::evaluate(&global.soft_labels(&test.features, 1.0, 256)?, &test.labels, test.classes).accuracy;
+    let nodes: Vec<Network> = p
+        .nodes
+        .iter()
+        .map(|n| Network::load(&n.state_dir.join("model"), s.backend).with_context(|| format!("loading {}", n.state_dir.display())))
+        .collect::<anyhow::Result<_>>()?;
+    let (ensemble_accuracy, node_accuracy) = baselines::ensemble(&nodes, &test)?;
+    let b = &s.baselines;
+    let local_only = if b.local {
+        let v = baselines::local_only(p, &test)?;
+        Some(LocalOnly { mean: v.iter().sum::<f32>() / v.len() as f32, best: v.iter().copied().fold(0.0, f32::max), nodes: v })
+    } else {
+        None
+    };
+    let centralized = if b.centralized { Some(baselines::centralized(p, &test)?) } else { None };
+    let fedavg = if b.fedavg && s.homogeneous() { Some(baselines::fedavg(p, &test)?) } else { None };
+    let public_labels = if b.public_labels { Some(baselines::public_labels(p, &test)?.0) } else { None };
+    let rounds: Vec<RoundResult> = metrics
+        .iter()
+        .map(|m| RoundResult {
+            round: m.round,
+            global_accuracy: m.accuracy.unwrap_or(0.0),
+            participants: m.participants.clone(),
+            bytes_up: m.bytes_in,
+            bytes_down: m.bytes_out,
+            fedavg_accuracy: fedavg.as_ref().and_then(|f| f.per_round.get(m.round as usize - 1).copied()),
+            seconds: m.seconds,
+        })
+        .collect();
+    let bytes_total: u64 = rounds.iter().map(|r| r.bytes_up + r.bytes_down).sum();
+    Ok(Results {
+        scenario: s.name.clone(),
+        seed: s.seed,
+        bytes_per_round: bytes_total as f64 / rounds.len().max(1) as f64,
+        bytes_total,
+        rounds,
+        global_accuracy,
+        ensemble_accuracy,
+        mean_node_accuracy: node_accuracy.iter().sum::<f32>() / node_accuracy.len().max(1) as f32,
+        node_accuracy,
+        local_only,
+        centralized,
+        fedavg,
+        public_labels,
+        global_model: ModelFacts::of(&global)?,
+        node_model: ModelFacts::of(&nodes[0])?,
+        federation_seconds,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}

@@ -1,0 +1,137 @@
+//! Turns a scenario into real files: the split, each node's row file, the reference set, keys,
+//! and the `federation.toml` / `node.toml` configs that `fd-aggregator` and `fd-node` run.
+
+use std::path::{Path, PathBuf};
+
+use aggregator::config::{AggregatorConfig, ReferenceConfig, RosterEntry, RoundConfig};
+use anyhow::Context;
+use learning::data::{self, Dataset, Preprocess, Split};
+use node::config::{NodeConfig, Simulation};
+use protocol::ReferenceSet;
+
+use crate::spec::Scenario;
+
+/// Everything a run needs, on disk and in memory.
+pub struct Prepared {
+    /// The scenario with derived values filled in (e.g. standardisation statistics).
+    pub scenario: Scenario,
+    /// The whole data set, preprocessed.
+    pub dataset: Dataset,
+    /// Test / reference / private rows.
+    pub split: Split,
+    /// Private rows of each node.
+    pub parts: Vec<Vec<usize>>,
+    /// Aggregator config (listen addresses to be set by the runner).
+    pub aggregator: AggregatorConfig,
+    /// Node configs (aggregator address to be set by the runner).
+    pub nodes: Vec<NodeConfig>,
+    /// Output folder.
+    pub dir: PathBuf,
+}
+
+/// Writes the run's files under `dir`.
+pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
+    let mut s = scenario.clone();
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut raw_spec = s.data.clone();
+    raw_spec.preprocess = Preprocess::None;
+    let raw = raw_spec.load().context("loading the scenario's data")?;
+    let split = data::split(raw.len(), s.split.test, s.split.reference, s.seed)?;
+    // Standardisation statistics come from the public reference inputs only, and are written
+    // into the resolved config so that every node applies the same map.
+    if let Preprocess::Standardise { mean, .. } = &s.data.preprocess {
+        if mean.is_empty() {
+            s.data.preprocess = Preprocess::standardise_from(&raw.subset(&split.reference).features, raw.dim);
+        }
+    }
+    let mut dataset = raw;
+    s.data.preprocess.apply(&mut dataset.features, dataset.dim)?;
+    let parts = data::partition(&split.private, &dataset.labels, dataset.classes, s.split.nodes, &s.split.partition, s.split.min_size, s.seed)?;
+
+    let reference = ReferenceSet::new(split.reference.len(), dataset.dim, dataset.subset(&split.reference).features)?;
+    let ref_bytes = reference.to_bytes();
+    let ref_path = dir.join("reference.fdref");
+    learning::network::atomic_write(&ref_path, &ref_bytes)?;
+    let test_rows = dir.join("test-rows.txt");
+    data::write_rows(&test_rows, &split.test)?;
+
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys)?;
+    let agg_key = keys.join("aggregator.key");
+    let _ = std::fs::remove_file(&agg_key);
+    net::keys::generate(&agg_key)?;
+    let mut roster = Vec::new();
+    let mut nodes = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let ndir = dir.join("nodes").join(format!("node-{i:02}"));
+        std::fs::create_dir_all(&ndir)?;
+        let _ = std::fs::remove_dir_all(ndir.join("state"));
+        let key = keys.join(format!("node-{i:02}.key"));
+        let _ = std::fs::remove_file(&key);
+        let id = net::keys::generate(&key)?;
+        roster.push(RosterEntry { name: format!("node-{i:02}"), peer_id: net::keys::peer_id_string(&id.id()) });
+        data::write_rows(&ndir.join("rows.txt"), part)?;
+        // The reference set is public: each node starts with its own copy (checked against the
+        // announced hash). Without one, a node fetches it from the aggregator.
+        if scenario.nodes.copy_reference {
+            std::fs::create_dir_all(ndir.join("state"))?;
+            std::fs::copy(&ref_path, ndir.join("state").join("reference.fdref"))?;
+        }
+        let mut spec = s.data.clone();
+        spec.rows = Some(ndir.join("rows.txt"));
+        spec.classes = Some(dataset.classes);
+        let fault = s.faults.iter().find(|f| f.node == i);
+        nodes.push(NodeConfig {
+            federation: s.name.clone(),
+            key,
+            aggregator: String::new(),
+            state_dir: ndir.join("state"),
+            reference: ndir.join("state").join("reference.fdref"),
+            seed: s.seed.wrapping_add(1000 + i as u64),
+            backend: s.backend,
+            data: spec,
+            model: s.architecture(i).clone(),
+            train: s.nodes.train.clone(),
+            digest: s.nodes.digest.clone(),
+            simulation: Simulation {
+                delay_ms: fault.map_or(0, |f| f.delay_ms),
+                attack: fault.map_or(Default::default(), |f| f.attack),
+                leave_at_round: fault.and_then(|f| f.drop_at),
+            },
+        });
+    }
+    let mut validation = s.data.clone();
+    validation.rows = Some(test_rows);
+    validation.classes = Some(dataset.classes);
+    let _ = std::fs::remove_dir_all(dir.join("aggregator"));
+    let aggregator = AggregatorConfig {
+        federation: s.name.clone(),
+        key: agg_key,
+        listen: Vec::new(),
+        output: dir.join("aggregator"),
+        rounds: s.rounds,
+        seed: s.seed,
+        backend: s.backend,
+        classes: dataset.classes,
+        roster,
+        reference: ReferenceConfig { path: ref_path, sha256: protocol::ReferenceSetId::digest(&ref_bytes).to_hex() },
+        round: RoundConfig {
+            samples: s.round.samples,
+            temperature: s.round.temperature,
+            encoding: s.round.encoding.clone(),
+            quorum: s.quorum(),
+            deadline_secs: s.round.deadline_secs,
+        },
+        consensus: s.consensus.clone(),
+        student: s.student.clone(),
+        validation: Some(validation),
+    };
+    Ok(Prepared { scenario: s, dataset, split, parts, aggregator, nodes, dir: dir.to_owned() })
+}
+
+/// Writes a config as TOML.
+pub fn write_toml<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let text = toml::to_string_pretty(value).context("serialising a config")?;
+    learning::network::atomic_write(path, text.as_bytes())?;
+    Ok(())
+}

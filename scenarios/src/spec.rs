@@ -1,0 +1,261 @@
+//! Scenario files: what to simulate. Unknown keys and bad values are refused with the key named.
+
+use std::path::{Path, PathBuf};
+
+use aggregator::config::StudentConfig;
+use learning::consensus::ConsensusConfig;
+use learning::data::{DataSpec, Partition};
+use learning::train::TrainConfig;
+use learning::{Architecture, BackendKind};
+use node::config::{Attack, DigestConfig};
+use serde::{Deserialize, Serialize};
+
+/// A simulated federation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name (used in the default output folder).
+    pub name: String,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// How nodes run.
+    #[serde(default)]
+    pub transport: Transport,
+    /// CPU backend.
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// Federated rounds.
+    pub rounds: u64,
+    /// The data set and its preprocessing.
+    pub data: DataSpec,
+    /// Test / reference / private split and partition.
+    pub split: SplitSpec,
+    /// The nodes' models and training.
+    pub nodes: NodesSpec,
+    /// The global student.
+    pub student: StudentConfig,
+    /// Round settings.
+    pub round: RoundSpec,
+    /// How soft labels are combined.
+    #[serde(default)]
+    pub consensus: ConsensusConfig,
+    /// Injected faults.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// Baselines to run beside the federation.
+    #[serde(default)]
+    pub baselines: Baselines,
+}
+
+/// How nodes run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// Every node a real libp2p peer on loopback inside this process.
+    #[default]
+    InProcess,
+    /// Real `fd-node` and `fd-aggregator` processes.
+    Processes,
+}
+
+/// Split and partition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSpec {
+    /// Held-out test rows.
+    pub test: usize,
+    /// Public reference rows (labels dropped).
+    pub reference: usize,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// How private rows are spread.
+    pub partition: Partition,
+    /// Minimum rows per node.
+    #[serde(default = "one")]
+    pub min_size: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Node models and training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodesSpec {
+    /// Architecture of every node…
+    pub architecture: Architecture,
+    /// …except these (heterogeneous federations).
+    #[serde(default)]
+    pub overrides: Vec<ArchitectureOverride>,
+    /// Local training each round.
+    pub train: TrainConfig,
+    /// Digest of the consensus.
+    #[serde(default)]
+    pub digest: DigestConfig,
+    /// Give every node its own copy of the (public) reference set; if false, nodes fetch it from
+    /// the aggregator over the network in round 1.
+    #[serde(default = "yes")]
+    pub copy_reference: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A node with its own architecture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchitectureOverride {
+    /// Node index (0-based).
+    pub node: usize,
+    /// Its architecture.
+    pub architecture: Architecture,
+}
+
+/// Round settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundSpec {
+    /// Reference samples per round.
+    pub samples: u32,
+    /// Temperature.
+    pub temperature: f32,
+    /// Payload encoding.
+    #[serde(default = "q8")]
+    pub encoding: String,
+    /// Quorum (0 = every node).
+    #[serde(default)]
+    pub quorum: usize,
+    /// Seconds to the deadline.
+    #[serde(default = "deadline")]
+    pub deadline_secs: f64,
+}
+
+fn q8() -> String {
+    "q8".into()
+}
+
+fn deadline() -> f64 {
+    30.0
+}
+
+/// A fault injected into one node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Node index.
+    pub node: usize,
+    /// Leave on this round's announcement…
+    #[serde(default)]
+    pub drop_at: Option<u64>,
+    /// …and come back for this round.
+    #[serde(default)]
+    pub return_at: Option<u64>,
+    /// Straggler delay per submission, ms.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Corrupted soft labels.
+    #[serde(default)]
+    pub attack: Attack,
+}
+
+/// Which baselines to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Baselines {
+    /// Each node alone.
+    pub local: bool,
+    /// All private data pooled.
+    pub centralized: bool,
+    /// Federated averaging (when every node has the same architecture).
+    pub fedavg: bool,
+    /// The student architecture trained on the public set's true labels.
+    pub public_labels: bool,
+}
+
+impl Default for Baselines {
+    fn default() -> Self {
+        Self { local: true, centralized: true, fedavg: true, public_labels: true }
+    }
+}
+
+impl Scenario {
+    /// Parses a scenario from TOML and validates it.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let s: Scenario = toml::from_str(text)?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Reads a scenario file; relative data paths are resolved against its folder.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut s = Self::from_toml(&text).with_context(|| format!("invalid scenario {}", path.display()))?;
+        s.data = s.data.resolved(path.parent().unwrap_or(Path::new(".")));
+        Ok(s)
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        if self.rounds == 0 {
+            bail!("`rounds` must be at least 1");
+        }
+        if self.split.nodes == 0 {
+            bail!("`split.nodes` must be at least 1");
+        }
+        if self.round.quorum > self.split.nodes {
+            bail!("`round.quorum` = {} exceeds `split.nodes` = {}", self.round.quorum, self.split.nodes);
+        }
+        if self.round.samples as usize > self.split.reference || self.round.samples == 0 {
+            bail!("`round.samples` = {} must be between 1 and `split.reference` = {}", self.round.samples, self.split.reference);
+        }
+        if !(self.round.temperature.is_finite() && self.round.temperature > 0.0) {
+            bail!("`round.temperature` must be positive");
+        }
+        protocol::Encoding::parse(&self.round.encoding).map_err(|e| anyhow::anyhow!("`round.encoding`: {e}"))?;
+        self.nodes.train.validate().map_err(|e| anyhow::anyhow!("`nodes.train`: {e}"))?;
+        self.student.distill.validate().map_err(|e| anyhow::anyhow!("`student.distill`: {e}"))?;
+        self.consensus.validate().map_err(|e| anyhow::anyhow!("`consensus`: {e}"))?;
+        for o in &self.nodes.overrides {
+            if o.node >= self.split.nodes {
+                bail!("`nodes.overrides`: node {} does not exist", o.node);
+            }
+        }
+        for f in &self.faults {
+            if f.node >= self.split.nodes {
+                bail!("`faults`: node {} does not exist", f.node);
+            }
+            if let (Some(d), Some(r)) = (f.drop_at, f.return_at) {
+                if r <= d {
+                    bail!("`faults`: node {} returns at round {r}, not after it drops at {d}", f.node);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Architecture of node `i`.
+    pub fn architecture(&self, i: usize) -> &Architecture {
+        self.nodes.overrides.iter().find(|o| o.node == i).map_or(&self.nodes.architecture, |o| &o.architecture)
+    }
+
+    /// Whether every node shares one architecture (FedAvg is possible).
+    pub fn homogeneous(&self) -> bool {
+        (0..self.split.nodes).all(|i| self.architecture(i) == &self.nodes.architecture)
+    }
+
+    /// Effective quorum.
+    pub fn quorum(&self) -> usize {
+        if self.round.quorum == 0 { self.split.nodes } else { self.round.quorum }
+    }
+}
+
+/// Folder holding the shipped data sets (the repository's `data/`), overridable with `FD_DATA_DIR`.
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("FD_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("data"))
+}
