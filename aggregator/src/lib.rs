@@ -344,7 +344,7 @@ impl Aggregator {
                 selection: ann.selection.clone(),
                 temperature: ann.temperature,
                 labels,
-                weights: combined.weights.clone(),
+                weights: Consensus::quantise_weights(&combined.weights),
                 participants: participants.len() as u32,
             });
             // Wait for the nodes' receipts (bounded by the request timeout) so that every node

@@ -369,7 +369,7 @@ impl Node {
             return Err((RefusalReason::WrongShape, "selection and labels differ in length".into()));
         }
         // Masked samples (weight 0) are dropped from the digest.
-        let keep: Vec<usize> = (0..rows.len()).filter(|&i| c.weights[i] > 0.0).collect();
+        let keep: Vec<usize> = (0..rows.len()).filter(|&i| c.weights[i] > 0).collect();
         let classes = c.labels.classes as usize;
         let rows: Vec<u32> = keep.iter().map(|&i| rows[i]).collect();
         let probs: Vec<f32> = keep.iter().flat_map(|&i| probs[i * classes..(i + 1) * classes].iter().copied()).collect();

@@ -224,8 +224,9 @@ pub struct Consensus {
     pub temperature: f32,
     /// Consensus probabilities for the selected samples.
     pub labels: SoftLabels,
-    /// Per-sample weight in [0, 1]; 0 masks a sample.
-    pub weights: Vec<f32>,
+    /// Per-sample weight, quantised: `w / 255` in [0, 1]; 0 masks a sample.
+    #[serde(with = "serde_bytes")]
+    pub weights: Vec<u8>,
     /// Number of submissions that made it.
     pub participants: u32,
 }
@@ -428,9 +429,6 @@ impl Message {
                         m.labels.samples
                     )));
                 }
-                if let Some(w) = m.weights.iter().find(|w| !w.is_finite() || !(0.0..=1.0).contains(*w)) {
-                    return Err(ProtocolError::Values(format!("weight {w} outside [0, 1]")));
-                }
                 Ok(())
             }
             Self::Receipt(m) => check_text("detail", &m.detail),
@@ -448,6 +446,18 @@ impl Message {
                 Ok(())
             }
         }
+    }
+}
+
+impl Consensus {
+    /// Quantises per-sample weights in [0, 1] (values outside are clamped).
+    pub fn quantise_weights(weights: &[f32]) -> Vec<u8> {
+        weights.iter().map(|w| (w.clamp(0.0, 1.0) * 255.0).round() as u8).collect()
+    }
+
+    /// The per-sample weights in [0, 1].
+    pub fn weights(&self) -> Vec<f32> {
+        self.weights.iter().map(|&w| w as f32 / 255.0).collect()
     }
 }
 

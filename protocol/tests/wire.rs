@@ -101,7 +101,7 @@ fn message() -> impl Strategy<Value = Message> {
                 selection: SampleSelection::Seeded { seed: round, count: samples as u32 },
                 temperature,
                 labels: SoftLabels::encode(&probs(samples, classes, 7), samples, classes, enc).unwrap(),
-                weights: (0..samples).map(|i| (i % 3) as f32 / 2.0).collect(),
+                weights: (0..samples).map(|i| (i % 3) as u8 * 127).collect(),
                 participants: 3,
             })
         ),

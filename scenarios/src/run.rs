@@ -192,8 +192,8 @@ async fn federate_in_process(p: &mut Prepared, progress: bool) -> anyhow::Result
     Ok(summary.rounds)
 }
 
-/// Path of a workspace binary built next to the running one.
-fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+/// Path of a workspace binary built next to the running one (or the test binary).
+pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     for dir in exe.ancestors().skip(1).take(3) {
         let candidate = dir.join(name);
