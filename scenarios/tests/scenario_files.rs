@@ -1,0 +1,59 @@
+//! Scenario files: presets parse, unknown keys and bad values are refused with the key named.
+
+use scenarios::presets::{preset, PRESETS};
+use scenarios::spec::data_dir;
+use scenarios::Scenario;
+
+fn quickstart() -> String {
+    preset("quickstart", &data_dir()).expect("preset")
+}
+
+#[test]
+fn every_preset_parses_and_validates() {
+    for (name, _) in PRESETS {
+        let s = Scenario::from_toml(&preset(name, &data_dir()).unwrap()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(&s.name, name);
+        // The resolved TOML written next to the outputs parses back to the same scenario.
+        let again = Scenario::from_toml(&toml::to_string(&s).unwrap()).unwrap();
+        assert_eq!(again, s, "{name}");
+    }
+}
+
+fn error_of(text: &str) -> String {
+    format!("{:#}", Scenario::from_toml(text).unwrap_err())
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_name() {
+    let e = error_of(&quickstart().replace("rounds = 10", "rounds = 10\nroundz = 3"));
+    assert!(e.contains("roundz"), "{e}");
+    let e = error_of(&quickstart().replace("samples = 250", "samples = 250\ntemprature = 2.0"));
+    assert!(e.contains("temprature"), "{e}");
+    let e = error_of(&quickstart().replace("label = -1", "label = -1\nlabels_col = 3"));
+    assert!(e.contains("labels_col"), "{e}");
+    let e = error_of(&quickstart().replace(r#"partition = { kind = "dirichlet", alpha = 0.5 }"#, r#"partition = { kind = "dirichlet", alfa = 0.5 }"#));
+    assert!(e.contains("alfa"), "{e}");
+}
+
+#[test]
+fn bad_values_are_refused_with_their_key() {
+    let cases = [
+        ("rounds = 10", "rounds = 0", "rounds"),
+        ("samples = 250", "samples = 5000", "round.samples"),
+        ("temperature = 3.0\nencoding", "temperature = -1.0\nencoding", "round.temperature"),
+        (r#"encoding = "q8""#, r#"encoding = "q4""#, "round.encoding"),
+        ("nodes = 10", "nodes = 0", "split.nodes"),
+        ("train = { epochs = 5, learning_rate = 0.003", "train = { epochs = 5, learning_rate = -1.0", "nodes.train"),
+        (r#"rule = { kind = "mean" }"#, r#"rule = { kind = "trimmed_mean", trim = 0.7 }"#, "consensus"),
+    ];
+    for (from, to, key) in cases {
+        let text = quickstart().replacen(from, to, 1);
+        assert_ne!(text, quickstart(), "pattern {from} not found");
+        let e = error_of(&text);
+        assert!(e.contains(key), "{key}: {e}");
+    }
+    let e = error_of(&format!("{}\n[[faults]]\nnode = 12\n", quickstart()));
+    assert!(e.contains("faults") && e.contains("12"), "{e}");
+    let e = error_of(&quickstart().replace(r#"kind = "mlp", hidden = [128]"#, r#"kind = "rnn", hidden = [128]"#));
+    assert!(e.contains("rnn"), "{e}");
+}

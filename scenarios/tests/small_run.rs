@@ -1,0 +1,130 @@
+//! A small federation (digits, 4 nodes, 2 rounds) run in-process over real libp2p peers.
+
+use std::path::PathBuf;
+
+use learning::consensus::Rule;
+use node::config::Attack;
+use scenarios::presets::preset;
+use scenarios::run::{run, Results, RunOptions};
+use scenarios::spec::{data_dir, Fault};
+use scenarios::Scenario;
+
+fn small(name: &str) -> Scenario {
+    let mut s = Scenario::from_toml(&preset("quickstart", &data_dir()).unwrap()).unwrap();
+    s.name = name.into();
+    s.rounds = 2;
+    s.split.nodes = 4;
+    s.split.reference = 400;
+    s.round.samples = 200;
+    s.round.deadline_secs = 3.0;
+    s
+}
+
+fn out(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fd-small-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+async fn go(s: &Scenario) -> (Results, PathBuf) {
+    go_in(s, &s.name).await
+}
+
+async fn go_in(s: &Scenario, dir_name: &str) -> (Results, PathBuf) {
+    let dir = out(dir_name);
+    let r = run(s, &RunOptions { out: dir.clone(), progress: false }).await.unwrap_or_else(|e| panic!("{}: {e:#}", s.name));
+    (r, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_run_writes_every_output_and_repeats_exactly() {
+    let s = small("small");
+    let (r, dir) = go(&s).await;
+    for f in ["config.toml", "results.json", "rounds.csv", "report.md", "federation.toml", "aggregator/global.bpk", "aggregator/global.safetensors", "aggregator/metrics.jsonl", "nodes/node-00/node.toml", "nodes/node-00/state/egress.jsonl"] {
+        assert!(dir.join(f).is_file(), "missing {f}");
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+    for key in ["rounds", "global_accuracy", "ensemble_accuracy", "mean_node_accuracy", "local_only", "centralized", "fedavg", "public_labels", "bytes_total", "bytes_per_round", "global_model", "node_model", "federation_seconds"] {
+        assert!(!json[key].is_null(), "results.json lacks {key}");
+    }
+    for key in ["round", "global_accuracy", "participants", "bytes_up", "bytes_down", "fedavg_accuracy", "seconds"] {
+        assert!(!json["rounds"][0][key].is_null(), "rounds[0] lacks {key}");
+    }
+    for key in ["parameters", "bytes", "latency_us_batch1", "latency_us_batch256"] {
+        assert!(json["global_model"][key].as_f64().unwrap() > 0.0, "global_model.{key}");
+    }
+    assert_eq!(r.rounds.len(), 2);
+    assert!(r.rounds.iter().all(|x| x.participants.len() == 4));
+    assert!(r.global_accuracy > 0.5, "{}", r.global_accuracy);
+    assert!(r.global_accuracy > r.local_only.as_ref().unwrap().mean);
+    // Egress ledger: a node sent only hellos, submissions and receipts — never its data.
+    let ledger = net::ledger::Ledger::read(&dir.join("nodes/node-00/state/egress.jsonl")).unwrap();
+    let kinds: std::collections::BTreeSet<String> = ledger.iter().map(|e| e.kind.clone()).collect();
+    assert!(kinds.iter().all(|k| ["Hello", "Submission", "Receipt"].contains(&k.as_str())), "{kinds:?}");
+    assert_eq!(ledger.iter().filter(|e| e.kind == "Submission").count(), 2);
+
+    // Same seed, same numbers (timings aside).
+    let (again, _) = go_in(&small("small"), "small-again").await;
+    let strip = |r: &Results| {
+        let mut v = serde_json::to_value(r).unwrap();
+        for x in v["rounds"].as_array_mut().unwrap() {
+            x["seconds"] = 0.into();
+        }
+        for k in ["federation_seconds", "peak_rss_mib", "scenario"] {
+            v[k] = 0.into();
+        }
+        for m in ["global_model", "node_model"] {
+            v[m]["latency_us_batch1"] = 0.into();
+            v[m]["latency_us_batch256"] = 0.into();
+        }
+        for b in ["centralized", "fedavg", "public_labels"] {
+            v[b]["seconds"] = 0.into();
+        }
+        v
+    };
+    assert_eq!(strip(&r), strip(&again));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_node_misses_its_round_and_comes_back() {
+    let mut s = small("drop");
+    s.rounds = 3;
+    s.round.quorum = 3;
+    s.round.deadline_secs = 1.0;
+    s.baselines = scenarios::spec::Baselines { local: false, centralized: false, fedavg: false, public_labels: false };
+    s.faults = vec![Fault { node: 1, drop_at: Some(2), return_at: Some(3), delay_ms: 0, attack: Attack::None }];
+    let (r, _) = go(&s).await;
+    let parts: Vec<&Vec<String>> = r.rounds.iter().map(|x| &x.participants).collect();
+    assert!(parts[0].contains(&"node-01".to_string()), "{parts:?}");
+    assert!(!parts[1].contains(&"node-01".to_string()), "{parts:?}");
+    assert_eq!(parts[1].len(), 3);
+    assert!(parts[2].contains(&"node-01".to_string()), "back for round 3: {parts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malicious_minorities_are_outvoted_by_robust_consensus() {
+    let base = |name: &str| {
+        let mut s = small(name);
+        s.split.nodes = 5;
+        s.split.partition = learning::data::Partition::Iid;
+        s.rounds = 3;
+        s.consensus.rule = Rule::Median;
+        s.baselines = scenarios::spec::Baselines { local: false, centralized: false, fedavg: false, public_labels: false };
+        s
+    };
+    let (clean, _) = go(&base("clean")).await;
+    for attack in [Attack::LabelFlip, Attack::Random] {
+        let mut s = base(&format!("attack-{attack:?}"));
+        s.faults = vec![
+            Fault { node: 0, drop_at: None, return_at: None, delay_ms: 0, attack },
+            Fault { node: 3, drop_at: None, return_at: None, delay_ms: 0, attack },
+        ];
+        let (bad, _) = go(&s).await;
+        assert!(
+            (clean.global_accuracy - bad.global_accuracy).abs() <= 0.05,
+            "{attack:?}: clean {} vs attacked {}",
+            clean.global_accuracy,
+            bad.global_accuracy
+        );
+    }
+}
