@@ -356,11 +356,27 @@ impl Aggregator {
                 let msg = consensus.clone();
                 deliveries.spawn(async move { (peer, client.request(&peer, &msg).await) });
             }
-            while let Some(done) = deliveries.join_next().await {
-                if let Ok((peer, Err(e))) = done {
-                    tracing::warn!(node = %self.name(&peer), error = %e, "consensus not delivered");
+            // A node that does not answer within the round deadline does not hold up the next round.
+            let wait = Duration::from_secs_f64(self.cfg.round.deadline_secs);
+            let collected = tokio::time::timeout(wait, async {
+                let mut failed = Vec::new();
+                while let Some(done) = deliveries.join_next().await {
+                    if let Ok((peer, Err(e))) = done {
+                        failed.push((peer, e.to_string()));
+                    }
                 }
+                failed
+            })
+            .await;
+            match collected {
+                Ok(failed) => {
+                    for (peer, e) in failed {
+                        tracing::warn!(node = %self.name(&peer), error = %e, "consensus not delivered");
+                    }
+                }
+                Err(_) => tracing::warn!(pending = deliveries.len(), "consensus delivery still pending at the deadline; continuing"),
             }
+            deliveries.detach_all();
             let (sent1, recv1) = self.client.traffic();
             let m = RoundMetrics {
                 round,

@@ -274,6 +274,14 @@ impl Client {
         rx.await.map_err(|_| NetError::Stopped)
     }
 
+    /// Sends `bytes` exactly as given (no signing, no ledger) and returns the raw answer. For
+    /// tests and diagnostics that must put malformed frames on the wire.
+    pub async fn request_raw(&self, peer: &ParticipantId, bytes: Vec<u8>) -> Result<Vec<u8>, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Request { peer: peer_id(peer), bytes, reply }).await?;
+        rx.await.map_err(|_| NetError::Stopped)?
+    }
+
     /// Signs and sends a request; verifies that the response was signed by `peer` and decodes it.
     pub async fn request(&self, peer: &ParticipantId, message: &Message) -> Result<Message, NetError> {
         let pid = peer_id(peer);

@@ -1,0 +1,172 @@
+//! A real aggregator on 127.0.0.1 and a real libp2p client that misbehaves: every bad message is
+//! refused with a reason code, and the aggregator keeps running. Wrong configs fail at start
+//! naming the field.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aggregator::config::{AggregatorConfig, ReferenceConfig, RosterEntry, RoundConfig, StudentConfig};
+use aggregator::Aggregator;
+use learning::Architecture;
+use protocol::*;
+use tokio_util::sync::CancellationToken;
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("agg-bad-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
+    let agg_key = d.join("agg.key");
+    net::keys::generate(&agg_key).unwrap();
+    let node = net::keys::generate(node_key).unwrap();
+    let values: Vec<f32> = (0..50 * 4).map(|i| (i % 7) as f32).collect();
+    let rs = ReferenceSet::new(50, 4, values).unwrap();
+    std::fs::write(d.join("ref.fdref"), rs.to_bytes()).unwrap();
+    AggregatorConfig {
+        federation: "bad-input".into(),
+        key: agg_key,
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        output: d.join("out"),
+        rounds: 1,
+        seed: 1,
+        backend: Default::default(),
+        classes: 3,
+        roster: vec![RosterEntry { name: "n".into(), peer_id: net::keys::peer_id_string(&node.id()) }],
+        reference: ReferenceConfig { path: d.join("ref.fdref"), sha256: rs.id().to_hex() },
+        round: RoundConfig { samples: 10, temperature: 2.0, encoding: "f32".into(), quorum: 1, deadline_secs: 60.0 },
+        consensus: Default::default(),
+        student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, warm_start: true, distill: Default::default() },
+        validation: None,
+    }
+}
+
+fn refusal(m: Message) -> RefusalReason {
+    match m {
+        Message::Receipt(Receipt { status: ReceiptStatus::Refused(r), .. }) => r,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_going() {
+    let d = dir("msgs");
+    let node_key = d.join("node.key");
+    let cfg = setup(&d, &node_key);
+    let agg = Aggregator::start(cfg).await.unwrap();
+    let agg_id = agg.id();
+    let addr = agg.listen_addrs()[0].clone();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(agg.run(shutdown.clone()));
+
+    let me = net::keys::read(&node_key).unwrap();
+    let my_id = me.id();
+    let (client, mut events, el) = net::spawn(me, net::NetConfig::new(FederationId::new("bad-input").unwrap(), vec![agg_id])).unwrap();
+    tokio::spawn(el.run());
+    client.dial(addr.with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)))).await.unwrap();
+    let fed = FederationId::new("bad-input").unwrap();
+    let hello = Message::Hello(Hello { federation: fed.clone(), participant: my_id, protocol_version: PROTOCOL_VERSION, agent: "test".into() });
+    assert!(matches!(client.request(&agg_id, &hello).await.unwrap(), Message::JoinReply(JoinReply { outcome: Ok(_), .. })));
+    // The announcement of round 1 arrives as a request.
+    let ann = loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap() {
+            net::Event::Request { message: Message::RoundAnnouncement(a), responder, .. } => {
+                responder.respond(Message::Receipt(Receipt { federation: fed.clone(), round: a.round, status: ReceiptStatus::Accepted, detail: String::new() })).await.unwrap();
+                break a;
+            }
+            _ => continue,
+        }
+    };
+    // From now on, answer whatever the aggregator asks (the consensus) as a node would.
+    let fed2 = fed.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let net::Event::Request { message, responder, .. } = ev {
+                let round = message.round().unwrap_or(0);
+                let _ = responder.respond(Message::Receipt(Receipt { federation: fed2.clone(), round, status: ReceiptStatus::Accepted, detail: String::new() })).await;
+            }
+        }
+    });
+    let limits = Limits::default();
+    let raw = |bytes: Vec<u8>| {
+        let client = client.clone();
+        async move { SignedEnvelope::from_bytes(&client.request_raw(&agg_id, bytes).await.unwrap(), &limits).unwrap().open(&agg_id, &limits).unwrap() }
+    };
+    // Garbage.
+    assert_eq!(refusal(raw(vec![1, 2, 3, 4, 5]).await), RefusalReason::Malformed);
+    // Signed by a key that is not the connection's.
+    let other = Identity::from_seed([9; 32]).unwrap();
+    let forged = SignedEnvelope::seal(&hello, &other).unwrap().to_bytes().unwrap();
+    assert_eq!(refusal(raw(forged).await), RefusalReason::BadSignature);
+    // A flipped bit.
+    let mut flipped = SignedEnvelope::seal(&hello, &net::keys::read(&node_key).unwrap()).unwrap().to_bytes().unwrap();
+    let n = flipped.len();
+    flipped[n - 70] ^= 1;
+    assert_eq!(refusal(raw(flipped).await), RefusalReason::BadSignature);
+
+    let rows = ann.selection.len();
+    let probs: Vec<f32> = (0..rows * 3).map(|i| if i % 3 == 0 { 0.8 } else { 0.1 }).collect();
+    let sub = |round, labels: SoftLabels| Message::Submission(Submission { federation: fed.clone(), round, reference_set: ann.reference_set, temperature: 2.0, local_samples: 5, labels });
+    let good = SoftLabels::encode(&probs, rows, 3, Encoding::F32).unwrap();
+    let code = |m: Message| refusal(m);
+    assert_eq!(code(client.request(&agg_id, &sub(7, good.clone())).await.unwrap()), RefusalReason::WrongRound);
+    let wrong_shape = SoftLabels::encode(&probs[..(rows - 1) * 3], rows - 1, 3, Encoding::F32).unwrap();
+    assert_eq!(code(client.request(&agg_id, &sub(1, wrong_shape)).await.unwrap()), RefusalReason::WrongShape);
+    let mut nan = good.clone();
+    nan.data[0..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert_eq!(code(client.request(&agg_id, &sub(1, nan)).await.unwrap()), RefusalReason::InvalidValues);
+    let q8 = SoftLabels::encode(&probs, rows, 3, Encoding::Q8).unwrap();
+    assert_eq!(code(client.request(&agg_id, &sub(1, q8)).await.unwrap()), RefusalReason::WrongShape);
+    // Oversized: the frame is refused by the codec; the request fails, nothing is decoded.
+    assert!(client.request_raw(&agg_id, vec![0u8; (64 << 20) + 100]).await.is_err());
+    // The aggregator is still there: a good submission is accepted, a duplicate refused.
+    match client.request(&agg_id, &sub(1, good.clone())).await.unwrap() {
+        Message::Receipt(r) => assert_eq!(r.status, ReceiptStatus::Accepted, "{}", r.detail),
+        other => panic!("{other:?}"),
+    }
+    let again = client.request(&agg_id, &sub(1, good)).await;
+    // The round may already have closed (quorum 1): then the resubmission is late.
+    let r = refusal(again.unwrap());
+    assert!(r == RefusalReason::Duplicate || r == RefusalReason::Late, "{r:?}");
+    let summary = tokio::time::timeout(Duration::from_secs(60), task).await.unwrap().unwrap().unwrap();
+    assert_eq!(summary.rounds.len(), 1);
+    assert_eq!(summary.rounds[0].participants, vec!["n"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_configs_fail_at_start_naming_the_field() {
+    let d = dir("cfg");
+    let cfg = setup(&d, &d.join("node.key"));
+    let field = |c: AggregatorConfig| async move {
+        match Aggregator::start(c).await {
+            Err(aggregator::AggError::Config { field, detail }) => format!("{field}: {detail}"),
+            Err(e) => panic!("not a config error: {e}"),
+            Ok(_) => panic!("accepted a bad config"),
+        }
+    };
+    let e = field(AggregatorConfig { key: d.join("missing.key"), ..cfg.clone() }).await;
+    assert!(e.starts_with("key:") && e.contains("missing.key"), "{e}");
+    std::fs::write(d.join("garbage.key"), "nonsense").unwrap();
+    assert!(field(AggregatorConfig { key: d.join("garbage.key"), ..cfg.clone() }).await.starts_with("key:"));
+    assert!(field(AggregatorConfig { listen: vec!["not an address".into()], ..cfg.clone() }).await.starts_with("listen:"));
+    let mut bad_roster = cfg.clone();
+    bad_roster.roster[0].peer_id = "12D3KooWnotapeer".into();
+    assert!(field(bad_roster).await.starts_with("roster:"));
+    let mut self_roster = cfg.clone();
+    self_roster.roster[0].peer_id = net::keys::peer_id_string(&net::keys::read(&cfg.key).unwrap().id());
+    assert!(field(self_roster).await.starts_with("roster:"));
+    let mut wrong_hash = cfg.clone();
+    wrong_hash.reference.sha256 = "00".repeat(32);
+    assert!(field(wrong_hash).await.starts_with("reference.sha256:"));
+    let mut missing_ref = cfg.clone();
+    missing_ref.reference.path = d.join("nope.fdref");
+    assert!(field(missing_ref).await.starts_with("reference.path:"));
+    let mut quorum = cfg.clone();
+    quorum.round.quorum = 5;
+    assert!(field(quorum).await.starts_with("round.quorum:"));
+    let mut enc = cfg.clone();
+    enc.round.encoding = "f8".into();
+    assert!(field(enc).await.starts_with("round.encoding:"));
+}
