@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod baselines;
+pub mod plots;
 pub mod presets;
 pub mod report;
 pub mod run;

@@ -24,6 +24,17 @@ pub fn write(p: &Prepared, r: &Results) -> anyhow::Result<()> {
         );
     }
     learning::network::atomic_write(&dir.join("rounds.csv"), csv.as_bytes())?;
+    let counts = learning::data::label_counts(&p.parts, &p.dataset.labels, p.dataset.classes);
+    let plots: [(&str, Result<(), Box<dyn std::error::Error>>); 3] = [
+        ("accuracy.png", crate::plots::accuracy_per_round(r, &dir.join("accuracy.png"))),
+        ("accuracy-bytes.png", crate::plots::accuracy_per_byte(r, &dir.join("accuracy-bytes.png"))),
+        ("labels.png", crate::plots::label_distribution(&counts, &dir.join("labels.png"))),
+    ];
+    for (name, res) in plots {
+        if let Err(e) = res {
+            anyhow::bail!("cannot draw {name}: {e}");
+        }
+    }
     learning::network::atomic_write(&dir.join("report.md"), markdown(p, r).as_bytes())?;
     Ok(())
 }
@@ -75,6 +86,7 @@ fn markdown(p: &Prepared, r: &Results) -> String {
         s.split.nodes, s.split.partition, s.rounds, s.round.samples, s.round.temperature, s.round.encoding, s.consensus.rule
     );
     let _ = writeln!(m, "## Summary\n\n```text\n{}```\n", summary(r));
+    let _ = writeln!(m, "![accuracy per round](accuracy.png)\n\n![accuracy against bytes](accuracy-bytes.png)\n");
     let _ = writeln!(m, "## Distillation analysis\n");
     let _ = writeln!(m, "| model | test accuracy | parameters | bytes | µs/sample (batch 1) | µs/sample (batch 256) |\n|---|---|---|---|---|---|");
     let g = &r.global_model;
@@ -117,6 +129,6 @@ fn markdown(p: &Prepared, r: &Results) -> String {
         );
     }
     let counts = learning::data::label_counts(&p.parts, &p.dataset.labels, p.dataset.classes);
-    let _ = writeln!(m, "\n## Labels per node\n\n```text\n{}```", learning::data::label_table(&counts));
+    let _ = writeln!(m, "\n## Labels per node\n\n![labels per node](labels.png)\n\n```text\n{}```", learning::data::label_table(&counts));
     m
 }

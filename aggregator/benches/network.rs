@@ -1,0 +1,130 @@
+//! `cargo bench -p aggregator`: the network path alone — announce → submit → consensus — for 10
+//! and 50 nodes on loopback, with fixed soft labels instead of training and a student that does
+//! not train (0 epochs). Prints milliseconds per round and bytes per node per round against the
+//! raw payload size.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aggregator::config::{AggregatorConfig, ReferenceConfig, RosterEntry, RoundConfig, StudentConfig};
+use aggregator::Aggregator;
+use learning::train::{DistillConfig, TrainConfig};
+use learning::Architecture;
+use protocol::*;
+use tokio_util::sync::CancellationToken;
+
+const SAMPLES: u32 = 1000;
+const CLASSES: usize = 10;
+const ROUNDS: u64 = 5;
+
+fn config(dir: &Path, nodes: &[Identity]) -> AggregatorConfig {
+    let key = dir.join("agg.key");
+    let _ = std::fs::remove_file(&key);
+    net::keys::generate(&key).expect("key");
+    let rs = ReferenceSet::new(SAMPLES as usize * 2, 8, (0..SAMPLES as usize * 16).map(|i| (i % 13) as f32).collect()).expect("refset");
+    std::fs::write(dir.join("ref.fdref"), rs.to_bytes()).expect("write");
+    AggregatorConfig {
+        federation: "bench".into(),
+        key,
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        output: dir.join("out"),
+        rounds: ROUNDS,
+        seed: 1,
+        backend: Default::default(),
+        classes: CLASSES,
+        roster: nodes.iter().enumerate().map(|(i, n)| RosterEntry { name: format!("n{i}"), peer_id: net::keys::peer_id_string(&n.id()) }).collect(),
+        reference: ReferenceConfig { path: dir.join("ref.fdref"), sha256: rs.id().to_hex() },
+        round: RoundConfig { samples: SAMPLES, temperature: 3.0, encoding: "q8".into(), quorum: nodes.len(), deadline_secs: 60.0 },
+        consensus: Default::default(),
+        student: StudentConfig {
+            architecture: Architecture::Mlp { hidden: vec![], dropout: 0.0 },
+            warm_start: true,
+            distill: DistillConfig { train: TrainConfig { epochs: 0, ..Default::default() }, ..Default::default() },
+        },
+        validation: None,
+    }
+}
+
+/// A node that answers every announcement with the same soft labels.
+async fn fixed_node(id: Identity, agg: ParticipantId, addr: net::multiaddr::Multiaddr, labels: SoftLabels) {
+    let fed = FederationId::new("bench").expect("fed");
+    let me = id.id();
+    let (client, mut events, el) = net::spawn(id, net::NetConfig::new(fed.clone(), vec![agg])).expect("net");
+    tokio::spawn(el.run());
+    client.dial(addr).await.expect("dial");
+    let hello = Message::Hello(Hello { federation: fed.clone(), participant: me, protocol_version: PROTOCOL_VERSION, agent: "bench".into() });
+    client.request(&agg, &hello).await.expect("hello");
+    while let Some(ev) = events.recv().await {
+        if let net::Event::Request { message, responder, .. } = ev {
+            let round = message.round().unwrap_or(0);
+            let ack = Message::Receipt(Receipt { federation: fed.clone(), round, status: ReceiptStatus::Accepted, detail: String::new() });
+            let _ = responder.respond(ack).await;
+            if let Message::RoundAnnouncement(a) = message {
+                let sub = Message::Submission(Submission {
+                    federation: fed.clone(),
+                    round: a.round,
+                    reference_set: a.reference_set,
+                    temperature: a.temperature,
+                    local_samples: 100,
+                    labels: labels.clone(),
+                });
+                let c = client.clone();
+                tokio::spawn(async move {
+                    let _ = c.request(&agg, &sub).await;
+                });
+            }
+        }
+    }
+}
+
+async fn bench(n: usize) {
+    let dir = std::env::temp_dir().join(format!("fd-net-bench-{n}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ids: Vec<Identity> = (0..n).map(|i| Identity::from_seed([i as u8 + 1; 32]).expect("id")).collect();
+    let seeds: Vec<[u8; 32]> = ids.iter().map(|i| *i.seed()).collect();
+    let cfg = config(&dir, &ids);
+    let mut agg = Aggregator::start(cfg).await.expect("aggregator");
+    let agg_id = agg.id();
+    let addr = agg.listen_addrs()[0].clone().with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    agg.set_progress(tx);
+    let probs: Vec<f32> = (0..SAMPLES as usize * CLASSES).map(|i| if i % CLASSES == 0 { 0.55 } else { 0.05 }).collect();
+    let labels = SoftLabels::encode(&probs, SAMPLES as usize, CLASSES, Encoding::Q8).expect("labels");
+    let payload = labels.data.len();
+    for s in seeds {
+        tokio::spawn(fixed_node(Identity::from_seed(s).expect("id"), agg_id, addr.clone(), labels.clone()));
+    }
+    // Start once every node has joined, so round 1 is not waiting on dials.
+    tokio::time::sleep(Duration::from_millis(300 + 20 * n as u64)).await;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(agg.run(shutdown.clone()));
+    let mut ms = Vec::new();
+    let mut bytes = Vec::new();
+    while let Some(m) = rx.recv().await {
+        ms.push(m.seconds * 1e3);
+        bytes.push((m.bytes_in + m.bytes_out) as f64 / n as f64);
+        if m.round == ROUNDS {
+            break;
+        }
+    }
+    let _ = task.await;
+    // Round 1 includes joins; report the steady rounds.
+    let steady = |v: &[f64]| v[1..].iter().sum::<f64>() / (v.len() - 1) as f64;
+    println!(
+        "{n:>5} nodes  {:>8.1} ms/round  {:>9.0} bytes/node/round  payload {payload} B (q8, {SAMPLES} x {CLASSES}), ratio {:.2}",
+        steady(&ms),
+        steady(&bytes),
+        steady(&bytes) / payload as f64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    println!("network path: announce -> submit -> consensus, {ROUNDS} rounds, fixed soft labels, no training");
+    rt.block_on(async {
+        bench(10).await;
+        bench(50).await;
+    });
+}

@@ -1,0 +1,125 @@
+//! `cargo bench -p learning`: training and inference throughput on both CPU backends with 1 and
+//! 2 threads, and consensus throughput for 100 nodes × 10,000 samples × 10 classes.
+//!
+//! Thread counts are set per child process (`RAYON_NUM_THREADS`, `MATMUL_NUM_THREADS`), since
+//! both backends read them once at start-up. Pass `--quick` for a short run.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use learning::consensus::{self, ConsensusConfig, MeanAccumulator, Rule};
+use learning::data::{self, CsvOptions, Dataset, Preprocess};
+use learning::train::{self, TrainConfig};
+use learning::{Architecture, BackendKind, Network};
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data")
+}
+
+fn digits() -> Dataset {
+    let mut d = data::load_csv(&data_dir().join("digits/digits.csv.gz"), &CsvOptions::default()).expect("digits");
+    Preprocess::Scale { factor: 1.0 / 16.0 }.apply(&mut d.features, d.dim).expect("scale");
+    d
+}
+
+fn mnist(n: usize) -> Dataset {
+    let dir = data_dir().join("mnist");
+    let mut d = data::load_idx(&dir.join("train-images-idx3-ubyte.gz"), &dir.join("train-labels-idx1-ubyte.gz")).expect("mnist");
+    d = d.subset(&(0..n).collect::<Vec<_>>());
+    Preprocess::Scale { factor: 1.0 / 255.0 }.apply(&mut d.features, d.dim).expect("scale");
+    d
+}
+
+/// Samples per second of one training epoch (after a warm-up epoch).
+fn train_rate(arch: &Architecture, d: &Dataset, backend: BackendKind) -> f64 {
+    let mut net = Network::new(arch, d.dim, d.classes, backend, 1).expect("net");
+    let cfg = TrainConfig { epochs: 1, batch_size: 64, learning_rate: 1e-3, ..Default::default() };
+    train::fit(&mut net, &d.subset(&(0..d.len().min(640)).collect::<Vec<_>>()), &cfg, 1).expect("warm-up");
+    let t = Instant::now();
+    train::fit(&mut net, d, &cfg, 2).expect("fit");
+    d.len() as f64 / t.elapsed().as_secs_f64()
+}
+
+fn child(quick: bool) {
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
+    let n = if quick { 2_000 } else { 10_000 };
+    let dig = digits();
+    let mn = mnist(n);
+    for backend in [BackendKind::Flex, BackendKind::Ndarray] {
+        let mlp_small = Architecture::Mlp { hidden: vec![128], dropout: 0.0 };
+        let mlp_big = Architecture::Mlp { hidden: vec![256], dropout: 0.0 };
+        let cnn = Architecture::Cnn { channels: [8, 16], hidden: 64, dropout: 0.0 };
+        let cnn_rows = mn.subset(&(0..mn.len() / 4).collect::<Vec<_>>());
+        println!("{backend:?}\t{threads}\ttrain mlp 64-128-10 digits\t{:.0}", train_rate(&mlp_small, &dig, backend));
+        println!("{backend:?}\t{threads}\ttrain mlp 784-256-10 mnist\t{:.0}", train_rate(&mlp_big, &mn, backend));
+        println!("{backend:?}\t{threads}\ttrain cnn 8x16-64 mnist\t{:.0}", train_rate(&cnn, &cnn_rows, backend));
+        let net = Network::new(&mlp_big, 784, 10, backend, 3).expect("net");
+        let _ = net.soft_labels(&mn.features[..784 * 256], 3.0, 256);
+        let t = Instant::now();
+        let probs = net.soft_labels(&mn.features, 3.0, 256).expect("soft labels");
+        std::hint::black_box(probs);
+        println!("{backend:?}\t{threads}\tsoft labels mlp 784-256-10 mnist\t{:.0}", mn.len() as f64 / t.elapsed().as_secs_f64());
+    }
+}
+
+fn consensus_bench(quick: bool) {
+    let (nodes, samples, classes) = (100usize, if quick { 2_000 } else { 10_000 }, 10usize);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let matrices: Vec<Vec<f32>> = (0..nodes)
+        .map(|_| {
+            let mut m: Vec<f32> = (0..samples * classes)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % 1000) as f32 + 1.0
+                })
+                .collect();
+            consensus::renormalise(&mut m, classes);
+            m
+        })
+        .collect();
+    let bytes = (nodes * samples * classes * 4) as f64;
+    println!("\nconsensus, {nodes} nodes x {samples} samples x {classes} classes ({:.0} MB of f32 input), one thread", bytes / 1e6);
+    let t = Instant::now();
+    let mut acc = MeanAccumulator::new(samples, classes, false);
+    for m in &matrices {
+        acc.add(m, 1.0).expect("add");
+    }
+    std::hint::black_box(acc.finish());
+    let s = t.elapsed().as_secs_f64();
+    println!("{:<28} {:>8.3} s {:>9.2} GB/s", "streaming mean", s, bytes / s / 1e9);
+    let inputs: Vec<(&[f32], u64)> = matrices.iter().map(|m| (m.as_slice(), 100)).collect();
+    for rule in [Rule::Mean, Rule::WeightedBySamples, Rule::Confidence, Rule::Median, Rule::TrimmedMean { trim: 0.1 }] {
+        let cfg = ConsensusConfig { rule: rule.clone(), ..Default::default() };
+        let t = Instant::now();
+        std::hint::black_box(consensus::combine(&inputs, samples, classes, &cfg).expect("combine"));
+        let s = t.elapsed().as_secs_f64();
+        println!("{:<28} {:>8.3} s {:>9.2} GB/s", format!("{rule:?}"), s, bytes / s / 1e9);
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::var_os("FD_BENCH_CHILD").is_some() {
+        child(quick);
+        return;
+    }
+    println!("backend\tthreads\twhat\tsamples/s");
+    let exe = std::env::current_exe().expect("exe");
+    for threads in ["1", "2"] {
+        let mut cmd = Command::new(&exe);
+        if quick {
+            cmd.arg("--quick");
+        }
+        let status = cmd
+            .env("FD_BENCH_CHILD", "1")
+            .env("RAYON_NUM_THREADS", threads)
+            .env("MATMUL_NUM_THREADS", threads)
+            .status()
+            .expect("child bench");
+        assert!(status.success());
+    }
+    consensus_bench(quick);
+}
