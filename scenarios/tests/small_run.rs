@@ -93,7 +93,14 @@ async fn a_dropped_node_misses_its_round_and_comes_back() {
     s.round.deadline_secs = 1.0;
     s.baselines = scenarios::spec::Baselines { local: false, centralized: false, fedavg: false, public_labels: false };
     s.faults = vec![Fault { node: 1, drop_at: Some(2), return_at: Some(3), delay_ms: 0, attack: Attack::None }];
-    let (r, _) = go(&s).await;
+    // No node starts with the reference set: each fetches it from the aggregator in chunks.
+    s.nodes.copy_reference = false;
+    let (r, dir) = go(&s).await;
+    let reference = std::fs::read(dir.join("reference.fdref")).unwrap();
+    for i in 0..4 {
+        let fetched = std::fs::read(dir.join(format!("nodes/node-{i:02}/state/reference.fdref"))).unwrap();
+        assert_eq!(fetched, reference, "node {i} fetched the reference set");
+    }
     let parts: Vec<&Vec<String>> = r.rounds.iter().map(|x| &x.participants).collect();
     assert!(parts[0].contains(&"node-01".to_string()), "{parts:?}");
     assert!(!parts[1].contains(&"node-01".to_string()), "{parts:?}");
