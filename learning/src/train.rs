@@ -241,12 +241,7 @@ pub fn fit(net: &mut Network, data: &Dataset, cfg: &TrainConfig, seed: u64) -> R
     net.check_data(data.dim, data.classes)?;
     let start = std::time::Instant::now();
     let device = net.backend.device().autodiff();
-    // Dropout draws from burn's process-wide generator: hold it for the whole run.
-    let _rng = net.architecture.uses_rng().then(|| {
-        let guard = crate::network::rng_lock();
-        net.backend.seed(seed);
-        guard
-    });
+    let _rng = seeded_rng(net, seed);
     let mut model = net.model.clone().train();
     let mut optim = cfg.optimizer();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
@@ -299,11 +294,7 @@ pub fn distill(net: &mut Network, set: DistillSet<'_>, cfg: &DistillConfig, seed
     }
     let start = std::time::Instant::now();
     let device = net.backend.device().autodiff();
-    let _rng = net.architecture.uses_rng().then(|| {
-        let guard = crate::network::rng_lock();
-        net.backend.seed(seed);
-        guard
-    });
+    let _rng = seeded_rng(net, seed);
     let mut model = net.model.clone().train();
     let mut optim = cfg.train.optimizer();
     let mut order: Vec<usize> = (0..rows).collect();
@@ -372,6 +363,16 @@ pub fn distill(net: &mut Network, set: DistillSet<'_>, cfg: &DistillConfig, seed
     };
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Dropout draws from burn's process-wide generator: a network that uses it holds the generator,
+/// seeded, for the whole run; one that does not leaves it alone.
+fn seeded_rng(net: &Network, seed: u64) -> Option<std::sync::MutexGuard<'static, ()>> {
+    net.architecture.uses_rng().then(|| {
+        let guard = crate::network::rng_lock();
+        net.backend.seed(seed);
+        guard
+    })
 }
 
 /// Index of the largest value (first on ties).
