@@ -311,6 +311,22 @@ impl DataSource {
             DataSource::Idx { images, labels } => load_idx(images, labels),
         }
     }
+
+    /// Loads the file(s) once per process while someone holds the result: many simulated nodes
+    /// in one process reading rows of the same file share one decoded copy instead of one each.
+    pub fn load_shared(&self) -> Result<std::sync::Arc<Dataset>> {
+        use std::sync::{Arc, Mutex, Weak};
+        static CACHE: Mutex<Vec<(String, Weak<Dataset>)>> = Mutex::new(Vec::new());
+        let key = format!("{self:?}");
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(d) = cache.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade()) {
+            return Ok(d);
+        }
+        let d = Arc::new(self.load()?);
+        cache.push((key, Arc::downgrade(&d)));
+        Ok(d)
+    }
 }
 
 /// File format of a [`DataSpec`].
@@ -392,11 +408,12 @@ impl DataSpec {
 
     /// Loads, selects rows and preprocesses.
     pub fn load(&self) -> Result<Dataset> {
-        let mut d = self.source()?.load()?;
-        if let Some(rows_path) = &self.rows {
-            let rows = read_rows(rows_path, d.len())?;
-            d = d.subset(&rows);
-        }
+        let all = self.source()?.load_shared()?;
+        let mut d = match &self.rows {
+            Some(rows_path) => all.subset(&read_rows(rows_path, all.len())?),
+            None => Dataset::clone(&all),
+        };
+        drop(all);
         if let Some(c) = self.classes {
             if c < d.classes {
                 return Err(DataError::Split(format!("classes = {c} but the data has labels up to {}", d.classes - 1)));
