@@ -114,16 +114,20 @@ pub fn normalised_entropy(row: &[f32]) -> f32 {
 }
 
 /// Fixed-point scale of [`MeanAccumulator`]: each weighted probability is rounded to a multiple
-/// of 2⁻⁴⁰ before it is added, so the sum is exact integer arithmetic and does not depend on the
-/// order in which nodes arrive (float addition would, in its last bits).
-const FIXED: f64 = (1u64 << 40) as f64;
+/// of 2⁻³⁰ before it is added, so the sum is exact integer arithmetic and does not depend on the
+/// order in which nodes arrive (float addition would, in its last bits). Node weights are capped
+/// at [`MAX_NODE_WEIGHT`] so that a term stays below 2⁵⁰ and 8,192 nodes fit an `i64`.
+const FIXED: f64 = (1u64 << 30) as f64;
+
+/// Largest node weight (e.g. local sample count) the streaming mean takes; larger ones are capped.
+pub const MAX_NODE_WEIGHT: f64 = (1u64 << 20) as f64;
 
 /// Streaming (weighted) mean of soft-label matrices, independent of arrival order.
 #[derive(Clone, Debug)]
 pub struct MeanAccumulator {
-    sum: Vec<i128>,
+    sum: Vec<i64>,
     /// Per-sample total weight (per-sample confidence rules need one per row).
-    weight: Vec<i128>,
+    weight: Vec<i64>,
     classes: usize,
     nodes: usize,
     confidence: bool,
@@ -140,17 +144,22 @@ impl MeanAccumulator {
         if probs.len() != self.sum.len() {
             return Err(format!("matrix of {} values, expected {}", probs.len(), self.sum.len()));
         }
-        if !(w.is_finite() && (0.0..=1e9).contains(&w)) {
-            return Err(format!("node weight {w} must be finite and in [0, 1e9]"));
+        if !(w.is_finite() && w >= 0.0) {
+            return Err(format!("node weight {w} must be finite and ≥ 0"));
         }
+        if self.nodes >= 8192 {
+            return Err("the streaming mean takes at most 8,192 nodes".into());
+        }
+        let w = w.min(MAX_NODE_WEIGHT);
         let c = self.classes;
         for ((acc, row), total) in self.sum.chunks_exact_mut(c).zip(probs.chunks_exact(c)).zip(self.weight.iter_mut()) {
             let rw = if self.confidence { w * (1.0 - normalised_entropy(row) as f64).max(1e-6) } else { w };
             let scale = rw * FIXED;
+            // Values are non-negative probabilities: adding ½ and truncating rounds to nearest.
             for (a, &p) in acc.iter_mut().zip(row) {
-                *a += (scale * p as f64).round() as i128;
+                *a += (scale * p.max(0.0) as f64 + 0.5) as i64;
             }
-            *total += scale.round() as i128;
+            *total += (scale + 0.5) as i64;
         }
         self.nodes += 1;
         Ok(())
@@ -161,7 +170,7 @@ impl MeanAccumulator {
         let c = self.classes;
         let mut out = Vec::with_capacity(self.sum.len());
         for (row, &w) in self.sum.chunks_exact(c).zip(&self.weight) {
-            let s: i128 = row.iter().sum();
+            let s: i64 = row.iter().sum();
             if w > 0 && s > 0 {
                 out.extend(row.iter().map(|&v| (v as f64 / s as f64) as f32));
             } else {

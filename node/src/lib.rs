@@ -109,7 +109,12 @@ fn load(cfg: &NodeConfig) -> Result<Loaded, NodeError> {
 
 /// Runs the node until `shutdown` is cancelled.
 pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<NodeSummary, NodeError> {
-    let loaded = tokio::task::block_in_place(|| load(&cfg))?;
+    let loaded = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || load(&cfg))
+            .await
+            .map_err(|e| config_err("data", format!("loading task failed: {e}")))??
+    };
     let me = loaded.identity.id();
     tracing::info!(peer = %net::keys::peer_id_string(&me), rows = loaded.data.len(), "node starting");
     let mut net_cfg = NetConfig::new(loaded.federation.clone(), vec![loaded.aggregator]);

@@ -98,7 +98,10 @@ pub struct RunOptions {
 pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Results> {
     scenario.validate()?;
     let dir = &opts.out;
-    let mut prepared = tokio::task::block_in_place(|| setup::prepare(scenario, dir))?;
+    let mut prepared = {
+        let (s, d) = (scenario.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || setup::prepare(&s, &d)).await??
+    };
     setup::write_toml(&dir.join("config.toml"), &prepared.scenario)?;
     let started = Instant::now();
     let metrics = match scenario.transport {
@@ -106,9 +109,12 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Resul
         Transport::Processes => federate_processes(&mut prepared, opts.progress).await?,
     };
     let federation_seconds = started.elapsed().as_secs_f64();
-    let results = tokio::task::block_in_place(|| evaluate(&prepared, &metrics, federation_seconds))?;
-    crate::report::write(&prepared, &results)?;
-    Ok(results)
+    tokio::task::spawn_blocking(move || {
+        let results = evaluate(&prepared, &metrics, federation_seconds)?;
+        crate::report::write(&prepared, &results)?;
+        Ok(results)
+    })
+    .await?
 }
 
 fn write_configs(p: &mut Prepared, agg_addr: &str) -> anyhow::Result<()> {
