@@ -2,7 +2,8 @@
 //! 2 threads, and consensus throughput for 100 nodes × 10,000 samples × 10 classes.
 //!
 //! Thread counts are set per child process (`RAYON_NUM_THREADS`, `MATMUL_NUM_THREADS`), since
-//! both backends read them once at start-up. Pass `--quick` for a short run.
+//! both backends read them once at start-up. Pass `--quick` for a short run, `--consensus-only`
+//! for the consensus part alone.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -104,6 +105,10 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     if std::env::var_os("FD_BENCH_CHILD").is_some() {
         child(quick);
+        return;
+    }
+    if std::env::args().any(|a| a == "--consensus-only") {
+        consensus_bench(quick);
         return;
     }
     println!("backend\tthreads\twhat\tsamples/s");
