@@ -144,7 +144,7 @@ fn a_node_killed_mid_round_misses_it_and_rejoins_later() {
     let s = scenario("killnode", 3, 5);
     let (mut p, _) = prepare(&s, |p| {
         p.aggregator.round.quorum = 2;
-        p.aggregator.round.deadline_secs = 2.0;
+        p.aggregator.round.deadline_secs = 5.0;
         p.nodes[2].simulation.delay_ms = 1500; // a straggler, so it can be killed mid-round
     });
     let dir = p.dir.clone();

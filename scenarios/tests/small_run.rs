@@ -90,7 +90,8 @@ async fn a_dropped_node_misses_its_round_and_comes_back() {
     let mut s = small("drop");
     s.rounds = 3;
     s.round.quorum = 3;
-    s.round.deadline_secs = 1.0;
+    // Long enough for the returning node to restart, rejoin and submit on a loaded machine.
+    s.round.deadline_secs = 5.0;
     s.baselines = scenarios::spec::Baselines { local: false, centralized: false, fedavg: false, public_labels: false };
     s.faults = vec![Fault { node: 1, drop_at: Some(2), return_at: Some(3), delay_ms: 0, attack: Attack::None }];
     // No node starts with the reference set: each fetches it from the aggregator in chunks.
