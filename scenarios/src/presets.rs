@@ -136,7 +136,7 @@ format = "csv"
 path = "{data}/breast-cancer/breast_cancer.csv"
 label = -1
 skip_lines = 1
-preprocess = { kind = "scale", factor = 1.0 }
+preprocess = { kind = "standardise", mean = [], std = [] }
 
 [split]
 test = 114
