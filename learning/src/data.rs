@@ -189,20 +189,16 @@ pub enum LabelColumn {
     Name(String),
 }
 
-/// How to read a CSV file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// How to read a CSV file. (Configuration files give these as fields of [`DataSpec`].)
+#[derive(Clone, Debug, PartialEq)]
 pub struct CsvOptions {
     /// Label column.
     pub label: LabelColumn,
     /// Lines to skip before the header or data (e.g. scikit-learn's count line).
-    #[serde(default)]
     pub skip_lines: usize,
     /// Whether the first line after `skip_lines` names the columns.
-    #[serde(default)]
     pub header: bool,
     /// Field separator (one character).
-    #[serde(default = "default_delimiter")]
     pub delimiter: char,
 }
 

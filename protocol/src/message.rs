@@ -490,7 +490,6 @@ impl Submission {
     }
 }
 
-/// Returns the participant id field of a hello, to compare with the envelope's signer.
 impl Hello {
     /// Whether the claimed identity is the one that signed.
     pub fn claims(&self, signer: &ParticipantId) -> bool {
