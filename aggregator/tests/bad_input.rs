@@ -54,7 +54,12 @@ fn refusal(m: Message) -> RefusalReason {
 async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_going() {
     let d = dir("msgs");
     let node_key = d.join("node.key");
-    let cfg = setup(&d, &node_key);
+    let mut cfg = setup(&d, &node_key);
+    // A second roster member that never shows up keeps the round open (quorum 1) until its
+    // deadline, so the duplicate below meets an open round and the aggregator is still running.
+    let absent = Identity::from_seed([42; 32]).unwrap();
+    cfg.roster.push(RosterEntry { name: "absent".into(), peer_id: net::keys::peer_id_string(&absent.id()) });
+    cfg.round.deadline_secs = 3.0;
     let agg = Aggregator::start(cfg).await.unwrap();
     let agg_id = agg.id();
     let addr = agg.listen_addrs()[0].clone();

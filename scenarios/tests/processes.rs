@@ -179,13 +179,19 @@ fn a_sigkilled_aggregator_resumes_with_its_rounds_intact() {
     for i in 0..3 {
         procs.0.push(spawn("fd-node", &node_toml(&dir, i), &dir.join(format!("node-{i}.log"))));
     }
-    wait_until("round 2", Duration::from_secs(120), || metrics(&p).len() >= 2);
+    // state.json is the commit point (metrics.jsonl is written just before it).
+    let committed = || -> u64 {
+        std::fs::read(p.aggregator.output.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["completed_round"].as_u64())
+            .unwrap_or(0)
+    };
+    wait_until("round 2 committed", Duration::from_secs(120), || committed() >= 2);
     procs.0[0].kill().unwrap(); // SIGKILL
     procs.0[0].wait().unwrap();
     let before = metrics(&p);
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(p.aggregator.output.join("state.json")).unwrap()).unwrap();
-    let committed = state["completed_round"].as_u64().unwrap();
-    assert!(committed >= 2);
+    assert!(committed() >= 2 && before.len() >= 2);
     procs.0[0] = spawn("fd-aggregator", &dir.join("federation.toml"), &dir.join("aggregator.log"));
     let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
     assert!(status.success(), "{}", std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default());
