@@ -10,7 +10,7 @@
 //! Output folder layout: `state.json` (the commit point: last completed round),
 //! `checkpoints/round-N/` (global model and distillation pool of round N), `metrics.jsonl` and
 //! `metrics.csv` (one row per round), and at the end `global.bpk`/`global.json`/
-//! `global.safetensors` and `report.md`.
+//! `global.safetensors`/`global.onnx` and `report.md`.
 #![deny(missing_docs)]
 
 pub mod config;
@@ -494,6 +494,7 @@ impl Aggregator {
         let ck = |e: learning::LearningError| AggError::Checkpoint(e.to_string());
         student.save(&out.join("global")).map_err(ck)?;
         student.export_safetensors(&out.join("global.safetensors")).map_err(ck)?;
+        student.export_onnx(&out.join("global.onnx")).map_err(ck)?;
         let facts = eval::ModelFacts::of(student).map_err(ck)?;
         let mut r = String::new();
         let _ = writeln!(r, "# Federation `{}`: {} rounds\n", self.federation, self.metrics.len());

@@ -3,7 +3,9 @@
 //!
 //! Thread counts are set per child process (`RAYON_NUM_THREADS`, `MATMUL_NUM_THREADS`), since
 //! both backends read them once at start-up. Pass `--quick` for a short run, `--consensus-only`
-//! for the consensus part alone.
+//! for the consensus part alone, and `--pytorch PYTHON` to measure PyTorch on the same models,
+//! data, batch size, optimiser and threads (benches/pytorch_train.py; needs torch and numpy) and
+//! print burn's rates as ratios to PyTorch's.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -101,30 +103,74 @@ fn consensus_bench(quick: bool) {
     }
 }
 
+/// Runs one measuring child process and returns its lines (`backend\tthreads\twhat\tsamples/s`).
+fn measure(mut cmd: Command, threads: &str) -> Vec<String> {
+    let out = cmd
+        .env("RAYON_NUM_THREADS", threads)
+        .env("MATMUL_NUM_THREADS", threads)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("start the measuring child");
+    assert!(out.status.success(), "{cmd:?} failed: {}", out.status);
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.split('\t').count() == 4).map(str::to_owned).collect();
+    for l in &lines {
+        println!("{l}");
+    }
+    lines
+}
+
+/// For each measurement PyTorch also made: burn's rate over PyTorch's, per backend.
+fn compare(lines: &[String]) {
+    let rows: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
+    let rate = |backend: &str, threads: &str, what: &str| {
+        rows.iter().find(|r| r[0] == backend && r[1] == threads && r[2] == what).and_then(|r| r[3].parse::<f64>().ok())
+    };
+    println!("\nagainst PyTorch (same models, data, batch, optimiser and threads; > 1 means burn is faster)");
+    println!("{:<36} {:>7} {:>12} {:>12} {:>12}", "what", "threads", "PyTorch/s", "Flex/PyTorch", "Ndarray/PyT");
+    for r in rows.iter().filter(|r| r[0] == "PyTorch") {
+        let torch: f64 = r[3].parse().unwrap_or(f64::NAN);
+        let ratio = |b: &str| rate(b, r[1], r[2]).map(|v| format!("{:.2}x", v / torch)).unwrap_or_else(|| "-".into());
+        println!("{:<36} {:>7} {:>12.0} {:>12} {:>12}", r[2], r[1], torch, ratio("Flex"), ratio("Ndarray"));
+    }
+}
+
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
     if std::env::var_os("FD_BENCH_CHILD").is_some() {
         child(quick);
         return;
     }
-    if std::env::args().any(|a| a == "--consensus-only") {
+    if args.iter().any(|a| a == "--consensus-only") {
         consensus_bench(quick);
         return;
     }
+    // `--pytorch PYTHON`: also run benches/pytorch_train.py with that interpreter (which needs
+    // torch and numpy) for the same measurements, and print burn's speed relative to PyTorch's.
+    let pytorch = args.iter().position(|a| a == "--pytorch").map(|i| args.get(i + 1).expect("--pytorch needs a python interpreter").clone());
     println!("backend\tthreads\twhat\tsamples/s");
     let exe = std::env::current_exe().expect("exe");
+    let mut lines = Vec::new();
     for threads in ["1", "2"] {
         let mut cmd = Command::new(&exe);
         if quick {
             cmd.arg("--quick");
         }
-        let status = cmd
-            .env("FD_BENCH_CHILD", "1")
-            .env("RAYON_NUM_THREADS", threads)
-            .env("MATMUL_NUM_THREADS", threads)
-            .status()
-            .expect("child bench");
-        assert!(status.success());
+        cmd.env("FD_BENCH_CHILD", "1");
+        lines.extend(measure(cmd, threads));
+        if let Some(py) = &pytorch {
+            let mut cmd = Command::new(py);
+            cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/pytorch_train.py")).arg(data_dir()).arg(threads);
+            if quick {
+                cmd.arg("--quick");
+            }
+            // PyTorch sizes its pools from these too; set_num_threads in the script decides.
+            cmd.env("OMP_NUM_THREADS", threads).env("MKL_NUM_THREADS", threads);
+            lines.extend(measure(cmd, threads));
+        }
+    }
+    if pytorch.is_some() {
+        compare(&lines);
     }
     consensus_bench(quick);
 }

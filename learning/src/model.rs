@@ -198,8 +198,17 @@ impl Cnn {
     /// `[batch, side²]` → logits `[batch, classes]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let [batch, _] = x.dims();
-        let h = x.reshape([batch, 1, self.side, self.side]);
-        let h = self.pool.forward(self.act.forward(self.conv1.forward(h)));
+        self.forward_images(x.reshape([batch, 1, self.side, self.side]))
+    }
+
+    /// Side of the square input images.
+    pub fn side(&self) -> usize {
+        self.side
+    }
+
+    /// `[batch, 1, side, side]` images → logits `[batch, classes]`.
+    pub fn forward_images(&self, x: Tensor<4>) -> Tensor<2> {
+        let h = self.pool.forward(self.act.forward(self.conv1.forward(x)));
         let h = self.pool.forward(self.act.forward(self.conv2.forward(h)));
         let h: Tensor<2> = h.flatten(1, 3);
         let h = self.dropout.forward(self.act.forward(self.fc1.forward(h)));

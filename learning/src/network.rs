@@ -1,5 +1,5 @@
 //! [`Network`]: a model with what is needed to use, save and reload it (architecture, shapes,
-//! backend), plus batched inference, soft labels, atomic saving and safetensors export.
+//! backend), plus batched inference, soft labels, atomic saving, and safetensors and ONNX export.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Architecture, BackendKind, Model};
+use crate::model::{Architecture, BackendKind, Cnn, Mlp, Model};
 use crate::train::rows_tensor;
 use crate::LearningError;
 
@@ -145,6 +145,44 @@ impl Network {
         self.model.valid().save_into(&mut store).map_err(|e| LearningError::Store(e.to_string()))?;
         let bytes = store.get_bytes().map_err(|e| LearningError::Store(e.to_string()))?;
         atomic_write(path, &bytes)
+    }
+
+    /// Exports the model as ONNX (operator set 18, weights embedded) with burn-onnx, and writes
+    /// it atomically to `path`. Returns the bytes written.
+    ///
+    /// The graph has one float32 input with a dynamic `batch` axis and returns the logits
+    /// `[batch, classes]` (no softmax, as [`Network::logits`]); dropout is off, as in inference.
+    /// An MLP takes rows `[batch, input_dim]`. A CNN takes images in PyTorch's NCHW layout,
+    /// `[batch, 1, side, side]`: the same values as a row, reshaped.
+    pub fn export_onnx(&self, path: &Path) -> Result<Vec<u8>, LearningError> {
+        let bytes = self.onnx_bytes()?;
+        atomic_write(path, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// The ONNX model of [`Network::export_onnx`], in memory.
+    pub fn onnx_bytes(&self) -> Result<Vec<u8>, LearningError> {
+        use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
+        let device = self.backend.device();
+        let exporter = OnnxExporter::new();
+        // Two traces with different batch sizes tell the exporter which axis is the batch.
+        let onnx = match self.model.valid() {
+            Model::Mlp(m) => {
+                let rows = |n: usize| Tensor::<2>::zeros([n, self.input_dim], &device);
+                let specs = [InputSpec::new([AxisSpec::dynamic("batch"), AxisSpec::Static])];
+                exporter.export_dynamic(&m, rows(2), rows(3), &specs, |m: &Mlp, x| m.forward(x))
+            }
+            Model::Cnn(m) => {
+                // Rows are reshaped to images outside the graph: burn-onnx cannot yet tell the
+                // static axes of [batch, 784] → [batch, 1, 28, 28] apart from the dynamic one.
+                let side = m.side();
+                let images = |n: usize| Tensor::<4>::zeros([n, 1, side, side], &device);
+                let specs = [InputSpec::new([AxisSpec::dynamic("batch"), AxisSpec::Static, AxisSpec::Static, AxisSpec::Static])];
+                exporter.export_dynamic(&m, images(2), images(3), &specs, |m: &Cnn, x| m.forward_images(x))
+            }
+        };
+        let onnx = onnx.map_err(|e| LearningError::Store(format!("onnx export of {}: {e}", self.architecture.label(self.input_dim, self.classes))))?;
+        Ok(onnx.into_bytes())
     }
 
     /// Mean inference latency in µs per sample at the given batch size (best of `repeats` runs

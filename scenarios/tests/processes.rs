@@ -125,6 +125,7 @@ fn three_node_processes_federate_and_a_stranger_is_refused() {
     // The outputs exist and load; the global model beats the mean local-only model.
     let global = learning::Network::load(&p.aggregator.output.join("global"), s.backend).unwrap();
     assert!(p.aggregator.output.join("global.safetensors").is_file());
+    assert!(p.aggregator.output.join("global.onnx").is_file());
     assert!(p.aggregator.output.join("report.md").is_file());
     let test = p.dataset.subset(&p.split.test);
     let acc = learning::eval::evaluate(&global.soft_labels(&test.features, 1.0, 256).unwrap(), &test.labels, 10).accuracy;

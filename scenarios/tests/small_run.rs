@@ -40,7 +40,7 @@ async fn go_in(s: &Scenario, dir_name: &str) -> (Results, PathBuf) {
 async fn a_small_run_writes_every_output_and_repeats_exactly() {
     let s = small("small");
     let (r, dir) = go(&s).await;
-    for f in ["config.toml", "results.json", "rounds.csv", "report.md", "federation.toml", "aggregator/global.bpk", "aggregator/global.safetensors", "aggregator/metrics.jsonl", "nodes/node-00/node.toml", "nodes/node-00/state/egress.jsonl"] {
+    for f in ["config.toml", "results.json", "rounds.csv", "report.md", "federation.toml", "aggregator/global.bpk", "aggregator/global.safetensors", "aggregator/global.onnx", "aggregator/metrics.jsonl", "nodes/node-00/node.toml", "nodes/node-00/state/egress.jsonl"] {
         assert!(dir.join(f).is_file(), "missing {f}");
     }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();

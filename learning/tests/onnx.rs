@@ -1,0 +1,141 @@
+//! ONNX export, checked outside burn: `onnx.checker` accepts the file and onnxruntime reproduces
+//! burn's logits, for both architectures, at several batch sizes.
+//!
+//! The check needs Python with `onnx` and `onnxruntime` (versions in `tests/python/requirements.txt`).
+//! It uses `$FD_PYTHON` if set (`.ci/run` sets it), otherwise a virtual environment in
+//! `target/python`, which it creates from PyPI on first use.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use learning::data::{self, CsvOptions, Preprocess};
+use learning::train::{self, TrainConfig};
+use learning::{Architecture, BackendKind, Network};
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A Python interpreter that can import onnx and onnxruntime.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let probe = |py: &Path| run(Command::new(py).args(["-c", "import onnx, onnxruntime"])).is_ok();
+        if let Some(py) = std::env::var_os("FD_PYTHON") {
+            let py = PathBuf::from(py);
+            assert!(probe(&py), "FD_PYTHON={} cannot import onnx and onnxruntime", py.display());
+            return py;
+        }
+        let venv = manifest().join("../target/python");
+        let py = venv.join("bin/python");
+        if !probe(&py) {
+            let requirements = manifest().join("tests/python/requirements.txt");
+            let made = run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).and_then(|_| {
+                run(Command::new(&py).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&requirements))
+            });
+            if let Err(e) = made {
+                panic!(
+                    "the ONNX check needs Python 3 with onnx and onnxruntime; creating {} from PyPI failed.\n\
+                     Install them (pip install -r {}) and set FD_PYTHON to that interpreter.\n{e}",
+                    venv.display(),
+                    requirements.display()
+                );
+            }
+            assert!(probe(&py), "{} was created but cannot import onnx and onnxruntime", py.display());
+        }
+        py
+    })
+}
+
+fn write_f32(path: &Path, values: &[f32]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Exports `net`, then has onnxruntime run it on `inputs`; returns the checker's JSON report.
+fn check(net: &Network, inputs: &[f32], name: &str) -> serde_json::Value {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("onnx-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model.onnx");
+    let bytes = net.export_onnx(&model).unwrap();
+    assert_eq!(std::fs::read(&model).unwrap(), bytes, "export_onnx returns what it wrote");
+    assert!(bytes.len() > 4 * net.num_params(), "weights are embedded: {} bytes for {} parameters", bytes.len(), net.num_params());
+
+    let expected = net.logits(inputs, 64).unwrap();
+    write_f32(&dir.join("inputs.f32"), inputs);
+    write_f32(&dir.join("expected.f32"), &expected);
+    let script = manifest().join("tests/python/onnx_check.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(&model)
+        .arg(dir.join("inputs.f32"))
+        .arg(dir.join("expected.f32"))
+        .arg(net.input_dim.to_string())
+        .arg(net.classes.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{name}: the ONNX check failed\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    report
+}
+
+fn assert_matches(report: &serde_json::Value, logits: &[f32], name: &str) {
+    let scale = logits.iter().fold(1f32, |m, v| m.max(v.abs())) as f64;
+    let diff = report["max_abs_diff"].as_f64().unwrap();
+    println!("{name}: {report}");
+    assert_eq!(report["ok"], true, "{name}: {report}");
+    assert_eq!(report["opset"], 18, "{name}: {report}");
+    assert!(diff <= 1e-5 * scale, "{name}: onnxruntime differs from burn by {diff} (logits up to {scale})");
+}
+
+#[test]
+fn a_trained_mlp_exports_to_onnx_that_onnxruntime_reproduces() {
+    let path = manifest().join("../data/digits/digits.csv.gz");
+    let mut d = data::load_csv(&path, &CsvOptions::default()).unwrap();
+    Preprocess::Scale { factor: 1.0 / 16.0 }.apply(&mut d.features, d.dim).unwrap();
+    let s = data::split(d.len(), 100, 0, 7).unwrap();
+    let (train_set, test) = (d.subset(&s.private), d.subset(&s.test));
+    // Dropout is in the architecture: the export must leave it out, as inference does.
+    let arch = Architecture::Mlp { hidden: vec![32, 16], dropout: 0.2 };
+    let mut net = Network::new(&arch, 64, 10, BackendKind::Flex, 11).unwrap();
+    train::fit(&mut net, &train_set, &TrainConfig { epochs: 3, ..Default::default() }, 11).unwrap();
+
+    let report = check(&net, &test.features, "mlp");
+    assert_eq!(report["input_shape"], serde_json::json!(["batch", "64"]));
+    assert_eq!(report["output_shape"][1], "10");
+    assert_matches(&report, &net.logits(&test.features, 64).unwrap(), "mlp");
+}
+
+#[test]
+fn a_cnn_exports_to_onnx_that_onnxruntime_reproduces() {
+    let dir = manifest().join("../data/mnist");
+    let mut d = data::load_idx(&dir.join("t10k-images-idx3-ubyte.gz"), &dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    Preprocess::Scale { factor: 1.0 / 255.0 }.apply(&mut d.features, d.dim).unwrap();
+    let d = d.subset(&(0..300).collect::<Vec<_>>());
+    let (train_set, test) = (d.subset(&(0..200).collect::<Vec<_>>()), d.subset(&(200..300).collect::<Vec<_>>()));
+    let arch = Architecture::Cnn { channels: [4, 8], hidden: 32, dropout: 0.25 };
+    let mut net = Network::new(&arch, 784, 10, BackendKind::Flex, 12).unwrap();
+    train::fit(&mut net, &train_set, &TrainConfig { epochs: 1, ..Default::default() }, 12).unwrap();
+
+    let report = check(&net, &test.features, "cnn");
+    let ops: Vec<&str> = report["nodes"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert!(ops.contains(&"Conv") && ops.contains(&"MaxPool"), "{ops:?}");
+    assert_eq!(report["input_shape"], serde_json::json!(["batch", "1", "28", "28"]));
+    assert_matches(&report, &net.logits(&test.features, 64).unwrap(), "cnn");
+}
