@@ -98,31 +98,10 @@ impl Architecture {
         self.validate(input_dim, classes)?;
         Ok(match self {
             Architecture::Mlp { hidden, dropout } => {
-                let mut widths = vec![input_dim];
-                widths.extend_from_slice(hidden);
-                widths.push(classes);
-                Model::Mlp(Mlp {
-                    layers: widths.windows(2).map(|w| LinearConfig::new(w[0], w[1]).init(device)).collect(),
-                    act: Relu::new(),
-                    dropout: DropoutConfig::new(*dropout).init(),
-                })
+                Model::Mlp(MlpConfig::new(input_dim, hidden.clone(), classes).with_dropout(*dropout).init(device))
             }
             Architecture::Cnn { channels, hidden, dropout } => {
-                let side = image_side(input_dim)?;
-                let pooled = side / 2 / 2;
-                let conv = |cin, cout| {
-                    Conv2dConfig::new([cin, cout], [3, 3]).with_padding(PaddingConfig2d::Same).init(device)
-                };
-                Model::Cnn(Cnn {
-                    conv1: conv(1, channels[0]),
-                    conv2: conv(channels[0], channels[1]),
-                    pool: MaxPool2dConfig::new([2, 2]).init(),
-                    fc1: LinearConfig::new(channels[1] * pooled * pooled, *hidden).init(device),
-                    fc2: LinearConfig::new(*hidden, classes).init(device),
-                    act: Relu::new(),
-                    dropout: DropoutConfig::new(*dropout).init(),
-                    side,
-                })
+                Model::Cnn(CnnConfig::new(image_side(input_dim)?, *channels, *hidden, classes).with_dropout(*dropout).init(device))
             }
         })
     }
@@ -156,6 +135,69 @@ fn image_side(input_dim: usize) -> Result<usize, LearningError> {
         return Err(LearningError::Config(format!("cnn needs a square image, {input_dim} inputs is not one")));
     }
     Ok(side)
+}
+
+/// burn configuration of an [`Mlp`] (what [`Architecture::Mlp`] resolves to for given data).
+#[derive(Config, Debug)]
+pub struct MlpConfig {
+    /// Features per input row.
+    pub input_dim: usize,
+    /// Widths of the hidden layers (may be empty: softmax regression).
+    pub hidden: Vec<usize>,
+    /// Number of classes (outputs).
+    pub classes: usize,
+    /// Dropout probability after each hidden layer.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+impl MlpConfig {
+    /// A freshly initialised MLP on `device`. Validate with [`Architecture::validate`] first:
+    /// burn's layer configs panic on zero widths.
+    pub fn init(&self, device: &Device) -> Mlp {
+        let mut widths = vec![self.input_dim];
+        widths.extend_from_slice(&self.hidden);
+        widths.push(self.classes);
+        Mlp {
+            layers: widths.windows(2).map(|w| LinearConfig::new(w[0], w[1]).init(device)).collect(),
+            act: Relu::new(),
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+}
+
+/// burn configuration of a [`Cnn`] (what [`Architecture::Cnn`] resolves to for given data).
+#[derive(Config, Debug)]
+pub struct CnnConfig {
+    /// Side of the square single-channel input images.
+    pub side: usize,
+    /// Output channels of the two 3×3 convolutions.
+    pub channels: [usize; 2],
+    /// Width of the hidden linear layer.
+    pub hidden: usize,
+    /// Number of classes (outputs).
+    pub classes: usize,
+    /// Dropout probability before the last layer.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+impl CnnConfig {
+    /// A freshly initialised CNN on `device`. Validate with [`Architecture::validate`] first.
+    pub fn init(&self, device: &Device) -> Cnn {
+        let pooled = self.side / 2 / 2;
+        let conv = |cin, cout| Conv2dConfig::new([cin, cout], [3, 3]).with_padding(PaddingConfig2d::Same).init(device);
+        Cnn {
+            conv1: conv(1, self.channels[0]),
+            conv2: conv(self.channels[0], self.channels[1]),
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            fc1: LinearConfig::new(self.channels[1] * pooled * pooled, self.hidden).init(device),
+            fc2: LinearConfig::new(self.hidden, self.classes).init(device),
+            act: Relu::new(),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            side: self.side,
+        }
+    }
 }
 
 /// Multi-layer perceptron.
@@ -232,5 +274,31 @@ impl Model {
             Model::Mlp(m) => m.forward(x),
             Model::Cnn(m) => m.forward(x),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn architectures_resolve_to_burn_configs_that_round_trip() {
+        let device = BackendKind::Flex.device();
+        let mlp = MlpConfig::new(64, vec![32, 16], 10).with_dropout(0.25);
+        let back = MlpConfig::load_binary(mlp.to_string().as_bytes()).unwrap();
+        assert_eq!((back.input_dim, back.hidden.clone(), back.classes, back.dropout), (64, vec![32, 16], 10, 0.25));
+        // 64·32+32 + 32·16+16 + 16·10+10
+        assert_eq!(back.init(&device).num_params(), 2080 + 528 + 170);
+
+        let cnn = CnnConfig::new(28, [4, 8], 32, 10);
+        let back = CnnConfig::load_binary(cnn.to_string().as_bytes()).unwrap();
+        assert_eq!((back.side, back.channels, back.hidden, back.classes, back.dropout), (28, [4, 8], 32, 10, 0.0));
+        // conv 1→4 and 4→8 (3×3 + bias), then 8·7·7 → 32 → 10
+        assert_eq!(back.init(&device).num_params(), (9 * 4 + 4) + (36 * 8 + 8) + (392 * 32 + 32) + (32 * 10 + 10));
+
+        let arch = Architecture::Cnn { channels: [4, 8], hidden: 32, dropout: 0.0 };
+        assert_eq!(arch.init(784, 10, &device).unwrap().num_params(), back.init(&device).num_params());
+        assert!(arch.init(785, 10, &device).is_err(), "not a square image");
+        assert!(Architecture::Mlp { hidden: vec![0], dropout: 0.0 }.init(64, 10, &device).is_err());
     }
 }
