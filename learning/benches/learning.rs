@@ -3,7 +3,8 @@
 //!
 //! Thread counts are set per child process (`RAYON_NUM_THREADS`, `MATMUL_NUM_THREADS`), since
 //! both backends read them once at start-up. Pass `--quick` for a short run, `--consensus-only`
-//! for the consensus part alone, and `--pytorch PYTHON` to measure PyTorch on the same models,
+//! for the consensus part alone, `--runs N` to keep the best of N interleaved runs (default 3),
+//! and `--pytorch PYTHON` to measure PyTorch on the same models,
 //! data, batch size, optimiser and threads (benches/pytorch_train.py; needs torch and numpy) and
 //! print burn's rates as ratios to PyTorch's.
 
@@ -119,6 +120,20 @@ fn measure(mut cmd: Command, threads: &str) -> Vec<String> {
     lines
 }
 
+/// One line per (backend, threads, what), with the highest rate among the runs, in first-seen order.
+fn best_of(lines: &[String]) -> Vec<String> {
+    let mut best: Vec<(String, f64)> = Vec::new();
+    for l in lines {
+        let (key, rate) = l.rsplit_once('\t').expect("four fields");
+        let rate: f64 = rate.parse().unwrap_or(0.0);
+        match best.iter_mut().find(|(k, _)| k == key) {
+            Some((_, r)) => *r = r.max(rate),
+            None => best.push((key.to_owned(), rate)),
+        }
+    }
+    best.into_iter().map(|(k, r)| format!("{k}\t{r:.0}")).collect()
+}
+
 /// For each measurement PyTorch also made: burn's rate over PyTorch's, per backend.
 fn compare(lines: &[String]) {
     let rows: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
@@ -148,25 +163,39 @@ fn main() {
     // `--pytorch PYTHON`: also run benches/pytorch_train.py with that interpreter (which needs
     // torch and numpy) for the same measurements, and print burn's speed relative to PyTorch's.
     let pytorch = args.iter().position(|a| a == "--pytorch").map(|i| args.get(i + 1).expect("--pytorch needs a python interpreter").clone());
+    // `--runs N` (default 3, 1 with --quick): the children run N times, interleaved, and the
+    // best rate of each measurement counts, which damps the noise of a shared machine.
+    let runs: usize = args.iter().position(|a| a == "--runs").map_or(if quick { 1 } else { 3 }, |i| {
+        args.get(i + 1).and_then(|v| v.parse().ok()).filter(|&n| n > 0).expect("--runs needs a positive count")
+    });
     println!("backend\tthreads\twhat\tsamples/s");
     let exe = std::env::current_exe().expect("exe");
     let mut lines = Vec::new();
-    for threads in ["1", "2"] {
-        let mut cmd = Command::new(&exe);
-        if quick {
-            cmd.arg("--quick");
-        }
-        cmd.env("FD_BENCH_CHILD", "1");
-        lines.extend(measure(cmd, threads));
-        if let Some(py) = &pytorch {
-            let mut cmd = Command::new(py);
-            cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/pytorch_train.py")).arg(data_dir()).arg(threads);
+    for _ in 0..runs {
+        for threads in ["1", "2"] {
+            let mut cmd = Command::new(&exe);
             if quick {
                 cmd.arg("--quick");
             }
-            // PyTorch sizes its pools from these too; set_num_threads in the script decides.
-            cmd.env("OMP_NUM_THREADS", threads).env("MKL_NUM_THREADS", threads);
+            cmd.env("FD_BENCH_CHILD", "1");
             lines.extend(measure(cmd, threads));
+            if let Some(py) = &pytorch {
+                let mut cmd = Command::new(py);
+                cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/pytorch_train.py")).arg(data_dir()).arg(threads);
+                if quick {
+                    cmd.arg("--quick");
+                }
+                // PyTorch sizes its pools from these too; set_num_threads in the script decides.
+                cmd.env("OMP_NUM_THREADS", threads).env("MKL_NUM_THREADS", threads);
+                lines.extend(measure(cmd, threads));
+            }
+        }
+    }
+    let lines = best_of(&lines);
+    if runs > 1 {
+        println!("\nbest of {runs} runs\nbackend\tthreads\twhat\tsamples/s");
+        for l in &lines {
+            println!("{l}");
         }
     }
     if pytorch.is_some() {
