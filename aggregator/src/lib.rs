@@ -30,7 +30,7 @@ use learning::Network;
 use net::multiaddr::Multiaddr;
 use net::{Event, NetConfig, Responder};
 use protocol::{
-    Consensus, Encoding, FederationId, Identity, JoinAccepted, JoinReply, Limits, Message, ParticipantId, Receipt,
+    Consensus, Encoding, FederationId, Finished, Identity, JoinAccepted, JoinReply, Limits, Message, ParticipantId, Receipt,
     ReceiptStatus, RefSetChunk, ReferenceSet, ReferenceSetId, RefusalReason, RoundAnnouncement, SampleSelection,
     SoftLabels,
 };
@@ -276,6 +276,14 @@ impl Aggregator {
             Ok(completed) => {
                 if completed {
                     self.finish()?;
+                    // Tell the nodes, so that they checkpoint and stop instead of waiting for
+                    // a round that will not come.
+                    let done = Message::Finished(Finished {
+                        federation: self.federation.clone(),
+                        rounds: self.completed,
+                        detail: format!("{} rounds; global model written", self.completed),
+                    });
+                    self.deliver(&done).await;
                 }
                 Ok(RunSummary { rounds: self.metrics.clone(), model: self.cfg.output.join("global"), completed })
             }
@@ -347,36 +355,9 @@ impl Aggregator {
                 weights: Consensus::quantise_weights(&combined.weights),
                 participants: participants.len() as u32,
             });
-            // Wait for the nodes' receipts (bounded by the request timeout) so that every node
-            // holds this consensus before the next round is announced: its digest step is then
-            // the same whatever the timing.
-            let mut deliveries = tokio::task::JoinSet::new();
-            for peer in self.joined.clone() {
-                let client = self.client.clone();
-                let msg = consensus.clone();
-                deliveries.spawn(async move { (peer, client.request(&peer, &msg).await) });
-            }
-            // A node that does not answer within the round deadline does not hold up the next round.
-            let wait = Duration::from_secs_f64(self.cfg.round.deadline_secs);
-            let collected = tokio::time::timeout(wait, async {
-                let mut failed = Vec::new();
-                while let Some(done) = deliveries.join_next().await {
-                    if let Ok((peer, Err(e))) = done {
-                        failed.push((peer, e.to_string()));
-                    }
-                }
-                failed
-            })
-            .await;
-            match collected {
-                Ok(failed) => {
-                    for (peer, e) in failed {
-                        tracing::warn!(node = %self.name(&peer), error = %e, "consensus not delivered");
-                    }
-                }
-                Err(_) => tracing::warn!(pending = deliveries.len(), "consensus delivery still pending at the deadline; continuing"),
-            }
-            deliveries.detach_all();
+            // Wait for the nodes' receipts so that every node holds this consensus before the
+            // next round is announced: its digest step is then the same whatever the timing.
+            self.deliver(&consensus).await;
             let (sent1, recv1) = self.client.traffic();
             let m = RoundMetrics {
                 round,
@@ -515,6 +496,42 @@ impl Aggregator {
         }
         atomic_write(&out.join("report.md"), r.as_bytes()).map_err(ck)?;
         Ok(())
+    }
+
+    /// Sends `message` to every joined node and waits for their receipts, at most one round
+    /// deadline: a node that does not answer in time does not hold up the federation.
+    async fn deliver(&self, message: &Message) {
+        let mut deliveries = tokio::task::JoinSet::new();
+        for peer in self.joined.iter().copied() {
+            let client = self.client.clone();
+            let msg = message.clone();
+            deliveries.spawn(async move { (peer, client.request(&peer, &msg).await) });
+        }
+        let wait = Duration::from_secs_f64(self.cfg.round.deadline_secs);
+        let collected = tokio::time::timeout(wait, async {
+            let mut failed = Vec::new();
+            while let Some(done) = deliveries.join_next().await {
+                match done {
+                    Ok((peer, Err(e))) => failed.push((peer, e.to_string())),
+                    Ok((peer, Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, .. })))) => {
+                        failed.push((peer, format!("refused: {reason:?} {detail}")))
+                    }
+                    _ => {}
+                }
+            }
+            failed
+        })
+        .await;
+        let kind = message.kind();
+        match collected {
+            Ok(failed) => {
+                for (peer, e) in failed {
+                    tracing::warn!(node = %self.name(&peer), ?kind, error = %e, "not delivered");
+                }
+            }
+            Err(_) => tracing::warn!(?kind, pending = deliveries.len(), "delivery still pending at the deadline; continuing"),
+        }
+        deliveries.detach_all();
     }
 
     /// Sends a request in the background and logs a failure.

@@ -17,14 +17,14 @@ pub mod codec;
 pub mod keys;
 pub mod ledger;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::core::transport::ListenerId;
 use libp2p::futures::StreamExt;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{allow_block_list, identify, identity, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm, SwarmBuilder};
@@ -163,6 +163,7 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Responder {
     peer: PeerId,
+    id: InboundRequestId,
     channel: ResponseChannel<Vec<u8>>,
     client: Client,
 }
@@ -171,7 +172,7 @@ impl Responder {
     /// Signs and sends the response.
     pub async fn respond(self, message: Message) -> Result<(), NetError> {
         let bytes = self.client.seal(&self.peer, "response", &message)?;
-        self.client.send(Command::Respond { channel: self.channel, bytes }).await
+        self.client.send(Command::Respond { id: self.id, channel: self.channel, bytes }).await
     }
 }
 
@@ -179,7 +180,7 @@ enum Command {
     Listen { addr: Multiaddr, reply: oneshot::Sender<Result<Multiaddr, NetError>> },
     Dial { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, NetError>> },
     Request { peer: PeerId, bytes: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, NetError>> },
-    Respond { channel: ResponseChannel<Vec<u8>>, bytes: Vec<u8> },
+    Respond { id: InboundRequestId, channel: ResponseChannel<Vec<u8>>, bytes: Vec<u8> },
     Allow(PeerId),
     Disconnect(PeerId),
     Connected { reply: oneshot::Sender<Vec<ParticipantId>> },
@@ -305,6 +306,8 @@ pub struct EventLoop {
     pending_listen: HashMap<ListenerId, oneshot::Sender<Result<Multiaddr, NetError>>>,
     pending_dial: HashMap<ConnectionId, (String, oneshot::Sender<Result<PeerId, NetError>>)>,
     pending_request: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Vec<u8>, NetError>>)>,
+    /// Responses handed to the swarm and not yet sent: flushed (briefly) before the loop stops.
+    unsent_responses: HashSet<InboundRequestId>,
 }
 
 /// Builds the Swarm and returns the client, the event stream and the event loop (to spawn).
@@ -353,6 +356,7 @@ pub fn spawn(identity: Identity, cfg: NetConfig) -> Result<(Client, mpsc::Receiv
         pending_listen: HashMap::new(),
         pending_dial: HashMap::new(),
         pending_request: HashMap::new(),
+        unsent_responses: HashSet::new(),
     };
     Ok((client, ev_rx, event_loop))
 }
@@ -370,14 +374,42 @@ impl EventLoop {
                 _ = self.events.closed() => break,
             }
         }
+        // The owner is gone; answers it gave just before (a node's last receipt) still go out.
+        while let Ok(cmd) = self.commands.try_recv() {
+            if let Command::Respond { .. } = cmd {
+                self.on_command(cmd);
+            }
+        }
+        tracing::debug!(unsent = self.unsent_responses.len(), connected = self.swarm.connected_peers().count(), "flushing");
+        let flush = async {
+            while !self.unsent_responses.is_empty() {
+                let ev = self.swarm.select_next_some().await;
+                self.on_swarm_event(ev);
+            }
+            // Close connections gracefully, so that what the muxer still buffers is delivered.
+            let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+            for p in peers {
+                let _ = self.swarm.disconnect_peer_id(p);
+            }
+            while self.swarm.connected_peers().next().is_some() {
+                let ev = self.swarm.select_next_some().await;
+                self.on_swarm_event(ev);
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(2), flush).await.is_err() {
+            tracing::debug!(unsent = self.unsent_responses.len(), "stopping before every response and connection was closed");
+        }
         tracing::debug!("network event loop stopped");
     }
 
     fn emit(&self, event: Event) {
-        if let Err(e) = self.events.try_send(event) {
+        match self.events.try_send(event) {
+            Ok(()) => {}
             // Bounded: a consumer that falls behind loses events rather than stalling the swarm.
             // A dropped request is answered by the peer's timeout.
-            tracing::warn!(error = %e, "event channel full or closed; event dropped");
+            Err(mpsc::error::TrySendError::Full(_)) => tracing::warn!("event channel full; event dropped"),
+            // The owner has stopped (the loop is flushing its last responses).
+            Err(mpsc::error::TrySendError::Closed(_)) => tracing::debug!("event channel closed; event dropped"),
         }
     }
 
@@ -407,11 +439,7 @@ impl EventLoop {
                 let id = self.swarm.behaviour_mut().rr.send_request(&peer, bytes);
                 self.pending_request.insert(id, (peer, reply));
             }
-            Command::Respond { channel, bytes } => {
-                if self.swarm.behaviour_mut().rr.send_response(channel, bytes).is_err() {
-                    tracing::warn!("response channel closed before the answer was ready");
-                }
-            }
+            Command::Respond { id, channel, bytes } => self.send_response(id, channel, bytes),
             Command::Allow(peer) => {
                 self.swarm.behaviour_mut().allow.allow_peer(peer);
             }
@@ -471,7 +499,7 @@ impl EventLoop {
     fn on_request_response(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => self.on_request(peer, request, channel),
+                request_response::Message::Request { request_id, request, channel } => self.on_request(peer, request_id, request, channel),
                 request_response::Message::Response { request_id, response } => {
                     if let Some((_, r)) = self.pending_request.remove(&request_id) {
                         let _ = r.send(Ok(response));
@@ -483,14 +511,26 @@ impl EventLoop {
                     let _ = r.send(Err(NetError::Request { peer: peer.to_base58(), reason: error.to_string() }));
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure { peer, error, request_id, .. } => {
+                self.unsent_responses.remove(&request_id);
                 tracing::warn!(peer = %peer, %error, "inbound request failed");
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent { request_id, peer, .. } => {
+                tracing::debug!(%peer, ?request_id, "response sent");
+                self.unsent_responses.remove(&request_id);
+            }
         }
     }
 
-    fn on_request(&mut self, peer: PeerId, request: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
+    fn send_response(&mut self, id: InboundRequestId, channel: ResponseChannel<Vec<u8>>, bytes: Vec<u8>) {
+        if self.swarm.behaviour_mut().rr.send_response(channel, bytes).is_ok() {
+            self.unsent_responses.insert(id);
+        } else {
+            tracing::warn!("response channel closed before the answer was ready");
+        }
+    }
+
+    fn on_request(&mut self, peer: PeerId, id: InboundRequestId, request: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
         let Some(sender) = participant(&peer) else {
             return; // dropping the channel closes the stream
         };
@@ -499,26 +539,24 @@ impl EventLoop {
         let opened = SignedEnvelope::from_bytes(&request, &limits).and_then(|env| env.open(&sender, &limits));
         match opened {
             Ok(message) if message.federation() == &self.federation => {
-                let responder = Responder { peer, channel, client: self.client.clone() };
+                let responder = Responder { peer, id, channel, client: self.client.clone() };
                 self.emit(Event::Request { peer: sender, message, responder });
             }
             Ok(message) => {
                 let detail = format!("federation {} is not {}", message.federation(), self.federation);
-                self.refuse(peer, sender, channel, RefusalReason::WrongFederation, detail, message.round().unwrap_or(0));
+                self.refuse(peer, sender, (id, channel), RefusalReason::WrongFederation, detail, message.round().unwrap_or(0));
             }
-            Err(e) => self.refuse(peer, sender, channel, e.refusal_reason(), e.to_string(), 0),
+            Err(e) => self.refuse(peer, sender, (id, channel), e.refusal_reason(), e.to_string(), 0),
         }
     }
 
-    fn refuse(&mut self, peer: PeerId, sender: ParticipantId, channel: ResponseChannel<Vec<u8>>, reason: RefusalReason, detail: String, round: u64) {
+    fn refuse(&mut self, peer: PeerId, sender: ParticipantId, (id, channel): (InboundRequestId, ResponseChannel<Vec<u8>>), reason: RefusalReason, detail: String, round: u64) {
         tracing::warn!(peer = %sender.short(), ?reason, %detail, "message refused");
         let mut short = detail.clone();
         short.truncate(protocol::message::MAX_DETAIL_LEN);
         let receipt = Message::Receipt(Receipt { federation: self.federation.clone(), round, status: ReceiptStatus::Refused(reason), detail: short });
         match self.client.seal(&peer, "response", &receipt) {
-            Ok(bytes) => {
-                let _ = self.swarm.behaviour_mut().rr.send_response(channel, bytes);
-            }
+            Ok(bytes) => self.send_response(id, channel, bytes),
             Err(e) => tracing::error!(error = %e, "could not seal a refusal receipt"),
         }
         self.emit(Event::Refused { peer: sender, reason, detail });

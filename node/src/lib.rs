@@ -66,6 +66,8 @@ pub struct NodeSummary {
     pub joins: usize,
     /// The round at which the node left on purpose (`simulation.leave_at_round`).
     pub left_at: Option<u64>,
+    /// The aggregator declared the federation finished after this many rounds.
+    pub finished_after: Option<u64>,
 }
 
 /// Validated, loaded inputs of a node.
@@ -107,7 +109,7 @@ fn load(cfg: &NodeConfig) -> Result<Loaded, NodeError> {
     Ok(Loaded { federation, aggregator, aggregator_addr, identity, data: Arc::new(data), net })
 }
 
-/// Runs the node until `shutdown` is cancelled.
+/// Runs the node until the aggregator declares the federation finished, or `shutdown` is cancelled.
 pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<NodeSummary, NodeError> {
     let loaded = {
         let cfg = cfg.clone();
@@ -222,7 +224,16 @@ impl Node {
                             }
                             continue 'connect;
                         }
-                        Some(Event::Request { peer, message, responder }) => self.on_request(peer, message, responder).await,
+                        Some(Event::Request { peer, message, responder }) => {
+                            self.on_request(peer, message, responder).await;
+                            if self.summary.finished_after.is_some() {
+                                if let Some(w) = work.take() {
+                                    if let Ok((n, _)) = w.await { self.net = Some(n); }
+                                }
+                                self.linger(&shutdown).await;
+                                break 'connect;
+                            }
+                        }
                         Some(Event::Refused { peer, reason, detail }) => tracing::warn!(peer = %peer.short(), ?reason, %detail, "refused a message"),
                         Some(_) => {}
                     }
@@ -231,6 +242,25 @@ impl Node {
         }
         self.save_checkpoint();
         Ok(self.summary.clone())
+    }
+
+    /// After the federation is finished: lets the aggregator close the connection (so that the
+    /// receipt just sent is read before the connection goes), for at most a few seconds.
+    async fn linger(&mut self, shutdown: &CancellationToken) {
+        let aggregator = self.aggregator;
+        let closed = async {
+            loop {
+                match self.events.recv().await {
+                    None => break,
+                    Some(Event::Disconnected(p)) if p == aggregator => break,
+                    Some(_) => {}
+                }
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::timeout(Duration::from_secs(5), closed) => {}
+        }
     }
 
     async fn join(&mut self) -> Result<(), String> {
@@ -332,6 +362,11 @@ impl Node {
                     Ok(()) => (round, ReceiptStatus::Accepted, String::new()),
                     Err((reason, detail)) => (round, ReceiptStatus::Refused(reason), detail),
                 }
+            }
+            Message::Finished(f) if f.federation == self.federation => {
+                tracing::info!(rounds = f.rounds, detail = %f.detail, "the aggregator finished the federation");
+                self.summary.finished_after = Some(f.rounds);
+                (f.rounds, ReceiptStatus::Accepted, String::new())
             }
             other => (other.round().unwrap_or(0), ReceiptStatus::Refused(RefusalReason::Unavailable), format!("a node does not serve {:?}", other.kind())),
         };

@@ -33,6 +33,8 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,libp2p=warn".into()))
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: log files stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Keygen { out } => {
@@ -48,7 +50,12 @@ async fn main() -> anyhow::Result<()> {
                 s.cancel();
             });
             let summary = node::run(cfg, shutdown).await.context("node failed")?;
-            tracing::info!(accepted = summary.accepted_rounds.len(), refused = summary.refused_rounds.len(), "node stopped");
+            tracing::info!(
+                accepted = summary.accepted_rounds.len(),
+                refused = summary.refused_rounds.len(),
+                finished_after = ?summary.finished_after,
+                "node stopped"
+            );
         }
     }
     Ok(())

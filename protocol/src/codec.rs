@@ -52,6 +52,7 @@ pub fn encode_body(message: &Message) -> Result<Vec<u8>> {
         Message::Receipt(m) => to_bytes(m),
         Message::RefSetRequest(m) => to_bytes(m),
         Message::RefSetChunk(m) => to_bytes(m),
+        Message::Finished(m) => to_bytes(m),
     }
 }
 
@@ -66,6 +67,7 @@ pub fn decode_body(kind: MessageKind, body: &[u8], cap: usize) -> Result<Message
         MessageKind::Receipt => Message::Receipt(from_bytes(body, cap)?),
         MessageKind::RefSetRequest => Message::RefSetRequest(from_bytes(body, cap)?),
         MessageKind::RefSetChunk => Message::RefSetChunk(from_bytes(body, cap)?),
+        MessageKind::Finished => Message::Finished(from_bytes(body, cap)?),
     })
 }
 

@@ -31,7 +31,7 @@ pub use envelope::SignedEnvelope;
 pub use error::{ProtocolError, Result};
 pub use ids::{FederationId, Identity, ParticipantId, ReferenceSetId, Round};
 pub use message::{
-    Consensus, Hello, JoinAccepted, JoinReply, Message, MessageKind, Receipt, ReceiptStatus, RefSetChunk,
+    Consensus, Finished, Hello, JoinAccepted, JoinReply, Message, MessageKind, Receipt, ReceiptStatus, RefSetChunk,
     RefSetRequest, RefusalReason, RoundAnnouncement, SampleSelection, Submission,
 };
 pub use payload::{Encoding, Limits, SoftLabels};

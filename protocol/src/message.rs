@@ -253,6 +253,18 @@ pub struct Receipt {
     pub detail: String,
 }
 
+/// The aggregator's word that the federation is over: no further rounds will be announced.
+/// A node answers with a [`Receipt`], checkpoints its model and stops.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finished {
+    /// Federation.
+    pub federation: FederationId,
+    /// Last completed round.
+    pub rounds: Round,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
 /// Request for a chunk of the reference set's canonical bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RefSetRequest {
@@ -301,6 +313,8 @@ pub enum Message {
     RefSetRequest(RefSetRequest),
     /// See [`RefSetChunk`].
     RefSetChunk(RefSetChunk),
+    /// See [`Finished`].
+    Finished(Finished),
 }
 
 /// The kind byte of each message, signed as part of the envelope.
@@ -323,6 +337,8 @@ pub enum MessageKind {
     RefSetRequest = 7,
     /// [`RefSetChunk`]
     RefSetChunk = 8,
+    /// [`Finished`]
+    Finished = 9,
 }
 
 impl MessageKind {
@@ -337,6 +353,7 @@ impl MessageKind {
             6 => Self::Receipt,
             7 => Self::RefSetRequest,
             8 => Self::RefSetChunk,
+            9 => Self::Finished,
             other => return Err(ProtocolError::Kind(other)),
         })
     }
@@ -354,6 +371,7 @@ impl Message {
             Self::Receipt(_) => MessageKind::Receipt,
             Self::RefSetRequest(_) => MessageKind::RefSetRequest,
             Self::RefSetChunk(_) => MessageKind::RefSetChunk,
+            Self::Finished(_) => MessageKind::Finished,
         }
     }
 
@@ -368,6 +386,7 @@ impl Message {
             Self::Receipt(m) => &m.federation,
             Self::RefSetRequest(m) => &m.federation,
             Self::RefSetChunk(m) => &m.federation,
+            Self::Finished(m) => &m.federation,
         }
     }
 
@@ -378,6 +397,7 @@ impl Message {
             Self::Submission(m) => Some(m.round),
             Self::Consensus(m) => Some(m.round),
             Self::Receipt(m) => Some(m.round),
+            Self::Finished(m) => Some(m.rounds),
             _ => None,
         }
     }
@@ -432,6 +452,7 @@ impl Message {
                 Ok(())
             }
             Self::Receipt(m) => check_text("detail", &m.detail),
+            Self::Finished(m) => check_text("detail", &m.detail),
             Self::RefSetRequest(m) => {
                 if m.len == 0 || m.len > MAX_CHUNK_BYTES {
                     return Err(ProtocolError::field("len", format!("chunk of {} bytes, expected 1 to {MAX_CHUNK_BYTES}", m.len)));

@@ -114,6 +114,7 @@ fn message() -> impl Strategy<Value = Message> {
         (rid, proptest::collection::vec(any::<u8>(), 0..300)).prop_map(|(reference_set, data)| Message::RefSetChunk(
             RefSetChunk { federation: fed(), reference_set, offset: 10, total_len: 10 + data.len() as u64 + 5, data }
         )),
+        (any::<u64>(), ".{0,40}").prop_map(|(rounds, detail)| Message::Finished(Finished { federation: fed(), rounds, detail })),
     ]
 }
 

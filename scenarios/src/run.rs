@@ -253,9 +253,13 @@ async fn federate_processes(p: &mut Prepared, progress: bool) -> anyhow::Result<
         }
     };
     pb.finish_and_clear();
+    // A finished aggregator tells the nodes, which then stop on their own; stop any that did
+    // not hear it (a node that left, or one still reconnecting).
     for mut n in nodes {
-        let _ = n.start_kill();
-        let _ = n.wait().await;
+        if !matches!(tokio::time::timeout(Duration::from_secs(10), n.wait()).await, Ok(Ok(s)) if s.success()) {
+            let _ = n.start_kill();
+            let _ = n.wait().await;
+        }
     }
     if !status.success() {
         anyhow::bail!("fd-aggregator exited with {status}; see {}", logs.join("aggregator.log").display());

@@ -116,6 +116,17 @@ fn three_node_processes_federate_and_a_stranger_is_refused() {
     procs.0.push(spawn("fd-node", &dir.join("stranger.toml"), &dir.join("stranger.log")));
     let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
     assert!(status.success(), "aggregator failed: {}", std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default());
+    // The aggregator told the nodes the federation is over: they stop on their own, cleanly.
+    for i in 1..=3 {
+        let status = wait_exit(&mut procs.0[i], Duration::from_secs(60));
+        let log = std::fs::read_to_string(dir.join(format!("node-{}.log", i - 1))).unwrap_or_default();
+        assert!(status.success() && log.contains("finished_after=Some(3)"), "node {}: {status}\n{log}", i - 1);
+    }
+    // Each node's receipt reached the aggregator before the connections closed.
+    let agg_log = std::fs::read_to_string(dir.join("aggregator.log")).unwrap();
+    assert!(!agg_log.contains("not delivered"), "{agg_log}");
+    // The stranger was never in the federation, so nobody told it: it is still trying.
+    assert!(procs.0[4].try_wait().unwrap().is_none(), "the stranger stopped");
 
     let m = metrics(&p);
     assert_eq!(m.len(), 3);
@@ -135,7 +146,6 @@ fn three_node_processes_federate_and_a_stranger_is_refused() {
     // The stranger never got in: no announcement reached it, so it never submitted.
     let ledger = net::ledger::Ledger::read(&dir.join("stranger/egress.jsonl")).unwrap_or_default();
     assert!(ledger.iter().all(|e| e.kind != "Submission"), "{ledger:?}");
-    let agg_log = std::fs::read_to_string(dir.join("aggregator.log")).unwrap();
     assert!(agg_log.contains("incoming connection refused"), "{agg_log}");
     let _ = port;
 }
