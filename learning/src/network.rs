@@ -137,7 +137,7 @@ impl Network {
             .map_err(|e| LearningError::Store(format!("{}: {e}", bpk.display())))
     }
 
-    /// Writes the weights as safetensors. Tensors are named by field path (`layers.0.weight`, …).
+    /// Writes the weights as safetensors. Tensors are named by field path (`Mlp.layers.0.weight`, `Cnn.conv1.weight`, …).
     /// Linear weights are stored in PyTorch's `[out, in]` layout (burn keeps `[in, out]` in
     /// memory), so the file loads into an equivalent `torch.nn.Linear` as it is.
     pub fn export_safetensors(&self, path: &Path) -> Result<(), LearningError> {

@@ -10,7 +10,7 @@
 
 pub mod config;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -509,6 +509,21 @@ impl Node {
             }
         }
     }
+}
+
+/// Exports the node's checkpointed model (`state_dir/model`) for use outside the federation:
+/// `model.onnx` and `model.safetensors` (PyTorch layout) in `out`. The model stays on the
+/// data holder's machine: this writes local files only. Returns the paths written.
+pub fn export(cfg: &NodeConfig, out: &Path) -> Result<Vec<PathBuf>, NodeError> {
+    let ckpt = cfg.state_dir.join("model");
+    if !ckpt.with_extension("bpk").is_file() {
+        return Err(config_err("state_dir", format!("no model checkpoint at {}; run the node first", ckpt.with_extension("bpk").display())));
+    }
+    let net = Network::load(&ckpt, cfg.backend)?;
+    let (onnx, safetensors) = (out.join("model.onnx"), out.join("model.safetensors"));
+    net.export_onnx(&onnx)?;
+    net.export_safetensors(&safetensors)?;
+    Ok(vec![onnx, safetensors])
 }
 
 /// Applies a simulated attack to honest probabilities.

@@ -26,6 +26,15 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Export the node's checkpointed local model as ONNX and safetensors, for local use.
+    Export {
+        /// The node's TOML config (its state_dir holds the checkpoint).
+        #[arg(long)]
+        config: PathBuf,
+        /// Folder to write model.onnx and model.safetensors into.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -40,6 +49,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Keygen { out } => {
             let peer = node::keygen(&out).with_context(|| format!("cannot write key {}", out.display()))?;
             println!("{peer}");
+        }
+        Command::Export { config, out } => {
+            let cfg = node::NodeConfig::load(&config)?;
+            for path in node::export(&cfg, &out).context("export failed")? {
+                println!("{}", path.display());
+            }
         }
         Command::Run { config } => {
             let cfg = node::NodeConfig::load(&config)?;

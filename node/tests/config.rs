@@ -70,3 +70,29 @@ async fn wrong_fields_are_named() {
     bad_train.train.learning_rate = f64::NAN;
     assert!(field(bad_train).await.starts_with("train:"));
 }
+
+#[test]
+fn export_writes_the_checkpointed_model_or_says_there_is_none() {
+    let dir = std::env::temp_dir().join(format!("node-export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = base(&dir);
+    match node::export(&cfg, &dir.join("out")) {
+        Err(NodeError::Config { field, detail }) => assert!(field == "state_dir" && detail.contains("no model checkpoint"), "{detail}"),
+        other => panic!("exported without a checkpoint: {other:?}"),
+    }
+    let net = learning::Network::new(&cfg.model, 64, 10, cfg.backend, 3).unwrap();
+    net.save(&cfg.state_dir.join("model")).unwrap();
+    let written = node::export(&cfg, &dir.join("out")).unwrap();
+    assert_eq!(written, vec![dir.join("out/model.onnx"), dir.join("out/model.safetensors")]);
+    // The files hold the checkpoint's weights (ONNX is checked against onnxruntime in learning).
+    assert!(std::fs::metadata(&written[0]).unwrap().len() > 4 * net.num_params() as u64);
+    net.export_safetensors(&dir.join("direct.safetensors")).unwrap();
+    // Same tensors, byte for byte (burn writes the header's metadata map in no fixed order).
+    let tensors = |p: &std::path::Path| {
+        let b = std::fs::read(p).unwrap();
+        let header = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+        b[8 + header..].to_vec()
+    };
+    assert!(tensors(&written[1]) == tensors(&dir.join("direct.safetensors")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -97,7 +97,9 @@ pub struct RunOptions {
 /// Runs a scenario end to end and writes its outputs.
 pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Results> {
     scenario.validate()?;
-    let dir = &opts.out;
+    // Absolute, so that the federation.toml and node.toml written inside hold from anywhere
+    // (their relative paths are resolved against their own folder).
+    let dir = &std::path::absolute(&opts.out)?;
     let mut prepared = {
         let (s, d) = (scenario.clone(), dir.clone());
         tokio::task::spawn_blocking(move || setup::prepare(&s, &d)).await??

@@ -63,8 +63,17 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
     assert!(kinds.iter().all(|k| ["Hello", "Submission", "Receipt"].contains(&k.as_str())), "{kinds:?}");
     assert_eq!(ledger.iter().filter(|e| e.kind == "Submission").count(), 2);
 
-    // Same seed, same numbers (timings aside).
-    let (again, _) = go_in(&small("small"), "small-again").await;
+    // Same seed, same numbers (timings aside). This run goes to a relative folder, as the CLI's
+    // default `runs/…` does.
+    let rel = PathBuf::from("../target/tmp").join(format!("fd-small-again-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&rel);
+    let again = run(&small("small"), &RunOptions { out: rel.clone(), progress: false }).await.unwrap();
+    // The config files it wrote run as they are, from any working directory: their paths hold.
+    let n = node::NodeConfig::load(&rel.join("nodes/node-00/node.toml")).unwrap();
+    assert!(n.key.is_file() && n.reference.is_file() && n.state_dir.join("model.bpk").is_file(), "{n:?}");
+    let a = aggregator::AggregatorConfig::load(&rel.join("federation.toml")).unwrap();
+    assert!(a.key.is_file() && a.reference.path.is_file() && a.output.join("global.bpk").is_file(), "{a:?}");
+    std::fs::remove_dir_all(&rel).unwrap();
     let strip = |r: &Results| {
         let mut v = serde_json::to_value(r).unwrap();
         for x in v["rounds"].as_array_mut().unwrap() {
