@@ -200,9 +200,7 @@ impl Node {
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => {
-                        if let Some(w) = work.take() {
-                            if let Ok((n, _)) = w.await { self.net = Some(n); }
-                        }
+                        self.reclaim(&mut work).await;
                         break 'connect;
                     }
                     done = async { work.as_mut().expect("guarded").await }, if work.is_some() => {
@@ -219,17 +217,13 @@ impl Node {
                         None => break 'connect,
                         Some(Event::Disconnected(p)) if p == self.aggregator => {
                             tracing::warn!("aggregator connection lost; reconnecting");
-                            if let Some(w) = work.take() {
-                                if let Ok((n, _)) = w.await { self.net = Some(n); }
-                            }
+                            self.reclaim(&mut work).await;
                             continue 'connect;
                         }
                         Some(Event::Request { peer, message, responder }) => {
                             self.on_request(peer, message, responder).await;
                             if self.summary.finished_after.is_some() {
-                                if let Some(w) = work.take() {
-                                    if let Ok((n, _)) = w.await { self.net = Some(n); }
-                                }
+                                self.reclaim(&mut work).await;
                                 self.linger(&shutdown).await;
                                 break 'connect;
                             }
@@ -242,6 +236,15 @@ impl Node {
         }
         self.save_checkpoint();
         Ok(self.summary.clone())
+    }
+
+    /// Waits for a training job in flight (whose result is dropped) and takes its model back.
+    async fn reclaim(&mut self, work: &mut Option<Work>) {
+        if let Some(w) = work.take() {
+            if let Ok((n, _)) = w.await {
+                self.net = Some(n);
+            }
+        }
     }
 
     /// After the federation is finished: lets the aggregator close the connection (so that the
