@@ -2,6 +2,7 @@
 //! and 50 nodes on loopback, with fixed soft labels instead of training and a student that does
 //! not train (0 epochs). Prints milliseconds per round and bytes per node per round against the
 //! raw payload size.
+#![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use std::path::Path;
 use std::time::Duration;

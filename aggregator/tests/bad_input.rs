@@ -1,6 +1,7 @@
 //! A real aggregator on 127.0.0.1 and a real libp2p client that misbehaves: every bad message is
 //! refused with a reason code, and the aggregator keeps running. Wrong configs fail at start
 //! naming the field.
+#![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -7,6 +7,7 @@
 //! and `--pytorch PYTHON` to measure PyTorch on the same models,
 //! data, batch size, optimiser and threads (benches/pytorch_train.py; needs torch and numpy) and
 //! print burn's rates as ratios to PyTorch's.
+#![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,4 +1,5 @@
 //! Real training on the shipped UCI digits data.
+#![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use std::path::PathBuf;
 

@@ -4,6 +4,7 @@
 //! The check needs Python with `onnx` and `onnxruntime` (versions in `tests/python/requirements.txt`).
 //! It uses `$FD_PYTHON` if set (`.ci/run` sets it), otherwise a virtual environment in
 //! `target/python`, which it creates from PyPI on first use.
+#![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

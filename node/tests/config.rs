@@ -1,4 +1,5 @@
 //! A wrong node config fails at start with a message that names the field.
+#![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use learning::data::{DataFormat, DataSpec, Preprocess};
 use learning::Architecture;

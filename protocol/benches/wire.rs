@@ -1,5 +1,6 @@
 //! `cargo bench -p protocol`: encode+sign and verify+decode throughput, and envelope overhead,
 //! for a 1,000 × 10 soft-label submission in each encoding (one thread).
+#![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -1,4 +1,5 @@
 //! Round trips, tampering and garbage for every message, through the public API.
+#![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use proptest::prelude::*;
 use protocol::*;

@@ -1,5 +1,6 @@
 //! Real `fd-aggregator` and `fd-node` processes on 127.0.0.1: a federation on the digits data,
 //! a stranger refused, a node killed mid-round, the aggregator SIGKILLed and resumed.
+#![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

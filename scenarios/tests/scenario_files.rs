@@ -1,4 +1,5 @@
 //! Scenario files: presets parse, unknown keys and bad values are refused with the key named.
+#![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use scenarios::presets::{preset, PRESETS};
 use scenarios::spec::data_dir;

@@ -1,4 +1,5 @@
 //! A small federation (digits, 4 nodes, 2 rounds) run in-process over real libp2p peers.
+#![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use std::path::PathBuf;
 
