@@ -144,7 +144,7 @@ impl Network {
         let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(burn::store::BurnToPyTorchAdapter);
         self.model.valid().save_into(&mut store).map_err(|e| LearningError::Store(e.to_string()))?;
         let bytes = store.get_bytes().map_err(|e| LearningError::Store(e.to_string()))?;
-        atomic_write(path, &bytes)
+        atomic_write(path, &canonical_safetensors(&bytes)?)
     }
 
     /// Exports the model as ONNX (operator set 18, weights embedded) with burn-onnx, and writes
@@ -204,6 +204,25 @@ impl Network {
             })
             .fold(f64::INFINITY, f64::min)
     }
+}
+
+/// Rewrites a safetensors file's JSON header with its keys sorted (burn writes its metadata map
+/// in hash order), so that the same weights always give the same bytes. Tensor data is untouched:
+/// its offsets are relative to the end of the header.
+fn canonical_safetensors(bytes: &[u8]) -> Result<Vec<u8>, LearningError> {
+    let bad = |d: &str| LearningError::Store(format!("safetensors: {d}"));
+    let len = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())).ok_or_else(|| bad("no header"))?;
+    let end = usize::try_from(len).ok().and_then(|l| l.checked_add(8)).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("header beyond the end"))?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..end]).map_err(|e| bad(&e.to_string()))?;
+    // serde_json's map is ordered by key: writing it back sorts every object.
+    let mut json = serde_json::to_vec(&header).map_err(|e| bad(&e.to_string()))?;
+    // The format pads the header with spaces so that tensor data starts 8-byte aligned.
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - end);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
 }
 
 static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());

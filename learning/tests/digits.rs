@@ -40,7 +40,15 @@ fn an_mlp_trained_on_digits_passes_90_percent_and_reloads_identically() {
     let back = Network::load(&path, BackendKind::Flex).unwrap();
     assert_eq!(back.logits(&test.features, 64).unwrap(), net.logits(&test.features, 64).unwrap());
     net.export_safetensors(&dir.join("model.safetensors")).unwrap();
-    assert!(std::fs::metadata(dir.join("model.safetensors")).unwrap().len() > bytes / 2);
+    // The safetensors file is reproducible byte for byte, 8-byte aligned, and holds every weight.
+    let st = std::fs::read(dir.join("model.safetensors")).unwrap();
+    net.export_safetensors(&dir.join("again.safetensors")).unwrap();
+    assert!(st == std::fs::read(dir.join("again.safetensors")).unwrap(), "same weights, same bytes");
+    let header_len = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    assert_eq!(header_len % 8, 0);
+    let header: serde_json::Value = serde_json::from_slice(&st[8..8 + header_len]).unwrap();
+    assert_eq!(header["Mlp.layers.0.weight"]["shape"], serde_json::json!([128, 64]), "PyTorch's [out, in]");
+    assert_eq!(st.len() - 8 - header_len, 4 * net.num_params());
 
     // A loaded network keeps training.
     let mut back = back;

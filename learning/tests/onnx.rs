@@ -1,5 +1,6 @@
 //! ONNX export, checked outside burn: `onnx.checker` accepts the file and onnxruntime reproduces
-//! burn's logits, for both architectures, at several batch sizes.
+//! burn's logits, for both architectures, at several batch sizes. The MLP's safetensors export
+//! is also run in numpy with PyTorch's `[out, in]` weight layout.
 //!
 //! The check needs Python with `onnx` and `onnxruntime` (versions in `tests/python/requirements.txt`).
 //! It uses `$FD_PYTHON` if set (`.ci/run` sets it), otherwise a virtual environment in
@@ -31,14 +32,14 @@ fn run(cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A Python interpreter that can import onnx and onnxruntime.
+/// A Python interpreter that can import onnx, onnxruntime and safetensors.
 fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let probe = |py: &Path| run(Command::new(py).args(["-c", "import onnx, onnxruntime"])).is_ok();
+        let probe = |py: &Path| run(Command::new(py).args(["-c", "import onnx, onnxruntime, safetensors"])).is_ok();
         if let Some(py) = std::env::var_os("FD_PYTHON") {
             let py = PathBuf::from(py);
-            assert!(probe(&py), "FD_PYTHON={} cannot import onnx and onnxruntime", py.display());
+            assert!(probe(&py), "FD_PYTHON={} cannot import onnx, onnxruntime and safetensors", py.display());
             return py;
         }
         let venv = manifest().join("../target/python");
@@ -50,13 +51,13 @@ fn python() -> &'static Path {
             });
             if let Err(e) = made {
                 panic!(
-                    "the ONNX check needs Python 3 with onnx and onnxruntime; creating {} from PyPI failed.\n\
+                    "the ONNX check needs Python 3 with onnx, onnxruntime and safetensors; creating {} from PyPI failed.\n\
                      Install them (pip install -r {}) and set FD_PYTHON to that interpreter.\n{e}",
                     venv.display(),
                     requirements.display()
                 );
             }
-            assert!(probe(&py), "{} was created but cannot import onnx and onnxruntime", py.display());
+            assert!(probe(&py), "{} was created but cannot import onnx, onnxruntime and safetensors", py.display());
         }
         py
     })
@@ -119,6 +120,23 @@ fn a_trained_mlp_exports_to_onnx_that_onnxruntime_reproduces() {
 
     let report = check(&net, &test.features, "mlp");
     assert_eq!(report["input_shape"], serde_json::json!(["batch", "64"]));
+
+    // The safetensors export runs as PyTorch's nn.Linear layers would ([out, in] weights).
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("safetensors-mlp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    net.export_safetensors(&dir.join("model.safetensors")).unwrap();
+    write_f32(&dir.join("inputs.f32"), &test.features);
+    write_f32(&dir.join("expected.f32"), &net.logits(&test.features, 64).unwrap());
+    let out = Command::new(python())
+        .arg(manifest().join("tests/python/mlp_safetensors_check.py"))
+        .args([dir.join("model.safetensors"), dir.join("inputs.f32"), dir.join("expected.f32")])
+        .args(["64", "10"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "safetensors check: {text}{}", String::from_utf8_lossy(&out.stderr));
+    println!("mlp safetensors: max |numpy − burn| = {}", text.trim());
+    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(report["output_shape"][1], "10");
     assert_matches(&report, &net.logits(&test.features, 64).unwrap(), "mlp");
 }
