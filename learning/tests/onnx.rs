@@ -68,33 +68,37 @@ fn write_f32(path: &Path, values: &[f32]) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// Exports `net`, then has onnxruntime run it on `inputs`; returns the checker's JSON report.
-fn check(net: &Network, inputs: &[f32], name: &str) -> serde_json::Value {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("onnx-{name}-{}", std::process::id()));
+/// Exports `net` into a scratch folder with `export` (which returns the file it wrote), writes
+/// `inputs` and burn's logits for them, and runs `tests/python/<script>` on the three files.
+/// Returns the script's output; a failing script fails the test.
+fn python_check(net: &Network, inputs: &[f32], name: &str, script: &str, export: impl FnOnce(&Path) -> PathBuf) -> String {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let model = dir.join("model.onnx");
-    let bytes = net.export_onnx(&model).unwrap();
-    assert_eq!(std::fs::read(&model).unwrap(), bytes, "export_onnx returns what it wrote");
-    assert!(bytes.len() > 4 * net.num_params(), "weights are embedded: {} bytes for {} parameters", bytes.len(), net.num_params());
-
-    let expected = net.logits(inputs, 64).unwrap();
+    let model = export(&dir);
     write_f32(&dir.join("inputs.f32"), inputs);
-    write_f32(&dir.join("expected.f32"), &expected);
-    let script = manifest().join("tests/python/onnx_check.py");
+    write_f32(&dir.join("expected.f32"), &net.logits(inputs, 64).unwrap());
     let out = Command::new(python())
-        .arg(&script)
-        .arg(&model)
-        .arg(dir.join("inputs.f32"))
-        .arg(dir.join("expected.f32"))
-        .arg(net.input_dim.to_string())
-        .arg(net.classes.to_string())
+        .arg(manifest().join("tests/python").join(script))
+        .args([model, dir.join("inputs.f32"), dir.join("expected.f32")])
+        .args([net.input_dim.to_string(), net.classes.to_string()])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{name}: the ONNX check failed\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{name}: {script} failed\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
-    report
+    stdout
+}
+
+/// Exports `net` as ONNX, then has onnxruntime run it on `inputs`; returns the checker's JSON report.
+fn check(net: &Network, inputs: &[f32], name: &str) -> serde_json::Value {
+    let stdout = python_check(net, inputs, &format!("onnx-{name}"), "onnx_check.py", |dir| {
+        let model = dir.join("model.onnx");
+        let bytes = net.export_onnx(&model).unwrap();
+        assert_eq!(std::fs::read(&model).unwrap(), bytes, "export_onnx returns what it wrote");
+        assert!(bytes.len() > 4 * net.num_params(), "weights are embedded: {} bytes for {} parameters", bytes.len(), net.num_params());
+        model
+    });
+    serde_json::from_str(stdout.trim()).unwrap()
 }
 
 fn assert_matches(report: &serde_json::Value, logits: &[f32], name: &str) {
@@ -122,21 +126,12 @@ fn a_trained_mlp_exports_to_onnx_that_onnxruntime_reproduces() {
     assert_eq!(report["input_shape"], serde_json::json!(["batch", "64"]));
 
     // The safetensors export runs as PyTorch's nn.Linear layers would ([out, in] weights).
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("safetensors-mlp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    net.export_safetensors(&dir.join("model.safetensors")).unwrap();
-    write_f32(&dir.join("inputs.f32"), &test.features);
-    write_f32(&dir.join("expected.f32"), &net.logits(&test.features, 64).unwrap());
-    let out = Command::new(python())
-        .arg(manifest().join("tests/python/mlp_safetensors_check.py"))
-        .args([dir.join("model.safetensors"), dir.join("inputs.f32"), dir.join("expected.f32")])
-        .args(["64", "10"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "safetensors check: {text}{}", String::from_utf8_lossy(&out.stderr));
-    println!("mlp safetensors: max |numpy − burn| = {}", text.trim());
-    std::fs::remove_dir_all(&dir).unwrap();
+    let diff = python_check(&net, &test.features, "safetensors-mlp", "mlp_safetensors_check.py", |dir| {
+        let model = dir.join("model.safetensors");
+        net.export_safetensors(&model).unwrap();
+        model
+    });
+    println!("mlp safetensors: max |numpy − burn| = {}", diff.trim());
     assert_eq!(report["output_shape"][1], "10");
     assert_matches(&report, &net.logits(&test.features, 64).unwrap(), "mlp");
 }
