@@ -1,23 +1,31 @@
-//! The aggregator's configuration file (`federation.toml`).
+//! The aggregator's configuration file (`federation.toml`), deserialized straight into
+//! validated types, and [`AggregatorConfig::validate`], which checks everything that can be
+//! checked before a file is read or a port is bound.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use learning::consensus::ConsensusConfig;
 use learning::data::DataSpec;
+use learning::fs::resolve;
 use learning::train::DistillConfig;
 use learning::{Architecture, BackendKind};
+use net::multiaddr::Multiaddr;
+use protocol::{Encoding, FederationId, ParticipantId, ReferenceSetId};
 use serde::{Deserialize, Serialize};
+
+use crate::Error;
 
 /// Everything the aggregator needs; relative paths are resolved against the config file's folder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AggregatorConfig {
     /// Federation id.
-    pub federation: String,
+    pub federation: FederationId,
     /// Key file (see `fd-aggregator keygen`).
     pub key: PathBuf,
     /// Listen addresses, e.g. `/ip4/0.0.0.0/tcp/4001` and `/ip4/0.0.0.0/udp/4001/quic-v1`.
-    pub listen: Vec<String>,
+    pub listen: Vec<Multiaddr>,
     /// Output folder: checkpoints, metrics, the global model, the report.
     pub output: PathBuf,
     /// Number of rounds.
@@ -53,7 +61,8 @@ pub struct RosterEntry {
     /// Name for logs and reports.
     pub name: String,
     /// Its libp2p PeerId (printed by `fd-node keygen`).
-    pub peer_id: String,
+    #[serde(with = "net::keys::peer_id_text")]
+    pub peer_id: ParticipantId,
 }
 
 /// Where the reference set is and what its hash must be.
@@ -63,7 +72,8 @@ pub struct ReferenceConfig {
     /// File of canonical reference-set bytes.
     pub path: PathBuf,
     /// Expected SHA-256 (hex) of the file.
-    pub sha256: String,
+    #[serde(with = "protocol::ids::reference_set_hex")]
+    pub sha256: ReferenceSetId,
 }
 
 /// Settings of each round.
@@ -76,15 +86,21 @@ pub struct RoundConfig {
     pub temperature: f32,
     /// Payload encoding: `f32`, `f16` or `q8`.
     #[serde(default = "default_encoding")]
-    pub encoding: String,
-    /// Submissions needed to close a round after its deadline.
-    pub quorum: usize,
+    pub encoding: Encoding,
+    /// Submissions needed to close a round after its deadline (default: every roster member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<usize>,
     /// Seconds from announcement to deadline.
+    #[serde(default = "default_deadline")]
     pub deadline_secs: f64,
 }
 
-fn default_encoding() -> String {
-    "q8".into()
+fn default_encoding() -> Encoding {
+    Encoding::Q8
+}
+
+fn default_deadline() -> f64 {
+    30.0
 }
 
 /// The global model and how it learns from the consensus.
@@ -105,22 +121,84 @@ fn yes() -> bool {
     true
 }
 
+fn invalid(field: &'static str, detail: impl ToString) -> Error {
+    Error::Config { field: field.to_owned(), detail: detail.to_string() }
+}
+
+impl RoundConfig {
+    /// The quorum for a roster of `roster` nodes.
+    pub fn quorum(&self, roster: usize) -> usize {
+        self.quorum.unwrap_or(roster)
+    }
+
+    /// Checks the ranges, given the roster size.
+    pub fn validate(&self, roster: usize) -> Result<(), Error> {
+        let quorum = self.quorum(roster);
+        if quorum == 0 || quorum > roster {
+            return Err(invalid("round.quorum", format!("{quorum} is not between 1 and the roster size {roster}")));
+        }
+        if !(self.deadline_secs.is_finite() && self.deadline_secs > 0.0) {
+            return Err(invalid("round.deadline_secs", "must be positive"));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(invalid("round.temperature", "must be positive"));
+        }
+        if self.samples == 0 {
+            return Err(invalid("round.samples", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
 impl AggregatorConfig {
-    /// Reads a config file, resolving relative paths against its folder.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: Self = toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
-        Ok(cfg.resolved(path.parent().unwrap_or(Path::new("."))))
+    /// Reads a config file, resolves relative paths against its folder and validates it. Reads
+    /// nothing else: the key, the reference set and the data are opened by [`crate::Aggregator::start`].
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let cfg: Self = net::cli::read_toml(path).map_err(|e| Error::Config { field: e.field, detail: e.detail })?;
+        let cfg = cfg.resolved(path.parent().unwrap_or(Path::new(".")));
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// Resolves relative paths against `base`.
     pub fn resolved(mut self, base: &Path) -> Self {
-        let r = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
-        self.key = r(&self.key);
-        self.output = r(&self.output);
-        self.reference.path = r(&self.reference.path);
+        self.key = resolve(base, &self.key);
+        self.output = resolve(base, &self.output);
+        self.reference.path = resolve(base, &self.reference.path);
         self.validation = self.validation.map(|v| v.resolved(base));
         self
+    }
+
+    /// Checks every field that can be checked without I/O, naming the first one at fault.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.listen.is_empty() {
+            return Err(invalid("listen", "no address"));
+        }
+        if self.rounds == 0 {
+            return Err(invalid("rounds", "must be positive"));
+        }
+        if self.classes < 2 {
+            return Err(invalid("classes", "at least 2"));
+        }
+        if self.roster.is_empty() {
+            return Err(invalid("roster", "no nodes"));
+        }
+        let mut names = HashSet::new();
+        let mut ids = HashSet::new();
+        for e in &self.roster {
+            if e.name.trim().is_empty() || !names.insert(e.name.as_str()) {
+                return Err(invalid("roster", format!("name `{}` is empty or used twice", e.name)));
+            }
+            if !ids.insert(e.peer_id) {
+                return Err(invalid("roster", format!("{}'s PeerId is listed twice", e.name)));
+            }
+        }
+        self.round.validate(self.roster.len())?;
+        self.consensus.validate().map_err(|e| invalid("consensus", e))?;
+        self.student.distill.validate().map_err(|e| invalid("student.distill", e))?;
+        if let Some(v) = &self.validation {
+            v.source().map_err(|e| invalid("validation", e))?;
+        }
+        Ok(())
     }
 }

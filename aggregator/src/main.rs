@@ -30,25 +30,15 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,libp2p=warn".into()))
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: log files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    net::cli::init_logging("info,libp2p=warn", net::cli::LogFormat::Text);
     match Cli::parse().command {
         Command::Keygen { out } => {
-            let peer = aggregator::keygen(&out).with_context(|| format!("cannot write key {}", out.display()))?;
+            let peer = net::keys::keygen(&out).with_context(|| format!("cannot write key {}", out.display()))?;
             println!("{peer}");
         }
         Command::Run { config } => {
             let cfg = aggregator::AggregatorConfig::load(&config)?;
-            let shutdown = tokio_util::sync::CancellationToken::new();
-            let s = shutdown.clone();
-            tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
-                s.cancel();
-            });
+            let shutdown = net::cli::shutdown_signal();
             let summary = aggregator::run(cfg, shutdown).await.context("aggregator failed")?;
             println!("{} rounds; global model at {}", summary.rounds.len(), summary.model.display());
         }

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use learning::consensus::{self, Combined, ConsensusConfig, MeanAccumulator, Rule};
-use protocol::{Limits, ParticipantId, ProtocolError, RefusalReason, RoundAnnouncement, Submission};
+use protocol::{Limits, ParticipantId, RefusalReason, RoundAnnouncement, Submission};
 use tokio::time::Instant;
 
 enum Collector {
@@ -29,8 +29,8 @@ pub struct RoundState {
     closed: bool,
 }
 
-fn refused(reason: RefusalReason, detail: impl Into<String>) -> ProtocolError {
-    ProtocolError::Refused { reason, detail: detail.into() }
+fn refused(reason: RefusalReason, detail: impl Into<String>) -> protocol::Error {
+    protocol::Error::Refused { reason, detail: detail.into() }
 }
 
 impl RoundState {
@@ -51,7 +51,7 @@ impl RoundState {
     }
 
     /// Validates and records a submission; the error carries the reason code for the receipt.
-    pub fn submit(&mut self, from: ParticipantId, sub: &Submission, limits: &Limits) -> Result<(), ProtocolError> {
+    pub fn submit(&mut self, from: ParticipantId, sub: &Submission, limits: &Limits) -> Result<(), protocol::Error> {
         if !self.roster.contains(&from) {
             return Err(refused(RefusalReason::NotOnRoster, "this key is not on the roster"));
         }
@@ -94,19 +94,21 @@ impl RoundState {
     }
 
     /// Closes the round and combines what was accepted.
-    pub fn close(&mut self) -> Result<Combined, String> {
+    pub fn close(&mut self) -> Result<Combined, crate::Error> {
         self.closed = true;
+        let round = self.round();
+        let failed = |detail: String| crate::Error::Round { round, detail };
         let (samples, classes) = (self.announcement.selection.len(), self.announcement.classes as usize);
         match &self.collector {
             Collector::Stream(acc) => {
                 if acc.nodes() == 0 {
-                    return Err("no submissions".into());
+                    return Err(failed("no submissions".into()));
                 }
                 Ok(consensus::postprocess(acc.finish(), classes, acc.nodes(), &self.cfg))
             }
             Collector::Keep(v) => {
                 let inputs: Vec<(&[f32], u64)> = v.iter().map(|(p, n)| (p.as_slice(), *n)).collect();
-                consensus::combine(&inputs, samples, classes, &self.cfg)
+                consensus::combine(&inputs, samples, classes, &self.cfg).map_err(|e| failed(e.to_string()))
             }
         }
     }
@@ -172,7 +174,7 @@ mod tests {
         let ids: Vec<ParticipantId> = (0..2).map(|i| ParticipantId([i; 32])).collect();
         let mut st = RoundState::new(ann(2), ids.iter().copied().collect(), 1, Instant::now() + Duration::from_secs(5), ConsensusConfig::default());
         let limits = Limits::default();
-        let code = |r: Result<(), ProtocolError>| r.unwrap_err().refusal_reason();
+        let code = |r: Result<(), protocol::Error>| r.unwrap_err().refusal_reason();
         assert_eq!(code(st.submit(ParticipantId([9; 32]), &sub(2, 0.5), &limits)), RefusalReason::NotOnRoster);
         assert_eq!(code(st.submit(ids[0], &sub(1, 0.5), &limits)), RefusalReason::Late);
         assert_eq!(code(st.submit(ids[0], &sub(3, 0.5), &limits)), RefusalReason::WrongRound);

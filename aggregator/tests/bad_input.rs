@@ -27,17 +27,17 @@ fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
     let rs = ReferenceSet::new(50, 4, values).unwrap();
     std::fs::write(d.join("ref.fdref"), rs.to_bytes()).unwrap();
     AggregatorConfig {
-        federation: "bad-input".into(),
+        federation: FederationId::new("bad-input").unwrap(),
         key: agg_key,
-        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         output: d.join("out"),
         rounds: 1,
         seed: 1,
         backend: Default::default(),
         classes: 3,
-        roster: vec![RosterEntry { name: "n".into(), peer_id: net::keys::peer_id_string(&node.id()) }],
-        reference: ReferenceConfig { path: d.join("ref.fdref"), sha256: rs.id().to_hex() },
-        round: RoundConfig { samples: 10, temperature: 2.0, encoding: "f32".into(), quorum: 1, deadline_secs: 60.0 },
+        roster: vec![RosterEntry { name: "n".into(), peer_id: node.id() }],
+        reference: ReferenceConfig { path: d.join("ref.fdref"), sha256: rs.id() },
+        round: RoundConfig { samples: 10, temperature: 2.0, encoding: Encoding::F32, quorum: Some(1), deadline_secs: 60.0 },
         consensus: Default::default(),
         student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, warm_start: true, distill: Default::default() },
         validation: None,
@@ -59,7 +59,7 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     // A second roster member that never shows up keeps the round open (quorum 1) until its
     // deadline, so the duplicate below meets an open round and the aggregator is still running.
     let absent = Identity::from_seed([42; 32]).unwrap();
-    cfg.roster.push(RosterEntry { name: "absent".into(), peer_id: net::keys::peer_id_string(&absent.id()) });
+    cfg.roster.push(RosterEntry { name: "absent".into(), peer_id: absent.id() });
     cfg.round.deadline_secs = 3.0;
     let agg = Aggregator::start(cfg).await.unwrap();
     let agg_id = agg.id();
@@ -69,8 +69,7 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
 
     let me = net::keys::read(&node_key).unwrap();
     let my_id = me.id();
-    let (client, mut events, el) = net::spawn(me, net::NetConfig::new(FederationId::new("bad-input").unwrap(), vec![agg_id])).unwrap();
-    tokio::spawn(el.run());
+    let (client, mut events, _network) = net::spawn(me, net::NetConfig::new(FederationId::new("bad-input").unwrap(), vec![agg_id]), &shutdown).unwrap();
     client.dial(addr.with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)))).await.unwrap();
     let fed = FederationId::new("bad-input").unwrap();
     let hello = Message::Hello(Hello { federation: fed.clone(), participant: my_id, protocol_version: PROTOCOL_VERSION, agent: "test".into() });
@@ -147,7 +146,7 @@ async fn wrong_configs_fail_at_start_naming_the_field() {
     let cfg = setup(&d, &d.join("node.key"));
     let field = |c: AggregatorConfig| async move {
         match Aggregator::start(c).await {
-            Err(aggregator::AggError::Config { field, detail }) => format!("{field}: {detail}"),
+            Err(aggregator::Error::Config { field, detail }) => format!("{field}: {detail}"),
             Err(e) => panic!("not a config error: {e}"),
             Ok(_) => panic!("accepted a bad config"),
         }
@@ -156,23 +155,50 @@ async fn wrong_configs_fail_at_start_naming_the_field() {
     assert!(e.starts_with("key:") && e.contains("missing.key"), "{e}");
     std::fs::write(d.join("garbage.key"), "nonsense").unwrap();
     assert!(field(AggregatorConfig { key: d.join("garbage.key"), ..cfg.clone() }).await.starts_with("key:"));
-    assert!(field(AggregatorConfig { listen: vec!["not an address".into()], ..cfg.clone() }).await.starts_with("listen:"));
-    let mut bad_roster = cfg.clone();
-    bad_roster.roster[0].peer_id = "12D3KooWnotapeer".into();
-    assert!(field(bad_roster).await.starts_with("roster:"));
     let mut self_roster = cfg.clone();
-    self_roster.roster[0].peer_id = net::keys::peer_id_string(&net::keys::read(&cfg.key).unwrap().id());
+    self_roster.roster[0].peer_id = net::keys::read(&cfg.key).unwrap().id();
     assert!(field(self_roster).await.starts_with("roster:"));
     let mut wrong_hash = cfg.clone();
-    wrong_hash.reference.sha256 = "00".repeat(32);
+    wrong_hash.reference.sha256 = ReferenceSetId([0; 32]);
     assert!(field(wrong_hash).await.starts_with("reference.sha256:"));
     let mut missing_ref = cfg.clone();
     missing_ref.reference.path = d.join("nope.fdref");
     assert!(field(missing_ref).await.starts_with("reference.path:"));
     let mut quorum = cfg.clone();
-    quorum.round.quorum = 5;
+    quorum.round.quorum = Some(5);
     assert!(field(quorum).await.starts_with("round.quorum:"));
-    let mut enc = cfg.clone();
-    enc.round.encoding = "f8".into();
-    assert!(field(enc).await.starts_with("round.encoding:"));
+}
+
+/// Values that cannot even be parsed are refused by `AggregatorConfig::load`, naming their key.
+#[test]
+fn unparsable_config_values_are_named_by_their_key() {
+    let d = dir("toml");
+    let cfg = setup(&d, &d.join("node.key"));
+    let good = toml::to_string_pretty(&cfg).unwrap();
+    let path = d.join("federation.toml");
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(AggregatorConfig::load(&path).unwrap(), cfg, "the written config loads back as it was");
+    let cases = [
+        ("listen = [\"/ip4/127.0.0.1/tcp/0\"]", "listen = [\"not an address\"]", "listen"),
+        ("federation = \"bad-input\"", "federation = \"has space\"", "federation"),
+        ("encoding = \"f32\"", "encoding = \"f8\"", "round.encoding"),
+        ("quorum = 1", "quorum = -1", "round.quorum"),
+    ];
+    for (from, to, key) in cases {
+        assert!(good.contains(from), "the test's pattern `{from}` is in the file:\n{good}");
+        std::fs::write(&path, good.replace(from, to)).unwrap();
+        match AggregatorConfig::load(&path) {
+            Err(aggregator::Error::Config { field, .. }) => assert_eq!(field, key, "{to}"),
+            other => panic!("{to}: {other:?}"),
+        }
+    }
+    let peer = net::keys::peer_id_string(&cfg.roster[0].peer_id);
+    let sha = cfg.reference.sha256.to_hex();
+    for (from, to, key) in [(peer.as_str(), "12D3KooWnotapeer", "roster.peer_id"), (sha.as_str(), "0000", "reference.sha256")] {
+        std::fs::write(&path, good.replace(from, to)).unwrap();
+        match AggregatorConfig::load(&path) {
+            Err(aggregator::Error::Config { field, .. }) => assert!(field.ends_with(key.rsplit('.').next().unwrap()), "{to}: {field}"),
+            other => panic!("{to}: {other:?}"),
+        }
+    }
 }

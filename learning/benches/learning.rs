@@ -16,7 +16,7 @@ use std::time::Instant;
 use learning::consensus::{self, ConsensusConfig, MeanAccumulator, Rule};
 use learning::data::{self, CsvOptions, Dataset, Preprocess};
 use learning::train::{self, TrainConfig};
-use learning::{Architecture, BackendKind, Network};
+use learning::{Architecture, BackendKind, Model};
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data")
@@ -38,7 +38,7 @@ fn mnist(n: usize) -> Dataset {
 
 /// Samples per second of one training epoch (after a warm-up epoch).
 fn train_rate(arch: &Architecture, d: &Dataset, backend: BackendKind) -> f64 {
-    let mut net = Network::new(arch, d.dim, d.classes, backend, 1).expect("net");
+    let mut net = Model::new(arch, d.dim, d.classes, backend, 1).expect("net");
     let cfg = TrainConfig { epochs: 1, batch_size: 64, learning_rate: 1e-3, ..Default::default() };
     train::fit(&mut net, &d.subset(&(0..d.len().min(640)).collect::<Vec<_>>()), &cfg, 1).expect("warm-up");
     let t = Instant::now();
@@ -59,7 +59,7 @@ fn child(quick: bool) {
         println!("{backend:?}\t{threads}\ttrain mlp 64-128-10 digits\t{:.0}", train_rate(&mlp_small, &dig, backend));
         println!("{backend:?}\t{threads}\ttrain mlp 784-256-10 mnist\t{:.0}", train_rate(&mlp_big, &mn, backend));
         println!("{backend:?}\t{threads}\ttrain cnn 8x16-64 mnist\t{:.0}", train_rate(&cnn, &cnn_rows, backend));
-        let net = Network::new(&mlp_big, 784, 10, backend, 3).expect("net");
+        let net = Model::new(&mlp_big, 784, 10, backend, 3).expect("net");
         let _ = net.soft_labels(&mn.features[..784 * 256], 3.0, 256);
         let t = Instant::now();
         let probs = net.soft_labels(&mn.features, 3.0, 256).expect("soft labels");

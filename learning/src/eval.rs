@@ -84,7 +84,7 @@ pub struct ModelFacts {
 
 impl ModelFacts {
     /// Measures a network.
-    pub fn of(net: &crate::Network) -> Result<Self, crate::LearningError> {
+    pub fn of(net: &crate::Model) -> Result<Self, crate::Error> {
         Ok(Self {
             architecture: net.architecture.label(net.input_dim, net.classes),
             parameters: net.num_params(),

@@ -2,8 +2,9 @@
 //! the backend (burn's `flex` or `ndarray` CPU backends, chosen at run time).
 //!
 //! - [`data`]: IDX and CSV loaders, declared preprocessing, seeded splits and partitions.
-//! - [`model`]: the MLP and CNN architectures behind one [`model::Model`].
-//! - [`network`]: a model with its shapes; inference, soft labels, atomic save/load, export.
+//! - [`arch`]: the MLP and CNN architectures behind one [`arch::Layers`].
+//! - [`model`]: [`Model`], layers with their shapes; inference, soft labels, save/load, export.
+//! - [`fs`]: atomic file writes and config-relative paths.
 //! - [`train`]: supervised training, the distillation loss and distillation runs.
 //! - [`consensus`]: pure functions that combine soft labels from many nodes.
 //! - [`eval`]: accuracy, calibration, agreement, size and latency.
@@ -14,20 +15,21 @@
 
 use std::path::PathBuf;
 
+pub mod arch;
 pub mod consensus;
 pub mod data;
 pub mod eval;
 pub mod model;
-pub mod network;
+pub mod fs;
 pub mod train;
 
-pub use model::{Architecture, BackendKind};
-pub use network::Network;
+pub use arch::{Architecture, BackendKind};
+pub use model::Model;
 
 /// Errors of training, inference and persistence.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum LearningError {
+pub enum Error {
     /// Invalid configuration value.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -1,304 +1,318 @@
-//! Models: an MLP and a small CNN for square single-channel images, behind one [`Model`] enum.
-//!
-//! Every model maps a batch of flat feature rows `[batch, input_dim]` to logits
-//! `[batch, classes]`. Nodes may use different architectures; only the class count must agree.
+//! [`Model`]: a model with what is needed to use, save and reload it (architecture, shapes,
+//! backend), plus batched inference, soft labels, atomic saving, and safetensors and ONNX export.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
+use burn::store::{ModuleRecord, ModuleSnapshot, SafetensorsStore};
+use burn::tensor::activation::softmax;
+use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::LearningError;
+use crate::arch::{Architecture, BackendKind, Cnn, Mlp, Layers};
+use crate::train::rows_tensor;
+use crate::fs::atomic_write;
+use crate::Error;
 
-/// Which CPU backend runs the tensors.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendKind {
-    /// burn's newer pure-Rust CPU backend (recommended by burn).
-    #[default]
-    Flex,
-    /// burn-ndarray.
-    Ndarray,
-}
-
-impl BackendKind {
-    /// The inference device of this backend.
-    pub fn device(self) -> Device {
-        match self {
-            BackendKind::Flex => Device::flex(),
-            #[allow(deprecated)]
-            BackendKind::Ndarray => Device::ndarray(),
-        }
-    }
-
-    /// Seeds the backend's random generator (parameter initialisation, dropout).
-    ///
-    /// The generator is process-wide per backend: runs that must be reproducible initialise and
-    /// train models one at a time.
-    pub fn seed(self, seed: u64) {
-        self.device().seed(seed);
-    }
-}
-
-/// Architecture of a model, as written in configuration files.
+/// Metadata saved beside the weights (`<name>.json` next to `<name>.bpk`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Architecture {
-    /// Fully connected layers with ReLU between them.
-    Mlp {
-        /// Widths of the hidden layers (may be empty: softmax regression).
-        hidden: Vec<usize>,
-        /// Dropout probability after each hidden layer.
-        #[serde(default)]
-        dropout: f64,
-    },
-    /// Two 3×3 convolutions (ReLU, 2×2 max-pool each), then a hidden linear layer.
-    /// The input must be a square single-channel image, flattened.
-    Cnn {
-        /// Output channels of the two convolutions.
-        channels: [usize; 2],
-        /// Width of the hidden linear layer.
-        hidden: usize,
-        /// Dropout probability before the last layer.
-        #[serde(default)]
-        dropout: f64,
-    },
-}
-
-impl Architecture {
-    /// Checks the architecture against the data's shape.
-    pub fn validate(&self, input_dim: usize, classes: usize) -> Result<(), LearningError> {
-        if classes < 2 || input_dim == 0 {
-            return Err(LearningError::Config(format!("{input_dim} inputs and {classes} classes")));
-        }
-        match self {
-            Architecture::Mlp { hidden, dropout } => {
-                if hidden.contains(&0) {
-                    return Err(LearningError::Config("mlp hidden widths must be positive".into()));
-                }
-                check_dropout(*dropout)
-            }
-            Architecture::Cnn { channels, hidden, dropout } => {
-                let side = image_side(input_dim)?;
-                if side < 4 {
-                    return Err(LearningError::Config(format!("cnn needs images of at least 4×4, got {side}×{side}")));
-                }
-                if channels.contains(&0) || *hidden == 0 {
-                    return Err(LearningError::Config("cnn channels and hidden width must be positive".into()));
-                }
-                check_dropout(*dropout)
-            }
-        }
-    }
-
-    /// Builds a freshly initialised model on `device`.
-    pub fn init(&self, input_dim: usize, classes: usize, device: &Device) -> Result<Model, LearningError> {
-        self.validate(input_dim, classes)?;
-        Ok(match self {
-            Architecture::Mlp { hidden, dropout } => {
-                Model::Mlp(MlpConfig::new(input_dim, hidden.clone(), classes).with_dropout(*dropout).init(device))
-            }
-            Architecture::Cnn { channels, hidden, dropout } => {
-                Model::Cnn(CnnConfig::new(image_side(input_dim)?, *channels, *hidden, classes).with_dropout(*dropout).init(device))
-            }
-        })
-    }
-
-    /// A short label for tables, e.g. `mlp 64-128-10`.
-    pub fn label(&self, input_dim: usize, classes: usize) -> String {
-        match self {
-            Architecture::Mlp { hidden, .. } => {
-                let mut w = vec![input_dim];
-                w.extend_from_slice(hidden);
-                w.push(classes);
-                format!("mlp {}", w.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("-"))
-            }
-            Architecture::Cnn { channels, hidden, .. } => {
-                format!("cnn {}x{}-{}-{}", channels[0], channels[1], hidden, classes)
-            }
-        }
-    }
-}
-
-fn check_dropout(p: f64) -> Result<(), LearningError> {
-    if !(0.0..1.0).contains(&p) {
-        return Err(LearningError::Config(format!("dropout {p} must be in [0, 1)")));
-    }
-    Ok(())
-}
-
-fn image_side(input_dim: usize) -> Result<usize, LearningError> {
-    let side = (input_dim as f64).sqrt().round() as usize;
-    if side * side != input_dim {
-        return Err(LearningError::Config(format!("cnn needs a square image, {input_dim} inputs is not one")));
-    }
-    Ok(side)
-}
-
-/// burn configuration of an [`Mlp`] (what [`Architecture::Mlp`] resolves to for given data).
-#[derive(Config, Debug)]
-pub struct MlpConfig {
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Architecture.
+    pub architecture: Architecture,
     /// Features per input row.
     pub input_dim: usize,
-    /// Widths of the hidden layers (may be empty: softmax regression).
-    pub hidden: Vec<usize>,
-    /// Number of classes (outputs).
+    /// Number of classes.
     pub classes: usize,
-    /// Dropout probability after each hidden layer.
-    #[config(default = 0.0)]
-    pub dropout: f64,
 }
 
-impl MlpConfig {
-    /// A freshly initialised MLP on `device`. Validate with [`Architecture::validate`] first:
-    /// burn's layer configs panic on zero widths.
-    pub fn init(&self, device: &Device) -> Mlp {
-        let mut widths = vec![self.input_dim];
-        widths.extend_from_slice(&self.hidden);
-        widths.push(self.classes);
-        Mlp {
-            layers: widths.windows(2).map(|w| LinearConfig::new(w[0], w[1]).init(device)).collect(),
-            act: Relu::new(),
-            dropout: DropoutConfig::new(self.dropout).init(),
-        }
-    }
-}
-
-/// burn configuration of a [`Cnn`] (what [`Architecture::Cnn`] resolves to for given data).
-#[derive(Config, Debug)]
-pub struct CnnConfig {
-    /// Side of the square single-channel input images.
-    pub side: usize,
-    /// Output channels of the two 3×3 convolutions.
-    pub channels: [usize; 2],
-    /// Width of the hidden linear layer.
-    pub hidden: usize,
-    /// Number of classes (outputs).
+/// A model and its shapes.
+#[derive(Clone, Debug)]
+pub struct Model {
+    /// Architecture it was built from.
+    pub architecture: Architecture,
+    /// Features per input row.
+    pub input_dim: usize,
+    /// Number of classes.
     pub classes: usize,
-    /// Dropout probability before the last layer.
-    #[config(default = 0.0)]
-    pub dropout: f64,
-}
-
-impl CnnConfig {
-    /// A freshly initialised CNN on `device`. Validate with [`Architecture::validate`] first.
-    pub fn init(&self, device: &Device) -> Cnn {
-        let pooled = self.side / 2 / 2;
-        let conv = |cin, cout| Conv2dConfig::new([cin, cout], [3, 3]).with_padding(PaddingConfig2d::Same).init(device);
-        Cnn {
-            conv1: conv(1, self.channels[0]),
-            conv2: conv(self.channels[0], self.channels[1]),
-            pool: MaxPool2dConfig::new([2, 2]).init(),
-            fc1: LinearConfig::new(self.channels[1] * pooled * pooled, self.hidden).init(device),
-            fc2: LinearConfig::new(self.hidden, self.classes).init(device),
-            act: Relu::new(),
-            dropout: DropoutConfig::new(self.dropout).init(),
-            side: self.side,
-        }
-    }
-}
-
-/// Multi-layer perceptron.
-#[derive(Module, Debug)]
-pub struct Mlp {
-    layers: Vec<Linear>,
-    act: Relu,
-    dropout: Dropout,
-}
-
-impl Mlp {
-    /// `[batch, input_dim]` → logits `[batch, classes]`.
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let last = self.layers.len() - 1;
-        let mut h = x;
-        for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(h);
-            if i < last {
-                h = self.dropout.forward(self.act.forward(h));
-            }
-        }
-        h
-    }
-}
-
-/// Small convolutional network for square greyscale images.
-#[derive(Module, Debug)]
-pub struct Cnn {
-    conv1: Conv2d,
-    conv2: Conv2d,
-    pool: MaxPool2d,
-    fc1: Linear,
-    fc2: Linear,
-    act: Relu,
-    dropout: Dropout,
-    side: usize,
-}
-
-impl Cnn {
-    /// `[batch, side²]` → logits `[batch, classes]`.
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let [batch, _] = x.dims();
-        self.forward_images(x.reshape([batch, 1, self.side, self.side]))
-    }
-
-    /// Side of the square input images.
-    pub fn side(&self) -> usize {
-        self.side
-    }
-
-    /// `[batch, 1, side, side]` images → logits `[batch, classes]`.
-    pub fn forward_images(&self, x: Tensor<4>) -> Tensor<2> {
-        let h = self.pool.forward(self.act.forward(self.conv1.forward(x)));
-        let h = self.pool.forward(self.act.forward(self.conv2.forward(h)));
-        let h: Tensor<2> = h.flatten(1, 3);
-        let h = self.dropout.forward(self.act.forward(self.fc1.forward(h)));
-        self.fc2.forward(h)
-    }
-}
-
-/// Any model of this crate.
-#[derive(Module, Debug)]
-pub enum Model {
-    /// See [`Mlp`].
-    Mlp(Mlp),
-    /// See [`Cnn`].
-    Cnn(Cnn),
+    /// Backend running it.
+    pub backend: BackendKind,
+    /// The weights (on the backend's autodiff device while training).
+    pub model: Layers,
 }
 
 impl Model {
-    /// `[batch, input_dim]` → logits `[batch, classes]`.
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+    /// A freshly initialised network; `seed` makes the initial weights reproducible, even when
+    /// other threads create networks at the same time.
+    pub fn new(architecture: &Architecture, input_dim: usize, classes: usize, backend: BackendKind, seed: u64) -> Result<Self, Error> {
+        let _rng = rng_lock();
+        backend.seed(seed);
+        let model = architecture.init(input_dim, classes, &backend.device().autodiff())?;
+        let net = Self { architecture: architecture.clone(), input_dim, classes, backend, model };
+        // Parameters initialise lazily; touch them now so the seed above decides them.
+        net.model.num_params();
+        let _ = net.logits(&vec![0.0; input_dim], 1);
+        Ok(net)
+    }
+
+    /// The metadata to save beside the weights.
+    pub fn spec(&self) -> ModelSpec {
+        ModelSpec { architecture: self.architecture.clone(), input_dim: self.input_dim, classes: self.classes }
+    }
+
+    /// Checks that data of this shape can be used with the network.
+    pub fn check_data(&self, dim: usize, classes: usize) -> Result<(), Error> {
+        if dim != self.input_dim || classes > self.classes {
+            return Err(Error::Shape(format!(
+                "data has {dim} features and {classes} classes, the network takes {} and predicts {}",
+                self.input_dim, self.classes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Number of trainable parameters.
+    pub fn num_params(&self) -> usize {
+        self.model.num_params()
+    }
+
+    /// Logits for row-major `inputs` (`rows × input_dim`), in batches of `batch`.
+    pub fn logits(&self, inputs: &[f32], batch: usize) -> Result<Vec<f32>, Error> {
+        if inputs.len() % self.input_dim != 0 {
+            return Err(Error::Shape(format!("{} values are not rows of {}", inputs.len(), self.input_dim)));
+        }
+        let rows: Vec<usize> = (0..inputs.len() / self.input_dim).collect();
+        Ok(logits_of(&self.model.valid(), inputs, &rows, self.input_dim, self.backend, batch))
+    }
+
+    /// Soft labels softmax(z / T) for row-major `inputs`.
+    pub fn soft_labels(&self, inputs: &[f32], temperature: f32, batch: usize) -> Result<Vec<f32>, Error> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(Error::Config(format!("temperature {temperature} must be positive")));
+        }
+        let z = self.logits(inputs, batch)?;
+        Ok(softmax_rows(&z, self.classes, temperature))
+    }
+
+    /// Predicted class of each row.
+    pub fn predict(&self, inputs: &[f32]) -> Result<Vec<u32>, Error> {
+        let z = self.logits(inputs, 256)?;
+        Ok(z.chunks_exact(self.classes).map(|r| crate::train::argmax(r) as u32).collect())
+    }
+
+    /// Burnpack bytes of the weights.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        let bytes = self.model.valid().into_record().into_bytes().map_err(|e| Error::Store(e.to_string()))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Rebuilds a network from its spec and burnpack bytes.
+    pub fn from_bytes(spec: &ModelSpec, bytes: Vec<u8>, backend: BackendKind) -> Result<Self, Error> {
+        let model = spec.architecture.init(spec.input_dim, spec.classes, &backend.device().autodiff())?;
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| Error::Store(e.to_string()))?;
+        let model = model.try_load_record(record).map_err(|e| Error::Store(e.to_string()))?;
+        Ok(Self { architecture: spec.architecture.clone(), input_dim: spec.input_dim, classes: spec.classes, backend, model })
+    }
+
+    /// Saves `<path>.bpk` (burnpack weights) and `<path>.json` (spec), each atomically.
+    /// Returns the size of the weights file in bytes.
+    pub fn save(&self, path: &Path) -> Result<u64, Error> {
+        let spec = serde_json::to_vec_pretty(&self.spec()).map_err(|e| Error::Store(e.to_string()))?;
+        atomic_write(&path.with_extension("json"), &spec)?;
+        let weights = self.to_bytes()?;
+        atomic_write(&path.with_extension("bpk"), &weights)?;
+        Ok(weights.len() as u64)
+    }
+
+    /// Loads what [`Model::save`] wrote.
+    pub fn load(path: &Path, backend: BackendKind) -> Result<Self, Error> {
+        let read = |p: PathBuf| std::fs::read(&p).map_err(|e| Error::Io { path: p, source: e });
+        let spec_path = path.with_extension("json");
+        let spec: ModelSpec = serde_json::from_slice(&read(spec_path.clone())?)
+            .map_err(|e| Error::Store(format!("{}: {e}", spec_path.display())))?;
+        let bpk = path.with_extension("bpk");
+        Self::from_bytes(&spec, read(bpk.clone())?, backend)
+            .map_err(|e| Error::Store(format!("{}: {e}", bpk.display())))
+    }
+
+    /// Writes the weights as safetensors. Tensors are named by field path (`Mlp.layers.0.weight`, `Cnn.conv1.weight`, …).
+    /// Linear weights are stored in PyTorch's `[out, in]` layout (burn keeps `[in, out]` in
+    /// memory), so the file loads into an equivalent `torch.nn.Linear` as it is.
+    pub fn export_safetensors(&self, path: &Path) -> Result<(), Error> {
+        let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(burn::store::BurnToPyTorchAdapter);
+        self.model.valid().save_into(&mut store).map_err(|e| Error::Store(e.to_string()))?;
+        let bytes = store.get_bytes().map_err(|e| Error::Store(e.to_string()))?;
+        atomic_write(path, &canonical_safetensors(&bytes)?)
+    }
+
+    /// Exports the model as ONNX (operator set 18, weights embedded) with burn-onnx, and writes
+    /// it atomically to `path`. Returns the bytes written.
+    ///
+    /// The graph has one float32 input with a dynamic `batch` axis and returns the logits
+    /// `[batch, classes]` (no softmax, as [`Model::logits`]); dropout is off, as in inference.
+    /// An MLP takes rows `[batch, input_dim]`. A CNN takes images in PyTorch's NCHW layout,
+    /// `[batch, 1, side, side]`: the same values as a row, reshaped.
+    pub fn export_onnx(&self, path: &Path) -> Result<Vec<u8>, Error> {
+        let bytes = self.onnx_bytes()?;
+        atomic_write(path, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// The ONNX model of [`Model::export_onnx`], in memory.
+    pub fn onnx_bytes(&self) -> Result<Vec<u8>, Error> {
+        use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
+        let device = self.backend.device();
+        let exporter = OnnxExporter::new();
+        // Two traces with different batch sizes tell the exporter which axis is the batch.
+        let onnx = match self.model.valid() {
+            Layers::Mlp(m) => {
+                let rows = |n: usize| Tensor::<2>::zeros([n, self.input_dim], &device);
+                let specs = [InputSpec::new([AxisSpec::dynamic("batch"), AxisSpec::Static])];
+                exporter.export_dynamic(&m, rows(2), rows(3), &specs, |m: &Mlp, x| m.forward(x))
+            }
+            Layers::Cnn(m) => {
+                // Rows are reshaped to images outside the graph: burn-onnx cannot yet tell the
+                // static axes of [batch, 784] → [batch, 1, 28, 28] apart from the dynamic one.
+                let side = m.side();
+                let images = |n: usize| Tensor::<4>::zeros([n, 1, side, side], &device);
+                let specs = [InputSpec::new([AxisSpec::dynamic("batch"), AxisSpec::Static, AxisSpec::Static, AxisSpec::Static])];
+                exporter.export_dynamic(&m, images(2), images(3), &specs, |m: &Cnn, x| m.forward_images(x))
+            }
+        };
+        let onnx = onnx.map_err(|e| Error::Store(format!("onnx export of {}: {e}", self.architecture.label(self.input_dim, self.classes))))?;
+        Ok(onnx.into_bytes())
+    }
+
+    /// Mean inference latency in µs per sample at the given batch size (best of `repeats` runs
+    /// after one warm-up).
+    pub fn latency_us(&self, batch: usize, repeats: usize) -> f64 {
+        let model = self.model.valid();
+        let device = self.backend.device();
+        let x = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; batch * self.input_dim], [batch, self.input_dim]), &device);
+        let run = || {
+            let out: Vec<f32> = model.forward(x.clone()).into_data().try_into_vec_as::<f32>().unwrap_or_default();
+            std::hint::black_box(out);
+        };
+        run();
+        (0..repeats.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                run();
+                t.elapsed().as_secs_f64() * 1e6 / batch as f64
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+}
+
+/// Rewrites a safetensors file's JSON header with its keys sorted (burn writes its metadata map
+/// in hash order), so that the same weights always give the same bytes. Tensor data is untouched:
+/// its offsets are relative to the end of the header.
+fn canonical_safetensors(bytes: &[u8]) -> Result<Vec<u8>, Error> {
+    let bad = |d: &str| Error::Store(format!("safetensors: {d}"));
+    let len = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())).ok_or_else(|| bad("no header"))?;
+    let end = usize::try_from(len).ok().and_then(|l| l.checked_add(8)).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("header beyond the end"))?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..end]).map_err(|e| bad(&e.to_string()))?;
+    // serde_json's map is ordered by key: writing it back sorts every object.
+    let mut json = serde_json::to_vec(&header).map_err(|e| bad(&e.to_string()))?;
+    // The format pads the header with spaces so that tensor data starts 8-byte aligned.
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - end);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
+}
+
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// burn's random generator is process-wide per backend. Whoever seeds it and draws from it
+/// (initialisation, dropout) holds this lock, so concurrent nodes in one process stay reproducible.
+pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    BACKEND_RNG.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Architecture {
+    /// Whether the forward pass draws random numbers (dropout).
+    pub fn uses_rng(&self) -> bool {
         match self {
-            Model::Mlp(m) => m.forward(x),
-            Model::Cnn(m) => m.forward(x),
+            Architecture::Mlp { dropout, .. } | Architecture::Cnn { dropout, .. } => *dropout > 0.0,
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn architectures_resolve_to_burn_configs_that_round_trip() {
-        let device = BackendKind::Flex.device();
-        let mlp = MlpConfig::new(64, vec![32, 16], 10).with_dropout(0.25);
-        let back = MlpConfig::load_binary(mlp.to_string().as_bytes()).unwrap();
-        assert_eq!((back.input_dim, back.hidden.clone(), back.classes, back.dropout), (64, vec![32, 16], 10, 0.25));
-        // 64·32+32 + 32·16+16 + 16·10+10
-        assert_eq!(back.init(&device).num_params(), 2080 + 528 + 170);
-
-        let cnn = CnnConfig::new(28, [4, 8], 32, 10);
-        let back = CnnConfig::load_binary(cnn.to_string().as_bytes()).unwrap();
-        assert_eq!((back.side, back.channels, back.hidden, back.classes, back.dropout), (28, [4, 8], 32, 10, 0.0));
-        // conv 1→4 and 4→8 (3×3 + bias), then 8·7·7 → 32 → 10
-        assert_eq!(back.init(&device).num_params(), (9 * 4 + 4) + (36 * 8 + 8) + (392 * 32 + 32) + (32 * 10 + 10));
-
-        let arch = Architecture::Cnn { channels: [4, 8], hidden: 32, dropout: 0.0 };
-        assert_eq!(arch.init(784, 10, &device).unwrap().num_params(), back.init(&device).num_params());
-        assert!(arch.init(785, 10, &device).is_err(), "not a square image");
-        assert!(Architecture::Mlp { hidden: vec![0], dropout: 0.0 }.init(64, 10, &device).is_err());
+/// Logits of an inference-mode model for the given rows.
+pub(crate) fn logits_of(model: &Layers, inputs: &[f32], rows: &[usize], dim: usize, backend: BackendKind, batch: usize) -> Vec<f32> {
+    let device = backend.device();
+    let mut out = Vec::new();
+    for idx in rows.chunks(batch.max(1)) {
+        let x = rows_tensor(inputs, idx, dim, &device);
+        let z: Vec<f32> = model.forward(x).into_data().try_into_vec_as::<f32>().unwrap_or_default();
+        out.extend(z);
     }
+    out
+}
+
+/// Row-wise softmax(z / T), computed stably.
+pub fn softmax_rows(logits: &[f32], classes: usize, temperature: f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(logits.len());
+    for row in logits.chunks_exact(classes) {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = row.iter().map(|z| ((z - m) / temperature).exp()).collect();
+        let s: f32 = e.iter().sum();
+        out.extend(e.iter().map(|v| v / s));
+    }
+    out
+}
+
+/// Same as burn's softmax, for callers holding tensors.
+pub fn softmax_t(logits: Tensor<2>, temperature: f32) -> Tensor<2> {
+    softmax(logits.div_scalar(temperature), 1)
+}
+
+struct Collect(Vec<Vec<f32>>);
+
+impl burn::module::ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        self.0.push(param.val().into_data().try_into_vec_as::<f32>().unwrap_or_default());
+    }
+}
+
+struct Replace(std::vec::IntoIter<Vec<f32>>);
+
+impl burn::module::ModuleMapper for Replace {
+    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+        let values = self.0.next().expect("same architecture: same parameter count");
+        param.map(|t| {
+            let shape = t.shape();
+            Tensor::from_data(TensorData::new(values, shape), &t.device())
+        })
+    }
+}
+
+/// Weighted average of the parameters of networks with the same architecture (FedAvg).
+pub fn average(nets: &[&Model], weights: &[f64]) -> Result<Model, Error> {
+    let first = nets.first().ok_or_else(|| Error::Config("nothing to average".into()))?;
+    if nets.len() != weights.len() || nets.iter().any(|n| n.spec() != first.spec()) {
+        return Err(Error::Config("FedAvg needs networks of one architecture and a weight each".into()));
+    }
+    let total: f64 = weights.iter().sum();
+    if !(total > 0.0) {
+        return Err(Error::Config("FedAvg weights must sum to a positive number".into()));
+    }
+    let mut sum: Option<Vec<Vec<f64>>> = None;
+    for (n, &w) in nets.iter().zip(weights) {
+        let mut c = Collect(Vec::new());
+        n.model.visit(&mut c);
+        let acc = sum.get_or_insert_with(|| c.0.iter().map(|p| vec![0.0; p.len()]).collect());
+        for (a, p) in acc.iter_mut().zip(&c.0) {
+            for (x, v) in a.iter_mut().zip(p) {
+                *x += w / total * *v as f64;
+            }
+        }
+    }
+    let avg: Vec<Vec<f32>> = sum.unwrap_or_default().into_iter().map(|p| p.into_iter().map(|v| v as f32).collect()).collect();
+    let model = first.model.clone().map(&mut Replace(avg.into_iter()));
+    Ok(Model { model, ..(*first).clone() })
 }

@@ -15,9 +15,9 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{rng, Dataset};
+use crate::arch::Layers;
 use crate::model::Model;
-use crate::network::Network;
-use crate::LearningError;
+use crate::Error;
 
 /// Optimiser family.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,18 +56,18 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// Checks ranges.
-    pub fn validate(&self) -> Result<(), LearningError> {
+    pub fn validate(&self) -> Result<(), Error> {
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return Err(LearningError::Config(format!("learning_rate {} must be positive", self.learning_rate)));
+            return Err(Error::Config(format!("learning_rate {} must be positive", self.learning_rate)));
         }
         if self.batch_size == 0 {
-            return Err(LearningError::Config("batch_size must be positive".into()));
+            return Err(Error::Config("batch_size must be positive".into()));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(LearningError::Config(format!("weight_decay {} must be ≥ 0", self.weight_decay)));
+            return Err(Error::Config(format!("weight_decay {} must be ≥ 0", self.weight_decay)));
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(LearningError::Config(format!("momentum {} must be in [0, 1)", self.momentum)));
+            return Err(Error::Config(format!("momentum {} must be in [0, 1)", self.momentum)));
         }
         Ok(())
     }
@@ -130,17 +130,17 @@ impl Default for DistillConfig {
 
 impl DistillConfig {
     /// Checks ranges.
-    pub fn validate(&self) -> Result<(), LearningError> {
+    pub fn validate(&self) -> Result<(), Error> {
         self.train.validate()?;
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(LearningError::Config(format!("temperature {} must be positive", self.temperature)));
+            return Err(Error::Config(format!("temperature {} must be positive", self.temperature)));
         }
         if !(0.0..=1.0).contains(&self.alpha) {
-            return Err(LearningError::Config(format!("alpha {} must be in [0, 1]", self.alpha)));
+            return Err(Error::Config(format!("alpha {} must be in [0, 1]", self.alpha)));
         }
         if let Some(es) = &self.early_stopping {
             if !(es.holdout > 0.0 && es.holdout < 1.0) {
-                return Err(LearningError::Config(format!("early_stopping.holdout {} must be in (0, 1)", es.holdout)));
+                return Err(Error::Config(format!("early_stopping.holdout {} must be in (0, 1)", es.holdout)));
             }
         }
         Ok(())
@@ -227,16 +227,16 @@ pub struct TrainReport {
     pub seconds: f64,
 }
 
-fn check_finite(loss: f32, what: &str) -> Result<(), LearningError> {
+fn check_finite(loss: f32, what: &str) -> Result<(), Error> {
     if loss.is_finite() {
         Ok(())
     } else {
-        Err(LearningError::Diverged(format!("{what} loss became {loss}; lower the learning rate")))
+        Err(Error::Diverged(format!("{what} loss became {loss}; lower the learning rate")))
     }
 }
 
 /// Supervised training on labelled rows (cross-entropy), seeded.
-pub fn fit(net: &mut Network, data: &Dataset, cfg: &TrainConfig, seed: u64) -> Result<TrainReport, LearningError> {
+pub fn fit(net: &mut Model, data: &Dataset, cfg: &TrainConfig, seed: u64) -> Result<TrainReport, Error> {
     cfg.validate()?;
     net.check_data(data.dim, data.classes)?;
     let start = std::time::Instant::now();
@@ -275,22 +275,22 @@ pub fn fit(net: &mut Network, data: &Dataset, cfg: &TrainConfig, seed: u64) -> R
 /// Used for the FedMD digest step on a node (α = 0, consensus targets) and for the aggregator's
 /// global student. With early stopping, a seeded slice of the rows is held out, agreement of the
 /// student's argmax with the teacher's is measured after every epoch, and the best model is kept.
-pub fn distill(net: &mut Network, set: DistillSet<'_>, cfg: &DistillConfig, seed: u64) -> Result<TrainReport, LearningError> {
+pub fn distill(net: &mut Model, set: DistillSet<'_>, cfg: &DistillConfig, seed: u64) -> Result<TrainReport, Error> {
     cfg.validate()?;
     let (dim, classes) = (net.input_dim, net.classes);
     let rows = set.inputs.len() / dim.max(1);
     if set.inputs.len() != rows * dim || set.targets.len() != rows * classes || rows == 0 {
-        return Err(LearningError::Shape(format!(
+        return Err(Error::Shape(format!(
             "distillation set: {} inputs and {} targets do not make rows of {dim} inputs and {classes} classes",
             set.inputs.len(),
             set.targets.len()
         )));
     }
     if set.weights.is_some_and(|w| w.len() != rows) || set.labels.is_some_and(|l| l.len() != rows) {
-        return Err(LearningError::Shape(format!("weights or labels do not have {rows} rows")));
+        return Err(Error::Shape(format!("weights or labels do not have {rows} rows")));
     }
     if let Some(v) = set.targets.iter().chain(set.inputs).find(|v| !v.is_finite()) {
-        return Err(LearningError::Shape(format!("distillation set holds a non-finite value {v}")));
+        return Err(Error::Shape(format!("distillation set holds a non-finite value {v}")));
     }
     let start = std::time::Instant::now();
     let device = net.backend.device().autodiff();
@@ -307,11 +307,11 @@ pub fn distill(net: &mut Network, set: DistillSet<'_>, cfg: &DistillConfig, seed
         None => Vec::new(),
     };
     if order.is_empty() {
-        return Err(LearningError::Shape("no rows left to distil on after the holdout".into()));
+        return Err(Error::Shape("no rows left to distil on after the holdout".into()));
     }
     let teacher_top: Vec<usize> = holdout.iter().map(|&i| argmax(&set.targets[i * classes..(i + 1) * classes])).collect();
     let mut report = TrainReport::default();
-    let mut best: Option<(f32, Model)> = None;
+    let mut best: Option<(f32, Layers)> = None;
     let mut since_best = 0usize;
     for epoch in 0..cfg.train.epochs {
         order.shuffle(&mut rng(seed, 1000 + epoch as u64));
@@ -336,7 +336,7 @@ pub fn distill(net: &mut Network, set: DistillSet<'_>, cfg: &DistillConfig, seed
         report.epoch_loss.push((total / batches.max(1) as f64) as f32);
         report.epochs_run += 1;
         if let Some(es) = &cfg.early_stopping {
-            let logits = crate::network::logits_of(&model.valid(), set.inputs, &holdout, dim, net.backend, 256);
+            let logits = crate::model::logits_of(&model.valid(), set.inputs, &holdout, dim, net.backend, 256);
             let agree = logits
                 .chunks_exact(classes)
                 .zip(&teacher_top)
@@ -367,9 +367,9 @@ pub fn distill(net: &mut Network, set: DistillSet<'_>, cfg: &DistillConfig, seed
 
 /// Dropout draws from burn's process-wide generator: a network that uses it holds the generator,
 /// seeded, for the whole run; one that does not leaves it alone.
-fn seeded_rng(net: &Network, seed: u64) -> Option<std::sync::MutexGuard<'static, ()>> {
+fn seeded_rng(net: &Model, seed: u64) -> Option<std::sync::MutexGuard<'static, ()>> {
     net.architecture.uses_rng().then(|| {
-        let guard = crate::network::rng_lock();
+        let guard = crate::model::rng_lock();
         net.backend.seed(seed);
         guard
     })

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use learning::data::{self, CsvOptions, Preprocess};
 use learning::eval;
 use learning::train::{self, DistillConfig, DistillSet, EarlyStopping, TrainConfig};
-use learning::{Architecture, BackendKind, Network};
+use learning::{Architecture, BackendKind, Model};
 
 fn digits() -> data::Dataset {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/digits/digits.csv.gz");
@@ -25,7 +25,7 @@ fn an_mlp_trained_on_digits_passes_90_percent_and_reloads_identically() {
     assert_eq!((d.len(), d.dim, d.classes), (1797, 64, 10));
     let s = data::split(d.len(), 360, 0, 1).unwrap();
     let (train_set, test) = (d.subset(&s.private), d.subset(&s.test));
-    let mut net = Network::new(&mlp(), 64, 10, BackendKind::Flex, 3).unwrap();
+    let mut net = Model::new(&mlp(), 64, 10, BackendKind::Flex, 3).unwrap();
     let cfg = TrainConfig { epochs: 15, learning_rate: 3e-3, ..Default::default() };
     let report = train::fit(&mut net, &train_set, &cfg, 3).unwrap();
     assert!(report.epoch_loss.last().unwrap() < &report.epoch_loss[0], "{:?}", report.epoch_loss);
@@ -37,7 +37,7 @@ fn an_mlp_trained_on_digits_passes_90_percent_and_reloads_identically() {
     let path = dir.join("model");
     let bytes = net.save(&path).unwrap();
     assert!(bytes > 4 * net.num_params() as u64);
-    let back = Network::load(&path, BackendKind::Flex).unwrap();
+    let back = Model::load(&path, BackendKind::Flex).unwrap();
     assert_eq!(back.logits(&test.features, 64).unwrap(), net.logits(&test.features, 64).unwrap());
     net.export_safetensors(&dir.join("model.safetensors")).unwrap();
     // The safetensors file is reproducible byte for byte, 8-byte aligned, and holds every weight.
@@ -57,7 +57,7 @@ fn an_mlp_trained_on_digits_passes_90_percent_and_reloads_identically() {
 
     // Corrupt weights give an error, not a panic.
     std::fs::write(path.with_extension("bpk"), b"not a burnpack").unwrap();
-    assert!(Network::load(&path, BackendKind::Flex).is_err());
+    assert!(Model::load(&path, BackendKind::Flex).is_err());
 }
 
 #[test]
@@ -65,12 +65,12 @@ fn a_student_distilled_from_soft_labels_learns_the_teacher() {
     let d = digits();
     let s = data::split(d.len(), 300, 700, 2).unwrap();
     let (private, reference, test) = (d.subset(&s.private), d.subset(&s.reference), d.subset(&s.test));
-    let mut teacher = Network::new(&mlp(), 64, 10, BackendKind::Flex, 5).unwrap();
+    let mut teacher = Model::new(&mlp(), 64, 10, BackendKind::Flex, 5).unwrap();
     train::fit(&mut teacher, &private, &TrainConfig { epochs: 15, learning_rate: 3e-3, ..Default::default() }, 5).unwrap();
     let t = 3.0;
     let targets = teacher.soft_labels(&reference.features, t, 256).unwrap();
     let small = Architecture::Mlp { hidden: vec![32], dropout: 0.0 };
-    let mut student = Network::new(&small, 64, 10, BackendKind::Flex, 6).unwrap();
+    let mut student = Model::new(&small, 64, 10, BackendKind::Flex, 6).unwrap();
     let cfg = DistillConfig {
         temperature: t,
         train: TrainConfig { epochs: 40, learning_rate: 3e-3, batch_size: 32, ..Default::default() },
@@ -101,7 +101,7 @@ fn training_is_deterministic_for_a_seed_on_both_backends() {
     for backend in [BackendKind::Ndarray, BackendKind::Flex] {
         let run = |seed| {
             let arch = Architecture::Mlp { hidden: vec![32], dropout: 0.1 };
-            let mut net = Network::new(&arch, 64, 10, backend, seed).unwrap();
+            let mut net = Model::new(&arch, 64, 10, backend, seed).unwrap();
             train::fit(&mut net, &d, &TrainConfig { epochs: 2, ..Default::default() }, seed).unwrap();
             net.logits(&d.features[..640], 64).unwrap()
         };
@@ -115,14 +115,14 @@ fn a_small_cnn_trains_on_8x8_images() {
     let d = digits();
     let s = data::split(d.len(), 300, 0, 3).unwrap();
     let arch = Architecture::Cnn { channels: [8, 16], hidden: 64, dropout: 0.0 };
-    let mut net = Network::new(&arch, 64, 10, BackendKind::Flex, 1).unwrap();
+    let mut net = Model::new(&arch, 64, 10, BackendKind::Flex, 1).unwrap();
     train::fit(&mut net, &d.subset(&s.private), &TrainConfig { epochs: 4, learning_rate: 3e-3, ..Default::default() }, 1).unwrap();
     let test = d.subset(&s.test);
     let acc = eval::evaluate(&net.soft_labels(&test.features, 1.0, 128).unwrap(), &test.labels, 10).accuracy;
     assert!(acc > 0.85, "cnn accuracy {acc}");
     let dir = tempdir("cnn");
     net.save(&dir.join("cnn")).unwrap();
-    let back = Network::load(&dir.join("cnn"), BackendKind::Flex).unwrap();
+    let back = Model::load(&dir.join("cnn"), BackendKind::Flex).unwrap();
     assert_eq!(back.predict(&test.features).unwrap(), net.predict(&test.features).unwrap());
 }
 
@@ -135,23 +135,23 @@ fn tempdir(name: &str) -> PathBuf {
 #[test]
 fn fedavg_of_identical_networks_is_the_network_and_of_two_is_between_them() {
     let d = digits().subset(&(0..300).collect::<Vec<_>>());
-    let a = Network::new(&mlp(), 64, 10, BackendKind::Flex, 1).unwrap();
+    let a = Model::new(&mlp(), 64, 10, BackendKind::Flex, 1).unwrap();
     let mut b = a.clone();
     train::fit(&mut b, &d, &TrainConfig { epochs: 2, ..Default::default() }, 1).unwrap();
-    let same = learning::network::average(&[&a, &a], &[1.0, 3.0]).unwrap();
+    let same = learning::model::average(&[&a, &a], &[1.0, 3.0]).unwrap();
     assert_eq!(same.to_bytes().unwrap(), a.to_bytes().unwrap());
     let x = &d.features[..64];
     let (za, zb) = (a.logits(x, 1).unwrap(), b.logits(x, 1).unwrap());
     // A linear model would average logits exactly; with ReLU, check the weights instead via a 1:0 average.
-    let only_b = learning::network::average(&[&a, &b], &[0.0, 1.0]).unwrap();
+    let only_b = learning::model::average(&[&a, &b], &[0.0, 1.0]).unwrap();
     assert_eq!(only_b.logits(x, 1).unwrap(), zb);
-    let mid = learning::network::average(&[&a, &b], &[1.0, 1.0]).unwrap();
+    let mid = learning::model::average(&[&a, &b], &[1.0, 1.0]).unwrap();
     assert_ne!(mid.logits(x, 1).unwrap(), za);
     assert_ne!(mid.logits(x, 1).unwrap(), zb);
     // The average keeps training.
     let mut mid = mid;
     train::fit(&mut mid, &d, &TrainConfig { epochs: 1, ..Default::default() }, 2).unwrap();
     let other = Architecture::Mlp { hidden: vec![16], dropout: 0.0 };
-    let c = Network::new(&other, 64, 10, BackendKind::Flex, 1).unwrap();
-    assert!(learning::network::average(&[&a, &c], &[1.0, 1.0]).is_err());
+    let c = Model::new(&other, 64, 10, BackendKind::Flex, 1).unwrap();
+    assert!(learning::model::average(&[&a, &c], &[1.0, 1.0]).is_err());
 }

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use learning::data::{self, CsvOptions, Preprocess};
 use learning::train::{self, TrainConfig};
-use learning::{Architecture, BackendKind, Network};
+use learning::{Architecture, BackendKind, Model};
 
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -71,7 +71,7 @@ fn write_f32(path: &Path, values: &[f32]) {
 /// Exports `net` into a scratch folder with `export` (which returns the file it wrote), writes
 /// `inputs` and burn's logits for them, and runs `tests/python/<script>` on the three files.
 /// Returns the script's output; a failing script fails the test.
-fn python_check(net: &Network, inputs: &[f32], name: &str, script: &str, export: impl FnOnce(&Path) -> PathBuf) -> String {
+fn python_check(net: &Model, inputs: &[f32], name: &str, script: &str, export: impl FnOnce(&Path) -> PathBuf) -> String {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let model = export(&dir);
@@ -90,7 +90,7 @@ fn python_check(net: &Network, inputs: &[f32], name: &str, script: &str, export:
 }
 
 /// Exports `net` as ONNX, then has onnxruntime run it on `inputs`; returns the checker's JSON report.
-fn check(net: &Network, inputs: &[f32], name: &str) -> serde_json::Value {
+fn check(net: &Model, inputs: &[f32], name: &str) -> serde_json::Value {
     let stdout = python_check(net, inputs, &format!("onnx-{name}"), "onnx_check.py", |dir| {
         let model = dir.join("model.onnx");
         let bytes = net.export_onnx(&model).unwrap();
@@ -119,7 +119,7 @@ fn a_trained_mlp_exports_to_onnx_that_onnxruntime_reproduces() {
     let (train_set, test) = (d.subset(&s.private), d.subset(&s.test));
     // Dropout is in the architecture: the export must leave it out, as inference does.
     let arch = Architecture::Mlp { hidden: vec![32, 16], dropout: 0.2 };
-    let mut net = Network::new(&arch, 64, 10, BackendKind::Flex, 11).unwrap();
+    let mut net = Model::new(&arch, 64, 10, BackendKind::Flex, 11).unwrap();
     train::fit(&mut net, &train_set, &TrainConfig { epochs: 3, ..Default::default() }, 11).unwrap();
 
     let report = check(&net, &test.features, "mlp");
@@ -144,7 +144,7 @@ fn a_cnn_exports_to_onnx_that_onnxruntime_reproduces() {
     let d = d.subset(&(0..300).collect::<Vec<_>>());
     let (train_set, test) = (d.subset(&(0..200).collect::<Vec<_>>()), d.subset(&(200..300).collect::<Vec<_>>()));
     let arch = Architecture::Cnn { channels: [4, 8], hidden: 32, dropout: 0.25 };
-    let mut net = Network::new(&arch, 784, 10, BackendKind::Flex, 12).unwrap();
+    let mut net = Model::new(&arch, 784, 10, BackendKind::Flex, 12).unwrap();
     train::fit(&mut net, &train_set, &TrainConfig { epochs: 1, ..Default::default() }, 12).unwrap();
 
     let report = check(&net, &test.features, "cnn");

@@ -49,10 +49,15 @@ pub fn generate(path: &Path) -> Result<Identity, KeyError> {
         opts.mode(0o600);
     }
     let mut f = opts.open(path).map_err(io)?;
-    let hex: String = id.seed().iter().map(|b| format!("{b:02x}")).collect();
-    f.write_all(format!("{PREFIX}{hex}\n").as_bytes()).map_err(io)?;
+    f.write_all(format!("{PREFIX}{}\n", protocol::hex::encode(id.seed())).as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
     Ok(id)
+}
+
+/// Writes a new key file (see [`generate`]) and returns its PeerId, for the roster or the
+/// nodes' configs. Node and aggregator binaries both use it for `keygen`.
+pub fn keygen(path: &Path) -> Result<String, KeyError> {
+    Ok(peer_id_string(&generate(path)?.id()))
 }
 
 /// Reads a key file.
@@ -61,13 +66,7 @@ pub fn read(path: &Path) -> Result<Identity, KeyError> {
     let text = std::fs::read_to_string(path).map_err(|e| KeyError::Io { path: p.clone(), source: e })?;
     let fmt = |detail: &str| KeyError::Format { path: p.clone(), detail: detail.into() };
     let hex = text.trim().strip_prefix(PREFIX).ok_or_else(|| fmt("missing `ed25519-seed:` prefix"))?;
-    if hex.len() != 64 {
-        return Err(fmt("the seed must be 64 hex digits"));
-    }
-    let mut seed = [0u8; 32];
-    for (i, b) in seed.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| fmt("the seed is not hex"))?;
-    }
+    let seed = protocol::hex::decode::<32>(hex).ok_or_else(|| fmt("the seed must be 64 hex digits"))?;
     Identity::from_seed(seed).map_err(|e| fmt(&e.to_string()))
 }
 
@@ -80,6 +79,24 @@ pub fn peer_id_string(p: &ParticipantId) -> String {
 pub fn parse_peer_id(s: &str) -> Result<ParticipantId, KeyError> {
     let pid = PeerId::from_str(s.trim()).map_err(|_| KeyError::PeerId(s.to_owned()))?;
     crate::participant(&pid).ok_or_else(|| KeyError::PeerId(s.to_owned()))
+}
+
+/// Serde for a participant written as its base58 PeerId in config files:
+/// `#[serde(with = "net::keys::peer_id_text")]`.
+pub mod peer_id_text {
+    use protocol::ParticipantId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the base58 PeerId.
+    pub fn serialize<S: Serializer>(p: &ParticipantId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::peer_id_string(p))
+    }
+
+    /// Reads a base58 PeerId of an Ed25519 key.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ParticipantId, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_peer_id(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 #[cfg(test)]

@@ -1,22 +1,27 @@
-//! The node's configuration file (`node.toml`).
+//! The node's configuration file (`node.toml`), deserialized straight into validated types.
 
 use std::path::{Path, PathBuf};
 
 use learning::data::DataSpec;
+use learning::fs::resolve;
 use learning::train::TrainConfig;
 use learning::{Architecture, BackendKind};
+use net::multiaddr::{Multiaddr, Protocol};
+use protocol::{FederationId, ParticipantId};
 use serde::{Deserialize, Serialize};
+
+use crate::Error;
 
 /// Everything a node needs; relative paths are resolved against the config file's folder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Federation id; must match the aggregator's.
-    pub federation: String,
+    pub federation: FederationId,
     /// Key file (see `fd-node keygen`).
     pub key: PathBuf,
     /// Aggregator address with its PeerId, e.g. `/ip4/127.0.0.1/tcp/4001/p2p/12D3…`.
-    pub aggregator: String,
+    pub aggregator: Multiaddr,
     /// Folder for the model checkpoint, the egress ledger and the state file.
     pub state_dir: PathBuf,
     /// The node's copy of the public reference set; fetched from the aggregator if missing.
@@ -37,9 +42,6 @@ pub struct NodeConfig {
     /// Digest of the previous round's consensus (FedMD).
     #[serde(default)]
     pub digest: DigestConfig,
-    /// Fault injection, for simulations only.
-    #[serde(default)]
-    pub simulation: Simulation,
 }
 
 /// Fine-tuning on the public reference samples towards the last consensus.
@@ -62,52 +64,48 @@ impl Default for DigestConfig {
     }
 }
 
-/// Misbehaviour to simulate (scenarios use it to test robustness). Never set on a real node.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Simulation {
-    /// Extra delay before each submission, in milliseconds (a straggler).
-    pub delay_ms: u64,
-    /// Replace honest soft labels with corrupted ones.
-    pub attack: Attack,
-    /// Leave the federation (stop) on receiving this round's announcement, without submitting.
-    pub leave_at_round: Option<u64>,
-}
-
-/// Corrupted soft labels.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Attack {
-    /// Honest.
-    #[default]
-    None,
-    /// Random probability vectors.
-    Random,
-    /// Uniform 1/C everywhere.
-    Uniform,
-    /// The probability mass moved to another class (c → C−1−c).
-    LabelFlip,
-    /// Logits multiplied by 10 before the softmax (over-confident).
-    Scaled,
+fn invalid(field: &'static str, detail: impl ToString) -> Error {
+    Error::Config { field: field.to_owned(), detail: detail.to_string() }
 }
 
 impl NodeConfig {
-    /// Reads and validates a config file, resolving relative paths against its folder.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: Self = toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Ok(cfg.resolved(base))
+    /// Reads a config file, resolves relative paths against its folder and validates it. Reads
+    /// nothing else: keys, data and the reference set are opened by [`crate::run`].
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let cfg: Self = net::cli::read_toml(path).map_err(|e| Error::Config { field: e.field, detail: e.detail })?;
+        let cfg = cfg.resolved(path.parent().unwrap_or(Path::new(".")));
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// Resolves relative paths against `base`.
     pub fn resolved(mut self, base: &Path) -> Self {
-        let r = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
-        self.key = r(&self.key);
-        self.state_dir = r(&self.state_dir);
-        self.reference = r(&self.reference);
+        self.key = resolve(base, &self.key);
+        self.state_dir = resolve(base, &self.state_dir);
+        self.reference = resolve(base, &self.reference);
         self.data = self.data.resolved(base);
         self
+    }
+
+    /// Checks every field that can be checked without I/O, naming the first one at fault.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.aggregator_id()?;
+        self.train.validate().map_err(|e| invalid("train", e))?;
+        if self.digest.enabled {
+            let d = &self.digest;
+            if d.epochs == 0 || d.batch_size == 0 || !(d.learning_rate.is_finite() && d.learning_rate > 0.0) {
+                return Err(invalid("digest", "epochs, batch_size and learning_rate must be positive"));
+            }
+        }
+        self.data.source().map_err(|e| invalid("data", e))?;
+        Ok(())
+    }
+
+    /// The aggregator's identity, from the `/p2p/` suffix of its address.
+    pub fn aggregator_id(&self) -> Result<ParticipantId, Error> {
+        match self.aggregator.iter().last() {
+            Some(Protocol::P2p(pid)) => net::participant(&pid).ok_or_else(|| invalid("aggregator", "the /p2p/ id is not an Ed25519 key")),
+            _ => Err(invalid("aggregator", format!("`{}` must end with /p2p/<aggregator peer id>", self.aggregator))),
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use learning::data::{DataFormat, DataSpec, Preprocess};
 use learning::Architecture;
-use node::{NodeConfig, NodeError};
+use node::{Error as NodeError, NodeConfig};
 use tokio_util::sync::CancellationToken;
 
 fn base(dir: &std::path::Path) -> NodeConfig {
@@ -13,9 +13,9 @@ fn base(dir: &std::path::Path) -> NodeConfig {
     }
     let agg = protocol::Identity::from_seed([5; 32]).unwrap().id();
     NodeConfig {
-        federation: "f".into(),
+        federation: protocol::FederationId::new("f").unwrap(),
         key,
-        aggregator: format!("/ip4/127.0.0.1/tcp/9/p2p/{}", net::keys::peer_id_string(&agg)),
+        aggregator: format!("/ip4/127.0.0.1/tcp/9/p2p/{}", net::keys::peer_id_string(&agg)).parse().unwrap(),
         state_dir: dir.join("state"),
         reference: dir.join("ref.fdref"),
         seed: 1,
@@ -36,7 +36,6 @@ fn base(dir: &std::path::Path) -> NodeConfig {
         model: Architecture::Mlp { hidden: vec![8], dropout: 0.0 },
         train: Default::default(),
         digest: Default::default(),
-        simulation: Default::default(),
     }
 }
 
@@ -55,9 +54,7 @@ async fn wrong_fields_are_named() {
     let ok = base(&dir);
     let e = field(NodeConfig { key: dir.join("missing.key"), ..ok.clone() }).await;
     assert!(e.starts_with("key:") && e.contains("missing.key"), "{e}");
-    assert!(field(NodeConfig { aggregator: "127.0.0.1:4001".into(), ..ok.clone() }).await.starts_with("aggregator:"));
-    assert!(field(NodeConfig { aggregator: "/ip4/127.0.0.1/tcp/4001".into(), ..ok.clone() }).await.starts_with("aggregator:"));
-    assert!(field(NodeConfig { federation: "has space".into(), ..ok.clone() }).await.starts_with("federation:"));
+    assert!(field(NodeConfig { aggregator: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(), ..ok.clone() }).await.starts_with("aggregator:"));
     let mut missing_data = ok.clone();
     missing_data.data.path = Some(dir.join("nope.csv"));
     let e = field(missing_data).await;
@@ -81,7 +78,7 @@ fn export_writes_the_checkpointed_model_or_says_there_is_none() {
         Err(NodeError::Config { field, detail }) => assert!(field == "state_dir" && detail.contains("no model checkpoint"), "{detail}"),
         other => panic!("exported without a checkpoint: {other:?}"),
     }
-    let net = learning::Network::new(&cfg.model, 64, 10, cfg.backend, 3).unwrap();
+    let net = learning::Model::new(&cfg.model, 64, 10, cfg.backend, 3).unwrap();
     net.save(&cfg.state_dir.join("model")).unwrap();
     let written = node::export(&cfg, &dir.join("out")).unwrap();
     assert_eq!(written, vec![dir.join("out/model.onnx"), dir.join("out/model.safetensors")]);

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::envelope::SignedEnvelope;
-use crate::error::{ProtocolError, Result};
+use crate::error::{Error, Result};
 use crate::message::{Message, MessageKind};
 
 /// Hard upper bound on any encoded message, whatever a caller configures.
@@ -20,9 +20,9 @@ fn config() -> impl bincode::config::Config {
 
 /// Encodes any serde value (also used for local state files).
 pub fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let bytes = bincode::serde::encode_to_vec(value, config()).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    let bytes = bincode::serde::encode_to_vec(value, config()).map_err(|e| Error::Malformed(e.to_string()))?;
     if bytes.len() > MAX_MESSAGE_BYTES {
-        return Err(ProtocolError::TooLarge { len: bytes.len(), cap: MAX_MESSAGE_BYTES });
+        return Err(Error::TooLarge { len: bytes.len(), cap: MAX_MESSAGE_BYTES });
     }
     Ok(bytes)
 }
@@ -31,12 +31,12 @@ pub fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8], cap: usize) -> Result<T> {
     let cap = cap.min(MAX_MESSAGE_BYTES);
     if bytes.len() > cap {
-        return Err(ProtocolError::TooLarge { len: bytes.len(), cap });
+        return Err(Error::TooLarge { len: bytes.len(), cap });
     }
     let (value, read) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| Error::Malformed(e.to_string()))?;
     if read != bytes.len() {
-        return Err(ProtocolError::TrailingBytes(bytes.len() - read));
+        return Err(Error::TrailingBytes(bytes.len() - read));
     }
     Ok(value)
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::error::{ProtocolError, Result};
+use crate::error::{Error, Result};
 use crate::ids::{Identity, ParticipantId};
 use crate::message::{Message, MessageKind};
 use crate::payload::Limits;
@@ -61,10 +61,10 @@ impl SignedEnvelope {
     /// (capped by `limits`), structural validation of the message.
     pub fn open(&self, peer: &ParticipantId, limits: &Limits) -> Result<Message> {
         if self.version != PROTOCOL_VERSION {
-            return Err(ProtocolError::Version { got: self.version, expected: PROTOCOL_VERSION });
+            return Err(Error::Version { got: self.version, expected: PROTOCOL_VERSION });
         }
         if &self.signer != peer {
-            return Err(ProtocolError::SignerMismatch { signer: self.signer.to_string(), peer: peer.to_string() });
+            return Err(Error::SignerMismatch { signer: self.signer.to_string(), peer: peer.to_string() });
         }
         self.verify()?;
         let kind = MessageKind::from_u8(self.kind)?;
@@ -76,7 +76,7 @@ impl SignedEnvelope {
     /// Checks the signature alone.
     pub fn verify(&self) -> Result<()> {
         if self.signature.len() != 64 {
-            return Err(ProtocolError::BadSignature);
+            return Err(Error::BadSignature);
         }
         let d = digest(self.version, self.kind, &self.signer, &self.body);
         self.signer.verify(d.as_ref(), &self.signature)

@@ -5,7 +5,7 @@ use crate::message::RefusalReason;
 /// Why a message could not be encoded, decoded, verified or validated.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 #[non_exhaustive]
-pub enum ProtocolError {
+pub enum Error {
     /// The input is larger than the configured cap; nothing was decoded.
     #[error("message of {len} bytes exceeds the cap of {cap} bytes")]
     TooLarge {
@@ -69,7 +69,7 @@ pub enum ProtocolError {
     },
 }
 
-impl ProtocolError {
+impl Error {
     /// The reason code a receiver should send back to the peer that caused this error.
     pub fn refusal_reason(&self) -> RefusalReason {
         match self {
@@ -91,4 +91,4 @@ impl ProtocolError {
 }
 
 /// Shorthand for results in this crate.
-pub type Result<T, E = ProtocolError> = std::result::Result<T, E>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -6,7 +6,7 @@ use ring::rand::SecureRandom;
 use ring::signature::{self, KeyPair};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ProtocolError, Result};
+use crate::error::{Error, Result};
 
 /// Longest federation name accepted on the wire.
 pub const MAX_FEDERATION_ID_LEN: usize = 64;
@@ -21,13 +21,13 @@ impl FederationId {
     pub fn new(name: impl Into<String>) -> Result<Self> {
         let name = name.into();
         if name.is_empty() || name.len() > MAX_FEDERATION_ID_LEN {
-            return Err(ProtocolError::field(
+            return Err(Error::field(
                 "federation",
                 format!("must be 1 to {MAX_FEDERATION_ID_LEN} bytes, got {}", name.len()),
             ));
         }
         if !name.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ProtocolError::field("federation", "must be printable ASCII without spaces"));
+            return Err(Error::field("federation", "must be printable ASCII without spaces"));
         }
         Ok(Self(name))
     }
@@ -39,7 +39,7 @@ impl FederationId {
 }
 
 impl TryFrom<String> for FederationId {
-    type Error = ProtocolError;
+    type Error = Error;
     fn try_from(value: String) -> Result<Self> {
         Self::new(value)
     }
@@ -83,7 +83,7 @@ impl ParticipantId {
     /// Parses a binary `PeerId`; only inline Ed25519 keys are accepted.
     pub fn from_peer_id_bytes(bytes: &[u8]) -> Result<Self> {
         if bytes.len() != 38 || bytes[..6] != PEER_ID_ED25519_PREFIX {
-            return Err(ProtocolError::InvalidKey(
+            return Err(Error::InvalidKey(
                 "peer id is not an inline Ed25519 public key".into(),
             ));
         }
@@ -96,7 +96,7 @@ impl ParticipantId {
     pub fn verify(&self, message: &[u8], sig: &[u8]) -> Result<()> {
         signature::UnparsedPublicKey::new(&signature::ED25519, &self.0)
             .verify(message, sig)
-            .map_err(|_| ProtocolError::BadSignature)
+            .map_err(|_| Error::BadSignature)
     }
 
     /// Short hex prefix for logs.
@@ -130,14 +130,14 @@ impl Identity {
         let mut seed = [0u8; 32];
         ring::rand::SystemRandom::new()
             .fill(&mut seed)
-            .map_err(|_| ProtocolError::InvalidKey("system random source failed".into()))?;
+            .map_err(|_| Error::InvalidKey("system random source failed".into()))?;
         Self::from_seed(seed)
     }
 
     /// The key for a 32-byte Ed25519 seed (secret key).
     pub fn from_seed(seed: [u8; 32]) -> Result<Self> {
         let pair = signature::Ed25519KeyPair::from_seed_unchecked(&seed)
-            .map_err(|e| ProtocolError::InvalidKey(e.to_string()))?;
+            .map_err(|e| Error::InvalidKey(e.to_string()))?;
         Ok(Self { seed, pair })
     }
 
@@ -187,18 +187,9 @@ impl ReferenceSetId {
 
     /// Parses 64 hex digits.
     pub fn from_hex(s: &str) -> Result<Self> {
-        let s = s.trim();
-        if s.len() != 64 {
-            return Err(ProtocolError::field("reference_set_sha256", "must be 64 hex digits"));
-        }
-        let mut out = [0u8; 32];
-        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-            let txt = std::str::from_utf8(chunk)
-                .map_err(|_| ProtocolError::field("reference_set_sha256", "not hex"))?;
-            out[i] = u8::from_str_radix(txt, 16)
-                .map_err(|_| ProtocolError::field("reference_set_sha256", "not hex"))?;
-        }
-        Ok(Self(out))
+        crate::hex::decode::<32>(s.trim())
+            .map(Self)
+            .ok_or_else(|| Error::field("reference_set_sha256", "must be 64 hex digits"))
     }
 }
 
@@ -214,13 +205,24 @@ impl fmt::Display for ReferenceSetId {
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+use crate::hex::encode as hex;
+
+/// Serde for a reference-set id written as 64 hex digits, as in config files:
+/// `#[serde(with = "protocol::ids::reference_set_hex")]`. (On the wire it is 32 bytes.)
+pub mod reference_set_hex {
+    use super::ReferenceSetId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes 64 lower-case hex digits.
+    pub fn serialize<S: Serializer>(id: &ReferenceSetId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&id.to_hex())
     }
-    s
+
+    /// Reads 64 hex digits.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ReferenceSetId, D::Error> {
+        let text = String::deserialize(d)?;
+        ReferenceSetId::from_hex(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 #[cfg(test)]

@@ -15,20 +15,22 @@
 //! Sending a message: build a [`Message`], [`SignedEnvelope::seal`] it with your [`Identity`],
 //! [`SignedEnvelope::to_bytes`]. Receiving: [`SignedEnvelope::from_bytes`], then
 //! [`SignedEnvelope::open`] with the peer id the transport authenticated; a
-//! [`ProtocolError`] says why a message was refused and [`ProtocolError::refusal_reason`]
+//! [`Error`] says why a message was refused and [`Error::refusal_reason`]
 //! gives the code to send back.
 #![deny(missing_docs)]
 
 pub mod codec;
 pub mod envelope;
 pub mod error;
+pub mod hex;
 pub mod ids;
 pub mod message;
 pub mod payload;
 pub mod refset;
+pub mod seed;
 
 pub use envelope::SignedEnvelope;
-pub use error::{ProtocolError, Result};
+pub use error::{Error, Result};
 pub use ids::{FederationId, Identity, ParticipantId, ReferenceSetId, Round};
 pub use message::{
     Consensus, Finished, Hello, JoinAccepted, JoinReply, Message, MessageKind, Receipt, ReceiptStatus, RefSetChunk,

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ProtocolError, Result};
+use crate::error::{Error, Result};
 use crate::ids::{FederationId, ParticipantId, ReferenceSetId, Round};
 use crate::payload::{Encoding, Limits, SoftLabels};
 
@@ -23,6 +23,19 @@ use crate::payload::{Encoding, Limits, SoftLabels};
 pub const MAX_TEMPERATURE: f32 = 1_000.0;
 /// Longest free-text detail in a receipt or rejection.
 pub const MAX_DETAIL_LEN: usize = 256;
+/// `text` cut to at most [`MAX_DETAIL_LEN`] bytes at a character boundary, for the `detail` of a
+/// receipt or reply (cutting inside a multi-byte character would panic or make invalid UTF-8).
+pub fn short_detail(text: &str) -> String {
+    if text.len() <= MAX_DETAIL_LEN {
+        return text.to_owned();
+    }
+    let mut end = MAX_DETAIL_LEN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 /// Largest reference-set chunk in one message.
 pub const MAX_CHUNK_BYTES: u32 = 4 << 20;
 
@@ -94,7 +107,7 @@ impl SampleSelection {
         match self {
             Self::Indices(v) => {
                 if let Some(bad) = v.iter().find(|&&i| i >= population) {
-                    return Err(ProtocolError::field(
+                    return Err(Error::field(
                         "selection",
                         format!("index {bad} outside a reference set of {population} samples"),
                     ));
@@ -103,7 +116,7 @@ impl SampleSelection {
             }
             Self::Seeded { seed, count } => {
                 if *count > population {
-                    return Err(ProtocolError::field(
+                    return Err(Error::field(
                         "selection",
                         format!("{count} samples requested from a reference set of {population}"),
                     ));
@@ -126,10 +139,8 @@ impl SampleSelection {
 
 fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    // `mix` adds the increment itself: the generator's output for the state before the step.
+    crate::seed::mix(state.wrapping_sub(0x9E37_79B9_7F4A_7C15))
 }
 
 /// A participant asks to join.
@@ -354,7 +365,7 @@ impl MessageKind {
             7 => Self::RefSetRequest,
             8 => Self::RefSetChunk,
             9 => Self::Finished,
-            other => return Err(ProtocolError::Kind(other)),
+            other => return Err(Error::Kind(other)),
         })
     }
 }
@@ -419,18 +430,18 @@ impl Message {
                 check_temperature(m.temperature)?;
                 check_classes(m.classes, limits)?;
                 if m.selection.is_empty() || m.selection.len() > limits.max_samples as usize {
-                    return Err(ProtocolError::field(
+                    return Err(Error::field(
                         "selection",
                         format!("{} samples, expected 1 to {}", m.selection.len(), limits.max_samples),
                     ));
                 }
                 if let SampleSelection::Indices(v) = &m.selection {
                     if v.iter().any(|&i| i >= m.reference_samples) {
-                        return Err(ProtocolError::field("selection", "index beyond the reference set"));
+                        return Err(Error::field("selection", "index beyond the reference set"));
                     }
                 }
                 if m.selection.len() > m.reference_samples as usize {
-                    return Err(ProtocolError::field("selection", "more samples than the reference set has"));
+                    return Err(Error::field("selection", "more samples than the reference set has"));
                 }
                 Ok(())
             }
@@ -442,7 +453,7 @@ impl Message {
                 check_temperature(m.temperature)?;
                 m.labels.check_shape(limits)?;
                 if m.weights.len() != m.labels.samples as usize || m.selection.len() != m.labels.samples as usize {
-                    return Err(ProtocolError::Shape(format!(
+                    return Err(Error::Shape(format!(
                         "{} weights and {} selected samples for {} rows",
                         m.weights.len(),
                         m.selection.len(),
@@ -455,14 +466,14 @@ impl Message {
             Self::Finished(m) => check_text("detail", &m.detail),
             Self::RefSetRequest(m) => {
                 if m.len == 0 || m.len > MAX_CHUNK_BYTES {
-                    return Err(ProtocolError::field("len", format!("chunk of {} bytes, expected 1 to {MAX_CHUNK_BYTES}", m.len)));
+                    return Err(Error::field("len", format!("chunk of {} bytes, expected 1 to {MAX_CHUNK_BYTES}", m.len)));
                 }
                 Ok(())
             }
             Self::RefSetChunk(m) => {
                 let end = m.offset.checked_add(m.data.len() as u64);
                 if m.data.len() > MAX_CHUNK_BYTES as usize || end.is_none_or(|e| e > m.total_len) {
-                    return Err(ProtocolError::field("data", "chunk is too large or beyond the total length"));
+                    return Err(Error::field("data", "chunk is too large or beyond the total length"));
                 }
                 Ok(())
             }
@@ -485,7 +496,7 @@ impl Consensus {
 impl Submission {
     /// Checks this submission against the round it answers; the error carries the reason code.
     pub fn check_against(&self, ann: &RoundAnnouncement) -> Result<()> {
-        let refuse = |reason, detail: String| Err(ProtocolError::Refused { reason, detail });
+        let refuse = |reason, detail: String| Err(Error::Refused { reason, detail });
         if self.federation != ann.federation {
             return refuse(RefusalReason::WrongFederation, format!("federation {} is not {}", self.federation, ann.federation));
         }
@@ -520,21 +531,21 @@ impl Hello {
 
 fn check_temperature(t: f32) -> Result<()> {
     if !t.is_finite() || t <= 0.0 || t > MAX_TEMPERATURE {
-        return Err(ProtocolError::field("temperature", format!("{t} is not finite and in (0, {MAX_TEMPERATURE}]")));
+        return Err(Error::field("temperature", format!("{t} is not finite and in (0, {MAX_TEMPERATURE}]")));
     }
     Ok(())
 }
 
 fn check_classes(c: u32, limits: &Limits) -> Result<()> {
     if c < 2 || c > limits.max_classes {
-        return Err(ProtocolError::field("classes", format!("{c} classes, expected 2 to {}", limits.max_classes)));
+        return Err(Error::field("classes", format!("{c} classes, expected 2 to {}", limits.max_classes)));
     }
     Ok(())
 }
 
 fn check_text(field: &'static str, s: &str) -> Result<()> {
     if s.len() > MAX_DETAIL_LEN {
-        return Err(ProtocolError::field(field, format!("{} bytes, at most {MAX_DETAIL_LEN}", s.len())));
+        return Err(Error::field(field, format!("{} bytes, at most {MAX_DETAIL_LEN}", s.len())));
     }
     Ok(())
 }
@@ -545,6 +556,14 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        #[test]
+        fn short_detail_cuts_at_a_char_boundary_and_keeps_a_prefix(text in "\\PC{0,400}") {
+            let cut = short_detail(&text);
+            prop_assert!(cut.len() <= MAX_DETAIL_LEN);
+            prop_assert!(text.starts_with(&cut));
+            prop_assert!(cut.len() + 4 > MAX_DETAIL_LEN.min(text.len()), "cut no more than one character short");
+        }
+
         #[test]
         fn seeded_selection_is_distinct_sorted_in_range_and_deterministic(seed: u64, population in 1u32..5000, frac in 0.0f64..1.0) {
             let count = ((population as f64) * frac) as u32;

@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ProtocolError, Result};
+use crate::error::{Error, Result};
 
 /// Allowed deviation of a row sum from 1.
 pub const ROW_SUM_TOLERANCE: f32 = 1e-3;
@@ -26,15 +26,28 @@ pub const ROW_SUM_TOLERANCE: f32 = 1e-3;
 /// Largest `Q8` denominator; leaves headroom below `u16::MAX` for rounding corrections.
 const Q8_MAX_DENOMINATOR: f64 = 65_000.0;
 
-/// How a soft-label matrix is laid out on the wire.
+/// How a soft-label matrix is laid out on the wire. In config files: `f32`, `f16` or `q8`
+/// (bincode, on the wire, encodes the variant's index, not its name).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// Little-endian IEEE-754 single precision.
     F32,
     /// Little-endian IEEE-754 half precision.
     F16,
     /// 8-bit quantised probabilities with a per-row denominator.
+    #[serde(alias = "u8", alias = "int8")]
     Q8,
+}
+
+impl std::fmt::Display for Encoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Encoding::F32 => "f32",
+            Encoding::F16 => "f16",
+            Encoding::Q8 => "q8",
+        })
+    }
 }
 
 impl Encoding {
@@ -56,7 +69,7 @@ impl Encoding {
             "f32" => Ok(Encoding::F32),
             "f16" => Ok(Encoding::F16),
             "q8" | "u8" | "int8" => Ok(Encoding::Q8),
-            other => Err(ProtocolError::field(
+            other => Err(Error::field(
                 "encoding",
                 format!("unknown encoding `{other}` (expected f32, f16 or q8)"),
             )),
@@ -98,12 +111,12 @@ pub struct SoftLabels {
 impl SoftLabels {
     /// Validates `probs` (row-major, `samples × classes`), renormalises each row and encodes it.
     pub fn encode(probs: &[f32], samples: usize, classes: usize, encoding: Encoding) -> Result<Self> {
-        let expected = samples.checked_mul(classes).ok_or_else(|| ProtocolError::Shape("overflow".into()))?;
+        let expected = samples.checked_mul(classes).ok_or_else(|| Error::Shape("overflow".into()))?;
         if classes == 0 {
-            return Err(ProtocolError::Shape("zero classes".into()));
+            return Err(Error::Shape("zero classes".into()));
         }
         if probs.len() != expected {
-            return Err(ProtocolError::Shape(format!(
+            return Err(Error::Shape(format!(
                 "{samples} × {classes} needs {expected} values, got {}",
                 probs.len()
             )));
@@ -132,17 +145,17 @@ impl SoftLabels {
     /// Checks the shape against `limits` and the payload length, without decoding.
     pub fn check_shape(&self, limits: &Limits) -> Result<()> {
         if self.samples == 0 || self.classes == 0 {
-            return Err(ProtocolError::Shape(format!("empty matrix {} × {}", self.samples, self.classes)));
+            return Err(Error::Shape(format!("empty matrix {} × {}", self.samples, self.classes)));
         }
         if self.samples > limits.max_samples || self.classes > limits.max_classes {
-            return Err(ProtocolError::Shape(format!(
+            return Err(Error::Shape(format!(
                 "{} × {} exceeds the caps {} × {}",
                 self.samples, self.classes, limits.max_samples, limits.max_classes
             )));
         }
         let expected = (self.samples as usize) * self.encoding.row_bytes(self.classes as usize);
         if self.data.len() != expected {
-            return Err(ProtocolError::Shape(format!(
+            return Err(Error::Shape(format!(
                 "{} × {} in {:?} needs {expected} bytes, payload has {}",
                 self.samples,
                 self.classes,
@@ -185,7 +198,7 @@ impl SoftLabels {
                     let denom = u16::from_le_bytes([src[0], src[1]]) as u32;
                     let sum: u32 = src[2..].iter().map(|&q| q as u32).sum();
                     if denom == 0 || sum != denom {
-                        return Err(ProtocolError::Values(format!(
+                        return Err(Error::Values(format!(
                             "row {r}: codes sum to {sum}, denominator is {denom}"
                         )));
                     }
@@ -210,10 +223,10 @@ fn check_and_normalise_row(r: usize, row: &mut [f32]) -> Result<()> {
     }
     if !ok {
         let (c, p) = row.iter().enumerate().find(|(_, p)| !(0.0..=1.0).contains(*p)).map(|(c, p)| (c, *p)).unwrap_or((0, 0.0));
-        return Err(ProtocolError::Values(format!("row {r}, class {c}: {p} is not a probability")));
+        return Err(Error::Values(format!("row {r}, class {c}: {p} is not a probability")));
     }
     if (sum - 1.0).abs() > ROW_SUM_TOLERANCE {
-        return Err(ProtocolError::Values(format!("row {r} sums to {sum}, not 1")));
+        return Err(Error::Values(format!("row {r} sums to {sum}, not 1")));
     }
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|p| *p *= inv);
@@ -221,27 +234,27 @@ fn check_and_normalise_row(r: usize, row: &mut [f32]) -> Result<()> {
 }
 
 fn to_u32(n: usize, what: &'static str) -> Result<u32> {
-    u32::try_from(n).map_err(|_| ProtocolError::Shape(format!("{what} = {n} does not fit u32")))
+    u32::try_from(n).map_err(|_| Error::Shape(format!("{what} = {n} does not fit u32")))
 }
 
 /// Checks that every value is finite and in [0, 1] and every row sums to 1 ± [`ROW_SUM_TOLERANCE`].
 pub fn check_probabilities(values: &[f32], classes: usize) -> Result<()> {
     if classes == 0 || values.len() % classes != 0 {
-        return Err(ProtocolError::Shape(format!("{} values do not split into rows of {classes}", values.len())));
+        return Err(Error::Shape(format!("{} values do not split into rows of {classes}", values.len())));
     }
     for (r, row) in values.chunks_exact(classes).enumerate() {
         let mut sum = 0f64;
         for (c, &p) in row.iter().enumerate() {
             if !p.is_finite() {
-                return Err(ProtocolError::Values(format!("row {r}, class {c}: {p} is not finite")));
+                return Err(Error::Values(format!("row {r}, class {c}: {p} is not finite")));
             }
             if !(0.0..=1.0).contains(&p) {
-                return Err(ProtocolError::Values(format!("row {r}, class {c}: {p} is outside [0, 1]")));
+                return Err(Error::Values(format!("row {r}, class {c}: {p} is outside [0, 1]")));
             }
             sum += p as f64;
         }
         if (sum - 1.0).abs() > ROW_SUM_TOLERANCE as f64 {
-            return Err(ProtocolError::Values(format!("row {r} sums to {sum}, not 1")));
+            return Err(Error::Values(format!("row {r} sums to {sum}, not 1")));
         }
     }
     Ok(())
@@ -379,25 +392,25 @@ mod tests {
     #[test]
     fn invalid_inputs_are_refused_with_the_right_error() {
         let ok = [0.5f32, 0.5];
-        assert!(matches!(SoftLabels::encode(&ok, 2, 2, Encoding::F32), Err(ProtocolError::Shape(_))));
-        assert!(matches!(SoftLabels::encode(&[f32::NAN, 1.0], 1, 2, Encoding::F32), Err(ProtocolError::Values(_))));
-        assert!(matches!(SoftLabels::encode(&[f32::INFINITY, 0.0], 1, 2, Encoding::Q8), Err(ProtocolError::Values(_))));
-        assert!(matches!(SoftLabels::encode(&[-0.1, 1.1], 1, 2, Encoding::F16), Err(ProtocolError::Values(_))));
-        assert!(matches!(SoftLabels::encode(&[0.5, 0.6], 1, 2, Encoding::F32), Err(ProtocolError::Values(_))));
+        assert!(matches!(SoftLabels::encode(&ok, 2, 2, Encoding::F32), Err(Error::Shape(_))));
+        assert!(matches!(SoftLabels::encode(&[f32::NAN, 1.0], 1, 2, Encoding::F32), Err(Error::Values(_))));
+        assert!(matches!(SoftLabels::encode(&[f32::INFINITY, 0.0], 1, 2, Encoding::Q8), Err(Error::Values(_))));
+        assert!(matches!(SoftLabels::encode(&[-0.1, 1.1], 1, 2, Encoding::F16), Err(Error::Values(_))));
+        assert!(matches!(SoftLabels::encode(&[0.5, 0.6], 1, 2, Encoding::F32), Err(Error::Values(_))));
 
         let mut sl = SoftLabels::encode(&ok, 1, 2, Encoding::F32).unwrap();
         sl.data.pop();
-        assert!(matches!(sl.decode(&Limits::default()), Err(ProtocolError::Shape(_))));
+        assert!(matches!(sl.decode(&Limits::default()), Err(Error::Shape(_))));
         let big = SoftLabels { samples: 300_000, classes: 2, encoding: Encoding::F32, data: vec![] };
-        assert!(matches!(big.check_shape(&Limits::default()), Err(ProtocolError::Shape(_))));
+        assert!(matches!(big.check_shape(&Limits::default()), Err(Error::Shape(_))));
         let nan = SoftLabels { samples: 1, classes: 2, encoding: Encoding::F32, data: [f32::NAN.to_le_bytes(), 1f32.to_le_bytes()].concat() };
-        assert!(matches!(nan.decode(&Limits::default()), Err(ProtocolError::Values(_))));
+        assert!(matches!(nan.decode(&Limits::default()), Err(Error::Values(_))));
         let zero = SoftLabels { samples: 1, classes: 1, encoding: Encoding::Q8, data: vec![0, 0, 5] };
-        assert!(matches!(zero.decode(&Limits::default()), Err(ProtocolError::Values(_))));
+        assert!(matches!(zero.decode(&Limits::default()), Err(Error::Values(_))));
         let short = SoftLabels { samples: 1, classes: 2, encoding: Encoding::Q8, data: vec![255, 0, 100, 100] };
-        assert!(matches!(short.decode(&Limits::default()), Err(ProtocolError::Values(_))));
+        assert!(matches!(short.decode(&Limits::default()), Err(Error::Values(_))));
         let over = SoftLabels { samples: 1, classes: 2, encoding: Encoding::F16, data: [half::f16::from_f32(1.5).to_le_bytes(), half::f16::from_f32(0.0).to_le_bytes()].concat() };
-        assert!(matches!(over.decode(&Limits::default()), Err(ProtocolError::Values(_))));
+        assert!(matches!(over.decode(&Limits::default()), Err(Error::Values(_))));
     }
 
     #[test]

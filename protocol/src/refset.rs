@@ -5,7 +5,7 @@
 //! file format on disk, so the file's SHA-256 is the id, and a node can fetch the file in
 //! chunks and check it with one hash.
 
-use crate::error::{ProtocolError, Result};
+use crate::error::{Error, Result};
 use crate::ids::ReferenceSetId;
 
 const MAGIC: &[u8; 8] = b"FDREFSET";
@@ -26,10 +26,10 @@ impl ReferenceSet {
     /// Wraps values after checking their shape and that they are finite.
     pub fn new(samples: usize, features: usize, values: Vec<f32>) -> Result<Self> {
         if samples == 0 || features == 0 || samples.checked_mul(features) != Some(values.len()) {
-            return Err(ProtocolError::Shape(format!("{samples} × {features} with {} values", values.len())));
+            return Err(Error::Shape(format!("{samples} × {features} with {} values", values.len())));
         }
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(ProtocolError::Values(format!("value {i} is not finite")));
+            return Err(Error::Values(format!("value {i} is not finite")));
         }
         Ok(Self { samples, features, values })
     }
@@ -50,10 +50,10 @@ impl ReferenceSet {
     /// Parses canonical bytes, refusing anything over `max_bytes`.
     pub fn from_bytes(bytes: &[u8], max_bytes: usize) -> Result<Self> {
         if bytes.len() > max_bytes {
-            return Err(ProtocolError::TooLarge { len: bytes.len(), cap: max_bytes });
+            return Err(Error::TooLarge { len: bytes.len(), cap: max_bytes });
         }
         if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
-            return Err(ProtocolError::Malformed("not a reference set (bad magic or short header)".into()));
+            return Err(Error::Malformed("not a reference set (bad magic or short header)".into()));
         }
         let u64_at = |o: usize| {
             let mut b = [0u8; 8];
@@ -62,7 +62,7 @@ impl ReferenceSet {
         };
         let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
         if version != 1 {
-            return Err(ProtocolError::Malformed(format!("reference set format version {version}")));
+            return Err(Error::Malformed(format!("reference set format version {version}")));
         }
         let (samples, features) = (u64_at(12), u64_at(20));
         let expected = samples
@@ -70,7 +70,7 @@ impl ReferenceSet {
             .and_then(|n| n.checked_mul(4))
             .and_then(|n| n.checked_add(HEADER_LEN as u64));
         if expected != Some(bytes.len() as u64) {
-            return Err(ProtocolError::Shape(format!(
+            return Err(Error::Shape(format!(
                 "header says {samples} × {features} but the file has {} bytes",
                 bytes.len()
             )));
@@ -118,11 +118,11 @@ mod tests {
     fn truncation_bad_magic_and_nan_are_refused() {
         let rs = ReferenceSet::new(2, 2, vec![0.0, 1.0, 2.0, 3.0]).unwrap();
         let bytes = rs.to_bytes();
-        assert!(matches!(ReferenceSet::from_bytes(&bytes[..bytes.len() - 1], usize::MAX), Err(ProtocolError::Shape(_))));
+        assert!(matches!(ReferenceSet::from_bytes(&bytes[..bytes.len() - 1], usize::MAX), Err(Error::Shape(_))));
         let mut bad = bytes.clone();
         bad[0] = b'X';
-        assert!(matches!(ReferenceSet::from_bytes(&bad, usize::MAX), Err(ProtocolError::Malformed(_))));
-        assert!(matches!(ReferenceSet::from_bytes(&bytes, 10), Err(ProtocolError::TooLarge { .. })));
+        assert!(matches!(ReferenceSet::from_bytes(&bad, usize::MAX), Err(Error::Malformed(_))));
+        assert!(matches!(ReferenceSet::from_bytes(&bytes, 10), Err(Error::TooLarge { .. })));
         assert!(ReferenceSet::new(1, 2, vec![f32::NAN, 0.0]).is_err());
     }
 }

@@ -154,7 +154,7 @@ proptest! {
         let bytes = sealed(&msg, &mallory);
         // Mallory's valid signature, delivered over Alice's authenticated connection.
         let err = receive(&bytes, &alice.id()).unwrap_err();
-        let mismatch = matches!(err, ProtocolError::SignerMismatch { .. });
+        let mismatch = matches!(err, protocol::Error::SignerMismatch { .. });
         prop_assert!(mismatch, "unexpected error {:?}", err);
         prop_assert_eq!(err.refusal_reason(), RefusalReason::BadSignature);
     }
@@ -168,7 +168,7 @@ proptest! {
         prop_assert!(receive(&bytes[..n], &alice.id()).is_err());
         let mut longer = bytes.clone();
         longer.push(0);
-        prop_assert!(matches!(receive(&longer, &alice.id()), Err(ProtocolError::TrailingBytes(1))));
+        prop_assert!(matches!(receive(&longer, &alice.id()), Err(protocol::Error::TrailingBytes(1))));
     }
 }
 
@@ -176,7 +176,7 @@ proptest! {
 fn oversized_input_is_refused_before_decoding() {
     let limits = Limits { max_message_bytes: 1024, ..Limits::default() };
     let big = vec![0u8; 1025];
-    assert!(matches!(SignedEnvelope::from_bytes(&big, &limits), Err(ProtocolError::TooLarge { len: 1025, cap: 1024 })));
+    assert!(matches!(SignedEnvelope::from_bytes(&big, &limits), Err(protocol::Error::TooLarge { len: 1025, cap: 1024 })));
 }
 
 #[test]
@@ -187,7 +187,7 @@ fn a_length_prefix_claiming_gigabytes_does_not_allocate_them() {
     bytes.push(0xFD);
     bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
     let err = SignedEnvelope::from_bytes(&bytes, &Limits::default()).unwrap_err();
-    assert!(matches!(err, ProtocolError::Malformed(_)), "{err:?}");
+    assert!(matches!(err, protocol::Error::Malformed(_)), "{err:?}");
 }
 
 #[test]
@@ -235,7 +235,7 @@ fn non_finite_values_and_temperatures_are_refused_as_invalid() {
         labels: SoftLabels::encode(&[0.5, 0.5], 1, 2, Encoding::F32).unwrap(),
     });
     let err = receive(&sealed(&msg, &alice), &alice.id()).unwrap_err();
-    assert!(matches!(err, ProtocolError::Field { field: "temperature", .. }));
+    assert!(matches!(err, protocol::Error::Field { field: "temperature", .. }));
 }
 
 #[test]

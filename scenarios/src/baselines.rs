@@ -4,7 +4,7 @@
 use learning::data::Dataset;
 use learning::eval::{self, ModelFacts};
 use learning::train::{self, TrainConfig};
-use learning::Network;
+use learning::Model;
 use serde::{Deserialize, Serialize};
 
 use crate::setup::Prepared;
@@ -22,7 +22,7 @@ pub struct Baseline {
     pub seconds: f64,
 }
 
-fn accuracy(net: &Network, test: &Dataset) -> anyhow::Result<f32> {
+fn accuracy(net: &Model, test: &Dataset) -> anyhow::Result<f32> {
     Ok(eval::evaluate(&net.soft_labels(&test.features, 1.0, 256)?, &test.labels, test.classes).accuracy)
 }
 
@@ -35,7 +35,7 @@ pub fn local_only(p: &Prepared, test: &Dataset) -> anyhow::Result<Vec<f32>> {
     let mut out = Vec::new();
     for (i, part) in p.parts.iter().enumerate() {
         let cfg = &p.nodes[i];
-        let mut net = Network::new(&cfg.model, p.dataset.dim, p.dataset.classes, cfg.backend, cfg.seed)?;
+        let mut net = Model::new(&cfg.model, p.dataset.dim, p.dataset.classes, cfg.backend, cfg.seed)?;
         let train_cfg = TrainConfig { epochs: epochs_total(p), ..cfg.train.clone() };
         train::fit(&mut net, &p.dataset.subset(part), &train_cfg, cfg.seed)?;
         out.push(accuracy(&net, test)?);
@@ -48,7 +48,7 @@ pub fn centralized(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
     let t = std::time::Instant::now();
     let all: Vec<usize> = p.parts.concat();
     let cfg = &p.nodes[0];
-    let mut net = Network::new(&cfg.model, p.dataset.dim, p.dataset.classes, cfg.backend, p.scenario.seed)?;
+    let mut net = Model::new(&cfg.model, p.dataset.dim, p.dataset.classes, cfg.backend, p.scenario.seed)?;
     let train_cfg = TrainConfig { epochs: epochs_total(p).min(10), ..cfg.train.clone() };
     train::fit(&mut net, &p.dataset.subset(&all), &train_cfg, p.scenario.seed)?;
     Ok(Baseline { accuracy: accuracy(&net, test)?, per_round: Vec::new(), bytes_total: 0, seconds: t.elapsed().as_secs_f64() })
@@ -59,7 +59,7 @@ pub fn centralized(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
 pub fn fedavg(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
     let t = std::time::Instant::now();
     let cfg0 = &p.nodes[0];
-    let mut global = Network::new(&cfg0.model, p.dataset.dim, p.dataset.classes, cfg0.backend, p.scenario.seed)?;
+    let mut global = Model::new(&cfg0.model, p.dataset.dim, p.dataset.classes, cfg0.backend, p.scenario.seed)?;
     let model_bytes = global.to_bytes()?.len() as u64;
     let parts: Vec<Dataset> = p.parts.iter().map(|rows| p.dataset.subset(rows)).collect();
     let weights: Vec<f64> = parts.iter().map(|d| d.len() as f64).collect();
@@ -71,8 +71,8 @@ pub fn fedavg(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
             train::fit(&mut local, d, &p.nodes[i].train, p.nodes[i].seed ^ round)?;
             locals.push(local);
         }
-        let refs: Vec<&Network> = locals.iter().collect();
-        global = learning::network::average(&refs, &weights)?;
+        let refs: Vec<&Model> = locals.iter().collect();
+        global = learning::model::average(&refs, &weights)?;
         per_round.push(accuracy(&global, test)?);
     }
     let bytes_total = 2 * model_bytes * parts.len() as u64 * p.scenario.rounds;
@@ -84,7 +84,7 @@ pub fn fedavg(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
 pub fn public_labels(p: &Prepared, test: &Dataset) -> anyhow::Result<(Baseline, ModelFacts)> {
     let t = std::time::Instant::now();
     let s = &p.scenario;
-    let mut net = Network::new(&s.student.architecture, p.dataset.dim, p.dataset.classes, s.backend, s.seed ^ 0xABCD)?;
+    let mut net = Model::new(&s.student.architecture, p.dataset.dim, p.dataset.classes, s.backend, s.seed ^ 0xABCD)?;
     let epochs = (s.student.distill.train.epochs * s.rounds as usize).min(100);
     let train_cfg = TrainConfig { epochs, ..s.student.distill.train.clone() };
     train::fit(&mut net, &p.dataset.subset(&p.split.reference), &train_cfg, s.seed)?;
@@ -93,7 +93,7 @@ pub fn public_labels(p: &Prepared, test: &Dataset) -> anyhow::Result<(Baseline, 
 }
 
 /// Accuracy of the mean of the nodes' final predictions on the test set (what the student distils).
-pub fn ensemble(nodes: &[Network], test: &Dataset) -> anyhow::Result<(f32, Vec<f32>)> {
+pub fn ensemble(nodes: &[Model], test: &Dataset) -> anyhow::Result<(f32, Vec<f32>)> {
     let mut acc = learning::consensus::MeanAccumulator::new(test.len(), test.classes, false);
     let mut each = Vec::new();
     for n in nodes {

@@ -67,12 +67,7 @@ fn load(name: &str) -> anyhow::Result<Scenario> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: log files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    net::cli::init_logging("warn", net::cli::LogFormat::Text);
     match Cli::parse().command {
         Command::List => {
             for (name, about) in scenarios::presets::PRESETS {

@@ -8,7 +8,7 @@ use crate::setup::Prepared;
 /// Writes the run's result files into its folder.
 pub fn write(p: &Prepared, r: &Results) -> anyhow::Result<()> {
     let dir = &p.dir;
-    learning::network::atomic_write(&dir.join("results.json"), &serde_json::to_vec_pretty(r)?)?;
+    learning::fs::atomic_write(&dir.join("results.json"), &serde_json::to_vec_pretty(r)?)?;
     let mut csv = String::from("round,global_accuracy,fedavg_accuracy,participants,bytes_up,bytes_down,seconds\n");
     for x in &r.rounds {
         let _ = writeln!(
@@ -23,7 +23,7 @@ pub fn write(p: &Prepared, r: &Results) -> anyhow::Result<()> {
             x.seconds
         );
     }
-    learning::network::atomic_write(&dir.join("rounds.csv"), csv.as_bytes())?;
+    learning::fs::atomic_write(&dir.join("rounds.csv"), csv.as_bytes())?;
     let counts = learning::data::label_counts(&p.parts, &p.dataset.labels, p.dataset.classes);
     let plots: [(&str, Result<(), Box<dyn std::error::Error>>); 3] = [
         ("accuracy.png", crate::plots::accuracy_per_round(r, &dir.join("accuracy.png"))),
@@ -35,7 +35,7 @@ pub fn write(p: &Prepared, r: &Results) -> anyhow::Result<()> {
             anyhow::bail!("cannot draw {name}: {e}");
         }
     }
-    learning::network::atomic_write(&dir.join("report.md"), markdown(p, r).as_bytes())?;
+    learning::fs::atomic_write(&dir.join("report.md"), markdown(p, r).as_bytes())?;
     Ok(())
 }
 

@@ -2,15 +2,18 @@
 //! then the outputs (`results.json`, `rounds.csv`, `report.md`, `config.toml`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aggregator::{Aggregator, RoundMetrics};
 use anyhow::Context;
 use learning::eval::ModelFacts;
-use learning::Network;
+use learning::Model;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+use net::multiaddr::{Multiaddr, Protocol};
 
 use crate::baselines::{self, Baseline};
 use crate::setup::{self, Prepared};
@@ -119,11 +122,21 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Resul
     .await?
 }
 
-fn write_configs(p: &mut Prepared, agg_addr: &str) -> anyhow::Result<()> {
+fn node_dir(p: &Prepared, i: usize) -> PathBuf {
+    p.dir.join("nodes").join(format!("node-{i:02}"))
+}
+
+/// Writes `federation.toml`, each node's `node.toml` and, for a node with simulated faults, its
+/// `simulation.toml` (read by `fd-sim-node`, never by `fd-node`).
+fn write_configs(p: &mut Prepared, agg_addr: &Multiaddr) -> anyhow::Result<()> {
     setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator)?;
-    for (i, n) in p.nodes.iter_mut().enumerate() {
-        n.aggregator = agg_addr.to_owned();
-        setup::write_toml(&p.dir.join("nodes").join(format!("node-{i:02}")).join("node.toml"), n)?;
+    for i in 0..p.nodes.len() {
+        p.nodes[i].aggregator = agg_addr.clone();
+        let dir = node_dir(p, i);
+        setup::write_toml(&dir.join("node.toml"), &p.nodes[i])?;
+        if !p.faults[i].is_honest() {
+            setup::write_toml(&dir.join("simulation.toml"), &p.faults[i])?;
+        }
     }
     Ok(())
 }
@@ -142,9 +155,9 @@ fn bar(total: u64, show: bool) -> indicatif::ProgressBar {
 }
 
 async fn federate_in_process(p: &mut Prepared, progress: bool) -> anyhow::Result<Vec<RoundMetrics>> {
-    p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+    p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
     let mut agg = Aggregator::start(p.aggregator.clone()).await.context("starting the aggregator")?;
-    let addr = format!("{}/p2p/{}", agg.listen_addrs()[0], net::keys::peer_id_string(&agg.id()));
+    let addr = agg.listen_addrs()[0].clone().with(Protocol::P2p(net::peer_id(&agg.id())));
     write_configs(p, &addr)?;
     let (tx, mut rx) = mpsc::channel(64);
     agg.set_progress(tx);
@@ -154,21 +167,21 @@ async fn federate_in_process(p: &mut Prepared, progress: bool) -> anyhow::Result
     let mut node_tasks = Vec::new();
     for (i, cfg) in p.nodes.iter().enumerate() {
         let cfg = cfg.clone();
+        let mut faults = p.faults[i].clone();
         let token = shutdown.child_token();
         let mut round_rx = round_rx.clone();
         let return_at = p.scenario.faults.iter().find(|f| f.node == i).and_then(|f| f.return_at);
         node_tasks.push(tokio::spawn(async move {
-            let mut cfg = cfg;
             loop {
-                let summary = node::run(cfg.clone(), token.clone()).await?;
+                let summary = node::run_with(cfg.clone(), Arc::new(faults.clone()), token.clone()).await?;
                 match (summary.left_at, return_at) {
                     (Some(_), Some(back)) => {
                         // Come back once round `back − 1` is complete, in time for round `back`.
                         tokio::select! {
-                            _ = token.cancelled() => return Ok::<_, node::NodeError>(()),
+                            _ = token.cancelled() => return Ok::<_, node::Error>(()),
                             r = round_rx.wait_for(|r| *r + 1 >= back) => if r.is_err() { return Ok(()) },
                         }
-                        cfg.simulation.leave_at_round = None;
+                        faults.leave_at_round = None;
                     }
                     _ => return Ok(()),
                 }
@@ -217,30 +230,39 @@ async fn federate_processes(p: &mut Prepared, progress: bool) -> anyhow::Result<
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
     };
-    p.aggregator.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}")];
+    p.aggregator.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse()?];
     let agg_id = net::keys::read(&p.aggregator.key)?.id();
-    let addr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", net::keys::peer_id_string(&agg_id));
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", net::keys::peer_id_string(&agg_id)).parse()?;
     write_configs(p, &addr)?;
     let agg_bin = sibling_binary("fd-aggregator")?;
     let node_bin = sibling_binary("fd-node")?;
+    let sim_bin = sibling_binary("fd-sim-node")?;
     let logs = p.dir.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let spawn = |bin: &Path, cfg: PathBuf, log: PathBuf| -> anyhow::Result<tokio::process::Child> {
+    let spawn = |bin: &Path, args: Vec<std::ffi::OsString>, log: PathBuf| -> anyhow::Result<tokio::process::Child> {
         let f = std::fs::File::create(&log)?;
         Ok(tokio::process::Command::new(bin)
-            .arg("run")
-            .arg("--config")
-            .arg(cfg)
+            .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(f)
             .kill_on_drop(true)
             .spawn()?)
     };
-    let mut agg = spawn(&agg_bin, p.dir.join("federation.toml"), logs.join("aggregator.log"))?;
+    let run = |cfg: PathBuf| vec!["run".into(), "--config".into(), cfg.into_os_string()];
+    let mut agg = spawn(&agg_bin, run(p.dir.join("federation.toml")), logs.join("aggregator.log"))?;
     let mut nodes = Vec::new();
     for i in 0..p.nodes.len() {
-        let cfg = p.dir.join("nodes").join(format!("node-{i:02}")).join("node.toml");
-        nodes.push(spawn(&node_bin, cfg, logs.join(format!("node-{i:02}.log")))?);
+        let dir = node_dir(p, i);
+        let log = logs.join(format!("node-{i:02}.log"));
+        let child = if p.faults[i].is_honest() {
+            spawn(&node_bin, run(dir.join("node.toml")), log)?
+        } else {
+            let mut args = run(dir.join("node.toml"));
+            args.extend(["--simulation".into(), dir.join("simulation.toml").into_os_string()]);
+            args.remove(0); // fd-sim-node takes no subcommand
+            spawn(&sim_bin, args, log)?
+        };
+        nodes.push(child);
     }
     let pb = bar(p.scenario.rounds, progress);
     let metrics_path = p.aggregator.output.join("metrics.jsonl");
@@ -280,12 +302,12 @@ fn peak_rss_mib() -> Option<f64> {
 fn evaluate(p: &Prepared, metrics: &[RoundMetrics], federation_seconds: f64) -> anyhow::Result<Results> {
     let s = &p.scenario;
     let test = p.dataset.subset(&p.split.test);
-    let global = Network::load(&p.aggregator.output.join("global"), s.backend).context("loading the global model")?;
+    let global = Model::load(&p.aggregator.output.join("global"), s.backend).context("loading the global model")?;
     let global_accuracy = learning::eval::evaluate(&global.soft_labels(&test.features, 1.0, 256)?, &test.labels, test.classes).accuracy;
-    let nodes: Vec<Network> = p
+    let nodes: Vec<Model> = p
         .nodes
         .iter()
-        .map(|n| Network::load(&n.state_dir.join("model"), s.backend).with_context(|| format!("loading {}", n.state_dir.display())))
+        .map(|n| Model::load(&n.state_dir.join("model"), s.backend).with_context(|| format!("loading {}", n.state_dir.display())))
         .collect::<anyhow::Result<_>>()?;
     let (ensemble_accuracy, node_accuracy) = baselines::ensemble(&nodes, &test)?;
     let b = &s.baselines;

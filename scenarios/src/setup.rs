@@ -3,12 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use aggregator::config::{AggregatorConfig, ReferenceConfig, RosterEntry, RoundConfig};
+use aggregator::config::{AggregatorConfig, ReferenceConfig, RosterEntry};
 use anyhow::Context;
 use learning::data::{self, Dataset, Preprocess, Split};
-use node::config::{NodeConfig, Simulation};
+use node::config::NodeConfig;
+use protocol::seed::{derive, Stream};
 use protocol::ReferenceSet;
 
+use crate::faults::Simulation;
 use crate::spec::Scenario;
 
 /// Everything a run needs, on disk and in memory.
@@ -25,6 +27,8 @@ pub struct Prepared {
     pub aggregator: AggregatorConfig,
     /// Node configs (aggregator address to be set by the runner).
     pub nodes: Vec<NodeConfig>,
+    /// Each node's simulated faults (honest: the default).
+    pub faults: Vec<Simulation>,
     /// Output folder.
     pub dir: PathBuf,
 }
@@ -36,7 +40,7 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
     let mut raw_spec = s.data.clone();
     raw_spec.preprocess = Preprocess::None;
     let raw = raw_spec.load().context("loading the scenario's data")?;
-    let split = data::split(raw.len(), s.split.test, s.split.reference, s.seed)?;
+    let split = data::split(raw.len(), s.split.test, s.split.reference, derive(s.seed, Stream::Split, 0))?;
     // Standardisation statistics come from the public reference inputs only, and are written
     // into the resolved config so that every node applies the same map.
     if let Preprocess::Standardise { mean, .. } = &s.data.preprocess {
@@ -46,12 +50,12 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
     }
     let mut dataset = raw;
     s.data.preprocess.apply(&mut dataset.features, dataset.dim)?;
-    let parts = data::partition(&split.private, &dataset.labels, dataset.classes, s.split.nodes, &s.split.partition, s.split.min_size, s.seed)?;
+    let parts = data::partition(&split.private, &dataset.labels, dataset.classes, s.split.nodes, &s.split.partition, s.split.min_size, derive(s.seed, Stream::Split, 1))?;
 
     let reference = ReferenceSet::new(split.reference.len(), dataset.dim, dataset.subset(&split.reference).features)?;
     let ref_bytes = reference.to_bytes();
     let ref_path = dir.join("reference.fdref");
-    learning::network::atomic_write(&ref_path, &ref_bytes)?;
+    learning::fs::atomic_write(&ref_path, &ref_bytes)?;
     let test_rows = dir.join("test-rows.txt");
     data::write_rows(&test_rows, &split.test)?;
 
@@ -60,8 +64,10 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
     let agg_key = keys.join("aggregator.key");
     let _ = std::fs::remove_file(&agg_key);
     net::keys::generate(&agg_key)?;
+    let federation = protocol::FederationId::new(s.name.clone()).with_context(|| format!("scenario name `{}` as a federation id", s.name))?;
     let mut roster = Vec::new();
     let mut nodes = Vec::new();
+    let mut faults = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         let ndir = dir.join("nodes").join(format!("node-{i:02}"));
         std::fs::create_dir_all(&ndir)?;
@@ -69,7 +75,7 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
         let key = keys.join(format!("node-{i:02}.key"));
         let _ = std::fs::remove_file(&key);
         let id = net::keys::generate(&key)?;
-        roster.push(RosterEntry { name: format!("node-{i:02}"), peer_id: net::keys::peer_id_string(&id.id()) });
+        roster.push(RosterEntry { name: format!("node-{i:02}"), peer_id: id.id() });
         data::write_rows(&ndir.join("rows.txt"), part)?;
         // The reference set is public: each node starts with its own copy (checked against the
         // announced hash). Without one, a node fetches it from the aggregator.
@@ -81,23 +87,25 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
         spec.rows = Some(ndir.join("rows.txt"));
         spec.classes = Some(dataset.classes);
         let fault = s.faults.iter().find(|f| f.node == i);
+        faults.push(Simulation {
+            delay_ms: fault.map_or(0, |f| f.delay_ms),
+            attack: fault.map_or(Default::default(), |f| f.attack),
+            leave_at_round: fault.and_then(|f| f.drop_at),
+            seed: derive(s.seed, Stream::Fault, i as u64),
+        });
         nodes.push(NodeConfig {
-            federation: s.name.clone(),
+            federation: federation.clone(),
             key,
-            aggregator: String::new(),
+            // Set by the runner once the aggregator has bound its address.
+            aggregator: net::multiaddr::Multiaddr::empty(),
             state_dir: ndir.join("state"),
             reference: ndir.join("state").join("reference.fdref"),
-            seed: s.seed.wrapping_add(1000 + i as u64),
+            seed: derive(s.seed, Stream::Init, 1 + i as u64),
             backend: s.backend,
             data: spec,
             model: s.architecture(i).clone(),
             train: s.nodes.train.clone(),
             digest: s.nodes.digest.clone(),
-            simulation: Simulation {
-                delay_ms: fault.map_or(0, |f| f.delay_ms),
-                attack: fault.map_or(Default::default(), |f| f.attack),
-                leave_at_round: fault.and_then(|f| f.drop_at),
-            },
         });
     }
     let mut validation = s.data.clone();
@@ -105,7 +113,7 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
     validation.classes = Some(dataset.classes);
     let _ = std::fs::remove_dir_all(dir.join("aggregator"));
     let aggregator = AggregatorConfig {
-        federation: s.name.clone(),
+        federation,
         key: agg_key,
         listen: Vec::new(),
         output: dir.join("aggregator"),
@@ -114,24 +122,18 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
         backend: s.backend,
         classes: dataset.classes,
         roster,
-        reference: ReferenceConfig { path: ref_path, sha256: protocol::ReferenceSetId::digest(&ref_bytes).to_hex() },
-        round: RoundConfig {
-            samples: s.round.samples,
-            temperature: s.round.temperature,
-            encoding: s.round.encoding.clone(),
-            quorum: s.quorum(),
-            deadline_secs: s.round.deadline_secs,
-        },
+        reference: ReferenceConfig { path: ref_path, sha256: protocol::ReferenceSetId::digest(&ref_bytes) },
+        round: s.round.clone(),
         consensus: s.consensus.clone(),
         student: s.student.clone(),
         validation: Some(validation),
     };
-    Ok(Prepared { scenario: s, dataset, split, parts, aggregator, nodes, dir: dir.to_owned() })
+    Ok(Prepared { scenario: s, dataset, split, parts, aggregator, nodes, faults, dir: dir.to_owned() })
 }
 
 /// Writes a config as TOML.
 pub fn write_toml<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let text = toml::to_string_pretty(value).context("serialising a config")?;
-    learning::network::atomic_write(path, text.as_bytes())?;
+    learning::fs::atomic_write(path, text.as_bytes())?;
     Ok(())
 }

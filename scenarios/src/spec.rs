@@ -2,12 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use aggregator::config::StudentConfig;
+use aggregator::config::{RoundConfig, StudentConfig};
 use learning::consensus::ConsensusConfig;
 use learning::data::{DataSpec, Partition};
 use learning::train::TrainConfig;
 use learning::{Architecture, BackendKind};
-use node::config::{Attack, DigestConfig};
+use node::config::DigestConfig;
+
+use crate::faults::Attack;
 use serde::{Deserialize, Serialize};
 
 /// A simulated federation.
@@ -34,8 +36,8 @@ pub struct Scenario {
     pub nodes: NodesSpec,
     /// The global student.
     pub student: StudentConfig,
-    /// Round settings.
-    pub round: RoundSpec,
+    /// Round settings, as the aggregator takes them (`quorum` defaults to every node).
+    pub round: RoundConfig,
     /// How soft labels are combined.
     #[serde(default)]
     pub consensus: ConsensusConfig,
@@ -113,33 +115,6 @@ pub struct ArchitectureOverride {
     pub architecture: Architecture,
 }
 
-/// Round settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoundSpec {
-    /// Reference samples per round.
-    pub samples: u32,
-    /// Temperature.
-    pub temperature: f32,
-    /// Payload encoding.
-    #[serde(default = "q8")]
-    pub encoding: String,
-    /// Quorum (0 = every node).
-    #[serde(default)]
-    pub quorum: usize,
-    /// Seconds to the deadline.
-    #[serde(default = "deadline")]
-    pub deadline_secs: f64,
-}
-
-fn q8() -> String {
-    "q8".into()
-}
-
-fn deadline() -> f64 {
-    30.0
-}
-
 /// A fault injected into one node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,16 +181,10 @@ impl Scenario {
         if self.split.nodes == 0 {
             bail!("`split.nodes` must be at least 1");
         }
-        if self.round.quorum > self.split.nodes {
-            bail!("`round.quorum` = {} exceeds `split.nodes` = {}", self.round.quorum, self.split.nodes);
+        self.round.validate(self.split.nodes)?;
+        if self.round.samples as usize > self.split.reference {
+            bail!("`round.samples` = {} exceeds `split.reference` = {}", self.round.samples, self.split.reference);
         }
-        if self.round.samples as usize > self.split.reference || self.round.samples == 0 {
-            bail!("`round.samples` = {} must be between 1 and `split.reference` = {}", self.round.samples, self.split.reference);
-        }
-        if !(self.round.temperature.is_finite() && self.round.temperature > 0.0) {
-            bail!("`round.temperature` must be positive");
-        }
-        protocol::Encoding::parse(&self.round.encoding).map_err(|e| anyhow::anyhow!("`round.encoding`: {e}"))?;
         self.nodes.train.validate().map_err(|e| anyhow::anyhow!("`nodes.train`: {e}"))?;
         self.student.distill.validate().map_err(|e| anyhow::anyhow!("`student.distill`: {e}"))?;
         self.consensus.validate().map_err(|e| anyhow::anyhow!("`consensus`: {e}"))?;
@@ -245,11 +214,6 @@ impl Scenario {
     /// Whether every node shares one architecture (FedAvg is possible).
     pub fn homogeneous(&self) -> bool {
         (0..self.split.nodes).all(|i| self.architecture(i) == &self.nodes.architecture)
-    }
-
-    /// Effective quorum.
-    pub fn quorum(&self) -> usize {
-        if self.round.quorum == 0 { self.split.nodes } else { self.round.quorum }
     }
 }
 

@@ -33,13 +33,14 @@ fn prepare(s: &Scenario, tweak: impl FnOnce(&mut Prepared)) -> (Prepared, u16) {
     let _ = std::fs::remove_dir_all(&dir);
     let mut p = setup::prepare(s, &dir).unwrap();
     let port = free_port();
-    p.aggregator.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}"), format!("/ip4/127.0.0.1/udp/{port}/quic-v1")];
+    p.aggregator.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap(), format!("/ip4/127.0.0.1/udp/{port}/quic-v1").parse().unwrap()];
     tweak(&mut p);
     let agg = net::keys::peer_id_string(&net::keys::read(&p.aggregator.key).unwrap().id());
     setup::write_toml(&dir.join("federation.toml"), &p.aggregator).unwrap();
     for (i, n) in p.nodes.iter_mut().enumerate() {
         // Node 0 comes in over QUIC, the others over TCP.
-        n.aggregator = if i == 0 { format!("/ip4/127.0.0.1/udp/{port}/quic-v1/p2p/{agg}") } else { format!("/ip4/127.0.0.1/tcp/{port}/p2p/{agg}") };
+        let addr = if i == 0 { format!("/ip4/127.0.0.1/udp/{port}/quic-v1/p2p/{agg}") } else { format!("/ip4/127.0.0.1/tcp/{port}/p2p/{agg}") };
+        n.aggregator = addr.parse().unwrap();
         setup::write_toml(&node_toml(&dir, i), n).unwrap();
     }
     (p, port)
@@ -50,10 +51,18 @@ fn node_toml(dir: &Path, i: usize) -> PathBuf {
 }
 
 fn spawn(bin: &str, config: &Path, log: &Path) -> Child {
+    spawn_args(bin, &["run".as_ref(), "--config".as_ref(), config.as_os_str()], log)
+}
+
+/// A node with simulated faults: `fd-sim-node`, which reads `simulation` beside its config.
+fn spawn_sim(config: &Path, simulation: &Path, log: &Path) -> Child {
+    spawn_args("fd-sim-node", &["--config".as_ref(), config.as_os_str(), "--simulation".as_ref(), simulation.as_os_str()], log)
+}
+
+fn spawn_args(bin: &str, args: &[&std::ffi::OsStr], log: &Path) -> Child {
     let exe = sibling_binary(bin).expect("workspace binaries are built by cargo test --workspace");
     Command::new(exe)
-        .args(["run", "--config"])
-        .arg(config)
+        .args(args)
         .env("RUST_LOG", "info,libp2p=warn")
         .stdout(Stdio::null())
         .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
@@ -135,7 +144,7 @@ fn three_node_processes_federate_and_a_stranger_is_refused() {
         assert_eq!(r.participants, vec!["node-00", "node-01", "node-02"], "round {}", r.round);
     }
     // The outputs exist and load; the global model beats the mean local-only model.
-    let global = learning::Network::load(&p.aggregator.output.join("global"), s.backend).unwrap();
+    let global = learning::Model::load(&p.aggregator.output.join("global"), s.backend).unwrap();
     assert!(p.aggregator.output.join("global.safetensors").is_file());
     assert!(p.aggregator.output.join("global.onnx").is_file());
     assert!(p.aggregator.output.join("report.md").is_file());
@@ -154,24 +163,26 @@ fn three_node_processes_federate_and_a_stranger_is_refused() {
 #[test]
 fn a_node_killed_mid_round_misses_it_and_rejoins_later() {
     let s = scenario("killnode", 3, 5);
-    let (mut p, _) = prepare(&s, |p| {
-        p.aggregator.round.quorum = 2;
+    let (p, _) = prepare(&s, |p| {
+        p.aggregator.round.quorum = Some(2);
         p.aggregator.round.deadline_secs = 5.0;
-        p.nodes[2].simulation.delay_ms = 1500; // a straggler, so it can be killed mid-round
     });
     let dir = p.dir.clone();
+    // Node 2 is a straggler, so that it can be killed mid-round.
+    let straggler = scenarios::faults::Simulation { delay_ms: 1500, ..Default::default() };
+    let sim = dir.join("straggler.toml");
+    setup::write_toml(&sim, &straggler).unwrap();
     let mut procs = Procs(vec![spawn("fd-aggregator", &dir.join("federation.toml"), &dir.join("aggregator.log"))]);
-    for i in 0..3 {
+    for i in 0..2 {
         procs.0.push(spawn("fd-node", &node_toml(&dir, i), &dir.join(format!("node-{i}.log"))));
     }
+    procs.0.push(spawn_sim(&node_toml(&dir, 2), &sim, &dir.join("node-2.log")));
     wait_until("round 1", Duration::from_secs(120), || !metrics(&p).is_empty());
     std::thread::sleep(Duration::from_millis(500));
     procs.0[3].kill().unwrap();
     procs.0[3].wait().unwrap();
     wait_until("round 2", Duration::from_secs(120), || metrics(&p).len() >= 2);
-    // Restart it (no longer a straggler): it resumes its checkpoint and joins a later round.
-    p.nodes[2].simulation.delay_ms = 0;
-    setup::write_toml(&node_toml(&dir, 2), &p.nodes[2]).unwrap();
+    // Restart it as a plain fd-node: it resumes its checkpoint and joins a later round.
     procs.0.push(spawn("fd-node", &node_toml(&dir, 2), &dir.join("node-2.log")));
     let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
     assert!(status.success());
@@ -211,5 +222,5 @@ fn a_sigkilled_aggregator_resumes_with_its_rounds_intact() {
     assert_eq!(after.len(), 4);
     assert_eq!(after[..2], before[..2], "rounds 1 and 2 survive the crash unchanged");
     assert_eq!(after.iter().map(|m| m.round).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
-    assert!(learning::Network::load(&p.aggregator.output.join("global"), s.backend).is_ok());
+    assert!(learning::Model::load(&p.aggregator.output.join("global"), s.backend).is_ok());
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use learning::consensus::Rule;
-use node::config::Attack;
+use scenarios::faults::Attack;
 use scenarios::presets::preset;
 use scenarios::run::{run, Results, RunOptions};
 use scenarios::spec::{data_dir, Fault};
@@ -99,7 +99,7 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
 async fn a_dropped_node_misses_its_round_and_comes_back() {
     let mut s = small("drop");
     s.rounds = 3;
-    s.round.quorum = 3;
+    s.round.quorum = Some(3);
     // Long enough for the returning node to restart, rejoin and submit on a loaded machine.
     s.round.deadline_secs = 5.0;
     s.baselines = scenarios::spec::Baselines { local: false, centralized: false, fedavg: false, public_labels: false };

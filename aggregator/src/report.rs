@@ -1,0 +1,48 @@
+//! The end-of-run outputs: the global model three ways (`global.bpk`/`global.json` for burn,
+//! `global.safetensors`, `global.onnx`) and `report.md`. Blocking: runs on the student's thread.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use learning::eval::ModelFacts;
+use learning::fs::atomic_write;
+use learning::Model;
+use protocol::FederationId;
+
+use crate::checkpoint::RoundMetrics;
+use crate::Error;
+
+/// Writes the global model and the report into `out`.
+pub fn write(out: &Path, federation: &FederationId, student: &Model, metrics: &[RoundMetrics]) -> Result<(), Error> {
+    student.save(&out.join("global"))?;
+    student.export_safetensors(&out.join("global.safetensors"))?;
+    student.export_onnx(&out.join("global.onnx"))?;
+    let facts = ModelFacts::of(student)?;
+    atomic_write(&out.join("report.md"), markdown(federation, &facts, metrics).as_bytes())?;
+    Ok(())
+}
+
+fn markdown(federation: &FederationId, facts: &ModelFacts, metrics: &[RoundMetrics]) -> String {
+    let mut r = String::new();
+    let _ = writeln!(r, "# Federation `{federation}`: {} rounds\n", metrics.len());
+    let _ = writeln!(
+        r,
+        "Global model: {} — {} parameters, {} bytes, {:.1} µs/sample at batch 1, {:.2} µs/sample at batch 256.\n",
+        facts.architecture, facts.parameters, facts.bytes, facts.latency_us_batch1, facts.latency_us_batch256
+    );
+    let _ = writeln!(r, "| round | participants | bytes in | bytes out | accuracy | agreement | seconds |\n|---|---|---|---|---|---|---|");
+    for m in metrics {
+        let _ = writeln!(
+            r,
+            "| {} | {} | {} | {} | {} | {:.3} | {:.2} |",
+            m.round,
+            m.participants.len(),
+            m.bytes_in,
+            m.bytes_out,
+            m.accuracy.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into()),
+            m.agreement,
+            m.seconds
+        );
+    }
+    r
+}

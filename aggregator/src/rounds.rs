@@ -1,0 +1,164 @@
+//! Driving the rounds: announce → collect until everyone answered or the deadline passed with a
+//! quorum → combine → distil the student (late submissions are answered meanwhile) → deliver the
+//! consensus → checkpoint → one log line.
+
+use std::time::Duration;
+
+use protocol::seed::{derive, Stream};
+use protocol::{Consensus, Message, ParticipantId, Receipt, ReceiptStatus, RoundAnnouncement, SampleSelection, SoftLabels};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::RoundMetrics;
+use crate::round::RoundState;
+use crate::{Aggregator, Error};
+
+impl Aggregator {
+    /// Runs the rounds not yet completed. `Ok(false)`: stopped by `shutdown`.
+    pub(crate) async fn rounds(&mut self, shutdown: &CancellationToken) -> Result<bool, Error> {
+        for round in self.completed + 1..=self.cfg.rounds {
+            let started = std::time::Instant::now();
+            let (sent0, recv0) = self.client.traffic();
+            let ann = self.announcement(round);
+            let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.round.deadline_secs);
+            let mut state = RoundState::new(ann.clone(), self.roster.keys().copied().collect(), self.cfg.round.quorum(self.roster.len()), deadline, self.cfg.consensus.clone());
+            for peer in self.joined.clone() {
+                self.send(peer, Message::RoundAnnouncement(ann.clone()));
+            }
+            tracing::info!(round, joined = self.joined.len(), samples = ann.selection.len(), "round open");
+            let mut past_deadline = false;
+            while !state.ready(Instant::now()) {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(false),
+                    ev = self.events.recv() => match ev {
+                        Some(ev) => self.on_event(ev, &mut state).await,
+                        None => return Err(Error::Net(net::Error::Stopped)),
+                    },
+                    _ = tokio::time::sleep_until(state.deadline()), if !past_deadline => past_deadline = true,
+                }
+            }
+            let combined = state.close()?;
+            let participants = state.participants();
+            let rows = ann.selection.resolve(ann.reference_samples)?;
+            // Distil on the student's thread; late submissions are answered meanwhile.
+            let student = self.student.clone();
+            let learn = student.learn(round, rows.clone(), combined.clone());
+            tokio::pin!(learn);
+            let mut events_open = true;
+            let learnt = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(false),
+                    res = &mut learn => break res?,
+                    ev = self.events.recv(), if events_open => match ev {
+                        Some(ev) => self.on_event(ev, &mut state).await,
+                        None => events_open = false,
+                    },
+                }
+            };
+            let labels = SoftLabels::encode(&combined.probs, rows.len(), self.cfg.classes, self.cfg.round.encoding)?;
+            let consensus = Message::Consensus(Consensus {
+                federation: self.federation().clone(),
+                round,
+                reference_set: self.reference_id,
+                selection: ann.selection.clone(),
+                temperature: ann.temperature,
+                labels,
+                weights: Consensus::quantise_weights(&combined.weights),
+                participants: participants.len() as u32,
+            });
+            // Wait for the nodes' receipts so that every node holds this consensus before the
+            // next round is announced: its digest step is then the same whatever the timing.
+            self.deliver(&consensus).await;
+            let (sent1, recv1) = self.client.traffic();
+            let mut names: Vec<String> = participants.iter().map(|p| self.name(p)).collect();
+            names.sort();
+            let m = RoundMetrics {
+                round,
+                participants: names,
+                bytes_in: recv1 - recv0,
+                bytes_out: sent1 - sent0,
+                samples: rows.len(),
+                masked: combined.weights.iter().filter(|w| **w == 0.0).count(),
+                accuracy: learnt.validation.as_ref().map(|v| v.accuracy),
+                nll: learnt.validation.as_ref().map(|v| v.nll),
+                agreement: learnt.agreement,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            self.metrics.push(m.clone());
+            self.student.checkpoint(self.metrics.clone()).await?;
+            self.completed = round;
+            tracing::info!(
+                round,
+                participants = m.participants.len(),
+                bytes_in = m.bytes_in,
+                bytes_out = m.bytes_out,
+                accuracy = m.accuracy.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into()),
+                seconds = format!("{:.2}", m.seconds),
+                "round complete"
+            );
+            if let Some(tx) = &self.progress {
+                let _ = tx.try_send(m);
+            }
+        }
+        Ok(true)
+    }
+
+    fn announcement(&self, round: u64) -> RoundAnnouncement {
+        let deadline_ms = net::ledger::now_ms() + (self.cfg.round.deadline_secs * 1000.0) as u64;
+        RoundAnnouncement {
+            federation: self.federation().clone(),
+            round,
+            reference_set: self.reference_id,
+            reference_samples: self.reference.samples as u32,
+            selection: SampleSelection::Seeded { seed: derive(self.cfg.seed, Stream::Selection, round), count: self.cfg.round.samples },
+            classes: self.cfg.classes as u32,
+            temperature: self.cfg.round.temperature,
+            deadline_unix_ms: deadline_ms,
+            encoding: self.cfg.round.encoding,
+        }
+    }
+
+    /// Sends `message` to every joined node and waits for their receipts, at most one round
+    /// deadline: a node that does not answer in time does not hold up the federation.
+    pub(crate) async fn deliver(&self, message: &Message) {
+        let mut deliveries = tokio::task::JoinSet::new();
+        for peer in self.joined.iter().copied() {
+            let client = self.client.clone();
+            let msg = message.clone();
+            deliveries.spawn(async move { (peer, client.request(&peer, &msg).await) });
+        }
+        let wait = Duration::from_secs_f64(self.cfg.round.deadline_secs);
+        let kind = message.kind();
+        let collected = tokio::time::timeout(wait, async {
+            while let Some(done) = deliveries.join_next().await {
+                match done {
+                    Ok((peer, Err(e))) => tracing::warn!(node = %self.name(&peer), ?kind, error = %e, "not delivered"),
+                    Ok((peer, Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, .. })))) => {
+                        tracing::warn!(node = %self.name(&peer), ?kind, ?reason, %detail, "not delivered: refused")
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        if collected.is_err() {
+            tracing::warn!(?kind, pending = deliveries.len(), "delivery still pending at the deadline; continuing");
+        }
+        deliveries.detach_all();
+    }
+
+    /// Sends a request in the background and logs a failure.
+    pub(crate) fn send(&mut self, peer: ParticipantId, message: Message) {
+        let client = self.client.clone();
+        while self.sends.try_join_next().is_some() {}
+        self.sends.spawn(async move {
+            match client.request(&peer, &message).await {
+                Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, .. })) => {
+                    tracing::warn!(peer = %peer.short(), kind = ?message.kind(), ?reason, %detail, "node refused");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(peer = %peer.short(), kind = ?message.kind(), error = %e, "send failed"),
+            }
+        });
+    }
+}

@@ -1,0 +1,102 @@
+//! Answering what nodes ask: joining (`Hello`), submissions (checked by the round's
+//! [`RoundState`]), and reference-set chunks.
+
+use net::{Event, Responder};
+use protocol::{
+    JoinAccepted, JoinReply, Message, ParticipantId, Receipt, ReceiptStatus, RefSetChunk, RefSetRequest, RefusalReason,
+};
+
+use crate::round::RoundState;
+use crate::Aggregator;
+
+impl Aggregator {
+    /// Handles one event of the network while a round is open (or closing).
+    pub(crate) async fn on_event(&mut self, ev: Event, state: &mut RoundState) {
+        match ev {
+            Event::Request { peer, message, responder } => self.on_request(peer, message, responder, state).await,
+            Event::Disconnected(p) => {
+                if self.joined.remove(&p) {
+                    tracing::info!(node = %self.name(&p), "node left");
+                }
+            }
+            Event::Refused { peer, reason, detail } => tracing::warn!(node = %self.name(&peer), ?reason, %detail, "message refused"),
+            _ => {}
+        }
+    }
+
+    fn receipt(&self, round: u64, status: ReceiptStatus, detail: &str) -> Message {
+        Message::Receipt(Receipt { federation: self.federation().clone(), round, status, detail: protocol::message::short_detail(detail) })
+    }
+
+    async fn on_request(&mut self, peer: ParticipantId, message: Message, responder: Responder, state: &mut RoundState) {
+        let reply = match message {
+            Message::Hello(h) => {
+                let outcome = if !self.roster.contains_key(&peer) {
+                    Err(RefusalReason::NotOnRoster)
+                } else if !h.claims(&peer) {
+                    Err(RefusalReason::BadSignature)
+                } else if h.protocol_version != protocol::PROTOCOL_VERSION {
+                    Err(RefusalReason::WrongVersion)
+                } else {
+                    Ok(JoinAccepted {
+                        current_round: state.round(),
+                        reference_set: self.reference_id,
+                        reference_samples: self.reference.samples as u32,
+                        classes: self.cfg.classes as u32,
+                    })
+                };
+                let accepted = outcome.is_ok();
+                if accepted {
+                    tracing::info!(node = %self.name(&peer), round = state.round(), "node joined");
+                    self.joined.insert(peer);
+                } else {
+                    tracing::warn!(peer = %peer.short(), ?outcome, "join refused");
+                }
+                let reply = Message::JoinReply(JoinReply { federation: self.federation().clone(), outcome, detail: String::new() });
+                if let Err(e) = responder.respond(reply).await {
+                    tracing::warn!(error = %e, "could not answer a hello");
+                }
+                // A node that joins while a round is open gets its announcement at once.
+                if accepted && !state.is_closed() {
+                    self.send(peer, Message::RoundAnnouncement(state.announcement.clone()));
+                }
+                return;
+            }
+            Message::Submission(sub) => {
+                let round = sub.round;
+                match state.submit(peer, &sub, &self.limits) {
+                    Ok(()) => {
+                        tracing::info!(node = %self.name(&peer), round, "submission accepted");
+                        self.receipt(round, ReceiptStatus::Accepted, "")
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %self.name(&peer), round, reason = ?e.refusal_reason(), error = %e, "submission refused");
+                        self.receipt(round, ReceiptStatus::Refused(e.refusal_reason()), &e.to_string())
+                    }
+                }
+            }
+            Message::RefSetRequest(req) => self.chunk(&req),
+            other => self.receipt(other.round().unwrap_or(0), ReceiptStatus::Refused(RefusalReason::Unavailable), &format!("the aggregator does not serve {:?}", other.kind())),
+        };
+        if let Err(e) = responder.respond(reply).await {
+            tracing::warn!(error = %e, "could not answer");
+        }
+    }
+
+    /// The chunk of the reference set's canonical bytes that `req` asks for.
+    fn chunk(&self, req: &RefSetRequest) -> Message {
+        if req.reference_set != self.reference_id {
+            return self.receipt(0, ReceiptStatus::Refused(RefusalReason::WrongReferenceSet), "unknown reference set");
+        }
+        let bytes = &self.reference_bytes;
+        let start = (req.offset.min(bytes.len() as u64)) as usize;
+        let end = start.saturating_add(req.len.min(protocol::message::MAX_CHUNK_BYTES) as usize).min(bytes.len());
+        Message::RefSetChunk(RefSetChunk {
+            federation: self.federation().clone(),
+            reference_set: self.reference_id,
+            offset: start as u64,
+            total_len: bytes.len() as u64,
+            data: bytes[start..end].to_vec(),
+        })
+    }
+}

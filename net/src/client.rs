@@ -1,0 +1,143 @@
+//! [`Client`]: the clonable handle through which the owner talks to the event loop, and
+//! [`Responder`], which answers one inbound request.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use libp2p::request_response::{InboundRequestId, ResponseChannel};
+use libp2p::{Multiaddr, PeerId};
+use protocol::{Identity, Limits, Message, ParticipantId, SignedEnvelope};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ledger::{Ledger, LedgerEntry};
+use crate::{participant, peer_id, Error};
+
+/// What the client asks of the event loop.
+pub(crate) enum Command {
+    Listen { addr: Multiaddr, reply: oneshot::Sender<Result<Multiaddr, Error>> },
+    Dial { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, Error>> },
+    Request { peer: PeerId, bytes: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, Error>> },
+    Respond { id: InboundRequestId, channel: ResponseChannel<Vec<u8>>, bytes: Vec<u8> },
+    Connected { reply: oneshot::Sender<Vec<ParticipantId>> },
+}
+
+/// What clients and the event loop share: the signing identity, the caps, the ledger and the
+/// traffic counters.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) identity: Identity,
+    pub(crate) limits: Limits,
+    pub(crate) ledger: Option<Ledger>,
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(identity: Identity, limits: Limits, ledger: Option<Ledger>) -> Self {
+        Self { identity, limits, ledger, sent: AtomicU64::new(0), received: AtomicU64::new(0) }
+    }
+
+    /// Signs `message`, records it in the ledger (on disk before this returns) and counts it.
+    pub(crate) async fn seal(&self, peer: &PeerId, direction: &str, message: &Message) -> Result<Vec<u8>, Error> {
+        let bytes = SignedEnvelope::seal(message, &self.identity)?.to_bytes()?;
+        if let Some(l) = &self.ledger {
+            l.record(&LedgerEntry::new(&peer.to_base58(), direction, message, &bytes)).await.map_err(Error::Ledger)?;
+        }
+        self.sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    pub(crate) fn add_received(&self, n: usize) {
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Clonable handle to the event loop. The loop ends when the last one is dropped.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("id", &self.shared.identity.id()).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub(crate) async fn send(&self, cmd: Command) -> Result<(), Error> {
+        self.commands.send(cmd).await.map_err(|_| Error::Stopped)
+    }
+
+    /// (bytes sent, bytes received) so far, counting encoded envelopes.
+    pub fn traffic(&self) -> (u64, u64) {
+        (self.shared.sent.load(Ordering::Relaxed), self.shared.received.load(Ordering::Relaxed))
+    }
+
+    /// This participant's id.
+    pub fn id(&self) -> ParticipantId {
+        self.shared.identity.id()
+    }
+
+    /// Starts listening; returns the bound address (with the real port).
+    pub async fn listen(&self, addr: Multiaddr) -> Result<Multiaddr, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Listen { addr, reply }).await?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Dials an address (which may end in `/p2p/<peer id>`); returns the connected peer.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<ParticipantId, Error> {
+        let (reply, rx) = oneshot::channel();
+        let text = addr.to_string();
+        self.send(Command::Dial { addr, reply }).await?;
+        let peer = rx.await.map_err(|_| Error::Stopped)??;
+        participant(&peer).ok_or(Error::Dial { addr: text, reason: "peer is not an Ed25519 key".into() })
+    }
+
+    /// Peers currently connected.
+    pub async fn connected(&self) -> Result<Vec<ParticipantId>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Connected { reply }).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Sends `bytes` exactly as given (no signing, no ledger) and returns the raw answer. For
+    /// tests and diagnostics that must put malformed frames on the wire.
+    pub async fn request_raw(&self, peer: &ParticipantId, bytes: Vec<u8>) -> Result<Vec<u8>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Request { peer: peer_id(peer), bytes, reply }).await?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Signs and sends a request; verifies that the response was signed by `peer` and decodes it.
+    pub async fn request(&self, peer: &ParticipantId, message: &Message) -> Result<Message, Error> {
+        let pid = peer_id(peer);
+        let bytes = self.shared.seal(&pid, "request", message).await?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Request { peer: pid, bytes, reply }).await?;
+        let raw = rx.await.map_err(|_| Error::Stopped)??;
+        self.shared.add_received(raw.len());
+        let limits = &self.shared.limits;
+        let env = SignedEnvelope::from_bytes(&raw, limits)?;
+        Ok(env.open(peer, limits)?)
+    }
+}
+
+/// Answers one inbound request.
+#[derive(Debug)]
+pub struct Responder {
+    pub(crate) peer: PeerId,
+    pub(crate) id: InboundRequestId,
+    pub(crate) channel: ResponseChannel<Vec<u8>>,
+    pub(crate) client: Client,
+}
+
+impl Responder {
+    /// Signs and sends the response.
+    pub async fn respond(self, message: Message) -> Result<(), Error> {
+        let bytes = self.client.shared.seal(&self.peer, "response", &message).await?;
+        self.client.send(Command::Respond { id: self.id, channel: self.channel, bytes }).await
+    }
+}

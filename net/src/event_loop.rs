@@ -1,0 +1,361 @@
+//! The task that alone owns the Swarm: one `select!` over swarm events, commands from the
+//! [`Client`]s, the shutdown token, and the backlog of connection events for the owner.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p::core::transport::ListenerId;
+use libp2p::futures::StreamExt;
+use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{allow_block_list, identify, identity, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm, SwarmBuilder};
+use protocol::{FederationId, Identity, Message, ParticipantId, Receipt, ReceiptStatus, RefusalReason, SignedEnvelope};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{Client, Command, Shared};
+use crate::{codec, ledger, participant, peer_id, Error, Event, NetConfig, Responder};
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    // First, so that refused peers never reach the other behaviours.
+    allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    rr: request_response::Behaviour<codec::FrameCodec>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+}
+
+/// Stops the event loop and waits for it (see the crate docs for the order of the shutdown).
+#[derive(Debug)]
+pub struct Handle {
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Handle {
+    /// Cancels the loop and waits until it has drained and closed its connections.
+    pub async fn shutdown(self) {
+        self.token.cancel();
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "network event loop panicked");
+        }
+    }
+}
+
+/// Off-roster connection attempts are logged once per peer (or address) per this interval.
+const DENIED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    /// Makes the `Client` behind each inbound request's [`Responder`] without keeping the
+    /// command channel open: the loop ends when every strong `Client` is gone.
+    weak: mpsc::WeakSender<Command>,
+    events: mpsc::Sender<Event>,
+    shared: Arc<Shared>,
+    federation: FederationId,
+    inbound: Arc<Semaphore>,
+    /// Disconnections the owner has not taken yet (at most one per peer).
+    backlog: VecDeque<ParticipantId>,
+    denied_logged: HashMap<String, Instant>,
+    pending_listen: HashMap<ListenerId, oneshot::Sender<Result<Multiaddr, Error>>>,
+    pending_dial: HashMap<ConnectionId, (String, oneshot::Sender<Result<PeerId, Error>>)>,
+    pending_request: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, Error>>>,
+    /// Responses handed to the swarm and not yet sent: flushed before the loop stops.
+    unsent_responses: HashSet<InboundRequestId>,
+    draining: bool,
+    drain_timeout: Duration,
+}
+
+pub(crate) fn spawn(identity: Identity, cfg: NetConfig, token: CancellationToken) -> Result<(Client, mpsc::Receiver<Event>, Handle), Error> {
+    let swarm = build_swarm(&identity, &cfg)?;
+    let ledger = match &cfg.ledger {
+        Some(path) => Some(ledger::Ledger::open(path).map_err(Error::Ledger)?),
+        None => None,
+    };
+    let (cmd_tx, cmd_rx) = mpsc::channel(256);
+    let (ev_tx, ev_rx) = mpsc::channel(cfg.event_capacity.max(1));
+    let shared = Arc::new(Shared::new(identity, cfg.limits, ledger));
+    let event_loop = EventLoop {
+        swarm,
+        commands: cmd_rx,
+        weak: cmd_tx.downgrade(),
+        events: ev_tx,
+        shared: shared.clone(),
+        federation: cfg.federation,
+        inbound: Arc::new(Semaphore::new(cfg.max_inbound.max(1))),
+        backlog: VecDeque::new(),
+        denied_logged: HashMap::new(),
+        pending_listen: HashMap::new(),
+        pending_dial: HashMap::new(),
+        pending_request: HashMap::new(),
+        unsent_responses: HashSet::new(),
+        draining: false,
+        drain_timeout: cfg.drain_timeout,
+    };
+    let task = tokio::spawn(event_loop.run(token.clone()));
+    Ok((Client { commands: cmd_tx, shared }, ev_rx, Handle { token, task }))
+}
+
+fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>, Error> {
+    let setup = |e: &dyn std::fmt::Display| Error::Setup(e.to_string());
+    let mut seed = *identity.seed();
+    let key = identity::Keypair::ed25519_from_bytes(&mut seed).map_err(|e| setup(&e))?;
+    let cap = cfg.limits.max_message_bytes;
+    let timeout = cfg.request_timeout;
+    let mut swarm = SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| setup(&e))?
+        .with_quic()
+        .with_behaviour(|k| Behaviour {
+            allow: allow_block_list::Behaviour::default(),
+            rr: request_response::Behaviour::with_codec(
+                codec::FrameCodec { max: cap + 8 },
+                [(codec::PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(timeout).with_max_concurrent_streams(256),
+            ),
+            identify: identify::Behaviour::new(
+                identify::Config::new("/fedistil/1".into(), k.public()).with_agent_version(format!("fedistil/{}", env!("CARGO_PKG_VERSION"))),
+            ),
+            ping: ping::Behaviour::new(ping::Config::new()),
+        })
+        .map_err(|e| setup(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    for p in &cfg.allowed {
+        swarm.behaviour_mut().allow.allow_peer(peer_id(p));
+    }
+    Ok(swarm)
+}
+
+impl EventLoop {
+    async fn run(mut self, token: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break, // the last Client is gone
+                },
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+                permit = self.events.clone().reserve_owned(), if !self.backlog.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(p) = self.backlog.pop_front() {
+                            permit.send(Event::Disconnected(p));
+                        }
+                    }
+                    Err(_) => self.backlog.clear(), // the owner has stopped listening
+                },
+                _ = self.events.closed() => break,
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Stop taking inbound requests → drain responses and requests in flight → close every
+    /// connection gracefully. Bounded by the drain timeout.
+    async fn shutdown(&mut self) {
+        self.draining = true;
+        let timeout = self.drain_timeout;
+        tracing::debug!(unsent = self.unsent_responses.len(), requests = self.pending_request.len(), "network draining");
+        let drain = async {
+            while !self.unsent_responses.is_empty() || !self.pending_request.is_empty() {
+                tokio::select! {
+                    cmd = self.commands.recv() => match cmd {
+                        Some(cmd) => self.on_command(cmd),
+                        // No client left: only the swarm can still make progress.
+                        None => {
+                            let ev = self.swarm.select_next_some().await;
+                            self.on_swarm_event(ev);
+                        }
+                    },
+                    ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+                }
+            }
+            let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+            for p in peers {
+                let _ = self.swarm.disconnect_peer_id(p);
+            }
+            while self.swarm.connected_peers().next().is_some() {
+                let ev = self.swarm.select_next_some().await;
+                self.on_swarm_event(ev);
+            }
+        };
+        if tokio::time::timeout(timeout, drain).await.is_err() {
+            tracing::debug!(unsent = self.unsent_responses.len(), requests = self.pending_request.len(), "network stopped before everything in flight was done");
+        }
+        for (_, reply) in self.pending_request.drain() {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        tracing::debug!("network event loop stopped");
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Listen { addr, reply } => match self.swarm.listen_on(addr.clone()) {
+                Ok(id) => {
+                    self.pending_listen.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(Error::Listen { addr: addr.to_string(), reason: e.to_string() }));
+                }
+            },
+            Command::Dial { addr, reply } => {
+                let opts = DialOpts::from(addr.clone());
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.pending_dial.insert(id, (addr.to_string(), reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Dial { addr: addr.to_string(), reason: e.to_string() }));
+                    }
+                }
+            }
+            Command::Request { peer, bytes, reply } => {
+                if self.draining {
+                    let _ = reply.send(Err(Error::Stopped));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().rr.send_request(&peer, bytes);
+                self.pending_request.insert(id, reply);
+            }
+            Command::Respond { id, channel, bytes } => {
+                if self.swarm.behaviour_mut().rr.send_response(channel, bytes).is_ok() {
+                    self.unsent_responses.insert(id);
+                } else {
+                    tracing::warn!("response channel closed before the answer was ready");
+                }
+            }
+            Command::Connected { reply } => {
+                let _ = reply.send(self.swarm.connected_peers().filter_map(participant).collect());
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { listener_id, address } => {
+                tracing::debug!(%address, "listening");
+                if let Some(r) = self.pending_listen.remove(&listener_id) {
+                    let _ = r.send(Ok(address));
+                }
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                if let Some(r) = self.pending_listen.remove(&listener_id) {
+                    let _ = r.send(Err(Error::Listen { addr: String::new(), reason: error.to_string() }));
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, .. } => {
+                if let Some((_, r)) = self.pending_dial.remove(&connection_id) {
+                    let _ = r.send(Ok(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                if let Some(p) = participant(&peer_id) {
+                    if !self.backlog.contains(&p) && !self.draining {
+                        self.backlog.push_back(p);
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, error, peer_id } => {
+                if let Some((addr, r)) = self.pending_dial.remove(&connection_id) {
+                    let _ = r.send(Err(Error::Dial { addr, reason: error.to_string() }));
+                } else {
+                    tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
+                }
+            }
+            SwarmEvent::IncomingConnectionError { error, peer_id, send_back_addr, .. } => {
+                let who = peer_id.map(|p| p.to_base58()).unwrap_or_else(|| send_back_addr.to_string());
+                self.log_denied(who, &error.to_string());
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(ev)) => self.on_request_response(ev),
+            _ => {}
+        }
+    }
+
+    /// Logs a refused connection once per peer per [`DENIED_LOG_INTERVAL`], so that a peer off
+    /// the roster that keeps dialling cannot flood the log.
+    fn log_denied(&mut self, who: String, error: &str) {
+        let now = Instant::now();
+        if self.denied_logged.len() > 4096 {
+            self.denied_logged.retain(|_, t| now.duration_since(*t) < DENIED_LOG_INTERVAL);
+        }
+        match self.denied_logged.get(&who) {
+            Some(t) if now.duration_since(*t) < DENIED_LOG_INTERVAL => {}
+            _ => {
+                tracing::warn!(peer = %who, %error, "incoming connection refused");
+                self.denied_logged.insert(who, now);
+            }
+        }
+    }
+
+    fn on_request_response(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request_id, request, channel } => self.on_request(peer, request_id, request, channel),
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(r) = self.pending_request.remove(&request_id) {
+                        let _ = r.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if let Some(r) = self.pending_request.remove(&request_id) {
+                    let _ = r.send(Err(Error::Request { peer: peer.to_base58(), reason: error.to_string() }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, request_id, .. } => {
+                self.unsent_responses.remove(&request_id);
+                tracing::warn!(peer = %peer, %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { request_id, .. } => {
+                self.unsent_responses.remove(&request_id);
+            }
+        }
+    }
+
+    /// Hands an inbound request to a verification task, or closes its stream when the loop is
+    /// draining or too many are in flight (the sender sees a failure and may retry).
+    fn on_request(&mut self, peer: PeerId, id: InboundRequestId, request: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
+        self.shared.add_received(request.len());
+        let Some(sender) = participant(&peer) else { return };
+        if self.draining {
+            return;
+        }
+        let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %sender.short(), "too many inbound requests in flight; closing this one");
+            return;
+        };
+        let Some(commands) = self.weak.upgrade() else { return };
+        let client = Client { commands, shared: self.shared.clone() };
+        let events = self.events.clone();
+        let federation = self.federation.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let limits = client.shared.limits;
+            let opened = SignedEnvelope::from_bytes(&request, &limits).and_then(|env| env.open(&sender, &limits));
+            let responder = Responder { peer, id, channel, client };
+            let (reason, detail, round) = match opened {
+                Ok(message) if message.federation() == &federation => {
+                    // Backpressure: wait for the owner rather than drop the request.
+                    let _ = events.send(Event::Request { peer: sender, message, responder }).await;
+                    return;
+                }
+                Ok(message) => {
+                    (RefusalReason::WrongFederation, format!("federation {} is not {federation}", message.federation()), message.round().unwrap_or(0))
+                }
+                Err(e) => (e.refusal_reason(), e.to_string(), 0),
+            };
+            tracing::warn!(peer = %sender.short(), ?reason, %detail, "message refused");
+            let receipt = Message::Receipt(Receipt { federation, round, status: ReceiptStatus::Refused(reason), detail: protocol::message::short_detail(&detail) });
+            if let Err(e) = responder.respond(receipt).await {
+                tracing::warn!(error = %e, "could not send a refusal receipt");
+            }
+            let _ = events.send(Event::Refused { peer: sender, reason, detail }).await;
+        });
+    }
+}

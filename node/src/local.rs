@@ -1,0 +1,263 @@
+//! A node's per-round work as plain synchronous functions of the model, the private data, the
+//! last consensus and the announcement: no network and no runtime. The trainer thread calls
+//! them; the unit tests below call them directly.
+
+use learning::data::Dataset;
+use learning::train::{self, DistillConfig, DistillSet, TrainConfig};
+use learning::Model;
+use protocol::seed::{derive, Stream};
+use protocol::{Consensus, Limits, ReferenceSet, ReferenceSetId, RefusalReason, RoundAnnouncement, SoftLabels};
+
+use crate::config::DigestConfig;
+
+/// Why a request from the aggregator is refused: the reason code for the receipt and a detail.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{reason:?}: {detail}")]
+pub struct Refusal {
+    /// Reason code sent back.
+    pub reason: RefusalReason,
+    /// Detail for the receipt and the log.
+    pub detail: String,
+}
+
+fn refuse(reason: RefusalReason, detail: impl Into<String>) -> Refusal {
+    Refusal { reason, detail: detail.into() }
+}
+
+/// The consensus a node learns from: reference rows and the federation's soft labels on them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Teacher {
+    /// Reference rows (masked samples left out).
+    pub rows: Vec<u32>,
+    /// Soft labels, `rows × classes`.
+    pub probs: Vec<f32>,
+    /// How much each row counts, in (0, 1].
+    pub weights: Vec<f32>,
+    /// Temperature they were made at.
+    pub temperature: f32,
+}
+
+impl Teacher {
+    /// Checks a consensus against the reference set this node holds and the federation's
+    /// classes, and keeps its unmasked samples.
+    pub fn from_consensus(c: &Consensus, reference_id: &ReferenceSetId, reference: &ReferenceSet, classes: usize) -> Result<Self, Refusal> {
+        if c.reference_set != *reference_id {
+            return Err(refuse(RefusalReason::WrongReferenceSet, "consensus for another reference set"));
+        }
+        if c.labels.classes as usize != classes {
+            return Err(refuse(RefusalReason::WrongShape, format!("consensus over {} classes, the federation has {classes}", c.labels.classes)));
+        }
+        if !(c.temperature.is_finite() && c.temperature > 0.0) {
+            return Err(refuse(RefusalReason::InvalidValues, format!("temperature {}", c.temperature)));
+        }
+        let rows = c.selection.resolve(reference.samples as u32).map_err(|e| refuse(RefusalReason::WrongShape, e.to_string()))?;
+        if rows.len() != c.labels.samples as usize || rows.len() != c.weights.len() {
+            return Err(refuse(RefusalReason::WrongShape, "selection, labels and weights differ in length"));
+        }
+        let probs = c.labels.decode(&Limits::default()).map_err(|e| refuse(e.refusal_reason(), e.to_string()))?;
+        // Masked samples (weight 0) are left out of the digest; the others keep their weight.
+        let weights = c.weights();
+        let keep: Vec<usize> = (0..rows.len()).filter(|&i| weights[i] > 0.0).collect();
+        Ok(Self {
+            rows: keep.iter().map(|&i| rows[i]).collect(),
+            probs: keep.iter().flat_map(|&i| probs[i * classes..(i + 1) * classes].iter().copied()).collect(),
+            weights: keep.iter().map(|&i| weights[i]).collect(),
+            temperature: c.temperature,
+        })
+    }
+}
+
+/// Checks an announcement against the reference set this node holds and its model's classes.
+pub fn check_announcement(ann: &RoundAnnouncement, reference_id: &ReferenceSetId, reference: &ReferenceSet, classes: usize) -> Result<(), Refusal> {
+    if ann.reference_set != *reference_id {
+        return Err(refuse(RefusalReason::WrongReferenceSet, format!("announced {} but this node holds {reference_id}", ann.reference_set)));
+    }
+    if ann.reference_samples as usize != reference.samples {
+        return Err(refuse(RefusalReason::WrongShape, "reference sample count differs"));
+    }
+    if ann.classes as usize != classes {
+        return Err(refuse(RefusalReason::WrongShape, format!("{} classes announced, this node's model predicts {classes}", ann.classes)));
+    }
+    if !(ann.temperature.is_finite() && ann.temperature > 0.0) {
+        return Err(refuse(RefusalReason::InvalidValues, format!("temperature {}", ann.temperature)));
+    }
+    ann.selection.resolve(ann.reference_samples).map_err(|e| refuse(RefusalReason::WrongShape, e.to_string()))?;
+    Ok(())
+}
+
+/// How a node learns each round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Local training on the private rows.
+    pub train: TrainConfig,
+    /// Digest of the consensus on the public rows.
+    pub digest: DigestConfig,
+    /// Base seed.
+    pub seed: u64,
+}
+
+/// Fine-tunes the model towards the consensus on its reference rows. Uses no private row.
+pub fn digest(model: &mut Model, reference: &ReferenceSet, teacher: &Teacher, settings: &Settings, seed: u64) -> Result<(), learning::Error> {
+    if !settings.digest.enabled || teacher.rows.is_empty() {
+        return Ok(());
+    }
+    let inputs: Vec<f32> = teacher.rows.iter().flat_map(|&r| reference.row(r as usize).iter().copied()).collect();
+    let cfg = DistillConfig {
+        temperature: teacher.temperature,
+        train: TrainConfig {
+            epochs: settings.digest.epochs,
+            learning_rate: settings.digest.learning_rate,
+            batch_size: settings.digest.batch_size,
+            ..settings.train.clone()
+        },
+        ..Default::default()
+    };
+    train::distill(model, DistillSet { inputs: &inputs, targets: &teacher.probs, weights: Some(&teacher.weights), labels: None }, &cfg, seed)?;
+    Ok(())
+}
+
+/// One round of a node's work: digest the last consensus, train on the private rows, and
+/// answer the announcement with soft labels on the announced reference samples.
+/// `tamper` may rewrite the probabilities before they are encoded (simulated faults).
+pub fn local_round(
+    model: &mut Model,
+    data: &Dataset,
+    teacher: Option<&Teacher>,
+    ann: &RoundAnnouncement,
+    reference: &ReferenceSet,
+    settings: &Settings,
+    tamper: &dyn Fn(&mut [f32], usize),
+) -> Result<SoftLabels, learning::Error> {
+    let seed = derive(settings.seed, Stream::NodeTraining, ann.round);
+    if let Some(t) = teacher {
+        digest(model, reference, t, settings, seed)?;
+    }
+    train::fit(model, data, &settings.train, seed)?;
+    let rows = ann.selection.resolve(ann.reference_samples).map_err(|e| learning::Error::Shape(e.to_string()))?;
+    let inputs: Vec<f32> = rows.iter().flat_map(|&r| reference.row(r as usize).iter().copied()).collect();
+    let mut probs = model.soft_labels(&inputs, ann.temperature, 256)?;
+    tamper(&mut probs, model.classes);
+    SoftLabels::encode(&probs, rows.len(), model.classes, ann.encoding).map_err(|e| learning::Error::Shape(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use learning::{Architecture, BackendKind};
+    use protocol::{Encoding, FederationId, SampleSelection};
+
+    /// Two well-separated classes in 4 features; the reference set is drawn the same way.
+    fn blobs(n: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        let mut s = seed | 1;
+        for i in 0..n {
+            let c = (i % 2) as u32;
+            for _ in 0..4 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let noise = (s % 1000) as f32 / 1000.0 - 0.5;
+                x.push(if c == 0 { -1.0 } else { 1.0 } + 0.3 * noise);
+            }
+            y.push(c);
+        }
+        (x, y)
+    }
+
+    fn setup() -> (Model, Dataset, ReferenceSet, Settings) {
+        let (x, y) = blobs(64, 3);
+        let data = Dataset::new(x, y, 4, 2).unwrap();
+        let (rx, _) = blobs(20, 9);
+        let reference = ReferenceSet::new(20, 4, rx).unwrap();
+        let model = Model::new(&Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, 4, 2, BackendKind::Flex, 1).unwrap();
+        let settings = Settings { train: TrainConfig { epochs: 20, learning_rate: 1e-2, ..Default::default() }, digest: DigestConfig::default(), seed: 5 };
+        (model, data, reference, settings)
+    }
+
+    fn announcement(round: u64) -> RoundAnnouncement {
+        RoundAnnouncement {
+            federation: FederationId::new("t").unwrap(),
+            round,
+            reference_set: ReferenceSetId([1; 32]),
+            reference_samples: 20,
+            selection: SampleSelection::Seeded { seed: 4, count: 8 },
+            classes: 2,
+            temperature: 2.0,
+            deadline_unix_ms: 0,
+            encoding: Encoding::F32,
+        }
+    }
+
+    #[test]
+    fn a_round_trains_and_answers_the_announced_samples_at_the_announced_temperature() {
+        let (mut model, data, reference, settings) = setup();
+        let ann = announcement(1);
+        let labels = local_round(&mut model, &data, None, &ann, &reference, &settings, &|_, _| {}).unwrap();
+        assert_eq!((labels.samples, labels.classes), (8, 2));
+        let probs = labels.decode(&Limits::default()).unwrap();
+        let rows = ann.selection.resolve(20).unwrap();
+        for (i, &r) in rows.iter().enumerate() {
+            let truth = (reference.row(r as usize)[0] > 0.0) as usize;
+            let p = &probs[i * 2..i * 2 + 2];
+            assert!(p[truth] > 0.6, "row {r}: {p:?} after training on separable data");
+            assert!(p[truth] < 0.999, "T = 2 softens the labels: {p:?}");
+        }
+        // Same inputs, same seed: the same bits.
+        let (mut again, ..) = setup();
+        assert_eq!(local_round(&mut again, &data, None, &ann, &reference, &settings, &|_, _| {}).unwrap(), labels);
+    }
+
+    #[test]
+    fn the_digest_moves_the_model_towards_the_consensus_and_tamper_sees_the_answer() {
+        let (mut model, data, reference, mut settings) = setup();
+        settings.train.epochs = 0;
+        settings.digest.epochs = 60;
+        settings.digest.learning_rate = 1e-2;
+        // A consensus that says the opposite of the truth on every reference row.
+        let rows: Vec<u32> = (0..20).collect();
+        let probs: Vec<f32> = rows.iter().flat_map(|&r| if reference.row(r as usize)[0] > 0.0 { [0.95, 0.05] } else { [0.05, 0.95] }).collect();
+        let teacher = Teacher { weights: vec![1.0; rows.len()], rows, probs, temperature: 1.0 };
+        let ann = announcement(2);
+        let seen = std::cell::Cell::new(0);
+        let labels = local_round(&mut model, &data, Some(&teacher), &ann, &reference, &settings, &|p, c| seen.set(p.len() / c)).unwrap();
+        assert_eq!(seen.get(), 8);
+        let answer = labels.decode(&Limits::default()).unwrap();
+        let selected = ann.selection.resolve(20).unwrap();
+        let follows = selected.iter().enumerate().filter(|&(i, &r)| (answer[i * 2 + 1] > 0.5) == (reference.row(r as usize)[0] < 0.0)).count();
+        assert!(follows >= 7, "the model learned the consensus' (inverted) labels on {follows} of 8");
+    }
+
+    #[test]
+    fn bad_consensus_and_announcements_are_refused_with_a_reason() {
+        let (_, _, reference, _) = setup();
+        let id = ReferenceSetId([1; 32]);
+        let mut ann = announcement(1);
+        assert!(check_announcement(&ann, &id, &reference, 2).is_ok());
+        assert_eq!(check_announcement(&ann, &ReferenceSetId([2; 32]), &reference, 2).unwrap_err().reason, RefusalReason::WrongReferenceSet);
+        assert_eq!(check_announcement(&ann, &id, &reference, 3).unwrap_err().reason, RefusalReason::WrongShape);
+        ann.temperature = f32::NAN;
+        assert_eq!(check_announcement(&ann, &id, &reference, 2).unwrap_err().reason, RefusalReason::InvalidValues);
+        let ann = announcement(1);
+        let labels = SoftLabels::encode(&[0.5; 16], 8, 2, Encoding::F32).unwrap();
+        let mut c = Consensus {
+            federation: ann.federation.clone(),
+            round: 1,
+            reference_set: id,
+            selection: ann.selection.clone(),
+            temperature: 2.0,
+            labels,
+            weights: vec![255; 8],
+            participants: 3,
+        };
+        assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap().rows.len(), 8);
+        c.weights[3] = 0;
+        assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap().rows.len(), 7, "a masked sample is left out");
+        c.weights.pop();
+        assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap_err().reason, RefusalReason::WrongShape);
+        c.weights.push(1);
+        assert_eq!(Teacher::from_consensus(&c, &id, &reference, 3).unwrap_err().reason, RefusalReason::WrongShape);
+        c.labels.data[0..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap_err().reason, RefusalReason::InvalidValues);
+    }
+}
