@@ -158,7 +158,7 @@ impl Default for Baselines {
 impl Scenario {
     /// Parses a scenario from TOML and validates it.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        let s: Scenario = toml::from_str(text)?;
+        let s: Scenario = net::cli::parse_toml(Path::new("(scenario)"), text)?;
         s.validate()?;
         Ok(s)
     }
