@@ -115,6 +115,38 @@ pub struct StudentConfig {
     /// Distillation settings; `temperature` is taken from the round.
     #[serde(default)]
     pub distill: DistillConfig,
+    /// What the nodes learn from after each round.
+    #[serde(default)]
+    pub teaching: Teaching,
+}
+
+/// The soft labels sent back to the nodes after a round, on that round's samples. The student's
+/// own labels derive only from consensus labels, so they reveal nothing the consensus did not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Teaching {
+    /// The consensus itself (the combined soft labels of the nodes).
+    #[default]
+    Consensus,
+    /// The global student's soft labels, after it distilled this round's consensus.
+    Student,
+    /// `student_weight` × the student's labels + (1 − `student_weight`) × the consensus.
+    Mix {
+        /// Share of the student, in [0, 1].
+        student_weight: f32,
+    },
+}
+
+impl Teaching {
+    /// The labels to teach with, given the consensus and the student's labels (rows of
+    /// `classes`, rows summing to 1).
+    pub fn labels(&self, consensus: &[f32], student: &[f32]) -> Vec<f32> {
+        match *self {
+            Teaching::Consensus => consensus.to_vec(),
+            Teaching::Student => student.to_vec(),
+            Teaching::Mix { student_weight: w } => consensus.iter().zip(student).map(|(c, s)| (1.0 - w) * c + w * s).collect(),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -196,6 +228,11 @@ impl AggregatorConfig {
         self.round.validate(self.roster.len())?;
         self.consensus.validate().map_err(|e| invalid("consensus", e))?;
         self.student.distill.validate().map_err(|e| invalid("student.distill", e))?;
+        if let Teaching::Mix { student_weight } = self.student.teaching {
+            if !(0.0..=1.0).contains(&student_weight) {
+                return Err(invalid("student.teaching.student_weight", "must be in [0, 1]"));
+            }
+        }
         if let Some(v) = &self.validation {
             v.source().map_err(|e| invalid("validation", e))?;
         }

@@ -55,7 +55,8 @@ impl Aggregator {
                     },
                 }
             };
-            let labels = SoftLabels::encode(&combined.probs, rows.len(), self.cfg.classes, self.cfg.round.encoding)?;
+            let taught = self.cfg.student.teaching.labels(&combined.probs, &learnt.labels);
+            let labels = SoftLabels::encode(&taught, rows.len(), self.cfg.classes, self.cfg.round.encoding)?;
             let consensus = Message::Consensus(Consensus {
                 federation: self.federation().clone(),
                 round,

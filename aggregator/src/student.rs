@@ -56,6 +56,8 @@ pub struct Learnt {
     pub agreement: f32,
     /// Validation accuracy and NLL, if there is a validation set.
     pub validation: Option<eval::Metrics>,
+    /// The student's soft labels at the round's temperature on the round's samples.
+    pub labels: Vec<f32>,
 }
 
 /// Handle to the student's owner thread.
@@ -120,12 +122,13 @@ impl State {
             train::distill(&mut student, DistillSet { inputs: &inputs, targets: &targets, weights: None, labels: None }, &cfg, seed)?;
         }
         let round_inputs: Vec<f32> = rows.iter().flat_map(|&r| self.reference.row(r as usize).iter().copied()).collect();
-        let agreement = eval::agreement(&student.soft_labels(&round_inputs, 1.0, 256)?, &combined.probs, classes);
+        let labels = student.soft_labels(&round_inputs, self.setup.temperature, 256)?;
+        let agreement = eval::agreement(&labels, &combined.probs, classes);
         let validation = match &self.validation {
             Some(v) => Some(eval::evaluate(&student.soft_labels(&v.features, 1.0, 256)?, &v.labels, classes)),
             None => None,
         };
         self.model = Some(student);
-        Ok(Learnt { agreement, validation })
+        Ok(Learnt { agreement, validation, labels })
     }
 }

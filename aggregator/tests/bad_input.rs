@@ -39,7 +39,7 @@ fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
         reference: ReferenceConfig { path: d.join("ref.fdref"), sha256: rs.id() },
         round: RoundConfig { samples: 10, temperature: 2.0, encoding: Encoding::F32, quorum: Some(1), deadline_secs: 60.0 },
         consensus: Default::default(),
-        student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, warm_start: true, distill: Default::default() },
+        student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, warm_start: true, distill: Default::default(), teaching: Default::default() },
         validation: None,
     }
 }

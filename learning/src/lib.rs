@@ -6,6 +6,7 @@
 //! - [`model`]: [`Model`], layers with their shapes; inference, soft labels, save/load, export.
 //! - [`fs`]: atomic file writes and config-relative paths.
 //! - [`train`]: supervised training, the distillation loss and distillation runs.
+//! - [`joint`]: private cross-entropy and distillation towards a teacher in the same steps.
 //! - [`consensus`]: pure functions that combine soft labels from many nodes.
 //! - [`eval`]: accuracy, calibration, agreement, size and latency.
 //!
@@ -21,6 +22,7 @@ pub mod data;
 pub mod eval;
 pub mod model;
 pub mod fs;
+pub mod joint;
 pub mod train;
 
 pub use arch::{Architecture, BackendKind};

@@ -72,7 +72,7 @@ impl TrainConfig {
         Ok(())
     }
 
-    fn optimizer(&self) -> ModuleOptimizer {
+    pub(crate) fn optimizer(&self) -> ModuleOptimizer {
         let decay = (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay));
         match self.optimizer {
             OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
@@ -209,7 +209,7 @@ pub(crate) fn rows_tensor(values: &[f32], idx: &[usize], width: usize, device: &
     Tensor::from_data(TensorData::new(buf, [idx.len(), width]), device)
 }
 
-fn labels_tensor(labels: &[u32], idx: &[usize], device: &Device) -> Tensor<1, Int> {
+pub(crate) fn labels_tensor(labels: &[u32], idx: &[usize], device: &Device) -> Tensor<1, Int> {
     let v: Vec<i64> = idx.iter().map(|&i| labels[i] as i64).collect();
     Tensor::from_data(TensorData::new(v, [idx.len()]), device)
 }
@@ -227,7 +227,7 @@ pub struct TrainReport {
     pub seconds: f64,
 }
 
-fn check_finite(loss: f32, what: &str) -> Result<(), Error> {
+pub(crate) fn check_finite(loss: f32, what: &str) -> Result<(), Error> {
     if loss.is_finite() {
         Ok(())
     } else {
@@ -367,7 +367,7 @@ pub fn distill(net: &mut Model, set: DistillSet<'_>, cfg: &DistillConfig, seed: 
 
 /// Dropout draws from burn's process-wide generator: a network that uses it holds the generator,
 /// seeded, for the whole run; one that does not leaves it alone.
-fn seeded_rng(net: &Model, seed: u64) -> Option<std::sync::MutexGuard<'static, ()>> {
+pub(crate) fn seeded_rng(net: &Model, seed: u64) -> Option<std::sync::MutexGuard<'static, ()>> {
     net.architecture.uses_rng().then(|| {
         let guard = crate::model::rng_lock();
         net.backend.seed(seed);

@@ -44,23 +44,40 @@ pub struct NodeConfig {
     pub digest: DigestConfig,
 }
 
-/// Fine-tuning on the public reference samples towards the last consensus.
+/// How a node learns from the last consensus (the federation's soft labels on public rows).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DigestConfig {
-    /// Whether to digest.
+    /// Whether to learn from the consensus at all.
     pub enabled: bool,
-    /// Passes over the consensus samples.
+    /// `joint`: each local epoch minimises cross-entropy on private batches plus `weight` ×
+    /// distillation on public batches, in the same steps. `sequential` (FedMD): `epochs` of
+    /// distillation on the public rows, then the local epochs on private rows alone.
+    pub mode: DigestMode,
+    /// λ, the weight of the distillation term in `joint` mode.
+    pub weight: f32,
+    /// Passes over the consensus samples (`sequential` mode).
     pub epochs: usize,
-    /// Learning rate.
+    /// Learning rate (`sequential` mode).
     pub learning_rate: f64,
-    /// Batch size.
+    /// Batch size (`sequential` mode).
     pub batch_size: usize,
+}
+
+/// See [`DigestConfig::mode`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DigestMode {
+    /// Private cross-entropy and distillation in the same steps.
+    #[default]
+    Joint,
+    /// Distillation first, then private training (FedMD).
+    Sequential,
 }
 
 impl Default for DigestConfig {
     fn default() -> Self {
-        Self { enabled: true, epochs: 2, learning_rate: 1e-3, batch_size: 64 }
+        Self { enabled: true, mode: DigestMode::Joint, weight: 1.0, epochs: 2, learning_rate: 1e-3, batch_size: 64 }
     }
 }
 
@@ -95,6 +112,9 @@ impl NodeConfig {
             let d = &self.digest;
             if d.epochs == 0 || d.batch_size == 0 || !(d.learning_rate.is_finite() && d.learning_rate > 0.0) {
                 return Err(invalid("digest", "epochs, batch_size and learning_rate must be positive"));
+            }
+            if !(d.weight.is_finite() && d.weight >= 0.0) {
+                return Err(invalid("digest.weight", "must be ≥ 0"));
             }
         }
         self.data.source().map_err(|e| invalid("data", e))?;

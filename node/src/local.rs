@@ -8,7 +8,7 @@ use learning::Model;
 use protocol::seed::{derive, Stream};
 use protocol::{Consensus, Limits, ReferenceSet, ReferenceSetId, RefusalReason, RoundAnnouncement, SoftLabels};
 
-use crate::config::DigestConfig;
+use crate::config::{DigestConfig, DigestMode};
 
 /// Why a request from the aggregator is refused: the reason code for the receipt and a detail.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -38,6 +38,11 @@ pub struct Teacher {
 }
 
 impl Teacher {
+    /// The reference inputs of the teacher's rows, row-major.
+    pub fn inputs(&self, reference: &ReferenceSet) -> Vec<f32> {
+        self.rows.iter().flat_map(|&r| reference.row(r as usize).iter().copied()).collect()
+    }
+
     /// Checks a consensus against the reference set this node holds and the federation's
     /// classes, and keeps its unmasked samples.
     pub fn from_consensus(c: &Consensus, reference_id: &ReferenceSetId, reference: &ReferenceSet, classes: usize) -> Result<Self, Refusal> {
@@ -101,7 +106,7 @@ pub fn digest(model: &mut Model, reference: &ReferenceSet, teacher: &Teacher, se
     if !settings.digest.enabled || teacher.rows.is_empty() {
         return Ok(());
     }
-    let inputs: Vec<f32> = teacher.rows.iter().flat_map(|&r| reference.row(r as usize).iter().copied()).collect();
+    let inputs = teacher.inputs(reference);
     let cfg = DistillConfig {
         temperature: teacher.temperature,
         train: TrainConfig {
@@ -116,8 +121,30 @@ pub fn digest(model: &mut Model, reference: &ReferenceSet, teacher: &Teacher, se
     Ok(())
 }
 
-/// One round of a node's work: digest the last consensus, train on the private rows, and
-/// answer the announcement with soft labels on the announced reference samples.
+/// Local training with what the federation taught: in `joint` mode, private cross-entropy and
+/// distillation towards `teacher` in the same steps; in `sequential` mode, [`digest`] then
+/// private epochs; without a teacher (round 1), private epochs alone.
+pub fn learn(model: &mut Model, data: &Dataset, teacher: Option<&Teacher>, reference: &ReferenceSet, settings: &Settings, seed: u64) -> Result<(), learning::Error> {
+    match teacher {
+        Some(t) if settings.digest.enabled && settings.digest.mode == DigestMode::Joint && !t.rows.is_empty() => {
+            let inputs = t.inputs(reference);
+            let public = DistillSet { inputs: &inputs, targets: &t.probs, weights: Some(&t.weights), labels: None };
+            let soft = DistillConfig { temperature: t.temperature, ..Default::default() };
+            learning::joint::fit_joint(model, data, public, settings.digest.weight, &settings.train, &soft, seed)?;
+        }
+        Some(t) => {
+            digest(model, reference, t, settings, seed)?;
+            train::fit(model, data, &settings.train, seed)?;
+        }
+        None => {
+            train::fit(model, data, &settings.train, seed)?;
+        }
+    }
+    Ok(())
+}
+
+/// One round of a node's work: learn (see [`learn`]) with the last consensus, and answer the
+/// announcement with soft labels on the announced reference samples.
 /// `tamper` may rewrite the probabilities before they are encoded (simulated faults).
 pub fn local_round(
     model: &mut Model,
@@ -128,11 +155,7 @@ pub fn local_round(
     settings: &Settings,
     tamper: &dyn Fn(&mut [f32], usize),
 ) -> Result<SoftLabels, learning::Error> {
-    let seed = derive(settings.seed, Stream::NodeTraining, ann.round);
-    if let Some(t) = teacher {
-        digest(model, reference, t, settings, seed)?;
-    }
-    train::fit(model, data, &settings.train, seed)?;
+    learn(model, data, teacher, reference, settings, derive(settings.seed, Stream::NodeTraining, ann.round))?;
     let rows = ann.selection.resolve(ann.reference_samples).map_err(|e| learning::Error::Shape(e.to_string()))?;
     let inputs: Vec<f32> = rows.iter().flat_map(|&r| reference.row(r as usize).iter().copied()).collect();
     let mut probs = model.soft_labels(&inputs, ann.temperature, 256)?;
@@ -212,6 +235,7 @@ mod tests {
     fn the_digest_moves_the_model_towards_the_consensus_and_tamper_sees_the_answer() {
         let (mut model, data, reference, mut settings) = setup();
         settings.train.epochs = 0;
+        settings.digest.mode = DigestMode::Sequential;
         settings.digest.epochs = 60;
         settings.digest.learning_rate = 1e-2;
         // A consensus that says the opposite of the truth on every reference row.

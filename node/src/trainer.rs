@@ -11,6 +11,7 @@ use net::owner::Owner;
 use protocol::seed::{derive, Stream};
 use protocol::{ReferenceSet, RoundAnnouncement, SoftLabels};
 
+use crate::config::DigestMode;
 use crate::faults::Faults;
 use crate::local::{self, Settings, Teacher};
 use crate::Error;
@@ -65,14 +66,18 @@ impl Trainer {
             .await?
     }
 
-    /// At the end of the federation: digests the last consensus (so that the model the data
-    /// holder keeps has learnt from it), then checkpoints.
+    /// At the end of the federation: learns once more with the last consensus (see
+    /// [`local::learn`]; in `sequential` mode, only its digest step), so that the model the data
+    /// holder keeps has learnt from it, then checkpoints.
     pub async fn finish(&self, last: Option<(Arc<ReferenceSet>, Arc<Teacher>, u64)>) -> Result<(), Error> {
         self.owner
             .call(move |s| {
                 if let Some((reference, teacher, round)) = last {
                     let seed = derive(s.settings.seed, Stream::NodeTraining, round + 1);
-                    local::digest(&mut s.model, &reference, &teacher, &s.settings, seed)?;
+                    match s.settings.digest.mode {
+                        DigestMode::Joint => local::learn(&mut s.model, &s.data, Some(&teacher), &reference, &s.settings, seed)?,
+                        DigestMode::Sequential => local::digest(&mut s.model, &reference, &teacher, &s.settings, seed)?,
+                    }
                 }
                 s.save()
             })
