@@ -4,7 +4,9 @@
 //!
 //! Each step takes one private batch and one public batch and minimises
 //! `CE(private) + λ · KL(teacher_T ‖ student_T) · T²` (the soft term weighted per public row).
-//! An epoch runs until both sets have been seen once (the smaller one cycles).
+//! An epoch is one pass over the private rows; public batches are drawn in turn from a shuffled
+//! order that carries over from epoch to epoch (and is reshuffled when used up), so every
+//! public row is seen equally often at the cost of one extra forward pass per step.
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
@@ -45,21 +47,23 @@ pub fn fit_joint(model: &mut Model, private: &Dataset, public: DistillSet<'_>, w
     let ce = CrossEntropyLossConfig::new().init(&device);
     let mut own: Vec<usize> = (0..private.len()).collect();
     let mut taught: Vec<usize> = (0..rows).collect();
+    let (mut cursor, mut passes) = (rows, 0u64);
     let mut report = TrainReport::default();
     for epoch in 0..cfg.epochs {
         own.shuffle(&mut rng(seed, 100 + epoch as u64));
-        taught.shuffle(&mut rng(seed, 5000 + epoch as u64));
-        let own_batches: Vec<&[usize]> = own.chunks(cfg.batch_size).collect();
-        let taught_batches: Vec<&[usize]> = taught.chunks(cfg.batch_size).collect();
-        let steps = own_batches.len().max(taught_batches.len());
         let mut total = 0f64;
-        for step in 0..steps {
-            let idx = own_batches[step % own_batches.len()];
+        let mut steps = 0usize;
+        for idx in own.chunks(cfg.batch_size) {
             let x = rows_tensor(&private.features, idx, dim, &device);
             let y = labels_tensor(&private.labels, idx, &device);
             let mut loss = ce.forward(layers.forward(x), y);
-            if weight > 0.0 && !taught_batches.is_empty() {
-                let t_idx = taught_batches[step % taught_batches.len()];
+            if weight > 0.0 && rows > 0 {
+                if cursor >= rows {
+                    taught.shuffle(&mut rng(seed, 5000 + passes));
+                    (cursor, passes) = (0, passes + 1);
+                }
+                let t_idx = &taught[cursor..(cursor + cfg.batch_size).min(rows)];
+                cursor += t_idx.len();
                 let xt = rows_tensor(public.inputs, t_idx, dim, &device);
                 let tt = rows_tensor(public.targets, t_idx, classes, &device);
                 let w = public.weights.map(|w| {
@@ -72,6 +76,7 @@ pub fn fit_joint(model: &mut Model, private: &Dataset, public: DistillSet<'_>, w
             let value: f32 = loss.clone().into_scalar();
             check_finite(value, "joint training")?;
             total += value as f64;
+            steps += 1;
             let grads = GradientsParams::from_grads(loss.backward(), &layers);
             layers = optim.step(cfg.learning_rate, layers, grads);
         }

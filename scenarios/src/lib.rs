@@ -1,7 +1,7 @@
 //! Simulated federations on one machine: scenario files and presets ([`spec`], [`presets`]),
 //! their files on disk ([`setup`]), the run itself with real libp2p peers in one process or as
 //! real processes ([`run`]), simulated faults ([`faults`], which production nodes cannot set),
-//! the baselines ([`baselines`]) and the outputs ([`report`]).
+//! the baselines ([`baselines`]), the outputs ([`report`]) and runs over several seeds ([`seeds`]).
 #![deny(missing_docs)]
 
 pub mod baselines;
@@ -10,6 +10,7 @@ pub mod plots;
 pub mod presets;
 pub mod report;
 pub mod run;
+pub mod seeds;
 pub mod setup;
 pub mod spec;
 

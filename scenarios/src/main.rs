@@ -31,8 +31,12 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Override the seed.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "seeds")]
         seed: Option<u64>,
+        /// Run once per seed (comma-separated, e.g. `0,1,2`) into `OUT/seed-N/`, and write the
+        /// mean ± standard deviation of every method to `OUT/results.json` and `OUT/report.md`.
+        #[arg(long, value_delimiter = ',')]
+        seeds: Vec<u64>,
         /// Override the number of rounds.
         #[arg(long)]
         rounds: Option<u64>,
@@ -78,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
             let text = scenarios::presets::preset(&name, &data_dir()).with_context(|| format!("no preset named `{name}`"))?;
             print!("{text}");
         }
-        Command::Run { scenario, out, seed, rounds, transport, quiet } => {
+        Command::Run { scenario, out, seed, seeds, rounds, transport, quiet } => {
             let mut s = load(&scenario)?;
             if let Some(v) = seed {
                 s.seed = v;
@@ -94,9 +98,22 @@ async fn main() -> anyhow::Result<()> {
                 let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
                 PathBuf::from("runs").join(format!("{}-{t}", s.name))
             });
-            eprintln!("running `{}` ({} nodes, {} rounds) into {}", s.name, s.split.nodes, s.rounds, out.display());
-            let r = scenarios::run::run(&s, &scenarios::run::RunOptions { out: out.clone(), progress: !quiet }).await?;
-            print!("{}", scenarios::report::summary(&r));
+            if seeds.is_empty() {
+                eprintln!("running `{}` ({} nodes, {} rounds) into {}", s.name, s.split.nodes, s.rounds, out.display());
+                let r = scenarios::run::run(&s, &scenarios::run::RunOptions { out: out.clone(), progress: !quiet }).await?;
+                print!("{}", scenarios::report::summary(&r));
+            } else {
+                let mut all = Vec::new();
+                for seed in &seeds {
+                    s.seed = *seed;
+                    let dir = out.join(format!("seed-{seed}"));
+                    eprintln!("running `{}` ({} nodes, {} rounds, seed {seed}) into {}", s.name, s.split.nodes, s.rounds, dir.display());
+                    all.push(scenarios::run::run(&s, &scenarios::run::RunOptions { out: dir, progress: !quiet }).await?);
+                }
+                let summary = scenarios::seeds::summarise(&all);
+                scenarios::seeds::write(&out, &summary)?;
+                print!("{}", scenarios::seeds::markdown(&summary));
+            }
             println!("outputs: {}", out.display());
         }
     }
