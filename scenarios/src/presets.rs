@@ -2,9 +2,12 @@
 
 /// Names and one-line descriptions.
 pub const PRESETS: &[(&str, &str)] = &[
-    ("quickstart", "UCI digits, 10 nodes, Dirichlet α = 0.5, MLP nodes and student (about a minute)"),
-    ("mnist-dirichlet", "MNIST, 10 nodes, Dirichlet α = 0.1, 5,000 public samples, CNN nodes, MLP student"),
-    ("mnist-shards", "MNIST, 10 nodes holding 2 classes each, MLP"),
+    ("quickstart", "UCI digits, 10 nodes, Dirichlet α = 0.5, MLP nodes and student, 10 rounds (seconds)"),
+    ("digits-a05", "quickstart run to convergence: 30 rounds"),
+    ("digits-a01", "UCI digits, 10 nodes, Dirichlet α = 0.1 (strongly non-IID), 30 rounds"),
+    ("mnist-dirichlet", "MNIST, 10 nodes, Dirichlet α = 0.1, 5,000 public samples, CNN nodes, MLP student, 20 rounds"),
+    ("mnist-dirichlet-a05", "mnist-dirichlet with Dirichlet α = 0.5"),
+    ("mnist-shards", "MNIST, 10 nodes holding 2 classes each, MLP, 20 rounds"),
     ("breast-cancer", "UCI breast cancer, 5 nodes, Dirichlet α = 1, standardised features, small MLP"),
     ("scale-100", "MNIST, 100 nodes, IID, small MLP: how the system scales on one machine"),
 ];
@@ -52,7 +55,7 @@ const MNIST_DIRICHLET: &str = r#"name = "mnist-dirichlet"
 seed = 7
 transport = "in-process"
 backend = "flex"
-rounds = 5
+rounds = 20
 
 [data]
 format = "idx"
@@ -91,7 +94,7 @@ const MNIST_SHARDS: &str = r#"name = "mnist-shards"
 seed = 11
 transport = "in-process"
 backend = "flex"
-rounds = 5
+rounds = 20
 
 [data]
 format = "idx"
@@ -204,12 +207,20 @@ public_labels = false
 
 /// The TOML of a preset, with `{data}` pointing at `data_dir`.
 pub fn preset(name: &str, data_dir: &std::path::Path) -> Option<String> {
+    // Variants: a base preset with its name and a few settings replaced.
+    let variant = |base: &str, edits: &[(&str, &str)]| edits.iter().fold(base.to_owned(), |t, (from, to)| t.replacen(from, to, 1));
     let text = match name {
-        "quickstart" => QUICKSTART,
-        "mnist-dirichlet" => MNIST_DIRICHLET,
-        "mnist-shards" => MNIST_SHARDS,
-        "breast-cancer" => BREAST_CANCER,
-        "scale-100" => SCALE_100,
+        "quickstart" => QUICKSTART.to_owned(),
+        "digits-a05" => variant(QUICKSTART, &[(r#"name = "quickstart""#, r#"name = "digits-a05""#), ("rounds = 10", "rounds = 30")]),
+        "digits-a01" => variant(
+            QUICKSTART,
+            &[(r#"name = "quickstart""#, r#"name = "digits-a01""#), ("rounds = 10", "rounds = 30"), ("alpha = 0.5", "alpha = 0.1")],
+        ),
+        "mnist-dirichlet" => MNIST_DIRICHLET.to_owned(),
+        "mnist-dirichlet-a05" => variant(MNIST_DIRICHLET, &[(r#"name = "mnist-dirichlet""#, r#"name = "mnist-dirichlet-a05""#), ("alpha = 0.1", "alpha = 0.5")]),
+        "mnist-shards" => MNIST_SHARDS.to_owned(),
+        "breast-cancer" => BREAST_CANCER.to_owned(),
+        "scale-100" => SCALE_100.to_owned(),
         _ => return None,
     };
     Some(text.replace("{data}", &data_dir.display().to_string()))
