@@ -7,6 +7,7 @@
 //! - [`train`]: supervised training, the distillation loss and distillation runs.
 //! - [`consensus`]: pure functions that combine soft labels from many nodes.
 //! - [`eval`]: accuracy, calibration, agreement, size and latency.
+//! - [`privacy`]: the RDP accountant of DP-SGD (ε of a history of steps, noise for a target ε).
 //!
 //! Nothing here spawns threads or touches the network: callers on an async runtime run it in
 //! `spawn_blocking` or on a dedicated thread.
@@ -19,6 +20,7 @@ pub mod data;
 pub mod eval;
 pub mod model;
 pub mod network;
+pub mod privacy;
 pub mod train;
 
 pub use model::{Architecture, BackendKind};
@@ -51,4 +53,7 @@ pub enum LearningError {
     /// Data loading error.
     #[error(transparent)]
     Data(#[from] data::DataError),
+    /// Privacy accounting error: an invalid setting or an unreachable target.
+    #[error(transparent)]
+    Privacy(#[from] privacy::PrivacyError),
 }
