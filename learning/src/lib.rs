@@ -9,6 +9,7 @@
 //! - [`joint`]: private cross-entropy and distillation towards a teacher in the same steps.
 //! - [`consensus`]: pure functions that combine soft labels from many nodes.
 //! - [`eval`]: accuracy, calibration, agreement, size and latency.
+//! - [`privacy`]: the RDP accountant of DP-SGD (ε of a history of steps, noise for a target ε).
 //!
 //! Nothing here spawns threads or touches the network: callers on an async runtime run it in
 //! `spawn_blocking` or on a dedicated thread.
@@ -23,6 +24,7 @@ pub mod eval;
 pub mod model;
 pub mod fs;
 pub mod joint;
+pub mod privacy;
 pub mod train;
 
 pub use arch::{Architecture, BackendKind};
@@ -55,4 +57,7 @@ pub enum Error {
     /// Data loading error.
     #[error(transparent)]
     Data(#[from] data::DataError),
+    /// Privacy accounting error: an invalid setting or an unreachable target.
+    #[error(transparent)]
+    Privacy(#[from] privacy::PrivacyError),
 }

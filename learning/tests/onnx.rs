@@ -7,9 +7,10 @@
 //! `target/python`, which it creates from PyPI on first use.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use learning::data::{self, CsvOptions, Preprocess};
 use learning::train::{self, TrainConfig};
@@ -17,50 +18,6 @@ use learning::{Architecture, BackendKind, Model};
 
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A Python interpreter that can import onnx, onnxruntime and safetensors.
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let probe = |py: &Path| run(Command::new(py).args(["-c", "import onnx, onnxruntime, safetensors"])).is_ok();
-        if let Some(py) = std::env::var_os("FD_PYTHON") {
-            let py = PathBuf::from(py);
-            assert!(probe(&py), "FD_PYTHON={} cannot import onnx, onnxruntime and safetensors", py.display());
-            return py;
-        }
-        let venv = manifest().join("../target/python");
-        let py = venv.join("bin/python");
-        if !probe(&py) {
-            let requirements = manifest().join("tests/python/requirements.txt");
-            let made = run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).and_then(|_| {
-                run(Command::new(&py).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&requirements))
-            });
-            if let Err(e) = made {
-                panic!(
-                    "the ONNX check needs Python 3 with onnx, onnxruntime and safetensors; creating {} from PyPI failed.\n\
-                     Install them (pip install -r {}) and set FD_PYTHON to that interpreter.\n{e}",
-                    venv.display(),
-                    requirements.display()
-                );
-            }
-            assert!(probe(&py), "{} was created but cannot import onnx, onnxruntime and safetensors", py.display());
-        }
-        py
-    })
 }
 
 fn write_f32(path: &Path, values: &[f32]) {
@@ -77,7 +34,7 @@ fn python_check(net: &Model, inputs: &[f32], name: &str, script: &str, export: i
     let model = export(&dir);
     write_f32(&dir.join("inputs.f32"), inputs);
     write_f32(&dir.join("expected.f32"), &net.logits(inputs, 64).unwrap());
-    let out = Command::new(python())
+    let out = Command::new(support::python("import onnx, onnxruntime, safetensors"))
         .arg(manifest().join("tests/python").join(script))
         .args([model, dir.join("inputs.f32"), dir.join("expected.f32")])
         .args([net.input_dim.to_string(), net.classes.to_string()])
