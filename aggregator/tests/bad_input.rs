@@ -1,6 +1,7 @@
 //! A real aggregator on 127.0.0.1 and a real libp2p client that misbehaves: every bad message is
-//! refused with a reason code, and the aggregator keeps running. Wrong configs fail at start
-//! naming the field.
+//! refused with a reason code, and the aggregator keeps running. The client is built with larger
+//! size caps than the aggregator's, so that what is refused is refused by the aggregator, not by
+//! the client's own codec. Wrong configs fail at start naming the field.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use std::path::{Path, PathBuf};
@@ -69,7 +70,12 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
 
     let me = net::keys::read(&node_key).unwrap();
     let my_id = me.id();
-    let (client, mut events, _network) = net::spawn(me, net::NetConfig::new(FederationId::new("bad-input").unwrap(), vec![agg_id]), &shutdown).unwrap();
+    // The aggregator reads frames of at most its cap plus the 8 bytes the codec allows on top;
+    // this client's codec sends (and reads) twice as much.
+    let agg_cap = Limits::default().max_message_bytes;
+    let mut net_cfg = net::NetConfig::new(FederationId::new("bad-input").unwrap(), vec![agg_id]);
+    net_cfg.limits.max_message_bytes = 2 * agg_cap;
+    let (client, mut events, _network) = net::spawn(me, net_cfg, &shutdown).unwrap();
     client.dial(addr.with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)))).await.unwrap();
     let fed = FederationId::new("bad-input").unwrap();
     let hello = Message::Hello(Hello { federation: fed.clone(), participant: my_id, protocol_version: PROTOCOL_VERSION, agent: "test".into() });
@@ -110,6 +116,17 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     let n = flipped.len();
     flipped[n - 70] ^= 1;
     assert_eq!(refusal(raw(flipped).await), RefusalReason::BadSignature);
+    // A kind byte that names no message, validly signed by the connection's key: refused for its
+    // kind (Malformed), after the signature was accepted.
+    let me = net::keys::read(&node_key).unwrap();
+    let body = codec::encode_body(&hello).unwrap();
+    let unknown = SignedEnvelope::seal_raw(200, body.clone(), &me);
+    assert_eq!(unknown.verify(), Ok(()));
+    assert_eq!(refusal(raw(unknown.to_bytes().unwrap()).await), RefusalReason::Malformed);
+    // Control: the same body, signed the same way under its own kind, is a hello the aggregator
+    // accepts (it answers a node that joins again with its reply and the open round).
+    let known = SignedEnvelope::seal_raw(MessageKind::Hello as u8, body, &me).to_bytes().unwrap();
+    assert!(matches!(raw(known).await, Message::JoinReply(JoinReply { outcome: Ok(_), .. })));
 
     let rows = ann.selection.len();
     let probs: Vec<f32> = (0..rows * 3).map(|i| if i % 3 == 0 { 0.8 } else { 0.1 }).collect();
@@ -124,8 +141,14 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     assert_eq!(code(client.request(&agg_id, &sub(1, nan)).await.unwrap()), RefusalReason::InvalidValues);
     let q8 = SoftLabels::encode(&probs, rows, 3, Encoding::Q8).unwrap();
     assert_eq!(code(client.request(&agg_id, &sub(1, q8)).await.unwrap()), RefusalReason::WrongShape);
-    // Oversized: the frame is refused by the codec; the request fails, nothing is decoded.
-    assert!(client.request_raw(&agg_id, vec![0u8; (64 << 20) + 100]).await.is_err());
+    // Oversized. A frame of exactly the aggregator's read cap is read, then refused by the
+    // envelope decoder's own cap with a receipt; one byte more is refused by the aggregator's
+    // codec before it allocates: the stream is closed without an answer. Neither is stopped by
+    // this client, whose codec allows twice as much.
+    let read_cap = agg_cap + 8;
+    assert_eq!(refusal(raw(vec![0u8; read_cap]).await), RefusalReason::TooLarge);
+    let over = tokio::time::timeout(Duration::from_secs(30), client.request_raw(&agg_id, vec![0u8; read_cap + 1])).await.expect("the aggregator closes the stream at once");
+    assert!(over.is_err(), "a frame over the aggregator's read cap was answered: {over:?}");
     // The aggregator is still there: a good submission is accepted, a duplicate refused.
     match client.request(&agg_id, &sub(1, good.clone())).await.unwrap() {
         Message::Receipt(r) => assert_eq!(r.status, ReceiptStatus::Accepted, "{}", r.detail),

@@ -2,21 +2,44 @@
 //! 2 threads, and consensus throughput for 100 nodes × 10,000 samples × 10 classes.
 //!
 //! Thread counts are set per child process (`RAYON_NUM_THREADS`, `MATMUL_NUM_THREADS`), since
-//! both backends read them once at start-up. Pass `--quick` for a short run, `--consensus-only`
-//! for the consensus part alone, `--runs N` to keep the best of N interleaved runs (default 3),
-//! and `--pytorch PYTHON` to measure PyTorch on the same models,
-//! data, batch size, optimiser and threads (benches/pytorch_train.py; needs torch and numpy) and
-//! print burn's rates as ratios to PyTorch's.
+//! both backends read them once at start-up. Options (after `--`; `--help` lists them): `--quick`
+//! for a short run, `--consensus-only` for the consensus part alone, `--runs N` to keep the best
+//! of N interleaved runs (default 3), and `--pytorch PYTHON` to measure PyTorch on the same
+//! models, data, batch size, optimiser and threads (benches/pytorch_train.py; needs torch and
+//! numpy) and print burn's rates as ratios to PyTorch's. An unknown option is an error.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
+use clap::Parser;
 use learning::consensus::{self, ConsensusConfig, MeanAccumulator, Rule};
 use learning::data::{self, CsvOptions, Dataset, Preprocess};
 use learning::train::{self, TrainConfig};
 use learning::{Architecture, BackendKind, Model};
+
+/// `cargo bench -p learning -- [OPTIONS]`
+#[derive(Parser)]
+#[command(name = "learning-bench", about = "Training, inference and consensus throughput")]
+struct Args {
+    /// A short run (less data, one run): checks that the bench works; not for figures.
+    #[arg(long)]
+    quick: bool,
+    /// Only the consensus part.
+    #[arg(long)]
+    consensus_only: bool,
+    /// Keep the best of N interleaved runs (default 3, 1 with --quick).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    runs: Option<u64>,
+    /// Also run benches/pytorch_train.py with this interpreter (which needs torch and numpy) for
+    /// the same measurements, and print burn's speed relative to PyTorch's.
+    #[arg(long, value_name = "PYTHON")]
+    pytorch: Option<PathBuf>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data")
@@ -48,7 +71,7 @@ fn train_rate(arch: &Architecture, d: &Dataset, backend: BackendKind) -> f64 {
 
 fn child(quick: bool) {
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
-    let n = if quick { 2_000 } else { 10_000 };
+    let n = if quick { 500 } else { 10_000 };
     let dig = digits();
     let mn = mnist(n);
     for backend in [BackendKind::Flex, BackendKind::Ndarray] {
@@ -69,7 +92,7 @@ fn child(quick: bool) {
 }
 
 fn consensus_bench(quick: bool) {
-    let (nodes, samples, classes) = (100usize, if quick { 2_000 } else { 10_000 }, 10usize);
+    let (nodes, samples, classes) = (100usize, if quick { 200 } else { 10_000 }, 10usize);
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let matrices: Vec<Vec<f32>> = (0..nodes)
         .map(|_| {
@@ -151,24 +174,19 @@ fn compare(lines: &[String]) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
+    let args = Args::parse();
+    let quick = args.quick;
     if std::env::var_os("FD_BENCH_CHILD").is_some() {
         child(quick);
         return;
     }
-    if args.iter().any(|a| a == "--consensus-only") {
+    if args.consensus_only {
         consensus_bench(quick);
         return;
     }
-    // `--pytorch PYTHON`: also run benches/pytorch_train.py with that interpreter (which needs
-    // torch and numpy) for the same measurements, and print burn's speed relative to PyTorch's.
-    let pytorch = args.iter().position(|a| a == "--pytorch").map(|i| args.get(i + 1).expect("--pytorch needs a python interpreter").clone());
-    // `--runs N` (default 3, 1 with --quick): the children run N times, interleaved, and the
-    // best rate of each measurement counts, which damps the noise of a shared machine.
-    let runs: usize = args.iter().position(|a| a == "--runs").map_or(if quick { 1 } else { 3 }, |i| {
-        args.get(i + 1).and_then(|v| v.parse().ok()).filter(|&n| n > 0).expect("--runs needs a positive count")
-    });
+    // The children run `runs` times, interleaved, and the best rate of each measurement counts,
+    // which damps the noise of a shared machine.
+    let runs = args.runs.unwrap_or(if quick { 1 } else { 3 });
     println!("backend\tthreads\twhat\tsamples/s");
     let exe = std::env::current_exe().expect("exe");
     let mut lines = Vec::new();
@@ -180,7 +198,7 @@ fn main() {
             }
             cmd.env("FD_BENCH_CHILD", "1");
             lines.extend(measure(cmd, threads));
-            if let Some(py) = &pytorch {
+            if let Some(py) = &args.pytorch {
                 let mut cmd = Command::new(py);
                 cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/pytorch_train.py")).arg(data_dir()).arg(threads);
                 if quick {
@@ -199,7 +217,7 @@ fn main() {
             println!("{l}");
         }
     }
-    if pytorch.is_some() {
+    if args.pytorch.is_some() {
         compare(&lines);
     }
     consensus_bench(quick);

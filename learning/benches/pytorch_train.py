@@ -73,7 +73,7 @@ def main():
     quick = "--quick" in sys.argv
     torch.set_num_threads(threads)
     torch.manual_seed(1)
-    n = 2_000 if quick else 10_000
+    n = 500 if quick else 10_000
     dx, dy = digits(data_dir)
     mx, my = mnist(data_dir, n)
     tag = f"PyTorch\t{threads}"

@@ -79,11 +79,15 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path, text: 
 }
 
 /// The dotted key of the line holding byte `at`: the last `[table]` header above it, then the
-/// key before `=` on that line (or the key named by serde's "unknown field `x`" messages).
+/// key before `=` on that line (or the key named by serde's "unknown field `x`" messages). On a
+/// header line, the table the header names (an unknown `[simulation]` is `simulation`).
 fn key_at(text: &str, at: usize) -> String {
     let at = at.min(text.len());
     let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("");
+    if line.trim_start().starts_with('[') {
+        return line.trim().trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+    }
     let table = text[..line_start]
         .lines()
         .rev()
@@ -126,6 +130,8 @@ mod tests {
         let e = parse_toml::<Cfg>(p, "name = \"a\"\nsimulation = 3\n[round]\nsamples = 1\n").unwrap_err();
         assert_eq!(e.field, "simulation", "{e}");
         assert!(e.detail.contains("x.toml"));
+        let e = parse_toml::<Cfg>(p, "name = \"a\"\n[round]\nsamples = 1\n[simulation]\ndelay_ms = 3\n").unwrap_err();
+        assert_eq!(e.field, "simulation", "an unknown table is named, not the one above it: {e}");
         assert!(parse_toml::<Cfg>(p, "name = \"a\"\n[round]\nsamples = 1\n").is_ok());
     }
 }

@@ -1,5 +1,9 @@
-//! A wrong node config fails at start with a message that names the field.
+//! A wrong node config fails at start with an error that names the field, whether it is built in
+//! code or read from a TOML file; the base config the wrong ones are made from is accepted.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use learning::data::{DataFormat, DataSpec, Preprocess};
 use learning::Architecture;
@@ -39,34 +43,103 @@ fn base(dir: &std::path::Path) -> NodeConfig {
     }
 }
 
-async fn field(cfg: NodeConfig) -> String {
-    match node::run(cfg, CancellationToken::new()).await {
-        Err(NodeError::Config { field, detail }) => format!("{field}: {detail}"),
-        Err(e) => panic!("not a config error: {e}"),
-        Ok(_) => panic!("accepted a bad config"),
+/// How long a node may take to refuse a bad config. One that it accepts instead tries to reach
+/// the aggregator for ever: the test fails at this bound rather than hang.
+const REFUSAL_BOUND: Duration = Duration::from_secs(30);
+
+/// Runs the node on `cfg` and returns the field and detail of the config error it stops with.
+async fn refused(cfg: NodeConfig) -> (String, String) {
+    match tokio::time::timeout(REFUSAL_BOUND, node::run(cfg, CancellationToken::new())).await {
+        Ok(Err(NodeError::Config { field, detail })) => (field, detail),
+        Ok(Err(e)) => panic!("not a config error: {e}"),
+        Ok(Ok(summary)) => panic!("accepted a bad config and stopped: {summary:?}"),
+        Err(_) => panic!("accepted a bad config: the node was still running after {REFUSAL_BOUND:?}"),
     }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("node-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The control for the refusals below: the base config is accepted. The node gets as far as
+/// its network (the egress ledger is opened), then stops cleanly when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_base_config_is_accepted() {
+    let dir = temp_dir("cfg-ok");
+    let ok = base(&dir);
+    let ledger = ok.state_dir.join("egress.jsonl");
+    let shutdown = CancellationToken::new();
+    let node = tokio::spawn(node::run(ok, shutdown.clone()));
+    let start = std::time::Instant::now();
+    while !ledger.exists() {
+        assert!(!node.is_finished(), "the node stopped on a good config: {:?}", node.await);
+        assert!(start.elapsed() < REFUSAL_BOUND, "the node did not open its network within {REFUSAL_BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    let summary = tokio::time::timeout(REFUSAL_BOUND, node).await.expect("the node stops when asked").unwrap().unwrap();
+    assert_eq!(summary.joins, 0, "nothing listens at the base config's aggregator address");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_fields_are_named() {
-    let dir = std::env::temp_dir().join(format!("node-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("cfg");
     let ok = base(&dir);
-    let e = field(NodeConfig { key: dir.join("missing.key"), ..ok.clone() }).await;
-    assert!(e.starts_with("key:") && e.contains("missing.key"), "{e}");
-    assert!(field(NodeConfig { aggregator: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(), ..ok.clone() }).await.starts_with("aggregator:"));
+    let (field, detail) = refused(NodeConfig { key: dir.join("missing.key"), ..ok.clone() }).await;
+    assert!(field == "key" && detail.contains("missing.key"), "{field}: {detail}");
+    let (field, _) = refused(NodeConfig { aggregator: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(), ..ok.clone() }).await;
+    assert_eq!(field, "aggregator");
     let mut missing_data = ok.clone();
     missing_data.data.path = Some(dir.join("nope.csv"));
-    let e = field(missing_data).await;
-    assert!(e.starts_with("data:") && e.contains("nope.csv"), "{e}");
+    let (field, detail) = refused(missing_data).await;
+    assert!(field == "data" && detail.contains("nope.csv"), "{field}: {detail}");
+    let mut too_few_classes = ok.clone();
+    too_few_classes.data.classes = Some(3); // the digits have 10
+    assert_eq!(refused(too_few_classes).await.0, "data");
     let mut bad_model = ok.clone();
-    bad_model.model = Architecture::Cnn { channels: [4, 4], hidden: 8, dropout: 0.0 };
-    let mut bad_data = bad_model.clone();
-    bad_data.data.classes = Some(3);
-    assert!(field(bad_data).await.starts_with("data:"));
+    bad_model.model = Architecture::Cnn { channels: [4, 0], hidden: 8, dropout: 0.0 };
+    assert_eq!(refused(bad_model).await.0, "model");
     let mut bad_train = ok.clone();
     bad_train.train.learning_rate = f64::NAN;
-    assert!(field(bad_train).await.starts_with("train:"));
+    assert_eq!(refused(bad_train).await.0, "train");
+    let mut bad_digest = ok.clone();
+    bad_digest.digest.epochs = 0;
+    assert_eq!(refused(bad_digest).await.0, "digest");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `node.toml` as an operator writes it: `NodeConfig::load` names the dotted key at fault, and
+/// refuses keys it does not know, such as the simulated faults that only `fd-sim-node` reads.
+#[test]
+fn config_files_are_refused_naming_the_key() {
+    let dir = temp_dir("toml");
+    let ok = base(&dir);
+    let good = toml::to_string_pretty(&ok).unwrap();
+    let path = dir.join("node.toml");
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(NodeConfig::load(&path).unwrap(), ok, "the written config loads back as it was");
+    let agg = ok.aggregator.to_string();
+    let without_id = agg.split("/p2p/").next().unwrap().to_owned();
+    let cases = [
+        (good.replace("federation = \"f\"", "federation = \"has space\""), "federation"),
+        (good.replace(&agg, &without_id), "aggregator"),
+        (good.replace(&agg, "not an address"), "aggregator"),
+        (format!("attack = \"label-flip\"\n{good}"), "attack"),
+        (format!("{good}\n[simulation]\ndelay_ms = 1500\n"), "simulation"),
+    ];
+    for (text, key) in cases {
+        assert_ne!(text, good, "the case for `{key}` changes the file");
+        std::fs::write(&path, &text).unwrap();
+        match NodeConfig::load(&path) {
+            Err(NodeError::Config { field, .. }) => assert_eq!(field, key, "{text}"),
+            other => panic!("`{key}`: {other:?}\n{text}"),
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -1,11 +1,25 @@
 //! `cargo bench -p protocol`: encode+sign and verify+decode throughput, and envelope overhead,
-//! for a 1,000 × 10 soft-label submission in each encoding (one thread).
+//! for a 1,000 × 10 soft-label submission in each encoding (one thread). `--quick` (after `--`)
+//! shortens the timing budget; an unknown option is an error.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use protocol::*;
+
+/// `cargo bench -p protocol -- [OPTIONS]`
+#[derive(Parser)]
+#[command(name = "wire-bench", about = "Envelope overhead and encode/decode throughput per encoding")]
+struct Args {
+    /// A short timing budget: checks that the bench works; not for figures.
+    #[arg(long)]
+    quick: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
 
 fn probs(samples: usize, classes: usize) -> Vec<f32> {
     let mut state = 0x1234_5678u32;
@@ -46,11 +60,12 @@ fn time_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    let args = Args::parse();
     let (samples, classes) = (1_000usize, 10usize);
     let p = probs(samples, classes);
     let id = Identity::from_seed([3; 32]).expect("key");
     let limits = Limits::default();
-    let budget = Duration::from_millis(if std::env::args().any(|a| a == "--quick") { 200 } else { 1500 });
+    let budget = Duration::from_millis(if args.quick { 200 } else { 1500 });
     println!("soft-label submission {samples} x {classes}, one thread");
     println!(
         "{:<6} {:>10} {:>10} {:>9} {:>16} {:>18} {:>18}",

@@ -47,11 +47,17 @@ fn digest(version: u16, kind: u8, signer: &ParticipantId, body: &[u8]) -> ring::
 impl SignedEnvelope {
     /// Encodes and signs `message` with `identity`.
     pub fn seal(message: &Message, identity: &Identity) -> Result<Self> {
-        let body = codec::encode_body(message)?;
-        let kind = message.kind() as u8;
+        Ok(Self::seal_raw(message.kind() as u8, codec::encode_body(message)?, identity))
+    }
+
+    /// Signs `body` under any kind byte, known or not, without checking that they match. For
+    /// tests that must put a validly signed but meaningless envelope on the wire; real senders
+    /// use [`SignedEnvelope::seal`].
+    #[doc(hidden)]
+    pub fn seal_raw(kind: u8, body: Vec<u8>, identity: &Identity) -> Self {
         let signer = identity.id();
         let d = digest(PROTOCOL_VERSION, kind, &signer, &body);
-        Ok(Self { version: PROTOCOL_VERSION, kind, signer, body, signature: identity.sign(d.as_ref()).to_vec() })
+        Self { version: PROTOCOL_VERSION, kind, signer, body, signature: identity.sign(d.as_ref()).to_vec() }
     }
 
     /// Verifies the envelope and decodes its body.

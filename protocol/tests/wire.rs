@@ -199,9 +199,19 @@ fn wrong_version_and_unknown_kind_are_refused_with_codes() {
     let err = env.open(&alice.id(), &Limits::default()).unwrap_err();
     assert_eq!(err.refusal_reason(), RefusalReason::WrongVersion);
 
+    // A kind byte that names no message, validly signed: refused for its kind, not its signature.
+    let body = codec::encode_body(&msg).unwrap();
+    let unknown = SignedEnvelope::seal_raw(42, body.clone(), &alice);
+    assert_eq!(unknown.verify(), Ok(()));
+    let err = unknown.open(&alice.id(), &Limits::default()).unwrap_err();
+    assert_eq!(err, Error::Kind(42));
+    assert_eq!(err.refusal_reason(), RefusalReason::Malformed);
+    // The same body under its own kind opens: only the kind was wrong.
+    assert_eq!(SignedEnvelope::seal_raw(msg.kind() as u8, body, &alice).open(&alice.id(), &Limits::default()).unwrap(), msg);
+    // A kind changed after signing breaks the signature, which is checked first.
     let mut env = SignedEnvelope::seal(&msg, &alice).unwrap();
-    env.kind = 42; // signature no longer matches either
-    assert!(env.open(&alice.id(), &Limits::default()).is_err());
+    env.kind = 42;
+    assert_eq!(env.open(&alice.id(), &Limits::default()).unwrap_err(), Error::BadSignature);
 }
 
 #[test]
