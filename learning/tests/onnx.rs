@@ -2,9 +2,11 @@
 //! burn's logits, for both architectures, at several batch sizes. The MLP's safetensors export
 //! is also run in numpy with PyTorch's `[out, in]` weight layout.
 //!
-//! The check needs Python with `onnx` and `onnxruntime` (versions in `tests/python/requirements.txt`).
-//! It uses `$FD_PYTHON` if set (`.ci/run` sets it), otherwise a virtual environment in
-//! `target/python`, which it creates from PyPI on first use.
+//! The check needs Python with `onnx`, `onnxruntime` and `safetensors` (versions in
+//! `tests/python/requirements.txt`). It uses `$FD_PYTHON` if set (`.ci/run` sets it), otherwise
+//! a virtual environment in `target/python`, which it creates from PyPI on first use: without
+//! `FD_PYTHON`, this test needs network access. It never skips: when it cannot check, it fails
+//! and says why.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use std::path::{Path, PathBuf};
@@ -51,13 +53,15 @@ fn python() -> &'static Path {
             });
             if let Err(e) = made {
                 panic!(
-                    "the ONNX check needs Python 3 with onnx, onnxruntime and safetensors; creating {} from PyPI failed.\n\
-                     Install them (pip install -r {}) and set FD_PYTHON to that interpreter.\n{e}",
+                    "cannot check the ONNX and safetensors exports: they need Python 3 with onnx, onnxruntime and \
+                     safetensors, and creating {} from PyPI failed. Without FD_PYTHON this test needs network access \
+                     to PyPI; offline, install the packages of {} into a Python environment and set FD_PYTHON to its \
+                     interpreter.\n{e}",
                     venv.display(),
                     requirements.display()
                 );
             }
-            assert!(probe(&py), "{} was created but cannot import onnx, onnxruntime and safetensors", py.display());
+            assert!(probe(&py), "{} was created from PyPI but cannot import onnx, onnxruntime and safetensors", py.display());
         }
         py
     })
