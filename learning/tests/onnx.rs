@@ -2,9 +2,11 @@
 //! burn's logits, for both architectures, at several batch sizes. The MLP's safetensors export
 //! is also run in numpy with PyTorch's `[out, in]` weight layout.
 //!
-//! The check needs Python with `onnx` and `onnxruntime` (versions in `tests/python/requirements.txt`).
-//! It uses `$FD_PYTHON` if set (`.ci/run` sets it), otherwise a virtual environment in
-//! `target/python`, which it creates from PyPI on first use.
+//! The check needs Python with `onnx`, `onnxruntime` and `safetensors` (versions in
+//! `tests/python/requirements.txt`). It uses `$FD_PYTHON` if set (`.ci/run` sets it), otherwise
+//! a virtual environment in `target/python`, which it creates from PyPI on first use: without
+//! `FD_PYTHON`, this test needs network access. It never skips: when it cannot check, it fails
+//! and says why.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 mod support;

@@ -225,15 +225,34 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     anyhow::bail!("cannot find the `{name}` binary near {}; build the workspace first (cargo build --release)", exe.display())
 }
 
+/// The addresses that `fd-aggregator run --addr-file PATH` reported in `path`, once it has.
+pub fn read_addr_file(path: &Path) -> Option<Vec<Multiaddr>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let addrs: Vec<Multiaddr> = text.lines().map(str::parse).collect::<Result<_, _>>().ok()?;
+    (!addrs.is_empty()).then_some(addrs)
+}
+
+/// How long an aggregator process may take to load its inputs and bind.
+const ADDR_WAIT: Duration = Duration::from_secs(120);
+
+/// Waits for the aggregator process to report where it listens, failing if it exits first.
+async fn wait_for_addrs(agg: &mut tokio::process::Child, file: &Path, log: &Path) -> anyhow::Result<Vec<Multiaddr>> {
+    let deadline = tokio::time::Instant::now() + ADDR_WAIT;
+    loop {
+        if let Some(addrs) = read_addr_file(file) {
+            return Ok(addrs);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("fd-aggregator did not report its addresses within {ADDR_WAIT:?}; see {}", log.display());
+        }
+        tokio::select! {
+            s = agg.wait() => anyhow::bail!("fd-aggregator exited with {} before listening; see {}", s?, log.display()),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
 async fn federate_processes(p: &mut Prepared, progress: bool) -> anyhow::Result<Vec<RoundMetrics>> {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
-    p.aggregator.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse()?];
-    let agg_id = net::keys::read(&p.aggregator.key)?.id();
-    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", net::keys::peer_id_string(&agg_id)).parse()?;
-    write_configs(p, &addr)?;
     let agg_bin = sibling_binary("fd-aggregator")?;
     let node_bin = sibling_binary("fd-node")?;
     let sim_bin = sibling_binary("fd-sim-node")?;
@@ -249,7 +268,20 @@ async fn federate_processes(p: &mut Prepared, progress: bool) -> anyhow::Result<
             .spawn()?)
     };
     let run = |cfg: PathBuf| vec!["run".into(), "--config".into(), cfg.into_os_string()];
-    let mut agg = spawn(&agg_bin, run(p.dir.join("federation.toml")), logs.join("aggregator.log"))?;
+    // The aggregator binds port 0 and reports the addresses it got; nothing guesses a free port.
+    p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
+    setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator)?;
+    let addr_file = logs.join("aggregator.addrs");
+    let _ = std::fs::remove_file(&addr_file);
+    let mut args = run(p.dir.join("federation.toml"));
+    args.extend(["--addr-file".into(), addr_file.clone().into_os_string()]);
+    let agg_log = logs.join("aggregator.log");
+    let mut agg = spawn(&agg_bin, args, agg_log.clone())?;
+    let addrs = wait_for_addrs(&mut agg, &addr_file, &agg_log).await?;
+    // federation.toml now listens where the aggregator is bound and each node.toml names that
+    // address, so that the files in the run folder run as they are.
+    p.aggregator.listen = addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()).collect();
+    write_configs(p, &addrs[0])?;
     let mut nodes = Vec::new();
     for i in 0..p.nodes.len() {
         let dir = node_dir(p, i);

@@ -53,7 +53,9 @@ pub fn python(probe: &str) -> &'static Path {
             if let Err(e) = made {
                 panic!(
                     "this check needs Python 3 with the packages of {} (and, installed with --no-deps, {}); \
-                     creating {} from PyPI failed. Install them and set FD_PYTHON to that interpreter.\n{e}",
+                     creating {} from PyPI failed. Without FD_PYTHON this test needs network access to PyPI; \
+                     offline, install those packages into a Python environment and set FD_PYTHON to its \
+                     interpreter. It never skips.\n{e}",
                     requirements.display(),
                     no_deps.display(),
                     venv.display()
