@@ -156,7 +156,8 @@ impl Default for Baselines {
 }
 
 impl Scenario {
-    /// Parses a scenario from TOML and validates it.
+    /// Parses a scenario from TOML and validates it. A value that does not parse is named by
+    /// its dotted key, as in the node's and the aggregator's configs.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
         let s: Scenario = net::cli::parse_toml(Path::new("(scenario)"), text)?;
         s.validate()?;
