@@ -54,6 +54,7 @@ fn config(dir: &Path, nodes: &[Identity], rounds: u64) -> AggregatorConfig {
             architecture: Architecture::Mlp { hidden: vec![], dropout: 0.0 },
             warm_start: true,
             distill: DistillConfig { train: TrainConfig { epochs: 0, ..Default::default() }, ..Default::default() },
+            teaching: Default::default(),
         },
         validation: None,
     }

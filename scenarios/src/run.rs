@@ -157,6 +157,8 @@ fn bar(total: u64, show: bool) -> indicatif::ProgressBar {
 async fn federate_in_process(p: &mut Prepared, progress: bool) -> anyhow::Result<Vec<RoundMetrics>> {
     p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
     let mut agg = Aggregator::start(p.aggregator.clone()).await.context("starting the aggregator")?;
+    // The run folder's federation.toml names the port actually bound, as its node.toml files do.
+    p.aggregator.listen = agg.listen_addrs().to_vec();
     let addr = agg.listen_addrs()[0].clone().with(Protocol::P2p(net::peer_id(&agg.id())));
     write_configs(p, &addr)?;
     let (tx, mut rx) = mpsc::channel(64);
