@@ -3,7 +3,8 @@
 //!
 //! - [`data`]: IDX and CSV loaders, declared preprocessing, seeded splits and partitions.
 //! - [`arch`]: the MLP and CNN architectures behind one [`arch::Layers`].
-//! - [`model`]: [`Model`], layers with their shapes; inference, soft labels, save/load, export.
+//! - [`model`]: [`Model`], layers with their shapes; inference, soft labels, save/load.
+//! - [`export`]: safetensors and ONNX export of a [`Model`].
 //! - [`fs`]: atomic file writes and config-relative paths.
 //! - [`train`]: supervised training, the distillation loss and distillation runs.
 //! - [`consensus`]: pure functions that combine soft labels from many nodes.
@@ -19,6 +20,7 @@ pub mod arch;
 pub mod consensus;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod model;
 pub mod fs;
 pub mod train;
