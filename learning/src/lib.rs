@@ -3,7 +3,8 @@
 //!
 //! - [`data`]: IDX and CSV loaders, declared preprocessing, seeded splits and partitions.
 //! - [`arch`]: the MLP and CNN architectures behind one [`arch::Layers`].
-//! - [`model`]: [`Model`], layers with their shapes; inference, soft labels, save/load, export.
+//! - [`model`]: [`Model`], layers with their shapes; inference, soft labels, save/load.
+//! - [`export`]: safetensors and ONNX export of a [`Model`].
 //! - [`fs`]: atomic file writes and config-relative paths.
 //! - [`train`]: supervised training, the distillation loss and distillation runs.
 //! - [`joint`]: private cross-entropy and distillation towards a teacher in the same steps.
@@ -21,6 +22,7 @@ pub mod arch;
 pub mod consensus;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod model;
 pub mod fs;
 pub mod joint;

@@ -1,17 +1,18 @@
 //! [`Model`]: a model with what is needed to use, save and reload it (architecture, shapes,
-//! backend), plus batched inference, soft labels, atomic saving, and safetensors and ONNX export.
+//! backend), plus batched inference, soft labels and atomic saving. Export to other frameworks
+//! is in [`crate::export`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::prelude::*;
-use burn::store::{ModuleRecord, ModuleSnapshot, SafetensorsStore};
+use burn::store::ModuleRecord;
 use burn::tensor::activation::softmax;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::arch::{Architecture, BackendKind, Cnn, Mlp, Layers};
+use crate::arch::{Architecture, BackendKind, Layers};
 use crate::train::rows_tensor;
 use crate::fs::atomic_write;
 use crate::Error;
@@ -137,54 +138,6 @@ impl Model {
             .map_err(|e| Error::Store(format!("{}: {e}", bpk.display())))
     }
 
-    /// Writes the weights as safetensors. Tensors are named by field path (`Mlp.layers.0.weight`, `Cnn.conv1.weight`, …).
-    /// Linear weights are stored in PyTorch's `[out, in]` layout (burn keeps `[in, out]` in
-    /// memory), so the file loads into an equivalent `torch.nn.Linear` as it is.
-    pub fn export_safetensors(&self, path: &Path) -> Result<(), Error> {
-        let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(burn::store::BurnToPyTorchAdapter);
-        self.model.valid().save_into(&mut store).map_err(|e| Error::Store(e.to_string()))?;
-        let bytes = store.get_bytes().map_err(|e| Error::Store(e.to_string()))?;
-        atomic_write(path, &canonical_safetensors(&bytes)?)
-    }
-
-    /// Exports the model as ONNX (operator set 18, weights embedded) with burn-onnx, and writes
-    /// it atomically to `path`. Returns the bytes written.
-    ///
-    /// The graph has one float32 input with a dynamic `batch` axis and returns the logits
-    /// `[batch, classes]` (no softmax, as [`Model::logits`]); dropout is off, as in inference.
-    /// An MLP takes rows `[batch, input_dim]`. A CNN takes images in PyTorch's NCHW layout,
-    /// `[batch, 1, side, side]`: the same values as a row, reshaped.
-    pub fn export_onnx(&self, path: &Path) -> Result<Vec<u8>, Error> {
-        let bytes = self.onnx_bytes()?;
-        atomic_write(path, &bytes)?;
-        Ok(bytes)
-    }
-
-    /// The ONNX model of [`Model::export_onnx`], in memory.
-    pub fn onnx_bytes(&self) -> Result<Vec<u8>, Error> {
-        use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
-        let device = self.backend.device();
-        let exporter = OnnxExporter::new();
-        // Two traces with different batch sizes tell the exporter which axis is the batch.
-        let onnx = match self.model.valid() {
-            Layers::Mlp(m) => {
-                let rows = |n: usize| Tensor::<2>::zeros([n, self.input_dim], &device);
-                let specs = [InputSpec::new([AxisSpec::dynamic("batch"), AxisSpec::Static])];
-                exporter.export_dynamic(&m, rows(2), rows(3), &specs, |m: &Mlp, x| m.forward(x))
-            }
-            Layers::Cnn(m) => {
-                // Rows are reshaped to images outside the graph: burn-onnx cannot yet tell the
-                // static axes of [batch, 784] → [batch, 1, 28, 28] apart from the dynamic one.
-                let side = m.side();
-                let images = |n: usize| Tensor::<4>::zeros([n, 1, side, side], &device);
-                let specs = [InputSpec::new([AxisSpec::dynamic("batch"), AxisSpec::Static, AxisSpec::Static, AxisSpec::Static])];
-                exporter.export_dynamic(&m, images(2), images(3), &specs, |m: &Cnn, x| m.forward_images(x))
-            }
-        };
-        let onnx = onnx.map_err(|e| Error::Store(format!("onnx export of {}: {e}", self.architecture.label(self.input_dim, self.classes))))?;
-        Ok(onnx.into_bytes())
-    }
-
     /// Mean inference latency in µs per sample at the given batch size (best of `repeats` runs
     /// after one warm-up).
     pub fn latency_us(&self, batch: usize, repeats: usize) -> f64 {
@@ -204,25 +157,6 @@ impl Model {
             })
             .fold(f64::INFINITY, f64::min)
     }
-}
-
-/// Rewrites a safetensors file's JSON header with its keys sorted (burn writes its metadata map
-/// in hash order), so that the same weights always give the same bytes. Tensor data is untouched:
-/// its offsets are relative to the end of the header.
-fn canonical_safetensors(bytes: &[u8]) -> Result<Vec<u8>, Error> {
-    let bad = |d: &str| Error::Store(format!("safetensors: {d}"));
-    let len = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())).ok_or_else(|| bad("no header"))?;
-    let end = usize::try_from(len).ok().and_then(|l| l.checked_add(8)).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("header beyond the end"))?;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..end]).map_err(|e| bad(&e.to_string()))?;
-    // serde_json's map is ordered by key: writing it back sorts every object.
-    let mut json = serde_json::to_vec(&header).map_err(|e| bad(&e.to_string()))?;
-    // The format pads the header with spaces so that tensor data starts 8-byte aligned.
-    json.resize(json.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - end);
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&bytes[end..]);
-    Ok(out)
 }
 
 static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());

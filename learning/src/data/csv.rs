@@ -1,0 +1,136 @@
+//! CSV files of numeric features and an integer label, gzip detected.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{read_file, DataError, Dataset, Result};
+
+/// Which CSV column holds the label.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LabelColumn {
+    /// 0-based column index; negative counts from the end (-1 is the last column).
+    Index(i64),
+    /// Column name from the header line.
+    Name(String),
+}
+
+/// How to read a CSV file. (Configuration files give these as fields of [`DataSpec`].)
+#[derive(Clone, Debug, PartialEq)]
+pub struct CsvOptions {
+    /// Label column.
+    pub label: LabelColumn,
+    /// Lines to skip before the header or data (e.g. scikit-learn's count line).
+    pub skip_lines: usize,
+    /// Whether the first line after `skip_lines` names the columns.
+    pub header: bool,
+    /// Field separator (one character).
+    pub delimiter: char,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self { label: LabelColumn::Index(-1), skip_lines: 0, header: false, delimiter: ',' }
+    }
+}
+
+/// Loads a CSV file of numeric features and an integer label (`0..classes`); gzip is detected.
+pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
+    let bytes = read_file(path)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| DataError::Format { path: path.to_owned(), detail: format!("not UTF-8: {e}") })?;
+    let csv_err = |line: usize, column: usize, detail: String| DataError::Csv { path: path.to_owned(), line, column, detail };
+    let mut lines = text.lines().enumerate().skip(opts.skip_lines).filter(|(_, l)| !l.trim().is_empty());
+    let mut label_col: Option<usize> = None;
+    let mut width: Option<usize> = None;
+    if opts.header {
+        let (no, line) = lines.next().ok_or_else(|| csv_err(opts.skip_lines + 1, 1, "missing header line".into()))?;
+        let names: Vec<&str> = line.split(opts.delimiter).map(|s| s.trim().trim_matches('"')).collect();
+        width = Some(names.len());
+        if let LabelColumn::Name(want) = &opts.label {
+            label_col = Some(names.iter().position(|n| n == want).ok_or_else(|| {
+                csv_err(no + 1, 1, format!("no column named `{want}` (columns: {})", names.join(", ")))
+            })?);
+        }
+    } else if let LabelColumn::Name(want) = &opts.label {
+        return Err(csv_err(opts.skip_lines + 1, 1, format!("label column `{want}` given by name but the file has no header")));
+    }
+    let mut features = Vec::new();
+    let mut labels = Vec::new();
+    for (no, line) in lines {
+        let cells: Vec<&str> = line.split(opts.delimiter).collect();
+        let w = *width.get_or_insert(cells.len());
+        if cells.len() != w {
+            return Err(csv_err(no + 1, cells.len().min(w) + 1, format!("ragged row: {} fields, expected {w}", cells.len())));
+        }
+        let lc = match (label_col, &opts.label) {
+            (Some(c), _) => c,
+            (None, LabelColumn::Index(i)) => {
+                let c = if *i < 0 { w as i64 + i } else { *i };
+                if c < 0 || c >= w as i64 {
+                    return Err(csv_err(no + 1, 1, format!("label column {i} does not exist in {w} columns")));
+                }
+                *label_col.insert(c as usize)
+            }
+            (None, LabelColumn::Name(_)) => unreachable!("names are resolved from the header"),
+        };
+        if w < 2 {
+            return Err(csv_err(no + 1, 1, "a row needs at least one feature and a label".into()));
+        }
+        for (c, cell) in cells.iter().enumerate() {
+            let cell = cell.trim().trim_matches('"');
+            if c == lc {
+                let v: f64 = cell.parse().map_err(|_| csv_err(no + 1, c + 1, format!("label `{cell}` is not a number")))?;
+                if v < 0.0 || v.fract() != 0.0 || v > 1e6 {
+                    return Err(csv_err(no + 1, c + 1, format!("label `{cell}` is not a class index (0, 1, 2, …)")));
+                }
+                labels.push(v as u32);
+            } else {
+                let v: f32 = cell.parse().map_err(|_| csv_err(no + 1, c + 1, format!("`{cell}` is not a number")))?;
+                if !v.is_finite() {
+                    return Err(csv_err(no + 1, c + 1, format!("`{cell}` is not finite")));
+                }
+                features.push(v);
+            }
+        }
+    }
+    if labels.is_empty() {
+        return Err(DataError::Format { path: path.to_owned(), detail: "no data rows".into() });
+    }
+    let dim = width.unwrap_or(1) - 1;
+    let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
+    Dataset::new(features, labels, dim, classes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::test_files::tmp;
+
+    #[test]
+    fn csv_reads_headers_names_and_reports_bad_cells() {
+        let p = tmp("a.csv", b"f1,f2,target\n1,2,0\n3,4.5,1\n");
+        let d = load_csv(&p, &CsvOptions { label: LabelColumn::Name("target".into()), header: true, ..Default::default() }).unwrap();
+        assert_eq!((d.len(), d.dim, d.classes), (2, 2, 2));
+        assert_eq!(d.row(1), &[3.0, 4.5]);
+
+        let first = tmp("b.csv", b"skip me\n0,1,2\n1,3,4\n");
+        let d = load_csv(&first, &CsvOptions { label: LabelColumn::Index(0), skip_lines: 1, ..Default::default() }).unwrap();
+        assert_eq!(d.labels, vec![0, 1]);
+        assert_eq!(d.row(0), &[1.0, 2.0]);
+
+        let bad = tmp("bad.csv", b"1,2,0\n3,x,1\n");
+        let e = load_csv(&bad, &CsvOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("bad.csv:2: column 2") && e.contains("`x`"), "{e}");
+        let ragged = tmp("ragged.csv", b"1,2,0\n3,1\n");
+        let e = load_csv(&ragged, &CsvOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("ragged.csv:2") && e.contains("ragged row"), "{e}");
+        let frac = tmp("frac.csv", b"1,2,0.5\n");
+        assert!(load_csv(&frac, &CsvOptions::default()).unwrap_err().to_string().contains("class index"));
+        let nohead = CsvOptions { label: LabelColumn::Name("y".into()), ..Default::default() };
+        assert!(load_csv(&bad, &nohead).unwrap_err().to_string().contains("no header"));
+        let wrong = CsvOptions { label: LabelColumn::Name("y".into()), header: true, ..Default::default() };
+        assert!(load_csv(&p, &wrong).unwrap_err().to_string().contains("no column named `y`"));
+    }
+}

@@ -1,0 +1,158 @@
+//! [`DataSpec`]: a data set as written in configuration files, and the [`DataSource`] it names.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{load_csv, load_idx, read_rows, CsvOptions, DataError, Dataset, LabelColumn, Preprocess, Result};
+
+/// Where a data set lives and how to read it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataSource {
+    /// A CSV file (gzip detected).
+    Csv {
+        /// File.
+        path: PathBuf,
+        /// How to read it.
+        options: CsvOptions,
+    },
+    /// IDX images and labels (gzip detected).
+    Idx {
+        /// Images file.
+        images: PathBuf,
+        /// Labels file.
+        labels: PathBuf,
+    },
+}
+
+impl DataSource {
+    /// Loads the whole file(s).
+    pub fn load(&self) -> Result<Dataset> {
+        match self {
+            DataSource::Csv { path, options } => load_csv(path, options),
+            DataSource::Idx { images, labels } => load_idx(images, labels),
+        }
+    }
+
+    /// Loads the file(s) once per process while someone holds the result: many simulated nodes
+    /// in one process reading rows of the same file share one decoded copy instead of one each.
+    pub fn load_shared(&self) -> Result<std::sync::Arc<Dataset>> {
+        use std::sync::{Arc, Mutex, Weak};
+        static CACHE: Mutex<Vec<(String, Weak<Dataset>)>> = Mutex::new(Vec::new());
+        let key = format!("{self:?}");
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(d) = cache.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade()) {
+            return Ok(d);
+        }
+        let d = Arc::new(self.load()?);
+        cache.push((key, Arc::downgrade(&d)));
+        Ok(d)
+    }
+}
+
+/// File format of a [`DataSpec`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    /// CSV: `path`, `label`, optional `skip_lines`, `header`, `delimiter`.
+    Csv,
+    /// IDX: `images` and `labels`.
+    Idx,
+}
+
+fn default_delimiter() -> char {
+    ','
+}
+
+/// A data set as written in configuration files: the file(s), optionally a file of row indices
+/// to keep (one per line), the class count and the preprocessing.
+///
+/// ```toml
+/// format = "csv"
+/// path = "data/digits/digits.csv.gz"
+/// label = -1
+/// preprocess = { kind = "scale", factor = 0.0625 }
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// `csv` or `idx`.
+    pub format: DataFormat,
+    /// CSV file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// CSV label column: index (negative from the end) or header name. Default: the last column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<LabelColumn>,
+    /// CSV lines to skip before the header or data.
+    #[serde(default)]
+    pub skip_lines: usize,
+    /// Whether the CSV has a header line.
+    #[serde(default)]
+    pub header: bool,
+    /// CSV separator.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    /// IDX images file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<PathBuf>,
+    /// IDX labels file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<PathBuf>,
+    /// Keep only these rows (a text file, one 0-based index per line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<PathBuf>,
+    /// Number of classes, if more than the file's labels show (e.g. a node that lacks a class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
+    /// Preprocessing.
+    #[serde(default)]
+    pub preprocess: Preprocess,
+}
+
+impl DataSpec {
+    /// The files to read, checking that the fields of the format are present.
+    pub fn source(&self) -> Result<DataSource> {
+        let missing = |f: &str| DataError::Split(format!("data: format {:?} needs `{f}`", self.format));
+        match self.format {
+            DataFormat::Csv => Ok(DataSource::Csv {
+                path: self.path.clone().ok_or_else(|| missing("path"))?,
+                options: CsvOptions {
+                    label: self.label.clone().unwrap_or(LabelColumn::Index(-1)),
+                    skip_lines: self.skip_lines,
+                    header: self.header,
+                    delimiter: self.delimiter,
+                },
+            }),
+            DataFormat::Idx => Ok(DataSource::Idx {
+                images: self.images.clone().ok_or_else(|| missing("images"))?,
+                labels: self.labels.clone().ok_or_else(|| missing("labels"))?,
+            }),
+        }
+    }
+
+    /// Loads, selects rows and preprocesses.
+    pub fn load(&self) -> Result<Dataset> {
+        let all = self.source()?.load_shared()?;
+        let mut d = match &self.rows {
+            Some(rows_path) => all.subset(&read_rows(rows_path, all.len())?),
+            None => Dataset::clone(&all),
+        };
+        drop(all);
+        if let Some(c) = self.classes {
+            if c < d.classes {
+                return Err(DataError::Split(format!("classes = {c} but the data has labels up to {}", d.classes - 1)));
+            }
+            d.classes = c;
+        }
+        self.preprocess.apply(&mut d.features, d.dim)?;
+        Ok(d)
+    }
+
+    /// The same spec with relative paths resolved against `base`.
+    pub fn resolved(&self, base: &Path) -> Self {
+        let r = |p: &Option<PathBuf>| p.as_ref().map(|p| if p.is_absolute() { p.clone() } else { base.join(p) });
+        Self { path: r(&self.path), images: r(&self.images), labels: r(&self.labels), rows: r(&self.rows), ..self.clone() }
+    }
+}
