@@ -35,6 +35,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Privacy accounting for DP-SGD (RDP of the Poisson-sampled Gaussian mechanism).
+    Privacy {
+        #[command(subcommand)]
+        command: PrivacyCommand,
+    },
 }
 
 #[tokio::main]
@@ -51,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", path.display());
             }
         }
+        Command::Privacy { command } => privacy(command)?,
         Command::Run { config } => {
             let cfg = node::NodeConfig::load(&config)?;
             let shutdown = net::cli::shutdown_signal();
@@ -61,6 +67,57 @@ async fn main() -> anyhow::Result<()> {
                 finished_after = ?summary.finished_after,
                 "node stopped"
             );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum PrivacyCommand {
+    /// Print ε after STEPS steps of DP-SGD, and the Rényi order that gives it.
+    Epsilon {
+        /// Probability that a record is in a step's batch (Poisson sampling), in [0, 1].
+        #[arg(long, value_name = "Q")]
+        sample_rate: f64,
+        /// Noise standard deviation over the clipping norm, ≥ 0.
+        #[arg(long, value_name = "S")]
+        noise_multiplier: f64,
+        /// Number of steps.
+        #[arg(long, value_name = "N")]
+        steps: u64,
+        /// δ of the (ε, δ) guarantee, in (0, 1).
+        #[arg(long, value_name = "D")]
+        delta: f64,
+    },
+    /// Print the smallest noise multiplier that keeps STEPS steps within (ε, δ).
+    Calibrate {
+        /// Target ε, > 0.
+        #[arg(long, value_name = "E")]
+        epsilon: f64,
+        /// δ of the (ε, δ) guarantee, in (0, 1).
+        #[arg(long, value_name = "D")]
+        delta: f64,
+        /// Probability that a record is in a step's batch (Poisson sampling), in [0, 1].
+        #[arg(long, value_name = "Q")]
+        sample_rate: f64,
+        /// Number of steps, ≥ 1.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        steps: u64,
+    },
+}
+
+fn privacy(command: PrivacyCommand) -> anyhow::Result<()> {
+    use learning::privacy;
+    match command {
+        PrivacyCommand::Epsilon { sample_rate, noise_multiplier, steps, delta } => {
+            let segment = privacy::Segment { sample_rate, noise_multiplier, steps };
+            let spent = privacy::epsilon(&[segment], delta).context("cannot compute epsilon")?;
+            println!("epsilon {} (Rényi order {}, delta {delta})", spent.epsilon, spent.order);
+        }
+        PrivacyCommand::Calibrate { epsilon, delta, sample_rate, steps } => {
+            let c = privacy::calibrate(epsilon, delta, sample_rate, steps).context("cannot calibrate the noise")?;
+            let spent = c.spent;
+            println!("noise_multiplier {} (epsilon {} at Rényi order {}, delta {delta})", c.noise_multiplier, spent.epsilon, spent.order);
         }
     }
     Ok(())

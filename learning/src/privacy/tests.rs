@@ -123,7 +123,8 @@ fn calibration_accounts_for_what_is_spent() {
 
 #[test]
 fn unreachable_targets_are_refused() {
-    // At δ = 10⁻⁵ the orders up to 63 cannot express ε much below 0.1, whatever the noise.
+    // At δ = 10⁻⁵ the orders up to 63 give no ε between 0 and about 0.1; ε = 0 (the whole run's
+    // RDP under δ²) would take far more noise than the bound at this sampling rate.
     match calibrate(0.01, 1e-5, 0.5, 100) {
         Err(PrivacyError::Unreachable { max_noise, least, .. }) => {
             assert_eq!(max_noise, MAX_NOISE_MULTIPLIER);
@@ -162,4 +163,14 @@ proptest! {
         // ε is flat between two orders' crossings only on sets of measure zero: σ comes back.
         prop_assert!((c.noise_multiplier - sigma).abs() <= 1e-5 * sigma, "σ = {sigma}, calibrated {}", c.noise_multiplier);
     }
+}
+
+#[test]
+fn a_target_below_what_the_orders_express_takes_noise_enough_for_zero_epsilon() {
+    // With q = 0.01 and 100 steps, noise in the thousands puts the whole run's RDP under δ²:
+    // (0, δ)-DP. Calibration finds that edge rather than refusing, and no less noise meets 0.01.
+    let c = calibrate(0.01, 1e-5, 0.01, 100).unwrap();
+    assert_eq!(c.spent.epsilon, 0.0);
+    assert!(c.noise_multiplier > 1000.0 && c.noise_multiplier < MAX_NOISE_MULTIPLIER);
+    assert!(eps(0.01, c.noise_multiplier * (1.0 - 1e-5), 100) > 0.01);
 }
