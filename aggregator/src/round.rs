@@ -69,7 +69,7 @@ impl RoundState {
         match &mut self.collector {
             Collector::Stream(acc) => {
                 let w = if self.cfg.rule == Rule::WeightedBySamples { sub.local_samples as f64 } else { 1.0 };
-                acc.add(&probs, w).map_err(|e| refused(RefusalReason::WrongShape, e))?;
+                acc.add(&probs, w).map_err(|e| refused(RefusalReason::WrongShape, e.to_string()))?;
             }
             Collector::Keep(v) => v.push((probs, sub.local_samples)),
         }

@@ -105,23 +105,25 @@ impl Model {
 
     /// Burnpack bytes of the weights.
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
-        let bytes = self.model.valid().into_record().into_bytes().map_err(|e| Error::Store(e.to_string()))?;
+        let bytes = self.model.valid().into_record().into_bytes().map_err(|source| Error::Weights { path: None, source })?;
         Ok(bytes.to_vec())
     }
 
     /// Rebuilds a network from its spec and burnpack bytes.
     pub fn from_bytes(spec: &ModelSpec, bytes: Vec<u8>, backend: BackendKind) -> Result<Self, Error> {
         let model = spec.architecture.init(spec.input_dim, spec.classes, &backend.device().autodiff())?;
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| Error::Store(e.to_string()))?;
-        let model = model.try_load_record(record).map_err(|e| Error::Store(e.to_string()))?;
+        let weights = |source| Error::Weights { path: None, source };
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(weights)?;
+        let model = model.try_load_record(record).map_err(weights)?;
         Ok(Self { architecture: spec.architecture.clone(), input_dim: spec.input_dim, classes: spec.classes, backend, model })
     }
 
     /// Saves `<path>.bpk` (burnpack weights) and `<path>.json` (spec), each atomically.
     /// Returns the size of the weights file in bytes.
     pub fn save(&self, path: &Path) -> Result<u64, Error> {
-        let spec = serde_json::to_vec_pretty(&self.spec()).map_err(|e| Error::Store(e.to_string()))?;
-        atomic_write(&path.with_extension("json"), &spec)?;
+        let spec_path = path.with_extension("json");
+        let spec = serde_json::to_vec_pretty(&self.spec()).map_err(|source| Error::Spec { path: spec_path.clone(), source })?;
+        atomic_write(&spec_path, &spec)?;
         let weights = self.to_bytes()?;
         atomic_write(&path.with_extension("bpk"), &weights)?;
         Ok(weights.len() as u64)
@@ -131,11 +133,13 @@ impl Model {
     pub fn load(path: &Path, backend: BackendKind) -> Result<Self, Error> {
         let read = |p: PathBuf| std::fs::read(&p).map_err(|e| Error::Io { path: p, source: e });
         let spec_path = path.with_extension("json");
-        let spec: ModelSpec = serde_json::from_slice(&read(spec_path.clone())?)
-            .map_err(|e| Error::Store(format!("{}: {e}", spec_path.display())))?;
+        let spec: ModelSpec =
+            serde_json::from_slice(&read(spec_path.clone())?).map_err(|source| Error::Spec { path: spec_path, source })?;
         let bpk = path.with_extension("bpk");
-        Self::from_bytes(&spec, read(bpk.clone())?, backend)
-            .map_err(|e| Error::Store(format!("{}: {e}", bpk.display())))
+        Self::from_bytes(&spec, read(bpk.clone())?, backend).map_err(|e| match e {
+            Error::Weights { path: None, source } => Error::Weights { path: Some(bpk), source },
+            e => e,
+        })
     }
 
     /// Mean inference latency in µs per sample at the given batch size (best of `repeats` runs
