@@ -88,6 +88,13 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// Reading a tensor back from the backend failed.
+    #[error("reading a tensor from the backend")]
+    TensorRead {
+        /// Cause.
+        #[source]
+        source: burn::tensor::TensorReadError,
+    },
     /// Weights could not be encoded to or decoded from burnpack.
     #[error("burnpack weights{}", in_file(.path.as_deref()))]
     Weights {
