@@ -104,7 +104,7 @@ impl RoundState {
                 if acc.nodes() == 0 {
                     return Err(failed("no submissions".into()));
                 }
-                Ok(consensus::postprocess(acc.finish(), classes, acc.nodes(), &self.cfg))
+                Ok(consensus::postprocess(acc.finish(), classes, &self.cfg))
             }
             Collector::Keep(v) => {
                 let inputs: Vec<(&[f32], u64)> = v.iter().map(|(p, n)| (p.as_slice(), *n)).collect();

@@ -102,8 +102,6 @@ pub struct Combined {
     pub weights: Vec<f32>,
     /// Number of classes.
     pub classes: usize,
-    /// Number of node matrices combined.
-    pub nodes: usize,
 }
 
 /// Normalised entropy H(p)/log C of one row, in [0, 1].
@@ -219,12 +217,12 @@ pub fn combine(inputs: &[(&[f32], u64)], samples: usize, classes: usize, cfg: &C
             })
         }
     };
-    Ok(postprocess(probs, classes, inputs.len(), cfg))
+    Ok(postprocess(probs, classes, cfg))
 }
 
 /// Renormalises, sharpens and masks combined rows (the steps after any rule; a streaming caller
 /// that fed a [`MeanAccumulator`] itself finishes with this).
-pub fn postprocess(mut probs: Vec<f32>, classes: usize, nodes: usize, cfg: &ConsensusConfig) -> Combined {
+pub fn postprocess(mut probs: Vec<f32>, classes: usize, cfg: &ConsensusConfig) -> Combined {
     renormalise(&mut probs, classes);
     sharpen(&mut probs, classes, &cfg.sharpen);
     let weights = probs
@@ -234,7 +232,7 @@ pub fn postprocess(mut probs: Vec<f32>, classes: usize, nodes: usize, cfg: &Cons
             _ => 1.0,
         })
         .collect();
-    Combined { probs, weights, classes, nodes }
+    Combined { probs, weights, classes }
 }
 
 /// Applies `f` to the sorted values of each coordinate across nodes.

@@ -8,7 +8,6 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
-use burn::tensor::activation::softmax;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -167,15 +166,6 @@ pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     BACKEND_RNG.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Architecture {
-    /// Whether the forward pass draws random numbers (dropout).
-    pub fn uses_rng(&self) -> bool {
-        match self {
-            Architecture::Mlp { dropout, .. } | Architecture::Cnn { dropout, .. } => *dropout > 0.0,
-        }
-    }
-}
-
 /// Logits of an inference-mode model for the given rows.
 pub(crate) fn logits_of(model: &Layers, inputs: &[f32], rows: &[usize], dim: usize, backend: BackendKind, batch: usize) -> Result<Vec<f32>, Error> {
     let device = backend.device();
@@ -202,11 +192,6 @@ pub fn softmax_rows(logits: &[f32], classes: usize, temperature: f32) -> Vec<f32
         out.extend(e.iter().map(|v| v / s));
     }
     out
-}
-
-/// Same as burn's softmax, for callers holding tensors.
-pub fn softmax_t(logits: Tensor<2>, temperature: f32) -> Tensor<2> {
-    softmax(logits.div_scalar(temperature), 1)
 }
 
 /// Reads every float parameter; the first failed read is kept and ends the reading.

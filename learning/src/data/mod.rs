@@ -30,7 +30,7 @@ mod spec;
 
 pub use csv::{load_csv, CsvOptions, LabelColumn};
 pub use idx::load_idx;
-pub use partition::{label_counts, label_skew, label_table, partition, split, Partition, Split};
+pub use partition::{label_counts, label_table, partition, split, Partition, Split};
 pub use preprocess::Preprocess;
 pub use rows::{read_rows, write_rows};
 pub use spec::{DataFormat, DataSource, DataSpec};
@@ -101,15 +101,6 @@ impl Dataset {
             dim: self.dim,
             classes: self.classes,
         }
-    }
-
-    /// Rows per class.
-    pub fn label_counts(&self) -> Vec<usize> {
-        let mut counts = vec![0; self.classes];
-        for &l in &self.labels {
-            counts[l as usize] += 1;
-        }
-        counts
     }
 }
 

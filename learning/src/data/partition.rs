@@ -232,30 +232,6 @@ pub fn label_table(counts: &[Vec<usize>]) -> String {
     s
 }
 
-/// Coefficient of variation of per-node class proportions, averaged over classes: 0 when every
-/// node has the same label mix, larger as label skew grows.
-pub fn label_skew(counts: &[Vec<usize>]) -> f64 {
-    let classes = counts.first().map_or(0, Vec::len);
-    if classes == 0 {
-        return 0.0;
-    }
-    let props: Vec<Vec<f64>> = counts
-        .iter()
-        .map(|row| {
-            let t = row.iter().sum::<usize>().max(1) as f64;
-            row.iter().map(|&v| v as f64 / t).collect()
-        })
-        .collect();
-    let mut total = 0.0;
-    for c in 0..classes {
-        let col: Vec<f64> = props.iter().map(|p| p[c]).collect();
-        let m = col.iter().sum::<f64>() / col.len() as f64;
-        let var = col.iter().map(|v| (v - m).powi(2)).sum::<f64>() / col.len() as f64;
-        total += if m > 0.0 { var.sqrt() / m } else { 0.0 };
-    }
-    total / classes as f64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,4 +297,27 @@ mod tests {
         assert!(partition(&rows, &lab, 10, 5, &Partition::Classes { k: 11 }, 1, 1).is_err());
     }
 
+    /// Coefficient of variation of per-node class proportions, averaged over classes: 0 when every
+    /// node has the same label mix, larger as label skew grows.
+    fn label_skew(counts: &[Vec<usize>]) -> f64 {
+        let classes = counts.first().map_or(0, Vec::len);
+        if classes == 0 {
+            return 0.0;
+        }
+        let props: Vec<Vec<f64>> = counts
+            .iter()
+            .map(|row| {
+                let t = row.iter().sum::<usize>().max(1) as f64;
+                row.iter().map(|&v| v as f64 / t).collect()
+            })
+            .collect();
+        let mut total = 0.0;
+        for c in 0..classes {
+            let col: Vec<f64> = props.iter().map(|p| p[c]).collect();
+            let m = col.iter().sum::<f64>() / col.len() as f64;
+            let var = col.iter().map(|v| (v - m).powi(2)).sum::<f64>() / col.len() as f64;
+            total += if m > 0.0 { var.sqrt() / m } else { 0.0 };
+        }
+        total / classes as f64
+    }
 }
