@@ -69,7 +69,7 @@ impl RoundState {
         match &mut self.collector {
             Collector::Stream(acc) => {
                 let w = if self.cfg.rule == Rule::WeightedBySamples { sub.local_samples as f64 } else { 1.0 };
-                acc.add(&probs, w).map_err(|e| refused(RefusalReason::WrongShape, e))?;
+                acc.add(&probs, w).map_err(|e| refused(RefusalReason::WrongShape, e.to_string()))?;
             }
             Collector::Keep(v) => v.push((probs, sub.local_samples)),
         }
@@ -104,7 +104,7 @@ impl RoundState {
                 if acc.nodes() == 0 {
                     return Err(failed("no submissions".into()));
                 }
-                Ok(consensus::postprocess(acc.finish(), classes, acc.nodes(), &self.cfg))
+                Ok(consensus::postprocess(acc.finish(), classes, &self.cfg))
             }
             Collector::Keep(v) => {
                 let inputs: Vec<(&[f32], u64)> = v.iter().map(|(p, n)| (p.as_slice(), *n)).collect();

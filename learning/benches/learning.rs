@@ -83,7 +83,7 @@ fn child(quick: bool) {
         println!("{backend:?}\t{threads}\ttrain mlp 784-256-10 mnist\t{:.0}", train_rate(&mlp_big, &mn, backend));
         println!("{backend:?}\t{threads}\ttrain cnn 8x16-64 mnist\t{:.0}", train_rate(&cnn, &cnn_rows, backend));
         let net = Model::new(&mlp_big, 784, 10, backend, 3).expect("net");
-        let _ = net.soft_labels(&mn.features[..784 * 256], 3.0, 256);
+        net.soft_labels(&mn.features[..784 * 256], 3.0, 256).expect("warm-up");
         let t = Instant::now();
         let probs = net.soft_labels(&mn.features, 3.0, 256).expect("soft labels");
         std::hint::black_box(probs);

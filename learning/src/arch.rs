@@ -106,6 +106,13 @@ impl Architecture {
         })
     }
 
+    /// Whether the forward pass draws random numbers (dropout).
+    pub fn uses_rng(&self) -> bool {
+        match self {
+            Architecture::Mlp { dropout, .. } | Architecture::Cnn { dropout, .. } => *dropout > 0.0,
+        }
+    }
+
     /// A short label for tables, e.g. `mlp 64-128-10`.
     pub fn label(&self, input_dim: usize, classes: usize) -> String {
         match self {

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
+
 /// How per-node soft labels are combined.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -67,24 +69,24 @@ pub struct ConsensusConfig {
 
 impl ConsensusConfig {
     /// Checks parameter ranges.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if let Rule::TrimmedMean { trim } = self.rule {
             if !(0.0..0.5).contains(&trim) {
-                return Err(format!("trimmed mean: trim {trim} must be in [0, 0.5)"));
+                return Err(Error::Config(format!("trimmed mean: trim {trim} must be in [0, 0.5)")));
             }
         }
         match self.sharpen {
             Sharpen::Power { beta } if !(beta.is_finite() && beta >= 1.0) => {
-                return Err(format!("sharpen power: beta {beta} must be ≥ 1"));
+                return Err(Error::Config(format!("sharpen power: beta {beta} must be ≥ 1")));
             }
             Sharpen::Softmax { temperature } if !(temperature.is_finite() && temperature > 0.0) => {
-                return Err(format!("sharpen softmax: temperature {temperature} must be positive"));
+                return Err(Error::Config(format!("sharpen softmax: temperature {temperature} must be positive")));
             }
             _ => {}
         }
         if let Some(h) = self.max_entropy {
             if !(0.0..=1.0).contains(&h) {
-                return Err(format!("max_entropy {h} must be in [0, 1]"));
+                return Err(Error::Config(format!("max_entropy {h} must be in [0, 1]")));
             }
         }
         Ok(())
@@ -100,8 +102,6 @@ pub struct Combined {
     pub weights: Vec<f32>,
     /// Number of classes.
     pub classes: usize,
-    /// Number of node matrices combined.
-    pub nodes: usize,
 }
 
 /// Normalised entropy H(p)/log C of one row, in [0, 1].
@@ -140,15 +140,15 @@ impl MeanAccumulator {
     }
 
     /// Adds one node's matrix with weight `w` (its sample count, or 1).
-    pub fn add(&mut self, probs: &[f32], w: f64) -> Result<(), String> {
+    pub fn add(&mut self, probs: &[f32], w: f64) -> Result<(), Error> {
         if probs.len() != self.sum.len() {
-            return Err(format!("matrix of {} values, expected {}", probs.len(), self.sum.len()));
+            return Err(Error::Shape(format!("matrix of {} values, expected {}", probs.len(), self.sum.len())));
         }
         if !(w.is_finite() && w >= 0.0) {
-            return Err(format!("node weight {w} must be finite and ≥ 0"));
+            return Err(Error::Consensus { detail: format!("node weight {w} must be finite and ≥ 0") });
         }
         if self.nodes >= 8192 {
-            return Err("the streaming mean takes at most 8,192 nodes".into());
+            return Err(Error::Consensus { detail: "the streaming mean takes at most 8,192 nodes".into() });
         }
         let w = w.min(MAX_NODE_WEIGHT);
         let c = self.classes;
@@ -187,13 +187,13 @@ impl MeanAccumulator {
 }
 
 /// Combines node matrices (each with its local sample count) under `cfg`.
-pub fn combine(inputs: &[(&[f32], u64)], samples: usize, classes: usize, cfg: &ConsensusConfig) -> Result<Combined, String> {
+pub fn combine(inputs: &[(&[f32], u64)], samples: usize, classes: usize, cfg: &ConsensusConfig) -> Result<Combined, Error> {
     cfg.validate()?;
     if inputs.is_empty() {
-        return Err("no soft labels to combine".into());
+        return Err(Error::Consensus { detail: "no soft labels to combine".into() });
     }
     if let Some((i, _)) = inputs.iter().enumerate().find(|(_, (m, _))| m.len() != samples * classes) {
-        return Err(format!("node matrix {i} does not have {samples} × {classes} values"));
+        return Err(Error::Shape(format!("node matrix {i} does not have {samples} × {classes} values")));
     }
     let probs = match &cfg.rule {
         Rule::Mean | Rule::WeightedBySamples | Rule::Confidence => {
@@ -217,12 +217,12 @@ pub fn combine(inputs: &[(&[f32], u64)], samples: usize, classes: usize, cfg: &C
             })
         }
     };
-    Ok(postprocess(probs, classes, inputs.len(), cfg))
+    Ok(postprocess(probs, classes, cfg))
 }
 
 /// Renormalises, sharpens and masks combined rows (the steps after any rule; a streaming caller
 /// that fed a [`MeanAccumulator`] itself finishes with this).
-pub fn postprocess(mut probs: Vec<f32>, classes: usize, nodes: usize, cfg: &ConsensusConfig) -> Combined {
+pub fn postprocess(mut probs: Vec<f32>, classes: usize, cfg: &ConsensusConfig) -> Combined {
     renormalise(&mut probs, classes);
     sharpen(&mut probs, classes, &cfg.sharpen);
     let weights = probs
@@ -232,7 +232,7 @@ pub fn postprocess(mut probs: Vec<f32>, classes: usize, nodes: usize, cfg: &Cons
             _ => 1.0,
         })
         .collect();
-    Combined { probs, weights, classes, nodes }
+    Combined { probs, weights, classes }
 }
 
 /// Applies `f` to the sorted values of each coordinate across nodes.
@@ -378,10 +378,14 @@ mod tests {
         let flat = vec![0.5f32, 0.5, 0.9, 0.1];
         let c = combine(&[(&flat, 1)], 2, 2, &ConsensusConfig { max_entropy: Some(0.9), ..Default::default() }).unwrap();
         assert_eq!(c.weights, vec![0.0, 1.0]);
-        assert!(combine(&[], 1, 2, &ConsensusConfig::default()).is_err());
-        assert!(combine(&[(&a, 1)], 2, 2, &ConsensusConfig::default()).is_err());
+        assert!(matches!(combine(&[], 1, 2, &ConsensusConfig::default()), Err(Error::Consensus { .. })));
+        assert!(matches!(combine(&[(&a, 1)], 2, 2, &ConsensusConfig::default()), Err(Error::Shape(_))));
         let bad = ConsensusConfig { rule: Rule::TrimmedMean { trim: 0.5 }, ..Default::default() };
-        assert!(combine(&[(&a, 1)], 1, 2, &bad).is_err());
+        assert!(matches!(combine(&[(&a, 1)], 1, 2, &bad), Err(Error::Config(_))));
+        let mut acc = MeanAccumulator::new(1, 2, false);
+        assert!(matches!(acc.add(&a, f64::NAN), Err(Error::Consensus { .. })));
+        assert!(matches!(acc.add(&a[..1], 1.0), Err(Error::Shape(_))));
+        assert_eq!(acc.nodes(), 0, "a refused matrix is not counted");
     }
 
     #[test]

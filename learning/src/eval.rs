@@ -89,8 +89,8 @@ impl ModelFacts {
             architecture: net.architecture.label(net.input_dim, net.classes),
             parameters: net.num_params(),
             bytes: net.to_bytes()?.len() as u64,
-            latency_us_batch1: net.latency_us(1, 50),
-            latency_us_batch256: net.latency_us(256, 5),
+            latency_us_batch1: net.latency_us(1, 50)?,
+            latency_us_batch256: net.latency_us(256, 5)?,
         })
     }
 }

@@ -18,8 +18,8 @@ impl Model {
     /// memory), so the file loads into an equivalent `torch.nn.Linear` as it is.
     pub fn export_safetensors(&self, path: &Path) -> Result<(), Error> {
         let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(burn::store::BurnToPyTorchAdapter);
-        self.model.valid().save_into(&mut store).map_err(|e| Error::Store(e.to_string()))?;
-        let bytes = store.get_bytes().map_err(|e| Error::Store(e.to_string()))?;
+        self.model.valid().save_into(&mut store).map_err(|source| Error::Safetensors { source })?;
+        let bytes = store.get_bytes().map_err(|source| Error::Safetensors { source })?;
         atomic_write(path, &canonical_safetensors(&bytes)?)
     }
 
@@ -57,7 +57,7 @@ impl Model {
                 exporter.export_dynamic(&m, images(2), images(3), &specs, |m: &Cnn, x| m.forward_images(x))
             }
         };
-        let onnx = onnx.map_err(|e| Error::Store(format!("onnx export of {}: {e}", self.architecture.label(self.input_dim, self.classes))))?;
+        let onnx = onnx.map_err(|source| Error::Onnx { model: self.architecture.label(self.input_dim, self.classes), source })?;
         Ok(onnx.into_bytes())
     }
 }
@@ -66,12 +66,13 @@ impl Model {
 /// in hash order), so that the same weights always give the same bytes. Tensor data is untouched:
 /// its offsets are relative to the end of the header.
 fn canonical_safetensors(bytes: &[u8]) -> Result<Vec<u8>, Error> {
-    let bad = |d: &str| Error::Store(format!("safetensors: {d}"));
-    let len = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())).ok_or_else(|| bad("no header"))?;
+    let bad = |detail| Error::SafetensorsHeader { detail, source: None };
+    let json_err = |detail| move |e| Error::SafetensorsHeader { detail, source: Some(e) };
+    let len = bytes.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).ok_or_else(|| bad("no header"))?;
     let end = usize::try_from(len).ok().and_then(|l| l.checked_add(8)).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("header beyond the end"))?;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..end]).map_err(|e| bad(&e.to_string()))?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..end]).map_err(json_err("not JSON"))?;
     // serde_json's map is ordered by key: writing it back sorts every object.
-    let mut json = serde_json::to_vec(&header).map_err(|e| bad(&e.to_string()))?;
+    let mut json = serde_json::to_vec(&header).map_err(json_err("cannot write it back"))?;
     // The format pads the header with spaces so that tensor data starts 8-byte aligned.
     json.resize(json.len().next_multiple_of(8), b' ');
     let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - end);

@@ -12,7 +12,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let io = |e| Error::Io { path: path.to_owned(), source: e };
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path.file_name().ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name")))?;
+    let name = name.to_string_lossy();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -31,4 +32,20 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 /// A path from a config file: absolute as it is, relative to the config file's folder `base`.
 pub fn resolve(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() { path.to_owned() } else { base.join(path) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_a_file_and_refuses_a_path_without_a_file_name() {
+        let dir = std::env::temp_dir().join(format!("learning-fs-{}", std::process::id()));
+        let file = dir.join("a.txt");
+        atomic_write(&file, b"one").unwrap();
+        atomic_write(&file, b"two").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"two");
+        assert!(matches!(atomic_write(&dir.join(".."), b"x"), Err(Error::Io { .. })));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left behind");
+    }
 }

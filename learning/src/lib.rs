@@ -16,7 +16,7 @@
 //! `spawn_blocking` or on a dedicated thread.
 #![deny(missing_docs)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub mod arch;
 pub mod consensus;
@@ -32,34 +32,121 @@ pub mod train;
 pub use arch::{Architecture, BackendKind};
 pub use model::Model;
 
-/// Errors of training, inference and persistence.
+/// Errors of loading data, training, inference, consensus, persistence and export.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Invalid configuration value.
+    /// A configuration value is out of range or missing.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// Inputs or targets of the wrong shape or with non-finite values.
+    /// Inputs, targets or data of the wrong shape, or with non-finite values.
     #[error("wrong shape or values: {0}")]
     Shape(String),
     /// Training produced a non-finite loss.
     #[error("training diverged: {0}")]
     Diverged(String),
-    /// Saving or loading weights failed.
-    #[error("model store: {0}")]
-    Store(String),
-    /// File system error.
-    #[error("{path}: {source}")]
+    /// A file could not be read or written.
+    #[error("{path}")]
     Io {
         /// File.
         path: PathBuf,
         /// Cause.
+        #[source]
         source: std::io::Error,
     },
-    /// Data loading error.
-    #[error(transparent)]
-    Data(#[from] data::DataError),
     /// Privacy accounting error: an invalid setting or an unreachable target.
     #[error(transparent)]
     Privacy(#[from] privacy::PrivacyError),
+    /// A gzip-compressed data file could not be decompressed.
+    #[error("{path}: corrupt gzip")]
+    Gzip {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A data file is not in the expected format.
+    #[error("{path}: {detail}")]
+    Format {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A cell of a CSV file, or a line of a row-index file, could not be used.
+    #[error("{path}:{line}: column {column}: {detail}")]
+    Csv {
+        /// File.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A split or partition of the data cannot satisfy its constraints.
+    #[error("cannot split the data: {0}")]
+    Split(String),
+    /// Soft labels could not be combined.
+    #[error("consensus: {detail}")]
+    Consensus {
+        /// What is wrong.
+        detail: String,
+    },
+    /// Reading a tensor back from the backend failed.
+    #[error("reading a tensor from the backend")]
+    TensorRead {
+        /// Cause.
+        #[source]
+        source: burn::tensor::TensorReadError,
+    },
+    /// Weights could not be encoded to or decoded from burnpack.
+    #[error("burnpack weights{}", in_file(.path.as_deref()))]
+    Weights {
+        /// The weights file, when there is one.
+        path: Option<PathBuf>,
+        /// Cause.
+        #[source]
+        source: burn::store::RecordError,
+    },
+    /// A model spec (the JSON file beside the weights) could not be encoded or decoded.
+    #[error("{path}: model spec")]
+    Spec {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// burn could not write the weights as safetensors.
+    #[error("safetensors export")]
+    Safetensors {
+        /// Cause.
+        #[source]
+        source: burn::store::SafetensorsStoreError,
+    },
+    /// The safetensors bytes burn wrote have a header we cannot read.
+    #[error("safetensors header: {detail}")]
+    SafetensorsHeader {
+        /// What is wrong.
+        detail: &'static str,
+        /// Cause, when the header is not JSON.
+        #[source]
+        source: Option<serde_json::Error>,
+    },
+    /// burn-onnx could not export the model.
+    #[error("onnx export of {model}")]
+    Onnx {
+        /// Architecture label of the model.
+        model: String,
+        /// Cause.
+        #[source]
+        source: burn_onnx::export::ExportError,
+    },
+}
+
+fn in_file(path: Option<&Path>) -> String {
+    path.map_or_else(String::new, |p| format!(" in {}", p.display()))
 }

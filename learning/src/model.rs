@@ -8,7 +8,6 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
-use burn::tensor::activation::softmax;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +53,7 @@ impl Model {
         let net = Self { architecture: architecture.clone(), input_dim, classes, backend, model };
         // Parameters initialise lazily; touch them now so the seed above decides them.
         net.model.num_params();
-        let _ = net.logits(&vec![0.0; input_dim], 1);
+        net.logits(&vec![0.0; input_dim], 1)?;
         Ok(net)
     }
 
@@ -85,7 +84,7 @@ impl Model {
             return Err(Error::Shape(format!("{} values are not rows of {}", inputs.len(), self.input_dim)));
         }
         let rows: Vec<usize> = (0..inputs.len() / self.input_dim).collect();
-        Ok(logits_of(&self.model.valid(), inputs, &rows, self.input_dim, self.backend, batch))
+        logits_of(&self.model.valid(), inputs, &rows, self.input_dim, self.backend, batch)
     }
 
     /// Soft labels softmax(z / T) for row-major `inputs`.
@@ -105,23 +104,25 @@ impl Model {
 
     /// Burnpack bytes of the weights.
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
-        let bytes = self.model.valid().into_record().into_bytes().map_err(|e| Error::Store(e.to_string()))?;
+        let bytes = self.model.valid().into_record().into_bytes().map_err(|source| Error::Weights { path: None, source })?;
         Ok(bytes.to_vec())
     }
 
     /// Rebuilds a network from its spec and burnpack bytes.
     pub fn from_bytes(spec: &ModelSpec, bytes: Vec<u8>, backend: BackendKind) -> Result<Self, Error> {
         let model = spec.architecture.init(spec.input_dim, spec.classes, &backend.device().autodiff())?;
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| Error::Store(e.to_string()))?;
-        let model = model.try_load_record(record).map_err(|e| Error::Store(e.to_string()))?;
+        let weights = |source| Error::Weights { path: None, source };
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(weights)?;
+        let model = model.try_load_record(record).map_err(weights)?;
         Ok(Self { architecture: spec.architecture.clone(), input_dim: spec.input_dim, classes: spec.classes, backend, model })
     }
 
     /// Saves `<path>.bpk` (burnpack weights) and `<path>.json` (spec), each atomically.
     /// Returns the size of the weights file in bytes.
     pub fn save(&self, path: &Path) -> Result<u64, Error> {
-        let spec = serde_json::to_vec_pretty(&self.spec()).map_err(|e| Error::Store(e.to_string()))?;
-        atomic_write(&path.with_extension("json"), &spec)?;
+        let spec_path = path.with_extension("json");
+        let spec = serde_json::to_vec_pretty(&self.spec()).map_err(|source| Error::Spec { path: spec_path.clone(), source })?;
+        atomic_write(&spec_path, &spec)?;
         let weights = self.to_bytes()?;
         atomic_write(&path.with_extension("bpk"), &weights)?;
         Ok(weights.len() as u64)
@@ -131,31 +132,29 @@ impl Model {
     pub fn load(path: &Path, backend: BackendKind) -> Result<Self, Error> {
         let read = |p: PathBuf| std::fs::read(&p).map_err(|e| Error::Io { path: p, source: e });
         let spec_path = path.with_extension("json");
-        let spec: ModelSpec = serde_json::from_slice(&read(spec_path.clone())?)
-            .map_err(|e| Error::Store(format!("{}: {e}", spec_path.display())))?;
+        let spec: ModelSpec =
+            serde_json::from_slice(&read(spec_path.clone())?).map_err(|source| Error::Spec { path: spec_path, source })?;
         let bpk = path.with_extension("bpk");
-        Self::from_bytes(&spec, read(bpk.clone())?, backend)
-            .map_err(|e| Error::Store(format!("{}: {e}", bpk.display())))
+        Self::from_bytes(&spec, read(bpk.clone())?, backend).map_err(|e| match e {
+            Error::Weights { path: None, source } => Error::Weights { path: Some(bpk), source },
+            e => e,
+        })
     }
 
     /// Mean inference latency in µs per sample at the given batch size (best of `repeats` runs
     /// after one warm-up).
-    pub fn latency_us(&self, batch: usize, repeats: usize) -> f64 {
+    pub fn latency_us(&self, batch: usize, repeats: usize) -> Result<f64, Error> {
         let model = self.model.valid();
         let device = self.backend.device();
         let x = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; batch * self.input_dim], [batch, self.input_dim]), &device);
-        let run = || {
-            let out: Vec<f32> = model.forward(x.clone()).into_data().try_into_vec_as::<f32>().unwrap_or_default();
+        let run = || -> Result<f64, Error> {
+            let t = Instant::now();
+            let out = read(model.forward(x.clone()))?;
             std::hint::black_box(out);
+            Ok(t.elapsed().as_secs_f64() * 1e6 / batch as f64)
         };
-        run();
-        (0..repeats.max(1))
-            .map(|_| {
-                let t = Instant::now();
-                run();
-                t.elapsed().as_secs_f64() * 1e6 / batch as f64
-            })
-            .fold(f64::INFINITY, f64::min)
+        run()?;
+        (0..repeats.max(1)).try_fold(f64::INFINITY, |best, _| Ok(best.min(run()?)))
     }
 }
 
@@ -167,25 +166,20 @@ pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     BACKEND_RNG.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Architecture {
-    /// Whether the forward pass draws random numbers (dropout).
-    pub fn uses_rng(&self) -> bool {
-        match self {
-            Architecture::Mlp { dropout, .. } | Architecture::Cnn { dropout, .. } => *dropout > 0.0,
-        }
-    }
-}
-
 /// Logits of an inference-mode model for the given rows.
-pub(crate) fn logits_of(model: &Layers, inputs: &[f32], rows: &[usize], dim: usize, backend: BackendKind, batch: usize) -> Vec<f32> {
+pub(crate) fn logits_of(model: &Layers, inputs: &[f32], rows: &[usize], dim: usize, backend: BackendKind, batch: usize) -> Result<Vec<f32>, Error> {
     let device = backend.device();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(rows.len());
     for idx in rows.chunks(batch.max(1)) {
         let x = rows_tensor(inputs, idx, dim, &device);
-        let z: Vec<f32> = model.forward(x).into_data().try_into_vec_as::<f32>().unwrap_or_default();
-        out.extend(z);
+        out.extend(read(model.forward(x))?);
     }
-    out
+    Ok(out)
+}
+
+/// The values of a tensor, read back from the backend.
+pub(crate) fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
+    t.try_into_vec_as::<f32>().map_err(|source| Error::TensorRead { source })
 }
 
 /// Row-wise softmax(z / T), computed stably.
@@ -200,16 +194,17 @@ pub fn softmax_rows(logits: &[f32], classes: usize, temperature: f32) -> Vec<f32
     out
 }
 
-/// Same as burn's softmax, for callers holding tensors.
-pub fn softmax_t(logits: Tensor<2>, temperature: f32) -> Tensor<2> {
-    softmax(logits.div_scalar(temperature), 1)
-}
-
-struct Collect(Vec<Vec<f32>>);
+/// Reads every float parameter; the first failed read is kept and ends the reading.
+struct Collect(Result<Vec<Vec<f32>>, Error>);
 
 impl burn::module::ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-        self.0.push(param.val().into_data().try_into_vec_as::<f32>().unwrap_or_default());
+        if let Ok(values) = &mut self.0 {
+            match read(param.val()) {
+                Ok(v) => values.push(v),
+                Err(e) => self.0 = Err(e),
+            }
+        }
     }
 }
 
@@ -237,10 +232,11 @@ pub fn average(nets: &[&Model], weights: &[f64]) -> Result<Model, Error> {
     }
     let mut sum: Option<Vec<Vec<f64>>> = None;
     for (n, &w) in nets.iter().zip(weights) {
-        let mut c = Collect(Vec::new());
+        let mut c = Collect(Ok(Vec::new()));
         n.model.visit(&mut c);
-        let acc = sum.get_or_insert_with(|| c.0.iter().map(|p| vec![0.0; p.len()]).collect());
-        for (a, p) in acc.iter_mut().zip(&c.0) {
+        let params = c.0?;
+        let acc = sum.get_or_insert_with(|| params.iter().map(|p| vec![0.0; p.len()]).collect());
+        for (a, p) in acc.iter_mut().zip(&params) {
             for (x, v) in a.iter_mut().zip(p) {
                 *x += w / total * *v as f64;
             }

@@ -336,7 +336,7 @@ pub fn distill(net: &mut Model, set: DistillSet<'_>, cfg: &DistillConfig, seed: 
         report.epoch_loss.push((total / batches.max(1) as f64) as f32);
         report.epochs_run += 1;
         if let Some(es) = &cfg.early_stopping {
-            let logits = crate::model::logits_of(&model.valid(), set.inputs, &holdout, dim, net.backend, 256);
+            let logits = crate::model::logits_of(&model.valid(), set.inputs, &holdout, dim, net.backend, 256)?;
             let agree = logits
                 .chunks_exact(classes)
                 .zip(&teacher_top)

@@ -99,7 +99,7 @@ pub fn ensemble(nodes: &[Model], test: &Dataset) -> anyhow::Result<(f32, Vec<f32
     for n in nodes {
         let probs = n.soft_labels(&test.features, 1.0, 256)?;
         each.push(eval::evaluate(&probs, &test.labels, test.classes).accuracy);
-        acc.add(&probs, 1.0).map_err(anyhow::Error::msg)?;
+        acc.add(&probs, 1.0)?;
     }
     Ok((eval::evaluate(&acc.finish(), &test.labels, test.classes).accuracy, each))
 }

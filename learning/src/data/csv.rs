@@ -4,7 +4,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{read_file, DataError, Dataset, Result};
+use crate::Error;
+
+use super::{read_file, Dataset, Result};
 
 /// Which CSV column holds the label.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,8 +41,8 @@ impl Default for CsvOptions {
 pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
     let bytes = read_file(path)?;
     let text = String::from_utf8(bytes)
-        .map_err(|e| DataError::Format { path: path.to_owned(), detail: format!("not UTF-8: {e}") })?;
-    let csv_err = |line: usize, column: usize, detail: String| DataError::Csv { path: path.to_owned(), line, column, detail };
+        .map_err(|e| Error::Format { path: path.to_owned(), detail: format!("not UTF-8: {e}") })?;
+    let csv_err = |line: usize, column: usize, detail: String| Error::Csv { path: path.to_owned(), line, column, detail };
     let mut lines = text.lines().enumerate().skip(opts.skip_lines).filter(|(_, l)| !l.trim().is_empty());
     let mut label_col: Option<usize> = None;
     let mut width: Option<usize> = None;
@@ -96,7 +98,7 @@ pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
         }
     }
     if labels.is_empty() {
-        return Err(DataError::Format { path: path.to_owned(), detail: "no data rows".into() });
+        return Err(Error::Format { path: path.to_owned(), detail: "no data rows".into() });
     }
     let dim = width.unwrap_or(1) - 1;
     let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);

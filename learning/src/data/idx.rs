@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use super::{read_file, DataError, Dataset, Result};
+use crate::Error;
+
+use super::{read_file, Dataset, Result};
 
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
@@ -11,7 +13,7 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
 /// Loads IDX images (magic 0x00000803) and labels (0x00000801), gzip-compressed or raw.
 /// Pixel values are returned as read (0–255); see [`Preprocess`] for scaling.
 pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset> {
-    let fmt = |path: &Path, detail: String| DataError::Format { path: path.to_owned(), detail };
+    let fmt = |path: &Path, detail: String| Error::Format { path: path.to_owned(), detail };
     let img = read_file(images)?;
     if img.len() < 16 {
         return Err(fmt(images, format!("truncated: {} bytes, an IDX image header needs 16", img.len())));

@@ -15,9 +15,11 @@
 //!   rows across nodes, and label statistics per node.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rand::SeedableRng;
+
+use crate::Error;
 
 mod csv;
 mod idx;
@@ -28,7 +30,7 @@ mod spec;
 
 pub use csv::{load_csv, CsvOptions, LabelColumn};
 pub use idx::load_idx;
-pub use partition::{label_counts, label_skew, label_table, partition, split, Partition, Split};
+pub use partition::{label_counts, label_table, partition, split, Partition, Split};
 pub use preprocess::Preprocess;
 pub use rows::{read_rows, write_rows};
 pub use spec::{DataFormat, DataSource, DataSpec};
@@ -41,44 +43,7 @@ pub fn rng(seed: u64, stream: u64) -> Rng {
     Rng::seed_from_u64(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
-/// Errors from loading or splitting data.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DataError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The file is not in the expected format.
-    #[error("{path}: {detail}")]
-    Format {
-        /// File.
-        path: PathBuf,
-        /// What is wrong.
-        detail: String,
-    },
-    /// A CSV cell could not be used.
-    #[error("{path}:{line}: column {column}: {detail}")]
-    Csv {
-        /// File.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        column: usize,
-        /// What is wrong.
-        detail: String,
-    },
-    /// A split or partition cannot satisfy its constraints.
-    #[error("cannot split the data: {0}")]
-    Split(String),
-}
-
-type Result<T> = std::result::Result<T, DataError>;
+type Result<T> = std::result::Result<T, crate::Error>;
 
 /// A labelled data set held in memory.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,14 +62,14 @@ impl Dataset {
     /// Builds a data set, checking shapes and labels.
     pub fn new(features: Vec<f32>, labels: Vec<u32>, dim: usize, classes: usize) -> Result<Self> {
         if dim == 0 || features.len() != labels.len() * dim {
-            return Err(DataError::Split(format!(
+            return Err(Error::Shape(format!(
                 "{} features do not make {} rows of {dim}",
                 features.len(),
                 labels.len()
             )));
         }
         if let Some(l) = labels.iter().find(|&&l| l as usize >= classes) {
-            return Err(DataError::Split(format!("label {l} is not below the class count {classes}")));
+            return Err(Error::Shape(format!("label {l} is not below the class count {classes}")));
         }
         Ok(Self { features, labels, dim, classes })
     }
@@ -137,25 +102,16 @@ impl Dataset {
             classes: self.classes,
         }
     }
-
-    /// Rows per class.
-    pub fn label_counts(&self) -> Vec<usize> {
-        let mut counts = vec![0; self.classes];
-        for &l in &self.labels {
-            counts[l as usize] += 1;
-        }
-        counts
-    }
 }
 
 /// The bytes of `path`, gunzipped if they start with the gzip magic number.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_owned(), source })?;
+    let raw = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| DataError::Format { path: path.to_owned(), detail: format!("corrupt gzip: {e}") })?;
+            .map_err(|source| Error::Gzip { path: path.to_owned(), source })?;
         Ok(out)
     } else {
         Ok(raw)

@@ -8,7 +8,9 @@ use rand::seq::SliceRandom;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use super::{rng, DataError, Result, Rng};
+use crate::Error;
+
+use super::{rng, Result, Rng};
 
 /// Disjoint test, public reference and private index sets.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,7 +26,7 @@ pub struct Split {
 /// Shuffles `0..n` with `seed` and cuts off `test` then `reference` rows; the rest is private.
 pub fn split(n: usize, test: usize, reference: usize, seed: u64) -> Result<Split> {
     if test + reference >= n {
-        return Err(DataError::Split(format!("{test} test + {reference} reference rows leave no private data out of {n}")));
+        return Err(Error::Split(format!("{test} test + {reference} reference rows leave no private data out of {n}")));
     }
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(&mut rng(seed, 1));
@@ -69,10 +71,10 @@ pub fn partition(
     seed: u64,
 ) -> Result<Vec<Vec<usize>>> {
     if nodes == 0 {
-        return Err(DataError::Split("zero nodes".into()));
+        return Err(Error::Split("zero nodes".into()));
     }
     if nodes * min_size > rows.len() {
-        return Err(DataError::Split(format!("{nodes} nodes × {min_size} rows need more than the {} private rows", rows.len())));
+        return Err(Error::Split(format!("{nodes} nodes × {min_size} rows need more than the {} private rows", rows.len())));
     }
     let mut r = rng(seed, 2);
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
@@ -103,7 +105,7 @@ pub fn partition(
                 }
                 attempt += 1;
                 if attempt >= 1000 {
-                    return Err(DataError::Split(format!(
+                    return Err(Error::Split(format!(
                         "Dirichlet(α = {alpha}) left a node under {min_size} rows in 1000 draws; raise α or lower the minimum"
                     )));
                 }
@@ -111,7 +113,7 @@ pub fn partition(
         }
         Partition::Classes { k } => {
             if *k == 0 || *k > classes {
-                return Err(DataError::Split(format!("{k} classes per node, data has {classes}")));
+                return Err(Error::Split(format!("{k} classes per node, data has {classes}")));
             }
             let holders: Vec<Vec<usize>> = (0..classes)
                 .map(|c| (0..nodes).filter(|n| (0..*k).any(|j| (n * k + j) % classes == c)).collect())
@@ -126,7 +128,7 @@ pub fn partition(
                 }
             }
             if let Some((n, p)) = parts.iter().enumerate().find(|(_, p)| p.len() < min_size) {
-                return Err(DataError::Split(format!("node {n} got {} rows, fewer than the minimum {min_size}", p.len())));
+                return Err(Error::Split(format!("node {n} got {} rows, fewer than the minimum {min_size}", p.len())));
             }
             parts
         }
@@ -155,7 +157,7 @@ pub fn partition(
 
 fn check_alpha(alpha: f64) -> Result<()> {
     if !(alpha.is_finite() && alpha > 0.0) {
-        return Err(DataError::Split(format!("Dirichlet α = {alpha} must be finite and positive")));
+        return Err(Error::Split(format!("Dirichlet α = {alpha} must be finite and positive")));
     }
     Ok(())
 }
@@ -230,30 +232,6 @@ pub fn label_table(counts: &[Vec<usize>]) -> String {
     s
 }
 
-/// Coefficient of variation of per-node class proportions, averaged over classes: 0 when every
-/// node has the same label mix, larger as label skew grows.
-pub fn label_skew(counts: &[Vec<usize>]) -> f64 {
-    let classes = counts.first().map_or(0, Vec::len);
-    if classes == 0 {
-        return 0.0;
-    }
-    let props: Vec<Vec<f64>> = counts
-        .iter()
-        .map(|row| {
-            let t = row.iter().sum::<usize>().max(1) as f64;
-            row.iter().map(|&v| v as f64 / t).collect()
-        })
-        .collect();
-    let mut total = 0.0;
-    for c in 0..classes {
-        let col: Vec<f64> = props.iter().map(|p| p[c]).collect();
-        let m = col.iter().sum::<f64>() / col.len() as f64;
-        let var = col.iter().map(|v| (v - m).powi(2)).sum::<f64>() / col.len() as f64;
-        total += if m > 0.0 { var.sqrt() / m } else { 0.0 };
-    }
-    total / classes as f64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,4 +297,27 @@ mod tests {
         assert!(partition(&rows, &lab, 10, 5, &Partition::Classes { k: 11 }, 1, 1).is_err());
     }
 
+    /// Coefficient of variation of per-node class proportions, averaged over classes: 0 when every
+    /// node has the same label mix, larger as label skew grows.
+    fn label_skew(counts: &[Vec<usize>]) -> f64 {
+        let classes = counts.first().map_or(0, Vec::len);
+        if classes == 0 {
+            return 0.0;
+        }
+        let props: Vec<Vec<f64>> = counts
+            .iter()
+            .map(|row| {
+                let t = row.iter().sum::<usize>().max(1) as f64;
+                row.iter().map(|&v| v as f64 / t).collect()
+            })
+            .collect();
+        let mut total = 0.0;
+        for c in 0..classes {
+            let col: Vec<f64> = props.iter().map(|p| p[c]).collect();
+            let m = col.iter().sum::<f64>() / col.len() as f64;
+            let var = col.iter().map(|v| (v - m).powi(2)).sum::<f64>() / col.len() as f64;
+            total += if m > 0.0 { var.sqrt() / m } else { 0.0 };
+        }
+        total / classes as f64
+    }
 }

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{DataError, Result};
+use crate::Error;
+
+use super::Result;
 
 /// Preprocessing declared in configuration, identical on every node, so that everyone maps the
 /// public reference inputs the same way. It never looks at a node's data.
@@ -50,13 +52,13 @@ impl Preprocess {
             Preprocess::None => {}
             Preprocess::Scale { factor } => {
                 if !factor.is_finite() || *factor == 0.0 {
-                    return Err(DataError::Split(format!("scale factor {factor} must be finite and non-zero")));
+                    return Err(Error::Config(format!("scale factor {factor} must be finite and non-zero")));
                 }
                 features.iter_mut().for_each(|v| *v *= factor);
             }
             Preprocess::Standardise { mean, std } => {
                 if mean.len() != dim || std.len() != dim {
-                    return Err(DataError::Split(format!(
+                    return Err(Error::Shape(format!(
                         "standardisation has {} means and {} deviations for {dim} features",
                         mean.len(),
                         std.len()

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{load_csv, load_idx, read_rows, CsvOptions, DataError, Dataset, LabelColumn, Preprocess, Result};
+use crate::Error;
+
+use super::{load_csv, load_idx, read_rows, CsvOptions, Dataset, LabelColumn, Preprocess, Result};
 
 /// Where a data set lives and how to read it.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,7 +116,7 @@ pub struct DataSpec {
 impl DataSpec {
     /// The files to read, checking that the fields of the format are present.
     pub fn source(&self) -> Result<DataSource> {
-        let missing = |f: &str| DataError::Split(format!("data: format {:?} needs `{f}`", self.format));
+        let missing = |f: &str| Error::Config(format!("data: format {:?} needs `{f}`", self.format));
         match self.format {
             DataFormat::Csv => Ok(DataSource::Csv {
                 path: self.path.clone().ok_or_else(|| missing("path"))?,
@@ -142,7 +144,7 @@ impl DataSpec {
         drop(all);
         if let Some(c) = self.classes {
             if c < d.classes {
-                return Err(DataError::Split(format!("classes = {c} but the data has labels up to {}", d.classes - 1)));
+                return Err(Error::Config(format!("classes = {c} but the data has labels up to {}", d.classes - 1)));
             }
             d.classes = c;
         }
