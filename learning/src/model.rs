@@ -1,11 +1,12 @@
 //! [`Model`]: a model with what is needed to use, save and reload it (architecture, shapes,
-//! backend), plus batched inference, soft labels and atomic saving. Export to other frameworks
-//! is in [`crate::export`].
+//! backend), plus batched inference, soft labels, atomic saving, and its parameters as plain
+//! vectors (for weight averaging outside this crate). Export to other frameworks is in
+//! [`crate::export`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
@@ -141,6 +142,27 @@ impl Model {
         })
     }
 
+    /// The values of every float parameter (weights and biases), one vector each, in the
+    /// order the model's layers hold them: the order [`Model::with_parameters`] takes.
+    pub fn parameters(&self) -> Result<Vec<Vec<f32>>, Error> {
+        let mut c = Collect(Ok(Vec::new()));
+        self.model.visit(&mut c);
+        c.0
+    }
+
+    /// The same model with every float parameter replaced by `values`, given as
+    /// [`Model::parameters`] returns them (as many vectors, of the same lengths).
+    pub fn with_parameters(&self, values: Vec<Vec<f32>>) -> Result<Model, Error> {
+        let mut sizes = Sizes(Vec::new());
+        self.model.visit(&mut sizes);
+        let given: Vec<usize> = values.iter().map(Vec::len).collect();
+        if given != sizes.0 {
+            return Err(Error::Shape(format!("parameters of sizes {given:?} for a model whose parameters have sizes {:?}", sizes.0)));
+        }
+        let model = self.model.clone().map(&mut Replace(values.into_iter()));
+        Ok(Model { architecture: self.architecture.clone(), input_dim: self.input_dim, classes: self.classes, backend: self.backend, model })
+    }
+
     /// Mean inference latency in µs per sample at the given batch size (best of `repeats` runs
     /// after one warm-up).
     pub fn latency_us(&self, batch: usize, repeats: usize) -> Result<f64, Error> {
@@ -197,8 +219,8 @@ pub fn softmax_rows(logits: &[f32], classes: usize, temperature: f32) -> Vec<f32
 /// Reads every float parameter; the first failed read is kept and ends the reading.
 struct Collect(Result<Vec<Vec<f32>>, Error>);
 
-impl burn::module::ModuleVisitor for Collect {
-    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Ok(values) = &mut self.0 {
             match read(param.val()) {
                 Ok(v) => values.push(v),
@@ -208,41 +230,48 @@ impl burn::module::ModuleVisitor for Collect {
     }
 }
 
-struct Replace(std::vec::IntoIter<Vec<f32>>);
+/// The number of values of every float parameter (no tensor is read).
+struct Sizes(Vec<usize>);
 
-impl burn::module::ModuleMapper for Replace {
-    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
-        let values = self.0.next().expect("same architecture: same parameter count");
-        param.map(|t| {
-            let shape = t.shape();
-            Tensor::from_data(TensorData::new(values, shape), &t.device())
-        })
+impl ModuleVisitor for Sizes {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push(param.val().shape().num_elements());
     }
 }
 
-/// Weighted average of the parameters of networks with the same architecture (FedAvg).
-pub fn average(nets: &[&Model], weights: &[f64]) -> Result<Model, Error> {
-    let first = nets.first().ok_or_else(|| Error::Config("nothing to average".into()))?;
-    if nets.len() != weights.len() || nets.iter().any(|n| n.spec() != first.spec()) {
-        return Err(Error::Config("FedAvg needs networks of one architecture and a weight each".into()));
-    }
-    let total: f64 = weights.iter().sum();
-    if !(total > 0.0) {
-        return Err(Error::Config("FedAvg weights must sum to a positive number".into()));
-    }
-    let mut sum: Option<Vec<Vec<f64>>> = None;
-    for (n, &w) in nets.iter().zip(weights) {
-        let mut c = Collect(Ok(Vec::new()));
-        n.model.visit(&mut c);
-        let params = c.0?;
-        let acc = sum.get_or_insert_with(|| params.iter().map(|p| vec![0.0; p.len()]).collect());
-        for (a, p) in acc.iter_mut().zip(&params) {
-            for (x, v) in a.iter_mut().zip(p) {
-                *x += w / total * *v as f64;
-            }
+/// Replaces every float parameter, in visiting order, by values already checked against [`Sizes`].
+struct Replace(std::vec::IntoIter<Vec<f32>>);
+
+impl ModuleMapper for Replace {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        match self.0.next() {
+            Some(values) => param.map(|t| Tensor::from_data(TensorData::new(values, t.shape()), &t.device())),
+            None => param,
         }
     }
-    let avg: Vec<Vec<f32>> = sum.unwrap_or_default().into_iter().map(|p| p.into_iter().map(|v| v as f32).collect()).collect();
-    let model = first.model.clone().map(&mut Replace(avg.into_iter()));
-    Ok(Model { model, ..(*first).clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_round_trip_and_replacements_are_checked() {
+        let arch = Architecture::Mlp { hidden: vec![4], dropout: 0.0 };
+        let m = Model::new(&arch, 3, 2, BackendKind::Flex, 1).unwrap();
+        let p = m.parameters().unwrap();
+        assert_eq!(p.iter().map(Vec::len).sum::<usize>(), m.num_params());
+        assert_eq!(m.with_parameters(p.clone()).unwrap().parameters().unwrap(), p);
+
+        let shifted: Vec<Vec<f32>> = p.iter().map(|v| v.iter().map(|x| x + 1.0).collect()).collect();
+        let n = m.with_parameters(shifted.clone()).unwrap();
+        assert_eq!(n.parameters().unwrap(), shifted);
+        assert_ne!(n.logits(&[1.0, 2.0, 3.0], 1).unwrap(), m.logits(&[1.0, 2.0, 3.0], 1).unwrap());
+        assert_eq!(m.parameters().unwrap(), p, "the original is untouched");
+
+        assert!(matches!(m.with_parameters(p[1..].to_vec()), Err(Error::Shape(_))));
+        let mut short = p.clone();
+        short[0].pop();
+        assert!(matches!(m.with_parameters(short), Err(Error::Shape(_))));
+    }
 }

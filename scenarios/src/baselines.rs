@@ -72,7 +72,7 @@ pub fn fedavg(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
             locals.push(local);
         }
         let refs: Vec<&Model> = locals.iter().collect();
-        global = learning::model::average(&refs, &weights)?;
+        global = crate::fedavg::average(&refs, &weights)?;
         per_round.push(accuracy(&global, test)?);
     }
     let bytes_total = 2 * model_bytes * parts.len() as u64 * p.scenario.rounds;

@@ -1,11 +1,13 @@
 //! Simulated federations on one machine: scenario files and presets ([`spec`], [`presets`]),
 //! their files on disk ([`setup`]), the run itself with real libp2p peers in one process or as
 //! real processes ([`run`]), simulated faults ([`faults`], which production nodes cannot set),
-//! the baselines ([`baselines`]), the outputs ([`report`]) and runs over several seeds ([`seeds`]).
+//! the baselines ([`baselines`], with federated averaging in [`fedavg`]), the outputs
+//! ([`report`]) and runs over several seeds ([`seeds`]).
 #![deny(missing_docs)]
 
 pub mod baselines;
 pub mod faults;
+pub mod fedavg;
 pub mod plots;
 pub mod presets;
 pub mod report;
