@@ -70,10 +70,10 @@ pub struct ConsensusConfig {
 impl ConsensusConfig {
     /// Checks parameter ranges.
     pub fn validate(&self) -> Result<(), Error> {
-        if let Rule::TrimmedMean { trim } = self.rule {
-            if !(0.0..0.5).contains(&trim) {
-                return Err(Error::Config(format!("trimmed mean: trim {trim} must be in [0, 0.5)")));
-            }
+        if let Rule::TrimmedMean { trim } = self.rule
+            && !(0.0..0.5).contains(&trim)
+        {
+            return Err(Error::Config(format!("trimmed mean: trim {trim} must be in [0, 0.5)")));
         }
         match self.sharpen {
             Sharpen::Power { beta } if !(beta.is_finite() && beta >= 1.0) => {
@@ -84,10 +84,10 @@ impl ConsensusConfig {
             }
             _ => {}
         }
-        if let Some(h) = self.max_entropy {
-            if !(0.0..=1.0).contains(&h) {
-                return Err(Error::Config(format!("max_entropy {h} must be in [0, 1]")));
-            }
+        if let Some(h) = self.max_entropy
+            && !(0.0..=1.0).contains(&h)
+        {
+            return Err(Error::Config(format!("max_entropy {h} must be in [0, 1]")));
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use protocol::seed::Stream;
 use rand::seq::SliceRandom;
 
 use crate::data::{rng, Dataset};
@@ -50,7 +51,7 @@ pub fn fit_joint(model: &mut Model, private: &Dataset, public: DistillSet<'_>, w
     let (mut cursor, mut passes) = (rows, 0u64);
     let mut report = TrainReport::default();
     for epoch in 0..cfg.epochs {
-        own.shuffle(&mut rng(seed, 100 + epoch as u64));
+        own.shuffle(&mut rng(seed, Stream::Shuffle, 100 + epoch as u64));
         let mut total = 0f64;
         let mut steps = 0usize;
         for idx in own.chunks(cfg.batch_size) {
@@ -59,7 +60,7 @@ pub fn fit_joint(model: &mut Model, private: &Dataset, public: DistillSet<'_>, w
             let mut loss = ce.forward(layers.forward(x), y);
             if weight > 0.0 && rows > 0 {
                 if cursor >= rows {
-                    taught.shuffle(&mut rng(seed, 5000 + passes));
+                    taught.shuffle(&mut rng(seed, Stream::Shuffle, 5000 + passes));
                     (cursor, passes) = (0, passes + 1);
                 }
                 let t_idx = &taught[cursor..(cursor + cfg.batch_size).min(rows)];

@@ -1,16 +1,22 @@
 //! Everything learning, shared by node, aggregator and scenarios: synchronous and independent of
 //! the backend (burn's `flex` or `ndarray` CPU backends, chosen at run time).
 //!
-//! - [`data`]: IDX and CSV loaders, declared preprocessing, seeded splits and partitions.
+//! - [`data`]: a module of its own, one file a concept: IDX and CSV loaders, the [`data::DataSpec`]
+//!   of config files, row-index files, declared preprocessing, seeded splits and partitions.
 //! - [`arch`]: the MLP and CNN architectures behind one [`arch::Layers`].
-//! - [`model`]: [`Model`], layers with their shapes; inference, soft labels, save/load.
+//! - [`model`]: [`Model`], layers with their shapes: inference, soft labels, save/load, and its
+//!   parameters as plain vectors (what weight averaging outside this crate needs).
 //! - [`export`]: safetensors and ONNX export of a [`Model`].
-//! - [`fs`]: atomic file writes and config-relative paths.
 //! - [`train`]: supervised training, the distillation loss and distillation runs.
 //! - [`joint`]: private cross-entropy and distillation towards a teacher in the same steps.
 //! - [`consensus`]: pure functions that combine soft labels from many nodes.
 //! - [`eval`]: accuracy, calibration, agreement, size and latency.
 //! - [`privacy`]: the RDP accountant of DP-SGD (ε of a history of steps, noise for a target ε).
+//! - [`fs`]: atomic file writes and config-relative paths.
+//!
+//! One error type, [`Error`], for the whole crate. Every seeded choice derives its generator
+//! from the caller's seed with [`protocol::seed::derive`], the project's one formula.
+//! Federated weight averaging is not here: it is a baseline of the scenario runner.
 //!
 //! Nothing here spawns threads or touches the network: callers on an async runtime run it in
 //! `spawn_blocking` or on a dedicated thread.
@@ -23,9 +29,9 @@ pub mod consensus;
 pub mod data;
 pub mod eval;
 pub mod export;
-pub mod model;
 pub mod fs;
 pub mod joint;
+pub mod model;
 pub mod privacy;
 pub mod train;
 

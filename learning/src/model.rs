@@ -81,7 +81,7 @@ impl Model {
 
     /// Logits for row-major `inputs` (`rows × input_dim`), in batches of `batch`.
     pub fn logits(&self, inputs: &[f32], batch: usize) -> Result<Vec<f32>, Error> {
-        if inputs.len() % self.input_dim != 0 {
+        if !inputs.len().is_multiple_of(self.input_dim) {
             return Err(Error::Shape(format!("{} values are not rows of {}", inputs.len(), self.input_dim)));
         }
         let rows: Vec<usize> = (0..inputs.len() / self.input_dim).collect();

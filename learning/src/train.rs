@@ -11,6 +11,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
+use protocol::seed::Stream;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
@@ -248,7 +249,7 @@ pub fn fit(net: &mut Model, data: &Dataset, cfg: &TrainConfig, seed: u64) -> Res
     let mut order: Vec<usize> = (0..data.len()).collect();
     let mut report = TrainReport::default();
     for epoch in 0..cfg.epochs {
-        order.shuffle(&mut rng(seed, 100 + epoch as u64));
+        order.shuffle(&mut rng(seed, Stream::Shuffle, 100 + epoch as u64));
         let mut total = 0f64;
         let mut batches = 0usize;
         for idx in order.chunks(cfg.batch_size) {
@@ -298,7 +299,7 @@ pub fn distill(net: &mut Model, set: DistillSet<'_>, cfg: &DistillConfig, seed: 
     let mut model = net.model.clone().train();
     let mut optim = cfg.train.optimizer();
     let mut order: Vec<usize> = (0..rows).collect();
-    order.shuffle(&mut rng(seed, 7));
+    order.shuffle(&mut rng(seed, Stream::Shuffle, 7));
     let holdout: Vec<usize> = match &cfg.early_stopping {
         Some(es) => {
             let n = ((rows as f32 * es.holdout).round() as usize).clamp(1, rows.saturating_sub(1).max(1));
@@ -314,7 +315,7 @@ pub fn distill(net: &mut Model, set: DistillSet<'_>, cfg: &DistillConfig, seed: 
     let mut best: Option<(f32, Layers)> = None;
     let mut since_best = 0usize;
     for epoch in 0..cfg.train.epochs {
-        order.shuffle(&mut rng(seed, 1000 + epoch as u64));
+        order.shuffle(&mut rng(seed, Stream::Shuffle, 1000 + epoch as u64));
         let mut total = 0f64;
         let mut batches = 0usize;
         for idx in order.chunks(cfg.train.batch_size) {

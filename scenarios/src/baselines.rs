@@ -5,6 +5,7 @@ use learning::data::Dataset;
 use learning::eval::{self, ModelFacts};
 use learning::train::{self, TrainConfig};
 use learning::Model;
+use protocol::seed::{derive, Stream};
 use serde::{Deserialize, Serialize};
 
 use crate::setup::Prepared;
@@ -26,6 +27,21 @@ fn accuracy(net: &Model, test: &Dataset) -> anyhow::Result<f32> {
     Ok(eval::evaluate(&net.soft_labels(&test.features, 1.0, 256)?, &test.labels, test.classes).accuracy)
 }
 
+/// The seed of a baseline, `which` being its index in [`Stream::Baseline`], under `base` (the
+/// scenario's seed, or a node's for per-node baselines).
+fn seed(base: u64, which: Which) -> u64 {
+    derive(base, Stream::Baseline, which as u64)
+}
+
+/// The baselines that draw seeds.
+#[derive(Clone, Copy)]
+enum Which {
+    LocalOnly = 0,
+    Centralized = 1,
+    FedAvg = 2,
+    PublicLabels = 3,
+}
+
 fn epochs_total(p: &Prepared) -> usize {
     (p.scenario.rounds as usize * p.scenario.nodes.train.epochs).max(1)
 }
@@ -35,9 +51,10 @@ pub fn local_only(p: &Prepared, test: &Dataset) -> anyhow::Result<Vec<f32>> {
     let mut out = Vec::new();
     for (i, part) in p.parts.iter().enumerate() {
         let cfg = &p.nodes[i];
-        let mut net = Model::new(&cfg.model, p.dataset.dim, p.dataset.classes, cfg.backend, cfg.seed)?;
+        let seed = seed(cfg.seed, Which::LocalOnly);
+        let mut net = Model::new(&cfg.model, p.dataset.dim, p.dataset.classes, cfg.backend, seed)?;
         let train_cfg = TrainConfig { epochs: epochs_total(p), ..cfg.train.clone() };
-        train::fit(&mut net, &p.dataset.subset(part), &train_cfg, cfg.seed)?;
+        train::fit(&mut net, &p.dataset.subset(part), &train_cfg, seed)?;
         out.push(accuracy(&net, test)?);
     }
     Ok(out)
@@ -48,9 +65,10 @@ pub fn centralized(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
     let t = std::time::Instant::now();
     let all: Vec<usize> = p.parts.concat();
     let cfg = &p.nodes[0];
-    let mut net = Model::new(&cfg.model, p.dataset.dim, p.dataset.classes, cfg.backend, p.scenario.seed)?;
+    let seed = seed(p.scenario.seed, Which::Centralized);
+    let mut net = Model::new(&cfg.model, p.dataset.dim, p.dataset.classes, cfg.backend, seed)?;
     let train_cfg = TrainConfig { epochs: epochs_total(p).min(10), ..cfg.train.clone() };
-    train::fit(&mut net, &p.dataset.subset(&all), &train_cfg, p.scenario.seed)?;
+    train::fit(&mut net, &p.dataset.subset(&all), &train_cfg, seed)?;
     Ok(Baseline { accuracy: accuracy(&net, test)?, per_round: Vec::new(), bytes_total: 0, seconds: t.elapsed().as_secs_f64() })
 }
 
@@ -59,7 +77,7 @@ pub fn centralized(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
 pub fn fedavg(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
     let t = std::time::Instant::now();
     let cfg0 = &p.nodes[0];
-    let mut global = Model::new(&cfg0.model, p.dataset.dim, p.dataset.classes, cfg0.backend, p.scenario.seed)?;
+    let mut global = Model::new(&cfg0.model, p.dataset.dim, p.dataset.classes, cfg0.backend, seed(p.scenario.seed, Which::FedAvg))?;
     let model_bytes = global.to_bytes()?.len() as u64;
     let parts: Vec<Dataset> = p.parts.iter().map(|rows| p.dataset.subset(rows)).collect();
     let weights: Vec<f64> = parts.iter().map(|d| d.len() as f64).collect();
@@ -68,7 +86,8 @@ pub fn fedavg(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
         let mut locals = Vec::with_capacity(parts.len());
         for (i, d) in parts.iter().enumerate() {
             let mut local = global.clone();
-            train::fit(&mut local, d, &p.nodes[i].train, p.nodes[i].seed ^ round)?;
+            // The seed a node trains with in this round of the federation.
+            train::fit(&mut local, d, &p.nodes[i].train, derive(p.nodes[i].seed, Stream::NodeTraining, round))?;
             locals.push(local);
         }
         let refs: Vec<&Model> = locals.iter().collect();
@@ -84,10 +103,11 @@ pub fn fedavg(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
 pub fn public_labels(p: &Prepared, test: &Dataset) -> anyhow::Result<(Baseline, ModelFacts)> {
     let t = std::time::Instant::now();
     let s = &p.scenario;
-    let mut net = Model::new(&s.student.architecture, p.dataset.dim, p.dataset.classes, s.backend, s.seed ^ 0xABCD)?;
+    let seed = seed(s.seed, Which::PublicLabels);
+    let mut net = Model::new(&s.student.architecture, p.dataset.dim, p.dataset.classes, s.backend, seed)?;
     let epochs = (s.student.distill.train.epochs * s.rounds as usize).min(100);
     let train_cfg = TrainConfig { epochs, ..s.student.distill.train.clone() };
-    train::fit(&mut net, &p.dataset.subset(&p.split.reference), &train_cfg, s.seed)?;
+    train::fit(&mut net, &p.dataset.subset(&p.split.reference), &train_cfg, seed)?;
     let facts = ModelFacts::of(&net)?;
     Ok((Baseline { accuracy: accuracy(&net, test)?, per_round: Vec::new(), bytes_total: 0, seconds: t.elapsed().as_secs_f64() }, facts))
 }

@@ -14,7 +14,7 @@ pub fn average(models: &[&Model], weights: &[f64]) -> anyhow::Result<Model> {
         anyhow::bail!("FedAvg needs models of one architecture and a weight each");
     }
     let total: f64 = weights.iter().sum();
-    if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || !(total > 0.0) {
+    if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || !total.is_finite() || total == 0.0 {
         anyhow::bail!("FedAvg weights must be finite, non-negative and sum to a positive number");
     }
     let mut sum: Vec<Vec<f64>> = Vec::new();

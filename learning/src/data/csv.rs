@@ -18,7 +18,7 @@ pub enum LabelColumn {
     Name(String),
 }
 
-/// How to read a CSV file. (Configuration files give these as fields of [`DataSpec`].)
+/// How to read a CSV file. (Configuration files give these as fields of [`DataSpec`](super::DataSpec).)
 #[derive(Clone, Debug, PartialEq)]
 pub struct CsvOptions {
     /// Label column.

@@ -11,7 +11,7 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
 }
 
 /// Loads IDX images (magic 0x00000803) and labels (0x00000801), gzip-compressed or raw.
-/// Pixel values are returned as read (0–255); see [`Preprocess`] for scaling.
+/// Pixel values are returned as read (0–255); see [`Preprocess`](super::Preprocess) for scaling.
 pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset> {
     let fmt = |path: &Path, detail: String| Error::Format { path: path.to_owned(), detail };
     let img = read_file(images)?;

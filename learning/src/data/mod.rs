@@ -17,6 +17,7 @@
 use std::io::Read;
 use std::path::Path;
 
+use protocol::seed::{derive, Stream};
 use rand::SeedableRng;
 
 use crate::Error;
@@ -38,9 +39,10 @@ pub use spec::{DataFormat, DataSource, DataSpec};
 /// Random generator used for every seeded choice in this crate (portable, documented algorithm).
 pub type Rng = rand::rngs::Xoshiro256PlusPlus;
 
-/// A generator for `seed`, with `stream` separating independent uses of one seed.
-pub fn rng(seed: u64, stream: u64) -> Rng {
-    Rng::seed_from_u64(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+/// A generator for `seed`, with `stream` and `index` separating independent uses of one seed
+/// (the project's one derivation, [`protocol::seed::derive`]).
+pub fn rng(seed: u64, stream: Stream, index: u64) -> Rng {
+    Rng::seed_from_u64(derive(seed, stream, index))
 }
 
 type Result<T> = std::result::Result<T, crate::Error>;

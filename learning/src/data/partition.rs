@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use protocol::seed::Stream;
 use rand::seq::SliceRandom;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,7 @@ pub fn split(n: usize, test: usize, reference: usize, seed: u64) -> Result<Split
         return Err(Error::Split(format!("{test} test + {reference} reference rows leave no private data out of {n}")));
     }
     let mut idx: Vec<usize> = (0..n).collect();
-    idx.shuffle(&mut rng(seed, 1));
+    idx.shuffle(&mut rng(seed, Stream::Split, 0));
     let private = idx.split_off(test + reference);
     let reference_rows = idx.split_off(test);
     Ok(Split { test: idx, reference: reference_rows, private })
@@ -76,7 +77,7 @@ pub fn partition(
     if nodes * min_size > rows.len() {
         return Err(Error::Split(format!("{nodes} nodes × {min_size} rows need more than the {} private rows", rows.len())));
     }
-    let mut r = rng(seed, 2);
+    let mut r = rng(seed, Stream::Split, 1);
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
     for &i in rows {
         by_class[labels[i] as usize].push(i);
