@@ -207,6 +207,37 @@ impl CnnConfig {
     }
 }
 
+/// What per-example gradient norms need of one weight layer (see [`crate::dp`]): its input,
+/// without autodiff, and a zero `probe` added to its output, whose gradient is the gradient of
+/// the loss at the layer's output, row by row.
+pub(crate) enum Tap {
+    /// A linear layer: input `[batch, in]`, probe `[batch, out]`.
+    Linear { input: Tensor<2>, probe: Tensor<2> },
+    /// A 3×3 convolution with stride 1 and padding 1 ("same"): input `[batch, cin, h, w]`,
+    /// probe `[batch, cout, h, w]`.
+    Conv3x3 { input: Tensor<4>, probe: Tensor<4> },
+}
+
+fn probe_like<const D: usize>(out: &Tensor<D>) -> Tensor<D> {
+    Tensor::zeros(out.dims(), &out.device()).require_grad()
+}
+
+fn tap_linear(layer: &Linear, h: Tensor<2>, taps: &mut Vec<Tap>) -> Tensor<2> {
+    let input = h.clone().inner();
+    let out = layer.forward(h);
+    let probe = probe_like(&out);
+    taps.push(Tap::Linear { input, probe: probe.clone() });
+    out + probe
+}
+
+fn tap_conv(layer: &Conv2d, h: Tensor<4>, taps: &mut Vec<Tap>) -> Tensor<4> {
+    let input = h.clone().inner();
+    let out = layer.forward(h);
+    let probe = probe_like(&out);
+    taps.push(Tap::Conv3x3 { input, probe: probe.clone() });
+    out + probe
+}
+
 /// Multi-layer perceptron.
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -222,6 +253,18 @@ impl Mlp {
         let mut h = x;
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(h);
+            if i < last {
+                h = self.dropout.forward(self.act.forward(h));
+            }
+        }
+        h
+    }
+
+    fn forward_tapped(&self, x: Tensor<2>, taps: &mut Vec<Tap>) -> Tensor<2> {
+        let last = self.layers.len() - 1;
+        let mut h = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = tap_linear(layer, h, taps);
             if i < last {
                 h = self.dropout.forward(self.act.forward(h));
             }
@@ -263,6 +306,16 @@ impl Cnn {
         let h = self.dropout.forward(self.act.forward(self.fc1.forward(h)));
         self.fc2.forward(h)
     }
+
+    fn forward_tapped(&self, x: Tensor<2>, taps: &mut Vec<Tap>) -> Tensor<2> {
+        let [batch, _] = x.dims();
+        let x = x.reshape([batch, 1, self.side, self.side]);
+        let h = self.pool.forward(self.act.forward(tap_conv(&self.conv1, x, taps)));
+        let h = self.pool.forward(self.act.forward(tap_conv(&self.conv2, h, taps)));
+        let h: Tensor<2> = h.flatten(1, 3);
+        let h = self.dropout.forward(self.act.forward(tap_linear(&self.fc1, h, taps)));
+        tap_linear(&self.fc2, h, taps)
+    }
 }
 
 /// Any model of this crate.
@@ -280,6 +333,14 @@ impl Layers {
         match self {
             Layers::Mlp(m) => m.forward(x),
             Layers::Cnn(m) => m.forward(x),
+        }
+    }
+
+    /// [`forward`](Self::forward), recording a [`Tap`] per weight layer.
+    pub(crate) fn forward_tapped(&self, x: Tensor<2>, taps: &mut Vec<Tap>) -> Tensor<2> {
+        match self {
+            Layers::Mlp(m) => m.forward_tapped(x, taps),
+            Layers::Cnn(m) => m.forward_tapped(x, taps),
         }
     }
 }

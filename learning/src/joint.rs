@@ -1,12 +1,19 @@
-//! Joint local training: cross-entropy on the private rows and distillation towards a teacher
-//! on public rows, in the same steps. A node that learns this way keeps what the federation
-//! taught it, instead of digesting the consensus and then overwriting it with private epochs.
+//! Training on private rows: cross-entropy on the private rows and, optionally, distillation
+//! towards a teacher on public rows in the same steps, optionally under DP-SGD. A node that learns
+//! this way keeps what the federation taught it, instead of digesting the consensus and then
+//! overwriting it with private epochs.
 //!
 //! Each step takes one private batch and one public batch and minimises
 //! `CE(private) + λ · KL(teacher_T ‖ student_T) · T²` (the soft term weighted per public row).
-//! An epoch is one pass over the private rows; public batches are drawn in turn from a shuffled
-//! order that carries over from epoch to epoch (and is reshuffled when used up), so every
-//! public row is seen equally often at the cost of one extra forward pass per step.
+//! Public batches are drawn in turn from a shuffled order that carries over from epoch to epoch
+//! (and is reshuffled when used up), so every public row is seen equally often.
+//!
+//! Without privacy, an epoch is one pass over the shuffled private rows in batches of
+//! `batch_size`. With [`DpSgd`], an epoch is [`DpSgd::steps_per_epoch`] steps, each on a Poisson
+//! sample of the private rows, whose gradient is clipped per row and noised (see [`crate::dp`]);
+//! the public term's gradient is added to it unclipped and without noise, since it depends on
+//! no private row (only on the model, already private, and on public rows). This function is
+//! the only place in this crate where a gradient of a private row is computed.
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
@@ -14,29 +21,84 @@ use burn::prelude::*;
 use protocol::seed::Stream;
 use rand::seq::SliceRandom;
 
+use crate::arch::Layers;
 use crate::data::{rng, Dataset};
+use crate::dp::{self, DpSgd};
+use crate::loss::{cross_entropy_rows, distill_loss, one_hot};
 use crate::model::Model;
-use crate::train::{check_finite, distill_loss, labels_tensor, rows_tensor, seeded_rng, DistillConfig, DistillSet, TrainConfig, TrainReport};
+use crate::step::{check_finite, labels_tensor, row_values, rows_tensor, seeded_rng, Descent, EpochLoss};
+use crate::train::{DistillConfig, DistillSet, TrainConfig, TrainReport};
 use crate::Error;
 
-/// Trains on `private` (hard labels) and towards `public`'s teacher (soft labels) at once,
-/// with weight `weight` (λ ≥ 0) on the soft term, for `cfg.epochs` epochs. `distill` gives the
-/// temperature and loss of the soft term; its own optimiser settings are not used.
-pub fn fit_joint(model: &mut Model, private: &Dataset, public: DistillSet<'_>, weight: f32, cfg: &TrainConfig, distill: &DistillConfig, seed: u64) -> Result<TrainReport, Error> {
+/// A teacher on public rows, learnt from in the same steps as the private rows.
+#[derive(Clone, Copy, Debug)]
+pub struct Teaching<'a> {
+    /// Public rows and the teacher's soft labels on them.
+    pub set: DistillSet<'a>,
+    /// Weight λ ≥ 0 of the soft term.
+    pub weight: f32,
+    /// Temperature and loss of the soft term (its optimiser settings are not used).
+    pub distill: &'a DistillConfig,
+}
+
+impl Teaching<'_> {
+    /// Rows of the public set, after checking shapes and values against the model's.
+    fn check(&self, dim: usize, classes: usize) -> Result<usize, Error> {
+        self.distill.validate()?;
+        if !(self.weight.is_finite() && self.weight >= 0.0) {
+            return Err(Error::Config(format!("joint weight {} must be ≥ 0", self.weight)));
+        }
+        let set = &self.set;
+        let rows = set.inputs.len() / dim.max(1);
+        if set.inputs.len() != rows * dim || set.targets.len() != rows * classes || set.weights.is_some_and(|w| w.len() != rows) {
+            return Err(Error::Shape(format!("public set: {} inputs and {} targets are not rows of {dim} inputs and {classes} classes", set.inputs.len(), set.targets.len())));
+        }
+        if let Some(v) = set.targets.iter().chain(set.inputs).find(|v| !v.is_finite()) {
+            return Err(Error::Shape(format!("public set holds a non-finite value {v}")));
+        }
+        Ok(rows)
+    }
+}
+
+/// Draws the public batches of a run: a shuffled order, used up in turn and reshuffled.
+struct PublicBatches {
+    order: Vec<usize>,
+    cursor: usize,
+    passes: u64,
+    seed: u64,
+}
+
+impl PublicBatches {
+    fn new(rows: usize, seed: u64) -> Self {
+        Self { order: (0..rows).collect(), cursor: rows, passes: 0, seed }
+    }
+
+    fn next(&mut self, size: usize) -> &[usize] {
+        if self.cursor >= self.order.len() {
+            self.order.shuffle(&mut rng(self.seed, Stream::Shuffle, 5000 + self.passes));
+            (self.cursor, self.passes) = (0, self.passes + 1);
+        }
+        let start = self.cursor;
+        self.cursor = (start + size).min(self.order.len());
+        &self.order[start..self.cursor]
+    }
+}
+
+/// Trains on `private` (hard labels) and, with `teaching`, towards its teacher (soft labels) at
+/// once, for `cfg.epochs` epochs; under DP-SGD when `dp` is given (then exactly
+/// [`DpSgd::steps`]`(cfg.epochs)` steps, reported in [`TrainReport::dp_steps`]).
+pub fn fit_joint(model: &mut Model, private: &Dataset, teaching: Option<Teaching<'_>>, cfg: &TrainConfig, dp: Option<&DpSgd>, seed: u64) -> Result<TrainReport, Error> {
     cfg.validate()?;
-    distill.validate()?;
-    if !(weight.is_finite() && weight >= 0.0) {
-        return Err(Error::Config(format!("joint weight {weight} must be ≥ 0")));
+    if let Some(dp) = dp {
+        dp.validate()?;
     }
     model.check_data(private.dim, private.classes)?;
     let (dim, classes) = (model.input_dim, model.classes);
-    let rows = public.inputs.len() / dim.max(1);
-    if public.inputs.len() != rows * dim || public.targets.len() != rows * classes || public.weights.is_some_and(|w| w.len() != rows) {
-        return Err(Error::Shape(format!("public set: {} inputs and {} targets are not rows of {dim} inputs and {classes} classes", public.inputs.len(), public.targets.len())));
-    }
-    if let Some(v) = public.targets.iter().chain(public.inputs).find(|v| !v.is_finite()) {
-        return Err(Error::Shape(format!("public set holds a non-finite value {v}")));
-    }
+    let public_rows = match &teaching {
+        Some(t) => t.check(dim, classes)?,
+        None => 0,
+    };
+    let teaching = teaching.filter(|t| t.weight > 0.0 && public_rows > 0);
     if private.is_empty() {
         return Err(Error::Shape("no private rows".into()));
     }
@@ -44,49 +106,94 @@ pub fn fit_joint(model: &mut Model, private: &Dataset, public: DistillSet<'_>, w
     let device = model.backend.device().autodiff();
     let _rng = seeded_rng(model, seed);
     let mut layers = model.model.clone().train();
-    let mut optim = cfg.optimizer();
-    let ce = CrossEntropyLossConfig::new().init(&device);
-    let mut own: Vec<usize> = (0..private.len()).collect();
-    let mut taught: Vec<usize> = (0..rows).collect();
-    let (mut cursor, mut passes) = (rows, 0u64);
+    let mut descent = Descent::new(cfg.optimizer(), cfg.learning_rate, "private training");
+    let mut public = PublicBatches::new(public_rows, seed);
+    // The soft term of a step, on the next public batch.
+    let mut soft_term = |layers: &Layers, size: usize| -> Option<Tensor<1>> {
+        let t = teaching.as_ref()?;
+        let idx = public.next(size);
+        let x = rows_tensor(t.set.inputs, idx, dim, &device);
+        let targets = rows_tensor(t.set.targets, idx, classes, &device);
+        let w = t.set.weights.map(|w| row_values(w, idx, &device));
+        Some(distill_loss(layers.forward(x), targets, w, None, t.distill).mul_scalar(t.weight))
+    };
     let mut report = TrainReport::default();
-    for epoch in 0..cfg.epochs {
-        own.shuffle(&mut rng(seed, Stream::Shuffle, 100 + epoch as u64));
-        let mut total = 0f64;
-        let mut steps = 0usize;
-        for idx in own.chunks(cfg.batch_size) {
-            let x = rows_tensor(&private.features, idx, dim, &device);
-            let y = labels_tensor(&private.labels, idx, &device);
-            let mut loss = ce.forward(layers.forward(x), y);
-            if weight > 0.0 && rows > 0 {
-                if cursor >= rows {
-                    taught.shuffle(&mut rng(seed, Stream::Shuffle, 5000 + passes));
-                    (cursor, passes) = (0, passes + 1);
+    match dp {
+        None => {
+            let ce = CrossEntropyLossConfig::new().init(&device);
+            let mut own: Vec<usize> = (0..private.len()).collect();
+            for epoch in 0..cfg.epochs {
+                own.shuffle(&mut rng(seed, Stream::Shuffle, 100 + epoch as u64));
+                let mut epoch_loss = EpochLoss::default();
+                for idx in own.chunks(cfg.batch_size) {
+                    let x = rows_tensor(&private.features, idx, dim, &device);
+                    let y = labels_tensor(&private.labels, idx, &device);
+                    let mut loss = ce.forward(layers.forward(x), y);
+                    if let Some(soft) = soft_term(&layers, cfg.batch_size) {
+                        loss = loss + soft;
+                    }
+                    let value;
+                    (layers, value) = descent.step(layers, loss)?;
+                    epoch_loss.add(value);
                 }
-                let t_idx = &taught[cursor..(cursor + cfg.batch_size).min(rows)];
-                cursor += t_idx.len();
-                let xt = rows_tensor(public.inputs, t_idx, dim, &device);
-                let tt = rows_tensor(public.targets, t_idx, classes, &device);
-                let w = public.weights.map(|w| {
-                    let v: Vec<f32> = t_idx.iter().map(|&i| w[i]).collect();
-                    Tensor::<1>::from_data(TensorData::new(v, [t_idx.len()]), &device)
-                });
-                let soft = distill_loss(layers.forward(xt), tt, w, None, distill);
-                loss = loss + soft.mul_scalar(weight);
+                report.epoch_loss.push(epoch_loss.mean());
+                report.epochs_run += 1;
             }
-            let value: f32 = loss.clone().into_scalar();
-            check_finite(value, "joint training")?;
-            total += value as f64;
-            steps += 1;
-            let grads = GradientsParams::from_grads(loss.backward(), &layers);
-            layers = optim.step(cfg.learning_rate, layers, grads);
         }
-        report.epoch_loss.push((total / steps.max(1) as f64) as f32);
-        report.epochs_run += 1;
+        Some(dp) => {
+            let mut generator = dp.generator(seed)?;
+            let expected = (dp.sample_rate * private.len() as f64) as f32;
+            let public_batch = (expected.round() as usize).max(1);
+            let std = (dp.noise_multiplier as f32) * dp.clip_norm / expected;
+            for _ in 0..cfg.epochs {
+                let mut epoch_loss = EpochLoss::default();
+                for _ in 0..dp.steps_per_epoch() {
+                    let idx = dp::sample(private.len(), dp.sample_rate, &mut generator);
+                    let dropout_seed: u64 = rand::RngExt::random(&mut generator);
+                    let mut loss: Option<Tensor<1>> = None;
+                    if !idx.is_empty() {
+                        let x = rows_tensor(&private.features, &idx, dim, &device);
+                        let y = one_hot(&private.labels, &idx, classes, &device);
+                        reseed(model, dropout_seed);
+                        let factors = dp::clip_factors(&layers, x.clone(), y.clone(), dp.clip_norm, &device)?;
+                        reseed(model, dropout_seed);
+                        loss = Some((cross_entropy_rows(layers.forward(x), y) * factors).sum().div_scalar(expected));
+                    }
+                    if let Some(soft) = soft_term(&layers, public_batch) {
+                        loss = Some(match loss {
+                            Some(l) => l + soft,
+                            None => soft,
+                        });
+                    }
+                    let mut grads = match loss {
+                        Some(loss) => {
+                            let value: f32 = loss.clone().into_scalar();
+                            check_finite(value, "private training")?;
+                            epoch_loss.add(value);
+                            GradientsParams::from_grads(loss.backward(), &layers)
+                        }
+                        None => GradientsParams::new(),
+                    };
+                    dp::add_noise(&layers, &mut grads, std, &mut generator);
+                    layers = descent.apply(layers, grads);
+                    report.dp_steps += 1;
+                }
+                report.epoch_loss.push(epoch_loss.mean());
+                report.epochs_run += 1;
+            }
+        }
     }
     model.model = layers;
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Reseeds dropout's generator (held by this run, see [`seeded_rng`]) so that the two passes
+/// of a DP step draw the same masks.
+fn reseed(model: &Model, seed: u64) {
+    if model.architecture.uses_rng() {
+        model.backend.seed(seed);
+    }
 }
 
 #[cfg(test)]
@@ -120,9 +227,9 @@ mod tests {
         let fresh = || Model::new(&Architecture::Mlp { hidden: vec![16], dropout: 0.0 }, 2, 2, BackendKind::Flex, 3).unwrap();
         let class0_share = |m: &Model| m.predict(&public_x).unwrap().iter().filter(|&&c| c == 0).count();
         let mut taught = fresh();
-        fit_joint(&mut taught, &private, public, 1.0, &cfg, &distill, 9).unwrap();
+        fit_joint(&mut taught, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill }), &cfg, None, 9).unwrap();
         let mut alone = fresh();
-        fit_joint(&mut alone, &private, public, 0.0, &cfg, &distill, 9).unwrap();
+        fit_joint(&mut alone, &private, Some(Teaching { set: public, weight: 0.0, distill: &distill }), &cfg, None, 9).unwrap();
         assert!(class0_share(&taught) >= 28, "taught: {} of 32 follow the teacher", class0_share(&taught));
         assert!(class0_share(&alone) <= 4, "alone: {} of 32 follow the (absent) teacher", class0_share(&alone));
         let own = taught.predict(&private.features).unwrap();
@@ -130,7 +237,7 @@ mod tests {
         assert!(right >= 58, "private rows still learnt: {right} of 64");
         // The same seed gives the same model.
         let mut again = fresh();
-        fit_joint(&mut again, &private, public, 1.0, &cfg, &distill, 9).unwrap();
+        fit_joint(&mut again, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill }), &cfg, None, 9).unwrap();
         assert_eq!(again.logits(&public_x, 64).unwrap(), taught.logits(&public_x, 64).unwrap());
     }
 
@@ -144,8 +251,8 @@ mod tests {
         let x = [0.1f32, 0.2];
         let nan = [f32::NAN, 1.0];
         let ok = [0.5f32, 0.5];
-        assert!(fit_joint(&mut m, &private, DistillSet { inputs: &x, targets: &nan, weights: None, labels: None }, 1.0, &cfg, &distill, 1).is_err());
-        assert!(fit_joint(&mut m, &private, DistillSet { inputs: &x[..1], targets: &ok, weights: None, labels: None }, 1.0, &cfg, &distill, 1).is_err());
-        assert!(fit_joint(&mut m, &private, DistillSet { inputs: &x, targets: &ok, weights: None, labels: None }, -1.0, &cfg, &distill, 1).is_err());
+        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x, targets: &nan, weights: None, labels: None }, weight: 1.0, distill: &distill }), &cfg, None, 1).is_err());
+        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x[..1], targets: &ok, weights: None, labels: None }, weight: 1.0, distill: &distill }), &cfg, None, 1).is_err());
+        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x, targets: &ok, weights: None, labels: None }, weight: -1.0, distill: &distill }), &cfg, None, 1).is_err());
     }
 }

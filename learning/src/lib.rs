@@ -7,8 +7,12 @@
 //! - [`model`]: [`Model`], layers with their shapes: inference, soft labels, save/load, and its
 //!   parameters as plain vectors (what weight averaging outside this crate needs).
 //! - [`export`]: safetensors and ONNX export of a [`Model`].
-//! - [`train`]: supervised training, the distillation loss and distillation runs.
-//! - [`joint`]: private cross-entropy and distillation towards a teacher in the same steps.
+//! - [`train`]: training settings, supervised training and distillation runs.
+//! - [`joint`]: training on private rows: cross-entropy and distillation towards a teacher in the
+//!   same steps, optionally under DP-SGD.
+//! - [`dp`]: DP-SGD: Poisson sampling, per-row gradient clipping (norms from layer inputs and
+//!   output gradients), Gaussian noise.
+//! - [`loss`]: the distillation loss and per-row cross-entropy.
 //! - [`consensus`]: pure functions that combine soft labels from many nodes.
 //! - [`eval`]: accuracy, calibration, agreement, size and latency.
 //! - [`privacy`]: the RDP accountant of DP-SGD (ε of a history of steps, noise for a target ε).
@@ -27,12 +31,15 @@ use std::path::{Path, PathBuf};
 pub mod arch;
 pub mod consensus;
 pub mod data;
+pub mod dp;
 pub mod eval;
 pub mod export;
 pub mod fs;
 pub mod joint;
+pub mod loss;
 pub mod model;
 pub mod privacy;
+mod step;
 pub mod train;
 
 pub use arch::{Architecture, BackendKind};

@@ -13,7 +13,7 @@ use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Architecture, BackendKind, Layers};
-use crate::train::rows_tensor;
+use crate::step::rows_tensor;
 use crate::fs::atomic_write;
 use crate::Error;
 

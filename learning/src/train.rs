@@ -5,19 +5,19 @@
 //! `spawn_blocking` or a dedicated thread.
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
-use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
+use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
 use protocol::seed::Stream;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{rng, Dataset};
 use crate::arch::Layers;
+use crate::joint::fit_joint;
+pub use crate::loss::distill_loss;
 use crate::model::Model;
+use crate::step::{labels_tensor, row_values, rows_tensor, seeded_rng, Descent, EpochLoss};
 use crate::Error;
 
 /// Optimiser family.
@@ -161,60 +161,6 @@ pub struct DistillSet<'a> {
     pub labels: Option<&'a [u32]>,
 }
 
-/// The distillation loss for a batch (mean over rows, weighted by `weights` if given).
-///
-/// `student_logits`, `teacher_probs`: `[batch, classes]`; `weights`: `[batch]`; `labels`: `[batch]`.
-/// With [`DistillLossKind::Kl`] the soft term is multiplied by T², which keeps its gradient
-/// with respect to the logits, T · (p_student,T − p_teacher,T), at the same scale whatever T
-/// (Hinton et al., 2015); with α = 0 the loss is exactly zero when the student reproduces the teacher.
-pub fn distill_loss(
-    student_logits: Tensor<2>,
-    teacher_probs: Tensor<2>,
-    weights: Option<Tensor<1>>,
-    labels: Option<Tensor<1, Int>>,
-    cfg: &DistillConfig,
-) -> Tensor<1> {
-    let t = cfg.temperature;
-    let device = student_logits.device();
-    let per_row: Tensor<1> = match cfg.loss {
-        DistillLossKind::Kl => {
-            let log_ps = log_softmax(student_logits.clone().div_scalar(t), 1);
-            let log_pt = teacher_probs.clone().clamp_min(1e-12).log();
-            (teacher_probs * (log_pt - log_ps)).sum_dim(1).squeeze_dim::<1>(1).mul_scalar(t * t)
-        }
-        DistillLossKind::Mse => {
-            let zt = teacher_probs.clamp_min(1e-12).log().mul_scalar(t);
-            let zt = zt.clone() - zt.mean_dim(1);
-            let zs = student_logits.clone() - student_logits.clone().mean_dim(1);
-            (zs - zt).square().mean_dim(1).squeeze_dim::<1>(1)
-        }
-    };
-    let soft = match weights {
-        Some(w) => (per_row * w.clone()).sum() / w.sum().clamp_min(1e-12),
-        None => per_row.mean(),
-    };
-    match labels {
-        Some(y) if cfg.alpha > 0.0 => {
-            let ce = CrossEntropyLossConfig::new().init(&device).forward(student_logits, y);
-            soft.mul_scalar(1.0 - cfg.alpha) + ce.mul_scalar(cfg.alpha)
-        }
-        _ => soft,
-    }
-}
-
-pub(crate) fn rows_tensor(values: &[f32], idx: &[usize], width: usize, device: &Device) -> Tensor<2> {
-    let mut buf = Vec::with_capacity(idx.len() * width);
-    for &i in idx {
-        buf.extend_from_slice(&values[i * width..(i + 1) * width]);
-    }
-    Tensor::from_data(TensorData::new(buf, [idx.len(), width]), device)
-}
-
-pub(crate) fn labels_tensor(labels: &[u32], idx: &[usize], device: &Device) -> Tensor<1, Int> {
-    let v: Vec<i64> = idx.iter().map(|&i| labels[i] as i64).collect();
-    Tensor::from_data(TensorData::new(v, [idx.len()]), device)
-}
-
 /// Summary of a training or distillation run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainReport {
@@ -226,49 +172,15 @@ pub struct TrainReport {
     pub best_agreement: Option<f32>,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// DP-SGD steps taken on private rows (0 without differential privacy).
+    #[serde(default)]
+    pub dp_steps: u64,
 }
 
-pub(crate) fn check_finite(loss: f32, what: &str) -> Result<(), Error> {
-    if loss.is_finite() {
-        Ok(())
-    } else {
-        Err(Error::Diverged(format!("{what} loss became {loss}; lower the learning rate")))
-    }
-}
-
-/// Supervised training on labelled rows (cross-entropy), seeded.
+/// Supervised training on labelled rows (cross-entropy), seeded: [`fit_joint`] without a teacher
+/// and without privacy.
 pub fn fit(net: &mut Model, data: &Dataset, cfg: &TrainConfig, seed: u64) -> Result<TrainReport, Error> {
-    cfg.validate()?;
-    net.check_data(data.dim, data.classes)?;
-    let start = std::time::Instant::now();
-    let device = net.backend.device().autodiff();
-    let _rng = seeded_rng(net, seed);
-    let mut model = net.model.clone().train();
-    let mut optim = cfg.optimizer();
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut report = TrainReport::default();
-    for epoch in 0..cfg.epochs {
-        order.shuffle(&mut rng(seed, Stream::Shuffle, 100 + epoch as u64));
-        let mut total = 0f64;
-        let mut batches = 0usize;
-        for idx in order.chunks(cfg.batch_size) {
-            let x = rows_tensor(&data.features, idx, data.dim, &device);
-            let y = labels_tensor(&data.labels, idx, &device);
-            let loss = loss_fn.forward(model.forward(x), y);
-            let value: f32 = loss.clone().into_scalar();
-            check_finite(value, "training")?;
-            total += value as f64;
-            batches += 1;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(cfg.learning_rate, model, grads);
-        }
-        report.epoch_loss.push((total / batches.max(1) as f64) as f32);
-        report.epochs_run += 1;
-    }
-    net.model = model;
-    report.seconds = start.elapsed().as_secs_f64();
-    Ok(report)
+    fit_joint(net, data, None, cfg, None, seed)
 }
 
 /// Trains the network towards teacher soft labels (and optionally hard labels), seeded.
@@ -297,7 +209,7 @@ pub fn distill(net: &mut Model, set: DistillSet<'_>, cfg: &DistillConfig, seed: 
     let device = net.backend.device().autodiff();
     let _rng = seeded_rng(net, seed);
     let mut model = net.model.clone().train();
-    let mut optim = cfg.train.optimizer();
+    let mut descent = Descent::new(cfg.train.optimizer(), cfg.train.learning_rate, "distillation");
     let mut order: Vec<usize> = (0..rows).collect();
     order.shuffle(&mut rng(seed, Stream::Shuffle, 7));
     let holdout: Vec<usize> = match &cfg.early_stopping {
@@ -316,25 +228,18 @@ pub fn distill(net: &mut Model, set: DistillSet<'_>, cfg: &DistillConfig, seed: 
     let mut since_best = 0usize;
     for epoch in 0..cfg.train.epochs {
         order.shuffle(&mut rng(seed, Stream::Shuffle, 1000 + epoch as u64));
-        let mut total = 0f64;
-        let mut batches = 0usize;
+        let mut epoch_loss = EpochLoss::default();
         for idx in order.chunks(cfg.train.batch_size) {
             let x = rows_tensor(set.inputs, idx, dim, &device);
             let t = rows_tensor(set.targets, idx, classes, &device);
-            let w = set.weights.map(|w| {
-                let v: Vec<f32> = idx.iter().map(|&i| w[i]).collect();
-                Tensor::<1>::from_data(TensorData::new(v, [idx.len()]), &device)
-            });
+            let w = set.weights.map(|w| row_values(w, idx, &device));
             let y = set.labels.map(|l| labels_tensor(l, idx, &device));
             let loss = distill_loss(model.forward(x), t, w, y, cfg);
-            let value: f32 = loss.clone().into_scalar();
-            check_finite(value, "distillation")?;
-            total += value as f64;
-            batches += 1;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(cfg.train.learning_rate, model, grads);
+            let value;
+            (model, value) = descent.step(model, loss)?;
+            epoch_loss.add(value);
         }
-        report.epoch_loss.push((total / batches.max(1) as f64) as f32);
+        report.epoch_loss.push(epoch_loss.mean());
         report.epochs_run += 1;
         if let Some(es) = &cfg.early_stopping {
             let logits = crate::model::logits_of(&model.valid(), set.inputs, &holdout, dim, net.backend, 256)?;
@@ -366,16 +271,6 @@ pub fn distill(net: &mut Model, set: DistillSet<'_>, cfg: &DistillConfig, seed: 
     Ok(report)
 }
 
-/// Dropout draws from burn's process-wide generator: a network that uses it holds the generator,
-/// seeded, for the whole run; one that does not leaves it alone.
-pub(crate) fn seeded_rng(net: &Model, seed: u64) -> Option<std::sync::MutexGuard<'static, ()>> {
-    net.architecture.uses_rng().then(|| {
-        let guard = crate::model::rng_lock();
-        net.backend.seed(seed);
-        guard
-    })
-}
-
 /// Index of the largest value (first on ties).
 pub fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
@@ -385,67 +280,4 @@ pub fn argmax(row: &[f32]) -> usize {
         }
     }
     best
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use burn::tensor::activation::softmax;
-
-    fn grad_norm(t: f32, zs: &[f32], zt: &[f32]) -> f32 {
-        let device = Device::flex().autodiff();
-        let s = Tensor::<2>::from_data(TensorData::new(zs.to_vec(), [2, 4]), &device).require_grad();
-        let teacher = softmax(Tensor::<2>::from_data(TensorData::new(zt.to_vec(), [2, 4]), &device).div_scalar(t), 1);
-        let cfg = DistillConfig { temperature: t, ..Default::default() };
-        let grads = distill_loss(s.clone(), teacher, None, None, &cfg).backward();
-        let g: Vec<f32> = s.grad(&grads).expect("grad").try_into_vec_as::<f32>().expect("vec");
-        g.iter().map(|v| v * v).sum::<f32>().sqrt()
-    }
-
-    #[test]
-    fn kl_loss_is_zero_for_identical_logits_and_positive_otherwise() {
-        let device = Device::flex();
-        let z = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 0.5, -1.0, 0.0, 3.0], [2, 3]), &device);
-        for t in [1.0f32, 4.0] {
-            let cfg = DistillConfig { temperature: t, ..Default::default() };
-            let teacher = softmax(z.clone().div_scalar(t), 1);
-            let same: f32 = distill_loss(z.clone(), teacher.clone(), None, None, &cfg).into_scalar();
-            assert!(same.abs() < 1e-5, "T={t}: {same}");
-            let other: f32 = distill_loss(z.clone().mul_scalar(-1.0), teacher.clone(), None, None, &cfg).into_scalar();
-            assert!(other > 1e-2, "T={t}: {other}");
-            let mse = DistillConfig { loss: DistillLossKind::Mse, ..cfg.clone() };
-            let same: f32 = distill_loss(z.clone().add_scalar(5.0), teacher.clone(), None, None, &mse).into_scalar();
-            assert!(same.abs() < 1e-4, "mse is shift invariant: {same}");
-            let other: f32 = distill_loss(z.clone().mul_scalar(-1.0), teacher, None, None, &mse).into_scalar();
-            assert!(other > 1e-2);
-        }
-    }
-
-    #[test]
-    fn t_squared_keeps_the_gradient_scale_at_high_temperature() {
-        // Zero-mean logits: at high T the gradient of T²·KL tends to (z_s − z_t)/C, independent of T.
-        let zs = [1.0f32, -1.0, 0.5, -0.5, 2.0, 0.0, -1.0, -1.0];
-        let zt = [-1.0f32, 1.0, 0.0, 0.0, 0.0, 2.0, -1.0, -1.0];
-        let (g10, g20, g40) = (grad_norm(10.0, &zs, &zt), grad_norm(20.0, &zs, &zt), grad_norm(40.0, &zs, &zt));
-        assert!((g10 / g20 - 1.0).abs() < 0.05, "{g10} vs {g20}");
-        assert!((g20 / g40 - 1.0).abs() < 0.05, "{g20} vs {g40}");
-        // Without the T² factor the gradient would shrink 4× per doubling of T.
-        let limit = {
-            let d: Vec<f32> = zs.iter().zip(&zt).map(|(a, b)| (a - b) / 4.0).collect();
-            d.iter().map(|v| v * v).sum::<f32>().sqrt() / 2.0 // mean over the 2 rows
-        };
-        assert!((g40 / limit - 1.0).abs() < 0.05, "{g40} vs {limit}");
-    }
-
-    #[test]
-    fn alpha_mixes_in_cross_entropy() {
-        let device = Device::flex();
-        let z = Tensor::<2>::from_data(TensorData::new(vec![2.0f32, 0.0, 0.0, 2.0], [2, 2]), &device);
-        let teacher = softmax(z.clone(), 1);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 0], [2]), &device);
-        let cfg = DistillConfig { temperature: 1.0, alpha: 0.5, ..Default::default() };
-        let mixed: f32 = distill_loss(z.clone(), teacher, None, Some(y), &cfg).into_scalar();
-        // KL term is zero, CE of the wrong labels is log(1 + e²) ≈ 2.127, halved.
-        assert!((mixed - 0.5 * (1.0f32 + 2f32.exp()).ln()).abs() < 1e-4, "{mixed}");
-    }
 }

@@ -3,6 +3,7 @@
 //! them; the unit tests below call them directly.
 
 use learning::data::Dataset;
+use learning::joint::{fit_joint, Teaching};
 use learning::train::{self, DistillConfig, DistillSet, TrainConfig};
 use learning::Model;
 use protocol::seed::{derive, Stream};
@@ -128,9 +129,10 @@ pub fn learn(model: &mut Model, data: &Dataset, teacher: Option<&Teacher>, refer
     match teacher {
         Some(t) if settings.digest.enabled && settings.digest.mode == DigestMode::Joint && !t.rows.is_empty() => {
             let inputs = t.inputs(reference);
-            let public = DistillSet { inputs: &inputs, targets: &t.probs, weights: Some(&t.weights), labels: None };
+            let set = DistillSet { inputs: &inputs, targets: &t.probs, weights: Some(&t.weights), labels: None };
             let soft = DistillConfig { temperature: t.temperature, ..Default::default() };
-            learning::joint::fit_joint(model, data, public, settings.digest.weight, &settings.train, &soft, seed)?;
+            let teaching = Teaching { set, weight: settings.digest.weight, distill: &soft };
+            fit_joint(model, data, Some(teaching), &settings.train, None, seed)?;
         }
         Some(t) => {
             digest(model, reference, t, settings, seed)?;
