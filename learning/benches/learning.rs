@@ -1,5 +1,5 @@
-//! `cargo bench -p learning`: training and inference throughput on both CPU backends with 1 and
-//! 2 threads, and consensus throughput for 100 nodes × 10,000 samples × 10 classes.
+//! `cargo bench -p learning`: training (plain and DP-SGD) and inference throughput on both CPU
+//! backends with 1 and 2 threads, and consensus throughput for 100 nodes × 10,000 samples × 10 classes.
 //!
 //! Thread counts are set per child process (`RAYON_NUM_THREADS`, `MATMUL_NUM_THREADS`), since
 //! both backends read them once at start-up. Options (after `--`; `--help` lists them): `--quick`
@@ -16,6 +16,8 @@ use std::time::Instant;
 use clap::Parser;
 use learning::consensus::{self, ConsensusConfig, MeanAccumulator, Rule};
 use learning::data::{self, CsvOptions, Dataset, Preprocess};
+use learning::dp::DpSgd;
+use learning::joint::fit_joint;
 use learning::train::{self, TrainConfig};
 use learning::{Architecture, BackendKind, Model};
 
@@ -69,6 +71,20 @@ fn train_rate(arch: &Architecture, d: &Dataset, backend: BackendKind) -> f64 {
     d.len() as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Samples per second of one DP-SGD epoch (Poisson batches of 64 expected rows, clipping and
+/// noise; after a warm-up), the same model and data as [`train_rate`].
+fn dp_rate(arch: &Architecture, d: &Dataset, backend: BackendKind) -> f64 {
+    let mut net = Model::new(arch, d.dim, d.classes, backend, 1).expect("net");
+    let cfg = TrainConfig { epochs: 1, batch_size: 64, learning_rate: 1e-3, ..Default::default() };
+    let dp = |n: usize| DpSgd { clip_norm: 1.0, noise_multiplier: 1.0, sample_rate: 64.0 / n as f64, noise_seed: None };
+    let warm = d.subset(&(0..d.len().min(640)).collect::<Vec<_>>());
+    fit_joint(&mut net, &warm, None, &cfg, Some(&dp(warm.len())), 1).expect("warm-up");
+    let t = Instant::now();
+    let report = fit_joint(&mut net, d, None, &cfg, Some(&dp(d.len())), 2).expect("dp fit");
+    // Rows seen: steps × expected batch, i.e. one epoch's worth.
+    (report.dp_steps as f64 * 64.0) / t.elapsed().as_secs_f64()
+}
+
 fn child(quick: bool) {
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
     let n = if quick { 500 } else { 10_000 };
@@ -82,6 +98,9 @@ fn child(quick: bool) {
         println!("{backend:?}\t{threads}\ttrain mlp 64-128-10 digits\t{:.0}", train_rate(&mlp_small, &dig, backend));
         println!("{backend:?}\t{threads}\ttrain mlp 784-256-10 mnist\t{:.0}", train_rate(&mlp_big, &mn, backend));
         println!("{backend:?}\t{threads}\ttrain cnn 8x16-64 mnist\t{:.0}", train_rate(&cnn, &cnn_rows, backend));
+        println!("{backend:?}\t{threads}\tdp train mlp 64-128-10 digits\t{:.0}", dp_rate(&mlp_small, &dig, backend));
+        println!("{backend:?}\t{threads}\tdp train mlp 784-256-10 mnist\t{:.0}", dp_rate(&mlp_big, &mn, backend));
+        println!("{backend:?}\t{threads}\tdp train cnn 8x16-64 mnist\t{:.0}", dp_rate(&cnn, &cnn_rows, backend));
         let net = Model::new(&mlp_big, 784, 10, backend, 3).expect("net");
         net.soft_labels(&mn.features[..784 * 256], 3.0, 256).expect("warm-up");
         let t = Instant::now();
@@ -158,6 +177,20 @@ fn best_of(lines: &[String]) -> Vec<String> {
     best.into_iter().map(|(k, r)| format!("{k}\t{r:.0}")).collect()
 }
 
+/// DP-SGD's rate over non-private training's, for each model, backend and thread count
+/// (the target is ≥ 0.25 on the MLPs).
+fn dp_ratios(lines: &[String]) {
+    let rows: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
+    println!("\nDP-SGD against non-private training (same model, data, batch, backend and threads)");
+    println!("{:<28} {:<8} {:>7} {:>12} {:>12} {:>8}", "what", "backend", "threads", "plain/s", "DP/s", "DP/plain");
+    for r in rows.iter().filter(|r| r[2].starts_with("dp train ")) {
+        let plain = &r[2]["dp ".len()..];
+        let Some(p) = rows.iter().find(|q| q[0] == r[0] && q[1] == r[1] && q[2] == plain) else { continue };
+        let (dp, p): (f64, f64) = (r[3].parse().unwrap_or(f64::NAN), p[3].parse().unwrap_or(f64::NAN));
+        println!("{:<28} {:<8} {:>7} {:>12.0} {:>12.0} {:>7.2}x", plain, r[0], r[1], p, dp, dp / p);
+    }
+}
+
 /// For each measurement PyTorch also made: burn's rate over PyTorch's, per backend.
 fn compare(lines: &[String]) {
     let rows: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
@@ -217,6 +250,7 @@ fn main() {
             println!("{l}");
         }
     }
+    dp_ratios(&lines);
     if args.pytorch.is_some() {
         compare(&lines);
     }

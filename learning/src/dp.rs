@@ -13,9 +13,11 @@
 //! gradients ([`Tap`]s), and one on the loss weighted by each row's clipping factor
 //! `min(1, C/‖∇_i‖)`, whose gradient is exactly the sum of clipped per-row gradients.
 //!
-//! The sampling and the noise draw from a ChaCha12 generator seeded by the operating system,
-//! unless [`DpSgd::noise_seed`] fixes it (simulations that must be reproducible: the noise is
-//! then known to whoever knows the seed, and the guarantee holds only against others).
+//! The sampling and the noise draw from the operating system's cryptographic generator
+//! (`getrandom`, read in 64 KiB blocks), unless [`DpSgd::noise_seed`] fixes a seed: then from
+//! xoshiro256++ seeded with it, for simulations that must be reproducible (the noise is known to
+//! whoever knows the seed, and the guarantee holds only against others). Normal draws use the
+//! ziggurat method of `rand_distr`.
 //!
 //! Dropout is supported: both passes of a step reseed burn's generator alike, so they draw the
 //! same masks.
@@ -27,8 +29,8 @@ use burn::tensor::module::unfold4d;
 use burn::tensor::ops::UnfoldOptions;
 use burn::tensor::Gradients;
 use protocol::seed::{derive, Stream};
-use rand::rngs::{StdRng, SysRng};
-use rand::{RngExt, SeedableRng};
+use rand::rngs::SysRng;
+use rand::{Rng, RngExt, SeedableRng, TryRng};
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
@@ -84,16 +86,104 @@ impl DpSgd {
     }
 
     /// The generator of the sampling and the noise of one run (`run`: the run's seed).
-    pub(crate) fn generator(&self, run: u64) -> Result<StdRng, Error> {
+    pub(crate) fn generator(&self, run: u64) -> Result<Generator, Error> {
         match self.noise_seed {
-            Some(seed) => Ok(StdRng::seed_from_u64(derive(seed, Stream::Noise, run))),
-            None => StdRng::try_from_rng(&mut SysRng).map_err(|e| Error::Config(format!("no randomness from the operating system: {e}"))),
+            Some(seed) => Ok(Generator::Seeded(crate::data::Rng::seed_from_u64(derive(seed, Stream::Noise, run)))),
+            None => {
+                let mut os = OsBlocks { block: vec![0; 64 * 1024], used: 64 * 1024, failed: None };
+                os.refill();
+                match os.failed.take() {
+                    Some(e) => Err(os_error(e)),
+                    None => Ok(Generator::Os(os)),
+                }
+            }
         }
     }
 }
 
+fn os_error(e: rand::rngs::SysError) -> Error {
+    Error::Config(format!("no randomness from the operating system for DP noise: {e}"))
+}
+
+/// Where DP-SGD's sampling and noise come from.
+pub(crate) enum Generator {
+    /// A seeded simulation.
+    Seeded(crate::data::Rng),
+    /// The operating system.
+    Os(OsBlocks),
+}
+
+/// The operating system's generator, read a block at a time (one `getrandom` call per 64 KiB).
+pub(crate) struct OsBlocks {
+    block: Vec<u8>,
+    used: usize,
+    failed: Option<rand::rngs::SysError>,
+}
+
+impl OsBlocks {
+    fn refill(&mut self) {
+        if let Err(e) = SysRng.try_fill_bytes(&mut self.block) {
+            // Zeros would be no noise at all: remember the failure, and the step that drew
+            // from this block is refused (see `Generator::check`).
+            self.failed = Some(e);
+        }
+        self.used = 0;
+    }
+
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        if self.used + N > self.block.len() {
+            self.refill();
+        }
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.block[self.used..self.used + N]);
+        self.used += N;
+        out
+    }
+}
+
+impl Generator {
+    /// Fails if the operating system could not deliver randomness since the last check.
+    pub(crate) fn check(&mut self) -> Result<(), Error> {
+        match self {
+            Generator::Os(os) => os.failed.take().map_or(Ok(()), |e| Err(os_error(e))),
+            Generator::Seeded(_) => Ok(()),
+        }
+    }
+}
+
+impl TryRng for Generator {
+    type Error = core::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(match self {
+            Generator::Seeded(r) => r.next_u32(),
+            Generator::Os(os) => u32::from_le_bytes(os.take()),
+        })
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(match self {
+            Generator::Seeded(r) => r.next_u64(),
+            Generator::Os(os) => u64::from_le_bytes(os.take()),
+        })
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        match self {
+            Generator::Seeded(r) => r.fill_bytes(dst),
+            Generator::Os(os) => {
+                for chunk in dst.chunks_mut(8) {
+                    let b: [u8; 8] = os.take();
+                    chunk.copy_from_slice(&b[..chunk.len()]);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Poisson sampling: each of `rows` rows independently with probability `q`.
-pub(crate) fn sample(rows: usize, q: f64, generator: &mut StdRng) -> Vec<usize> {
+pub(crate) fn sample(rows: usize, q: f64, generator: &mut Generator) -> Vec<usize> {
     (0..rows).filter(|_| generator.random::<f64>() < q).collect()
 }
 
@@ -146,11 +236,11 @@ pub(crate) fn clip_factors(layers: &Layers, x: Tensor<2>, one_hot: Tensor<2>, cl
 
 /// Adds N(0, std²) to every coordinate of the gradient of every parameter of `layers`
 /// (a parameter without a gradient gets the noise alone).
-pub(crate) fn add_noise(layers: &Layers, grads: &mut GradientsParams, std: f32, generator: &mut StdRng) {
+pub(crate) fn add_noise(layers: &Layers, grads: &mut GradientsParams, std: f32, generator: &mut Generator) {
     struct Noise<'a> {
         grads: &'a mut GradientsParams,
         std: f32,
-        generator: &'a mut StdRng,
+        generator: &'a mut Generator,
     }
     impl ModuleVisitor for Noise<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -244,7 +334,7 @@ mod tests {
         let model = Model::new(&Architecture::Mlp { hidden: vec![50], dropout: 0.0 }, 40, 10, BackendKind::Flex, 2).unwrap();
         let layers = model.model.clone().train();
         let mut grads = GradientsParams::new();
-        let mut generator = StdRng::seed_from_u64(1);
+        let mut generator = Generator::Seeded(crate::data::Rng::seed_from_u64(1));
         add_noise(&layers, &mut grads, 0.5, &mut generator);
         assert_eq!(grads.len(), 4, "two weights and two biases");
         struct Moments<'a>(&'a GradientsParams, f64, f64, usize);

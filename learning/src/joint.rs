@@ -175,6 +175,7 @@ pub fn fit_joint(model: &mut Model, private: &Dataset, teaching: Option<Teaching
                         None => GradientsParams::new(),
                     };
                     dp::add_noise(&layers, &mut grads, std, &mut generator);
+                    generator.check()?;
                     layers = descent.apply(layers, grads);
                     report.dp_steps += 1;
                 }

@@ -42,6 +42,9 @@ pub struct NodeConfig {
     /// Digest of the previous round's consensus (FedMD).
     #[serde(default)]
     pub digest: DigestConfig,
+    /// Record-level differential privacy (DP-SGD with a budget the node enforces); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<crate::budget::PrivacyConfig>,
 }
 
 /// How a node learns from the last consensus (the federation's soft labels on public rows).
@@ -104,9 +107,19 @@ impl NodeConfig {
         self
     }
 
+    /// Private trainings the privacy budget plans for: `privacy.rounds`, and the final one at
+    /// the end of the federation when the node learns the last consensus jointly.
+    pub fn planned_trainings(&self) -> u64 {
+        let rounds = self.privacy.as_ref().map_or(0, |p| p.rounds);
+        rounds + u64::from(self.digest.enabled && self.digest.mode == DigestMode::Joint)
+    }
+
     /// Checks every field that can be checked without I/O, naming the first one at fault.
     pub fn validate(&self) -> Result<(), Error> {
         self.aggregator_id()?;
+        if let Some(p) = &self.privacy {
+            p.validate()?;
+        }
         self.train.validate().map_err(|e| invalid("train", e))?;
         if self.digest.enabled {
             let d = &self.digest;

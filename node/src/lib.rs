@@ -12,6 +12,7 @@
 //! [`faults`] (hooks for simulations; the production binary is always honest).
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod config;
 pub mod faults;
 pub mod local;
@@ -82,6 +83,17 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// The privacy budget cannot pay for another training.
+    #[error(transparent)]
+    BudgetSpent(budget::Exhausted),
+    /// The privacy ledger is missing, corrupt or unusable.
+    #[error("privacy ledger {path}: {detail}")]
+    Ledger {
+        /// The ledger file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
     /// The trainer thread has stopped.
     #[error(transparent)]
     Stopped(#[from] net::owner::Stopped),
@@ -112,6 +124,7 @@ struct Loaded {
     identity: protocol::Identity,
     data: Arc<Dataset>,
     model: Model,
+    budget: Option<budget::Budget>,
 }
 
 fn config_err(field: &'static str, detail: impl ToString) -> Error {
@@ -141,7 +154,19 @@ fn load(cfg: &NodeConfig) -> Result<Loaded, Error> {
         cfg.model.validate(data.dim, data.classes).map_err(|e| config_err("model", e))?;
         Model::new(&cfg.model, data.dim, data.classes, cfg.backend, protocol::seed::derive(cfg.seed, protocol::seed::Stream::Init, 0))?
     };
-    Ok(Loaded { identity, data: Arc::new(data), model })
+    let budget = match &cfg.privacy {
+        Some(p) => {
+            let b = budget::Budget::open(p, &cfg.state_dir, data.len(), &cfg.train, cfg.planned_trainings(), ckpt.with_extension("bpk").exists())?;
+            let s = b.status()?;
+            tracing::info!(
+                spent = s.spent, epsilon = s.epsilon, delta = s.delta, noise_multiplier = s.plan.noise_multiplier,
+                sample_rate = s.plan.sample_rate, trainings_left = s.trainings_left, "privacy budget"
+            );
+            Some(b)
+        }
+        None => None,
+    };
+    Ok(Loaded { identity, data: Arc::new(data), model, budget })
 }
 
 /// Runs an honest node until the aggregator declares the federation finished, or `shutdown`
@@ -161,7 +186,7 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
     tracing::info!(peer = %net::keys::peer_id_string(&me), rows = loaded.data.len(), "node starting");
     let settings = local::Settings { train: cfg.train.clone(), digest: cfg.digest.clone(), seed: cfg.seed };
     let local_samples = loaded.data.len() as u64;
-    let trainer = trainer::Trainer::start(loaded.model, loaded.data, settings, cfg.state_dir.join("model"))?;
+    let trainer = trainer::Trainer::start(loaded.model, loaded.data, settings, cfg.state_dir.join("model"), loaded.budget)?;
     let mut net_cfg = NetConfig::new(cfg.federation.clone(), vec![aggregator]);
     net_cfg.ledger = Some(cfg.state_dir.join("egress.jsonl"));
     let (client, events, network) = net::spawn(loaded.identity, net_cfg, &shutdown)?;
@@ -183,6 +208,16 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
     let result = session.run(shutdown).await;
     network.shutdown().await;
     result
+}
+
+/// The node's privacy budget: spent and left (`fd-node privacy status`). Reads the private data
+/// for its row count (the sampling rate depends on it) and the ledger; writes nothing. Blocking.
+pub fn privacy_status(cfg: &NodeConfig) -> Result<budget::Status, Error> {
+    let Some(p) = &cfg.privacy else {
+        return Err(config_err("privacy", "node.toml has no [privacy] section: this node trains without differential privacy"));
+    };
+    let data = cfg.data.load().map_err(|e| config_err("data", e))?;
+    budget::status(p, &cfg.state_dir, data.len(), &cfg.train, cfg.planned_trainings())
 }
 
 /// Exports the node's checkpointed model (`state_dir/model`) for use outside the federation:

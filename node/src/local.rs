@@ -3,6 +3,7 @@
 //! them; the unit tests below call them directly.
 
 use learning::data::Dataset;
+use learning::dp::DpSgd;
 use learning::joint::{fit_joint, Teaching};
 use learning::train::{self, DistillConfig, DistillSet, TrainConfig};
 use learning::Model;
@@ -125,21 +126,22 @@ pub fn digest(model: &mut Model, reference: &ReferenceSet, teacher: &Teacher, se
 /// Local training with what the federation taught: in `joint` mode, private cross-entropy and
 /// distillation towards `teacher` in the same steps; in `sequential` mode, [`digest`] then
 /// private epochs; without a teacher (round 1), private epochs alone.
-pub fn learn(model: &mut Model, data: &Dataset, teacher: Option<&Teacher>, reference: &ReferenceSet, settings: &Settings, seed: u64) -> Result<(), learning::Error> {
+/// With `dp`, every step on private rows is a DP-SGD step; nothing else here reads a private row.
+pub fn learn(model: &mut Model, data: &Dataset, teacher: Option<&Teacher>, reference: &ReferenceSet, settings: &Settings, dp: Option<&DpSgd>, seed: u64) -> Result<(), learning::Error> {
     match teacher {
         Some(t) if settings.digest.enabled && settings.digest.mode == DigestMode::Joint && !t.rows.is_empty() => {
             let inputs = t.inputs(reference);
             let set = DistillSet { inputs: &inputs, targets: &t.probs, weights: Some(&t.weights), labels: None };
             let soft = DistillConfig { temperature: t.temperature, ..Default::default() };
             let teaching = Teaching { set, weight: settings.digest.weight, distill: &soft };
-            fit_joint(model, data, Some(teaching), &settings.train, None, seed)?;
+            fit_joint(model, data, Some(teaching), &settings.train, dp, seed)?;
         }
         Some(t) => {
             digest(model, reference, t, settings, seed)?;
-            train::fit(model, data, &settings.train, seed)?;
+            fit_joint(model, data, None, &settings.train, dp, seed)?;
         }
         None => {
-            train::fit(model, data, &settings.train, seed)?;
+            fit_joint(model, data, None, &settings.train, dp, seed)?;
         }
     }
     Ok(())
@@ -148,6 +150,8 @@ pub fn learn(model: &mut Model, data: &Dataset, teacher: Option<&Teacher>, refer
 /// One round of a node's work: learn (see [`learn`]) with the last consensus, and answer the
 /// announcement with soft labels on the announced reference samples.
 /// `tamper` may rewrite the probabilities before they are encoded (simulated faults).
+// The round's inputs, each of its own kind; grouping them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn local_round(
     model: &mut Model,
     data: &Dataset,
@@ -155,9 +159,10 @@ pub fn local_round(
     ann: &RoundAnnouncement,
     reference: &ReferenceSet,
     settings: &Settings,
+    dp: Option<&DpSgd>,
     tamper: &dyn Fn(&mut [f32], usize),
 ) -> Result<SoftLabels, learning::Error> {
-    learn(model, data, teacher, reference, settings, derive(settings.seed, Stream::NodeTraining, ann.round))?;
+    learn(model, data, teacher, reference, settings, dp, derive(settings.seed, Stream::NodeTraining, ann.round))?;
     let rows = ann.selection.resolve(ann.reference_samples).map_err(|e| learning::Error::Shape(e.to_string()))?;
     let inputs: Vec<f32> = rows.iter().flat_map(|&r| reference.row(r as usize).iter().copied()).collect();
     let mut probs = model.soft_labels(&inputs, ann.temperature, 256)?;
@@ -218,7 +223,7 @@ mod tests {
     fn a_round_trains_and_answers_the_announced_samples_at_the_announced_temperature() {
         let (mut model, data, reference, settings) = setup();
         let ann = announcement(1);
-        let labels = local_round(&mut model, &data, None, &ann, &reference, &settings, &|_, _| {}).unwrap();
+        let labels = local_round(&mut model, &data, None, &ann, &reference, &settings, None, &|_, _| {}).unwrap();
         assert_eq!((labels.samples, labels.classes), (8, 2));
         let probs = labels.decode(&Limits::default()).unwrap();
         let rows = ann.selection.resolve(20).unwrap();
@@ -230,7 +235,7 @@ mod tests {
         }
         // Same inputs, same seed: the same bits.
         let (mut again, ..) = setup();
-        assert_eq!(local_round(&mut again, &data, None, &ann, &reference, &settings, &|_, _| {}).unwrap(), labels);
+        assert_eq!(local_round(&mut again, &data, None, &ann, &reference, &settings, None, &|_, _| {}).unwrap(), labels);
     }
 
     #[test]
@@ -246,7 +251,7 @@ mod tests {
         let teacher = Teacher { weights: vec![1.0; rows.len()], rows, probs, temperature: 1.0 };
         let ann = announcement(2);
         let seen = std::cell::Cell::new(0);
-        let labels = local_round(&mut model, &data, Some(&teacher), &ann, &reference, &settings, &|p, c| seen.set(p.len() / c)).unwrap();
+        let labels = local_round(&mut model, &data, Some(&teacher), &ann, &reference, &settings, None, &|p, c| seen.set(p.len() / c)).unwrap();
         assert_eq!(seen.get(), 8);
         let answer = labels.decode(&Limits::default()).unwrap();
         let selected = ann.selection.resolve(20).unwrap();

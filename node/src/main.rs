@@ -89,6 +89,12 @@ enum PrivacyCommand {
         #[arg(long, value_name = "D")]
         delta: f64,
     },
+    /// Print what this node's privacy ledger says it spent, and what its budget has left.
+    Status {
+        /// The node's TOML config (with a `[privacy]` section).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print the smallest noise multiplier that keeps STEPS steps within (ε, δ).
     Calibrate {
         /// Target ε, > 0.
@@ -118,6 +124,15 @@ fn privacy(command: PrivacyCommand) -> anyhow::Result<()> {
             let c = privacy::calibrate(epsilon, delta, sample_rate, steps).context("cannot calibrate the noise")?;
             let spent = c.spent;
             println!("noise_multiplier {} (epsilon {} at Rényi order {}, delta {delta})", c.noise_multiplier, spent.epsilon, spent.order);
+        }
+        PrivacyCommand::Status { config } => {
+            let cfg = node::NodeConfig::load(&config)?;
+            let s = node::privacy_status(&cfg)?;
+            println!("epsilon spent {:.4} of {} (delta {}); {} training(s), {} DP-SGD steps recorded", s.spent, s.epsilon, s.delta, s.trainings, s.steps);
+            println!(
+                "plan: noise_multiplier {:.4}, sample_rate {:.5}, clip_norm {}, {} steps per training; {} more training(s) fit in the budget",
+                s.plan.noise_multiplier, s.plan.sample_rate, s.plan.clip_norm, s.steps_per_training, s.trainings_left
+            );
         }
     }
     Ok(())

@@ -217,6 +217,9 @@ impl Session {
     fn take_announcement(&mut self, ann: RoundAnnouncement) -> Result<(), Refusal> {
         let (id, rs) = self.reference()?;
         local::check_announcement(&ann, id, rs, self.trainer.classes())?;
+        if !self.trainer.can_train() {
+            return Err(Refusal { reason: RefusalReason::BudgetSpent, detail: "this node's privacy budget cannot pay for another training".into() });
+        }
         tracing::info!(round = ann.round, samples = ann.selection.len(), "round announced");
         if self.pending.as_ref().is_none_or(|p| p.round < ann.round) {
             self.pending = Some(ann);

@@ -3,14 +3,17 @@
 //! checkpoint I/O never run on the runtime, and no one else can reach the model.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use learning::data::Dataset;
+use learning::dp::DpSgd;
 use learning::Model;
 use net::owner::Owner;
 use protocol::seed::{derive, Stream};
 use protocol::{ReferenceSet, RoundAnnouncement, SoftLabels};
 
+use crate::budget::Budget;
 use crate::config::DigestMode;
 use crate::faults::Faults;
 use crate::local::{self, Settings, Teacher};
@@ -21,12 +24,23 @@ struct State {
     data: Arc<Dataset>,
     settings: Settings,
     checkpoint: PathBuf,
+    budget: Option<Budget>,
+    can_train: Arc<AtomicBool>,
 }
 
 impl State {
     fn save(&self) -> Result<(), Error> {
         self.model.save(&self.checkpoint)?;
         Ok(())
+    }
+
+    /// Pays for one private training (recorded before it runs) and returns its DP-SGD settings;
+    /// `None` without a privacy budget.
+    fn spend(&mut self, round: Option<u64>) -> Result<Option<DpSgd>, Error> {
+        let Some(budget) = &mut self.budget else { return Ok(None) };
+        let paid = budget.spend(round);
+        self.can_train.store(budget.can_train(), Ordering::Release);
+        paid.map(Some)
     }
 }
 
@@ -36,16 +50,25 @@ impl State {
 pub struct Trainer {
     owner: Owner<State>,
     classes: usize,
+    can_train: Arc<AtomicBool>,
 }
 
 impl Trainer {
     /// Moves the model and the private data to their own thread. `checkpoint` is where the
     /// model is saved (atomically) after every round and at the end.
-    pub fn start(model: Model, data: Arc<Dataset>, settings: Settings, checkpoint: PathBuf) -> Result<Self, Error> {
+    /// With a privacy `budget`, every private training is paid for first, and refused once
+    /// the budget cannot pay.
+    pub fn start(model: Model, data: Arc<Dataset>, settings: Settings, checkpoint: PathBuf, budget: Option<Budget>) -> Result<Self, Error> {
         let classes = model.classes;
-        let state = State { model, data, settings, checkpoint: checkpoint.clone() };
+        let can_train = Arc::new(AtomicBool::new(budget.as_ref().is_none_or(Budget::can_train)));
+        let state = State { model, data, settings, checkpoint: checkpoint.clone(), budget, can_train: can_train.clone() };
         let (owner, _thread) = Owner::spawn("node-trainer", state, 4).map_err(|source| Error::Io { path: checkpoint, source })?;
-        Ok(Self { owner, classes })
+        Ok(Self { owner, classes, can_train })
+    }
+
+    /// Whether the privacy budget (if any) can pay for one more training.
+    pub fn can_train(&self) -> bool {
+        self.can_train.load(Ordering::Acquire)
     }
 
     /// Classes the model predicts.
@@ -59,7 +82,8 @@ impl Trainer {
             .call(move |s| {
                 let round = ann.round;
                 let tamper = |p: &mut [f32], c: usize| faults.tamper(round, p, c);
-                let labels = local::local_round(&mut s.model, &s.data, teacher.as_deref(), &ann, &reference, &s.settings, &tamper)?;
+                let dp = s.spend(Some(round))?;
+                let labels = local::local_round(&mut s.model, &s.data, teacher.as_deref(), &ann, &reference, &s.settings, dp.as_ref(), &tamper)?;
                 s.save()?;
                 Ok(labels)
             })
@@ -74,9 +98,14 @@ impl Trainer {
             .call(move |s| {
                 if let Some((reference, teacher, round)) = last {
                     let seed = derive(s.settings.seed, Stream::NodeTraining, round + 1);
-                    match s.settings.digest.mode {
-                        DigestMode::Joint => local::learn(&mut s.model, &s.data, Some(&teacher), &reference, &s.settings, seed)?,
-                        DigestMode::Sequential => local::digest(&mut s.model, &reference, &teacher, &s.settings, seed)?,
+                    // The joint final training reads private rows: it is paid for, and when the
+                    // budget cannot pay, the node digests the consensus on public rows alone.
+                    let joint = s.settings.digest.mode == DigestMode::Joint && s.budget.as_ref().is_none_or(Budget::can_train);
+                    if joint {
+                        let dp = s.spend(None)?;
+                        local::learn(&mut s.model, &s.data, Some(&teacher), &reference, &s.settings, dp.as_ref(), seed)?;
+                    } else {
+                        local::digest(&mut s.model, &reference, &teacher, &s.settings, seed)?;
                     }
                 }
                 s.save()

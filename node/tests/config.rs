@@ -40,6 +40,7 @@ fn base(dir: &std::path::Path) -> NodeConfig {
         model: Architecture::Mlp { hidden: vec![8], dropout: 0.0 },
         train: Default::default(),
         digest: Default::default(),
+        privacy: None,
     }
 }
 
@@ -109,6 +110,13 @@ async fn wrong_fields_are_named() {
     let mut bad_digest = ok.clone();
     bad_digest.digest.epochs = 0;
     assert_eq!(refused(bad_digest).await.0, "digest");
+    let privacy = node::budget::PrivacyConfig { epsilon: 4.0, delta: 1e-5, clip_norm: 1.0, rounds: 10, noise_multiplier: None, noise_seed: None };
+    let bad_delta = NodeConfig { privacy: Some(node::budget::PrivacyConfig { delta: 0.0, ..privacy.clone() }), ..ok.clone() };
+    assert_eq!(refused(bad_delta).await.0, "privacy.delta");
+    // ε too small for the planned rounds: refused before anything trains or is sent.
+    let impossible = NodeConfig { privacy: Some(node::budget::PrivacyConfig { epsilon: 1e-3, ..privacy }), ..ok.clone() };
+    let (field, detail) = refused(impossible).await;
+    assert!(field == "privacy.epsilon" && detail.contains("cannot plan"), "{field}: {detail}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

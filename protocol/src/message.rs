@@ -69,6 +69,8 @@ pub enum RefusalReason {
     TooLarge,
     /// The receiver cannot serve this request now (e.g. no round open, no reference set).
     Unavailable,
+    /// The node's privacy budget cannot pay for another training: it will not answer rounds.
+    BudgetSpent,
 }
 
 /// How the reference samples of a round are chosen.

@@ -4,6 +4,7 @@
 use learning::data::Dataset;
 use learning::eval::{self, ModelFacts};
 use learning::train::{self, TrainConfig};
+use learning::joint::fit_joint;
 use learning::Model;
 use protocol::seed::{derive, Stream};
 use serde::{Deserialize, Serialize};
@@ -86,8 +87,13 @@ pub fn fedavg(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
         let mut locals = Vec::with_capacity(parts.len());
         for (i, d) in parts.iter().enumerate() {
             let mut local = global.clone();
-            // The seed a node trains with in this round of the federation.
-            train::fit(&mut local, d, &p.nodes[i].train, derive(p.nodes[i].seed, Stream::NodeTraining, round))?;
+            // The seed a node trains with in this round of the federation; with `[nodes.privacy]`,
+            // DP-SGD planned for the same ε over the same rounds (DP-FedAvg).
+            let dp = match &p.nodes[i].privacy {
+                Some(cfg) => Some(node::budget::plan(cfg, d.len(), &p.nodes[i].train, p.scenario.rounds, &Default::default())?.0),
+                None => None,
+            };
+            fit_joint(&mut local, d, None, &p.nodes[i].train, dp.as_ref(), derive(p.nodes[i].seed, Stream::NodeTraining, round))?;
             locals.push(local);
         }
         let refs: Vec<&Model> = locals.iter().collect();

@@ -73,6 +73,10 @@ pub fn summary(r: &Results) -> String {
         r.global_model.parameters, r.global_model.bytes, r.global_model.latency_us_batch1, r.global_model.latency_us_batch256, r.node_model.parameters
     );
     let _ = writeln!(s, "federation: {} rounds in {:.1} s", r.rounds.len(), r.federation_seconds);
+    if let Some(p) = &r.privacy {
+        let budget = p.budget.iter().flatten().copied().fold(f64::NAN, f64::min);
+        let _ = writeln!(s, "privacy: record-level DP-SGD, ε ≤ {:.3} spent per node (budget {budget}, δ = {:e})", p.max_spent, p.delta);
+    }
     s
 }
 

@@ -75,6 +75,24 @@ pub struct Results {
     pub federation_seconds: f64,
     /// Peak resident memory of this process, in MiB (Linux).
     pub peak_rss_mib: Option<f64>,
+    /// With `[nodes.privacy]`: what each node's ledger says it spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyResult>,
+}
+
+/// Differential privacy of the nodes, read from their ledgers after the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyResult {
+    /// Each node's budget ε (`None`: the node trains without DP).
+    pub budget: Vec<Option<f64>>,
+    /// δ.
+    pub delta: f64,
+    /// ε each node spent (0 without DP).
+    pub spent: Vec<f64>,
+    /// Private trainings each node recorded.
+    pub trainings: Vec<usize>,
+    /// Largest ε spent by any node: the federation's record-level guarantee per data holder.
+    pub max_spent: f64,
 }
 
 /// Local-only accuracies.
@@ -333,6 +351,19 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+fn privacy_result(p: &Prepared) -> anyhow::Result<Option<PrivacyResult>> {
+    let Some(sp) = &p.scenario.nodes.privacy else { return Ok(None) };
+    let (mut budget, mut spent, mut trainings) = (Vec::new(), Vec::new(), Vec::new());
+    for n in &p.nodes {
+        let entries = node::budget::read_entries(&n.state_dir)?;
+        spent.push(node::budget::epsilon_of(&entries, sp.delta)?);
+        trainings.push(entries.len());
+        budget.push(n.privacy.as_ref().map(|c| c.epsilon));
+    }
+    let max_spent = spent.iter().copied().fold(0.0, f64::max);
+    Ok(Some(PrivacyResult { budget, delta: sp.delta, spent, trainings, max_spent }))
+}
+
 fn evaluate(p: &Prepared, metrics: &[RoundMetrics], federation_seconds: f64) -> anyhow::Result<Results> {
     let s = &p.scenario;
     let test = p.dataset.subset(&p.split.test);
@@ -385,5 +416,6 @@ fn evaluate(p: &Prepared, metrics: &[RoundMetrics], federation_seconds: f64) -> 
         node_model: ModelFacts::of(&nodes[0])?,
         federation_seconds,
         peak_rss_mib: peak_rss_mib(),
+        privacy: privacy_result(p)?,
     })
 }

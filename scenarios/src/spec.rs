@@ -99,6 +99,53 @@ pub struct NodesSpec {
     /// the aggregator over the network in round 1.
     #[serde(default = "yes")]
     pub copy_reference: bool,
+    /// Record-level differential privacy for every node (and the DP-FedAvg baseline): each
+    /// node gets `[privacy]` with this budget, planned for the scenario's rounds.
+    #[serde(default)]
+    pub privacy: Option<NodesPrivacy>,
+}
+
+/// `[nodes.privacy]` of a scenario.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodesPrivacy {
+    /// ε of each node over the whole run.
+    pub epsilon: f64,
+    /// δ of each node.
+    pub delta: f64,
+    /// Clipping norm.
+    #[serde(default = "unit")]
+    pub clip_norm: f32,
+    /// Rounds each node plans its budget for (default: the scenario's rounds). Fewer than the
+    /// scenario's makes nodes spend their budget early and refuse the last rounds.
+    #[serde(default)]
+    pub rounds: Option<u64>,
+    /// Only these nodes (default: every node).
+    #[serde(default)]
+    pub nodes: Option<Vec<usize>>,
+}
+
+fn unit() -> f32 {
+    1.0
+}
+
+impl NodesPrivacy {
+    /// The `[privacy]` of node `i` of a scenario of `rounds` rounds: the noise seeded from the
+    /// scenario's seed, so that runs are reproducible (a simulation: the seed is not secret).
+    /// `None` for a node it does not cover.
+    pub fn node(&self, rounds: u64, seed: u64, i: usize) -> Option<node::budget::PrivacyConfig> {
+        if self.nodes.as_ref().is_some_and(|n| !n.contains(&i)) {
+            return None;
+        }
+        Some(node::budget::PrivacyConfig {
+            epsilon: self.epsilon,
+            delta: self.delta,
+            clip_norm: self.clip_norm,
+            rounds: self.rounds.unwrap_or(rounds),
+            noise_multiplier: None,
+            noise_seed: Some(protocol::seed::derive(seed, protocol::seed::Stream::Noise, i as u64)),
+        })
+    }
 }
 
 fn yes() -> bool {

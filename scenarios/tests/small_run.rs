@@ -172,3 +172,40 @@ async fn malicious_minorities_are_outvoted_by_robust_consensus() {
         }
     }
 }
+
+/// DP-SGD end to end: a private node pays for every training in its ledger before it runs,
+/// spends no more than its budget, and once the budget is spent refuses the next round (the
+/// round goes on with the others, over quorum) and digests the last consensus on public rows
+/// only. The seeded run repeats exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_node_spends_within_its_budget_then_refuses_rounds() {
+    let mut s = small("private");
+    s.rounds = 3;
+    s.round.quorum = Some(3);
+    // Rounds 1 and 2 close as soon as all four have answered; round 3, which node 0 refuses,
+    // closes at the deadline with the other three. Long enough for node 0's DP training on a
+    // busy machine.
+    s.round.deadline_secs = 8.0;
+    // Node 0 plans for one round (and the final training): it trains in rounds 1 and 2, then
+    // its budget is spent.
+    s.nodes.privacy = Some(scenarios::spec::NodesPrivacy { epsilon: 8.0, delta: 1e-5, clip_norm: 1.0, rounds: Some(1), nodes: Some(vec![0]) });
+    let (r, dir) = go(&s).await;
+    let participants: Vec<usize> = r.rounds.iter().map(|x| x.participants.len()).collect();
+    assert_eq!(participants, vec![4, 4, 3], "{:?}", r.rounds);
+    assert!(!r.rounds[2].participants.contains(&"node-00".to_string()));
+    let p = r.privacy.as_ref().expect("privacy results");
+    assert_eq!(p.trainings, vec![2, 0, 0, 0], "two trainings paid for, none for the refused round or the final digest");
+    assert_eq!(p.budget, vec![Some(8.0), None, None, None]);
+    assert!(p.spent[0] <= 8.0 && p.spent[0] > 7.0, "the plan spends the budget, no more: {}", p.spent[0]);
+    assert_eq!(p.max_spent, p.spent[0]);
+    // The node's own status says the same, from its config file.
+    let cfg = node::NodeConfig::load(&dir.join("nodes/node-00/node.toml")).unwrap();
+    let status = node::privacy_status(&cfg).unwrap();
+    assert_eq!((status.trainings, status.trainings_left), (2, 0));
+    assert!((status.spent - p.spent[0]).abs() < 1e-9);
+    // Same seed, same DP noise, same numbers.
+    let (again, _) = go_in(&s, "private-again").await;
+    assert_eq!(again.privacy, r.privacy);
+    assert_eq!(again.node_accuracy, r.node_accuracy);
+    assert_eq!(again.global_accuracy, r.global_accuracy);
+}
