@@ -10,6 +10,7 @@ use net::multiaddr::{Multiaddr, Protocol};
 use protocol::{FederationId, ParticipantId};
 use serde::{Deserialize, Serialize};
 
+use crate::policy::QueryPolicy;
 use crate::Error;
 
 /// Everything a node needs; relative paths are resolved against the config file's folder.
@@ -42,6 +43,8 @@ pub struct NodeConfig {
     /// Digest of the previous round's consensus (FedMD).
     #[serde(default)]
     pub digest: DigestConfig,
+    /// What the node agrees to answer: the pinned reference set and the limits of its queries.
+    pub policy: QueryPolicy,
 }
 
 /// How a node learns from the last consensus (the federation's soft labels on public rows).
@@ -118,6 +121,7 @@ impl NodeConfig {
             }
         }
         self.data.source().map_err(|e| invalid("data", e))?;
+        self.policy.validate()?;
         Ok(())
     }
 
