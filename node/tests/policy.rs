@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use learning::data::{DataFormat, DataSpec, Preprocess};
+use learning::data::DataSpec;
 use learning::Architecture;
 use node::policy::{Answers, QueryPolicy, ANSWERS_FILE};
 use node::NodeConfig;
@@ -136,6 +136,12 @@ fn announcement(round: u64, reference: ReferenceSetId) -> RoundAnnouncement {
     }
 }
 
+/// The UCI digits shipped in `data/`, as a data holder's `node.toml` names them.
+fn digits() -> DataSpec {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/digits/digits.csv.gz");
+    toml::from_str(&format!("format = \"csv\"\npath = {:?}\npreprocess = {{ kind = \"scale\", factor = 0.0625 }}", path.display().to_string())).unwrap()
+}
+
 fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetId) -> NodeConfig {
     NodeConfig {
         federation: FederationId::new("policy").unwrap(),
@@ -145,19 +151,7 @@ fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetI
         reference: dir.join("state").join("reference.fdref"),
         seed: 1,
         backend: Default::default(),
-        data: DataSpec {
-            format: DataFormat::Csv,
-            path: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/digits/digits.csv.gz")),
-            label: None,
-            skip_lines: 0,
-            header: false,
-            delimiter: ',',
-            images: None,
-            labels: None,
-            rows: None,
-            classes: None,
-            preprocess: Preprocess::Scale { factor: 1.0 / 16.0 },
-        },
+        data: digits(),
         model: Architecture::Mlp { hidden: vec![16], dropout: 0.0 },
         train: learning::train::TrainConfig { epochs: 1, ..Default::default() },
         digest: Default::default(),
