@@ -6,7 +6,7 @@
 //! node → aggregator   Hello                 (identity, version)
 //! aggregator → node   JoinReply             (accepted with the current round, or a reason)
 //! aggregator → node   RoundAnnouncement     (round, reference-set id, samples, T, deadline, encoding)
-//! node → aggregator   Submission            (soft labels on the announced samples, local sample count)
+//! node → aggregator   Submission            (soft labels on the announced samples, the announcement's digest, the local sample count if asked)
 //! aggregator → node   Receipt               (accepted, or refused with a reason code)
 //! aggregator → node   Consensus             (soft labels for the same samples, per-sample weights)
 //! node → aggregator   RefSetRequest         (a chunk of the public reference set, if the node has none)
