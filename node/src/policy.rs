@@ -19,7 +19,7 @@
 
 use std::path::Path;
 
-use protocol::{AnnouncementDigest, Encoding, ReferenceSetId, RefusalReason, RoundAnnouncement, Submission};
+use protocol::{Encoding, ReferenceSetId, RefusalReason, RoundAnnouncement, Submission};
 use serde::{Deserialize, Serialize};
 
 use crate::local::Refusal;
@@ -189,11 +189,6 @@ impl Answers {
         Self { count: self.count + 1, last: Some(submission) }
     }
 
-    /// The round and announcement last answered.
-    pub fn last_answered(&self) -> Option<(u64, AnnouncementDigest)> {
-        self.last.as_ref().map(|s| (s.round, s.announcement))
-    }
-
     /// Reads the record at `path`; none yet is an empty record. A record that cannot be read
     /// is an error, never a fresh start: it is what keeps old rounds from being answered again.
     pub fn load(path: &Path) -> Result<Self, Error> {
@@ -329,7 +324,6 @@ mod tests {
         let answers = Answers::default().with(answer(&ann(1))).with(answer(&ann(2)));
         answers.save(&path).unwrap();
         assert_eq!(Answers::load(&path).unwrap(), answers);
-        assert_eq!(answers.last_answered(), Some((2, ann(2).digest())));
         std::fs::write(&path, b"{\"count\": 2, \"last\": nul").unwrap();
         match Answers::load(&path) {
             Err(Error::Config { field, .. }) => assert_eq!(field, "state_dir"),
