@@ -46,9 +46,9 @@ fn config(dir: &Path, nodes: &[Identity], rounds: u64) -> AggregatorConfig {
         seed: 1,
         backend: Default::default(),
         classes: CLASSES,
-        roster: nodes.iter().enumerate().map(|(i, n)| RosterEntry { name: format!("n{i}"), peer_id: n.id() }).collect(),
+        roster: nodes.iter().enumerate().map(|(i, n)| RosterEntry { name: format!("n{i}"), peer_id: n.id(), samples: None }).collect(),
         reference: ReferenceConfig { path: dir.join("ref.fdref"), sha256: rs.id() },
-        round: RoundConfig { samples: SAMPLES, temperature: 3.0, encoding: Encoding::Q8, quorum: Some(nodes.len()), deadline_secs: 60.0 },
+        round: RoundConfig { samples: SAMPLES, temperature: 3.0, encoding: Encoding::Q8, quorum: Some(nodes.len()), deadline_secs: 60.0, sample_count_clip: 2.0 },
         consensus: Default::default(),
         student: StudentConfig {
             architecture: Architecture::Mlp { hidden: vec![], dropout: 0.0 },
@@ -80,9 +80,10 @@ async fn fixed_node(id: Identity, agg: ParticipantId, addr: net::multiaddr::Mult
                 let sub = Message::Submission(Submission {
                     federation: fed.clone(),
                     round: a.round,
+                    announcement: a.digest(),
                     reference_set: a.reference_set,
                     temperature: a.temperature,
-                    local_samples: 100,
+                    local_samples: None,
                     labels: labels.clone(),
                 });
                 let c = client.clone();

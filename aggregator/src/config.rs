@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use learning::consensus::ConsensusConfig;
+use learning::consensus::{ConsensusConfig, Rule};
 use learning::data::DataSpec;
 use learning::fs::resolve;
 use learning::train::DistillConfig;
@@ -14,6 +14,7 @@ use net::multiaddr::Multiaddr;
 use protocol::{Encoding, FederationId, ParticipantId, ReferenceSetId};
 use serde::{Deserialize, Serialize};
 
+use crate::round::SampleCounts;
 use crate::Error;
 
 /// Everything the aggregator needs; relative paths are resolved against the config file's folder.
@@ -63,6 +64,11 @@ pub struct RosterEntry {
     /// Its libp2p PeerId (printed by `fd-node keygen`).
     #[serde(with = "net::keys::peer_id_text")]
     pub peer_id: ParticipantId,
+    /// Its number of private samples, as the operator knows it: what `weighted_by_samples`
+    /// weighs it by. Without it, the node is asked for its count (which it may withhold) and a
+    /// reported count is clipped to `round.sample_count_clip` × the round's median.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u64>,
 }
 
 /// Where the reference set is and what its hash must be.
@@ -93,6 +99,17 @@ pub struct RoundConfig {
     /// Seconds from announcement to deadline.
     #[serde(default = "default_deadline")]
     pub deadline_secs: f64,
+    /// `weighted_by_samples`: a sample count a node reports itself (the roster declares none
+    /// for it) counts at most this multiple of the median count of the round; ≥ 1.
+    #[serde(default = "default_sample_count_clip")]
+    pub sample_count_clip: f64,
+}
+
+/// Default of [`RoundConfig::sample_count_clip`].
+pub const DEFAULT_SAMPLE_COUNT_CLIP: f64 = 2.0;
+
+fn default_sample_count_clip() -> f64 {
+    DEFAULT_SAMPLE_COUNT_CLIP
 }
 
 fn default_encoding() -> Encoding {
@@ -178,11 +195,28 @@ impl RoundConfig {
         if self.samples == 0 {
             return Err(invalid("round.samples", "must be positive"));
         }
+        if !(self.sample_count_clip.is_finite() && self.sample_count_clip >= 1.0) {
+            return Err(invalid("round.sample_count_clip", format!("{} must be a number ≥ 1", self.sample_count_clip)));
+        }
         Ok(())
     }
 }
 
 impl AggregatorConfig {
+    /// What `weighted_by_samples` weighs nodes by (see [`crate::weights`]).
+    pub fn sample_counts(&self) -> SampleCounts {
+        SampleCounts {
+            declared: self.roster.iter().filter_map(|e| e.samples.map(|n| (e.peer_id, n))).collect(),
+            clip: self.round.sample_count_clip,
+        }
+    }
+
+    /// Whether the consensus needs `peer` to report its own sample count: the rule weighs by
+    /// counts and the roster declares none for it.
+    pub fn wants_sample_count(&self, peer: &ParticipantId) -> bool {
+        self.consensus.rule == Rule::WeightedBySamples && self.roster.iter().any(|e| e.peer_id == *peer && e.samples.is_none())
+    }
+
     /// Reads a config file, resolves relative paths against its folder and validates it. Reads
     /// nothing else: the key, the reference set and the data are opened by [`crate::Aggregator::start`].
     pub fn load(path: &Path) -> Result<Self, Error> {
@@ -223,6 +257,9 @@ impl AggregatorConfig {
             }
             if !ids.insert(e.peer_id) {
                 return Err(invalid("roster", format!("{}'s PeerId is listed twice", e.name)));
+            }
+            if e.samples == Some(0) {
+                return Err(invalid("roster.samples", format!("{} declares 0 samples; a node with no data cannot be weighed", e.name)));
             }
         }
         self.round.validate(self.roster.len())?;

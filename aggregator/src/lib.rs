@@ -8,7 +8,8 @@
 //! consensus → distil the global student → send the consensus → checkpoint atomically → one log
 //! line. After the last round it writes the global model and the report ([`report`]) and tells
 //! every node that the federation is finished. A restart with the same output folder resumes
-//! after the last completed round.
+//! after the last completed round. Under `weighted_by_samples`, nodes weigh what the roster
+//! declares or, failing that, what they report, clipped ([`weights`]).
 //!
 //! Output folder layout: `state.json` (the commit point: last completed round),
 //! `checkpoints/round-N/` (global model and distillation pool of round N), `metrics.jsonl` and
@@ -23,6 +24,7 @@ pub mod round;
 mod rounds;
 mod serve;
 pub mod student;
+pub mod weights;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -3,17 +3,48 @@
 //! A round is ready to close when every roster member has submitted, or when the quorum is met
 //! and the deadline has passed. After it closes, every submission is refused as late.
 //! Soft labels of the mean-family rules are streamed into a running mean as they arrive; robust
-//! rules (median, trimmed mean) keep each matrix until the round closes.
+//! rules (median, trimmed mean) keep each matrix until the round closes, and so does
+//! `weighted_by_samples` unless the roster declares every node's count: a reported count is
+//! clipped to a multiple of the round's median ([`crate::weights`]), known only at the close.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use learning::consensus::{self, Combined, ConsensusConfig, MeanAccumulator, Rule};
 use protocol::{Limits, ParticipantId, RefusalReason, RoundAnnouncement, Submission};
 use tokio::time::Instant;
 
+use crate::weights::{self, Count};
+
 enum Collector {
     Stream(MeanAccumulator),
-    Keep(Vec<(Vec<f32>, u64)>),
+    Keep(Vec<(Vec<f32>, Count)>),
+}
+
+/// What `weighted_by_samples` weighs nodes by: the counts the roster declares, and the multiple
+/// of the round's median that a reported count is clipped to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleCounts {
+    /// Counts declared by the operator, by participant.
+    pub declared: HashMap<ParticipantId, u64>,
+    /// Reported counts are clipped to `clip` × the median count of the round (≥ 1).
+    pub clip: f64,
+}
+
+impl Default for SampleCounts {
+    fn default() -> Self {
+        Self { declared: HashMap::new(), clip: crate::config::DEFAULT_SAMPLE_COUNT_CLIP }
+    }
+}
+
+impl SampleCounts {
+    /// Where `from`'s count comes from, given what it reported.
+    fn count(&self, from: &ParticipantId, reported: Option<u64>) -> Count {
+        match (self.declared.get(from), reported) {
+            (Some(&n), _) => Count::Declared(n),
+            (None, Some(n)) => Count::Reported(n),
+            (None, None) => Count::Withheld,
+        }
+    }
 }
 
 /// One round's state.
@@ -23,9 +54,10 @@ pub struct RoundState {
     deadline: Instant,
     roster: HashSet<ParticipantId>,
     quorum: usize,
-    accepted: BTreeMap<ParticipantId, u64>,
+    accepted: BTreeSet<ParticipantId>,
     collector: Collector,
     cfg: ConsensusConfig,
+    counts: SampleCounts,
     closed: bool,
 }
 
@@ -34,15 +66,42 @@ fn refused(reason: RefusalReason, detail: impl Into<String>) -> protocol::Error 
 }
 
 impl RoundState {
-    /// Opens a round.
+    /// Opens a round. `weighted_by_samples` weighs by reported counts, clipped, unless
+    /// [`RoundState::with_sample_counts`] gives declared ones.
     pub fn new(announcement: RoundAnnouncement, roster: HashSet<ParticipantId>, quorum: usize, deadline: Instant, cfg: ConsensusConfig) -> Self {
-        let (samples, classes) = (announcement.selection.len(), announcement.classes as usize);
-        let collector = if cfg.rule.streams() {
-            Collector::Stream(MeanAccumulator::new(samples, classes, cfg.rule == Rule::Confidence))
+        let mut st = Self {
+            announcement,
+            deadline,
+            roster,
+            quorum: quorum.max(1),
+            accepted: BTreeSet::new(),
+            collector: Collector::Keep(Vec::new()),
+            cfg,
+            counts: SampleCounts::default(),
+            closed: false,
+        };
+        st.collector = st.empty_collector();
+        st
+    }
+
+    /// The round with these counts for `weighted_by_samples` (before any submission).
+    pub fn with_sample_counts(mut self, counts: SampleCounts) -> Self {
+        debug_assert!(self.accepted.is_empty(), "counts are set before the first submission");
+        self.counts = counts;
+        self.collector = self.empty_collector();
+        self
+    }
+
+    /// Streams the mean rules, except `weighted_by_samples` while a roster member has no
+    /// declared count (its weight depends on the round's median).
+    fn empty_collector(&self) -> Collector {
+        let (samples, classes) = (self.announcement.selection.len(), self.announcement.classes as usize);
+        let all_declared = self.roster.iter().all(|p| self.counts.declared.contains_key(p));
+        if self.cfg.rule.streams() && (self.cfg.rule != Rule::WeightedBySamples || all_declared) {
+            Collector::Stream(MeanAccumulator::new(samples, classes, self.cfg.rule == Rule::Confidence))
         } else {
             Collector::Keep(Vec::new())
-        };
-        Self { announcement, deadline, roster, quorum: quorum.max(1), accepted: BTreeMap::new(), collector, cfg, closed: false }
+        }
     }
 
     /// Round number.
@@ -61,25 +120,30 @@ impl RoundState {
         if sub.round > self.round() {
             return Err(refused(RefusalReason::WrongRound, format!("round {} is open, not {}", self.round(), sub.round)));
         }
-        if self.accepted.contains_key(&from) {
+        if self.accepted.contains(&from) {
             return Err(refused(RefusalReason::Duplicate, format!("already submitted for round {}", sub.round)));
         }
         sub.check_against(&self.announcement)?;
         let probs = sub.labels.decode(limits)?;
+        let count = self.counts.count(&from, sub.local_samples);
         match &mut self.collector {
             Collector::Stream(acc) => {
-                let w = if self.cfg.rule == Rule::WeightedBySamples { sub.local_samples as f64 } else { 1.0 };
+                // Streaming `weighted_by_samples` means every roster member has a declared count.
+                let w = match count {
+                    Count::Declared(n) if self.cfg.rule == Rule::WeightedBySamples => n as f64,
+                    _ => 1.0,
+                };
                 acc.add(&probs, w).map_err(|e| refused(RefusalReason::WrongShape, e.to_string()))?;
             }
-            Collector::Keep(v) => v.push((probs, sub.local_samples)),
+            Collector::Keep(v) => v.push((probs, count)),
         }
-        self.accepted.insert(from, sub.local_samples);
+        self.accepted.insert(from);
         Ok(())
     }
 
     /// Participants whose submission was accepted.
     pub fn participants(&self) -> Vec<ParticipantId> {
-        self.accepted.keys().copied().collect()
+        self.accepted.iter().copied().collect()
     }
 
     /// Whether the round may close at `now`.
@@ -106,8 +170,20 @@ impl RoundState {
                 }
                 Ok(consensus::postprocess(acc.finish(), classes, &self.cfg))
             }
+            Collector::Keep(v) if self.cfg.rule == Rule::WeightedBySamples => {
+                if v.is_empty() {
+                    return Err(failed("no submissions".into()));
+                }
+                let counts: Vec<Count> = v.iter().map(|(_, c)| *c).collect();
+                let mut acc = MeanAccumulator::new(samples, classes, false);
+                for ((probs, _), w) in v.iter().zip(weights::sample_weights(&counts, self.counts.clip)) {
+                    acc.add(probs, w)?;
+                }
+                Ok(consensus::postprocess(acc.finish(), classes, &self.cfg))
+            }
             Collector::Keep(v) => {
-                let inputs: Vec<(&[f32], u64)> = v.iter().map(|(p, n)| (p.as_slice(), *n)).collect();
+                // The robust rules do not weigh by counts.
+                let inputs: Vec<(&[f32], u64)> = v.iter().map(|(p, _)| (p.as_slice(), 1)).collect();
                 consensus::combine(&inputs, samples, classes, &self.cfg).map_err(|e| failed(e.to_string()))
             }
         }
@@ -143,11 +219,16 @@ mod tests {
         Submission {
             federation: FederationId::new("t").unwrap(),
             round,
+            announcement: ann(round).digest(),
             reference_set: ReferenceSetId([1; 32]),
             temperature: 2.0,
-            local_samples: 10,
+            local_samples: None,
             labels: SoftLabels::encode(&[p, 1.0 - p, p, 1.0 - p], 2, 2, Encoding::F32).unwrap(),
         }
+    }
+
+    fn counted(round: u64, p: f32, n: Option<u64>) -> Submission {
+        Submission { local_samples: n, ..sub(round, p) }
     }
 
     #[tokio::test(start_paused = true)]
@@ -199,5 +280,61 @@ mod tests {
         st.submit(ids[2], &sub(1, 0.0), &limits).unwrap();
         let c = st.close().unwrap();
         assert!((c.probs[0] - 0.8).abs() < 1e-5, "median, not the mean 0.57: {:?}", c.probs);
+    }
+
+    fn weighted() -> ConsensusConfig {
+        ConsensusConfig { rule: Rule::WeightedBySamples, ..Default::default() }
+    }
+
+    /// Three nodes, two honest (p = 0.9, 100 samples each) and one claiming 2²⁰ samples with the
+    /// opposite labels.
+    fn liar_round(counts: SampleCounts) -> f32 {
+        let ids: Vec<ParticipantId> = (0..3).map(|i| ParticipantId([i; 32])).collect();
+        let mut st = RoundState::new(ann(1), ids.iter().copied().collect(), 3, Instant::now(), weighted()).with_sample_counts(counts);
+        let limits = Limits::default();
+        st.submit(ids[2], &counted(1, 0.0, Some(1 << 20)), &limits).unwrap();
+        st.submit(ids[0], &counted(1, 0.9, Some(100)), &limits).unwrap();
+        st.submit(ids[1], &counted(1, 0.9, Some(100)), &limits).unwrap();
+        st.close().unwrap().probs[0]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claimed_sample_count_is_clipped_and_a_declared_one_is_taken() {
+        // Clipped to 2 × the median (100): weights 100, 100, 200, so p = 180 / 400.
+        let p = liar_round(SampleCounts::default());
+        assert!((p - 0.45).abs() < 1e-5, "{p}");
+        // Unclipped (as before the fix), the liar would hold 99.98 % of the weight.
+        let p = liar_round(SampleCounts { clip: f64::INFINITY, ..Default::default() });
+        assert!(p < 0.001, "the control: {p}");
+        // The roster declares every count: the claims are ignored (and the mean streams).
+        let declared = (0..3).map(|i| (ParticipantId([i; 32]), 100)).collect();
+        let p = liar_round(SampleCounts { declared, clip: 2.0 });
+        assert!((p - 0.6).abs() < 1e-5, "{p}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_count_is_refused_and_a_withheld_one_weighs_the_median() {
+        let ids: Vec<ParticipantId> = (0..3).map(|i| ParticipantId([i; 32])).collect();
+        let declared = HashMap::from([(ids[0], 300)]);
+        let mut st = RoundState::new(ann(1), ids.iter().copied().collect(), 3, Instant::now(), weighted()).with_sample_counts(SampleCounts { declared, clip: 2.0 });
+        let limits = Limits::default();
+        let zero = st.submit(ids[1], &counted(1, 0.5, Some(0)), &limits).unwrap_err();
+        assert_eq!(zero.refusal_reason(), RefusalReason::InvalidValues);
+        // Declared 300 (whatever it reports), reported 100, withheld: the median 200.
+        st.submit(ids[0], &counted(1, 1.0, Some(1)), &limits).unwrap();
+        st.submit(ids[1], &counted(1, 0.0, Some(100)), &limits).unwrap();
+        st.submit(ids[2], &counted(1, 0.0, None), &limits).unwrap();
+        let p = st.close().unwrap().probs[0];
+        assert!((p - 0.5).abs() < 1e-5, "300 / (300 + 100 + 200): {p}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_to_another_announcement_of_the_round_is_refused() {
+        let ids = [ParticipantId([0; 32])];
+        let mut st = RoundState::new(ann(1), ids.into_iter().collect(), 1, Instant::now(), ConsensusConfig::default());
+        let reseeded = RoundAnnouncement { selection: SampleSelection::Seeded { seed: 2, count: 2 }, ..ann(1) };
+        let stale = Submission { announcement: reseeded.digest(), ..sub(1, 0.5) };
+        assert_eq!(st.submit(ids[0], &stale, &Limits::default()).unwrap_err().refusal_reason(), RefusalReason::WrongAnnouncement);
+        st.submit(ids[0], &sub(1, 0.5), &Limits::default()).unwrap();
     }
 }

@@ -21,7 +21,8 @@ impl Aggregator {
             let (sent0, recv0) = self.client.traffic();
             let ann = self.announcement(round);
             let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.round.deadline_secs);
-            let mut state = RoundState::new(ann.clone(), self.roster.keys().copied().collect(), self.cfg.round.quorum(self.roster.len()), deadline, self.cfg.consensus.clone());
+            let mut state = RoundState::new(ann.clone(), self.roster.keys().copied().collect(), self.cfg.round.quorum(self.roster.len()), deadline, self.cfg.consensus.clone())
+                .with_sample_counts(self.cfg.sample_counts());
             for peer in self.joined.clone() {
                 self.send(peer, Message::RoundAnnouncement(ann.clone()));
             }

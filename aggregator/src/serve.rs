@@ -43,6 +43,7 @@ impl Aggregator {
                         reference_set: self.reference_id,
                         reference_samples: self.reference.samples as u32,
                         classes: self.cfg.classes as u32,
+                        sample_count_wanted: self.cfg.wants_sample_count(&peer),
                     })
                 };
                 let accepted = outcome.is_ok();

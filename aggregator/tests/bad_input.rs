@@ -36,9 +36,9 @@ fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
         seed: 1,
         backend: Default::default(),
         classes: 3,
-        roster: vec![RosterEntry { name: "n".into(), peer_id: node.id() }],
+        roster: vec![RosterEntry { name: "n".into(), peer_id: node.id(), samples: None }],
         reference: ReferenceConfig { path: d.join("ref.fdref"), sha256: rs.id() },
-        round: RoundConfig { samples: 10, temperature: 2.0, encoding: Encoding::F32, quorum: Some(1), deadline_secs: 60.0 },
+        round: RoundConfig { samples: 10, temperature: 2.0, encoding: Encoding::F32, quorum: Some(1), deadline_secs: 60.0, sample_count_clip: 2.0 },
         consensus: Default::default(),
         student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, warm_start: true, distill: Default::default(), teaching: Default::default() },
         validation: None,
@@ -60,7 +60,7 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     // A second roster member that never shows up keeps the round open (quorum 1) until its
     // deadline, so the duplicate below meets an open round and the aggregator is still running.
     let absent = Identity::from_seed([42; 32]).unwrap();
-    cfg.roster.push(RosterEntry { name: "absent".into(), peer_id: absent.id() });
+    cfg.roster.push(RosterEntry { name: "absent".into(), peer_id: absent.id(), samples: None });
     cfg.round.deadline_secs = 3.0;
     let agg = Aggregator::start(cfg).await.unwrap();
     let agg_id = agg.id();
@@ -130,10 +130,17 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
 
     let rows = ann.selection.len();
     let probs: Vec<f32> = (0..rows * 3).map(|i| if i % 3 == 0 { 0.8 } else { 0.1 }).collect();
-    let sub = |round, labels: SoftLabels| Message::Submission(Submission { federation: fed.clone(), round, reference_set: ann.reference_set, temperature: 2.0, local_samples: 5, labels });
+    let bound = ann.digest();
+    let sub = |round, labels: SoftLabels| Message::Submission(Submission { federation: fed.clone(), round, announcement: bound, reference_set: ann.reference_set, temperature: 2.0, local_samples: Some(5), labels });
     let good = SoftLabels::encode(&probs, rows, 3, Encoding::F32).unwrap();
     let code = |m: Message| refusal(m);
     assert_eq!(code(client.request(&agg_id, &sub(7, good.clone())).await.unwrap()), RefusalReason::WrongRound);
+    // An answer to another question of this round (the same round, reseeded) is not counted.
+    let SampleSelection::Seeded { seed, count } = ann.selection else { panic!("the aggregator draws seeded selections") };
+    let reseeded = RoundAnnouncement { selection: SampleSelection::Seeded { seed: seed.wrapping_add(1), count }, ..ann.clone() };
+    let Message::Submission(honest) = sub(1, good.clone()) else { unreachable!() };
+    let stale = Message::Submission(Submission { announcement: reseeded.digest(), ..honest });
+    assert_eq!(code(client.request(&agg_id, &stale).await.unwrap()), RefusalReason::WrongAnnouncement);
     let wrong_shape = SoftLabels::encode(&probs[..(rows - 1) * 3], rows - 1, 3, Encoding::F32).unwrap();
     assert_eq!(code(client.request(&agg_id, &sub(1, wrong_shape)).await.unwrap()), RefusalReason::WrongShape);
     let mut nan = good.clone();
@@ -190,6 +197,12 @@ async fn wrong_configs_fail_at_start_naming_the_field() {
     let mut quorum = cfg.clone();
     quorum.round.quorum = Some(5);
     assert!(field(quorum).await.starts_with("round.quorum:"));
+    let mut no_samples = cfg.clone();
+    no_samples.roster[0].samples = Some(0);
+    assert!(field(no_samples).await.starts_with("roster.samples:"));
+    let mut clip = cfg.clone();
+    clip.round.sample_count_clip = 0.5;
+    assert!(field(clip).await.starts_with("round.sample_count_clip:"));
 }
 
 /// Values that cannot even be parsed are refused by `AggregatorConfig::load`, naming their key.
@@ -206,6 +219,7 @@ fn unparsable_config_values_are_named_by_their_key() {
         ("federation = \"bad-input\"", "federation = \"has space\"", "federation"),
         ("encoding = \"f32\"", "encoding = \"f8\"", "round.encoding"),
         ("quorum = 1", "quorum = -1", "round.quorum"),
+        ("sample_count_clip = 2.0", "sample_count_clip = \"twice\"", "round.sample_count_clip"),
     ];
     for (from, to, key) in cases {
         assert!(good.contains(from), "the test's pattern `{from}` is in the file:\n{good}");

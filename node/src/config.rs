@@ -10,6 +10,7 @@ use net::multiaddr::{Multiaddr, Protocol};
 use protocol::{FederationId, ParticipantId};
 use serde::{Deserialize, Serialize};
 
+use crate::policy::QueryPolicy;
 use crate::Error;
 
 /// Everything a node needs; relative paths are resolved against the config file's folder.
@@ -45,6 +46,8 @@ pub struct NodeConfig {
     /// Record-level differential privacy (DP-SGD with a budget the node enforces); absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<crate::budget::PrivacyConfig>,
+    /// What the node agrees to answer: the pinned reference set and the limits of its queries.
+    pub policy: QueryPolicy,
 }
 
 /// How a node learns from the last consensus (the federation's soft labels on public rows).
@@ -131,6 +134,7 @@ impl NodeConfig {
             }
         }
         self.data.source().map_err(|e| invalid("data", e))?;
+        self.policy.validate()?;
         Ok(())
     }
 

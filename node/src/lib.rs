@@ -4,18 +4,22 @@
 //! [`run`] is the whole node: load the config's key, data and model (or its checkpoint) off the
 //! runtime, hand the model to its [`trainer::Trainer`] thread, start the network ([`net`]), then
 //! converse with the aggregator ([`session`]) until the federation is finished or `shutdown`
-//! fires. A round's work is the plain function [`local::local_round`]. Every message sent is
-//! recorded in `state_dir/egress.jsonl` before it leaves.
+//! fires. A round's work is the plain function [`local::local_round`]. What the node agrees to
+//! answer is its [`policy`], checked for every announcement; the answers it gave are recorded in
+//! `state_dir/answers.json` before they leave, and every message sent is recorded in
+//! `state_dir/egress.jsonl` before it leaves.
 //!
-//! Modules: [`config`] (`node.toml`), [`local`] (per-round learning, no I/O), [`trainer`] (the
-//! model's owner thread), [`session`] (join, answer, submit), [`reference`] (the public set),
-//! [`faults`] (hooks for simulations; the production binary is always honest).
+//! Modules: [`config`] (`node.toml`), [`policy`] (the query policy and the record of answers),
+//! [`local`] (per-round learning, no I/O), [`trainer`] (the model's owner thread), [`session`]
+//! (join, answer, submit), [`reference`] (the pinned public set), [`faults`] (hooks for
+//! simulations; the production binary is always honest).
 #![deny(missing_docs)]
 
 pub mod budget;
 pub mod config;
 pub mod faults;
 pub mod local;
+pub mod policy;
 mod reference;
 mod session;
 pub mod trainer;
@@ -26,7 +30,7 @@ use std::sync::Arc;
 use learning::data::Dataset;
 use learning::Model;
 use net::NetConfig;
-use protocol::{MessageKind, RefusalReason};
+use protocol::{MessageKind, ReferenceSet, RefusalReason};
 use tokio_util::sync::CancellationToken;
 
 pub use config::NodeConfig;
@@ -125,16 +129,22 @@ struct Loaded {
     data: Arc<Dataset>,
     model: Model,
     budget: Option<budget::Budget>,
+    /// The local copy of the pinned reference set, if there is one.
+    reference: Option<ReferenceSet>,
+    answers: policy::Answers,
 }
 
 fn config_err(field: &'static str, detail: impl ToString) -> Error {
     Error::Config { field: field.to_owned(), detail: detail.to_string() }
 }
 
-/// Reads the key, the private data and the model (checkpoint or fresh). Blocking.
+/// Reads the key, the local copy of the pinned reference set, the record of answers, the private
+/// data and the model (checkpoint or fresh). Blocking.
 fn load(cfg: &NodeConfig) -> Result<Loaded, Error> {
     cfg.validate()?;
     let identity = net::keys::read(&cfg.key).map_err(|e| config_err("key", e))?;
+    let reference = reference::read_pinned(&cfg.reference, cfg.policy.reference_sha256)?;
+    let answers = policy::Answers::load(&cfg.state_dir.join(policy::ANSWERS_FILE))?;
     let data = cfg.data.load().map_err(|e| config_err("data", e))?;
     if data.is_empty() {
         return Err(config_err("data", "no rows"));
@@ -166,7 +176,7 @@ fn load(cfg: &NodeConfig) -> Result<Loaded, Error> {
         }
         None => None,
     };
-    Ok(Loaded { identity, data: Arc::new(data), model, budget })
+    Ok(Loaded { identity, data: Arc::new(data), model, budget, reference, answers })
 }
 
 /// Runs an honest node until the aggregator declares the federation finished, or `shutdown`
@@ -183,7 +193,7 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
         tokio::task::spawn_blocking(move || load(&cfg)).await??
     };
     let me = loaded.identity.id();
-    tracing::info!(peer = %net::keys::peer_id_string(&me), rows = loaded.data.len(), "node starting");
+    tracing::info!(peer = %net::keys::peer_id_string(&me), rows = loaded.data.len(), answered = loaded.answers.count, "node starting");
     let settings = local::Settings { train: cfg.train.clone(), digest: cfg.digest.clone(), seed: cfg.seed };
     let local_samples = loaded.data.len() as u64;
     let trainer = trainer::Trainer::start(loaded.model, loaded.data, settings, cfg.state_dir.join("model"), loaded.budget)?;
@@ -200,7 +210,11 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
         faults,
         reference_path: cfg.reference.clone(),
         local_samples,
-        reference: None,
+        sample_count_wanted: false,
+        answers_path: cfg.state_dir.join(policy::ANSWERS_FILE),
+        answers: loaded.answers,
+        policy: cfg.policy.clone(),
+        reference: loaded.reference.map(|rs| (cfg.policy.reference_sha256, Arc::new(rs))),
         teacher: None,
         pending: None,
         summary: NodeSummary::default(),

@@ -1,7 +1,10 @@
-//! The node's copy of the public reference set: used if its hash matches the announced one,
-//! else fetched from the aggregator in chunks, checked, and written atomically.
+//! The node's copy of the public reference set: the set whose SHA-256 `node.toml` pins
+//! (`policy.reference_sha256`) and no other. A local copy is checked against the pin before the
+//! node starts; without one, the pinned set is fetched from the aggregator in chunks, checked,
+//! and written atomically. A copy is never replaced: a file that does not match the pin stops
+//! the node with an error that names the setting.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use net::Client;
@@ -18,30 +21,35 @@ fn bad(detail: impl Into<String>) -> Error {
     Error::Reference { detail: detail.into() }
 }
 
-/// Reads the local copy at `path` if it exists and has the hash `id` (off the runtime).
-async fn local_copy(path: PathBuf, id: ReferenceSetId) -> Result<Option<ReferenceSet>, Error> {
-    tokio::task::spawn_blocking(move || {
-        let Ok(bytes) = std::fs::read(&path) else { return Ok(None) };
-        if ReferenceSetId::digest(&bytes) != id {
-            tracing::warn!(path = %path.display(), "local reference set does not match the announced hash; fetching it");
-            return Ok(None);
-        }
-        ReferenceSet::from_bytes(&bytes, usize::MAX).map(Some).map_err(|e| bad(format!("{}: {e}", path.display())))
-    })
-    .await?
+/// Reads the local copy at `path`, if there is one, and checks it against the pin. Blocking.
+pub(crate) fn read_pinned(path: &Path, pin: ReferenceSetId) -> Result<Option<ReferenceSet>, Error> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(Error::Io { path: path.to_owned(), source }),
+    };
+    let id = ReferenceSetId::digest(&bytes);
+    if id != pin {
+        return Err(Error::Config {
+            field: "policy.reference_sha256".into(),
+            detail: format!(
+                "the reference set at {} has SHA-256 {id}, not the pinned {pin}; it is not replaced: correct the pin, or remove the file to fetch the pinned set",
+                path.display()
+            ),
+        });
+    }
+    ReferenceSet::from_bytes(&bytes, usize::MAX).map(Some).map_err(|e| bad(format!("{}: {e}", path.display())))
 }
 
-/// The reference set `id`, from `path` or fetched from the aggregator (then saved at `path`).
-pub(crate) async fn ensure(client: &Client, aggregator: &ParticipantId, federation: &FederationId, path: &PathBuf, id: ReferenceSetId) -> Result<Arc<ReferenceSet>, Error> {
-    if let Some(rs) = local_copy(path.clone(), id).await? {
-        return Ok(Arc::new(rs));
-    }
+/// Fetches the pinned set `pin` from the aggregator and saves it at `path`, which must not
+/// exist (a copy is never overwritten).
+pub(crate) async fn fetch(client: &Client, aggregator: &ParticipantId, federation: &FederationId, path: &Path, pin: ReferenceSetId) -> Result<Arc<ReferenceSet>, Error> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let req = Message::RefSetRequest(RefSetRequest { federation: federation.clone(), reference_set: id, offset: buf.len() as u64, len: CHUNK });
+        let req = Message::RefSetRequest(RefSetRequest { federation: federation.clone(), reference_set: pin, offset: buf.len() as u64, len: CHUNK });
         match client.request(aggregator, &req).await? {
             Message::RefSetChunk(RefSetChunk { offset, total_len, data, reference_set, .. }) => {
-                if reference_set != id || offset != buf.len() as u64 || total_len > MAX_REFERENCE_BYTES || (data.is_empty() && (buf.len() as u64) < total_len) {
+                if reference_set != pin || offset != buf.len() as u64 || total_len > MAX_REFERENCE_BYTES || (data.is_empty() && (buf.len() as u64) < total_len) {
                     return Err(bad("inconsistent reference-set chunk"));
                 }
                 buf.extend_from_slice(&data);
@@ -52,16 +60,44 @@ pub(crate) async fn ensure(client: &Client, aggregator: &ParticipantId, federati
             other => return Err(Error::Unexpected { request: "RefSetRequest", got: other.kind() }),
         }
     }
-    let path = path.clone();
+    let path: PathBuf = path.to_owned();
     let rs = tokio::task::spawn_blocking(move || {
-        if ReferenceSetId::digest(&buf) != id {
-            return Err(bad("fetched reference set does not match its hash"));
+        if ReferenceSetId::digest(&buf) != pin {
+            return Err(bad("the fetched reference set does not match the pinned hash"));
         }
         let rs = ReferenceSet::from_bytes(&buf, usize::MAX).map_err(|e| bad(e.to_string()))?;
+        if path.exists() {
+            return Err(bad(format!("{} appeared while the set was fetched; it is not overwritten", path.display())));
+        }
         learning::fs::atomic_write(&path, &buf)?;
         tracing::info!(bytes = buf.len(), path = %path.display(), "fetched the reference set");
         Ok(rs)
     })
     .await??;
     Ok(Arc::new(rs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_copy_is_used_only_if_it_matches_the_pin_and_is_left_alone_otherwise() {
+        let dir = std::env::temp_dir().join(format!("node-reference-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("reference.fdref");
+        let rs = ReferenceSet::new(3, 2, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        let bytes = rs.to_bytes();
+        let pin = ReferenceSetId::digest(&bytes);
+        assert!(read_pinned(&path, pin).unwrap().is_none(), "no copy yet: fetch it");
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_pinned(&path, pin).unwrap(), Some(rs));
+        match read_pinned(&path, ReferenceSetId([9; 32])) {
+            Err(Error::Config { field, .. }) => assert_eq!(field, "policy.reference_sha256"),
+            other => panic!("a copy that does not match the pin was accepted: {other:?}"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "the copy is left as it was");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

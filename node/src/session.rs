@@ -1,6 +1,9 @@
 //! The node's conversation with the aggregator: connect and join (with backoff), make sure the
-//! reference set is present, then answer requests until the federation is finished, the
-//! connection is lost (then join again), or the node is shut down.
+//! pinned reference set is present, then answer requests until the federation is finished, the
+//! connection is lost (then join again), or the node is shut down. Every announcement goes
+//! through the node's [`QueryPolicy`] when it arrives (a refusal goes back in the receipt),
+//! when its work starts and when its answer is ready; an answer is recorded in the state folder
+//! before it is sent.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::faults::Faults;
 use crate::local::{self, Refusal, Teacher};
+use crate::policy::{Answers, Decision, QueryPolicy};
 use crate::trainer::Trainer;
 use crate::{reference, Error, NodeSummary};
 
@@ -43,7 +47,15 @@ pub(crate) struct Session {
     pub(crate) trainer: Trainer,
     pub(crate) faults: Arc<dyn Faults>,
     pub(crate) reference_path: PathBuf,
+    /// Rows of private data.
     pub(crate) local_samples: u64,
+    /// Whether the aggregator asked for this node's sample count when it joined.
+    pub(crate) sample_count_wanted: bool,
+    pub(crate) policy: QueryPolicy,
+    /// What this node has answered, as recorded at `answers_path`.
+    pub(crate) answers: Answers,
+    pub(crate) answers_path: PathBuf,
+    /// The pinned reference set, once present.
     pub(crate) reference: Option<(ReferenceSetId, Arc<ReferenceSet>)>,
     /// The last consensus, with its round.
     pub(crate) teacher: Option<(Arc<Teacher>, u64)>,
@@ -90,14 +102,22 @@ impl Session {
             backoff = Duration::from_millis(200);
             let mut work: Option<Work> = None;
             let exit = loop {
-                if work.is_none() {
-                    if let Some(ann) = self.pending.take() {
-                        if self.faults.leaves_at(ann.round) {
-                            tracing::info!(round = ann.round, "leaving the federation (simulation)");
-                            self.summary.left_at = Some(ann.round);
-                            break Exit::Left;
+                if work.is_none()
+                    && let Some(ann) = self.pending.take()
+                {
+                    if self.faults.leaves_at(ann.round) {
+                        tracing::info!(round = ann.round, "leaving the federation (simulation)");
+                        self.summary.left_at = Some(ann.round);
+                        break Exit::Left;
+                    }
+                    // Checked again: an answer given since the announcement arrived counts.
+                    match self.policy.check(&ann, &self.answers) {
+                        Ok(Decision::Answer) => work = Some(self.start_work(ann)),
+                        Ok(Decision::Resend(sub)) => {
+                            tracing::info!(round = ann.round, "round asked again with the same question; sending the same answer");
+                            self.send_submission(*sub).await;
                         }
-                        work = Some(self.start_work(ann));
+                        Err(r) => tracing::warn!(round = ann.round, reason = ?r.reason, detail = %r.detail, "not answering a round"),
                     }
                 }
                 tokio::select! {
@@ -175,9 +195,17 @@ impl Session {
         if accepted.classes as usize != classes {
             return Err(Error::Config { field: "model".into(), detail: format!("the federation predicts {} classes, this node's model {classes}", accepted.classes) });
         }
-        if self.reference.as_ref().is_none_or(|(have, _)| *have != accepted.reference_set) {
-            let rs = reference::ensure(&self.client, &self.aggregator, &self.federation, &self.reference_path, accepted.reference_set).await?;
-            self.reference = Some((accepted.reference_set, rs));
+        let pin = self.policy.reference_sha256;
+        if let Err(r) = self.policy.check_reference(&accepted.reference_set) {
+            // Stay joined: each announcement is refused with the reason, which the aggregator logs.
+            tracing::error!(announced = %accepted.reference_set, pinned = %pin, detail = %r.detail, "the federation's reference set is not the pinned one; its rounds will be refused");
+        } else if self.reference.is_none() {
+            let rs = reference::fetch(&self.client, &self.aggregator, &self.federation, &self.reference_path, pin).await?;
+            self.reference = Some((pin, rs));
+        }
+        self.sample_count_wanted = accepted.sample_count_wanted;
+        if accepted.sample_count_wanted && self.policy.sample_count(true, self.local_samples).is_none() {
+            tracing::info!("the aggregator asks for this node's sample count; policy.share_sample_count is off, so it is not sent");
         }
         self.summary.joins += 1;
         tracing::info!(round = accepted.current_round, "joined the federation");
@@ -215,6 +243,7 @@ impl Session {
     }
 
     fn take_announcement(&mut self, ann: RoundAnnouncement) -> Result<(), Refusal> {
+        self.policy.check(&ann, &self.answers)?;
         let (id, rs) = self.reference()?;
         local::check_announcement(&ann, id, rs, self.trainer.classes())?;
         if !self.trainer.can_train() {
@@ -228,6 +257,7 @@ impl Session {
     }
 
     fn take_consensus(&mut self, c: &protocol::Consensus) -> Result<(), Refusal> {
+        self.policy.check_reference(&c.reference_set)?;
         let (id, rs) = self.reference()?;
         let teacher = Teacher::from_consensus(c, id, rs, self.trainer.classes())?;
         tracing::info!(round = c.round, samples = teacher.rows.len(), participants = c.participants, "consensus received");
@@ -254,28 +284,53 @@ impl Session {
         })
     }
 
+    /// Records the answer to `ann` (atomically, in the state folder), then sends it. An answer
+    /// that cannot be recorded is not sent.
     async fn submit(&mut self, ann: RoundAnnouncement, labels: SoftLabels) {
-        let sub = Message::Submission(Submission {
-            federation: self.federation.clone(),
-            round: ann.round,
-            reference_set: ann.reference_set,
-            temperature: ann.temperature,
-            local_samples: self.local_samples,
-            labels,
-        });
-        match self.client.request(&self.aggregator, &sub).await {
+        let sub = match self.policy.check(&ann, &self.answers) {
+            Ok(Decision::Answer) => Submission {
+                federation: self.federation.clone(),
+                round: ann.round,
+                announcement: ann.digest(),
+                reference_set: ann.reference_set,
+                temperature: ann.temperature,
+                local_samples: self.policy.sample_count(self.sample_count_wanted, self.local_samples),
+                labels,
+            },
+            Ok(Decision::Resend(sub)) => *sub,
+            Err(r) => {
+                tracing::warn!(round = ann.round, reason = ?r.reason, detail = %r.detail, "not sending an answer the policy forbids");
+                return;
+            }
+        };
+        if self.answers.last.as_ref() != Some(&sub) {
+            let answers = self.answers.with(sub.clone());
+            let (record, path) = (answers.clone(), self.answers_path.clone());
+            let saved = tokio::task::spawn_blocking(move || record.save(&path)).await.map_err(Error::from).and_then(|r| r);
+            if let Err(e) = saved {
+                tracing::error!(round = ann.round, error = %e, "cannot record the answer; not sending it");
+                return;
+            }
+            self.answers = answers;
+        }
+        self.send_submission(sub).await;
+    }
+
+    async fn send_submission(&mut self, sub: Submission) {
+        let round = sub.round;
+        match self.client.request(&self.aggregator, &Message::Submission(sub)).await {
             Ok(Message::Receipt(r)) => match r.status {
                 ReceiptStatus::Accepted => {
-                    tracing::info!(round = ann.round, "submission accepted");
-                    self.summary.accepted_rounds.push(ann.round);
+                    tracing::info!(round, "submission accepted");
+                    self.summary.accepted_rounds.push(round);
                 }
                 ReceiptStatus::Refused(reason) => {
-                    tracing::warn!(round = ann.round, ?reason, detail = %r.detail, "submission refused");
-                    self.summary.refused_rounds.push((ann.round, reason));
+                    tracing::warn!(round, ?reason, detail = %r.detail, "submission refused");
+                    self.summary.refused_rounds.push((round, reason));
                 }
             },
             Ok(other) => tracing::warn!(kind = ?other.kind(), "unexpected answer to a submission"),
-            Err(e) => tracing::warn!(round = ann.round, error = %e, "submission failed"),
+            Err(e) => tracing::warn!(round, error = %e, "submission failed"),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use learning::data::{DataFormat, DataSpec, Preprocess};
 use learning::Architecture;
+use node::policy::QueryPolicy;
 use node::{Error as NodeError, NodeConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +42,7 @@ fn base(dir: &std::path::Path) -> NodeConfig {
         train: Default::default(),
         digest: Default::default(),
         privacy: None,
+        policy: QueryPolicy::pinned(protocol::ReferenceSetId([3; 32])),
     }
 }
 
@@ -117,6 +119,24 @@ async fn wrong_fields_are_named() {
     let impossible = NodeConfig { privacy: Some(node::budget::PrivacyConfig { epsilon: 1e-3, ..privacy }), ..ok.clone() };
     let (field, detail) = refused(impossible).await;
     assert!(field == "privacy.epsilon" && detail.contains("cannot plan"), "{field}: {detail}");
+    let mut cold = ok.clone();
+    cold.policy.min_temperature = -1.0;
+    assert_eq!(refused(cold).await.0, "policy.min_temperature");
+    let mut mute = ok.clone();
+    mute.policy.encodings.clear();
+    assert_eq!(refused(mute).await.0, "policy.encodings");
+    // A local reference set that is not the pinned one stops the node, and stays as it was.
+    let other = protocol::ReferenceSet::new(2, 2, vec![0.0, 1.0, 2.0, 3.0]).unwrap().to_bytes();
+    std::fs::write(&ok.reference, &other).unwrap();
+    let (field, detail) = refused(ok.clone()).await;
+    assert!(field == "policy.reference_sha256" && detail.contains(&ok.policy.reference_sha256.to_hex()), "{field}: {detail}");
+    assert_eq!(std::fs::read(&ok.reference).unwrap(), other, "the local copy is not replaced");
+    std::fs::remove_file(&ok.reference).unwrap();
+    // A record of answers that cannot be read is not taken for a fresh start.
+    std::fs::create_dir_all(&ok.state_dir).unwrap();
+    std::fs::write(ok.state_dir.join(node::policy::ANSWERS_FILE), "{\"count\": 3").unwrap();
+    let (field, detail) = refused(ok.clone()).await;
+    assert!(field == "state_dir" && detail.contains(node::policy::ANSWERS_FILE), "{field}: {detail}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -132,12 +152,18 @@ fn config_files_are_refused_naming_the_key() {
     assert_eq!(NodeConfig::load(&path).unwrap(), ok, "the written config loads back as it was");
     let agg = ok.aggregator.to_string();
     let without_id = agg.split("/p2p/").next().unwrap().to_owned();
+    let sha_line = format!("reference_sha256 = \"{}\"", ok.policy.reference_sha256.to_hex());
+    assert!(good.contains(&sha_line), "{good}");
     let cases = [
         (good.replace("federation = \"f\"", "federation = \"has space\""), "federation"),
         (good.replace(&agg, &without_id), "aggregator"),
         (good.replace(&agg, "not an address"), "aggregator"),
         (format!("attack = \"label-flip\"\n{good}"), "attack"),
         (format!("{good}\n[simulation]\ndelay_ms = 1500\n"), "simulation"),
+        (good.replace("encodings = [", "encodings = [\"f8\", "), "policy.encodings"),
+        // A missing key is named by its table (serde's detail names the key).
+        (good.replace(&sha_line, ""), "policy"),
+        (good.replace(&sha_line, "reference_sha256 = \"abc\""), "policy.reference_sha256"),
     ];
     for (text, key) in cases {
         assert_ne!(text, good, "the case for `{key}` changes the file");

@@ -75,9 +75,10 @@ fn main() {
         let msg = Message::Submission(Submission {
             federation: FederationId::new("bench").expect("fed"),
             round: 7,
+            announcement: AnnouncementDigest([2; 32]),
             reference_set: ReferenceSetId([1; 32]),
             temperature: 3.0,
-            local_samples: 1234,
+            local_samples: Some(1234),
             labels: SoftLabels::encode(&p, samples, classes, enc).expect("encode"),
         });
         let payload = enc.row_bytes(classes) * samples;

@@ -11,6 +11,7 @@
 //! - [`codec`]: the only module that calls bincode; every decode is size-capped and rejects
 //!   trailing bytes.
 //! - [`refset`]: the reference set's canonical byte layout (also its file format).
+//! - [`query`]: the digest of what an announcement asks, which binds a submission to it.
 //!
 //! Sending a message: build a [`Message`], [`SignedEnvelope::seal`] it with your [`Identity`],
 //! [`SignedEnvelope::to_bytes`]. Receiving: [`SignedEnvelope::from_bytes`], then
@@ -26,6 +27,7 @@ pub mod hex;
 pub mod ids;
 pub mod message;
 pub mod payload;
+pub mod query;
 pub mod refset;
 pub mod seed;
 
@@ -37,7 +39,8 @@ pub use message::{
     RefSetRequest, RefusalReason, RoundAnnouncement, SampleSelection, Submission,
 };
 pub use payload::{Encoding, Limits, SoftLabels};
+pub use query::AnnouncementDigest;
 pub use refset::ReferenceSet;
 
 /// Version of the protocol this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

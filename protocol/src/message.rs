@@ -6,7 +6,7 @@
 //! node → aggregator   Hello                 (identity, version)
 //! aggregator → node   JoinReply             (accepted with the current round, or a reason)
 //! aggregator → node   RoundAnnouncement     (round, reference-set id, samples, T, deadline, encoding)
-//! node → aggregator   Submission            (soft labels on the announced samples, local sample count)
+//! node → aggregator   Submission            (soft labels on the announced samples, the announcement's digest, the local sample count if asked)
 //! aggregator → node   Receipt               (accepted, or refused with a reason code)
 //! aggregator → node   Consensus             (soft labels for the same samples, per-sample weights)
 //! node → aggregator   RefSetRequest         (a chunk of the public reference set, if the node has none)
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::ids::{FederationId, ParticipantId, ReferenceSetId, Round};
 use crate::payload::{Encoding, Limits, SoftLabels};
+use crate::query::AnnouncementDigest;
 
 /// Largest temperature accepted.
 pub const MAX_TEMPERATURE: f32 = 1_000.0;
@@ -69,6 +70,11 @@ pub enum RefusalReason {
     TooLarge,
     /// The receiver cannot serve this request now (e.g. no round open, no reference set).
     Unavailable,
+    /// The receiving node's query policy forbids answering this (a round it already answered,
+    /// a temperature, encoding or sample count outside what it allows, its round limit).
+    Policy,
+    /// The submission answers another announcement of this round (its digest differs).
+    WrongAnnouncement,
     /// The node's privacy budget cannot pay for another training: it will not answer rounds.
     BudgetSpent,
 }
@@ -169,6 +175,10 @@ pub struct JoinAccepted {
     pub reference_samples: u32,
     /// Number of classes every model must predict.
     pub classes: u32,
+    /// Whether the consensus rule weighs this participant by a sample count it reports itself
+    /// (the roster declares none for it). A node sends its count only if this is set and its
+    /// own policy allows it.
+    pub sample_count_wanted: bool,
 }
 
 /// Answer to a [`Hello`].
@@ -212,12 +222,15 @@ pub struct Submission {
     pub federation: FederationId,
     /// Round answered.
     pub round: Round,
+    /// Digest of the announcement answered ([`RoundAnnouncement::digest`]).
+    pub announcement: AnnouncementDigest,
     /// Reference set used.
     pub reference_set: ReferenceSetId,
     /// Temperature used.
     pub temperature: f32,
-    /// Number of private samples the node trained on (for weighting).
-    pub local_samples: u64,
+    /// Number of private samples the node trained on, sent only when the aggregator asked for it
+    /// ([`JoinAccepted::sample_count_wanted`]) and the node's policy allows it; never 0.
+    pub local_samples: Option<u64>,
     /// softmax(z / T) on the announced samples, in announcement order.
     pub labels: SoftLabels,
 }
@@ -504,6 +517,12 @@ impl Submission {
         }
         if self.round != ann.round {
             return refuse(RefusalReason::WrongRound, format!("round {} but round {} is open", self.round, ann.round));
+        }
+        if self.announcement != ann.digest() {
+            return refuse(RefusalReason::WrongAnnouncement, format!("answers announcement {} of round {}, not the open one", self.announcement, self.round));
+        }
+        if self.local_samples == Some(0) {
+            return refuse(RefusalReason::InvalidValues, "local_samples is 0".into());
         }
         if self.reference_set != ann.reference_set {
             return refuse(RefusalReason::WrongReferenceSet, format!("reference set {} is not {}", self.reference_set, ann.reference_set));

@@ -43,6 +43,8 @@ fn reason() -> impl Strategy<Value = RefusalReason> {
         Just(RefusalReason::InvalidValues),
         Just(RefusalReason::BadSignature),
         Just(RefusalReason::NotOnRoster),
+        Just(RefusalReason::Policy),
+        Just(RefusalReason::WrongAnnouncement),
     ]
 }
 
@@ -56,11 +58,11 @@ fn message() -> impl Strategy<Value = Message> {
             protocol_version: PROTOCOL_VERSION,
             agent
         })),
-        (any::<u64>(), rid.clone(), 100u32..1000, 2u32..20, any::<bool>(), reason()).prop_map(
-            |(round, reference_set, reference_samples, classes, ok, r)| Message::JoinReply(JoinReply {
+        (any::<u64>(), rid.clone(), 100u32..1000, 2u32..20, any::<bool>(), reason(), any::<bool>()).prop_map(
+            |(round, reference_set, reference_samples, classes, ok, r, sample_count_wanted)| Message::JoinReply(JoinReply {
                 federation: fed(),
                 outcome: if ok {
-                    Ok(JoinAccepted { current_round: round, reference_set, reference_samples, classes })
+                    Ok(JoinAccepted { current_round: round, reference_set, reference_samples, classes, sample_count_wanted })
                 } else {
                     Err(r)
                 },
@@ -82,11 +84,12 @@ fn message() -> impl Strategy<Value = Message> {
                 })
             }
         ),
-        (any::<u64>(), rid.clone(), 1usize..50, 2usize..12, encoding(), 0.1f32..20.0, any::<u64>()).prop_map(
-            |(round, reference_set, samples, classes, enc, temperature, local_samples)| {
+        (any::<u64>(), rid.clone(), 1usize..50, 2usize..12, encoding(), 0.1f32..20.0, proptest::option::of(1u64..), any::<[u8; 32]>()).prop_map(
+            |(round, reference_set, samples, classes, enc, temperature, local_samples, announcement)| {
                 Message::Submission(Submission {
                     federation: fed(),
                     round,
+                    announcement: AnnouncementDigest(announcement),
                     reference_set,
                     temperature,
                     local_samples,
@@ -181,8 +184,8 @@ fn oversized_input_is_refused_before_decoding() {
 
 #[test]
 fn a_length_prefix_claiming_gigabytes_does_not_allocate_them() {
-    // version 1, kind 4, signer, then a body length prefix of 2^40 (varint 0xFD + u64).
-    let mut bytes = vec![1u8, 4];
+    // version 2, kind 4, signer, then a body length prefix of 2^40 (varint 0xFD + u64).
+    let mut bytes = vec![PROTOCOL_VERSION as u8, 4];
     bytes.extend_from_slice(&[0u8; 32]);
     bytes.push(0xFD);
     bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
@@ -226,9 +229,10 @@ fn non_finite_values_and_temperatures_are_refused_as_invalid() {
     let msg = Message::Submission(Submission {
         federation: fed(),
         round: 1,
+        announcement: AnnouncementDigest([0; 32]),
         reference_set: ReferenceSetId([0; 32]),
         temperature: 2.0,
-        local_samples: 10,
+        local_samples: Some(10),
         labels: bad,
     });
     // The envelope is sound; the values are refused when they are read.
@@ -239,9 +243,10 @@ fn non_finite_values_and_temperatures_are_refused_as_invalid() {
     let msg = Message::Submission(Submission {
         federation: fed(),
         round: 1,
+        announcement: AnnouncementDigest([0; 32]),
         reference_set: ReferenceSetId([0; 32]),
         temperature: f32::NAN,
-        local_samples: 10,
+        local_samples: Some(10),
         labels: SoftLabels::encode(&[0.5, 0.5], 1, 2, Encoding::F32).unwrap(),
     });
     let err = receive(&sealed(&msg, &alice), &alice.id()).unwrap_err();
@@ -264,9 +269,10 @@ fn submissions_are_checked_against_the_announcement() {
     let good = Submission {
         federation: fed(),
         round: 3,
+        announcement: ann.digest(),
         reference_set: ReferenceSetId([9; 32]),
         temperature: 2.0,
-        local_samples: 5,
+        local_samples: Some(5),
         labels: SoftLabels::encode(&probs(4, 3, 1), 4, 3, Encoding::Q8).unwrap(),
     };
     good.check_against(&ann).unwrap();
@@ -278,6 +284,15 @@ fn submissions_are_checked_against_the_announcement() {
     assert_eq!(code(Submission { labels: wrong_rows, ..good.clone() }), RefusalReason::WrongShape);
     let wrong_enc = SoftLabels::encode(&probs(4, 3, 1), 4, 3, Encoding::F32).unwrap();
     assert_eq!(code(Submission { labels: wrong_enc, ..good.clone() }), RefusalReason::WrongShape);
+    // Bound to its announcement: an answer to another question of the same round is refused,
+    // an answer to the same question with another deadline is not.
+    let reseeded = RoundAnnouncement { selection: SampleSelection::Seeded { seed: 2, count: 4 }, ..ann.clone() };
+    assert_eq!(code(Submission { announcement: reseeded.digest(), ..good.clone() }), RefusalReason::WrongAnnouncement);
+    let later = RoundAnnouncement { deadline_unix_ms: 5_000, ..ann.clone() };
+    Submission { announcement: later.digest(), ..good.clone() }.check_against(&ann).unwrap();
+    // A sample count is optional, but never 0.
+    Submission { local_samples: None, ..good.clone() }.check_against(&ann).unwrap();
+    assert_eq!(code(Submission { local_samples: Some(0), ..good.clone() }), RefusalReason::InvalidValues);
     let other = FederationId::new("other").unwrap();
     assert_eq!(code(Submission { federation: other, ..good }), RefusalReason::WrongFederation);
 }

@@ -7,6 +7,7 @@ use aggregator::config::{AggregatorConfig, ReferenceConfig, RosterEntry};
 use anyhow::Context;
 use learning::data::{self, Dataset, Preprocess, Split};
 use node::config::NodeConfig;
+use node::policy::QueryPolicy;
 use protocol::seed::{derive, Stream};
 use protocol::ReferenceSet;
 
@@ -55,6 +56,7 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
     let reference = ReferenceSet::new(split.reference.len(), dataset.dim, dataset.subset(&split.reference).features)?;
     let ref_bytes = reference.to_bytes();
     let ref_path = dir.join("reference.fdref");
+    let ref_id = protocol::ReferenceSetId::digest(&ref_bytes);
     learning::fs::atomic_write(&ref_path, &ref_bytes)?;
     let test_rows = dir.join("test-rows.txt");
     data::write_rows(&test_rows, &split.test)?;
@@ -75,7 +77,9 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
         let key = keys.join(format!("node-{i:02}.key"));
         let _ = std::fs::remove_file(&key);
         let id = net::keys::generate(&key)?;
-        roster.push(RosterEntry { name: format!("node-{i:02}"), peer_id: id.id() });
+        // The runner made the partition, so it declares each node's count, as an operator would:
+        // `weighted_by_samples` then weighs what the roster says, and no node is asked for it.
+        roster.push(RosterEntry { name: format!("node-{i:02}"), peer_id: id.id(), samples: Some(part.len() as u64) });
         data::write_rows(&ndir.join("rows.txt"), part)?;
         // The reference set is public: each node starts with its own copy (checked against the
         // announced hash). Without one, a node fetches it from the aggregator.
@@ -107,6 +111,7 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
             train: s.nodes.train.clone(),
             digest: s.nodes.digest.clone(),
             privacy: s.nodes.privacy.as_ref().and_then(|p| p.node(s.rounds, s.seed, i)),
+            policy: policy(&s, ref_id),
         });
     }
     let mut validation = s.data.clone();
@@ -123,13 +128,26 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
         backend: s.backend,
         classes: dataset.classes,
         roster,
-        reference: ReferenceConfig { path: ref_path, sha256: protocol::ReferenceSetId::digest(&ref_bytes) },
+        reference: ReferenceConfig { path: ref_path, sha256: ref_id },
         round: s.round.clone(),
         consensus: s.consensus.clone(),
         student: s.student.clone(),
         validation: Some(validation),
     };
     Ok(Prepared { scenario: s, dataset, split, parts, aggregator, nodes, faults, dir: dir.to_owned() })
+}
+
+/// A node's query policy in a simulation: the scenario's reference set pinned, and limits that
+/// admit exactly what the scenario's aggregator asks (its temperature, its encoding, even `f32`,
+/// its samples a round and its rounds) and nothing more.
+fn policy(s: &Scenario, reference: protocol::ReferenceSetId) -> QueryPolicy {
+    QueryPolicy {
+        min_temperature: s.round.temperature,
+        encodings: vec![s.round.encoding],
+        max_samples_per_round: s.round.samples,
+        max_rounds: s.rounds,
+        ..QueryPolicy::pinned(reference)
+    }
 }
 
 /// Writes a config as TOML.
