@@ -26,7 +26,7 @@ use crate::data::{rng, Dataset};
 use crate::dp::{self, DpSgd};
 use crate::loss::{cross_entropy_rows, distill_loss, one_hot};
 use crate::model::Model;
-use crate::step::{check_finite, labels_tensor, row_values, rows_tensor, seeded_rng, Descent, EpochLoss};
+use crate::step::{labels_tensor, row_values, rows_tensor, seeded_rng, Descent, EpochLoss};
 use crate::train::{DistillConfig, DistillSet, TrainConfig, TrainReport};
 use crate::Error;
 
@@ -167,10 +167,9 @@ pub fn fit_joint(model: &mut Model, private: &Dataset, teaching: Option<Teaching
                     }
                     let mut grads = match loss {
                         Some(loss) => {
-                            let value: f32 = loss.clone().into_scalar();
-                            check_finite(value, "private training")?;
+                            let (grads, value) = descent.gradients(&layers, loss)?;
                             epoch_loss.add(value);
-                            GradientsParams::from_grads(loss.backward(), &layers)
+                            grads
                         }
                         None => GradientsParams::new(),
                     };

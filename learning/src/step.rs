@@ -61,10 +61,15 @@ impl Descent {
 
     /// Checks the loss, backpropagates it and steps: returns the stepped model and the loss.
     pub(crate) fn step(&mut self, layers: Layers, loss: Tensor<1>) -> Result<(Layers, f32), Error> {
+        let (grads, value) = self.gradients(&layers, loss)?;
+        Ok((self.apply(layers, grads), value))
+    }
+
+    /// Checks the loss and backpropagates it: the parameters' gradients and the loss.
+    pub(crate) fn gradients(&self, layers: &Layers, loss: Tensor<1>) -> Result<(GradientsParams, f32), Error> {
         let value: f32 = loss.clone().into_scalar();
         check_finite(value, self.what)?;
-        let grads = GradientsParams::from_grads(loss.backward(), &layers);
-        Ok((self.apply(layers, grads), value))
+        Ok((GradientsParams::from_grads(loss.backward(), layers), value))
     }
 
     /// Steps with gradients computed elsewhere.
