@@ -1,13 +1,15 @@
 //! The round state machine: which submissions are accepted, and when a round may close.
 //!
 //! A round is ready to close when every roster member has submitted, or when the quorum is met
-//! and the deadline has passed. After it closes, every submission is refused as late.
-//! Soft labels of the mean-family rules are streamed into a running mean as they arrive; robust
-//! rules (median, trimmed mean) keep each matrix until the round closes.
+//! and the deadline has passed; never with fewer than [`MIN_PARTICIPANTS`] submissions (with
+//! two, each node would learn the other's labels from the consensus). After it closes, every
+//! submission is refused as late. Soft labels of the plain and sample-weighted means are
+//! streamed into a running mean as they arrive; the other rules (confidence, median, trimmed
+//! mean) keep each matrix until the round closes.
 
 use std::collections::{BTreeMap, HashSet};
 
-use learning::consensus::{self, Combined, ConsensusConfig, MeanAccumulator, Rule};
+use learning::consensus::{self, Combined, ConsensusConfig, MeanAccumulator, Rule, MIN_PARTICIPANTS};
 use protocol::{Limits, ParticipantId, RefusalReason, RoundAnnouncement, Submission};
 use tokio::time::Instant;
 
@@ -38,11 +40,11 @@ impl RoundState {
     pub fn new(announcement: RoundAnnouncement, roster: HashSet<ParticipantId>, quorum: usize, deadline: Instant, cfg: ConsensusConfig) -> Self {
         let (samples, classes) = (announcement.selection.len(), announcement.classes as usize);
         let collector = if cfg.rule.streams() {
-            Collector::Stream(MeanAccumulator::new(samples, classes, cfg.rule == Rule::Confidence))
+            Collector::Stream(MeanAccumulator::new(samples, classes))
         } else {
             Collector::Keep(Vec::new())
         };
-        Self { announcement, deadline, roster, quorum: quorum.max(1), accepted: BTreeMap::new(), collector, cfg, closed: false }
+        Self { announcement, deadline, roster, quorum: quorum.max(MIN_PARTICIPANTS), accepted: BTreeMap::new(), collector, cfg, closed: false }
     }
 
     /// Round number.
@@ -85,7 +87,7 @@ impl RoundState {
     /// Whether the round may close at `now`.
     pub fn ready(&self, now: Instant) -> bool {
         let n = self.accepted.len();
-        n >= self.roster.len() || (n >= self.quorum && now >= self.deadline)
+        n >= MIN_PARTICIPANTS && (n >= self.roster.len() || (n >= self.quorum && now >= self.deadline))
     }
 
     /// When the deadline passes.
@@ -99,6 +101,9 @@ impl RoundState {
         let round = self.round();
         let failed = |detail: String| crate::Error::Round { round, detail };
         let (samples, classes) = (self.announcement.selection.len(), self.announcement.classes as usize);
+        if self.accepted.len() < MIN_PARTICIPANTS {
+            return Err(failed(format!("{} submissions; a consensus needs at least {MIN_PARTICIPANTS}", self.accepted.len())));
+        }
         match &self.collector {
             Collector::Stream(acc) => {
                 if acc.nodes() == 0 {
@@ -152,26 +157,41 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn closes_when_everyone_answered_or_at_the_deadline_with_quorum() {
-        let ids: Vec<ParticipantId> = (0..3).map(|i| ParticipantId([i; 32])).collect();
+        let ids: Vec<ParticipantId> = (0..4).map(|i| ParticipantId([i; 32])).collect();
         let start = Instant::now();
-        let mut st = RoundState::new(ann(4), ids.iter().copied().collect(), 2, start + Duration::from_secs(30), ConsensusConfig::default());
+        let mut st = RoundState::new(ann(4), ids.iter().copied().collect(), 3, start + Duration::from_secs(30), ConsensusConfig::default());
         let limits = Limits::default();
         st.submit(ids[0], &sub(4, 0.9), &limits).unwrap();
-        assert!(!st.ready(Instant::now()), "one of three, before the deadline");
+        st.submit(ids[1], &sub(4, 0.8), &limits).unwrap();
+        assert!(!st.ready(Instant::now()), "two of four, before the deadline");
         tokio::time::advance(Duration::from_secs(31)).await;
         assert!(!st.ready(Instant::now()), "deadline passed but no quorum");
-        st.submit(ids[1], &sub(4, 0.7), &limits).unwrap();
+        st.submit(ids[2], &sub(4, 0.7), &limits).unwrap();
         assert!(st.ready(Instant::now()), "quorum after the deadline");
         let c = st.close().unwrap();
         assert!((c.probs[0] - 0.8).abs() < 1e-6);
-        assert_eq!(st.participants(), vec![ids[0], ids[1]]);
-        let late = st.submit(ids[2], &sub(4, 0.5), &limits).unwrap_err();
+        assert_eq!(st.participants(), vec![ids[0], ids[1], ids[2]]);
+        let late = st.submit(ids[3], &sub(4, 0.5), &limits).unwrap_err();
         assert_eq!(late.refusal_reason(), RefusalReason::Late);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn refuses_duplicates_strangers_wrong_rounds_and_bad_values() {
+    async fn no_consensus_from_fewer_than_three_even_when_everyone_answered() {
+        // A roster of two (a config the aggregator refuses) and a quorum of one: everyone
+        // answered and the deadline passed, and still the round does not close.
         let ids: Vec<ParticipantId> = (0..2).map(|i| ParticipantId([i; 32])).collect();
+        let mut st = RoundState::new(ann(1), ids.iter().copied().collect(), 1, Instant::now(), ConsensusConfig::default());
+        let limits = Limits::default();
+        st.submit(ids[0], &sub(1, 0.9), &limits).unwrap();
+        st.submit(ids[1], &sub(1, 0.8), &limits).unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!st.ready(Instant::now()));
+        assert!(matches!(st.close(), Err(crate::Error::Round { round: 1, .. })), "nothing is released");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refuses_duplicates_strangers_wrong_rounds_and_bad_values() {
+        let ids: Vec<ParticipantId> = (0..3).map(|i| ParticipantId([i; 32])).collect();
         let mut st = RoundState::new(ann(2), ids.iter().copied().collect(), 1, Instant::now() + Duration::from_secs(5), ConsensusConfig::default());
         let limits = Limits::default();
         let code = |r: Result<(), protocol::Error>| r.unwrap_err().refusal_reason();
@@ -185,6 +205,8 @@ mod tests {
         assert_eq!(code(st.submit(ids[0], &sub(2, 0.6), &limits)), RefusalReason::Duplicate);
         assert!(!st.ready(Instant::now()));
         st.submit(ids[1], &sub(2, 0.5), &limits).unwrap();
+        assert!(!st.ready(Instant::now()));
+        st.submit(ids[2], &sub(2, 0.5), &limits).unwrap();
         assert!(st.ready(Instant::now()), "everyone answered: no need to wait for the deadline");
     }
 

@@ -20,10 +20,16 @@ fn dir(name: &str) -> PathBuf {
     d
 }
 
+/// A federation of three: `n` (whose key is written at `node_key`) and two honest members whose
+/// keys are `m1.key` and `m2.key` beside it (a consensus needs at least three submissions).
 fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
     let agg_key = d.join("agg.key");
     net::keys::generate(&agg_key).unwrap();
     let node = net::keys::generate(node_key).unwrap();
+    let others: Vec<RosterEntry> = ["m1", "m2"]
+        .iter()
+        .map(|name| RosterEntry { name: (*name).into(), peer_id: net::keys::generate(&d.join(format!("{name}.key"))).unwrap().id() })
+        .collect();
     let values: Vec<f32> = (0..50 * 4).map(|i| (i % 7) as f32).collect();
     let rs = ReferenceSet::new(50, 4, values).unwrap();
     std::fs::write(d.join("ref.fdref"), rs.to_bytes()).unwrap();
@@ -36,9 +42,9 @@ fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
         seed: 1,
         backend: Default::default(),
         classes: 3,
-        roster: vec![RosterEntry { name: "n".into(), peer_id: node.id() }],
+        roster: [vec![RosterEntry { name: "n".into(), peer_id: node.id() }], others].concat(),
         reference: ReferenceConfig { path: d.join("ref.fdref"), sha256: rs.id() },
-        round: RoundConfig { samples: 10, temperature: 2.0, encoding: Encoding::F32, quorum: Some(1), deadline_secs: 60.0 },
+        round: RoundConfig { samples: 10, temperature: 2.0, encoding: Encoding::F32, quorum: Some(3), deadline_secs: 60.0 },
         consensus: Default::default(),
         student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, warm_start: true, distill: Default::default(), teaching: Default::default() },
         validation: None,
@@ -56,12 +62,9 @@ fn refusal(m: Message) -> RefusalReason {
 async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_going() {
     let d = dir("msgs");
     let node_key = d.join("node.key");
-    let mut cfg = setup(&d, &node_key);
-    // A second roster member that never shows up keeps the round open (quorum 1) until its
-    // deadline, so the duplicate below meets an open round and the aggregator is still running.
-    let absent = Identity::from_seed([42; 32]).unwrap();
-    cfg.roster.push(RosterEntry { name: "absent".into(), peer_id: absent.id() });
-    cfg.round.deadline_secs = 3.0;
+    // The two other roster members submit only at the end: until then the round stays open, so
+    // the duplicate below meets an open round and the aggregator is still running.
+    let cfg = setup(&d, &node_key);
     let agg = Aggregator::start(cfg).await.unwrap();
     let agg_id = agg.id();
     let addr = agg.listen_addrs()[0].clone();
@@ -76,7 +79,7 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     let mut net_cfg = net::NetConfig::new(FederationId::new("bad-input").unwrap(), vec![agg_id]);
     net_cfg.limits.max_message_bytes = 2 * agg_cap;
     let (client, mut events, _network) = net::spawn(me, net_cfg, &shutdown).unwrap();
-    client.dial(addr.with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)))).await.unwrap();
+    client.dial(addr.clone().with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)))).await.unwrap();
     let fed = FederationId::new("bad-input").unwrap();
     let hello = Message::Hello(Hello { federation: fed.clone(), participant: my_id, protocol_version: PROTOCOL_VERSION, agent: "test".into() });
     assert!(matches!(client.request(&agg_id, &hello).await.unwrap(), Message::JoinReply(JoinReply { outcome: Ok(_), .. })));
@@ -91,15 +94,7 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
         }
     };
     // From now on, answer whatever the aggregator asks (the consensus) as a node would.
-    let fed2 = fed.clone();
-    tokio::spawn(async move {
-        while let Some(ev) = events.recv().await {
-            if let net::Event::Request { message, responder, .. } = ev {
-                let round = message.round().unwrap_or(0);
-                let _ = responder.respond(Message::Receipt(Receipt { federation: fed2.clone(), round, status: ReceiptStatus::Accepted, detail: String::new() })).await;
-            }
-        }
-    });
+    accept_everything(events, fed.clone());
     let limits = Limits::default();
     let raw = |bytes: Vec<u8>| {
         let client = client.clone();
@@ -150,17 +145,45 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     let over = tokio::time::timeout(Duration::from_secs(30), client.request_raw(&agg_id, vec![0u8; read_cap + 1])).await.expect("the aggregator closes the stream at once");
     assert!(over.is_err(), "a frame over the aggregator's read cap was answered: {over:?}");
     // The aggregator is still there: a good submission is accepted, a duplicate refused.
-    match client.request(&agg_id, &sub(1, good.clone())).await.unwrap() {
+    let accepted = |m: Message| match m {
         Message::Receipt(r) => assert_eq!(r.status, ReceiptStatus::Accepted, "{}", r.detail),
         other => panic!("{other:?}"),
+    };
+    accepted(client.request(&agg_id, &sub(1, good.clone())).await.unwrap());
+    assert_eq!(refusal(client.request(&agg_id, &sub(1, good.clone())).await.unwrap()), RefusalReason::Duplicate);
+    // The two other members submit: the round closes with all three.
+    let agg_addr = addr.with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)));
+    for name in ["m1", "m2"] {
+        let member = member(&d.join(format!("{name}.key")), agg_addr.clone(), agg_id, &fed, &shutdown).await;
+        accepted(member.request(&agg_id, &sub(1, good.clone())).await.unwrap());
     }
-    let again = client.request(&agg_id, &sub(1, good)).await;
-    // The round may already have closed (quorum 1): then the resubmission is late.
-    let r = refusal(again.unwrap());
-    assert!(r == RefusalReason::Duplicate || r == RefusalReason::Late, "{r:?}");
     let summary = tokio::time::timeout(Duration::from_secs(60), task).await.unwrap().unwrap().unwrap();
     assert_eq!(summary.rounds.len(), 1);
-    assert_eq!(summary.rounds[0].participants, vec!["n"]);
+    assert_eq!(summary.rounds[0].participants, vec!["m1", "m2", "n"]);
+}
+
+/// A roster member whose key is at `key`: connects, joins, and accepts whatever the aggregator
+/// sends it (announcements, the consensus, the end of the federation).
+async fn member(key: &Path, agg_addr: net::multiaddr::Multiaddr, agg_id: ParticipantId, fed: &FederationId, shutdown: &CancellationToken) -> net::Client {
+    let me = net::keys::read(key).unwrap();
+    let hello = Message::Hello(Hello { federation: fed.clone(), participant: me.id(), protocol_version: PROTOCOL_VERSION, agent: "test".into() });
+    let (client, events, _network) = net::spawn(me, net::NetConfig::new(fed.clone(), vec![agg_id]), shutdown).unwrap();
+    client.dial(agg_addr).await.unwrap();
+    assert!(matches!(client.request(&agg_id, &hello).await.unwrap(), Message::JoinReply(JoinReply { outcome: Ok(_), .. })));
+    accept_everything(events, fed.clone());
+    client
+}
+
+/// Answers every request of the aggregator with an acceptance, as a node would, in the background.
+fn accept_everything(mut events: tokio::sync::mpsc::Receiver<net::Event>, fed: FederationId) {
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let net::Event::Request { message, responder, .. } = ev {
+                let round = message.round().unwrap_or(0);
+                let _ = responder.respond(Message::Receipt(Receipt { federation: fed.clone(), round, status: ReceiptStatus::Accepted, detail: String::new() })).await;
+            }
+        }
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,6 +213,14 @@ async fn wrong_configs_fail_at_start_naming_the_field() {
     let mut quorum = cfg.clone();
     quorum.round.quorum = Some(5);
     assert!(field(quorum).await.starts_with("round.quorum:"));
+    // Two submissions would give each node the other's labels: refused before anything runs.
+    let mut two = cfg.clone();
+    two.round.quorum = Some(2);
+    assert!(field(two).await.starts_with("round.quorum:"));
+    let mut trim = cfg.clone();
+    trim.consensus.rule = learning::consensus::Rule::TrimmedMean { trim: 0.2 };
+    let e = field(trim).await;
+    assert!(e.starts_with("consensus.rule.trim:"), "three submissions × 0.2 trims nothing: {e}");
 }
 
 /// Values that cannot even be parsed are refused by `AggregatorConfig::load`, naming their key.
@@ -205,7 +236,7 @@ fn unparsable_config_values_are_named_by_their_key() {
         ("listen = [\"/ip4/127.0.0.1/tcp/0\"]", "listen = [\"not an address\"]", "listen"),
         ("federation = \"bad-input\"", "federation = \"has space\"", "federation"),
         ("encoding = \"f32\"", "encoding = \"f8\"", "round.encoding"),
-        ("quorum = 1", "quorum = -1", "round.quorum"),
+        ("quorum = 3", "quorum = -1", "round.quorum"),
     ];
     for (from, to, key) in cases {
         assert!(good.contains(from), "the test's pattern `{from}` is in the file:\n{good}");
