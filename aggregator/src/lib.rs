@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use learning::data::Dataset;
 use net::multiaddr::Multiaddr;
-use net::{Event, NetConfig};
-use protocol::{FederationId, Finished, Identity, Limits, Message, ParticipantId, ReferenceSet, ReferenceSetId};
+use net::{Event, NetConfig, RateLimit};
+use protocol::{FederationId, Finished, Identity, Limits, Message, MessageKind, ParticipantId, ReferenceSet, ReferenceSetId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -185,6 +185,8 @@ impl Aggregator {
         let roster: HashMap<ParticipantId, String> = cfg.roster.iter().map(|e| (e.peer_id, e.name.clone())).collect();
         let mut net_cfg = NetConfig::new(cfg.federation.clone(), roster.keys().copied().collect());
         net_cfg.request_timeout = Duration::from_secs(120);
+        net_cfg.limits = inbound_limits(&cfg);
+        net_cfg.rate_limits = rate_limits(loaded.reference_bytes.len());
         let limits = net_cfg.limits;
         let (client, events, network) = net::spawn(loaded.identity, net_cfg, &CancellationToken::new())?;
         let mut listen_addrs = Vec::new();
@@ -284,6 +286,27 @@ impl Aggregator {
         self.network.shutdown().await;
         summary
     }
+}
+
+/// What the aggregator accepts: every matrix it is sent has the round's shape and encoding, so
+/// a submission of any other size is refused before its bytes are read.
+fn inbound_limits(cfg: &AggregatorConfig) -> Limits {
+    Limits { max_samples: cfg.round.samples, max_classes: cfg.classes as u32, encoding: Some(cfg.round.encoding), ..Limits::default() }
+}
+
+/// Chunk size `fd-node` asks for when it fetches the reference set.
+const EXPECTED_CHUNK: usize = 1 << 20;
+
+/// Per-peer budgets of the requests that cost the aggregator most to answer: a `Hello` (each
+/// accepted one is answered with the open round's announcement) and reference-set chunks
+/// (enough to fetch the whole set twice at once, then once a minute).
+fn rate_limits(reference_bytes: usize) -> Vec<(MessageKind, RateLimit)> {
+    let chunks = reference_bytes.div_ceil(EXPECTED_CHUNK) as u32;
+    let burst = 2 * chunks + 8;
+    vec![
+        (MessageKind::Hello, RateLimit { burst: 4, per_second: 0.1 }),
+        (MessageKind::RefSetRequest, RateLimit { burst, per_second: f64::from(burst) / 60.0 }),
+    ]
 }
 
 /// Starts and runs an aggregator until its rounds are done or `shutdown` fires.

@@ -73,11 +73,9 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
 
     let me = net::keys::read(&node_key).unwrap();
     let my_id = me.id();
-    // The aggregator reads frames of at most its cap plus the 8 bytes the codec allows on top;
-    // this client's codec sends (and reads) twice as much.
-    let agg_cap = Limits::default().max_message_bytes;
-    let mut net_cfg = net::NetConfig::new(FederationId::new("bad-input").unwrap(), vec![agg_id]);
-    net_cfg.limits.max_message_bytes = 2 * agg_cap;
+    // This client's codec sends (and reads) frames of any size up to the default caps, far
+    // above the aggregator's, which are those of its round's shape.
+    let net_cfg = net::NetConfig::new(FederationId::new("bad-input").unwrap(), vec![agg_id]);
     let (client, mut events, _network) = net::spawn(me, net_cfg, &shutdown).unwrap();
     client.dial(addr.clone().with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)))).await.unwrap();
     let fed = FederationId::new("bad-input").unwrap();
@@ -136,14 +134,26 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     assert_eq!(code(client.request(&agg_id, &sub(1, nan)).await.unwrap()), RefusalReason::InvalidValues);
     let q8 = SoftLabels::encode(&probs, rows, 3, Encoding::Q8).unwrap();
     assert_eq!(code(client.request(&agg_id, &sub(1, q8)).await.unwrap()), RefusalReason::WrongShape);
-    // Oversized. A frame of exactly the aggregator's read cap is read, then refused by the
-    // envelope decoder's own cap with a receipt; one byte more is refused by the aggregator's
-    // codec before it allocates: the stream is closed without an answer. Neither is stopped by
-    // this client, whose codec allows twice as much.
-    let read_cap = agg_cap + 8;
-    assert_eq!(refusal(raw(vec![0u8; read_cap]).await), RefusalReason::TooLarge);
-    let over = tokio::time::timeout(Duration::from_secs(30), client.request_raw(&agg_id, vec![0u8; read_cap + 1])).await.expect("the aggregator closes the stream at once");
-    assert!(over.is_err(), "a frame over the aggregator's read cap was answered: {over:?}");
+    // Oversized. Each kind has its own cap, and the aggregator's submission cap is its round's
+    // shape (10 × 3 in f32) plus a kibibyte. A submission frame of exactly that cap is read,
+    // then refused as malformed with a receipt; one byte more, or a hello frame that would fit a
+    // submission but not a hello, is refused by the aggregator's codec before the rest is read:
+    // the stream is closed without an answer. This client's own codec allows all of them.
+    let agg_limits = Limits { max_samples: 10, max_classes: 3, encoding: Some(Encoding::F32), ..Limits::default() };
+    let frame = |kind: MessageKind, n: usize| {
+        let mut v = vec![0u8; n];
+        v[0] = PROTOCOL_VERSION as u8;
+        v[1] = kind as u8;
+        v
+    };
+    let sub_cap = agg_limits.frame_cap(Some(MessageKind::Submission));
+    assert!(sub_cap < 2048, "{sub_cap}");
+    assert_eq!(refusal(raw(frame(MessageKind::Submission, sub_cap)).await), RefusalReason::Malformed);
+    let hello_cap = agg_limits.frame_cap(Some(MessageKind::Hello));
+    for over in [frame(MessageKind::Submission, sub_cap + 1), frame(MessageKind::Hello, hello_cap + 1)] {
+        let answer = tokio::time::timeout(Duration::from_secs(30), client.request_raw(&agg_id, over)).await.expect("the aggregator closes the stream at once");
+        assert!(answer.is_err(), "a frame over its kind's cap was answered: {answer:?}");
+    }
     // The aggregator is still there: a good submission is accepted, a duplicate refused.
     let accepted = |m: Message| match m {
         Message::Receipt(r) => assert_eq!(r.status, ReceiptStatus::Accepted, "{}", r.detail),

@@ -17,6 +17,7 @@ pub mod faults;
 pub mod local;
 mod reference;
 mod session;
+mod submit;
 pub mod trainer;
 
 use std::path::{Path, PathBuf};
@@ -163,6 +164,8 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
     let local_samples = loaded.data.len() as u64;
     let trainer = trainer::Trainer::start(loaded.model, loaded.data, settings, cfg.state_dir.join("model"))?;
     let mut net_cfg = NetConfig::new(cfg.federation.clone(), vec![aggregator]);
+    // Matrices the aggregator sends have this node's classes: caps the consensus at that width.
+    net_cfg.limits.max_classes = trainer.classes() as u32;
     net_cfg.ledger = Some(cfg.state_dir.join("egress.jsonl"));
     let (client, events, network) = net::spawn(loaded.identity, net_cfg, &shutdown)?;
     let session = session::Session {

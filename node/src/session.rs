@@ -260,7 +260,7 @@ impl Session {
             local_samples: self.local_samples,
             labels,
         });
-        match self.client.request(&self.aggregator, &sub).await {
+        match crate::submit::until_acknowledged(&self.client, &self.aggregator, &self.aggregator_addr, &sub, ann.deadline_unix_ms).await {
             Ok(Message::Receipt(r)) => match r.status {
                 ReceiptStatus::Accepted => {
                     tracing::info!(round = ann.round, "submission accepted");
