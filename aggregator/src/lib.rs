@@ -123,6 +123,8 @@ pub struct Aggregator {
     student: Student,
     metrics: Vec<RoundMetrics>,
     completed: u64,
+    /// Last round whose checkpoint is committed (may lag `completed` after a failed checkpoint).
+    committed: u64,
     joined: HashSet<ParticipantId>,
     progress: Option<mpsc::Sender<RoundMetrics>>,
     limits: Limits,
@@ -227,6 +229,7 @@ impl Aggregator {
             student,
             metrics,
             completed,
+            committed: completed,
             joined: HashSet::new(),
             progress: None,
             limits,
@@ -265,18 +268,23 @@ impl Aggregator {
         let result = self.rounds(&shutdown).await;
         let summary = match result {
             Ok(completed) => {
+                let mut written = Ok(());
                 if completed {
-                    self.student.finish(self.metrics.clone()).await?;
+                    if self.committed < self.completed {
+                        self.checkpoint(self.completed, &shutdown).await;
+                    }
+                    written = self.student.finish(self.metrics.clone()).await;
                     // Tell the nodes, so that they checkpoint and stop instead of waiting for
-                    // a round that will not come.
-                    let done = Message::Finished(Finished {
-                        federation: self.federation().clone(),
-                        rounds: self.completed,
-                        detail: format!("{} rounds; global model written", self.completed),
-                    });
+                    // a round that will not come; even if the outputs could not be written,
+                    // every round's consensus has been sent.
+                    let detail = match &written {
+                        Ok(()) => format!("{} rounds; global model written", self.completed),
+                        Err(_) => format!("{} rounds; the global model could not be written", self.completed),
+                    };
+                    let done = Message::Finished(Finished { federation: self.federation().clone(), rounds: self.completed, detail });
                     self.deliver(&done).await;
                 }
-                Ok(RunSummary { rounds: self.metrics.clone(), model: self.cfg.output.join("global"), completed })
+                written.map(|()| RunSummary { rounds: self.metrics.clone(), model: self.cfg.output.join("global"), completed })
             }
             Err(e) => Err(e),
         };

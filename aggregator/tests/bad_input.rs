@@ -4,52 +4,15 @@
 //! the client's own codec. Wrong configs fail at start naming the field.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::time::Duration;
 
-use aggregator::config::{AggregatorConfig, ReferenceConfig, RosterEntry, RoundConfig, StudentConfig};
+use aggregator::config::AggregatorConfig;
 use aggregator::Aggregator;
-use learning::Architecture;
 use protocol::*;
+use support::{accept_everything, dir, member, setup};
 use tokio_util::sync::CancellationToken;
-
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("agg-bad-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A federation of three: `n` (whose key is written at `node_key`) and two honest members whose
-/// keys are `m1.key` and `m2.key` beside it (a consensus needs at least three submissions).
-fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
-    let agg_key = d.join("agg.key");
-    net::keys::generate(&agg_key).unwrap();
-    let node = net::keys::generate(node_key).unwrap();
-    let others: Vec<RosterEntry> = ["m1", "m2"]
-        .iter()
-        .map(|name| RosterEntry { name: (*name).into(), peer_id: net::keys::generate(&d.join(format!("{name}.key"))).unwrap().id() })
-        .collect();
-    let values: Vec<f32> = (0..50 * 4).map(|i| (i % 7) as f32).collect();
-    let rs = ReferenceSet::new(50, 4, values).unwrap();
-    std::fs::write(d.join("ref.fdref"), rs.to_bytes()).unwrap();
-    AggregatorConfig {
-        federation: FederationId::new("bad-input").unwrap(),
-        key: agg_key,
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        output: d.join("out"),
-        rounds: 1,
-        seed: 1,
-        backend: Default::default(),
-        classes: 3,
-        roster: [vec![RosterEntry { name: "n".into(), peer_id: node.id() }], others].concat(),
-        reference: ReferenceConfig { path: d.join("ref.fdref"), sha256: rs.id() },
-        round: RoundConfig { samples: 10, temperature: 2.0, encoding: Encoding::F32, quorum: Some(3), deadline_secs: 60.0 },
-        consensus: Default::default(),
-        student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, warm_start: true, distill: Default::default(), teaching: Default::default() },
-        validation: None,
-    }
-}
 
 fn refusal(m: Message) -> RefusalReason {
     match m {
@@ -170,30 +133,6 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     let summary = tokio::time::timeout(Duration::from_secs(60), task).await.unwrap().unwrap().unwrap();
     assert_eq!(summary.rounds.len(), 1);
     assert_eq!(summary.rounds[0].participants, vec!["m1", "m2", "n"]);
-}
-
-/// A roster member whose key is at `key`: connects, joins, and accepts whatever the aggregator
-/// sends it (announcements, the consensus, the end of the federation).
-async fn member(key: &Path, agg_addr: net::multiaddr::Multiaddr, agg_id: ParticipantId, fed: &FederationId, shutdown: &CancellationToken) -> net::Client {
-    let me = net::keys::read(key).unwrap();
-    let hello = Message::Hello(Hello { federation: fed.clone(), participant: me.id(), protocol_version: PROTOCOL_VERSION, agent: "test".into() });
-    let (client, events, _network) = net::spawn(me, net::NetConfig::new(fed.clone(), vec![agg_id]), shutdown).unwrap();
-    client.dial(agg_addr).await.unwrap();
-    assert!(matches!(client.request(&agg_id, &hello).await.unwrap(), Message::JoinReply(JoinReply { outcome: Ok(_), .. })));
-    accept_everything(events, fed.clone());
-    client
-}
-
-/// Answers every request of the aggregator with an acceptance, as a node would, in the background.
-fn accept_everything(mut events: tokio::sync::mpsc::Receiver<net::Event>, fed: FederationId) {
-    tokio::spawn(async move {
-        while let Some(ev) = events.recv().await {
-            if let net::Event::Request { message, responder, .. } = ev {
-                let round = message.round().unwrap_or(0);
-                let _ = responder.respond(Message::Receipt(Receipt { federation: fed.clone(), round, status: ReceiptStatus::Accepted, detail: String::new() })).await;
-            }
-        }
-    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
