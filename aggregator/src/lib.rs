@@ -10,7 +10,8 @@
 //! every node that the federation is finished. A restart with the same output folder resumes
 //! after the last completed round.
 //!
-//! Output folder layout: `state.json` (the commit point: last completed round),
+//! Output folder layout (a private folder: 0700, its files 0600): `state.json` (the commit
+//! point: last completed round),
 //! `checkpoints/round-N/` (global model and distillation pool of round N), `metrics.jsonl` and
 //! `metrics.csv` (one row per round), `federation.resolved.toml` (the config as run), and at the
 //! end `global.bpk`/`global.json`/`global.safetensors`/`global.onnx` and `report.md`.
@@ -169,7 +170,7 @@ fn load(cfg: &AggregatorConfig) -> Result<Loaded, Error> {
         }
         None => None,
     };
-    std::fs::create_dir_all(&cfg.output).map_err(|source| Error::Io { path: cfg.output.clone(), source })?;
+    learning::fs::create_private_dir(&cfg.output)?;
     let restored = checkpoint::restore(&cfg.output, &id, cfg.backend)?;
     let resolved = toml::to_string_pretty(cfg).map_err(|e| config_err("(file)", e))?;
     learning::fs::atomic_write(&cfg.output.join("federation.resolved.toml"), resolved.as_bytes())?;

@@ -149,7 +149,17 @@ async fn wrong_configs_fail_at_start_naming_the_field() {
     let e = field(AggregatorConfig { key: d.join("missing.key"), ..cfg.clone() }).await;
     assert!(e.starts_with("key:") && e.contains("missing.key"), "{e}");
     std::fs::write(d.join("garbage.key"), "nonsense").unwrap();
+    let private = |p: &std::path::Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    private(&d.join("garbage.key"), 0o600);
     assert!(field(AggregatorConfig { key: d.join("garbage.key"), ..cfg.clone() }).await.starts_with("key:"));
+    // A good key that others may read is refused, naming the fix.
+    std::fs::copy(&cfg.key, d.join("loose.key")).unwrap();
+    private(&d.join("loose.key"), 0o644);
+    let e = field(AggregatorConfig { key: d.join("loose.key"), ..cfg.clone() }).await;
+    assert!(e.starts_with("key:") && e.contains("chmod 600"), "{e}");
     let mut self_roster = cfg.clone();
     self_roster.roster[0].peer_id = net::keys::read(&cfg.key).unwrap().id();
     assert!(field(self_roster).await.starts_with("roster:"));

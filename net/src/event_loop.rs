@@ -78,7 +78,7 @@ struct EventLoop {
 pub(crate) fn spawn(identity: Identity, cfg: NetConfig, token: CancellationToken) -> Result<(Client, mpsc::Receiver<Event>, Handle), Error> {
     let swarm = build_swarm(&identity, &cfg)?;
     let ledger = match &cfg.ledger {
-        Some(path) => Some(ledger::Ledger::open(path).map_err(Error::Ledger)?),
+        Some(path) => Some(ledger::Ledger::open(path, cfg.ledger_keeps_bytes).map_err(Error::Ledger)?),
         None => None,
     };
     let (cmd_tx, cmd_rx) = mpsc::channel(256);

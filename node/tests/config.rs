@@ -40,6 +40,7 @@ fn base(dir: &std::path::Path) -> NodeConfig {
         model: Architecture::Mlp { hidden: vec![8], dropout: 0.0 },
         train: Default::default(),
         digest: Default::default(),
+        ledger: Default::default(),
     }
 }
 

@@ -106,6 +106,7 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
             model: s.architecture(i).clone(),
             train: s.nodes.train.clone(),
             digest: s.nodes.digest.clone(),
+            ledger: Default::default(),
         });
     }
     let mut validation = s.data.clone();
