@@ -1,7 +1,11 @@
-//! The output folder's crash-safe state: per-round checkpoints (global model and distillation
-//! pool) under `checkpoints/round-N/`, the metrics files, and `state.json`, the commit point
-//! rewritten last. A crash at any moment leaves the previous commit intact. Blocking: the
-//! aggregator calls these from its student's owner thread or `spawn_blocking`.
+//! The output folder's crash-safe state: per-round checkpoints (global model, distillation pool,
+//! the metrics so far, and `meta.json` written last) under `checkpoints/round-N/`, the metrics
+//! files, and `state.json`, the commit point rewritten last. A crash at any moment leaves the
+//! previous commit intact. A checkpoint that fails part-way (disk full, too many open files)
+//! leaves the last good one as the commit point. On restore, a committed round whose files do
+//! not load falls back to the round before it, and a corrupt or missing `state.json` to the
+//! newest complete checkpoint folder. Blocking: the aggregator calls these from its student's
+//! owner thread or `spawn_blocking`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -39,7 +43,8 @@ pub struct RoundMetrics {
     pub seconds: f64,
 }
 
-/// The commit point of the output folder.
+/// The commit point of the output folder; each checkpoint folder holds its own copy
+/// (`meta.json`), written after everything else in it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct State {
     completed_round: u64,
@@ -75,43 +80,109 @@ pub fn round_dir(out: &Path, round: u64) -> PathBuf {
     out.join("checkpoints").join(format!("round-{round}"))
 }
 
-/// Reads the last commit of `out`, if any.
-pub fn restore(out: &Path, reference: &ReferenceSetId, backend: BackendKind) -> Result<Restored, Error> {
-    let state_path = out.join("state.json");
-    let Ok(text) = std::fs::read(&state_path) else { return Ok(Restored::default()) };
-    let state: State = serde_json::from_slice(&text).map_err(|e| corrupt(&state_path, e))?;
-    if state.reference_set != reference.to_hex() {
-        return Err(corrupt(&state_path, "the output folder belongs to a run with another reference set"));
+/// Rounds that have a checkpoint folder, newest first.
+fn checkpoint_rounds(out: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(out.join("checkpoints")) else { return Vec::new() };
+    let mut rounds: Vec<u64> = entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            e.file_type().ok()?.is_dir().then_some(())?;
+            e.file_name().to_str()?.strip_prefix("round-")?.parse().ok()
+        })
+        .collect();
+    rounds.sort_unstable_by(|a, b| b.cmp(a));
+    rounds
+}
+
+fn read_state(path: &Path) -> Result<State, Error> {
+    let text = std::fs::read(path).map_err(|e| corrupt(path, e))?;
+    serde_json::from_slice(&text).map_err(|e| corrupt(path, e))
+}
+
+/// Loads the checkpoint of `round`, checking that it is complete and of this reference set.
+fn load_round(out: &Path, round: u64, reference: &ReferenceSetId, backend: BackendKind) -> Result<Restored, Error> {
+    let dir = round_dir(out, round);
+    let meta_path = dir.join("meta.json");
+    let meta = read_state(&meta_path)?;
+    if meta.completed_round != round || meta.reference_set != reference.to_hex() {
+        return Err(corrupt(&meta_path, "not this round's or this reference set's checkpoint"));
     }
-    let dir = round_dir(out, state.completed_round);
     let student = Model::load(&dir.join("global"), backend).map_err(|e| corrupt(&dir, e))?;
     let pool_path = dir.join("pool.bin");
     let bytes = std::fs::read(&pool_path).map_err(|e| corrupt(&pool_path, e))?;
-    // A local file, not a message: its only cap is its own size.
-    let pool: Pool = protocol::codec::from_bytes(&bytes, bytes.len()).map_err(|e| corrupt(&pool_path, e))?;
-    let metrics = read_metrics(&out.join("metrics.jsonl"))?.into_iter().filter(|m| m.round <= state.completed_round).collect();
-    Ok(Restored { completed: state.completed_round, student: Some(student), pool, metrics })
+    let pool: Pool = protocol::codec::from_file_bytes(&bytes).map_err(|e| corrupt(&pool_path, e))?;
+    let metrics: Vec<RoundMetrics> = read_metrics(&dir.join("metrics.jsonl"))?.into_iter().filter(|m| m.round <= round).collect();
+    if metrics.last().map(|m| m.round) != Some(round) {
+        return Err(corrupt(&dir, format!("its metrics do not reach round {round}")));
+    }
+    Ok(Restored { completed: round, student: Some(student), pool, metrics })
+}
+
+/// Reads the last commit of `out`, if any. If the committed round's files do not load, the
+/// round before it is used (its checkpoint is kept for this); if `state.json` itself is corrupt
+/// or gone while checkpoints exist, the newest complete one. Each fallback is logged.
+pub fn restore(out: &Path, reference: &ReferenceSetId, backend: BackendKind) -> Result<Restored, Error> {
+    let state_path = out.join("state.json");
+    let available = checkpoint_rounds(out);
+    let candidates: Vec<u64> = match read_state(&state_path) {
+        Ok(state) => {
+            if state.reference_set != reference.to_hex() {
+                return Err(corrupt(&state_path, "the output folder belongs to a run with another reference set"));
+            }
+            available.into_iter().filter(|&r| r <= state.completed_round).collect()
+        }
+        Err(_) if !state_path.exists() && available.is_empty() => return Ok(Restored::default()),
+        Err(e) => {
+            tracing::warn!(error = %e, "state.json cannot be read; looking for the newest complete checkpoint");
+            available
+        }
+    };
+    let mut last_error = None;
+    for round in candidates {
+        match load_round(out, round, reference, backend) {
+            Ok(restored) => {
+                if let Some(e) = &last_error {
+                    tracing::warn!(round, error = %e, "a newer checkpoint does not load; resuming from an earlier one");
+                }
+                return Ok(restored);
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| corrupt(&state_path, "no checkpoint folder of the committed round or an earlier one")))
 }
 
 /// Writes round `all.last()`'s checkpoint, then commits it by rewriting `state.json`; keeps the
-/// committed round and the one before it.
+/// committed round and the newest complete one before it. A failure leaves the previous commit
+/// in force.
 pub fn save(out: &Path, reference: &ReferenceSetId, student: &Model, pool: &Pool, all: &[RoundMetrics]) -> Result<(), Error> {
     let Some(last) = all.last() else { return Ok(()) };
     let dir = round_dir(out, last.round);
+    // A folder left by an earlier attempt (or a crash) is written over; its meta.json goes
+    // first, so that it cannot pass for complete while it is being rewritten.
+    match std::fs::remove_file(dir.join("meta.json")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { path: dir.join("meta.json"), source: e }),
+        _ => {}
+    }
     student.save(&dir.join("global"))?;
-    let pool = protocol::codec::to_bytes(pool)?;
+    let pool = protocol::codec::to_file_bytes(pool)?;
     atomic_write(&dir.join("pool.bin"), &pool)?;
     let mut jsonl = String::new();
     for r in all {
         jsonl.push_str(&serde_json::to_string(r).map_err(|e| corrupt(out, e))?);
         jsonl.push('\n');
     }
+    atomic_write(&dir.join("metrics.jsonl"), jsonl.as_bytes())?;
+    let state = serde_json::to_vec_pretty(&State { completed_round: last.round, reference_set: reference.to_hex() }).map_err(|e| corrupt(out, e))?;
+    atomic_write(&dir.join("meta.json"), &state)?;
     atomic_write(&out.join("metrics.jsonl"), jsonl.as_bytes())?;
     atomic_write(&out.join("metrics.csv"), metrics_csv(all).as_bytes())?;
-    let state = State { completed_round: last.round, reference_set: reference.to_hex() };
-    atomic_write(&out.join("state.json"), &serde_json::to_vec_pretty(&state).map_err(|e| corrupt(out, e))?)?;
-    if last.round > 2 {
-        let _ = std::fs::remove_dir_all(round_dir(out, last.round - 2));
+    atomic_write(&out.join("state.json"), &state)?;
+    // Keep the newest complete checkpoint before this one, for a fallback; drop the others.
+    let older: Vec<u64> = checkpoint_rounds(out).into_iter().filter(|&r| r < last.round).collect();
+    let keep = older.iter().copied().find(|&r| round_dir(out, r).join("meta.json").is_file());
+    for old in older.into_iter().filter(|&r| Some(r) != keep) {
+        let _ = std::fs::remove_dir_all(round_dir(out, old));
     }
     Ok(())
 }
@@ -141,4 +212,81 @@ fn metrics_csv(all: &[RoundMetrics]) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use learning::Architecture;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("agg-ckpt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn metrics(rounds: u64) -> Vec<RoundMetrics> {
+        (1..=rounds)
+            .map(|round| RoundMetrics { round, participants: vec!["a".into()], bytes_in: 1, bytes_out: 1, samples: 1, masked: 0, accuracy: None, nll: None, agreement: 1.0, seconds: 0.1 })
+            .collect()
+    }
+
+    fn model() -> Model {
+        Model::new(&Architecture::Mlp { hidden: vec![4], dropout: 0.0 }, 3, 2, BackendKind::default(), 1).expect("model")
+    }
+
+    fn pool(round: u64) -> Pool {
+        Pool { rows: [(round as u32, vec![0.5, 0.5])].into() }
+    }
+
+    /// Saves rounds 1..=n, each with a pool that names its round.
+    fn saved(out: &Path, n: u64) -> ReferenceSetId {
+        let reference = ReferenceSetId([7; 32]);
+        for r in 1..=n {
+            save(out, &reference, &model(), &pool(r), &metrics(r)).expect("save");
+        }
+        reference
+    }
+
+    fn restored_round(out: &Path, reference: &ReferenceSetId) -> (u64, Pool, usize) {
+        let r = restore(out, reference, BackendKind::default()).expect("restore");
+        (r.completed, r.pool, r.metrics.len())
+    }
+
+    #[test]
+    fn a_failed_checkpoint_leaves_the_last_good_one_committed() {
+        let out = dir("fail");
+        let reference = saved(&out, 2);
+        // Round 3's folder cannot be written (a file stands in its way, as a full disk would).
+        std::fs::write(round_dir(&out, 3), b"in the way").expect("write");
+        assert!(save(&out, &reference, &model(), &pool(3), &metrics(3)).is_err());
+        assert_eq!(restored_round(&out, &reference), (2, pool(2), 2));
+        // The next round's checkpoint succeeds and commits; round 2 stays as the fallback.
+        std::fs::remove_file(round_dir(&out, 3)).expect("remove");
+        save(&out, &reference, &model(), &pool(4), &metrics(4)).expect("save");
+        assert_eq!(restored_round(&out, &reference), (4, pool(4), 4));
+        assert_eq!(checkpoint_rounds(&out), vec![4, 2], "the newest complete checkpoint before the commit is kept");
+    }
+
+    #[test]
+    fn a_corrupt_pool_or_state_falls_back_to_an_earlier_checkpoint() {
+        let out = dir("corrupt");
+        let reference = saved(&out, 3);
+        assert_eq!(checkpoint_rounds(&out), vec![3, 2]);
+        std::fs::write(round_dir(&out, 3).join("pool.bin"), [0xFF; 9]).expect("write");
+        assert_eq!(restored_round(&out, &reference), (2, pool(2), 2), "round 3's pool is corrupt: resume after round 2");
+        let out = dir("state");
+        let reference = saved(&out, 3);
+        std::fs::write(out.join("state.json"), b"{ not json").expect("write");
+        assert_eq!(restored_round(&out, &reference), (3, pool(3), 3), "state.json is corrupt: the newest complete checkpoint");
+        std::fs::remove_file(out.join("state.json")).expect("remove");
+        assert_eq!(restored_round(&out, &reference), (3, pool(3), 3), "state.json is gone but checkpoints are there");
+        std::fs::remove_file(round_dir(&out, 3).join("meta.json")).expect("remove");
+        assert_eq!(restored_round(&out, &reference), (2, pool(2), 2), "a folder without meta.json is incomplete");
+        // Another run's output folder is refused, not resumed.
+        let other = ReferenceSetId([8; 32]);
+        save(&out, &reference, &model(), &pool(4), &metrics(4)).expect("save");
+        assert!(matches!(restore(&out, &other, BackendKind::default()), Err(Error::Checkpoint { .. })));
+        assert_eq!(restored_round(&dir("empty"), &reference).0, 0, "nothing there: a fresh start");
+    }
 }

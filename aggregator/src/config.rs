@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use learning::consensus::{ConsensusConfig, Rule};
+use learning::consensus::{self, ConsensusConfig, Rule, MIN_PARTICIPANTS};
 use learning::data::DataSpec;
 use learning::fs::resolve;
 use learning::train::DistillConfig;
@@ -93,7 +93,8 @@ pub struct RoundConfig {
     /// Payload encoding: `f32`, `f16` or `q8`.
     #[serde(default = "default_encoding")]
     pub encoding: Encoding,
-    /// Submissions needed to close a round after its deadline (default: every roster member).
+    /// Submissions needed to close a round after its deadline (default: every roster member);
+    /// at least 3, so that no node's labels can be read back from the consensus.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum: Option<usize>,
     /// Seconds from announcement to deadline.
@@ -183,8 +184,11 @@ impl RoundConfig {
     /// Checks the ranges, given the roster size.
     pub fn validate(&self, roster: usize) -> Result<(), Error> {
         let quorum = self.quorum(roster);
-        if quorum == 0 || quorum > roster {
-            return Err(invalid("round.quorum", format!("{quorum} is not between 1 and the roster size {roster}")));
+        if quorum < MIN_PARTICIPANTS || quorum > roster {
+            return Err(invalid(
+                "round.quorum",
+                format!("{quorum} is not between {MIN_PARTICIPANTS} and the roster size {roster} (a consensus of fewer than {MIN_PARTICIPANTS} nodes gives each one's labels away)"),
+            ));
         }
         if !(self.deadline_secs.is_finite() && self.deadline_secs > 0.0) {
             return Err(invalid("round.deadline_secs", "must be positive"));
@@ -197,6 +201,24 @@ impl RoundConfig {
         }
         if !(self.sample_count_clip.is_finite() && self.sample_count_clip >= 1.0) {
             return Err(invalid("round.sample_count_clip", format!("{} must be a number ≥ 1", self.sample_count_clip)));
+        }
+        Ok(())
+    }
+
+    /// Refuses a robust rule that would quietly degrade into the plain mean in the smallest
+    /// round that can close (the median of two is already excluded by the quorum's floor).
+    pub fn check_consensus(&self, roster: usize, consensus: &ConsensusConfig) -> Result<(), Error> {
+        let quorum = self.quorum(roster);
+        if let Rule::TrimmedMean { trim } = consensus.rule
+            && consensus::trimmed_count(quorum, trim) == 0
+        {
+            return Err(invalid(
+                "consensus.rule.trim",
+                format!(
+                    "{trim} trims nothing from a round of {quorum} submissions (round.quorum): it would be the plain mean; use at least {} or a larger quorum",
+                    (1000.0 / quorum as f32).ceil() / 1000.0
+                ),
+            ));
         }
         Ok(())
     }
@@ -264,6 +286,7 @@ impl AggregatorConfig {
         }
         self.round.validate(self.roster.len())?;
         self.consensus.validate().map_err(|e| invalid("consensus", e))?;
+        self.round.check_consensus(self.roster.len(), &self.consensus)?;
         self.student.distill.validate().map_err(|e| invalid("student.distill", e))?;
         if let Teaching::Mix { student_weight } = self.student.teaching {
             if !(0.0..=1.0).contains(&student_weight) {
@@ -274,5 +297,55 @@ impl AggregatorConfig {
             v.source().map_err(|e| invalid("validation", e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::Identity;
+
+    fn config(nodes: u8, quorum: Option<usize>, rule: Rule) -> AggregatorConfig {
+        AggregatorConfig {
+            federation: FederationId::new("t").expect("valid"),
+            key: "agg.key".into(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid")],
+            output: "out".into(),
+            rounds: 1,
+            seed: 0,
+            backend: Default::default(),
+            classes: 3,
+            roster: (0..nodes)
+                .map(|i| RosterEntry { name: format!("n{i}"), peer_id: Identity::from_seed([i + 1; 32]).expect("seed").id(), samples: None })
+                .collect(),
+            reference: ReferenceConfig { path: "ref".into(), sha256: ReferenceSetId([0; 32]) },
+            round: RoundConfig { samples: 10, temperature: 2.0, encoding: Encoding::Q8, quorum, deadline_secs: 5.0, sample_count_clip: 2.0 },
+            consensus: ConsensusConfig { rule, ..Default::default() },
+            student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![4], dropout: 0.0 }, warm_start: true, distill: Default::default(), teaching: Default::default() },
+            validation: None,
+        }
+    }
+
+    fn field(cfg: AggregatorConfig) -> String {
+        match cfg.validate() {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fewer_than_three_participants_and_degenerate_robust_rules_are_refused_naming_the_setting() {
+        assert!(config(3, None, Rule::Mean).validate().is_ok());
+        assert_eq!(field(config(2, None, Rule::Mean)), "round.quorum", "a roster of two, quorum defaulting to it");
+        assert_eq!(field(config(5, Some(2), Rule::Mean)), "round.quorum");
+        assert_eq!(field(config(3, Some(2), Rule::Median)), "round.quorum", "the median of two");
+        assert!(config(5, Some(3), Rule::Median).validate().is_ok());
+        // 4 × 0.2 < 1: nothing trimmed in a round of four.
+        assert_eq!(field(config(10, Some(4), Rule::TrimmedMean { trim: 0.2 })), "consensus.rule.trim");
+        assert!(config(10, Some(5), Rule::TrimmedMean { trim: 0.2 }).validate().is_ok());
+        let e = config(10, Some(3), Rule::TrimmedMean { trim: 0.3 }).validate().unwrap_err().to_string();
+        assert!(e.contains("0.334"), "the smallest trim that works is named: {e}");
+        assert!(config(10, Some(3), Rule::TrimmedMean { trim: 0.334 }).validate().is_ok());
+        assert_eq!(field(config(5, None, Rule::Confidence { power: 1.0, max_share: 0.5 })), "consensus");
     }
 }

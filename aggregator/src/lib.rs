@@ -11,7 +11,8 @@
 //! after the last completed round. Under `weighted_by_samples`, nodes weigh what the roster
 //! declares or, failing that, what they report, clipped ([`weights`]).
 //!
-//! Output folder layout: `state.json` (the commit point: last completed round),
+//! Output folder layout (a private folder: 0700, its files 0600): `state.json` (the commit
+//! point: last completed round),
 //! `checkpoints/round-N/` (global model and distillation pool of round N), `metrics.jsonl` and
 //! `metrics.csv` (one row per round), `federation.resolved.toml` (the config as run), and at the
 //! end `global.bpk`/`global.json`/`global.safetensors`/`global.onnx` and `report.md`.
@@ -33,8 +34,8 @@ use std::time::Duration;
 
 use learning::data::Dataset;
 use net::multiaddr::Multiaddr;
-use net::{Event, NetConfig};
-use protocol::{FederationId, Finished, Identity, Limits, Message, ParticipantId, ReferenceSet, ReferenceSetId};
+use net::{Event, NetConfig, RateLimit};
+use protocol::{FederationId, Finished, Identity, Limits, Message, MessageKind, ParticipantId, ReferenceSet, ReferenceSetId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -125,6 +126,8 @@ pub struct Aggregator {
     student: Student,
     metrics: Vec<RoundMetrics>,
     completed: u64,
+    /// Last round whose checkpoint is committed (may lag `completed` after a failed checkpoint).
+    committed: u64,
     joined: HashSet<ParticipantId>,
     progress: Option<mpsc::Sender<RoundMetrics>>,
     limits: Limits,
@@ -169,7 +172,7 @@ fn load(cfg: &AggregatorConfig) -> Result<Loaded, Error> {
         }
         None => None,
     };
-    std::fs::create_dir_all(&cfg.output).map_err(|source| Error::Io { path: cfg.output.clone(), source })?;
+    learning::fs::create_private_dir(&cfg.output)?;
     let restored = checkpoint::restore(&cfg.output, &id, cfg.backend)?;
     let resolved = toml::to_string_pretty(cfg).map_err(|e| config_err("(file)", e))?;
     learning::fs::atomic_write(&cfg.output.join("federation.resolved.toml"), resolved.as_bytes())?;
@@ -187,6 +190,8 @@ impl Aggregator {
         let roster: HashMap<ParticipantId, String> = cfg.roster.iter().map(|e| (e.peer_id, e.name.clone())).collect();
         let mut net_cfg = NetConfig::new(cfg.federation.clone(), roster.keys().copied().collect());
         net_cfg.request_timeout = Duration::from_secs(120);
+        net_cfg.limits = inbound_limits(&cfg);
+        net_cfg.rate_limits = rate_limits(loaded.reference_bytes.len());
         let limits = net_cfg.limits;
         let (client, events, network) = net::spawn(loaded.identity, net_cfg, &CancellationToken::new())?;
         let mut listen_addrs = Vec::new();
@@ -227,6 +232,7 @@ impl Aggregator {
             student,
             metrics,
             completed,
+            committed: completed,
             joined: HashSet::new(),
             progress: None,
             limits,
@@ -265,18 +271,23 @@ impl Aggregator {
         let result = self.rounds(&shutdown).await;
         let summary = match result {
             Ok(completed) => {
+                let mut written = Ok(());
                 if completed {
-                    self.student.finish(self.metrics.clone()).await?;
+                    if self.committed < self.completed {
+                        self.checkpoint(self.completed, &shutdown).await;
+                    }
+                    written = self.student.finish(self.metrics.clone()).await;
                     // Tell the nodes, so that they checkpoint and stop instead of waiting for
-                    // a round that will not come.
-                    let done = Message::Finished(Finished {
-                        federation: self.federation().clone(),
-                        rounds: self.completed,
-                        detail: format!("{} rounds; global model written", self.completed),
-                    });
+                    // a round that will not come; even if the outputs could not be written,
+                    // every round's consensus has been sent.
+                    let detail = match &written {
+                        Ok(()) => format!("{} rounds; global model written", self.completed),
+                        Err(_) => format!("{} rounds; the global model could not be written", self.completed),
+                    };
+                    let done = Message::Finished(Finished { federation: self.federation().clone(), rounds: self.completed, detail });
                     self.deliver(&done).await;
                 }
-                Ok(RunSummary { rounds: self.metrics.clone(), model: self.cfg.output.join("global"), completed })
+                written.map(|()| RunSummary { rounds: self.metrics.clone(), model: self.cfg.output.join("global"), completed })
             }
             Err(e) => Err(e),
         };
@@ -286,6 +297,27 @@ impl Aggregator {
         self.network.shutdown().await;
         summary
     }
+}
+
+/// What the aggregator accepts: every matrix it is sent has the round's shape and encoding, so
+/// a submission of any other size is refused before its bytes are read.
+fn inbound_limits(cfg: &AggregatorConfig) -> Limits {
+    Limits { max_samples: cfg.round.samples, max_classes: cfg.classes as u32, encoding: Some(cfg.round.encoding), ..Limits::default() }
+}
+
+/// Chunk size `fd-node` asks for when it fetches the reference set.
+const EXPECTED_CHUNK: usize = 1 << 20;
+
+/// Per-peer budgets of the requests that cost the aggregator most to answer: a `Hello` (each
+/// accepted one is answered with the open round's announcement) and reference-set chunks
+/// (enough to fetch the whole set twice at once, then once a minute).
+fn rate_limits(reference_bytes: usize) -> Vec<(MessageKind, RateLimit)> {
+    let chunks = reference_bytes.div_ceil(EXPECTED_CHUNK) as u32;
+    let burst = 2 * chunks + 8;
+    vec![
+        (MessageKind::Hello, RateLimit { burst: 4, per_second: 0.1 }),
+        (MessageKind::RefSetRequest, RateLimit { burst, per_second: f64::from(burst) / 60.0 }),
+    ]
 }
 
 /// Starts and runs an aggregator until its rounds are done or `shutdown` fires.

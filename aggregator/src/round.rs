@@ -1,15 +1,17 @@
 //! The round state machine: which submissions are accepted, and when a round may close.
 //!
 //! A round is ready to close when every roster member has submitted, or when the quorum is met
-//! and the deadline has passed. After it closes, every submission is refused as late.
-//! Soft labels of the mean-family rules are streamed into a running mean as they arrive; robust
-//! rules (median, trimmed mean) keep each matrix until the round closes, and so does
-//! `weighted_by_samples` unless the roster declares every node's count: a reported count is
-//! clipped to a multiple of the round's median ([`crate::weights`]), known only at the close.
+//! and the deadline has passed; never with fewer than [`MIN_PARTICIPANTS`] submissions (with
+//! two, each node would learn the other's labels from the consensus). After it closes, every
+//! submission is refused as late. Soft labels of the plain and sample-weighted means are
+//! streamed into a running mean as they arrive; the other rules (confidence, median, trimmed
+//! mean) keep each matrix until the round closes, and so does `weighted_by_samples` unless the
+//! roster declares every node's count: a reported count is clipped to a multiple of the round's
+//! median ([`crate::weights`]), known only at the close.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use learning::consensus::{self, Combined, ConsensusConfig, MeanAccumulator, Rule};
+use learning::consensus::{self, Combined, ConsensusConfig, MeanAccumulator, Rule, MIN_PARTICIPANTS};
 use protocol::{Limits, ParticipantId, RefusalReason, RoundAnnouncement, Submission};
 use tokio::time::Instant;
 
@@ -73,7 +75,7 @@ impl RoundState {
             announcement,
             deadline,
             roster,
-            quorum: quorum.max(1),
+            quorum: quorum.max(MIN_PARTICIPANTS),
             accepted: BTreeSet::new(),
             collector: Collector::Keep(Vec::new()),
             cfg,
@@ -98,7 +100,7 @@ impl RoundState {
         let (samples, classes) = (self.announcement.selection.len(), self.announcement.classes as usize);
         let all_declared = self.roster.iter().all(|p| self.counts.declared.contains_key(p));
         if self.cfg.rule.streams() && (self.cfg.rule != Rule::WeightedBySamples || all_declared) {
-            Collector::Stream(MeanAccumulator::new(samples, classes, self.cfg.rule == Rule::Confidence))
+            Collector::Stream(MeanAccumulator::new(samples, classes))
         } else {
             Collector::Keep(Vec::new())
         }
@@ -149,7 +151,7 @@ impl RoundState {
     /// Whether the round may close at `now`.
     pub fn ready(&self, now: Instant) -> bool {
         let n = self.accepted.len();
-        n >= self.roster.len() || (n >= self.quorum && now >= self.deadline)
+        n >= MIN_PARTICIPANTS && (n >= self.roster.len() || (n >= self.quorum && now >= self.deadline))
     }
 
     /// When the deadline passes.
@@ -163,6 +165,9 @@ impl RoundState {
         let round = self.round();
         let failed = |detail: String| crate::Error::Round { round, detail };
         let (samples, classes) = (self.announcement.selection.len(), self.announcement.classes as usize);
+        if self.accepted.len() < MIN_PARTICIPANTS {
+            return Err(failed(format!("{} submissions; a consensus needs at least {MIN_PARTICIPANTS}", self.accepted.len())));
+        }
         match &self.collector {
             Collector::Stream(acc) => {
                 if acc.nodes() == 0 {
@@ -175,7 +180,7 @@ impl RoundState {
                     return Err(failed("no submissions".into()));
                 }
                 let counts: Vec<Count> = v.iter().map(|(_, c)| *c).collect();
-                let mut acc = MeanAccumulator::new(samples, classes, false);
+                let mut acc = MeanAccumulator::new(samples, classes);
                 for ((probs, _), w) in v.iter().zip(weights::sample_weights(&counts, self.counts.clip)) {
                     acc.add(probs, w)?;
                 }
@@ -233,26 +238,41 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn closes_when_everyone_answered_or_at_the_deadline_with_quorum() {
-        let ids: Vec<ParticipantId> = (0..3).map(|i| ParticipantId([i; 32])).collect();
+        let ids: Vec<ParticipantId> = (0..4).map(|i| ParticipantId([i; 32])).collect();
         let start = Instant::now();
-        let mut st = RoundState::new(ann(4), ids.iter().copied().collect(), 2, start + Duration::from_secs(30), ConsensusConfig::default());
+        let mut st = RoundState::new(ann(4), ids.iter().copied().collect(), 3, start + Duration::from_secs(30), ConsensusConfig::default());
         let limits = Limits::default();
         st.submit(ids[0], &sub(4, 0.9), &limits).unwrap();
-        assert!(!st.ready(Instant::now()), "one of three, before the deadline");
+        st.submit(ids[1], &sub(4, 0.8), &limits).unwrap();
+        assert!(!st.ready(Instant::now()), "two of four, before the deadline");
         tokio::time::advance(Duration::from_secs(31)).await;
         assert!(!st.ready(Instant::now()), "deadline passed but no quorum");
-        st.submit(ids[1], &sub(4, 0.7), &limits).unwrap();
+        st.submit(ids[2], &sub(4, 0.7), &limits).unwrap();
         assert!(st.ready(Instant::now()), "quorum after the deadline");
         let c = st.close().unwrap();
         assert!((c.probs[0] - 0.8).abs() < 1e-6);
-        assert_eq!(st.participants(), vec![ids[0], ids[1]]);
-        let late = st.submit(ids[2], &sub(4, 0.5), &limits).unwrap_err();
+        assert_eq!(st.participants(), vec![ids[0], ids[1], ids[2]]);
+        let late = st.submit(ids[3], &sub(4, 0.5), &limits).unwrap_err();
         assert_eq!(late.refusal_reason(), RefusalReason::Late);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn refuses_duplicates_strangers_wrong_rounds_and_bad_values() {
+    async fn no_consensus_from_fewer_than_three_even_when_everyone_answered() {
+        // A roster of two (a config the aggregator refuses) and a quorum of one: everyone
+        // answered and the deadline passed, and still the round does not close.
         let ids: Vec<ParticipantId> = (0..2).map(|i| ParticipantId([i; 32])).collect();
+        let mut st = RoundState::new(ann(1), ids.iter().copied().collect(), 1, Instant::now(), ConsensusConfig::default());
+        let limits = Limits::default();
+        st.submit(ids[0], &sub(1, 0.9), &limits).unwrap();
+        st.submit(ids[1], &sub(1, 0.8), &limits).unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!st.ready(Instant::now()));
+        assert!(matches!(st.close(), Err(crate::Error::Round { round: 1, .. })), "nothing is released");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refuses_duplicates_strangers_wrong_rounds_and_bad_values() {
+        let ids: Vec<ParticipantId> = (0..3).map(|i| ParticipantId([i; 32])).collect();
         let mut st = RoundState::new(ann(2), ids.iter().copied().collect(), 1, Instant::now() + Duration::from_secs(5), ConsensusConfig::default());
         let limits = Limits::default();
         let code = |r: Result<(), protocol::Error>| r.unwrap_err().refusal_reason();
@@ -266,6 +286,8 @@ mod tests {
         assert_eq!(code(st.submit(ids[0], &sub(2, 0.6), &limits)), RefusalReason::Duplicate);
         assert!(!st.ready(Instant::now()));
         st.submit(ids[1], &sub(2, 0.5), &limits).unwrap();
+        assert!(!st.ready(Instant::now()));
+        st.submit(ids[2], &sub(2, 0.5), &limits).unwrap();
         assert!(st.ready(Instant::now()), "everyone answered: no need to wait for the deadline");
     }
 

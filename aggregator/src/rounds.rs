@@ -10,6 +10,23 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::RoundMetrics;
+
+/// Attempts at a round's checkpoint before the round goes on uncommitted.
+const CHECKPOINT_ATTEMPTS: u32 = 3;
+/// Pause before the second attempt; it doubles before each further one.
+const CHECKPOINT_FIRST_PAUSE: Duration = Duration::from_millis(500);
+
+/// `e` and its sources, `: `-separated (what a failed write was, and why).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
 use crate::round::RoundState;
 use crate::{Aggregator, Error};
 
@@ -87,7 +104,7 @@ impl Aggregator {
                 seconds: started.elapsed().as_secs_f64(),
             };
             self.metrics.push(m.clone());
-            self.student.checkpoint(self.metrics.clone()).await?;
+            self.checkpoint(round, shutdown).await;
             self.completed = round;
             tracing::info!(
                 round,
@@ -103,6 +120,38 @@ impl Aggregator {
             }
         }
         Ok(true)
+    }
+
+    /// Checkpoints round `round`. The consensus has been sent, so a failure (disk full, too
+    /// many open files) does not end the run: it is reported and retried a few times, and if it
+    /// persists the last good checkpoint stays the commit point and the next round's
+    /// checkpoint tries again. Returns whether this round is committed.
+    pub(crate) async fn checkpoint(&mut self, round: u64, shutdown: &CancellationToken) -> bool {
+        let mut pause = CHECKPOINT_FIRST_PAUSE;
+        for attempt in 1..=CHECKPOINT_ATTEMPTS {
+            match self.student.checkpoint(self.metrics.clone()).await {
+                Ok(()) => {
+                    if attempt > 1 {
+                        tracing::info!(round, attempt, "checkpoint written");
+                    }
+                    self.committed = round;
+                    return true;
+                }
+                Err(e) => {
+                    let error = error_chain(&e);
+                    tracing::error!(round, attempt, of = CHECKPOINT_ATTEMPTS, committed = self.committed, %error, "checkpoint failed; the last good checkpoint stays the commit point");
+                }
+            }
+            if attempt < CHECKPOINT_ATTEMPTS {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause *= 2;
+            }
+        }
+        tracing::error!(round, committed = self.committed, "round not checkpointed; the run goes on and the next round's checkpoint tries again");
+        false
     }
 
     fn announcement(&self, round: u64) -> RoundAnnouncement {

@@ -4,46 +4,15 @@
 //! the client's own codec. Wrong configs fail at start naming the field.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::time::Duration;
 
-use aggregator::config::{AggregatorConfig, ReferenceConfig, RosterEntry, RoundConfig, StudentConfig};
+use aggregator::config::AggregatorConfig;
 use aggregator::Aggregator;
-use learning::Architecture;
 use protocol::*;
+use support::{accept_everything, dir, member, setup};
 use tokio_util::sync::CancellationToken;
-
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("agg-bad-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
-    let agg_key = d.join("agg.key");
-    net::keys::generate(&agg_key).unwrap();
-    let node = net::keys::generate(node_key).unwrap();
-    let values: Vec<f32> = (0..50 * 4).map(|i| (i % 7) as f32).collect();
-    let rs = ReferenceSet::new(50, 4, values).unwrap();
-    std::fs::write(d.join("ref.fdref"), rs.to_bytes()).unwrap();
-    AggregatorConfig {
-        federation: FederationId::new("bad-input").unwrap(),
-        key: agg_key,
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        output: d.join("out"),
-        rounds: 1,
-        seed: 1,
-        backend: Default::default(),
-        classes: 3,
-        roster: vec![RosterEntry { name: "n".into(), peer_id: node.id(), samples: None }],
-        reference: ReferenceConfig { path: d.join("ref.fdref"), sha256: rs.id() },
-        round: RoundConfig { samples: 10, temperature: 2.0, encoding: Encoding::F32, quorum: Some(1), deadline_secs: 60.0, sample_count_clip: 2.0 },
-        consensus: Default::default(),
-        student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, warm_start: true, distill: Default::default(), teaching: Default::default() },
-        validation: None,
-    }
-}
 
 fn refusal(m: Message) -> RefusalReason {
     match m {
@@ -56,12 +25,9 @@ fn refusal(m: Message) -> RefusalReason {
 async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_going() {
     let d = dir("msgs");
     let node_key = d.join("node.key");
-    let mut cfg = setup(&d, &node_key);
-    // A second roster member that never shows up keeps the round open (quorum 1) until its
-    // deadline, so the duplicate below meets an open round and the aggregator is still running.
-    let absent = Identity::from_seed([42; 32]).unwrap();
-    cfg.roster.push(RosterEntry { name: "absent".into(), peer_id: absent.id(), samples: None });
-    cfg.round.deadline_secs = 3.0;
+    // The two other roster members submit only at the end: until then the round stays open, so
+    // the duplicate below meets an open round and the aggregator is still running.
+    let cfg = setup(&d, &node_key);
     let agg = Aggregator::start(cfg).await.unwrap();
     let agg_id = agg.id();
     let addr = agg.listen_addrs()[0].clone();
@@ -70,13 +36,11 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
 
     let me = net::keys::read(&node_key).unwrap();
     let my_id = me.id();
-    // The aggregator reads frames of at most its cap plus the 8 bytes the codec allows on top;
-    // this client's codec sends (and reads) twice as much.
-    let agg_cap = Limits::default().max_message_bytes;
-    let mut net_cfg = net::NetConfig::new(FederationId::new("bad-input").unwrap(), vec![agg_id]);
-    net_cfg.limits.max_message_bytes = 2 * agg_cap;
+    // This client's codec sends (and reads) frames of any size up to the default caps, far
+    // above the aggregator's, which are those of its round's shape.
+    let net_cfg = net::NetConfig::new(FederationId::new("bad-input").unwrap(), vec![agg_id]);
     let (client, mut events, _network) = net::spawn(me, net_cfg, &shutdown).unwrap();
-    client.dial(addr.with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)))).await.unwrap();
+    client.dial(addr.clone().with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)))).await.unwrap();
     let fed = FederationId::new("bad-input").unwrap();
     let hello = Message::Hello(Hello { federation: fed.clone(), participant: my_id, protocol_version: PROTOCOL_VERSION, agent: "test".into() });
     assert!(matches!(client.request(&agg_id, &hello).await.unwrap(), Message::JoinReply(JoinReply { outcome: Ok(_), .. })));
@@ -91,15 +55,7 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
         }
     };
     // From now on, answer whatever the aggregator asks (the consensus) as a node would.
-    let fed2 = fed.clone();
-    tokio::spawn(async move {
-        while let Some(ev) = events.recv().await {
-            if let net::Event::Request { message, responder, .. } = ev {
-                let round = message.round().unwrap_or(0);
-                let _ = responder.respond(Message::Receipt(Receipt { federation: fed2.clone(), round, status: ReceiptStatus::Accepted, detail: String::new() })).await;
-            }
-        }
-    });
+    accept_everything(events, fed.clone());
     let limits = Limits::default();
     let raw = |bytes: Vec<u8>| {
         let client = client.clone();
@@ -148,26 +104,42 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     assert_eq!(code(client.request(&agg_id, &sub(1, nan)).await.unwrap()), RefusalReason::InvalidValues);
     let q8 = SoftLabels::encode(&probs, rows, 3, Encoding::Q8).unwrap();
     assert_eq!(code(client.request(&agg_id, &sub(1, q8)).await.unwrap()), RefusalReason::WrongShape);
-    // Oversized. A frame of exactly the aggregator's read cap is read, then refused by the
-    // envelope decoder's own cap with a receipt; one byte more is refused by the aggregator's
-    // codec before it allocates: the stream is closed without an answer. Neither is stopped by
-    // this client, whose codec allows twice as much.
-    let read_cap = agg_cap + 8;
-    assert_eq!(refusal(raw(vec![0u8; read_cap]).await), RefusalReason::TooLarge);
-    let over = tokio::time::timeout(Duration::from_secs(30), client.request_raw(&agg_id, vec![0u8; read_cap + 1])).await.expect("the aggregator closes the stream at once");
-    assert!(over.is_err(), "a frame over the aggregator's read cap was answered: {over:?}");
+    // Oversized. Each kind has its own cap, and the aggregator's submission cap is its round's
+    // shape (10 × 3 in f32) plus a kibibyte. A submission frame of exactly that cap is read,
+    // then refused as malformed with a receipt; one byte more, or a hello frame that would fit a
+    // submission but not a hello, is refused by the aggregator's codec before the rest is read:
+    // the stream is closed without an answer. This client's own codec allows all of them.
+    let agg_limits = Limits { max_samples: 10, max_classes: 3, encoding: Some(Encoding::F32), ..Limits::default() };
+    let frame = |kind: MessageKind, n: usize| {
+        let mut v = vec![0u8; n];
+        v[0] = PROTOCOL_VERSION as u8;
+        v[1] = kind as u8;
+        v
+    };
+    let sub_cap = agg_limits.frame_cap(Some(MessageKind::Submission));
+    assert!(sub_cap < 2048, "{sub_cap}");
+    assert_eq!(refusal(raw(frame(MessageKind::Submission, sub_cap)).await), RefusalReason::Malformed);
+    let hello_cap = agg_limits.frame_cap(Some(MessageKind::Hello));
+    for over in [frame(MessageKind::Submission, sub_cap + 1), frame(MessageKind::Hello, hello_cap + 1)] {
+        let answer = tokio::time::timeout(Duration::from_secs(30), client.request_raw(&agg_id, over)).await.expect("the aggregator closes the stream at once");
+        assert!(answer.is_err(), "a frame over its kind's cap was answered: {answer:?}");
+    }
     // The aggregator is still there: a good submission is accepted, a duplicate refused.
-    match client.request(&agg_id, &sub(1, good.clone())).await.unwrap() {
+    let accepted = |m: Message| match m {
         Message::Receipt(r) => assert_eq!(r.status, ReceiptStatus::Accepted, "{}", r.detail),
         other => panic!("{other:?}"),
+    };
+    accepted(client.request(&agg_id, &sub(1, good.clone())).await.unwrap());
+    assert_eq!(refusal(client.request(&agg_id, &sub(1, good.clone())).await.unwrap()), RefusalReason::Duplicate);
+    // The two other members submit: the round closes with all three.
+    let agg_addr = addr.with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)));
+    for name in ["m1", "m2"] {
+        let member = member(&d.join(format!("{name}.key")), agg_addr.clone(), agg_id, &fed, &shutdown).await;
+        accepted(member.request(&agg_id, &sub(1, good.clone())).await.unwrap());
     }
-    let again = client.request(&agg_id, &sub(1, good)).await;
-    // The round may already have closed (quorum 1): then the resubmission is late.
-    let r = refusal(again.unwrap());
-    assert!(r == RefusalReason::Duplicate || r == RefusalReason::Late, "{r:?}");
     let summary = tokio::time::timeout(Duration::from_secs(60), task).await.unwrap().unwrap().unwrap();
     assert_eq!(summary.rounds.len(), 1);
-    assert_eq!(summary.rounds[0].participants, vec!["n"]);
+    assert_eq!(summary.rounds[0].participants, vec!["m1", "m2", "n"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +156,17 @@ async fn wrong_configs_fail_at_start_naming_the_field() {
     let e = field(AggregatorConfig { key: d.join("missing.key"), ..cfg.clone() }).await;
     assert!(e.starts_with("key:") && e.contains("missing.key"), "{e}");
     std::fs::write(d.join("garbage.key"), "nonsense").unwrap();
+    let private = |p: &std::path::Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    private(&d.join("garbage.key"), 0o600);
     assert!(field(AggregatorConfig { key: d.join("garbage.key"), ..cfg.clone() }).await.starts_with("key:"));
+    // A good key that others may read is refused, naming the fix.
+    std::fs::copy(&cfg.key, d.join("loose.key")).unwrap();
+    private(&d.join("loose.key"), 0o644);
+    let e = field(AggregatorConfig { key: d.join("loose.key"), ..cfg.clone() }).await;
+    assert!(e.starts_with("key:") && e.contains("chmod 600"), "{e}");
     let mut self_roster = cfg.clone();
     self_roster.roster[0].peer_id = net::keys::read(&cfg.key).unwrap().id();
     assert!(field(self_roster).await.starts_with("roster:"));
@@ -203,6 +185,14 @@ async fn wrong_configs_fail_at_start_naming_the_field() {
     let mut clip = cfg.clone();
     clip.round.sample_count_clip = 0.5;
     assert!(field(clip).await.starts_with("round.sample_count_clip:"));
+    // Two submissions would give each node the other's labels: refused before anything runs.
+    let mut two = cfg.clone();
+    two.round.quorum = Some(2);
+    assert!(field(two).await.starts_with("round.quorum:"));
+    let mut trim = cfg.clone();
+    trim.consensus.rule = learning::consensus::Rule::TrimmedMean { trim: 0.2 };
+    let e = field(trim).await;
+    assert!(e.starts_with("consensus.rule.trim:"), "three submissions × 0.2 trims nothing: {e}");
 }
 
 /// Values that cannot even be parsed are refused by `AggregatorConfig::load`, naming their key.
@@ -218,7 +208,7 @@ fn unparsable_config_values_are_named_by_their_key() {
         ("listen = [\"/ip4/127.0.0.1/tcp/0\"]", "listen = [\"not an address\"]", "listen"),
         ("federation = \"bad-input\"", "federation = \"has space\"", "federation"),
         ("encoding = \"f32\"", "encoding = \"f8\"", "round.encoding"),
-        ("quorum = 1", "quorum = -1", "round.quorum"),
+        ("quorum = 3", "quorum = -1", "round.quorum"),
         ("sample_count_clip = 2.0", "sample_count_clip = \"twice\"", "round.sample_count_clip"),
     ];
     for (from, to, key) in cases {

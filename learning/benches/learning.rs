@@ -130,7 +130,7 @@ fn consensus_bench(quick: bool) {
     let bytes = (nodes * samples * classes * 4) as f64;
     println!("\nconsensus, {nodes} nodes x {samples} samples x {classes} classes ({:.0} MB of f32 input), one thread", bytes / 1e6);
     let t = Instant::now();
-    let mut acc = MeanAccumulator::new(samples, classes, false);
+    let mut acc = MeanAccumulator::new(samples, classes);
     for m in &matrices {
         acc.add(m, 1.0).expect("add");
     }
@@ -138,7 +138,7 @@ fn consensus_bench(quick: bool) {
     let s = t.elapsed().as_secs_f64();
     println!("{:<28} {:>8.3} s {:>9.2} GB/s", "streaming mean", s, bytes / s / 1e9);
     let inputs: Vec<(&[f32], u64)> = matrices.iter().map(|m| (m.as_slice(), 100)).collect();
-    for rule in [Rule::Mean, Rule::WeightedBySamples, Rule::Confidence, Rule::Median, Rule::TrimmedMean { trim: 0.1 }] {
+    for rule in [Rule::Mean, Rule::WeightedBySamples, Rule::CONFIDENCE, Rule::Median, Rule::TrimmedMean { trim: 0.1 }] {
         let cfg = ConsensusConfig { rule: rule.clone(), ..Default::default() };
         let t = Instant::now();
         std::hint::black_box(consensus::combine(&inputs, samples, classes, &cfg).expect("combine"));

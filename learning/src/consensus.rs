@@ -1,9 +1,16 @@
 //! Consensus: pure functions that combine the soft labels of many nodes for the same samples.
 //!
 //! Inputs are row-major `samples × classes` probability matrices. Every rule returns rows that
-//! sum to 1 and does not depend on the order of the nodes. The mean rules stream: a
-//! [`MeanAccumulator`] takes one node's matrix at a time and never holds N of them.
-//! Median and trimmed mean need every value of a coordinate at once, so they take all matrices.
+//! sum to 1 and does not depend on the order of the nodes. The plain and sample-weighted means
+//! stream: a [`MeanAccumulator`] takes one node's matrix at a time and never holds N of them.
+//! Median and trimmed mean need every value of a coordinate at once, and the confidence rule
+//! needs every node's weight of a sample to cap each one's share ([`capped_weights`]), so they
+//! take all matrices.
+//!
+//! No rule lets one node take a sample over: the confidence rule caps any node's share of every
+//! sample at a multiple of the equal share, and robust rules that would quietly degrade (a
+//! trimmed mean that trims nothing, the median of two) are refused by the aggregator's config
+//! before a round runs. No consensus is released from fewer than [`MIN_PARTICIPANTS`] nodes.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,8 +25,20 @@ pub enum Rule {
     Mean,
     /// Mean weighted by each node's local sample count.
     WeightedBySamples,
-    /// Per sample, each node weighted by its confidence 1 − H(p)/log C.
-    Confidence,
+    /// Per sample, each node weighted by its confidence (1 − H(p)/log C)^`power`, with no node
+    /// carrying more than `max_share` times the equal share 1/n of any sample's weight.
+    Confidence {
+        /// Tempering exponent in (0, 1]: 1 keeps the confidence as it is, smaller values flatten
+        /// the weights towards the plain mean.
+        #[serde(default = "one")]
+        power: f32,
+        /// Largest share of a sample's weight one node may carry, as a multiple (≥ 1) of the
+        /// equal share 1/n: 1 is the plain mean, 2 lets a confident node count as at most two
+        /// average ones. Without it, a node that sends one-hot rows weighs 1 against honest rows
+        /// of 0.1–0.5 and counts as 2–10 honest nodes.
+        #[serde(default = "two")]
+        max_share: f32,
+    },
     /// Coordinate-wise median (robust to a minority of bad nodes).
     Median,
     /// Coordinate-wise mean after dropping the `trim` fraction of lowest and of highest values.
@@ -29,11 +48,31 @@ pub enum Rule {
     },
 }
 
+fn one() -> f32 {
+    1.0
+}
+
+fn two() -> f32 {
+    2.0
+}
+
 impl Rule {
-    /// Whether the rule can stream (mean family).
+    /// The confidence rule with its default tempering (none) and share cap (2 × the equal share).
+    pub const CONFIDENCE: Rule = Rule::Confidence { power: 1.0, max_share: 2.0 };
+
+    /// Whether the rule can stream (plain and sample-weighted means).
     pub fn streams(&self) -> bool {
-        matches!(self, Rule::Mean | Rule::WeightedBySamples | Rule::Confidence)
+        matches!(self, Rule::Mean | Rule::WeightedBySamples)
     }
+}
+
+/// Fewest submissions a consensus is released from: with two, each node learns the other's
+/// labels exactly from the consensus, and the median of two is their mean.
+pub const MIN_PARTICIPANTS: usize = 3;
+
+/// How many values a trimmed mean drops at each end from `n` values.
+pub fn trimmed_count(n: usize, trim: f32) -> usize {
+    ((n as f32) * trim).floor() as usize
 }
 
 /// Entropy reduction applied to the combined labels.
@@ -74,6 +113,14 @@ impl ConsensusConfig {
             && !(0.0..0.5).contains(&trim)
         {
             return Err(Error::Config(format!("trimmed mean: trim {trim} must be in [0, 0.5)")));
+        }
+        if let Rule::Confidence { power, max_share } = self.rule {
+            if !(power > 0.0 && power <= 1.0) {
+                return Err(Error::Config(format!("confidence: power {power} must be in (0, 1]")));
+            }
+            if !(max_share.is_finite() && max_share >= 1.0) {
+                return Err(Error::Config(format!("confidence: max_share {max_share} must be ≥ 1 (a multiple of the equal share 1/n)")));
+            }
         }
         match self.sharpen {
             Sharpen::Power { beta } if !(beta.is_finite() && beta >= 1.0) => {
@@ -126,35 +173,44 @@ pub const MAX_NODE_WEIGHT: f64 = (1u64 << 20) as f64;
 #[derive(Clone, Debug)]
 pub struct MeanAccumulator {
     sum: Vec<i64>,
-    /// Per-sample total weight (per-sample confidence rules need one per row).
+    /// Per-sample total weight (per-sample rules weight each row on its own).
     weight: Vec<i64>,
     classes: usize,
     nodes: usize,
-    confidence: bool,
 }
 
 impl MeanAccumulator {
-    /// An empty accumulator. With `confidence`, each row is weighted by its own confidence.
-    pub fn new(samples: usize, classes: usize, confidence: bool) -> Self {
-        Self { sum: vec![0; samples * classes], weight: vec![0; samples], classes, nodes: 0, confidence }
+    /// An empty accumulator.
+    pub fn new(samples: usize, classes: usize) -> Self {
+        Self { sum: vec![0; samples * classes], weight: vec![0; samples], classes, nodes: 0 }
     }
 
     /// Adds one node's matrix with weight `w` (its sample count, or 1).
     pub fn add(&mut self, probs: &[f32], w: f64) -> Result<(), Error> {
-        if probs.len() != self.sum.len() {
-            return Err(Error::Shape(format!("matrix of {} values, expected {}", probs.len(), self.sum.len())));
+        let samples = self.weight.len();
+        self.add_rows(probs, &vec![w; samples])
+    }
+
+    /// Adds one node's matrix with a weight for each of its rows (the per-sample rules).
+    pub fn add_rows(&mut self, probs: &[f32], row_weights: &[f64]) -> Result<(), Error> {
+        if probs.len() != self.sum.len() || row_weights.len() != self.weight.len() {
+            return Err(Error::Shape(format!(
+                "matrix of {} values and {} row weights, expected {} and {}",
+                probs.len(),
+                row_weights.len(),
+                self.sum.len(),
+                self.weight.len()
+            )));
         }
-        if !(w.is_finite() && w >= 0.0) {
+        if let Some(w) = row_weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
             return Err(Error::Consensus { detail: format!("node weight {w} must be finite and ≥ 0") });
         }
         if self.nodes >= 8192 {
             return Err(Error::Consensus { detail: "the streaming mean takes at most 8,192 nodes".into() });
         }
-        let w = w.min(MAX_NODE_WEIGHT);
         let c = self.classes;
-        for ((acc, row), total) in self.sum.chunks_exact_mut(c).zip(probs.chunks_exact(c)).zip(self.weight.iter_mut()) {
-            let rw = if self.confidence { w * (1.0 - normalised_entropy(row) as f64).max(1e-6) } else { w };
-            let scale = rw * FIXED;
+        for (((acc, row), total), &w) in self.sum.chunks_exact_mut(c).zip(probs.chunks_exact(c)).zip(self.weight.iter_mut()).zip(row_weights) {
+            let scale = w.min(MAX_NODE_WEIGHT) * FIXED;
             // Values are non-negative probabilities: adding ½ and truncating rounds to nearest.
             for (a, &p) in acc.iter_mut().zip(row) {
                 *a += (scale * p.max(0.0) as f64 + 0.5) as i64;
@@ -196,11 +252,20 @@ pub fn combine(inputs: &[(&[f32], u64)], samples: usize, classes: usize, cfg: &C
         return Err(Error::Shape(format!("node matrix {i} does not have {samples} × {classes} values")));
     }
     let probs = match &cfg.rule {
-        Rule::Mean | Rule::WeightedBySamples | Rule::Confidence => {
-            let mut acc = MeanAccumulator::new(samples, classes, cfg.rule == Rule::Confidence);
+        Rule::Mean | Rule::WeightedBySamples => {
+            let mut acc = MeanAccumulator::new(samples, classes);
             for (m, n) in inputs {
                 let w = if cfg.rule == Rule::WeightedBySamples { *n as f64 } else { 1.0 };
                 acc.add(m, w)?;
+            }
+            acc.finish()
+        }
+        Rule::Confidence { power, max_share } => {
+            let matrices: Vec<&[f32]> = inputs.iter().map(|(m, _)| *m).collect();
+            let weights = confidence_weights(&matrices, samples, classes, *power, *max_share);
+            let mut acc = MeanAccumulator::new(samples, classes);
+            for (m, w) in matrices.iter().zip(&weights) {
+                acc.add_rows(m, w)?;
             }
             acc.finish()
         }
@@ -211,13 +276,68 @@ pub fn combine(inputs: &[(&[f32], u64)], samples: usize, classes: usize, cfg: &C
         Rule::TrimmedMean { trim } => {
             let trim = *trim;
             coordinatewise(inputs, samples * classes, move |v| {
-                let k = ((v.len() as f32) * trim).floor() as usize;
+                let k = trimmed_count(v.len(), trim);
                 let kept = &v[k..v.len() - k];
                 kept.iter().sum::<f32>() / kept.len() as f32
             })
         }
     };
     Ok(postprocess(probs, classes, cfg))
+}
+
+/// The weight of each node (outer) on each sample (inner) under the confidence rule: the
+/// tempered confidence `(1 − H(p)/log C)^power` of the node's row, then, sample by sample,
+/// [`capped_weights`] with `max_share`. Depends on each node's own rows and on the multiset of
+/// weights of a sample, never on the order of the nodes.
+pub fn confidence_weights(matrices: &[&[f32]], samples: usize, classes: usize, power: f32, max_share: f32) -> Vec<Vec<f64>> {
+    let mut weights: Vec<Vec<f64>> = matrices
+        .iter()
+        .map(|m| m.chunks_exact(classes).map(|row| (1.0 - normalised_entropy(row) as f64).max(1e-6).powf(power as f64)).collect())
+        .collect();
+    let mut column = vec![0.0; matrices.len()];
+    for s in 0..samples {
+        for (c, w) in column.iter_mut().zip(&weights) {
+            *c = w[s];
+        }
+        let capped = capped_weights(&column, max_share as f64);
+        for (w, c) in weights.iter_mut().zip(capped) {
+            w[s] = c;
+        }
+    }
+    weights
+}
+
+/// Clips the weights of one sample so that no node carries more than `max_share` times the equal
+/// share 1/n of their total: each weight becomes min(w, λ), with λ the largest level at which the
+/// clipped weights satisfy the cap (water-filling; `max_share` ≥ 1 always admits one). Weights
+/// within the cap are returned unchanged. λ is computed from the sorted weights, so the result
+/// does not depend on the order of the nodes.
+pub fn capped_weights(weights: &[f64], max_share: f64) -> Vec<f64> {
+    let n = weights.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let cap = (max_share.max(1.0) / n as f64).min(1.0);
+    let mut sorted = weights.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let total: f64 = sorted.iter().sum();
+    // f(λ) = cap · Σ min(w, λ) − λ is concave with f(0) = 0: the clipped weights meet the cap
+    // exactly where f ≥ 0, an interval [0, λ*]. Walk the segments between sorted weights.
+    if cap * total >= sorted[0] {
+        return weights.to_vec();
+    }
+    let mut rest = total; // Σ of the weights below the k clipped ones
+    let mut level = sorted[n - 1];
+    for k in 1..n {
+        rest -= sorted[k - 1];
+        let next = sorted[k];
+        // On [next, sorted[k − 1]], f(λ) = cap · (rest + k·λ) − λ.
+        if cap * (rest + k as f64 * next) >= next {
+            level = cap * rest / (1.0 - cap * k as f64);
+            break;
+        }
+    }
+    weights.iter().map(|&w| w.min(level)).collect()
 }
 
 /// Renormalises, sharpens and masks combined rows (the steps after any rule; a streaming caller
@@ -307,7 +427,9 @@ mod tests {
         let mut v: Vec<ConsensusConfig> = [
             Rule::Mean,
             Rule::WeightedBySamples,
-            Rule::Confidence,
+            Rule::CONFIDENCE,
+            Rule::Confidence { power: 0.5, max_share: 1.5 },
+            Rule::Confidence { power: 1.0, max_share: 1000.0 },
             Rule::Median,
             Rule::TrimmedMean { trim: 0.2 },
         ]
@@ -338,6 +460,52 @@ mod tests {
                 // Exactly equal, not just close: the result is independent of arrival order.
                 prop_assert_eq!(&a.probs, &b.probs, "{:?}", cfg.rule);
                 prop_assert_eq!(a.weights, b.weights);
+            }
+        }
+
+        #[test]
+        fn no_node_carries_more_than_its_capped_share_of_any_sample(
+            (ms, _ns, samples, classes) in matrices(),
+            power in 0.05f32..=1.0,
+            max_share in 1.0f32..4.0,
+        ) {
+            let views: Vec<&[f32]> = ms.iter().map(|m| m.as_slice()).collect();
+            let n = views.len();
+            let capped = confidence_weights(&views, samples, classes, power, max_share);
+            let raw = confidence_weights(&views, samples, classes, power, n as f32);
+            let bound = (max_share as f64 / n as f64).min(1.0);
+            for s in 0..samples {
+                let total: f64 = capped.iter().map(|w| w[s]).sum();
+                prop_assert!(total > 0.0);
+                for i in 0..n {
+                    prop_assert!(capped[i][s] <= raw[i][s], "clipping only lowers a weight");
+                    prop_assert!(capped[i][s] / total <= bound + 1e-9, "node {} carries {} of sample {}, cap {}", i, capped[i][s] / total, s, bound);
+                }
+            }
+        }
+
+        #[test]
+        fn capped_weights_ignore_node_order_and_leave_weights_within_the_cap_alone(
+            weights in proptest::collection::vec(0.0f64..1.0, 1..20),
+            max_share in 1.0f64..5.0,
+            rot in 0usize..20,
+        ) {
+            let a = capped_weights(&weights, max_share);
+            let mut rotated = weights.clone();
+            rotated.rotate_left(rot % weights.len());
+            let mut b = capped_weights(&rotated, max_share);
+            b.rotate_right(rot % weights.len());
+            prop_assert_eq!(&a, &b, "exactly equal whatever the order");
+            let n = weights.len() as f64;
+            let total: f64 = weights.iter().sum();
+            if weights.iter().all(|w| *w <= max_share / n * total) {
+                prop_assert_eq!(&a, &weights, "no weight above the cap: nothing changes");
+            } else {
+                // The cap binds as tightly as it must and no tighter: the largest clipped weight
+                // carries exactly the largest share allowed.
+                let top = a.iter().copied().fold(0.0, f64::max);
+                let share = top / a.iter().sum::<f64>();
+                prop_assert!((share - (max_share / n).min(1.0)).abs() < 1e-9, "top share {} for cap {}", share, max_share / n);
             }
         }
 
@@ -373,7 +541,7 @@ mod tests {
         assert!((c.probs[0] - 0.75).abs() < 1e-6);
         let sure = vec![0.99f32, 0.01];
         let unsure = vec![0.4f32, 0.6];
-        let c = combine(&[(&sure, 1), (&unsure, 1)], 1, 2, &ConsensusConfig { rule: Rule::Confidence, ..Default::default() }).unwrap();
+        let c = combine(&[(&sure, 1), (&unsure, 1)], 1, 2, &ConsensusConfig { rule: Rule::CONFIDENCE, ..Default::default() }).unwrap();
         assert!(c.probs[0] > 0.8, "the confident node dominates: {:?}", c.probs);
         let flat = vec![0.5f32, 0.5, 0.9, 0.1];
         let c = combine(&[(&flat, 1)], 2, 2, &ConsensusConfig { max_entropy: Some(0.9), ..Default::default() }).unwrap();
@@ -382,10 +550,46 @@ mod tests {
         assert!(matches!(combine(&[(&a, 1)], 2, 2, &ConsensusConfig::default()), Err(Error::Shape(_))));
         let bad = ConsensusConfig { rule: Rule::TrimmedMean { trim: 0.5 }, ..Default::default() };
         assert!(matches!(combine(&[(&a, 1)], 1, 2, &bad), Err(Error::Config(_))));
-        let mut acc = MeanAccumulator::new(1, 2, false);
+        let mut acc = MeanAccumulator::new(1, 2);
         assert!(matches!(acc.add(&a, f64::NAN), Err(Error::Consensus { .. })));
         assert!(matches!(acc.add(&a[..1], 1.0), Err(Error::Shape(_))));
         assert_eq!(acc.nodes(), 0, "a refused matrix is not counted");
+    }
+
+    #[test]
+    fn a_one_hot_liar_counts_as_at_most_max_share_average_nodes() {
+        // Nine honest nodes unsure about a hard sample, one liar certain of the wrong class.
+        let honest = vec![0.4f32, 0.35, 0.25];
+        let liar = vec![0.0f32, 0.0, 1.0];
+        let mut views: Vec<&[f32]> = vec![&honest; 9];
+        views.push(&liar);
+        let share = |max_share: f32| {
+            let w = confidence_weights(&views, 1, 3, 1.0, max_share);
+            w[9][0] / w.iter().map(|w| w[0]).sum::<f64>()
+        };
+        assert!(share(10.0) > 0.8, "uncapped, the liar weighs as much as all honest nodes together: {}", share(10.0));
+        assert!((share(2.0) - 0.2).abs() < 1e-9, "capped at twice the equal share: {}", share(2.0));
+        assert!((share(1.0) - 0.1).abs() < 1e-9, "max_share 1 is the plain mean: {}", share(1.0));
+        let inputs: Vec<(&[f32], u64)> = views.iter().map(|v| (*v, 1)).collect();
+        let rule = |max_share| ConsensusConfig { rule: Rule::Confidence { power: 1.0, max_share }, ..Default::default() };
+        let capped = combine(&inputs, 1, 3, &rule(1.0)).unwrap();
+        let mean = combine(&inputs, 1, 3, &ConsensusConfig::default()).unwrap();
+        for (c, m) in capped.probs.iter().zip(&mean.probs) {
+            assert!((c - m).abs() < 1e-6, "{:?} vs {:?}", capped.probs, mean.probs);
+        }
+    }
+
+    #[test]
+    fn degenerate_settings_are_refused_naming_them() {
+        let bad = |rule| ConsensusConfig { rule, ..Default::default() }.validate().unwrap_err().to_string();
+        assert!(bad(Rule::Confidence { power: 0.0, max_share: 2.0 }).contains("power"));
+        assert!(bad(Rule::Confidence { power: 1.5, max_share: 2.0 }).contains("power"));
+        assert!(bad(Rule::Confidence { power: 1.0, max_share: 0.5 }).contains("max_share"));
+        assert!(bad(Rule::Confidence { power: 1.0, max_share: f32::NAN }).contains("max_share"));
+        assert_eq!(trimmed_count(4, 0.2), 0, "a trimmed mean of four at 0.2 trims nothing");
+        assert_eq!(trimmed_count(5, 0.2), 1);
+        let parsed: ConsensusConfig = serde_json::from_str(r#"{ "rule": { "kind": "confidence" } }"#).unwrap();
+        assert_eq!(parsed.rule, Rule::CONFIDENCE, "the cap is on by default");
     }
 
     #[test]

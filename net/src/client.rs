@@ -41,7 +41,7 @@ impl Shared {
     pub(crate) async fn seal(&self, peer: &PeerId, direction: &str, message: &Message) -> Result<Vec<u8>, Error> {
         let bytes = SignedEnvelope::seal(message, &self.identity)?.to_bytes()?;
         if let Some(l) = &self.ledger {
-            l.record(&LedgerEntry::new(&peer.to_base58(), direction, message, &bytes)).await.map_err(Error::Ledger)?;
+            l.record(&LedgerEntry::new(&peer.to_base58(), direction, message, &bytes), &bytes).await.map_err(Error::Ledger)?;
         }
         self.sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(bytes)
@@ -103,11 +103,18 @@ impl Client {
         rx.await.map_err(|_| Error::Stopped)
     }
 
-    /// Sends `bytes` exactly as given (no signing, no ledger) and returns the raw answer. For
-    /// tests and diagnostics that must put malformed frames on the wire.
+    /// Sends `bytes` exactly as given, unsigned, and returns the raw answer: for tests that must
+    /// put malformed frames on the wire. Only with the `raw-frames` feature, which no binary
+    /// enables: every send of a real participant is signed. Still recorded in the ledger (as a
+    /// `Raw` message with its hash and size).
+    #[cfg(feature = "raw-frames")]
     pub async fn request_raw(&self, peer: &ParticipantId, bytes: Vec<u8>) -> Result<Vec<u8>, Error> {
+        let pid = peer_id(peer);
+        if let Some(l) = &self.shared.ledger {
+            l.record(&LedgerEntry::unsigned(&pid.to_base58(), "request", &bytes), &bytes).await.map_err(Error::Ledger)?;
+        }
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Request { peer: peer_id(peer), bytes, reply }).await?;
+        self.send(Command::Request { peer: pid, bytes, reply }).await?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -141,3 +148,4 @@ impl Responder {
         self.client.send(Command::Respond { id: self.id, channel: self.channel, bytes }).await
     }
 }
+

@@ -1,31 +1,60 @@
 //! Request-response framing: a u32 big-endian length, then that many bytes (a signed protocol
-//! envelope). Reads refuse a length above the cap before allocating.
+//! envelope). Each frame is capped at its message kind's own size ([`Limits::frame_cap`]): the
+//! kind is read from the envelope's first bytes, and a frame over its kind's cap is refused
+//! before the rest is read. The buffer grows as bytes arrive; a claimed length is never
+//! allocated up front.
 
 use std::io;
 
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{request_response, StreamProtocol};
+use protocol::codec::{peek_kind, ENVELOPE_HEADER_BYTES};
+use protocol::Limits;
 
 /// The protocol name spoken over request-response.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/fedistil/1");
 
-/// Length-prefixed byte frames, capped at `max` bytes.
+/// Bytes reserved for a frame before its bytes arrive; beyond, the buffer grows as they do.
+const INITIAL_BUFFER: usize = 64 << 10;
+
+/// Length-prefixed byte frames, each capped at its message kind's size under `limits`.
 #[derive(Clone, Debug)]
 pub struct FrameCodec {
-    /// Largest frame accepted or sent.
-    pub max: usize,
+    /// The caps of the frames read; frames written are capped at the largest kind's.
+    pub limits: Limits,
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+fn invalid(detail: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, detail)
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, limits: &Limits) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let n = u32::from_be_bytes(len) as usize;
+    let max = limits.max_frame();
     if n > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {n} bytes exceeds the cap of {max}")));
+        return Err(invalid(format!("frame of {n} bytes exceeds the cap of {max}")));
     }
-    let mut buf = vec![0u8; n];
-    io.read_exact(&mut buf).await?;
+    let mut buf = Vec::with_capacity(n.min(INITIAL_BUFFER));
+    read_up_to(io, n.min(ENVELOPE_HEADER_BYTES), &mut buf).await?;
+    let kind = peek_kind(&buf);
+    let cap = limits.frame_cap(kind);
+    if n > cap {
+        return Err(invalid(format!("frame of {n} bytes exceeds the cap of {cap} for {kind:?}")));
+    }
+    read_up_to(io, n, &mut buf).await?;
     Ok(buf)
+}
+
+/// Reads until `buf` holds `n` bytes, growing it as bytes arrive.
+async fn read_up_to<T: AsyncRead + Unpin + Send>(io: &mut T, n: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+    let missing = n.saturating_sub(buf.len()) as u64;
+    io.take(missing).read_to_end(buf).await?;
+    if buf.len() < n {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("frame ended after {} of {n} bytes", buf.len())));
+    }
+    Ok(())
 }
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8], max: usize) -> io::Result<()> {
@@ -46,28 +75,28 @@ impl request_response::Codec for FrameCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, self.max).await
+        read_frame(io, &self.limits).await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, self.max).await
+        read_frame(io, &self.limits).await
     }
 
     async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &req, self.max).await
+        write_frame(io, &req, self.limits.max_frame()).await
     }
 
     async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &res, self.max).await
+        write_frame(io, &res, self.limits.max_frame()).await
     }
 }
 
@@ -76,21 +105,68 @@ mod tests {
     use super::*;
     use libp2p::futures::executor::block_on;
     use libp2p::futures::io::Cursor;
+    use protocol::MessageKind;
+
+    fn framed(data: &[u8]) -> Cursor<Vec<u8>> {
+        let mut v = (data.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(data);
+        Cursor::new(v)
+    }
+
+    /// An envelope header (version 1, `kind`) padded with zeros to `n` bytes.
+    fn envelope_of(kind: MessageKind, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        v[0] = protocol::PROTOCOL_VERSION as u8;
+        v[1] = kind as u8;
+        v
+    }
 
     #[test]
-    fn frames_round_trip_and_oversized_frames_are_refused() {
+    fn frames_round_trip_and_each_kind_is_capped_at_its_own_size() {
         block_on(async {
+            let limits = Limits { max_samples: 100, max_classes: 10, encoding: Some(protocol::Encoding::Q8), ..Limits::default() };
             let mut buf = Cursor::new(Vec::new());
-            write_frame(&mut buf, b"hello", 16).await.unwrap();
+            let hello = envelope_of(MessageKind::Hello, 40);
+            write_frame(&mut buf, &hello, limits.max_frame()).await.unwrap();
             buf.set_position(0);
-            assert_eq!(read_frame(&mut buf, 16).await.unwrap(), b"hello");
+            assert_eq!(read_frame(&mut buf, &limits).await.unwrap(), hello);
             let mut big = Cursor::new(Vec::new());
-            assert!(write_frame(&mut big, &[0u8; 17], 16).await.is_err());
-            let mut claim = Cursor::new(((1u32 << 31).to_be_bytes()).to_vec());
-            let e = read_frame(&mut claim, 1024).await.unwrap_err();
+            assert!(write_frame(&mut big, &vec![0u8; limits.max_frame() + 1], limits.max_frame()).await.is_err());
+            // A hello one byte over its kind's cap is refused, though a submission of that size
+            // would be read.
+            let hello_cap = limits.frame_cap(Some(MessageKind::Hello));
+            let e = read_frame(&mut framed(&envelope_of(MessageKind::Hello, hello_cap + 1)), &limits).await.unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            assert!(read_frame(&mut framed(&envelope_of(MessageKind::Hello, hello_cap)), &limits).await.is_ok());
+            assert!(read_frame(&mut framed(&envelope_of(MessageKind::Submission, hello_cap + 1)), &limits).await.is_ok());
+            let sub_cap = limits.frame_cap(Some(MessageKind::Submission));
+            assert!(read_frame(&mut framed(&envelope_of(MessageKind::Submission, sub_cap + 1)), &limits).await.is_err());
+            // Bytes that name no kind get the smallest cap.
+            assert!(read_frame(&mut framed(&vec![0u8; hello_cap + 1]), &limits).await.is_err());
+            let mut claim = Cursor::new(((1u32 << 31).to_be_bytes()).to_vec());
+            assert_eq!(read_frame(&mut claim, &limits).await.unwrap_err().kind(), io::ErrorKind::InvalidData);
             let mut short = Cursor::new(vec![0, 0, 0, 9, 1, 2]);
-            assert!(read_frame(&mut short, 1024).await.is_err());
+            assert_eq!(read_frame(&mut short, &limits).await.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        });
+    }
+
+    #[test]
+    fn a_claimed_length_is_not_reserved_before_its_bytes_arrive() {
+        block_on(async {
+            let limits = Limits::default();
+            // A submission frame claiming 16 MiB of which 100 bytes arrive.
+            let n = 16 << 20;
+            assert!(n <= limits.frame_cap(Some(MessageKind::Submission)));
+            let mut input = (n as u32).to_be_bytes().to_vec();
+            input.extend(envelope_of(MessageKind::Submission, 100));
+            let mut io = Cursor::new(input);
+            let mut len = [0u8; 4];
+            io.read_exact(&mut len).await.unwrap();
+            let mut buf = Vec::with_capacity(INITIAL_BUFFER);
+            let e = read_up_to(&mut io, n, &mut buf).await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+            assert_eq!(buf.len(), 100);
+            assert!(buf.capacity() < 1 << 20, "{} bytes reserved for 100 received", buf.capacity());
         });
     }
 }

@@ -10,18 +10,23 @@ use libp2p::futures::StreamExt;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{allow_block_list, identify, identity, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm, SwarmBuilder};
+use libp2p::{allow_block_list, connection_limits, identify, identity, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm, SwarmBuilder};
 use protocol::{FederationId, Identity, Message, ParticipantId, Receipt, ReceiptStatus, RefusalReason, SignedEnvelope};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, Command, Shared};
+use crate::rate::Limiter;
 use crate::{codec, ledger, participant, peer_id, Error, Event, NetConfig, Responder};
+
+/// What identify tells peers about this software: a name, not a version to fingerprint.
+pub const AGENT: &str = "fedistil";
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
-    // First, so that refused peers never reach the other behaviours.
+    // First, so that refused peers never reach the other behaviours (nor count against limits).
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    limits: connection_limits::Behaviour,
     rr: request_response::Behaviour<codec::FrameCodec>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -59,6 +64,7 @@ struct EventLoop {
     inbound: Arc<Semaphore>,
     /// Disconnections the owner has not taken yet (at most one per peer).
     backlog: VecDeque<ParticipantId>,
+    rate: Limiter,
     denied_logged: HashMap<String, Instant>,
     pending_listen: HashMap<ListenerId, oneshot::Sender<Result<Multiaddr, Error>>>,
     pending_dial: HashMap<ConnectionId, (String, oneshot::Sender<Result<PeerId, Error>>)>,
@@ -72,7 +78,7 @@ struct EventLoop {
 pub(crate) fn spawn(identity: Identity, cfg: NetConfig, token: CancellationToken) -> Result<(Client, mpsc::Receiver<Event>, Handle), Error> {
     let swarm = build_swarm(&identity, &cfg)?;
     let ledger = match &cfg.ledger {
-        Some(path) => Some(ledger::Ledger::open(path).map_err(Error::Ledger)?),
+        Some(path) => Some(ledger::Ledger::open(path, cfg.ledger_keeps_bytes).map_err(Error::Ledger)?),
         None => None,
     };
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
@@ -87,6 +93,7 @@ pub(crate) fn spawn(identity: Identity, cfg: NetConfig, token: CancellationToken
         federation: cfg.federation,
         inbound: Arc::new(Semaphore::new(cfg.max_inbound.max(1))),
         backlog: VecDeque::new(),
+        rate: Limiter::new(&cfg.rate_limits),
         denied_logged: HashMap::new(),
         pending_listen: HashMap::new(),
         pending_dial: HashMap::new(),
@@ -103,27 +110,39 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
     let setup = |e: &dyn std::fmt::Display| Error::Setup(e.to_string());
     let mut seed = *identity.seed();
     let key = identity::Keypair::ed25519_from_bytes(&mut seed).map_err(|e| setup(&e))?;
-    let cap = cfg.limits.max_message_bytes;
     let timeout = cfg.request_timeout;
+    let streams = cfg.max_streams_per_connection.max(1);
+    // Muxer streams: request-response's, plus identify, ping and their negotiation. A peer that
+    // opens more has its connection closed by the muxer.
+    let muxer_streams = streams + 8;
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established_per_peer(Some(cfg.max_connections_per_peer.max(1)))
+        .with_max_pending_incoming(Some(cfg.max_pending_incoming.max(1)));
     let mut swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, move || {
+            let mut c = yamux::Config::default();
+            c.set_max_num_streams(muxer_streams);
+            c
+        })
         .map_err(|e| setup(&e))?
-        .with_quic()
+        .with_quic_config(|mut c| {
+            c.max_concurrent_stream_limit = muxer_streams as u32;
+            c
+        })
         .with_behaviour(|k| Behaviour {
             allow: allow_block_list::Behaviour::default(),
+            limits: connection_limits::Behaviour::new(limits),
             rr: request_response::Behaviour::with_codec(
-                codec::FrameCodec { max: cap + 8 },
+                codec::FrameCodec { limits: cfg.limits },
                 [(codec::PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(timeout).with_max_concurrent_streams(256),
+                request_response::Config::default().with_request_timeout(timeout).with_max_concurrent_streams(streams),
             ),
-            identify: identify::Behaviour::new(
-                identify::Config::new("/fedistil/1".into(), k.public()).with_agent_version(format!("fedistil/{}", env!("CARGO_PKG_VERSION"))),
-            ),
+            identify: identify::Behaviour::new(identify::Config::new("/fedistil/1".into(), k.public()).with_agent_version(AGENT.into()).with_hide_listen_addrs(true)),
             ping: ping::Behaviour::new(ping::Config::new()),
         })
         .map_err(|e| setup(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)).with_max_negotiating_inbound_streams(muxer_streams))
         .build();
     for p in &cfg.allowed {
         swarm.behaviour_mut().allow.allow_peer(peer_id(p));
@@ -273,6 +292,12 @@ impl EventLoop {
                 self.log_denied(who, &error.to_string());
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rr(ev)) => self.on_request_response(ev),
+            // A connection whose pings time out or fail is dead or stuck: close it, so that it
+            // does not hold its peer's only connection slot while the peer tries to reconnect.
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, connection, result: Err(error) })) if !matches!(error, ping::Failure::Unsupported) => {
+                tracing::debug!(%peer, %error, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
+            }
             _ => {}
         }
     }
@@ -319,13 +344,16 @@ impl EventLoop {
     }
 
     /// Hands an inbound request to a verification task, or closes its stream when the loop is
-    /// draining or too many are in flight (the sender sees a failure and may retry).
+    /// draining or too many are in flight (the sender sees a failure and may retry). A request
+    /// beyond its peer's rate limit is refused without being verified.
     fn on_request(&mut self, peer: PeerId, id: InboundRequestId, request: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
         self.shared.add_received(request.len());
         let Some(sender) = participant(&peer) else { return };
         if self.draining {
             return;
         }
+        let kind = protocol::codec::peek_kind(&request);
+        let limited = self.rate.allow(peer, kind, tokio::time::Instant::now()).err();
         let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
             tracing::warn!(peer = %sender.short(), "too many inbound requests in flight; closing this one");
             return;
@@ -337,7 +365,13 @@ impl EventLoop {
         tokio::spawn(async move {
             let _permit = permit;
             let limits = client.shared.limits;
-            let opened = SignedEnvelope::from_bytes(&request, &limits).and_then(|env| env.open(&sender, &limits));
+            let opened = match limited {
+                None => SignedEnvelope::from_bytes(&request, &limits).and_then(|env| env.open(&sender, &limits)),
+                Some(rate) => Err(protocol::Error::Refused {
+                    reason: RefusalReason::Unavailable,
+                    detail: format!("rate limit: {kind:?} at most {} at once, then {} a second", rate.burst, rate.per_second),
+                }),
+            };
             let responder = Responder { peer, id, channel, client };
             let (reason, detail, round) = match opened {
                 Ok(message) if message.federation() == &federation => {

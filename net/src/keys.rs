@@ -1,7 +1,8 @@
 //! Key files and peer-id strings shared by the node and aggregator binaries.
 //!
 //! A key file holds one line, `ed25519-seed:<64 hex digits>`, the 32-byte secret seed that is
-//! both the libp2p identity and the envelope signing key. It is created with mode 0600.
+//! both the libp2p identity and the envelope signing key. It is created with mode 0600, and a
+//! key file that others may read or write is refused.
 
 use std::io::Write;
 use std::path::Path;
@@ -35,6 +36,14 @@ pub enum KeyError {
     /// A peer id string does not parse.
     #[error("`{0}` is not an Ed25519 libp2p peer id")]
     PeerId(String),
+    /// The key file is open to other users.
+    #[error("{path} has mode {mode:o}: others may read or change this secret key; run `chmod 600 {path}`")]
+    Permissions {
+        /// File.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// Generates a key, writes it to `path` (mode 0600, refusing to overwrite) and returns it.
@@ -60,9 +69,17 @@ pub fn keygen(path: &Path) -> Result<String, KeyError> {
     Ok(peer_id_string(&generate(path)?.id()))
 }
 
-/// Reads a key file.
+/// Reads a key file, refusing one that users other than its owner may read or write.
 pub fn read(path: &Path) -> Result<Identity, KeyError> {
     let p = path.display().to_string();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|e| KeyError::Io { path: p.clone(), source: e })?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Permissions { path: p, mode });
+        }
+    }
     let text = std::fs::read_to_string(path).map_err(|e| KeyError::Io { path: p.clone(), source: e })?;
     let fmt = |detail: &str| KeyError::Format { path: p.clone(), detail: detail.into() };
     let hex = text.trim().strip_prefix(PREFIX).ok_or_else(|| fmt("missing `ed25519-seed:` prefix"))?;
@@ -126,6 +143,32 @@ mod tests {
         assert_eq!(parse_peer_id(&s).unwrap(), id.id());
         assert!(parse_peer_id("not-a-peer").is_err());
         std::fs::write(dir.join("bad.key"), "hello").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.join("bad.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        assert!(matches!(read(&dir.join("bad.key")), Err(KeyError::Format { .. })));
         assert!(read(&dir.join("bad.key")).unwrap_err().to_string().contains("bad.key"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_open_to_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("net-keys-perm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.key");
+        let _ = std::fs::remove_file(&path);
+        let id = generate(&path).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o602] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            match read(&path) {
+                Err(KeyError::Permissions { mode: m, .. }) => assert_eq!(m, mode),
+                other => panic!("mode {mode:o} accepted: {other:?}"),
+            }
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(read(&path).unwrap().id(), id.id(), "owner-only modes are fine");
     }
 }

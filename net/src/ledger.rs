@@ -1,14 +1,18 @@
 //! The egress ledger: one JSON line for every message this participant sends, so that a data
 //! holder can audit exactly what left the machine (time, peer, kind, round, bytes, SHA-256).
+//! With [`Ledger::open`]'s `keep_bytes`, the exact bytes of each message are kept too, in a
+//! file named by their SHA-256 in a folder beside the ledger (`egress.jsonl` → `egress/`), so
+//! that an auditor can decode and check them, not just their hash.
 //!
 //! A dedicated writer thread owns the file. Senders hand it an entry and wait for its
-//! acknowledgement, which comes after the line is on disk (fsync), before the message leaves:
-//! what was sent is always recorded. Entries that arrive together share one fsync, and the
-//! async side never blocks a runtime thread.
+//! acknowledgement, which comes after the line (and the bytes, if kept) are on disk (fsync),
+//! before the message leaves: what was sent is always recorded. Entries that arrive together
+//! share one fsync, and the async side never blocks a runtime thread. The ledger, its folder
+//! and the kept bytes are private to their owner (0600 files, 0700 folders).
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use protocol::{Message, ReferenceSetId};
 use serde::{Deserialize, Serialize};
@@ -31,24 +35,34 @@ pub struct LedgerEntry {
     pub bytes: usize,
     /// SHA-256 of the encoded envelope, hex.
     pub sha256: String,
+    /// Where the bytes sent are kept, relative to the ledger's folder (when it keeps them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_file: Option<String>,
 }
 
 impl LedgerEntry {
     /// The entry for `message`, encoded as `wire`, sent to `peer`.
     pub fn new(peer: &str, direction: &str, message: &Message, wire: &[u8]) -> Self {
+        Self { kind: format!("{:?}", message.kind()), round: message.round(), ..Self::unsigned(peer, direction, wire) }
+    }
+
+    /// The entry for bytes sent to `peer` that are not a sealed message (kind `Raw`).
+    pub fn unsigned(peer: &str, direction: &str, wire: &[u8]) -> Self {
         Self {
             time_unix_ms: now_ms(),
             peer: peer.to_owned(),
             direction: direction.to_owned(),
-            kind: format!("{:?}", message.kind()),
-            round: message.round(),
+            kind: "Raw".into(),
+            round: None,
             bytes: wire.len(),
             sha256: ReferenceSetId::digest(wire).to_hex(),
+            bytes_file: None,
         }
     }
 }
 
-type Job = (Vec<u8>, oneshot::Sender<std::io::Result<()>>);
+/// A line to append, the bytes to keep beside it (file, bytes), and where to acknowledge.
+type Job = (Vec<u8>, Option<(PathBuf, Vec<u8>)>, oneshot::Sender<std::io::Result<()>>);
 
 /// Most entries written under one fsync.
 const BATCH: usize = 256;
@@ -57,15 +71,51 @@ const BATCH: usize = 256;
 #[derive(Clone, Debug)]
 pub struct Ledger {
     jobs: mpsc::Sender<Job>,
+    /// Folder of the kept bytes, if they are kept.
+    bytes_dir: Option<PathBuf>,
+}
+
+/// Creates `dir` (and parents) private to its owner.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
+fn private_file(opts: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(opts, 0o600);
+    opts
+}
+
+/// Writes `bytes` to a new file at `path` and syncs it; a file already there holds the same
+/// bytes (its name is their hash) and is left as it is.
+fn keep(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    match private_file(OpenOptions::new().write(true).create_new(true)).open(path) {
+        Ok(mut f) => f.write_all(bytes).and_then(|()| f.sync_all()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 impl Ledger {
     /// Opens (creating if needed) the ledger at `path` for appending and starts its writer.
-    pub fn open(path: &Path) -> std::io::Result<Self> {
+    /// With `keep_bytes`, the bytes of every message are kept in the folder `path` names
+    /// without its extension.
+    pub fn open(path: &Path, keep_bytes: bool) -> std::io::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            private_dir(dir)?;
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+        let bytes_dir = if keep_bytes {
+            let dir = path.with_extension("");
+            private_dir(&dir)?;
+            Some(dir)
+        } else {
+            None
+        };
+        let mut file = private_file(OpenOptions::new().create(true).append(true)).open(path)?;
         let (jobs, mut rx) = mpsc::channel::<Job>(BATCH);
         std::thread::Builder::new().name("egress-ledger".into()).spawn(move || {
             let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
@@ -78,11 +128,12 @@ impl Ledger {
                     }
                 }
                 let mut text = Vec::new();
-                for (line, _) in &batch {
+                for (line, _, _) in &batch {
                     text.extend_from_slice(line);
                 }
-                let written = file.write_all(&text).and_then(|()| file.sync_data());
-                for (_, ack) in batch.drain(..) {
+                let kept = batch.iter().filter_map(|(_, b, _)| b.as_ref()).try_for_each(|(p, bytes)| keep(p, bytes));
+                let written = kept.and_then(|()| file.write_all(&text)).and_then(|()| file.sync_data());
+                for (_, _, ack) in batch.drain(..) {
                     let _ = ack.send(match &written {
                         Ok(()) => Ok(()),
                         Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
@@ -90,17 +141,24 @@ impl Ledger {
                 }
             }
         })?;
-        Ok(Self { jobs })
+        Ok(Self { jobs, bytes_dir })
     }
 
-    /// Records a message about to be sent and returns once it is on disk. An error means the
-    /// caller must not send the message.
-    pub async fn record(&self, entry: &LedgerEntry) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+    /// Records a message about to be sent, whose bytes on the wire are `wire`, and returns once
+    /// it is on disk. An error means the caller must not send the message.
+    pub async fn record(&self, entry: &LedgerEntry, wire: &[u8]) -> std::io::Result<()> {
+        let mut entry = entry.clone();
+        let kept = self.bytes_dir.as_ref().map(|dir| {
+            let name = format!("{}.bin", entry.sha256);
+            let folder = dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            entry.bytes_file = Some(format!("{folder}/{name}"));
+            (dir.join(name), wire.to_vec())
+        });
+        let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let (ack, done) = oneshot::channel();
         let stopped = || std::io::Error::other("the ledger writer has stopped");
-        self.jobs.send((line, ack)).await.map_err(|_| stopped())?;
+        self.jobs.send((line, kept, ack)).await.map_err(|_| stopped())?;
         done.await.map_err(|_| stopped())?
     }
 
@@ -129,12 +187,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("net-ledger-{}", std::process::id()));
         let path = dir.join("egress.jsonl");
         let _ = std::fs::remove_file(&path);
-        let ledger = Ledger::open(&path).unwrap();
+        let ledger = Ledger::open(&path, false).unwrap();
         let msg = Message::Finished(Finished { federation: FederationId::new("f").unwrap(), rounds: 3, detail: String::new() });
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..50u8 {
             let (l, m) = (ledger.clone(), msg.clone());
-            tasks.spawn(async move { l.record(&LedgerEntry::new(&format!("peer-{i}"), "request", &m, &[i; 10])).await });
+            tasks.spawn(async move { l.record(&LedgerEntry::new(&format!("peer-{i}"), "request", &m, &[i; 10]), &[i; 10]).await });
         }
         while let Some(r) = tasks.join_next().await {
             r.unwrap().unwrap();
@@ -145,6 +203,33 @@ mod tests {
         peers.sort();
         peers.dedup();
         assert_eq!(peers.len(), 50);
-        assert!(entries.iter().all(|e| e.kind == "Finished" && e.round == Some(3) && e.bytes == 10));
+        assert!(entries.iter().all(|e| e.kind == "Finished" && e.round == Some(3) && e.bytes == 10 && e.bytes_file.is_none()));
+    }
+
+    #[tokio::test]
+    async fn the_ledger_can_keep_the_bytes_sent_privately() {
+        let dir = std::env::temp_dir().join(format!("net-ledger-bytes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("egress.jsonl");
+        let ledger = Ledger::open(&path, true).unwrap();
+        let msg = Message::Finished(Finished { federation: FederationId::new("f").unwrap(), rounds: 1, detail: String::new() });
+        for wire in [b"first".as_slice(), b"second", b"first"] {
+            ledger.record(&LedgerEntry::new("peer", "request", &msg, wire), wire).await.unwrap();
+        }
+        let entries = Ledger::read(&path).unwrap();
+        assert_eq!(entries.len(), 3);
+        for (e, wire) in entries.iter().zip([b"first".as_slice(), b"second", b"first"]) {
+            let kept = std::fs::read(dir.join(e.bytes_file.as_ref().unwrap())).unwrap();
+            assert_eq!(kept, wire, "the bytes kept are the bytes sent");
+            assert_eq!(ReferenceSetId::digest(&kept).to_hex(), e.sha256);
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path), 0o600);
+            assert_eq!(mode(&dir.join("egress")), 0o700);
+            assert_eq!(mode(&dir.join(entries[0].bytes_file.as_ref().unwrap())), 0o600);
+        }
     }
 }

@@ -2,8 +2,10 @@
 //! owner-thread pattern and the binaries' common set-up.
 //!
 //! [`spawn`] builds a Swarm (TCP + QUIC, Noise, Yamux, identify, ping, request-response with a
-//! size-capped [`codec::FrameCodec`], and an allow-list that refuses every peer not on it at the
-//! connection level) and starts the [`event_loop`] task, the only one that owns the Swarm. It
+//! [`codec::FrameCodec`] that caps each message kind at its own size, an allow-list that refuses
+//! every peer not on it at the connection level, and connection limits: one connection per peer,
+//! a handful of streams per connection, a bounded number of handshakes in flight) and starts the
+//! [`event_loop`] task, the only one that owns the Swarm. It
 //! returns a clonable [`Client`] (commands, each with a `oneshot` reply), a bounded stream of
 //! [`Event`]s, and a [`Handle`] for the shutdown. The loop holds no `Client` of its own: it
 //! ends when the last `Client` is dropped, or when [`Handle::shutdown`] is called, in this fixed
@@ -13,12 +15,16 @@
 //! Every frame is a protocol [`protocol::SignedEnvelope`]. Inbound requests are verified off
 //! the swarm task, in a bounded number of tasks (signer = authenticated peer, signature, size
 //! caps, structure); refused ones are answered with a signed receipt carrying the reason code and
-//! reported as [`Event::Refused`]. Verified requests reach the owner with backpressure, never
-//! dropped because a channel is full; so do disconnections. Every message sent is recorded in the
-//! optional egress [`ledger::Ledger`] (on disk) before it leaves.
+//! reported as [`Event::Refused`]. Requests of kinds given a [`rate::RateLimit`] beyond their
+//! peer's budget are refused before verification. Verified requests reach the owner with
+//! backpressure, never dropped because a channel is full; so do disconnections. Every message
+//! sent is signed and recorded in the optional egress [`ledger::Ledger`] (on disk, with the bytes
+//! themselves if asked) before it leaves. Identify tells peers neither our listen addresses nor
+//! our version.
 //!
 //! Modules: [`client`] (the handle and responder), [`event_loop`] (the Swarm's owner),
-//! [`codec`], [`keys`], [`ledger`], [`owner`] (state owned by a dedicated thread), [`cli`].
+//! [`codec`], [`rate`], [`keys`], [`ledger`], [`owner`] (state owned by a dedicated thread),
+//! [`cli`].
 #![deny(missing_docs)]
 
 pub mod cli;
@@ -28,15 +34,17 @@ pub mod event_loop;
 pub mod keys;
 pub mod ledger;
 pub mod owner;
+pub mod rate;
 
 use std::time::Duration;
 
 use libp2p::PeerId;
-use protocol::{FederationId, Identity, Limits, Message, ParticipantId, RefusalReason};
+use protocol::{FederationId, Identity, Limits, Message, MessageKind, ParticipantId, RefusalReason};
 use tokio_util::sync::CancellationToken;
 
 pub use client::{Client, Responder};
 pub use event_loop::Handle;
+pub use rate::RateLimit;
 pub use libp2p::multiaddr;
 
 /// Errors of the network layer.
@@ -111,6 +119,18 @@ pub struct NetConfig {
     pub drain_timeout: Duration,
     /// Where to record every message sent (None: no ledger).
     pub ledger: Option<std::path::PathBuf>,
+    /// Whether the ledger also keeps the bytes of every message sent (see [`ledger::Ledger`]).
+    pub ledger_keeps_bytes: bool,
+    /// Connections one peer may hold to us at once.
+    pub max_connections_per_peer: u32,
+    /// Request-response streams open at once on one connection, inbound and outbound; inbound
+    /// streams beyond it are dropped.
+    pub max_streams_per_connection: usize,
+    /// Incoming connections still in their handshake at once; more are refused.
+    pub max_pending_incoming: u32,
+    /// Per-peer limits on inbound requests of some kinds; a request beyond its peer's budget is
+    /// refused (reason `Unavailable`) before it is verified.
+    pub rate_limits: Vec<(MessageKind, RateLimit)>,
 }
 
 impl NetConfig {
@@ -125,6 +145,11 @@ impl NetConfig {
             max_inbound: 64,
             drain_timeout: Duration::from_secs(2),
             ledger: None,
+            ledger_keeps_bytes: false,
+            max_connections_per_peer: 1,
+            max_streams_per_connection: 8,
+            max_pending_incoming: 16,
+            rate_limits: Vec::new(),
         }
     }
 }

@@ -48,6 +48,18 @@ pub struct NodeConfig {
     pub privacy: Option<crate::budget::PrivacyConfig>,
     /// What the node agrees to answer: the pinned reference set and the limits of its queries.
     pub policy: QueryPolicy,
+    /// The egress ledger (`state_dir/egress.jsonl`).
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+/// What the egress ledger records besides one line per message sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// Also keep the exact bytes of every message sent (in `state_dir/egress/`, one file per
+    /// message named by its SHA-256), so that an auditor can decode and check them.
+    pub keep_bytes: bool,
 }
 
 /// How a node learns from the last consensus (the federation's soft labels on public rows).

@@ -7,7 +7,8 @@
 //! fires. A round's work is the plain function [`local::local_round`]. What the node agrees to
 //! answer is its [`policy`], checked for every announcement; the answers it gave are recorded in
 //! `state_dir/answers.json` before they leave, and every message sent is recorded in
-//! `state_dir/egress.jsonl` before it leaves.
+//! `state_dir/egress.jsonl` before it leaves (with its bytes, in `state_dir/egress/`, if the
+//! config's `[ledger] keep_bytes` says so). The state folder is private (0700, files 0600).
 //!
 //! Modules: [`config`] (`node.toml`), [`policy`] (the query policy and the record of answers),
 //! [`local`] (per-round learning, no I/O), [`trainer`] (the model's owner thread), [`session`]
@@ -22,6 +23,7 @@ pub mod local;
 pub mod policy;
 mod reference;
 mod session;
+mod submit;
 pub mod trainer;
 
 use std::path::{Path, PathBuf};
@@ -149,7 +151,7 @@ fn load(cfg: &NodeConfig) -> Result<Loaded, Error> {
     if data.is_empty() {
         return Err(config_err("data", "no rows"));
     }
-    std::fs::create_dir_all(&cfg.state_dir).map_err(|source| Error::Io { path: cfg.state_dir.clone(), source })?;
+    learning::fs::create_private_dir(&cfg.state_dir)?;
     let resolved = toml::to_string_pretty(cfg).map_err(|e| config_err("(file)", e))?;
     learning::fs::atomic_write(&cfg.state_dir.join("node.resolved.toml"), resolved.as_bytes())?;
     let ckpt = cfg.state_dir.join("model");
@@ -198,7 +200,10 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
     let local_samples = loaded.data.len() as u64;
     let trainer = trainer::Trainer::start(loaded.model, loaded.data, settings, cfg.state_dir.join("model"), loaded.budget)?;
     let mut net_cfg = NetConfig::new(cfg.federation.clone(), vec![aggregator]);
+    // Matrices the aggregator sends have this node's classes: caps the consensus at that width.
+    net_cfg.limits.max_classes = trainer.classes() as u32;
     net_cfg.ledger = Some(cfg.state_dir.join("egress.jsonl"));
+    net_cfg.ledger_keeps_bytes = cfg.ledger.keep_bytes;
     let (client, events, network) = net::spawn(loaded.identity, net_cfg, &shutdown)?;
     let session = session::Session {
         federation: cfg.federation.clone(),

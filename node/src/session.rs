@@ -115,7 +115,7 @@ impl Session {
                         Ok(Decision::Answer) => work = Some(self.start_work(ann)),
                         Ok(Decision::Resend(sub)) => {
                             tracing::info!(round = ann.round, "round asked again with the same question; sending the same answer");
-                            self.send_submission(*sub).await;
+                            self.send_submission(*sub, ann.deadline_unix_ms).await;
                         }
                         Err(r) => tracing::warn!(round = ann.round, reason = ?r.reason, detail = %r.detail, "not answering a round"),
                     }
@@ -313,12 +313,14 @@ impl Session {
             }
             self.answers = answers;
         }
-        self.send_submission(sub).await;
+        self.send_submission(sub, ann.deadline_unix_ms).await;
     }
 
-    async fn send_submission(&mut self, sub: Submission) {
+    /// Sends `sub` until the aggregator acknowledges it or the round's deadline passes.
+    async fn send_submission(&mut self, sub: Submission, deadline_unix_ms: u64) {
         let round = sub.round;
-        match self.client.request(&self.aggregator, &Message::Submission(sub)).await {
+        let message = Message::Submission(sub);
+        match crate::submit::until_acknowledged(&self.client, &self.aggregator, &self.aggregator_addr, &message, deadline_unix_ms).await {
             Ok(Message::Receipt(r)) => match r.status {
                 ReceiptStatus::Accepted => {
                     tracing::info!(round, "submission accepted");

@@ -43,6 +43,7 @@ fn base(dir: &std::path::Path) -> NodeConfig {
         digest: Default::default(),
         privacy: None,
         policy: QueryPolicy::pinned(protocol::ReferenceSetId([3; 32])),
+        ledger: Default::default(),
     }
 }
 

@@ -157,6 +157,7 @@ fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetI
         digest: Default::default(),
         policy: QueryPolicy { max_samples_per_round: 100, max_rounds: 3, ..QueryPolicy::pinned(pin) },
         privacy: None,
+        ledger: Default::default(),
     }
 }
 

@@ -26,10 +26,10 @@ pub struct SignedEnvelope {
     /// Public key of the signer.
     pub signer: ParticipantId,
     /// The bincode-encoded message.
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::bounded::bytes")]
     pub body: Vec<u8>,
     /// Ed25519 signature over the digest (64 bytes).
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::bounded::bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -64,7 +64,7 @@ impl SignedEnvelope {
     ///
     /// `peer` is the identity the transport authenticated for the connection the envelope
     /// arrived on. Checks, in order: version, signer = peer, signature, kind, body decoding
-    /// (capped by `limits`), structural validation of the message.
+    /// (capped at the kind's own size, [`Limits::body_cap`]), structural validation.
     pub fn open(&self, peer: &ParticipantId, limits: &Limits) -> Result<Message> {
         if self.version != PROTOCOL_VERSION {
             return Err(Error::Version { got: self.version, expected: PROTOCOL_VERSION });
@@ -74,7 +74,7 @@ impl SignedEnvelope {
         }
         self.verify()?;
         let kind = MessageKind::from_u8(self.kind)?;
-        let message = codec::decode_body(kind, &self.body, limits.max_message_bytes)?;
+        let message = codec::decode_body(kind, &self.body, limits.body_cap(kind))?;
         message.validate(limits)?;
         Ok(message)
     }
@@ -93,8 +93,9 @@ impl SignedEnvelope {
         codec::encode_envelope(self)
     }
 
-    /// Decodes an envelope from the wire, refusing more than `limits.max_message_bytes`.
+    /// Decodes an envelope from the wire, refusing more than its kind's cap
+    /// ([`Limits::frame_cap`]).
     pub fn from_bytes(bytes: &[u8], limits: &Limits) -> Result<Self> {
-        codec::decode_envelope(bytes, limits.max_message_bytes)
+        codec::decode_envelope(bytes, limits.frame_cap(codec::peek_kind(bytes)))
     }
 }

@@ -12,9 +12,17 @@ use crate::error::{Error, Result};
 pub const MAX_FEDERATION_ID_LEN: usize = 64;
 
 /// Name of a federation. Printable ASCII, 1 to 64 characters.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
 pub struct FederationId(String);
+
+impl<'de> Deserialize<'de> for FederationId {
+    /// Validates as [`FederationId::new`] does; the text is copied only once it is known to be in
+    /// the input.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Self::new(crate::bounded::text(d)?).map_err(serde::de::Error::custom)
+    }
+}
 
 impl FederationId {
     /// Validates and wraps a federation name.

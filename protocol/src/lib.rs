@@ -8,8 +8,9 @@
 //! - [`message`]: the messages of a round and their structural validation, with reason codes.
 //! - [`payload`]: soft-label matrices in f32, f16 or 8-bit quantised form, with error bounds.
 //! - [`envelope`]: Ed25519-signed envelopes over a domain-separated digest.
-//! - [`codec`]: the only module that calls bincode; every decode is size-capped and rejects
-//!   trailing bytes.
+//! - [`codec`]: the only module that calls bincode; every decode is size-capped (each message
+//!   kind at its own size, see [`Limits::body_cap`]) and rejects trailing bytes; byte strings,
+//!   texts and lists are never allocated at a length the input only claims.
 //! - [`refset`]: the reference set's canonical byte layout (also its file format).
 //! - [`query`]: the digest of what an announcement asks, which binds a submission to it.
 //!
@@ -20,6 +21,7 @@
 //! gives the code to send back.
 #![deny(missing_docs)]
 
+mod bounded;
 pub mod codec;
 pub mod envelope;
 pub mod error;

@@ -83,7 +83,7 @@ pub enum RefusalReason {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SampleSelection {
     /// Explicit row indices into the reference set.
-    Indices(Vec<u32>),
+    Indices(#[serde(deserialize_with = "crate::bounded::list")] Vec<u32>),
     /// `count` distinct rows drawn with [`SampleSelection::resolve`]'s seeded shuffle.
     Seeded {
         /// Seed of the draw.
@@ -161,6 +161,7 @@ pub struct Hello {
     /// Protocol version the participant speaks.
     pub protocol_version: u16,
     /// Name and version of the software, for logs.
+    #[serde(deserialize_with = "crate::bounded::text")]
     pub agent: String,
 }
 
@@ -189,6 +190,7 @@ pub struct JoinReply {
     /// Accepted, or rejected with a reason.
     pub outcome: std::result::Result<JoinAccepted, RefusalReason>,
     /// Human-readable detail.
+    #[serde(deserialize_with = "crate::bounded::text")]
     pub detail: String,
 }
 
@@ -251,7 +253,7 @@ pub struct Consensus {
     /// Consensus probabilities for the selected samples.
     pub labels: SoftLabels,
     /// Per-sample weight, quantised: `w / 255` in [0, 1]; 0 masks a sample.
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::bounded::bytes")]
     pub weights: Vec<u8>,
     /// Number of submissions that made it.
     pub participants: u32,
@@ -276,6 +278,7 @@ pub struct Receipt {
     /// Accepted or refused.
     pub status: ReceiptStatus,
     /// Human-readable detail.
+    #[serde(deserialize_with = "crate::bounded::text")]
     pub detail: String,
 }
 
@@ -288,6 +291,7 @@ pub struct Finished {
     /// Last completed round.
     pub rounds: Round,
     /// Human-readable detail.
+    #[serde(deserialize_with = "crate::bounded::text")]
     pub detail: String,
 }
 
@@ -316,7 +320,7 @@ pub struct RefSetChunk {
     /// Total length of the canonical bytes.
     pub total_len: u64,
     /// The bytes.
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::bounded::bytes")]
     pub data: Vec<u8>,
 }
 
@@ -368,6 +372,19 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
+    /// Every kind.
+    pub const ALL: [MessageKind; 9] = [
+        Self::Hello,
+        Self::JoinReply,
+        Self::RoundAnnouncement,
+        Self::Submission,
+        Self::Consensus,
+        Self::Receipt,
+        Self::RefSetRequest,
+        Self::RefSetChunk,
+        Self::Finished,
+    ];
+
     /// Parses a kind byte.
     pub fn from_u8(b: u8) -> Result<Self> {
         Ok(match b {

@@ -19,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::message::MessageKind;
 
 /// Allowed deviation of a row sum from 1.
 pub const ROW_SUM_TOLERANCE: f32 = 1e-3;
@@ -78,19 +79,73 @@ impl Encoding {
 }
 
 /// Caps on what a receiver will accept. Checked before any allocation proportional to the input.
+///
+/// Each message kind has its own size cap ([`Limits::body_cap`]): small kinds (a `Hello`, a
+/// receipt) a kibibyte, a submission exactly what its largest allowed matrix takes. A receiver
+/// that knows the shape of every matrix it will be sent (an aggregator does, from its config)
+/// sets `max_samples`, `max_classes` and `encoding` to it, and a submission of any other size
+/// is refused before its bytes are read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest encoded message (envelope included) in bytes.
+    /// Largest encoded message (envelope included) in bytes, whatever its kind.
     pub max_message_bytes: usize,
     /// Most reference samples in one soft-label matrix.
     pub max_samples: u32,
     /// Most classes.
     pub max_classes: u32,
+    /// The one encoding soft-label matrices may use, when the receiver knows it (None: any).
+    pub encoding: Option<Encoding>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_message_bytes: crate::codec::MAX_MESSAGE_BYTES, max_samples: 200_000, max_classes: 1_000 }
+        Self { max_message_bytes: crate::codec::MAX_MESSAGE_BYTES, max_samples: 200_000, max_classes: 1_000, encoding: None }
+    }
+}
+
+/// Bytes a message body may take besides its soft labels, selection and weights: ids, numbers,
+/// texts of at most [`crate::message::MAX_DETAIL_LEN`] bytes, length prefixes.
+pub const SMALL_BODY_BYTES: usize = 1024;
+
+/// Bytes an envelope adds to its body: version, kind, signer, length prefixes, signature.
+pub const ENVELOPE_OVERHEAD: usize = 128;
+
+impl Limits {
+    /// Largest soft-label payload (`SoftLabels::data`) these limits admit.
+    pub fn max_labels_bytes(&self) -> usize {
+        let classes = self.max_classes as usize;
+        let row = match self.encoding {
+            Some(e) => e.row_bytes(classes),
+            None => Encoding::ALL.iter().map(|e| e.row_bytes(classes)).max().unwrap_or(0),
+        };
+        (self.max_samples as usize).saturating_mul(row)
+    }
+
+    /// Largest encoded body of a message of `kind`, never above `max_message_bytes`.
+    pub fn body_cap(&self, kind: MessageKind) -> usize {
+        let samples = self.max_samples as usize;
+        // A selection of explicit indices: one varint of at most 5 bytes per sample.
+        let selection = 5 * samples;
+        let cap = match kind {
+            MessageKind::Hello | MessageKind::JoinReply | MessageKind::Receipt | MessageKind::Finished | MessageKind::RefSetRequest => 0,
+            MessageKind::RoundAnnouncement => selection,
+            MessageKind::Submission => self.max_labels_bytes(),
+            MessageKind::Consensus => selection + samples + self.max_labels_bytes(),
+            MessageKind::RefSetChunk => crate::message::MAX_CHUNK_BYTES as usize,
+        };
+        cap.saturating_add(SMALL_BODY_BYTES).min(self.max_message_bytes)
+    }
+
+    /// Largest encoded envelope whose kind is `kind`. `None` (a kind byte that names no message,
+    /// or an unknown version) gets the smallest cap: such a message is only ever refused.
+    pub fn frame_cap(&self, kind: Option<MessageKind>) -> usize {
+        let body = kind.map_or(SMALL_BODY_BYTES, |k| self.body_cap(k));
+        body.saturating_add(ENVELOPE_OVERHEAD).min(self.max_message_bytes)
+    }
+
+    /// Largest encoded envelope of any kind.
+    pub fn max_frame(&self) -> usize {
+        MessageKind::ALL.iter().map(|&k| self.frame_cap(Some(k))).max().unwrap_or(0)
     }
 }
 
@@ -104,7 +159,7 @@ pub struct SoftLabels {
     /// Layout of `data`.
     pub encoding: Encoding,
     /// The encoded matrix, row-major.
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::bounded::bytes")]
     pub data: Vec<u8>,
 }
 
@@ -152,6 +207,9 @@ impl SoftLabels {
                 "{} × {} exceeds the caps {} × {}",
                 self.samples, self.classes, limits.max_samples, limits.max_classes
             )));
+        }
+        if limits.encoding.is_some_and(|e| e != self.encoding) {
+            return Err(Error::Shape(format!("encoding {}, expected {}", self.encoding, limits.encoding.map_or(String::new(), |e| e.to_string()))));
         }
         let expected = (self.samples as usize) * self.encoding.row_bytes(self.classes as usize);
         if self.data.len() != expected {

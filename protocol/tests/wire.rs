@@ -143,6 +143,14 @@ proptest! {
     }
 
     #[test]
+    fn every_message_fits_its_kinds_cap_and_its_kind_is_read_from_the_first_bytes(msg in message()) {
+        let bytes = sealed(&msg, &identity(1));
+        let limits = Limits::default();
+        prop_assert!(bytes.len() <= limits.frame_cap(Some(msg.kind())), "{:?}: {} bytes", msg.kind(), bytes.len());
+        prop_assert_eq!(codec::peek_kind(&bytes[..codec::ENVELOPE_HEADER_BYTES]), Some(msg.kind()));
+    }
+
+    #[test]
     fn flipping_any_byte_breaks_the_envelope(msg in message(), pos in any::<prop::sample::Index>(), bit in 0u8..8) {
         let alice = identity(1);
         let mut bytes = sealed(&msg, &alice);
@@ -180,6 +188,86 @@ fn oversized_input_is_refused_before_decoding() {
     let limits = Limits { max_message_bytes: 1024, ..Limits::default() };
     let big = vec![0u8; 1025];
     assert!(matches!(SignedEnvelope::from_bytes(&big, &limits), Err(protocol::Error::TooLarge { len: 1025, cap: 1024 })));
+}
+
+/// A submission is capped at what the receiver's shape admits plus a kibibyte for its other
+/// fields, and small kinds at that kibibyte: anything larger is refused before it is decoded,
+/// and a matrix of any other shape that fits the frame is refused by its shape.
+#[test]
+fn each_kind_is_capped_at_its_own_size() {
+    let alice = identity(1);
+    let (samples, classes) = (1000, 10);
+    for encoding in Encoding::ALL {
+        let limits = Limits { max_samples: samples, max_classes: classes, encoding: Some(encoding), ..Limits::default() };
+        let sub = |rows: usize| {
+            let labels = SoftLabels::encode(&probs(rows, classes as usize, 3), rows, classes as usize, encoding).unwrap();
+            // The largest values of every other field: the longest federation id and u64s.
+            let federation = FederationId::new("f".repeat(ids::MAX_FEDERATION_ID_LEN)).unwrap();
+            let m = Message::Submission(Submission { federation, round: u64::MAX, announcement: AnnouncementDigest([7; 32]), reference_set: ReferenceSetId([9; 32]), temperature: 2.0, local_samples: Some(u64::MAX), labels });
+            sealed(&m, &alice)
+        };
+        let exact = sub(samples as usize);
+        let opened = SignedEnvelope::from_bytes(&exact, &limits).unwrap().open(&alice.id(), &limits);
+        assert!(matches!(opened, Ok(Message::Submission(_))), "{encoding}: {opened:?}");
+        // A hundred rows more do not fit the frame; one row more fits, and is refused by shape.
+        let over = sub(samples as usize + 100);
+        assert!(over.len() > limits.frame_cap(Some(MessageKind::Submission)), "{encoding}: {} bytes fit", over.len());
+        assert!(matches!(SignedEnvelope::from_bytes(&over, &limits), Err(Error::TooLarge { .. })));
+        let one_more = SignedEnvelope::from_bytes(&sub(samples as usize + 1), &limits).unwrap().open(&alice.id(), &limits);
+        assert_eq!(one_more.unwrap_err().refusal_reason(), RefusalReason::WrongShape, "{encoding}");
+        // A matrix in another encoding than the receiver's is refused by shape too.
+        let other = Encoding::ALL.into_iter().find(|e| *e != encoding).unwrap();
+        let labels = SoftLabels::encode(&probs(10, classes as usize, 3), 10, classes as usize, other).unwrap();
+        let m = Message::Submission(Submission { federation: fed(), round: 1, announcement: AnnouncementDigest([7; 32]), reference_set: ReferenceSetId([9; 32]), temperature: 2.0, local_samples: Some(1), labels });
+        let opened = SignedEnvelope::from_bytes(&sealed(&m, &alice), &limits).unwrap().open(&alice.id(), &limits);
+        assert_eq!(opened.unwrap_err().refusal_reason(), RefusalReason::WrongShape, "{other} to a receiver of {encoding}");
+    }
+    // The smallest kinds: a hello with the longest allowed texts fits; one padded to 2 KiB does not.
+    let limits = Limits::default();
+    let hello = |agent: String| {
+        let federation = FederationId::new("f".repeat(ids::MAX_FEDERATION_ID_LEN)).unwrap();
+        sealed(&Message::Hello(Hello { federation, participant: alice.id(), protocol_version: PROTOCOL_VERSION, agent }), &alice)
+    };
+    assert!(receive(&hello("a".repeat(message::MAX_DETAIL_LEN)), &alice.id()).is_ok());
+    let big = hello("a".repeat(2048));
+    assert_eq!(limits.frame_cap(Some(MessageKind::Hello)), payload::SMALL_BODY_BYTES + payload::ENVELOPE_OVERHEAD);
+    assert!(matches!(SignedEnvelope::from_bytes(&big, &limits), Err(Error::TooLarge { .. })));
+    assert!(limits.frame_cap(Some(MessageKind::Hello)) < limits.frame_cap(Some(MessageKind::Submission)) / 1000);
+    // Unknown kinds and versions get the smallest cap of all.
+    // The envelope starts with the protocol version (one varint byte while it is below 251)
+    // and the kind byte.
+    let v = u8::try_from(PROTOCOL_VERSION).unwrap();
+    assert_eq!(codec::peek_kind(&[v, 200]), None);
+    assert_eq!(codec::peek_kind(&[v + 1, 4]), None, "another version");
+    assert_eq!(codec::peek_kind(&[v]), None, "too short to tell");
+    assert_eq!(codec::peek_kind(&[v, 4]), Some(MessageKind::Submission));
+}
+
+/// A text or byte string whose length prefix claims more than the input holds is refused when
+/// the bytes are missing; the claimed length is never allocated first (it is borrowed from the
+/// input, then copied).
+#[test]
+fn claimed_lengths_beyond_the_input_are_malformed() {
+    let alice = identity(1);
+    let hello = Message::Hello(Hello { federation: fed(), participant: alice.id(), protocol_version: PROTOCOL_VERSION, agent: "abc".into() });
+    let mut body = codec::encode_body(&hello).unwrap();
+    // The agent is the last field: replace its 1-byte length (3) by a varint of 60 MiB.
+    let n = body.len();
+    body.truncate(n - 4);
+    body.push(0xFC);
+    body.extend_from_slice(&(60u32 << 20).to_le_bytes());
+    body.extend_from_slice(b"abc");
+    let env = SignedEnvelope::seal_raw(MessageKind::Hello as u8, body, &alice);
+    let limits = Limits::default();
+    assert!(matches!(env.open(&alice.id(), &limits), Err(Error::Malformed(_))));
+    // The same for the envelope's own body and for a local file.
+    let mut bytes = vec![1u8, 4];
+    bytes.extend_from_slice(&[7u8; 32]);
+    bytes.push(0xFC);
+    bytes.extend_from_slice(&(60u32 << 20).to_le_bytes());
+    bytes.extend_from_slice(&[0u8; 100]);
+    assert!(matches!(SignedEnvelope::from_bytes(&bytes, &limits), Err(Error::Malformed(_))));
+    assert!(codec::from_file_bytes::<Vec<u8>>(&bytes[34..]).is_err());
 }
 
 #[test]

@@ -120,7 +120,7 @@ pub fn public_labels(p: &Prepared, test: &Dataset) -> anyhow::Result<(Baseline, 
 
 /// Accuracy of the mean of the nodes' final predictions on the test set (what the student distils).
 pub fn ensemble(nodes: &[Model], test: &Dataset) -> anyhow::Result<(f32, Vec<f32>)> {
-    let mut acc = learning::consensus::MeanAccumulator::new(test.len(), test.classes, false);
+    let mut acc = learning::consensus::MeanAccumulator::new(test.len(), test.classes);
     let mut each = Vec::new();
     for n in nodes {
         let probs = n.soft_labels(&test.features, 1.0, 256)?;

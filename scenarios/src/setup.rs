@@ -112,6 +112,7 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
             digest: s.nodes.digest.clone(),
             privacy: s.nodes.privacy.as_ref().and_then(|p| p.node(s.rounds, s.seed, i)),
             policy: policy(&s, ref_id),
+            ledger: Default::default(),
         });
     }
     let mut validation = s.data.clone();

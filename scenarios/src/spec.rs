@@ -236,6 +236,7 @@ impl Scenario {
         self.nodes.train.validate().map_err(|e| anyhow::anyhow!("`nodes.train`: {e}"))?;
         self.student.distill.validate().map_err(|e| anyhow::anyhow!("`student.distill`: {e}"))?;
         self.consensus.validate().map_err(|e| anyhow::anyhow!("`consensus`: {e}"))?;
+        self.round.check_consensus(self.split.nodes, &self.consensus)?;
         for o in &self.nodes.overrides {
             if o.node >= self.split.nodes {
                 bail!("`nodes.overrides`: node {} does not exist", o.node);
@@ -245,10 +246,10 @@ impl Scenario {
             if f.node >= self.split.nodes {
                 bail!("`faults`: node {} does not exist", f.node);
             }
-            if let (Some(d), Some(r)) = (f.drop_at, f.return_at) {
-                if r <= d {
-                    bail!("`faults`: node {} returns at round {r}, not after it drops at {d}", f.node);
-                }
+            if let (Some(d), Some(r)) = (f.drop_at, f.return_at)
+                && r <= d
+            {
+                bail!("`faults`: node {} returns at round {r}, not after it drops at {d}", f.node);
             }
         }
         Ok(())

@@ -201,39 +201,39 @@ fn three_node_processes_federate_and_a_stranger_is_refused() {
 
 #[test]
 fn a_node_killed_mid_round_misses_it_and_rejoins_later() {
-    let s = scenario("killnode", 3, 5);
+    let s = scenario("killnode", 4, 5);
     let mut p = prepare(&s, |p| {
-        p.aggregator.round.quorum = Some(2);
+        p.aggregator.round.quorum = Some(3);
         p.aggregator.round.deadline_secs = 5.0;
     });
     let dir = p.dir.clone();
-    // Node 2 is a straggler, so that it can be killed mid-round.
+    // Node 3 is a straggler, so that it can be killed mid-round.
     let straggler = scenarios::faults::Simulation { delay_ms: 1500, ..Default::default() };
     let sim = dir.join("straggler.toml");
     setup::write_toml(&sim, &straggler).unwrap();
     let mut procs = Procs(vec![start_aggregator(&mut p)]);
-    for i in 0..2 {
+    for i in 0..3 {
         procs.0.push(spawn("fd-node", &node_toml(&dir, i), &dir.join(format!("node-{i}.log"))));
     }
-    procs.0.push(spawn_sim(&node_toml(&dir, 2), &sim, &dir.join("node-2.log")));
+    procs.0.push(spawn_sim(&node_toml(&dir, 3), &sim, &dir.join("node-3.log")));
     // Kill it once it has taken round 2's announcement (its receipt is in its egress ledger)
     // and before its delayed submission.
-    let state = p.nodes[2].state_dir.clone();
+    let state = p.nodes[3].state_dir.clone();
     let took_round_2 = || egress(&state).iter().any(|e| e.direction == "response" && e.kind == "Receipt" && e.round == Some(2));
-    wait_until("node 2 to take round 2's announcement", Duration::from_secs(120), took_round_2);
-    procs.0[3].kill().unwrap();
-    procs.0[3].wait().unwrap();
-    assert_eq!(submitted(&state), vec![1], "node 2 was killed before submitting in round 2");
+    wait_until("node 3 to take round 2's announcement", Duration::from_secs(120), took_round_2);
+    procs.0[4].kill().unwrap();
+    procs.0[4].wait().unwrap();
+    assert_eq!(submitted(&state), vec![1], "node 3 was killed before submitting in round 2");
     wait_until("round 2", Duration::from_secs(120), || metrics(&p).len() >= 2);
     // Restart it as a plain fd-node: it resumes its checkpoint and joins a later round.
-    procs.0.push(spawn("fd-node", &node_toml(&dir, 2), &dir.join("node-2.log")));
+    procs.0.push(spawn("fd-node", &node_toml(&dir, 3), &dir.join("node-3.log")));
     let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
     assert!(status.success());
     let m = metrics(&p);
     assert_eq!(m.len(), 5);
-    assert_eq!(m[0].participants, vec!["node-00", "node-01", "node-02"]);
-    assert_eq!(m[1].participants, vec!["node-00", "node-01"], "round 2 closed at quorum without the killed node");
-    assert!(m[2..].iter().any(|r| r.participants.contains(&"node-02".to_string())), "{m:?}");
+    assert_eq!(m[0].participants, vec!["node-00", "node-01", "node-02", "node-03"]);
+    assert_eq!(m[1].participants, vec!["node-00", "node-01", "node-02"], "round 2 closed at quorum without the killed node");
+    assert!(m[2..].iter().any(|r| r.participants.contains(&"node-03".to_string())), "{m:?}");
 }
 
 #[test]

@@ -46,6 +46,10 @@ fn bad_values_are_refused_with_their_key() {
         ("nodes = 10", "nodes = 0", "split.nodes"),
         ("train = { epochs = 5, learning_rate = 0.003", "train = { epochs = 5, learning_rate = -1.0", "nodes.train"),
         (r#"rule = { kind = "mean" }"#, r#"rule = { kind = "trimmed_mean", trim = 0.7 }"#, "consensus"),
+        // Ten nodes × 0.05 trims nothing: the plain mean under a robust rule's name.
+        (r#"rule = { kind = "mean" }"#, r#"rule = { kind = "trimmed_mean", trim = 0.05 }"#, "consensus.rule.trim"),
+        (r#"rule = { kind = "mean" }"#, r#"rule = { kind = "confidence", max_share = 0.5 }"#, "max_share"),
+        ("nodes = 10", "nodes = 2", "round.quorum"),
     ];
     for (from, to, key) in cases {
         let text = quickstart().replacen(from, to, 1);
