@@ -15,5 +15,6 @@ pub mod run;
 pub mod seeds;
 pub mod setup;
 pub mod spec;
+pub mod sweep;
 
 pub use spec::Scenario;

@@ -31,12 +31,18 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Override the seed.
-        #[arg(long, conflicts_with = "seeds")]
+        #[arg(long, conflicts_with_all = ["seeds", "epsilons"])]
         seed: Option<u64>,
         /// Run once per seed (comma-separated, e.g. `0,1,2`) into `OUT/seed-N/`, and write the
         /// mean ± standard deviation of every method to `OUT/results.json` and `OUT/report.md`.
         #[arg(long, value_delimiter = ',')]
         seeds: Vec<u64>,
+        /// A privacy–utility sweep: run at each per-node ε (comma-separated; `inf` for no
+        /// differential privacy), each over `--seeds` (default: the scenario's seed), into
+        /// `OUT/eps-E/`, and write the table and plot to `OUT/report.md`,
+        /// `OUT/results.json` and `OUT/privacy-utility.png`.
+        #[arg(long, value_delimiter = ',')]
+        epsilons: Vec<scenarios::sweep::Budget>,
         /// Override the number of rounds.
         #[arg(long)]
         rounds: Option<u64>,
@@ -69,6 +75,18 @@ fn load(name: &str) -> anyhow::Result<Scenario> {
     anyhow::bail!("`{name}` is neither a preset ({}) nor a file", names.join(", "))
 }
 
+/// Runs `s` once per seed into `out/seed-N/`.
+async fn run_seeds(s: &Scenario, seeds: &[u64], out: &std::path::Path, quiet: bool) -> anyhow::Result<Vec<scenarios::run::Results>> {
+    let mut all = Vec::new();
+    for &seed in seeds {
+        let s = Scenario { seed, ..s.clone() };
+        let dir = out.join(format!("seed-{seed}"));
+        eprintln!("running `{}` ({} nodes, {} rounds, seed {seed}) into {}", s.name, s.split.nodes, s.rounds, dir.display());
+        all.push(scenarios::run::run(&s, &scenarios::run::RunOptions { out: dir, progress: !quiet }).await?);
+    }
+    Ok(all)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     net::cli::init_logging("warn", net::cli::LogFormat::Text);
@@ -82,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
             let text = scenarios::presets::preset(&name, &data_dir()).with_context(|| format!("no preset named `{name}`"))?;
             print!("{text}");
         }
-        Command::Run { scenario, out, seed, seeds, rounds, transport, quiet } => {
+        Command::Run { scenario, out, seed, seeds, epsilons, rounds, transport, quiet } => {
             let mut s = load(&scenario)?;
             if let Some(v) = seed {
                 s.seed = v;
@@ -98,18 +116,25 @@ async fn main() -> anyhow::Result<()> {
                 let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
                 PathBuf::from("runs").join(format!("{}-{t}", s.name))
             });
-            if seeds.is_empty() {
+            if !epsilons.is_empty() {
+                let seeds = if seeds.is_empty() { vec![s.seed] } else { seeds };
+                let mut points = Vec::new();
+                for budget in epsilons {
+                    let at = budget.apply(&s);
+                    let all = run_seeds(&at, &seeds, &out.join(format!("eps-{budget}")), quiet).await?;
+                    let max_spent = scenarios::seeds::Stat::of(all.iter().map(|r| r.privacy.as_ref().map_or(0.0, |p| p.max_spent)).collect());
+                    points.push(scenarios::sweep::Point { budget, summary: scenarios::seeds::summarise(&all), max_spent });
+                }
+                let delta = scenarios::sweep::Budget::Epsilon(1.0).apply(&s).nodes.privacy.map_or(1e-5, |p| p.delta);
+                let sweep = scenarios::sweep::Sweep { scenario: s.name.clone(), delta, points };
+                scenarios::sweep::write(&out, &sweep)?;
+                print!("{}", scenarios::sweep::markdown(&sweep));
+            } else if seeds.is_empty() {
                 eprintln!("running `{}` ({} nodes, {} rounds) into {}", s.name, s.split.nodes, s.rounds, out.display());
                 let r = scenarios::run::run(&s, &scenarios::run::RunOptions { out: out.clone(), progress: !quiet }).await?;
                 print!("{}", scenarios::report::summary(&r));
             } else {
-                let mut all = Vec::new();
-                for seed in &seeds {
-                    s.seed = *seed;
-                    let dir = out.join(format!("seed-{seed}"));
-                    eprintln!("running `{}` ({} nodes, {} rounds, seed {seed}) into {}", s.name, s.split.nodes, s.rounds, dir.display());
-                    all.push(scenarios::run::run(&s, &scenarios::run::RunOptions { out: dir, progress: !quiet }).await?);
-                }
+                let all = run_seeds(&s, &seeds, &out, quiet).await?;
                 let summary = scenarios::seeds::summarise(&all);
                 scenarios::seeds::write(&out, &summary)?;
                 print!("{}", scenarios::seeds::markdown(&summary));

@@ -10,7 +10,12 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("mnist-shards", "MNIST, 10 nodes holding 2 classes each, MLP, 20 rounds"),
     ("breast-cancer", "UCI breast cancer, 5 nodes, Dirichlet α = 1, standardised features, small MLP"),
     ("scale-100", "MNIST, 100 nodes, IID, small MLP: how the system scales on one machine"),
+    ("privacy-digits", "digits-a05 with record-level DP-SGD, ε = 4 per node (sweep: --epsilons 1,2,4,8,inf)"),
+    ("privacy-mnist", "mnist-dirichlet-a05 with record-level DP-SGD, ε = 4 per node (sweep: --epsilons 1,2,4,8,inf)"),
 ];
+
+/// `[nodes.privacy]` of the privacy presets: ε = 4, δ = 10⁻⁵ per node, clipping norm 1.
+const PRIVACY: &str = "\n[nodes.privacy]\nepsilon = 4.0\ndelta = 1e-5\nclip_norm = 1.0\n";
 
 const QUICKSTART: &str = r#"name = "quickstart"
 seed = 42
@@ -221,6 +226,12 @@ pub fn preset(name: &str, data_dir: &std::path::Path) -> Option<String> {
         "mnist-shards" => MNIST_SHARDS.to_owned(),
         "breast-cancer" => BREAST_CANCER.to_owned(),
         "scale-100" => SCALE_100.to_owned(),
+        "privacy-digits" => {
+            variant(QUICKSTART, &[(r#"name = "quickstart""#, r#"name = "privacy-digits""#), ("rounds = 10", "rounds = 30")]) + PRIVACY
+        }
+        "privacy-mnist" => {
+            variant(MNIST_DIRICHLET, &[(r#"name = "mnist-dirichlet""#, r#"name = "privacy-mnist""#), ("alpha = 0.1", "alpha = 0.5")]) + PRIVACY
+        }
         _ => return None,
     };
     Some(text.replace("{data}", &data_dir.display().to_string()))
