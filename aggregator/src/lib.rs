@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod checkpoint;
+mod collect;
 pub mod config;
 pub mod report;
 pub mod round;
@@ -121,6 +122,9 @@ pub struct Aggregator {
     reference_id: ReferenceSetId,
     client: net::Client,
     events: mpsc::Receiver<Event>,
+    /// Refusals of announcements, from the tasks that sent them, for the round being collected.
+    declines: mpsc::Receiver<collect::Declined>,
+    declines_tx: mpsc::Sender<collect::Declined>,
     network: net::Handle,
     listen_addrs: Vec<Multiaddr>,
     student: Student,
@@ -220,6 +224,7 @@ impl Aggregator {
             resume_after = completed,
             "aggregator listening"
         );
+        let (declines_tx, declines) = mpsc::channel(2 * roster.len() + 8);
         Ok(Self {
             roster,
             reference,
@@ -227,6 +232,8 @@ impl Aggregator {
             reference_id,
             client,
             events,
+            declines,
+            declines_tx,
             network,
             listen_addrs,
             student,

@@ -1,5 +1,5 @@
-//! Driving the rounds: announce → collect until everyone answered or the deadline passed with a
-//! quorum → combine → distil the student (late submissions are answered meanwhile) → deliver the
+//! Driving the rounds: announce → collect until everyone answered or declined, or the deadline
+//! passed with a quorum ([`crate::collect`]) → combine → distil the student (late submissions are answered meanwhile) → deliver the
 //! consensus → checkpoint → one log line.
 
 use std::time::Duration;
@@ -16,6 +16,10 @@ const CHECKPOINT_ATTEMPTS: u32 = 3;
 /// Pause before the second attempt; it doubles before each further one.
 const CHECKPOINT_FIRST_PAUSE: Duration = Duration::from_millis(500);
 
+use crate::collect::{Collected, Collection, Declined, Step};
+use crate::round::RoundState;
+use crate::{Aggregator, Error};
+
 /// `e` and its sources, `: `-separated (what a failed write was, and why).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -27,8 +31,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
-use crate::round::RoundState;
-use crate::{Aggregator, Error};
 
 impl Aggregator {
     /// Runs the rounds not yet completed. `Ok(false)`: stopped by `shutdown`.
@@ -44,15 +46,24 @@ impl Aggregator {
                 self.send(peer, Message::RoundAnnouncement(ann.clone()));
             }
             tracing::info!(round, joined = self.joined.len(), samples = ann.selection.len(), "round open");
-            let mut past_deadline = false;
-            while !state.ready(Instant::now()) {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(false),
-                    ev = self.events.recv() => match ev {
-                        Some(ev) => self.on_event(ev, &mut state).await,
-                        None => return Err(Error::Net(net::Error::Stopped)),
-                    },
-                    _ = tokio::time::sleep_until(state.deadline()), if !past_deadline => past_deadline = true,
+            while self.declines.try_recv().is_ok() {} // refusals of earlier rounds
+            let mut collection = Collection::default();
+            loop {
+                match collection.next(&mut state, &mut self.events, &mut self.declines, shutdown).await {
+                    Step::Event(ev) => self.on_event(ev, &mut state).await,
+                    Step::End(Collected::Ready) => break,
+                    Step::End(Collected::Shutdown) => return Ok(false),
+                    Step::End(Collected::Closed) => return Err(Error::Net(net::Error::Stopped)),
+                    Step::End(Collected::Unreachable) => {
+                        let detail = format!(
+                            "{} of {} nodes answered and {} declined: the quorum of {} cannot be met",
+                            state.participants().len(),
+                            self.roster.len(),
+                            state.declined(),
+                            self.cfg.round.quorum(self.roster.len())
+                        );
+                        return Err(Error::Round { round, detail });
+                    }
                 }
             }
             let combined = state.close()?;
@@ -201,11 +212,16 @@ impl Aggregator {
     /// Sends a request in the background and logs a failure.
     pub(crate) fn send(&mut self, peer: ParticipantId, message: Message) {
         let client = self.client.clone();
+        let declines = self.declines_tx.clone();
         while self.sends.try_join_next().is_some() {}
         self.sends.spawn(async move {
             match client.request(&peer, &message).await {
-                Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, .. })) => {
+                Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, round, .. })) => {
                     tracing::warn!(peer = %peer.short(), kind = ?message.kind(), ?reason, %detail, "node refused");
+                    if let Message::RoundAnnouncement(_) = message {
+                        // Full only if refusals pile up unread; the deadline closes the round then.
+                        let _ = declines.try_send(Declined { peer, round, reason });
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(peer = %peer.short(), kind = ?message.kind(), error = %e, "send failed"),
