@@ -1,12 +1,15 @@
 //! Operating an aggregator: its Prometheus endpoint, scraped over TCP during a real run (three
 //! libp2p members on loopback, one round completed, a submission refused), and `fd-aggregator
 //! --log-format json` as a process: every line it writes to standard error is a JSON object, and
-//! the metrics address it reports serves the metrics of the process.
+//! the metrics address it reports serves the metrics of the process. And what `deploy/` ships:
+//! the systemd units pass `systemd-analyze verify` (and keep their hardening), and the
+//! Dockerfile copies paths that exist and builds binaries that the workspace has.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 mod support;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -207,4 +210,91 @@ fn with_json_logs_a_failure_is_one_json_line_on_stderr() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["level"], "ERROR");
     assert!(lines[0]["fields"]["error"].as_str().is_some_and(|e| e.contains("/nonexistent/federation.toml")), "{lines:?}");
+}
+
+/// The repository's root folder.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// `systemd-analyze ARGS`: success, and the lines it wrote to standard error.
+fn analyze(args: &[&std::ffi::OsStr]) -> (bool, Vec<String>) {
+    let out = Command::new("systemd-analyze").args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).lines().map(str::to_owned).collect())
+}
+
+#[test]
+fn the_systemd_units_verify_and_keep_their_hardening() {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        println!("SKIPPED: systemd-analyze is not installed here, so deploy/*.service were not verified");
+        return;
+    }
+    let d = dir("units");
+    // A unit that cannot be wrong: if it does not verify, this machine cannot verify units.
+    std::fs::write(d.join("probe.service"), "[Service]\nExecStart=/bin/true\n").unwrap();
+    let (ok, lines) = analyze(&["verify".as_ref(), d.join("probe.service").as_os_str()]);
+    if !ok {
+        println!("SKIPPED: systemd-analyze verify fails here even on a trivial unit, so deploy/*.service were not verified: {lines:?}");
+        return;
+    }
+    // `verify` needs ExecStart's binary: the copies name the ones cargo built.
+    let aggregator = PathBuf::from(env!("CARGO_BIN_EXE_fd-aggregator"));
+    let node = Some(aggregator.with_file_name("fd-node")).filter(|p| p.is_file()).unwrap_or_else(|| {
+        println!("fd-node is not built next to fd-aggregator; fd-node.service is verified with fd-aggregator's binary in its place");
+        aggregator.clone()
+    });
+    for (name, built) in [("fd-aggregator", &aggregator), ("fd-node", &node)] {
+        let unit = format!("{name}.service");
+        let text = std::fs::read_to_string(root().join("deploy").join(&unit)).unwrap();
+        let installed = format!("ExecStart=/usr/local/bin/{name} --log-format json run --config /etc/fedistil/");
+        assert!(text.contains(&installed), "{unit}: {installed}…");
+        for directive in ["Restart=on-failure", "User=fedistil", &format!("StateDirectory={name}"), "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "LoadCredential="] {
+            assert!(text.lines().any(|l| l.starts_with(directive)), "{unit} lacks {directive}");
+        }
+        let copy = d.join(&unit);
+        std::fs::write(&copy, text.replace(&format!("/usr/local/bin/{name}"), built.to_str().unwrap())).unwrap();
+        let (ok, lines) = analyze(&["verify".as_ref(), copy.as_os_str()]);
+        let about_it: Vec<&String> = lines.iter().filter(|l| l.contains(&unit)).collect();
+        assert!(ok && about_it.is_empty(), "systemd-analyze verify {unit}: {lines:#?}");
+        // The exposure score stays "OK" (≤ 2.0 on systemd's 0–10 scale).
+        let (ok, lines) = analyze(&["security".as_ref(), "--offline=yes".as_ref(), "--threshold=20".as_ref(), copy.as_os_str()]);
+        if lines.iter().any(|l| l.contains("unrecognized option")) {
+            println!("this systemd-analyze has no offline security check; the exposure of {unit} was not measured");
+        } else {
+            assert!(ok, "{unit} is exposed above 2.0: {lines:#?}");
+        }
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn the_dockerfile_copies_what_exists_and_builds_the_workspace_binaries() {
+    let root = root();
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let ignored: Vec<String> = std::fs::read_to_string(root.join(".dockerignore")).unwrap().lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(str::to_owned).collect();
+    let copies: Vec<Vec<&str>> = dockerfile.lines().filter_map(|l| l.strip_prefix("COPY ")).map(|l| l.split_whitespace().collect()).collect();
+    let mut copied = Vec::new();
+    for words in copies.iter().filter(|w| !w[0].starts_with("--from")) {
+        for source in &words[..words.len() - 1] {
+            assert!(root.join(source).exists(), "COPY {source}: no such path in the repository");
+            assert!(!ignored.iter().any(|i| i == source), "COPY {source}: excluded by .dockerignore");
+            copied.push(*source);
+        }
+    }
+    // Every workspace member is in the build context, so that cargo can load the workspace.
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml")).unwrap().parse().unwrap();
+    for member in manifest["workspace"]["members"].as_array().unwrap() {
+        assert!(copied.contains(&member.as_str().unwrap()), "member {member} is not copied");
+    }
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        assert!(copied.contains(&file), "{file} is not copied");
+    }
+    // The runtime stage takes exactly the two binaries the build stage builds, by their names.
+    let from_build: Vec<&str> = copies.iter().filter(|w| w[0] == "--from=build").flat_map(|w| w[1..w.len() - 1].to_vec()).collect();
+    assert_eq!(from_build, ["/src/target/release/fd-aggregator", "/src/target/release/fd-node"]);
+    for (bin, package) in [("fd-aggregator", "aggregator"), ("fd-node", "node")] {
+        assert!(dockerfile.contains(&format!("--bin {bin}")), "the build stage does not build {bin}");
+        let manifest = std::fs::read_to_string(root.join(package).join("Cargo.toml")).unwrap();
+        assert!(manifest.contains(&format!("name = \"{bin}\"")), "{package} has no binary {bin}");
+    }
 }
