@@ -79,12 +79,17 @@ async fn a_scrape_during_a_run_shows_its_rounds_submissions_and_traffic() {
     let mut cfg = setup(&d, &d.join("n.key"));
     cfg.rounds = 2;
     cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
+    // Labelled rows with the reference set's 4 features, so that the student has an accuracy.
+    let csv = d.join("validation.csv");
+    std::fs::write(&csv, (0..30).map(|i| format!("{},{},{},{},{}\n", i % 7, (i * 3) % 7, (i * 5) % 7, i % 2, i % 3)).collect::<String>()).unwrap();
+    cfg.validation = Some(toml::from_str(&format!("format = \"csv\"\npath = {:?}", csv.display().to_string())).unwrap());
     let fed = cfg.federation.clone();
     let mut agg = Aggregator::start(cfg).await.unwrap();
     let metrics = agg.metrics_addr().expect("the config asks for metrics");
     let (agg_id, addr) = (agg.id(), agg.listen_addrs()[0].clone().with(net::multiaddr::Protocol::P2p(net::peer_id(&agg.id()))));
     let before = samples(&scrape(metrics).await.unwrap().unwrap());
     assert_eq!(value(&before, "fd_rounds_completed_total"), 0.0);
+    assert!(value(&before, "fd_validation_accuracy").is_nan(), "no accuracy before a round");
     let (progress_tx, mut progress) = mpsc::channel(4);
     agg.set_progress(progress_tx);
     let shutdown = CancellationToken::new();
@@ -113,7 +118,8 @@ async fn a_scrape_during_a_run_shows_its_rounds_submissions_and_traffic() {
     assert_eq!(value(&s, "fd_round_seconds_count"), 1.0);
     assert_eq!(value(&s, "fd_distill_seconds_count"), 1.0);
     assert!(value(&s, "fd_distill_seconds_sum") <= value(&s, "fd_round_seconds_sum"));
-    assert!(value(&s, "fd_validation_accuracy").is_nan(), "no validation set, no accuracy");
+    let accuracy = f64::from(round.accuracy.expect("a validation set gives an accuracy"));
+    assert!((value(&s, "fd_validation_accuracy") - accuracy).abs() < 1e-6, "the round's accuracy, {accuracy}");
     for peer in ["n", "m1", "m2"] {
         let labels = |kind: &str| format!("{{peer=\"{peer}\",kind=\"{kind}\"}}");
         assert_eq!(value(&s, &format!("fd_received_messages_total{}", labels("Submission"))), 2.0, "{peer}: one accepted, one refused");
