@@ -9,7 +9,8 @@
 //! line. After the last round it writes the global model and the report ([`report`]) and tells
 //! every node that the federation is finished. A restart with the same output folder resumes
 //! after the last completed round. Under `weighted_by_samples`, nodes weigh what the roster
-//! declares or, failing that, what they report, clipped ([`weights`]).
+//! declares or, failing that, what they report, clipped ([`weights`]). With a `metrics` address in
+//! the config, [`metrics`] are served at `http://ADDR/metrics` until the run ends.
 //!
 //! Output folder layout (a private folder: 0700, its files 0600): `state.json` (the commit
 //! point: last completed round),
@@ -21,6 +22,7 @@
 pub mod checkpoint;
 mod collect;
 pub mod config;
+pub mod metrics;
 pub mod report;
 pub mod round;
 mod rounds;
@@ -137,6 +139,10 @@ pub struct Aggregator {
     limits: Limits,
     /// Requests sent in the background (announcements), awaited before shutdown.
     sends: tokio::task::JoinSet<()>,
+    /// Prometheus series (served if `metrics_server` is there).
+    telemetry: metrics::Metrics,
+    /// The `GET /metrics` endpoint, if the config asks for one.
+    metrics_server: Option<net::metrics::http::Server>,
 }
 
 /// What start-up reads from disk.
@@ -197,11 +203,17 @@ impl Aggregator {
         net_cfg.limits = inbound_limits(&cfg);
         net_cfg.rate_limits = rate_limits(loaded.reference_bytes.len());
         let limits = net_cfg.limits;
+        let (telemetry, registry) = metrics::Metrics::new(&roster);
+        net_cfg.traffic = Some(telemetry.traffic.clone());
         let (client, events, network) = net::spawn(loaded.identity, net_cfg, &CancellationToken::new())?;
         let mut listen_addrs = Vec::new();
         for addr in &cfg.listen {
             listen_addrs.push(client.listen(addr.clone()).await.map_err(|e| config_err("listen", e))?);
         }
+        let metrics_server = match cfg.metrics {
+            Some(addr) => Some(net::metrics::http::serve(addr, Arc::new(registry), &CancellationToken::new()).await.map_err(|e| config_err("metrics", e))?),
+            None => None,
+        };
         let reference = Arc::new(loaded.reference);
         let reference_id = cfg.reference.sha256;
         let setup = StudentSetup {
@@ -217,6 +229,7 @@ impl Aggregator {
         };
         let completed = loaded.restored.completed;
         let metrics = loaded.restored.metrics.clone();
+        telemetry.round.set(completed as i64);
         let student = Student::start(setup, loaded.restored, reference.clone(), reference_id, loaded.validation.map(Arc::new))?;
         tracing::info!(
             peer = %net::keys::peer_id_string(&client.id()),
@@ -244,6 +257,8 @@ impl Aggregator {
             progress: None,
             limits,
             sends: tokio::task::JoinSet::new(),
+            telemetry,
+            metrics_server,
             cfg,
         })
     }
@@ -251,6 +266,11 @@ impl Aggregator {
     /// The bound addresses (with real ports).
     pub fn listen_addrs(&self) -> &[Multiaddr] {
         &self.listen_addrs
+    }
+
+    /// Where the metrics are served (with the real port), if the config asks for them.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_server.as_ref().map(|s| s.local_addr())
     }
 
     /// The aggregator's id.
@@ -273,7 +293,7 @@ impl Aggregator {
 
     /// Runs the remaining rounds, then writes the final outputs. Shutdown, in order: stop
     /// announcing rounds → tell the nodes the federation is finished (if it is) → drain the
-    /// sends in flight → stop the network.
+    /// sends in flight → stop the network → stop serving metrics.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<RunSummary, Error> {
         let result = self.rounds(&shutdown).await;
         let summary = match result {
@@ -302,6 +322,9 @@ impl Aggregator {
         let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
         drop(self.events);
         self.network.shutdown().await;
+        if let Some(server) = self.metrics_server {
+            server.shutdown().await;
+        }
         summary
     }
 }

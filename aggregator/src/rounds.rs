@@ -71,13 +71,17 @@ impl Aggregator {
             let rows = ann.selection.resolve(ann.reference_samples)?;
             // Distil on the student's thread; late submissions are answered meanwhile.
             let student = self.student.clone();
+            let distill_started = std::time::Instant::now();
             let learn = student.learn(round, rows.clone(), combined.clone());
             tokio::pin!(learn);
             let mut events_open = true;
             let learnt = loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(false),
-                    res = &mut learn => break res?,
+                    res = &mut learn => {
+                        self.telemetry.distill_seconds.observe(distill_started.elapsed().as_secs_f64());
+                        break res?;
+                    }
                     ev = self.events.recv(), if events_open => match ev {
                         Some(ev) => self.on_event(ev, &mut state).await,
                         None => events_open = false,
@@ -117,6 +121,7 @@ impl Aggregator {
             self.metrics.push(m.clone());
             self.checkpoint(round, shutdown).await;
             self.completed = round;
+            self.record(&m);
             tracing::info!(
                 round,
                 participants = m.participants.len(),
@@ -163,6 +168,18 @@ impl Aggregator {
         }
         tracing::error!(round, committed = self.committed, "round not checkpointed; the run goes on and the next round's checkpoint tries again");
         false
+    }
+
+    /// Updates the Prometheus series with a completed round.
+    fn record(&self, m: &RoundMetrics) {
+        let t = &self.telemetry;
+        t.rounds.inc();
+        t.round.set(m.round as i64);
+        t.participants.set(m.participants.len() as i64);
+        t.round_seconds.observe(m.seconds);
+        if let Some(a) = m.accuracy {
+            t.accuracy.set(f64::from(a));
+        }
     }
 
     fn announcement(&self, round: u64) -> RoundAnnouncement {

@@ -24,7 +24,7 @@
 //!
 //! Modules: [`client`] (the handle and responder), [`event_loop`] (the Swarm's owner),
 //! [`codec`], [`rate`], [`keys`], [`ledger`], [`owner`] (state owned by a dedicated thread),
-//! [`cli`].
+//! [`metrics`] (traffic counters and the `GET /metrics` endpoint), [`cli`].
 #![deny(missing_docs)]
 
 pub mod cli;
@@ -33,6 +33,7 @@ pub mod codec;
 pub mod event_loop;
 pub mod keys;
 pub mod ledger;
+pub mod metrics;
 pub mod owner;
 pub mod rate;
 
@@ -131,6 +132,9 @@ pub struct NetConfig {
     /// Per-peer limits on inbound requests of some kinds; a request beyond its peer's budget is
     /// refused (reason `Unavailable`) before it is verified.
     pub rate_limits: Vec<(MessageKind, RateLimit)>,
+    /// Where to count the bytes and messages sent and received, per peer and kind (None: not
+    /// counted beyond [`Client::traffic`]).
+    pub traffic: Option<metrics::Traffic>,
 }
 
 impl NetConfig {
@@ -150,6 +154,7 @@ impl NetConfig {
             max_streams_per_connection: 8,
             max_pending_incoming: 16,
             rate_limits: Vec::new(),
+            traffic: None,
         }
     }
 }
