@@ -86,6 +86,9 @@ impl Session {
 
     async fn converse(&mut self, shutdown: &CancellationToken) -> Exit {
         let mut backoff = Duration::from_millis(200);
+        // A round's work outlives a lost connection: its training is paid for (privacy budget,
+        // time), so its answer is sent after the reconnection rather than trained again.
+        let mut work: Option<Work> = None;
         'connect: loop {
             let joined = tokio::select! {
                 _ = shutdown.cancelled() => return Exit::Shutdown,
@@ -101,7 +104,6 @@ impl Session {
                 continue 'connect;
             }
             backoff = Duration::from_millis(200);
-            let mut work: Option<Work> = None;
             let exit = loop {
                 if work.is_none()
                     && let Some(ann) = self.pending.take()
@@ -137,10 +139,7 @@ impl Session {
                     ev = self.events.recv() => match ev {
                         None => break Exit::NetworkStopped,
                         Some(Event::Disconnected(p)) if p == self.aggregator => {
-                            tracing::warn!("aggregator connection lost; reconnecting");
-                            if let Some(w) = work.take() {
-                                w.abort();
-                            }
+                            tracing::warn!(working = work.is_some(), "aggregator connection lost; reconnecting");
                             continue 'connect;
                         }
                         Some(Event::Request { peer, message, responder }) => {
@@ -297,6 +296,10 @@ impl Session {
     /// Records the answer to `ann` (atomically, in the state folder), then sends it. An answer
     /// that cannot be recorded is not sent.
     async fn submit(&mut self, ann: RoundAnnouncement, labels: SoftLabels) {
+        // The same round announced again meanwhile (after a reconnection) is answered by this.
+        if self.pending.as_ref().is_some_and(|p| p.round <= ann.round) {
+            self.pending = None;
+        }
         let sub = match self.policy.check(&ann, &self.answers) {
             Ok(Decision::Answer) => Submission {
                 federation: self.federation.clone(),
