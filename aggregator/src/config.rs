@@ -110,7 +110,10 @@ pub struct RoundConfig {
 }
 
 /// Default of [`RoundConfig::sample_count_clip`].
-pub const DEFAULT_SAMPLE_COUNT_CLIP: f64 = 2.0;
+/// 1: a reported count can lower a node's weight below the median, never raise it above. At 2,
+/// a label-flipping node claiming 2^20 rows among 10 cost 3.6 points of global accuracy
+/// (`attack-samples`, 3 seeds); at 1, 1.2 points, with no loss in honest runs.
+pub const DEFAULT_SAMPLE_COUNT_CLIP: f64 = 1.0;
 
 fn default_sample_count_clip() -> f64 {
     DEFAULT_SAMPLE_COUNT_CLIP

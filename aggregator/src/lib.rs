@@ -4,7 +4,8 @@
 //! runtime, reads the key, checks the reference set's hash, loads the validation data and
 //! restores the last checkpoint ([`checkpoint`]); it hands the global model to its owner thread
 //! ([`student`]) and binds the network. [`Aggregator::run`] drives the rounds ([`rounds`]):
-//! announce → collect validated, signed submissions ([`round`], answered by [`serve`]) →
+//! announce → collect validated, signed submissions until everyone answered or declined, or the
+//! deadline passed with a quorum ([`collect`], [`round`], answered by [`serve`]) →
 //! consensus → distil the global student → send the consensus → checkpoint atomically → one log
 //! line. After the last round it writes the global model and the report ([`report`]) and tells
 //! every node that the federation is finished. A restart with the same output folder resumes

@@ -356,8 +356,11 @@ pub(crate) mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_claimed_sample_count_is_clipped_and_a_declared_one_is_taken() {
-        // Clipped to 2 × the median (100): weights 100, 100, 200, so p = 180 / 400.
+        // Clipped to the median (100), the default: weights 100, 100, 100, so p = 180 / 300.
         let p = liar_round(SampleCounts::default());
+        assert!((p - 0.6).abs() < 1e-5, "{p}");
+        // Clipped to 2 × the median: weights 100, 100, 200, so p = 180 / 400.
+        let p = liar_round(SampleCounts { clip: 2.0, ..Default::default() });
         assert!((p - 0.45).abs() < 1e-5, "{p}");
         // Unclipped (as before the fix), the liar would hold 99.98 % of the weight.
         let p = liar_round(SampleCounts { clip: f64::INFINITY, ..Default::default() });

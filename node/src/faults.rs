@@ -15,6 +15,12 @@ pub trait Faults: Send + Sync + 'static {
     /// are encoded and sent.
     fn tamper(&self, _round: u64, _probs: &mut [f32], _classes: usize) {}
 
+    /// The private row count the node reports when the aggregator asks for it (an honest node
+    /// reports `rows`).
+    fn claimed_samples(&self, rows: u64) -> u64 {
+        rows
+    }
+
     /// Extra delay before the node submits its answer to `round`.
     fn delay(&self, _round: u64) -> Duration {
         Duration::ZERO

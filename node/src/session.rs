@@ -307,7 +307,7 @@ impl Session {
                 announcement: ann.digest(),
                 reference_set: ann.reference_set,
                 temperature: ann.temperature,
-                local_samples: self.policy.sample_count(self.sample_count_wanted, self.local_samples),
+                local_samples: self.policy.sample_count(self.sample_count_wanted, self.faults.claimed_samples(self.local_samples)),
                 labels,
             },
             Ok(Decision::Resend(sub)) => *sub,

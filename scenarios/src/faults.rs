@@ -22,6 +22,9 @@ pub enum Attack {
     LabelFlip,
     /// Over-confident: the logits multiplied by 10 before the softmax, i.e. p^10 renormalised.
     Scaled,
+    /// A one-hot liar: all the mass on the flipped class of its honest prediction (c → C−1−c),
+    /// the most weight a confidence-weighted rule can give.
+    OneHotFlip,
 }
 
 /// The faults of one simulated node (the `simulation.toml` that `fd-sim-node` reads).
@@ -36,12 +39,15 @@ pub struct Simulation {
     pub leave_at_round: Option<u64>,
     /// Seed of the random attack.
     pub seed: u64,
+    /// The private row count to report instead of the true one (a weight takeover under
+    /// `weighted_by_samples` when the roster declares no counts).
+    pub claim_samples: Option<u64>,
 }
 
 impl Simulation {
     /// Whether this node follows the protocol (the seed alone changes nothing).
     pub fn is_honest(&self) -> bool {
-        self.delay_ms == 0 && self.attack == Attack::None && self.leave_at_round.is_none()
+        self.delay_ms == 0 && self.attack == Attack::None && self.leave_at_round.is_none() && self.claim_samples.is_none()
     }
 }
 
@@ -52,6 +58,10 @@ impl node::Faults for Simulation {
 
     fn tamper(&self, round: u64, probs: &mut [f32], classes: usize) {
         corrupt(probs, classes, self.attack, derive(self.seed, Stream::Fault, round));
+    }
+
+    fn claimed_samples(&self, rows: u64) -> u64 {
+        self.claim_samples.unwrap_or(rows)
     }
 
     fn delay(&self, _round: u64) -> Duration {
@@ -74,6 +84,13 @@ pub fn corrupt(probs: &mut [f32], classes: usize, attack: Attack, seed: u64) {
             }
         }
         Attack::Uniform => probs.iter_mut().for_each(|p| *p = 1.0 / classes as f32),
+        Attack::OneHotFlip => {
+            for row in probs.chunks_exact_mut(classes) {
+                let top = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(c, _)| c);
+                row.fill(0.0);
+                row[classes - 1 - top] = 1.0;
+            }
+        }
         Attack::LabelFlip => {
             for row in probs.chunks_exact_mut(classes) {
                 row.reverse();
@@ -100,7 +117,7 @@ mod tests {
     #[test]
     fn attacks_keep_rows_probabilities_and_scaled_sharpens_without_moving_the_argmax() {
         let honest = vec![0.5f32, 0.3, 0.2, 0.1, 0.1, 0.8];
-        for attack in [Attack::Random, Attack::Uniform, Attack::LabelFlip, Attack::Scaled] {
+        for attack in [Attack::Random, Attack::Uniform, Attack::LabelFlip, Attack::Scaled, Attack::OneHotFlip] {
             let mut p = honest.clone();
             corrupt(&mut p, 3, attack, 7);
             for row in p.chunks_exact(3) {

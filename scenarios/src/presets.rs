@@ -7,6 +7,10 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("digits-a01", "UCI digits, 10 nodes, Dirichlet α = 0.1 (strongly non-IID), 30 rounds"),
     ("mnist-dirichlet", "MNIST, 10 nodes, Dirichlet α = 0.1, 5,000 public samples, CNN nodes, MLP student, 20 rounds"),
     ("mnist-dirichlet-a05", "mnist-dirichlet with Dirichlet α = 0.5"),
+    ("attack-samples", "quickstart under weighted_by_samples with reported counts: node 0 flips its labels and claims 2^20 samples"),
+    ("attack-samples-control", "attack-samples without the clip on reported counts (the control)"),
+    ("attack-confidence", "quickstart under the confidence rule: node 0 sends one-hot wrong labels"),
+    ("attack-confidence-control", "attack-confidence without the cap on a node's share (the control)"),
     ("mnist-shards", "MNIST, 10 nodes holding 2 classes each, MLP, 20 rounds"),
     ("breast-cancer", "UCI breast cancer, 5 nodes, Dirichlet α = 1, standardised features, small MLP"),
     ("scale-100", "MNIST, 100 nodes, IID, small MLP: how the system scales on one machine"),
@@ -210,6 +214,21 @@ fedavg = false
 public_labels = false
 "#;
 
+/// Node 0 of an attack preset: flipped labels and a claimed 2^20 private rows.
+const ATTACKER_CLAIMS: &str = r#"
+[[faults]]
+node = 0
+attack = "label_flip"
+claim_samples = 1048576
+"#;
+
+/// Node 0 of an attack preset: one-hot rows on the wrong class.
+const ATTACKER_ONE_HOT: &str = r#"
+[[faults]]
+node = 0
+attack = "one_hot_flip"
+"#;
+
 /// The TOML of a preset, with `{data}` pointing at `data_dir`.
 pub fn preset(name: &str, data_dir: &std::path::Path) -> Option<String> {
     // Variants: a base preset with its name and a few settings replaced.
@@ -224,6 +243,25 @@ pub fn preset(name: &str, data_dir: &std::path::Path) -> Option<String> {
         "mnist-dirichlet" => MNIST_DIRICHLET.to_owned(),
         "mnist-dirichlet-a05" => variant(MNIST_DIRICHLET, &[(r#"name = "mnist-dirichlet""#, r#"name = "mnist-dirichlet-a05""#), ("alpha = 0.1", "alpha = 0.5")]),
         "mnist-shards" => MNIST_SHARDS.to_owned(),
+        // One roster member tries to take the consensus over; each attack has a control with
+        // the hardening off, so that the attack is seen to bite where it is not stopped.
+        "attack-samples" | "attack-samples-control" => {
+            let mut edits = vec![
+                (r#"name = "quickstart""#, format!(r#"name = "{name}""#)),
+                (r#"rule = { kind = "mean" }"#, r#"rule = { kind = "weighted_by_samples" }"#.to_owned()),
+                ("batch_size = 64 }\n", "batch_size = 64 }\ndeclare_samples = false\n".to_owned()),
+            ];
+            if name.ends_with("-control") {
+                edits.push(("deadline_secs = 20", "deadline_secs = 20\nsample_count_clip = 1e9".to_owned()));
+            }
+            let edits: Vec<(&str, &str)> = edits.iter().map(|(a, b)| (*a, b.as_str())).collect();
+            variant(QUICKSTART, &edits) + ATTACKER_CLAIMS
+        }
+        "attack-confidence" | "attack-confidence-control" => {
+            let rule = if name.ends_with("-control") { r#"rule = { kind = "confidence", max_share = 10.0 }"# } else { r#"rule = { kind = "confidence" }"# };
+            let renamed = format!(r#"name = "{name}""#);
+            variant(QUICKSTART, &[(r#"name = "quickstart""#, &renamed), (r#"rule = { kind = "mean" }"#, rule)]) + ATTACKER_ONE_HOT
+        }
         "breast-cancer" => BREAST_CANCER.to_owned(),
         "scale-100" => SCALE_100.to_owned(),
         "privacy-digits" => {

@@ -79,7 +79,8 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
         let id = net::keys::generate(&key)?;
         // The runner made the partition, so it declares each node's count, as an operator would:
         // `weighted_by_samples` then weighs what the roster says, and no node is asked for it.
-        roster.push(RosterEntry { name: format!("node-{i:02}"), peer_id: id.id(), samples: Some(part.len() as u64) });
+        let declared = scenario.nodes.declare_samples.then_some(part.len() as u64);
+        roster.push(RosterEntry { name: format!("node-{i:02}"), peer_id: id.id(), samples: declared });
         data::write_rows(&ndir.join("rows.txt"), part)?;
         // The reference set is public: each node starts with its own copy (checked against the
         // announced hash). Without one, a node fetches it from the aggregator.
@@ -96,6 +97,7 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
             attack: fault.map_or(Default::default(), |f| f.attack),
             leave_at_round: fault.and_then(|f| f.drop_at),
             seed: derive(s.seed, Stream::Fault, i as u64),
+            claim_samples: fault.and_then(|f| f.claim_samples),
         });
         nodes.push(NodeConfig {
             federation: federation.clone(),
@@ -149,6 +151,7 @@ fn policy(s: &Scenario, reference: protocol::ReferenceSetId) -> QueryPolicy {
         encodings: vec![s.round.encoding],
         max_samples_per_round: s.round.samples,
         max_rounds: s.rounds,
+        share_sample_count: !s.nodes.declare_samples,
         ..QueryPolicy::pinned(reference)
     }
 }

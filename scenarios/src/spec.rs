@@ -99,6 +99,11 @@ pub struct NodesSpec {
     /// the aggregator over the network in round 1.
     #[serde(default = "yes")]
     pub copy_reference: bool,
+    /// The runner declares each node's row count in the roster, as an operator would. If false,
+    /// `weighted_by_samples` weighs the counts nodes report (clipped by
+    /// `round.sample_count_clip`), and every node's policy allows sending it.
+    #[serde(default = "yes")]
+    pub declare_samples: bool,
     /// Record-level differential privacy for every node (and the DP-FedAvg baseline): each
     /// node gets `[privacy]` with this budget, planned for the scenario's rounds.
     #[serde(default)]
@@ -163,7 +168,7 @@ pub struct ArchitectureOverride {
 }
 
 /// A fault injected into one node.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
     /// Node index.
@@ -180,6 +185,9 @@ pub struct Fault {
     /// Corrupted soft labels.
     #[serde(default)]
     pub attack: Attack,
+    /// A private row count to report instead of the true one (see `nodes.declare_samples`).
+    #[serde(default)]
+    pub claim_samples: Option<u64>,
 }
 
 /// Which baselines to run.

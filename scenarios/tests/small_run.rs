@@ -103,7 +103,7 @@ async fn a_dropped_node_misses_its_round_and_comes_back() {
     // Long enough for the returning node to restart, rejoin and submit on a loaded machine.
     s.round.deadline_secs = 5.0;
     s.baselines = scenarios::spec::Baselines { local: false, centralized: false, fedavg: false, public_labels: false };
-    s.faults = vec![Fault { node: 1, drop_at: Some(2), return_at: Some(3), delay_ms: 0, attack: Attack::None }];
+    s.faults = vec![Fault { node: 1, drop_at: Some(2), return_at: Some(3), ..Default::default() }];
     // No node starts with the reference set: each fetches it from the aggregator in chunks.
     s.nodes.copy_reference = false;
     let (r, dir) = go(&s).await;
@@ -153,7 +153,7 @@ async fn malicious_minorities_are_outvoted_by_robust_consensus() {
         let mut harm = Vec::new();
         for (rule, (clean_acc, clean_nll)) in rules.iter().zip(&clean) {
             let mut s = base(&format!("{attack:?}"), rule);
-            s.faults = [0, 3].map(|node| Fault { node, drop_at: None, return_at: None, delay_ms: 0, attack }).to_vec();
+            s.faults = [0, 3].map(|node| Fault { node, attack, ..Default::default() }).to_vec();
             let (acc, nll) = quality(s).await;
             harm.push((clean_acc - acc, nll - clean_nll));
         }
@@ -208,4 +208,50 @@ async fn a_private_node_spends_within_its_budget_then_refuses_rounds() {
     assert_eq!(again.privacy, r.privacy);
     assert_eq!(again.node_accuracy, r.node_accuracy);
     assert_eq!(again.global_accuracy, r.global_accuracy);
+}
+
+/// One roster member tries to take the consensus over, twice, and each attack has a control
+/// that shows it biting where it is not stopped.
+/// - It flips its labels and claims 2^20 private rows under `weighted_by_samples` (counts
+///   reported, not declared). Clipped to the median count, the claim buys nothing over the same
+///   liar with an honest count; unclipped (the control), it owns the consensus.
+/// - It sends one-hot rows on a wrong class. The median ignores it; the confidence rule without
+///   its share cap (the control) lets it own the consensus. (With the cap, and under the plain
+///   mean, such a liar still hurts badly at soft temperatures: README, "Attacks".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_cannot_take_the_consensus_over() {
+    let base = |name: &str, rule: Rule, faults: Vec<Fault>| {
+        let mut s = small(name);
+        s.split.nodes = 6;
+        s.split.partition = learning::data::Partition::Iid;
+        s.rounds = 3;
+        s.consensus.rule = rule;
+        s.nodes.declare_samples = false;
+        s.faults = faults;
+        s.baselines = scenarios::spec::Baselines { local: false, centralized: false, fedavg: false, public_labels: false };
+        s
+    };
+    let accuracy = |s: Scenario| async move { go(&s).await.0.global_accuracy };
+
+    let liar = Fault { node: 0, attack: Attack::LabelFlip, ..Default::default() };
+    let claims = Fault { claim_samples: Some(1 << 20), ..liar.clone() };
+    let clean = accuracy(base("claims-clean", Rule::WeightedBySamples, vec![])).await;
+    let equal = accuracy(base("claims-equal", Rule::WeightedBySamples, vec![liar])).await;
+    let clipped = accuracy(base("claims-clipped", Rule::WeightedBySamples, vec![claims.clone()])).await;
+    let mut control = base("claims-control", Rule::WeightedBySamples, vec![claims]);
+    control.round.sample_count_clip = 1e9;
+    let control = accuracy(control).await;
+    let figures = format!("claims: clean {clean:.3}, liar with its true count {equal:.3}, clipped claim {clipped:.3}, unclipped claim {control:.3}");
+    eprintln!("{figures}");
+    assert!(clipped >= equal - 0.02, "the clipped claim buys the liar weight: {figures}");
+    assert!(control <= clean - 0.3, "the control is not taken over, the attack proves nothing: {figures}");
+
+    let one_hot = vec![Fault { node: 0, attack: Attack::OneHotFlip, ..Default::default() }];
+    let clean = accuracy(base("one-hot-clean", Rule::Median, vec![])).await;
+    let median = accuracy(base("one-hot-median", Rule::Median, one_hot.clone())).await;
+    let control = accuracy(base("one-hot-control", Rule::Confidence { power: 1.0, max_share: 6.0 }, one_hot)).await;
+    let figures = format!("one-hot: clean {clean:.3}, median {median:.3}, uncapped confidence {control:.3}");
+    eprintln!("{figures}");
+    assert!(median >= clean - 0.02, "the median is hurt: {figures}");
+    assert!(control <= clean - 0.3, "the control is not taken over, the attack proves nothing: {figures}");
 }
