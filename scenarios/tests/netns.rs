@@ -1,0 +1,221 @@
+//! The aggregator and 3 nodes as real processes, each in its own Linux network namespace: a LAN
+//! made by the test (a "switch" namespace holding a bridge, one veth pair per host, addresses in
+//! 10.77.0.0/24, the aggregator on fixed ports), checked against the same federation on
+//! 127.0.0.1; and the same LAN with `tc netem` delay and loss on every link.
+//!
+//! Namespaces need root (CI runs as root). Where they cannot be made, each test writes why to
+//! the terminal (past the test harness's capture) and returns; with `FD_REQUIRE_NETNS` set (as
+//! `.ci/run` does) that is a failure instead. A kernel without `sch_netem` cannot delay or drop
+//! packets: the impaired test then says so and returns. Every namespace a test makes, and with it every
+//! veth and bridge, is removed when the test ends, also when it fails.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{metrics, node_toml, scenario, spawn_run, submitted, wait_exit, wait_for_addrs, Procs};
+use net::multiaddr::{Multiaddr, Protocol};
+use scenarios::setup::{self, Prepared};
+use scenarios::Scenario;
+
+/// The LAN's first three octets; host `i` is `.{i + 1}`, the aggregator host 0.
+const SUBNET: &str = "10.77.0";
+/// The aggregator's fixed port (TCP and QUIC) on the LAN.
+const PORT: u16 = 4001;
+const ROUNDS: u64 = 3;
+
+/// Runs `program args`; on failure, what it said.
+fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let line = format!("`{program} {}`", args.join(" "));
+    let out = Command::new(program).args(args).output().map_err(|e| format!("{line}: cannot run {program}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("{line} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    run("ip", args)
+}
+
+/// Network namespaces made by a test, deleted when dropped (with the veths and bridge in them).
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn add(&mut self, name: String) -> Result<String, String> {
+        ip(&["netns", "add", &name])?;
+        self.0.push(name.clone());
+        Ok(name)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            if let Err(e) = ip(&["netns", "del", name]) {
+                let _ = writeln!(std::io::stderr(), "cannot remove network namespace {name}: {e}");
+            }
+        }
+    }
+}
+
+/// A switch namespace with a bridge, and hosts: namespace `hosts[i]` has `eth0` at
+/// `10.77.0.{i + 1}/24`, one end of a veth pair whose other end is a port of the bridge.
+struct Lan {
+    hosts: Vec<String>,
+    _namespaces: Namespaces,
+}
+
+impl Lan {
+    /// Errs with the reason if this machine cannot make a network namespace; panics if it can
+    /// but the rest of the set-up fails (a broken test, not a missing permission).
+    fn new(tag: &str, hosts: usize) -> Result<Lan, String> {
+        let mut namespaces = Namespaces(Vec::new());
+        let prefix = format!("fd{}{tag}", std::process::id());
+        let switch = namespaces.add(format!("{prefix}-sw"))?;
+        let set = |args: &[&str]| {
+            ip(args).unwrap();
+        };
+        set(&["-n", &switch, "link", "add", "br0", "type", "bridge"]);
+        set(&["-n", &switch, "link", "set", "br0", "up"]);
+        let mut names = Vec::new();
+        for i in 0..hosts {
+            let host = namespaces.add(format!("{prefix}-h{i}")).unwrap();
+            let port = format!("p{i}");
+            set(&["-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &host]);
+            set(&["-n", &switch, "link", "set", &port, "master", "br0", "up"]);
+            set(&["-n", &host, "addr", "add", &format!("{SUBNET}.{}/24", i + 1), "dev", "eth0"]);
+            set(&["-n", &host, "link", "set", "eth0", "up"]);
+            set(&["-n", &host, "link", "set", "lo", "up"]);
+            names.push(host);
+        }
+        Ok(Lan { hosts: names, _namespaces: namespaces })
+    }
+
+    /// A LAN, or `None` after saying why there is none (a failure if `FD_REQUIRE_NETNS` is set).
+    fn or_skip(test: &str, hosts: usize) -> Option<Lan> {
+        let why = match Lan::new(test, hosts) {
+            Ok(lan) => return Some(lan),
+            Err(why) => format!("network namespaces cannot be made here: {why}"),
+        };
+        assert!(std::env::var_os("FD_REQUIRE_NETNS").is_none(), "{test}: FD_REQUIRE_NETNS is set, but {why}");
+        skip(test, &why);
+        None
+    }
+
+    /// `tc netem` with `impairment` (e.g. `delay 100ms loss 1%`) on every host's side of its
+    /// link, so a packet between two hosts passes it twice.
+    fn impair(&self, impairment: &str) -> Result<(), String> {
+        for host in &self.hosts {
+            let mut args = vec!["-n", host, "qdisc", "add", "dev", "eth0", "root", "netem"];
+            args.extend(impairment.split_whitespace());
+            run("tc", &args)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes host `i` has received on its link.
+    fn rx_bytes(&self, i: usize) -> u64 {
+        let text = ip(&["-n", &self.hosts[i], "-j", "-s", "link", "show", "dev", "eth0"]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v[0]["stats64"]["rx"]["bytes"].as_u64().unwrap()
+    }
+}
+
+/// Says, past the harness's output capture, that `test` did not run and why.
+fn skip(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why} (it needs root, iproute2 and the kernel's veth, bridge and netem support)");
+}
+
+/// Runs the scenario's federation as processes: the aggregator listens on `listen` (inside
+/// `hosts[0]` if given), node `i` runs inside `hosts[i + 1]`, node 0 over QUIC and the others
+/// over TCP. Waits until every process has exited cleanly, every node having submitted in every
+/// round. Returns the prepared run and the addresses the aggregator reported.
+fn federate(s: &Scenario, kind: &str, hosts: Option<&[String]>, listen: Vec<Multiaddr>) -> (Prepared, Vec<Multiaddr>) {
+    let host = |i: usize| hosts.map(|h| h[i].as_str());
+    let dir = common::test_dir(kind, &s.name);
+    let mut p = setup::prepare(s, &dir).unwrap();
+    p.aggregator.listen = listen;
+    setup::write_toml(&dir.join("federation.toml"), &p.aggregator).unwrap();
+    let addr_file = dir.join("aggregator.addrs");
+    let log = |name: &str| dir.join(format!("{name}.log"));
+    let mut procs = Procs(vec![common::spawn_aggregator_in(&p, host(0), &addr_file)]);
+    let addrs = wait_for_addrs(&mut procs.0[0], &addr_file, &log("aggregator"));
+    let over = |quic: bool| addrs.iter().find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic).unwrap().clone();
+    for (i, n) in p.nodes.iter_mut().enumerate() {
+        n.aggregator = over(i == 0);
+        setup::write_toml(&node_toml(&dir, i), n).unwrap();
+        procs.0.push(spawn_run("fd-node", host(i + 1), &node_toml(&dir, i), &log(&format!("node-{i}"))));
+    }
+    let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
+    assert!(status.success(), "{kind}: aggregator {status}:\n{}", read(&log("aggregator")));
+    for (i, n) in p.nodes.iter().enumerate() {
+        let status = wait_exit(&mut procs.0[i + 1], Duration::from_secs(60));
+        assert!(status.success(), "{kind}: node {i} {status}:\n{}", read(&log(&format!("node-{i}"))));
+        assert_eq!(submitted(&n.state_dir), (1..=s.rounds).collect::<Vec<_>>(), "{kind}: node {i}");
+    }
+    (p, addrs)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The aggregator's fixed addresses on the LAN.
+fn lan_listen() -> Vec<Multiaddr> {
+    vec![format!("/ip4/{SUBNET}.1/tcp/{PORT}").parse().unwrap(), format!("/ip4/{SUBNET}.1/udp/{PORT}/quic-v1").parse().unwrap()]
+}
+
+/// What must not depend on the network: everything the aggregator measured but the time.
+fn outcome(p: &Prepared) -> Vec<aggregator::RoundMetrics> {
+    metrics(p).into_iter().map(|m| aggregator::RoundMetrics { seconds: 0.0, ..m }).collect()
+}
+
+#[test]
+fn a_federation_across_namespaces_matches_the_same_on_loopback() {
+    let Some(lan) = Lan::or_skip("lan", 4) else { return };
+    let s = scenario("netns", 3, ROUNDS);
+    // The same scenario (same seed, same data) on 127.0.0.1, at the same time.
+    let loopback = std::thread::spawn({
+        let s = s.clone();
+        move || federate(&s, "loopback", None, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap(), "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()]).0
+    });
+    let (p, addrs) = federate(&s, "lan", Some(&lan.hosts), lan_listen());
+    let loopback = loopback.join().unwrap();
+
+    let bound: Vec<Multiaddr> = addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()).collect();
+    assert_eq!(bound, lan_listen(), "the aggregator listens on its fixed LAN addresses");
+    let m = outcome(&p);
+    assert_eq!(m.len() as u64, ROUNDS);
+    for r in &m {
+        assert_eq!(r.participants, vec!["node-00", "node-01", "node-02"], "round {}", r.round);
+    }
+    // The messages crossed the bridge: the aggregator's link carried at least what it received.
+    let received: u64 = m.iter().map(|r| r.bytes_in).sum();
+    assert!(lan.rx_bytes(0) >= received, "aggregator link {} bytes < {received} bytes of messages", lan.rx_bytes(0));
+    // Same seed, same data: the same consensus rounds and the same global model, bit for bit.
+    assert_eq!(m, outcome(&loopback), "the aggregator's rounds differ between the LAN and loopback");
+    let model = |p: &Prepared| std::fs::read(p.aggregator.output.join("global.safetensors")).unwrap();
+    assert!(model(&p) == model(&loopback), "the global model differs between the LAN and loopback");
+}
+
+#[test]
+fn a_federation_over_delayed_lossy_links_completes_its_rounds() {
+    let test = "netem";
+    let Some(lan) = Lan::or_skip(test, 4) else { return };
+    if let Err(why) = lan.impair("delay 100ms loss 1%") {
+        return skip(test, &format!("tc netem is not available (a kernel without sch_netem?): {why}"));
+    }
+    let s = scenario("netem", 3, ROUNDS);
+    let (p, _) = federate(&s, "netem", Some(&lan.hosts), lan_listen());
+    let m = metrics(&p);
+    assert_eq!(m.len() as u64, ROUNDS);
+    for r in &m {
+        assert_eq!(r.participants, vec!["node-00", "node-01", "node-02"], "round {}", r.round);
+    }
+}
