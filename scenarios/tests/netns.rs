@@ -1,20 +1,23 @@
 //! The aggregator and 3 nodes as real processes, each in its own Linux network namespace: a LAN
 //! made by the test (a "switch" namespace holding a bridge, one veth pair per host, addresses in
 //! 10.77.0.0/24, the aggregator on fixed ports), checked against the same federation on
-//! 127.0.0.1; and the same LAN with `tc netem` delay and loss on every link.
+//! 127.0.0.1; the same LAN with `tc netem` delay and loss on every link; and two nodes each
+//! behind its own masquerading NAT (a router namespace with nftables; no route from the LAN to
+//! the private side), which join because a node only ever dials out to the aggregator.
 //!
 //! Namespaces need root (CI runs as root). Where they cannot be made, each test writes why to
 //! the terminal (past the test harness's capture) and returns; with `FD_REQUIRE_NETNS` set (as
-//! `.ci/run` does) that is a failure instead. A kernel without `sch_netem` cannot delay or drop
-//! packets: the impaired test then says so and returns. Every namespace a test makes, and with it every
-//! veth and bridge, is removed when the test ends, also when it fails.
+//! `.ci/run` does) that is a failure instead, and so is a NAT test without `nft`. A kernel
+//! without `sch_netem` cannot delay or drop packets: the impaired test then says so and returns.
+//! Every namespace a test makes, and with it every veth, bridge and NAT, is removed when the test
+//! ends, also when it fails.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{metrics, node_toml, scenario, spawn_run, submitted, wait_exit, wait_for_addrs, Procs};
@@ -27,6 +30,21 @@ const SUBNET: &str = "10.77.0";
 /// The aggregator's fixed port (TCP and QUIC) on the LAN.
 const PORT: u16 = 4001;
 const ROUNDS: u64 = 3;
+
+/// A masquerading router: what leaves by `eth0` (the LAN) takes the router's address; from the
+/// LAN to `eth1` (the private side) only replies to connections made from inside pass.
+const NAT_RULES: &str = "table ip fdnat {
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname \"eth0\" counter masquerade
+    }
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        iifname \"eth1\" oifname \"eth0\" accept
+        iifname \"eth0\" oifname \"eth1\" ct state established,related accept
+    }
+}
+";
 
 /// Runs `program args`; on failure, what it said.
 fn run(program: &str, args: &[&str]) -> Result<String, String> {
@@ -41,6 +59,21 @@ fn run(program: &str, args: &[&str]) -> Result<String, String> {
 
 fn ip(args: &[&str]) -> Result<String, String> {
     run("ip", args)
+}
+
+/// Loads an nftables ruleset inside namespace `netns`.
+fn nft(netns: &str, rules: &str) -> Result<(), String> {
+    let line = format!("`ip netns exec {netns} nft -f -`");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{line}: cannot run ip: {e}"))?;
+    child.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() { Ok(()) } else { Err(format!("{line} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim())) }
 }
 
 /// Network namespaces made by a test, deleted when dropped (with the veths and bridge in them).
@@ -67,34 +100,72 @@ impl Drop for Namespaces {
 /// A switch namespace with a bridge, and hosts: namespace `hosts[i]` has `eth0` at
 /// `10.77.0.{i + 1}/24`, one end of a veth pair whose other end is a port of the bridge.
 struct Lan {
+    prefix: String,
+    switch: String,
     hosts: Vec<String>,
-    _namespaces: Namespaces,
+    namespaces: Namespaces,
+}
+
+/// Runs `ip args`, panicking if it fails: once a namespace could be made, a failing step is a
+/// broken test set-up, not a missing permission.
+fn set(args: &[&str]) {
+    ip(args).unwrap();
 }
 
 impl Lan {
-    /// Errs with the reason if this machine cannot make a network namespace; panics if it can
-    /// but the rest of the set-up fails (a broken test, not a missing permission).
+    /// Errs with the reason if this machine cannot make a network namespace.
     fn new(tag: &str, hosts: usize) -> Result<Lan, String> {
         let mut namespaces = Namespaces(Vec::new());
         let prefix = format!("fd{}{tag}", std::process::id());
         let switch = namespaces.add(format!("{prefix}-sw"))?;
-        let set = |args: &[&str]| {
-            ip(args).unwrap();
-        };
-        set(&["-n", &switch, "link", "add", "br0", "type", "bridge"]);
-        set(&["-n", &switch, "link", "set", "br0", "up"]);
-        let mut names = Vec::new();
+        let mut lan = Lan { prefix, switch, hosts: Vec::new(), namespaces };
+        set(&["-n", &lan.switch, "link", "add", "br0", "type", "bridge"]);
+        set(&["-n", &lan.switch, "link", "set", "br0", "up"]);
         for i in 0..hosts {
-            let host = namespaces.add(format!("{prefix}-h{i}")).unwrap();
-            let port = format!("p{i}");
-            set(&["-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &host]);
-            set(&["-n", &switch, "link", "set", &port, "master", "br0", "up"]);
-            set(&["-n", &host, "addr", "add", &format!("{SUBNET}.{}/24", i + 1), "dev", "eth0"]);
-            set(&["-n", &host, "link", "set", "eth0", "up"]);
-            set(&["-n", &host, "link", "set", "lo", "up"]);
-            names.push(host);
+            let host = lan.namespaces.add(format!("{}-h{i}", lan.prefix)).unwrap();
+            lan.plug(&host, &format!("p{i}"), &format!("{SUBNET}.{}/24", i + 1));
+            lan.hosts.push(host);
         }
-        Ok(Lan { hosts: names, _namespaces: namespaces })
+        Ok(lan)
+    }
+
+    /// Connects namespace `host` to the bridge through port `port`: its `eth0` gets `addr`.
+    fn plug(&self, host: &str, port: &str, addr: &str) {
+        set(&["-n", &self.switch, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", host]);
+        set(&["-n", &self.switch, "link", "set", port, "master", "br0", "up"]);
+        set(&["-n", host, "addr", "add", addr, "dev", "eth0"]);
+        set(&["-n", host, "link", "set", "eth0", "up"]);
+        set(&["-n", host, "link", "set", "lo", "up"]);
+    }
+
+    /// A host behind its own masquerading router `k`: the router is on the LAN at
+    /// `10.77.0.{200 + k}` (`eth0`) and on a private link `10.{100 + k}.0.0/24` (`eth1`); the
+    /// host, at `.2` on that link, routes everything through the router. Nothing on the LAN has a
+    /// route to the private side, and the router forwards from the LAN only what belongs to
+    /// connections made from inside. Returns (router, host) namespaces; errs if `nft` cannot set
+    /// up the NAT (not installed).
+    fn behind_nat(&mut self, k: usize) -> Result<(String, String), String> {
+        let router = self.namespaces.add(format!("{}-r{k}", self.prefix)).unwrap();
+        self.plug(&router, &format!("r{k}"), &format!("{SUBNET}.{}/24", 200 + k));
+        let host = self.namespaces.add(format!("{}-n{k}", self.prefix)).unwrap();
+        let private = |last: u8| format!("10.{}.0.{last}", 100 + k);
+        set(&["-n", &router, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &host]);
+        set(&["-n", &router, "addr", "add", &format!("{}/24", private(1)), "dev", "eth1"]);
+        set(&["-n", &router, "link", "set", "eth1", "up"]);
+        set(&["-n", &host, "addr", "add", &format!("{}/24", private(2)), "dev", "eth0"]);
+        set(&["-n", &host, "link", "set", "eth0", "up"]);
+        set(&["-n", &host, "link", "set", "lo", "up"]);
+        set(&["-n", &host, "route", "add", "default", "via", &private(1)]);
+        set(&["netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        nft(&router, NAT_RULES)?;
+        Ok((router, host))
+    }
+
+    /// Packets the router's NAT has rewritten so far.
+    fn masqueraded(router: &str) -> u64 {
+        let text = ip(&["netns", "exec", router, "nft", "-j", "list", "chain", "ip", "fdnat", "postrouting"]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["nftables"].as_array().unwrap().iter().filter_map(|item| item["rule"]["expr"].as_array()).flatten().filter_map(|e| e["counter"]["packets"].as_u64()).sum()
     }
 
     /// A LAN, or `None` after saying why there is none (a failure if `FD_REQUIRE_NETNS` is set).
@@ -129,7 +200,7 @@ impl Lan {
 
 /// Says, past the harness's output capture, that `test` did not run and why.
 fn skip(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why} (it needs root, iproute2 and the kernel's veth, bridge and netem support)");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why} (these tests need root, iproute2, nftables, and the kernel's veth, bridge, nftables NAT and netem support)");
 }
 
 /// Runs the scenario's federation as processes: the aggregator listens on `listen` (inside
@@ -171,6 +242,16 @@ fn lan_listen() -> Vec<Multiaddr> {
     vec![format!("/ip4/{SUBNET}.1/tcp/{PORT}").parse().unwrap(), format!("/ip4/{SUBNET}.1/udp/{PORT}/quic-v1").parse().unwrap()]
 }
 
+/// The aggregator's metrics, after checking that every node made the consensus of every round.
+fn every_round_complete(p: &Prepared) -> Vec<aggregator::RoundMetrics> {
+    let m = metrics(p);
+    assert_eq!(m.iter().map(|r| r.round).collect::<Vec<_>>(), (1..=ROUNDS).collect::<Vec<_>>());
+    for r in &m {
+        assert_eq!(r.participants, vec!["node-00", "node-01", "node-02"], "round {}", r.round);
+    }
+    m
+}
+
 /// What must not depend on the network: everything the aggregator measured but the time.
 fn outcome(p: &Prepared) -> Vec<aggregator::RoundMetrics> {
     metrics(p).into_iter().map(|m| aggregator::RoundMetrics { seconds: 0.0, ..m }).collect()
@@ -190,11 +271,8 @@ fn a_federation_across_namespaces_matches_the_same_on_loopback() {
 
     let bound: Vec<Multiaddr> = addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()).collect();
     assert_eq!(bound, lan_listen(), "the aggregator listens on its fixed LAN addresses");
+    every_round_complete(&p);
     let m = outcome(&p);
-    assert_eq!(m.len() as u64, ROUNDS);
-    for r in &m {
-        assert_eq!(r.participants, vec!["node-00", "node-01", "node-02"], "round {}", r.round);
-    }
     // The messages crossed the bridge: the aggregator's link carried at least what it received.
     let received: u64 = m.iter().map(|r| r.bytes_in).sum();
     assert!(lan.rx_bytes(0) >= received, "aggregator link {} bytes < {received} bytes of messages", lan.rx_bytes(0));
@@ -213,9 +291,38 @@ fn a_federation_over_delayed_lossy_links_completes_its_rounds() {
     }
     let s = scenario("netem", 3, ROUNDS);
     let (p, _) = federate(&s, "netem", Some(&lan.hosts), lan_listen());
-    let m = metrics(&p);
-    assert_eq!(m.len() as u64, ROUNDS);
-    for r in &m {
-        assert_eq!(r.participants, vec!["node-00", "node-01", "node-02"], "round {}", r.round);
+    every_round_complete(&p);
+}
+
+#[test]
+fn nodes_behind_masquerading_nats_join_and_complete_their_rounds() {
+    let test = "nat";
+    let Some(mut lan) = Lan::or_skip(test, 2) else { return };
+    let s = scenario("nat", 3, ROUNDS);
+    // Node 0 (over QUIC) and node 1 (over TCP) each behind its own NAT; node 2 on the LAN.
+    let mut behind = Vec::new();
+    for k in 0..2 {
+        match lan.behind_nat(k) {
+            Ok(pair) => behind.push(pair),
+            Err(why) => {
+                let why = format!("cannot set up a NAT with nft: {why}");
+                assert!(std::env::var_os("FD_REQUIRE_NETNS").is_none(), "{test}: FD_REQUIRE_NETNS is set, but {why}");
+                return skip(test, &why);
+            }
+        }
+    }
+    // No way in: the aggregator's host has no route to either private side.
+    for (_, host) in &behind {
+        let inside = ip(&["-n", host, "-j", "addr", "show", "dev", "eth0"]).unwrap();
+        let inside: serde_json::Value = serde_json::from_str(&inside).unwrap();
+        let addr = inside[0]["addr_info"][0]["local"].as_str().unwrap().to_owned();
+        assert!(ip(&["-n", &lan.hosts[0], "route", "get", &addr]).is_err(), "the LAN can reach {addr}");
+    }
+    let hosts = [lan.hosts[0].clone(), behind[0].1.clone(), behind[1].1.clone(), lan.hosts[1].clone()];
+    let (p, _) = federate(&s, "nat", Some(&hosts), lan_listen());
+    every_round_complete(&p);
+    // Their traffic went through the routers' NAT.
+    for (router, _) in &behind {
+        assert!(Lan::masqueraded(router) > 0, "nothing was masqueraded by {router}");
     }
 }
