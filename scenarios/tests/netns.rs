@@ -14,8 +14,11 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
+#[path = "netns/link.rs"]
+mod link;
 
 use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -30,6 +33,17 @@ const SUBNET: &str = "10.77.0";
 /// The aggregator's fixed port (TCP and QUIC) on the LAN.
 const PORT: u16 = 4001;
 const ROUNDS: u64 = 3;
+/// Where the delay relay listens when the kernel has no netem (host 4 of the impaired LAN).
+const RELAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 5);
+
+/// 1 % of the packets a host sends on its link are dropped (netem's `loss 1%`, by nftables).
+const LOSS_RULES: &str = "table inet fdloss {
+    chain output {
+        type filter hook output priority filter; policy accept;
+        oifname \"eth0\" numgen random mod 100 < 1 counter drop
+    }
+}
+";
 
 /// A masquerading router: what leaves by `eth0` (the LAN) takes the router's address; from the
 /// LAN to `eth1` (the private side) only replies to connections made from inside pass.
@@ -161,9 +175,9 @@ impl Lan {
         Ok((router, host))
     }
 
-    /// Packets the router's NAT has rewritten so far.
-    fn masqueraded(router: &str) -> u64 {
-        let text = ip(&["netns", "exec", router, "nft", "-j", "list", "chain", "ip", "fdnat", "postrouting"]).unwrap();
+    /// Packets counted so far by the rules of `chain` in `table` (family `family`) in `netns`.
+    fn counted(netns: &str, family: &str, table: &str, chain: &str) -> u64 {
+        let text = ip(&["netns", "exec", netns, "nft", "-j", "list", "chain", family, table, chain]).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         v["nftables"].as_array().unwrap().iter().filter_map(|item| item["rule"]["expr"].as_array()).flatten().filter_map(|e| e["counter"]["packets"].as_u64()).sum()
     }
@@ -174,8 +188,7 @@ impl Lan {
             Ok(lan) => return Some(lan),
             Err(why) => format!("network namespaces cannot be made here: {why}"),
         };
-        assert!(std::env::var_os("FD_REQUIRE_NETNS").is_none(), "{test}: FD_REQUIRE_NETNS is set, but {why}");
-        skip(test, &why);
+        required(test, &why);
         None
     }
 
@@ -205,9 +218,10 @@ fn skip(test: &str, why: &str) {
 
 /// Runs the scenario's federation as processes: the aggregator listens on `listen` (inside
 /// `hosts[0]` if given), node `i` runs inside `hosts[i + 1]`, node 0 over QUIC and the others
-/// over TCP. Waits until every process has exited cleanly, every node having submitted in every
+/// over TCP, to the aggregator's address or, with `via`, to the same port at that address (a
+/// relay). Waits until every process has exited cleanly, every node having submitted in every
 /// round. Returns the prepared run and the addresses the aggregator reported.
-fn federate(s: &Scenario, kind: &str, hosts: Option<&[String]>, listen: Vec<Multiaddr>) -> (Prepared, Vec<Multiaddr>) {
+fn federate(s: &Scenario, kind: &str, hosts: Option<&[String]>, listen: Vec<Multiaddr>, via: Option<Ipv4Addr>) -> (Prepared, Vec<Multiaddr>) {
     let host = |i: usize| hosts.map(|h| h[i].as_str());
     let dir = common::test_dir(kind, &s.name);
     let mut p = setup::prepare(s, &dir).unwrap();
@@ -217,7 +231,13 @@ fn federate(s: &Scenario, kind: &str, hosts: Option<&[String]>, listen: Vec<Mult
     let log = |name: &str| dir.join(format!("{name}.log"));
     let mut procs = Procs(vec![common::spawn_aggregator_in(&p, host(0), &addr_file)]);
     let addrs = wait_for_addrs(&mut procs.0[0], &addr_file, &log("aggregator"));
-    let over = |quic: bool| addrs.iter().find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic).unwrap().clone();
+    let over = |quic: bool| {
+        let addr = addrs.iter().find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic).unwrap();
+        addr.iter().map(|p| match (p, via) {
+            (Protocol::Ip4(_), Some(relay)) => Protocol::Ip4(relay),
+            (p, _) => p,
+        }).collect::<Multiaddr>()
+    };
     for (i, n) in p.nodes.iter_mut().enumerate() {
         n.aggregator = over(i == 0);
         setup::write_toml(&node_toml(&dir, i), n).unwrap();
@@ -264,9 +284,9 @@ fn a_federation_across_namespaces_matches_the_same_on_loopback() {
     // The same scenario (same seed, same data) on 127.0.0.1, at the same time.
     let loopback = std::thread::spawn({
         let s = s.clone();
-        move || federate(&s, "loopback", None, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap(), "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()]).0
+        move || federate(&s, "loopback", None, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap(), "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()], None).0
     });
-    let (p, addrs) = federate(&s, "lan", Some(&lan.hosts), lan_listen());
+    let (p, addrs) = federate(&s, "lan", Some(&lan.hosts), lan_listen(), None);
     let loopback = loopback.join().unwrap();
 
     let bound: Vec<Multiaddr> = addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()).collect();
@@ -282,16 +302,46 @@ fn a_federation_across_namespaces_matches_the_same_on_loopback() {
     assert!(model(&p) == model(&loopback), "the global model differs between the LAN and loopback");
 }
 
+/// Fails the test if `FD_REQUIRE_NETNS` is set, otherwise says why it did not run.
+fn required(test: &str, why: &str) {
+    assert!(std::env::var_os("FD_REQUIRE_NETNS").is_none(), "{test}: FD_REQUIRE_NETNS is set, but {why}");
+    skip(test, why);
+}
+
 #[test]
 fn a_federation_over_delayed_lossy_links_completes_its_rounds() {
-    let test = "netem";
-    let Some(lan) = Lan::or_skip(test, 4) else { return };
-    if let Err(why) = lan.impair("delay 100ms loss 1%") {
-        return skip(test, &format!("tc netem is not available (a kernel without sch_netem?): {why}"));
-    }
-    let s = scenario("netem", 3, ROUNDS);
-    let (p, _) = federate(&s, "netem", Some(&lan.hosts), lan_listen());
-    every_round_complete(&p);
+    let test = "impaired";
+    let Some(lan) = Lan::or_skip(test, 5) else { return };
+    let s = scenario("impaired", 3, ROUNDS);
+    let delay = Duration::from_millis(100);
+    // netem on every link; without it, the same by other means: nftables drops 1 % of what each
+    // host sends, and the nodes reach the aggregator through a relay that holds everything
+    // 100 ms each way (so one round trip between a node and the aggregator takes 200 ms more).
+    let (via, relay) = match lan.impair("delay 100ms loss 1%") {
+        Ok(()) => (None, None),
+        Err(why) => {
+            let _ = writeln!(std::io::stderr(), "{test}: tc netem is not available ({why}); emulating it with nftables (loss) and a userspace delay relay");
+            for host in &lan.hosts {
+                if let Err(why) = nft(host, LOSS_RULES) {
+                    return required(test, &format!("without netem, loss needs nft: {why}"));
+                }
+            }
+            let port = |ip: Ipv4Addr| SocketAddr::from((ip, PORT));
+            (Some(RELAY), Some(link::DelayRelay::start(&lan.hosts[4], port(RELAY), port(Ipv4Addr::new(10, 77, 0, 1)), delay)))
+        }
+    };
+    let (p, _) = federate(&s, "impaired", Some(&lan.hosts), lan_listen(), via);
+    let m = every_round_complete(&p);
+    let dropped: u64 = match relay {
+        Some(relay) => {
+            let received: u64 = m.iter().map(|r| r.bytes_in).sum();
+            assert!(relay.forwarded() >= received, "the relay forwarded {} bytes < {received} bytes of messages", relay.forwarded());
+            lan.hosts.iter().map(|h| Lan::counted(h, "inet", "fdloss", "output")).sum()
+        }
+        None => 0,
+    };
+    let seconds: Vec<String> = m.iter().map(|r| format!("{:.2}", r.seconds)).collect();
+    let _ = writeln!(std::io::stderr(), "{test}: {ROUNDS} rounds completed over impaired links; round seconds {}; packets dropped by nftables {dropped}", seconds.join(", "));
 }
 
 #[test]
@@ -304,11 +354,7 @@ fn nodes_behind_masquerading_nats_join_and_complete_their_rounds() {
     for k in 0..2 {
         match lan.behind_nat(k) {
             Ok(pair) => behind.push(pair),
-            Err(why) => {
-                let why = format!("cannot set up a NAT with nft: {why}");
-                assert!(std::env::var_os("FD_REQUIRE_NETNS").is_none(), "{test}: FD_REQUIRE_NETNS is set, but {why}");
-                return skip(test, &why);
-            }
+            Err(why) => return required(test, &format!("cannot set up a NAT with nft: {why}")),
         }
     }
     // No way in: the aggregator's host has no route to either private side.
@@ -319,10 +365,10 @@ fn nodes_behind_masquerading_nats_join_and_complete_their_rounds() {
         assert!(ip(&["-n", &lan.hosts[0], "route", "get", &addr]).is_err(), "the LAN can reach {addr}");
     }
     let hosts = [lan.hosts[0].clone(), behind[0].1.clone(), behind[1].1.clone(), lan.hosts[1].clone()];
-    let (p, _) = federate(&s, "nat", Some(&hosts), lan_listen());
+    let (p, _) = federate(&s, "nat", Some(&hosts), lan_listen(), None);
     every_round_complete(&p);
     // Their traffic went through the routers' NAT.
     for (router, _) in &behind {
-        assert!(Lan::masqueraded(router) > 0, "nothing was masqueraded by {router}");
+        assert!(Lan::counted(router, "ip", "fdnat", "postrouting") > 0, "nothing was masqueraded by {router}");
     }
 }
