@@ -9,7 +9,8 @@
 //! line. After the last round it writes the global model and the report ([`report`]) and tells
 //! every node that the federation is finished. A restart with the same output folder resumes
 //! after the last completed round. Under `weighted_by_samples`, nodes weigh what the roster
-//! declares or, failing that, what they report, clipped ([`weights`]).
+//! declares or, failing that, what they report, clipped ([`weights`]). An aggregator with no
+//! open port listens through a circuit relay, which `fd-aggregator relay` runs ([`relay`]).
 //!
 //! Output folder layout (a private folder: 0700, its files 0600): `state.json` (the commit
 //! point: last completed round),
@@ -20,6 +21,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod relay;
 pub mod report;
 pub mod round;
 mod rounds;
@@ -192,6 +194,7 @@ impl Aggregator {
         net_cfg.request_timeout = Duration::from_secs(120);
         net_cfg.limits = inbound_limits(&cfg);
         net_cfg.rate_limits = rate_limits(loaded.reference_bytes.len());
+        net_cfg.through_relays(&cfg.listen);
         let limits = net_cfg.limits;
         let (client, events, network) = net::spawn(loaded.identity, net_cfg, &CancellationToken::new())?;
         let mut listen_addrs = Vec::new();

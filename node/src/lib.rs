@@ -203,6 +203,7 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
     // Matrices the aggregator sends have this node's classes: caps the consensus at that width.
     net_cfg.limits.max_classes = trainer.classes() as u32;
     net_cfg.ledger = Some(cfg.state_dir.join("egress.jsonl"));
+    net_cfg.through_relays(std::slice::from_ref(&cfg.aggregator));
     net_cfg.ledger_keeps_bytes = cfg.ledger.keep_bytes;
     let (client, events, network) = net::spawn(loaded.identity, net_cfg, &shutdown)?;
     let session = session::Session {

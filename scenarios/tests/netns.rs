@@ -14,232 +14,81 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
+#[path = "netns/lan.rs"]
+mod lan;
 #[path = "netns/link.rs"]
 mod link;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use lan::{ip, nft, required, Lan, LOSS_RULES, SUBNET};
 use common::{metrics, node_toml, scenario, spawn_run, submitted, wait_exit, wait_for_addrs, Procs};
 use net::multiaddr::{Multiaddr, Protocol};
 use scenarios::setup::{self, Prepared};
 use scenarios::Scenario;
 
-/// The LAN's first three octets; host `i` is `.{i + 1}`, the aggregator host 0.
-const SUBNET: &str = "10.77.0";
 /// The aggregator's fixed port (TCP and QUIC) on the LAN.
 const PORT: u16 = 4001;
 const ROUNDS: u64 = 3;
 /// Where the delay relay listens when the kernel has no netem (host 4 of the impaired LAN).
 const RELAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 5);
 
-/// 1 % of the packets a host sends on its link are dropped (netem's `loss 1%`, by nftables).
-const LOSS_RULES: &str = "table inet fdloss {
-    chain output {
-        type filter hook output priority filter; policy accept;
-        oifname \"eth0\" numgen random mod 100 < 1 counter drop
-    }
-}
-";
-
-/// A masquerading router: what leaves by `eth0` (the LAN) takes the router's address; from the
-/// LAN to `eth1` (the private side) only replies to connections made from inside pass.
-const NAT_RULES: &str = "table ip fdnat {
-    chain postrouting {
-        type nat hook postrouting priority srcnat; policy accept;
-        oifname \"eth0\" counter masquerade
-    }
-    chain forward {
-        type filter hook forward priority filter; policy drop;
-        iifname \"eth1\" oifname \"eth0\" accept
-        iifname \"eth0\" oifname \"eth1\" ct state established,related accept
-    }
-}
-";
-
-/// Runs `program args`; on failure, what it said.
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let line = format!("`{program} {}`", args.join(" "));
-    let out = Command::new(program).args(args).output().map_err(|e| format!("{line}: cannot run {program}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!("{line} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
-    }
+/// How the nodes reach the aggregator.
+enum Dial {
+    /// At an address it reported: node 0 over QUIC, the others over TCP.
+    Direct,
+    /// At the same port of another host (the delay relay).
+    Via(Ipv4Addr),
+    /// Through a circuit relay at these addresses (each ending in `/p2p/<relay>`).
+    Circuit(Vec<Multiaddr>),
 }
 
-fn ip(args: &[&str]) -> Result<String, String> {
-    run("ip", args)
-}
-
-/// Loads an nftables ruleset inside namespace `netns`.
-fn nft(netns: &str, rules: &str) -> Result<(), String> {
-    let line = format!("`ip netns exec {netns} nft -f -`");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", netns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{line}: cannot run ip: {e}"))?;
-    child.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() { Ok(()) } else { Err(format!("{line} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim())) }
-}
-
-/// Network namespaces made by a test, deleted when dropped (with the veths and bridge in them).
-struct Namespaces(Vec<String>);
-
-impl Namespaces {
-    fn add(&mut self, name: String) -> Result<String, String> {
-        ip(&["netns", "add", &name])?;
-        self.0.push(name.clone());
-        Ok(name)
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            if let Err(e) = ip(&["netns", "del", name]) {
-                let _ = writeln!(std::io::stderr(), "cannot remove network namespace {name}: {e}");
+impl Dial {
+    /// Node `i`'s address of the aggregator, which reported `addrs`.
+    fn address(&self, addrs: &[Multiaddr], i: usize) -> Multiaddr {
+        let quic = |a: &&Multiaddr| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == (i == 0);
+        let aggregator = addrs.iter().find(quic).unwrap();
+        match self {
+            Dial::Direct => aggregator.clone(),
+            Dial::Via(host) => aggregator.iter().map(|p| if let Protocol::Ip4(_) = p { Protocol::Ip4(*host) } else { p }).collect(),
+            Dial::Circuit(relay) => {
+                let id = aggregator.iter().last().unwrap();
+                relay.iter().find(quic).unwrap().clone().with(Protocol::P2pCircuit).with(id)
             }
         }
     }
 }
 
-/// A switch namespace with a bridge, and hosts: namespace `hosts[i]` has `eth0` at
-/// `10.77.0.{i + 1}/24`, one end of a veth pair whose other end is a port of the bridge.
-struct Lan {
-    prefix: String,
-    switch: String,
-    hosts: Vec<String>,
-    namespaces: Namespaces,
-}
-
-/// Runs `ip args`, panicking if it fails: once a namespace could be made, a failing step is a
-/// broken test set-up, not a missing permission.
-fn set(args: &[&str]) {
-    ip(args).unwrap();
-}
-
-impl Lan {
-    /// Errs with the reason if this machine cannot make a network namespace.
-    fn new(tag: &str, hosts: usize) -> Result<Lan, String> {
-        let mut namespaces = Namespaces(Vec::new());
-        let prefix = format!("fd{}{tag}", std::process::id());
-        let switch = namespaces.add(format!("{prefix}-sw"))?;
-        let mut lan = Lan { prefix, switch, hosts: Vec::new(), namespaces };
-        set(&["-n", &lan.switch, "link", "add", "br0", "type", "bridge"]);
-        set(&["-n", &lan.switch, "link", "set", "br0", "up"]);
-        for i in 0..hosts {
-            let host = lan.namespaces.add(format!("{}-h{i}", lan.prefix)).unwrap();
-            lan.plug(&host, &format!("p{i}"), &format!("{SUBNET}.{}/24", i + 1));
-            lan.hosts.push(host);
-        }
-        Ok(lan)
-    }
-
-    /// Connects namespace `host` to the bridge through port `port`: its `eth0` gets `addr`.
-    fn plug(&self, host: &str, port: &str, addr: &str) {
-        set(&["-n", &self.switch, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", host]);
-        set(&["-n", &self.switch, "link", "set", port, "master", "br0", "up"]);
-        set(&["-n", host, "addr", "add", addr, "dev", "eth0"]);
-        set(&["-n", host, "link", "set", "eth0", "up"]);
-        set(&["-n", host, "link", "set", "lo", "up"]);
-    }
-
-    /// A host behind its own masquerading router `k`: the router is on the LAN at
-    /// `10.77.0.{200 + k}` (`eth0`) and on a private link `10.{100 + k}.0.0/24` (`eth1`); the
-    /// host, at `.2` on that link, routes everything through the router. Nothing on the LAN has a
-    /// route to the private side, and the router forwards from the LAN only what belongs to
-    /// connections made from inside. Returns (router, host) namespaces; errs if `nft` cannot set
-    /// up the NAT (not installed).
-    fn behind_nat(&mut self, k: usize) -> Result<(String, String), String> {
-        let router = self.namespaces.add(format!("{}-r{k}", self.prefix)).unwrap();
-        self.plug(&router, &format!("r{k}"), &format!("{SUBNET}.{}/24", 200 + k));
-        let host = self.namespaces.add(format!("{}-n{k}", self.prefix)).unwrap();
-        let private = |last: u8| format!("10.{}.0.{last}", 100 + k);
-        set(&["-n", &router, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &host]);
-        set(&["-n", &router, "addr", "add", &format!("{}/24", private(1)), "dev", "eth1"]);
-        set(&["-n", &router, "link", "set", "eth1", "up"]);
-        set(&["-n", &host, "addr", "add", &format!("{}/24", private(2)), "dev", "eth0"]);
-        set(&["-n", &host, "link", "set", "eth0", "up"]);
-        set(&["-n", &host, "link", "set", "lo", "up"]);
-        set(&["-n", &host, "route", "add", "default", "via", &private(1)]);
-        set(&["netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        nft(&router, NAT_RULES)?;
-        Ok((router, host))
-    }
-
-    /// Packets counted so far by the rules of `chain` in `table` (family `family`) in `netns`.
-    fn counted(netns: &str, family: &str, table: &str, chain: &str) -> u64 {
-        let text = ip(&["netns", "exec", netns, "nft", "-j", "list", "chain", family, table, chain]).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        v["nftables"].as_array().unwrap().iter().filter_map(|item| item["rule"]["expr"].as_array()).flatten().filter_map(|e| e["counter"]["packets"].as_u64()).sum()
-    }
-
-    /// A LAN, or `None` after saying why there is none (a failure if `FD_REQUIRE_NETNS` is set).
-    fn or_skip(test: &str, hosts: usize) -> Option<Lan> {
-        let why = match Lan::new(test, hosts) {
-            Ok(lan) => return Some(lan),
-            Err(why) => format!("network namespaces cannot be made here: {why}"),
-        };
-        required(test, &why);
-        None
-    }
-
-    /// `tc netem` with `impairment` (e.g. `delay 100ms loss 1%`) on every host's side of its
-    /// link, so a packet between two hosts passes it twice.
-    fn impair(&self, impairment: &str) -> Result<(), String> {
-        for host in &self.hosts {
-            let mut args = vec!["-n", host, "qdisc", "add", "dev", "eth0", "root", "netem"];
-            args.extend(impairment.split_whitespace());
-            run("tc", &args)?;
-        }
-        Ok(())
-    }
-
-    /// Bytes host `i` has received on its link.
-    fn rx_bytes(&self, i: usize) -> u64 {
-        let text = ip(&["-n", &self.hosts[i], "-j", "-s", "link", "show", "dev", "eth0"]).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        v[0]["stats64"]["rx"]["bytes"].as_u64().unwrap()
-    }
-}
-
-/// Says, past the harness's output capture, that `test` did not run and why.
-fn skip(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why} (these tests need root, iproute2, nftables, and the kernel's veth, bridge, nftables NAT and netem support)");
+/// Prepares the scenario's files in a fresh folder, with the aggregator listening on `listen`.
+fn prepare(s: &Scenario, kind: &str, listen: Vec<Multiaddr>) -> Prepared {
+    let mut p = setup::prepare(s, &common::test_dir(kind, &s.name)).unwrap();
+    p.aggregator.listen = listen;
+    p
 }
 
 /// Runs the scenario's federation as processes: the aggregator listens on `listen` (inside
-/// `hosts[0]` if given), node `i` runs inside `hosts[i + 1]`, node 0 over QUIC and the others
-/// over TCP, to the aggregator's address or, with `via`, to the same port at that address (a
-/// relay). Waits until every process has exited cleanly, every node having submitted in every
-/// round. Returns the prepared run and the addresses the aggregator reported.
-fn federate(s: &Scenario, kind: &str, hosts: Option<&[String]>, listen: Vec<Multiaddr>, via: Option<Ipv4Addr>) -> (Prepared, Vec<Multiaddr>) {
+/// `hosts[0]` if given), node `i` runs inside `hosts[i + 1]` and reaches it as `dial` says.
+/// Waits until every process has exited cleanly, every node having submitted in every round.
+/// Returns the prepared run and the addresses the aggregator reported.
+fn federate(s: &Scenario, kind: &str, hosts: Option<&[String]>, listen: Vec<Multiaddr>, dial: Dial) -> (Prepared, Vec<Multiaddr>) {
+    let mut p = prepare(s, kind, listen);
+    let addrs = federate_prepared(&mut p, kind, hosts, &dial);
+    (p, addrs)
+}
+
+fn federate_prepared(p: &mut Prepared, kind: &str, hosts: Option<&[String]>, dial: &Dial) -> Vec<Multiaddr> {
     let host = |i: usize| hosts.map(|h| h[i].as_str());
-    let dir = common::test_dir(kind, &s.name);
-    let mut p = setup::prepare(s, &dir).unwrap();
-    p.aggregator.listen = listen;
+    let dir = p.dir.clone();
     setup::write_toml(&dir.join("federation.toml"), &p.aggregator).unwrap();
     let addr_file = dir.join("aggregator.addrs");
     let log = |name: &str| dir.join(format!("{name}.log"));
-    let mut procs = Procs(vec![common::spawn_aggregator_in(&p, host(0), &addr_file)]);
+    let mut procs = Procs(vec![common::spawn_aggregator_in(p, host(0), &addr_file)]);
     let addrs = wait_for_addrs(&mut procs.0[0], &addr_file, &log("aggregator"));
-    let over = |quic: bool| {
-        let addr = addrs.iter().find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic).unwrap();
-        addr.iter().map(|p| match (p, via) {
-            (Protocol::Ip4(_), Some(relay)) => Protocol::Ip4(relay),
-            (p, _) => p,
-        }).collect::<Multiaddr>()
-    };
     for (i, n) in p.nodes.iter_mut().enumerate() {
-        n.aggregator = over(i == 0);
+        n.aggregator = dial.address(&addrs, i);
         setup::write_toml(&node_toml(&dir, i), n).unwrap();
         procs.0.push(spawn_run("fd-node", host(i + 1), &node_toml(&dir, i), &log(&format!("node-{i}"))));
     }
@@ -248,9 +97,9 @@ fn federate(s: &Scenario, kind: &str, hosts: Option<&[String]>, listen: Vec<Mult
     for (i, n) in p.nodes.iter().enumerate() {
         let status = wait_exit(&mut procs.0[i + 1], Duration::from_secs(60));
         assert!(status.success(), "{kind}: node {i} {status}:\n{}", read(&log(&format!("node-{i}"))));
-        assert_eq!(submitted(&n.state_dir), (1..=s.rounds).collect::<Vec<_>>(), "{kind}: node {i}");
+        assert_eq!(submitted(&n.state_dir), (1..=p.scenario.rounds).collect::<Vec<_>>(), "{kind}: node {i}");
     }
-    (p, addrs)
+    addrs
 }
 
 fn read(path: &Path) -> String {
@@ -259,7 +108,12 @@ fn read(path: &Path) -> String {
 
 /// The aggregator's fixed addresses on the LAN.
 fn lan_listen() -> Vec<Multiaddr> {
-    vec![format!("/ip4/{SUBNET}.1/tcp/{PORT}").parse().unwrap(), format!("/ip4/{SUBNET}.1/udp/{PORT}/quic-v1").parse().unwrap()]
+    listen_at(&format!("{SUBNET}.1"))
+}
+
+/// TCP and QUIC on the fixed port at `ip`.
+fn listen_at(ip: &str) -> Vec<Multiaddr> {
+    vec![format!("/ip4/{ip}/tcp/{PORT}").parse().unwrap(), format!("/ip4/{ip}/udp/{PORT}/quic-v1").parse().unwrap()]
 }
 
 /// The aggregator's metrics, after checking that every node made the consensus of every round.
@@ -284,9 +138,9 @@ fn a_federation_across_namespaces_matches_the_same_on_loopback() {
     // The same scenario (same seed, same data) on 127.0.0.1, at the same time.
     let loopback = std::thread::spawn({
         let s = s.clone();
-        move || federate(&s, "loopback", None, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap(), "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()], None).0
+        move || federate(&s, "loopback", None, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap(), "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()], Dial::Direct).0
     });
-    let (p, addrs) = federate(&s, "lan", Some(&lan.hosts), lan_listen(), None);
+    let (p, addrs) = federate(&s, "lan", Some(&lan.hosts), lan_listen(), Dial::Direct);
     let loopback = loopback.join().unwrap();
 
     let bound: Vec<Multiaddr> = addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()).collect();
@@ -302,12 +156,6 @@ fn a_federation_across_namespaces_matches_the_same_on_loopback() {
     assert!(model(&p) == model(&loopback), "the global model differs between the LAN and loopback");
 }
 
-/// Fails the test if `FD_REQUIRE_NETNS` is set, otherwise says why it did not run.
-fn required(test: &str, why: &str) {
-    assert!(std::env::var_os("FD_REQUIRE_NETNS").is_none(), "{test}: FD_REQUIRE_NETNS is set, but {why}");
-    skip(test, why);
-}
-
 #[test]
 fn a_federation_over_delayed_lossy_links_completes_its_rounds() {
     let test = "impaired";
@@ -317,8 +165,8 @@ fn a_federation_over_delayed_lossy_links_completes_its_rounds() {
     // netem on every link; without it, the same by other means: nftables drops 1 % of what each
     // host sends, and the nodes reach the aggregator through a relay that holds everything
     // 100 ms each way (so one round trip between a node and the aggregator takes 200 ms more).
-    let (via, relay) = match lan.impair("delay 100ms loss 1%") {
-        Ok(()) => (None, None),
+    let (dial, relay) = match lan.impair("delay 100ms loss 1%") {
+        Ok(()) => (Dial::Direct, None),
         Err(why) => {
             let _ = writeln!(std::io::stderr(), "{test}: tc netem is not available ({why}); emulating it with nftables (loss) and a userspace delay relay");
             for host in &lan.hosts {
@@ -327,16 +175,16 @@ fn a_federation_over_delayed_lossy_links_completes_its_rounds() {
                 }
             }
             let port = |ip: Ipv4Addr| SocketAddr::from((ip, PORT));
-            (Some(RELAY), Some(link::DelayRelay::start(&lan.hosts[4], port(RELAY), port(Ipv4Addr::new(10, 77, 0, 1)), delay)))
+            (Dial::Via(RELAY), Some(link::DelayRelay::start(&lan.hosts[4], port(RELAY), port(Ipv4Addr::new(10, 77, 0, 1)), delay)))
         }
     };
-    let (p, _) = federate(&s, "impaired", Some(&lan.hosts), lan_listen(), via);
+    let (p, _) = federate(&s, "impaired", Some(&lan.hosts), lan_listen(), dial);
     let m = every_round_complete(&p);
     let dropped: u64 = match relay {
         Some(relay) => {
             let received: u64 = m.iter().map(|r| r.bytes_in).sum();
             assert!(relay.forwarded() >= received, "the relay forwarded {} bytes < {received} bytes of messages", relay.forwarded());
-            lan.hosts.iter().map(|h| Lan::counted(h, "inet", "fdloss", "output")).sum()
+            lan.hosts.iter().map(|h| Lan::counted(h, "inet", "fdloss", "output", None)).sum()
         }
         None => 0,
     };
@@ -352,7 +200,7 @@ fn nodes_behind_masquerading_nats_join_and_complete_their_rounds() {
     // Node 0 (over QUIC) and node 1 (over TCP) each behind its own NAT; node 2 on the LAN.
     let mut behind = Vec::new();
     for k in 0..2 {
-        match lan.behind_nat(k) {
+        match lan.behind_nat(k, Ipv4Addr::new(10, 77, 0, 1)) {
             Ok(pair) => behind.push(pair),
             Err(why) => return required(test, &format!("cannot set up a NAT with nft: {why}")),
         }
@@ -365,10 +213,73 @@ fn nodes_behind_masquerading_nats_join_and_complete_their_rounds() {
         assert!(ip(&["-n", &lan.hosts[0], "route", "get", &addr]).is_err(), "the LAN can reach {addr}");
     }
     let hosts = [lan.hosts[0].clone(), behind[0].1.clone(), behind[1].1.clone(), lan.hosts[1].clone()];
-    let (p, _) = federate(&s, "nat", Some(&hosts), lan_listen(), None);
+    let (p, _) = federate(&s, "nat", Some(&hosts), lan_listen(), Dial::Direct);
     every_round_complete(&p);
     // Their traffic went through the routers' NAT.
     for (router, _) in &behind {
-        assert!(Lan::counted(router, "ip", "fdnat", "postrouting") > 0, "nothing was masqueraded by {router}");
+        assert!(Lan::counted(router, "ip", "fdnat", "postrouting", None) > 0, "nothing was masqueraded by {router}");
     }
+}
+
+#[test]
+fn an_aggregator_behind_a_nat_is_reached_through_a_relay() {
+    let test = "relay";
+    // Host 0: the relay; hosts 1–3: the nodes; host 4: the aggregator on the LAN, for the direct
+    // run that the relayed one is compared with; and the aggregator's host behind a NAT.
+    let Some(mut lan) = Lan::or_skip(test, 5) else { return };
+    let relay_ip = Ipv4Addr::new(10, 77, 0, 1);
+    let (router, inside) = match lan.behind_nat(0, relay_ip) {
+        Ok(pair) => pair,
+        Err(why) => return required(test, &format!("cannot set up a NAT with nft: {why}")),
+    };
+    let h = |i: usize| lan.hosts[i].clone();
+    let s = scenario("relay", 3, ROUNDS);
+    let (direct, _) = federate(&s, "relay-direct", Some(&[h(4), h(1), h(2), h(3)]), listen_at(&format!("{SUBNET}.5")), Dial::Direct);
+
+    let mut p = prepare(&s, "relayed", Vec::new());
+    let relay_key = p.dir.join("keys").join("relay.key");
+    net::keys::generate(&relay_key).unwrap();
+    let allow = std::iter::once(net::keys::read(&p.aggregator.key).unwrap().id()).chain(p.aggregator.roster.iter().map(|e| e.peer_id));
+    let mut args: Vec<String> = vec!["relay".into(), "--key".into(), relay_key.display().to_string(), "--addr-file".into()];
+    let addr_file = p.dir.join("relay.addrs");
+    args.push(addr_file.display().to_string());
+    for a in listen_at(&relay_ip.to_string()) {
+        args.extend(["--listen".into(), a.to_string()]);
+    }
+    for id in allow {
+        args.extend(["--allow".into(), net::keys::peer_id_string(&id)]);
+    }
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    let log = p.dir.join("relay.log");
+    let mut relay = Procs(vec![common::launch(common::command("fd-aggregator", Some(&h(0))), &args, &log)]);
+    let relay_addrs = wait_for_addrs(&mut relay.0[0], &addr_file, &log);
+    // The aggregator has no open port: it listens on its private address, which the LAN cannot
+    // reach, and through the relay (over TCP).
+    let tcp = |a: &&Multiaddr| a.iter().any(|p| matches!(p, Protocol::Tcp(_)));
+    let private: Multiaddr = format!("/ip4/10.100.0.2/tcp/{PORT}").parse().unwrap();
+    p.aggregator.listen = vec![private, relay_addrs.iter().find(tcp).unwrap().clone().with(Protocol::P2pCircuit)];
+    let before = Lan::link_bytes(&h(0));
+    let started = std::time::Instant::now();
+    federate_prepared(&mut p, "relayed", Some(&[inside, h(1), h(2), h(3)]), &Dial::Circuit(relay_addrs));
+    let elapsed = started.elapsed();
+    let through_relay = Lan::link_bytes(&h(0)) - before;
+
+    let m = every_round_complete(&p);
+    // Same seed, same data: the relay changes nothing but the path.
+    assert_eq!(outcome(&p), outcome(&direct), "the rounds differ between the relayed and the direct federation");
+    // Packets of a working connection from a node's own address reached the aggregator's
+    // private side: DCUtR connected them directly.
+    let upgraded = Lan::counted(&router, "ip", "fdnat", "forward", Some("direct")) > 0;
+    let messages: u64 = m.iter().map(|r| r.bytes_in + r.bytes_out).sum();
+    let mean_ms = |m: &[aggregator::RoundMetrics]| 1000.0 * m.iter().map(|r| r.seconds).sum::<f64>() / m.len() as f64;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: {ROUNDS} rounds through the relay in {:.1} s; direct connection upgrade (DCUtR): {}; relay link {} bytes a round for {} bytes of messages a round; round {:.0} ms relayed, {:.0} ms direct",
+        elapsed.as_secs_f64(),
+        if upgraded { "succeeded" } else { "did not happen" },
+        through_relay / ROUNDS,
+        messages / ROUNDS,
+        mean_ms(&m),
+        mean_ms(&metrics(&direct)),
+    );
 }
