@@ -206,6 +206,10 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
     net_cfg.through_relays(std::slice::from_ref(&cfg.aggregator));
     net_cfg.ledger_keeps_bytes = cfg.ledger.keep_bytes;
     let (client, events, network) = net::spawn(loaded.identity, net_cfg, &shutdown)?;
+    for addr in &cfg.listen {
+        let bound = client.listen(addr.clone()).await?;
+        tracing::info!(%bound, "listening, for a direct connection upgrade");
+    }
     let session = session::Session {
         federation: cfg.federation.clone(),
         aggregator,

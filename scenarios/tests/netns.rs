@@ -25,7 +25,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use lan::{ip, nft, required, Lan, LOSS_RULES, SUBNET};
-use common::{metrics, node_toml, scenario, spawn_run, submitted, wait_exit, wait_for_addrs, Procs};
+use common::{metrics, node_toml, scenario, spawn_run, submitted, wait_exit, wait_for_addrs, wait_until, Procs};
 use net::multiaddr::{Multiaddr, Protocol};
 use scenarios::setup::{self, Prepared};
 use scenarios::Scenario;
@@ -92,7 +92,18 @@ fn federate_prepared(p: &mut Prepared, kind: &str, hosts: Option<&[String]>, dia
         setup::write_toml(&node_toml(&dir, i), n).unwrap();
         procs.0.push(spawn_run("fd-node", host(i + 1), &node_toml(&dir, i), &log(&format!("node-{i}"))));
     }
-    let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
+    // The aggregator ends the federation; a node that fails before that fails the test at once.
+    let mut status = None;
+    wait_until("the aggregator to exit", Duration::from_secs(300), || {
+        for (i, node) in procs.0[1..].iter_mut().enumerate() {
+            if let Some(s) = node.try_wait().unwrap().filter(|s| !s.success()) {
+                panic!("{kind}: node {i} {s}:\n{}", read(&log(&format!("node-{i}"))));
+            }
+        }
+        status = procs.0[0].try_wait().unwrap();
+        status.is_some()
+    });
+    let status = status.unwrap();
     assert!(status.success(), "{kind}: aggregator {status}:\n{}", read(&log("aggregator")));
     for (i, n) in p.nodes.iter().enumerate() {
         let status = wait_exit(&mut procs.0[i + 1], Duration::from_secs(60));
@@ -238,49 +249,58 @@ fn an_aggregator_behind_a_nat_is_reached_through_a_relay() {
     let (direct, _) = federate(&s, "relay-direct", Some(&[h(4), h(1), h(2), h(3)]), listen_at(&format!("{SUBNET}.5")), Dial::Direct);
 
     let direct_link = Lan::link_bytes(&h(4)) - direct_link;
-    let mut p = prepare(&s, "relayed", Vec::new());
-    let relay_key = p.dir.join("keys").join("relay.key");
+    // Two relayed runs: nodes that only dial out, then nodes that listen, which DCUtR needs.
+    let mut runs = [prepare(&s, "relayed", Vec::new()), prepare(&s, "relayed-listening", Vec::new())];
+    for (i, n) in runs[1].nodes.iter_mut().enumerate() {
+        n.listen = listen_at(&format!("{SUBNET}.{}", i + 2));
+    }
+    let relay_key = runs[0].dir.join("keys").join("relay.key");
     net::keys::generate(&relay_key).unwrap();
-    let allow = std::iter::once(net::keys::read(&p.aggregator.key).unwrap().id()).chain(p.aggregator.roster.iter().map(|e| e.peer_id));
     let mut args: Vec<String> = vec!["relay".into(), "--key".into(), relay_key.display().to_string(), "--addr-file".into()];
-    let addr_file = p.dir.join("relay.addrs");
+    let addr_file = runs[0].dir.join("relay.addrs");
     args.push(addr_file.display().to_string());
     for a in listen_at(&relay_ip.to_string()) {
         args.extend(["--listen".into(), a.to_string()]);
     }
-    for id in allow {
-        args.extend(["--allow".into(), net::keys::peer_id_string(&id)]);
+    for p in &runs {
+        let allow = std::iter::once(net::keys::read(&p.aggregator.key).unwrap().id()).chain(p.aggregator.roster.iter().map(|e| e.peer_id));
+        for id in allow {
+            args.extend(["--allow".into(), net::keys::peer_id_string(&id)]);
+        }
     }
     let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
-    let log = p.dir.join("relay.log");
+    let log = runs[0].dir.join("relay.log");
     let mut relay = Procs(vec![common::launch(common::command("fd-aggregator", Some(&h(0))), &args, &log)]);
     let relay_addrs = wait_for_addrs(&mut relay.0[0], &addr_file, &log);
-    // The aggregator has no open port: it listens on its private address, which the LAN cannot
-    // reach, and through the relay (over TCP).
-    let tcp = |a: &&Multiaddr| a.iter().any(|p| matches!(p, Protocol::Tcp(_)));
-    let private: Multiaddr = format!("/ip4/10.100.0.2/tcp/{PORT}").parse().unwrap();
-    p.aggregator.listen = vec![private, relay_addrs.iter().find(tcp).unwrap().clone().with(Protocol::P2pCircuit)];
-    let before = Lan::link_bytes(&h(0));
-    let started = std::time::Instant::now();
-    federate_prepared(&mut p, "relayed", Some(&[inside, h(1), h(2), h(3)]), &Dial::Circuit(relay_addrs));
-    let elapsed = started.elapsed();
-    let through_relay = Lan::link_bytes(&h(0)) - before;
-
-    let m = every_round_complete(&p);
-    // Same seed, same data: the relay changes nothing but the path.
-    assert_eq!(outcome(&p), outcome(&direct), "the rounds differ between the relayed and the direct federation");
-    // Packets of a working connection from a node's own address reached the aggregator's
-    // private side: DCUtR connected them directly.
-    let upgraded = Lan::counted(&router, "ip", "fdnat", "forward", Some("direct")) > 0;
     let mean_ms = |m: &[aggregator::RoundMetrics]| 1000.0 * m.iter().map(|r| r.seconds).sum::<f64>() / m.len() as f64;
-    let _ = writeln!(
-        std::io::stderr(),
-        "{test}: {ROUNDS} rounds through the relay in {:.1} s; direct connection upgrade (DCUtR): {}; a round moved {} bytes through the relay's link (everything crosses it twice) against {} bytes through the aggregator's link when direct; round {:.0} ms relayed, {:.0} ms direct",
-        elapsed.as_secs_f64(),
-        if upgraded { "succeeded" } else { "did not happen" },
-        through_relay / ROUNDS,
-        direct_link / ROUNDS,
-        mean_ms(&m),
-        mean_ms(&metrics(&direct)),
-    );
+    for p in &mut runs {
+        let kind = p.dir.file_name().unwrap().to_string_lossy().into_owned();
+        // The aggregator has no open port: it listens on its private address, which the LAN
+        // cannot reach, and through the relay (over TCP).
+        let tcp = |a: &&Multiaddr| a.iter().any(|p| matches!(p, Protocol::Tcp(_)));
+        let private: Multiaddr = format!("/ip4/10.100.0.2/tcp/{PORT}").parse().unwrap();
+        p.aggregator.listen = vec![private, relay_addrs.iter().find(tcp).unwrap().clone().with(Protocol::P2pCircuit)];
+        let (link, direct_packets) = (Lan::link_bytes(&h(0)), Lan::counted(&router, "ip", "fdnat", "forward", Some("direct")));
+        let started = std::time::Instant::now();
+        federate_prepared(p, &kind, Some(&[inside.clone(), h(1), h(2), h(3)]), &Dial::Circuit(relay_addrs.clone()));
+        let elapsed = started.elapsed();
+        let through_relay = Lan::link_bytes(&h(0)) - link;
+        let m = every_round_complete(p);
+        // Same seed, same data: the relay changes nothing but the path.
+        assert_eq!(outcome(p), outcome(&direct), "{kind}: the rounds differ between the relayed and the direct federation");
+        // Packets of a working connection from a node's own address reached the aggregator's
+        // private side: DCUtR connected them directly.
+        let upgraded = Lan::counted(&router, "ip", "fdnat", "forward", Some("direct")) > direct_packets;
+        let listening = if p.nodes[0].listen.is_empty() { "nodes dial out only" } else { "nodes listen" };
+        let _ = writeln!(
+            std::io::stderr(),
+            "{test} ({listening}): {ROUNDS} rounds through the relay in {:.1} s; direct connection upgrade (DCUtR): {}; a round moved {} bytes through the relay's link (everything relayed crosses it twice) against {} bytes through the aggregator's link when direct; round {:.0} ms relayed, {:.0} ms direct",
+            elapsed.as_secs_f64(),
+            if upgraded { "a node connected directly" } else { "no direct connection" },
+            through_relay / ROUNDS,
+            direct_link / ROUNDS,
+            mean_ms(&m),
+            mean_ms(&metrics(&direct)),
+        );
+    }
 }
