@@ -37,6 +37,9 @@ pub struct AggregatorConfig {
     /// CPU backend.
     #[serde(default)]
     pub backend: BackendKind,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (e.g. `"127.0.0.1:9464"`); absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Number of classes every model predicts.
     pub classes: usize,
     /// Nodes allowed to join.
@@ -323,6 +326,7 @@ mod tests {
             consensus: ConsensusConfig { rule, ..Default::default() },
             student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![4], dropout: 0.0 }, warm_start: true, distill: Default::default(), teaching: Default::default() },
             validation: None,
+            metrics: None,
         }
     }
 
@@ -347,5 +351,15 @@ mod tests {
         assert!(e.contains("0.334"), "the smallest trim that works is named: {e}");
         assert!(config(10, Some(3), Rule::TrimmedMean { trim: 0.334 }).validate().is_ok());
         assert_eq!(field(config(5, None, Rule::Confidence { power: 1.0, max_share: 0.5 })), "consensus");
+    }
+    #[test]
+    fn the_metrics_address_is_a_socket_address_off_by_default() {
+        let text = toml::to_string(&config(3, None, Rule::Mean)).expect("serialize");
+        assert!(!text.contains("metrics"), "off: not written");
+        let path = Path::new("federation.toml");
+        let on: AggregatorConfig = net::cli::parse_toml(path, &format!("metrics = \"127.0.0.1:9464\"\n{text}")).expect("parses");
+        assert_eq!(on.metrics, Some("127.0.0.1:9464".parse().expect("addr")));
+        let e = net::cli::parse_toml::<AggregatorConfig>(path, &format!("metrics = \"localhost\"\n{text}")).expect_err("not an address");
+        assert_eq!(e.field, "metrics");
     }
 }

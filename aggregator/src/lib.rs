@@ -9,8 +9,9 @@
 //! line. After the last round it writes the global model and the report ([`report`]) and tells
 //! every node that the federation is finished. A restart with the same output folder resumes
 //! after the last completed round. Under `weighted_by_samples`, nodes weigh what the roster
-//! declares or, failing that, what they report, clipped ([`weights`]). An aggregator with no
-//! open port listens through a circuit relay, which `fd-aggregator relay` runs ([`relay`]).
+//! declares or, failing that, what they report, clipped ([`weights`]). With a `metrics` address in
+//! the config, [`metrics`] are served at `http://ADDR/metrics` until the run ends. An aggregator
+//! with no open port listens through a circuit relay, which `fd-aggregator relay` runs ([`relay`]).
 //!
 //! Output folder layout (a private folder: 0700, its files 0600): `state.json` (the commit
 //! point: last completed round),
@@ -20,7 +21,9 @@
 #![deny(missing_docs)]
 
 pub mod checkpoint;
+mod collect;
 pub mod config;
+pub mod metrics;
 pub mod relay;
 pub mod report;
 pub mod round;
@@ -123,6 +126,9 @@ pub struct Aggregator {
     reference_id: ReferenceSetId,
     client: net::Client,
     events: mpsc::Receiver<Event>,
+    /// Refusals of announcements, from the tasks that sent them, for the round being collected.
+    declines: mpsc::Receiver<collect::Declined>,
+    declines_tx: mpsc::Sender<collect::Declined>,
     network: net::Handle,
     listen_addrs: Vec<Multiaddr>,
     student: Student,
@@ -135,6 +141,10 @@ pub struct Aggregator {
     limits: Limits,
     /// Requests sent in the background (announcements), awaited before shutdown.
     sends: tokio::task::JoinSet<()>,
+    /// Prometheus series (served if `metrics_server` is there).
+    telemetry: metrics::Metrics,
+    /// The `GET /metrics` endpoint, if the config asks for one.
+    metrics_server: Option<net::metrics::http::Server>,
 }
 
 /// What start-up reads from disk.
@@ -196,11 +206,17 @@ impl Aggregator {
         net_cfg.rate_limits = rate_limits(loaded.reference_bytes.len());
         net_cfg.through_relays(&cfg.listen);
         let limits = net_cfg.limits;
+        let (telemetry, registry) = metrics::Metrics::new(&roster);
+        net_cfg.traffic = Some(telemetry.traffic.clone());
         let (client, events, network) = net::spawn(loaded.identity, net_cfg, &CancellationToken::new())?;
         let mut listen_addrs = Vec::new();
         for addr in &cfg.listen {
             listen_addrs.push(client.listen(addr.clone()).await.map_err(|e| config_err("listen", e))?);
         }
+        let metrics_server = match cfg.metrics {
+            Some(addr) => Some(net::metrics::http::serve(addr, Arc::new(registry), &CancellationToken::new()).await.map_err(|e| config_err("metrics", e))?),
+            None => None,
+        };
         let reference = Arc::new(loaded.reference);
         let reference_id = cfg.reference.sha256;
         let setup = StudentSetup {
@@ -216,6 +232,7 @@ impl Aggregator {
         };
         let completed = loaded.restored.completed;
         let metrics = loaded.restored.metrics.clone();
+        telemetry.round.set(completed as i64);
         let student = Student::start(setup, loaded.restored, reference.clone(), reference_id, loaded.validation.map(Arc::new))?;
         tracing::info!(
             peer = %net::keys::peer_id_string(&client.id()),
@@ -223,6 +240,7 @@ impl Aggregator {
             resume_after = completed,
             "aggregator listening"
         );
+        let (declines_tx, declines) = mpsc::channel(2 * roster.len() + 8);
         Ok(Self {
             roster,
             reference,
@@ -230,6 +248,8 @@ impl Aggregator {
             reference_id,
             client,
             events,
+            declines,
+            declines_tx,
             network,
             listen_addrs,
             student,
@@ -240,6 +260,8 @@ impl Aggregator {
             progress: None,
             limits,
             sends: tokio::task::JoinSet::new(),
+            telemetry,
+            metrics_server,
             cfg,
         })
     }
@@ -247,6 +269,11 @@ impl Aggregator {
     /// The bound addresses (with real ports).
     pub fn listen_addrs(&self) -> &[Multiaddr] {
         &self.listen_addrs
+    }
+
+    /// Where the metrics are served (with the real port), if the config asks for them.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_server.as_ref().map(|s| s.local_addr())
     }
 
     /// The aggregator's id.
@@ -269,7 +296,7 @@ impl Aggregator {
 
     /// Runs the remaining rounds, then writes the final outputs. Shutdown, in order: stop
     /// announcing rounds → tell the nodes the federation is finished (if it is) → drain the
-    /// sends in flight → stop the network.
+    /// sends in flight → stop the network → stop serving metrics.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<RunSummary, Error> {
         let result = self.rounds(&shutdown).await;
         let summary = match result {
@@ -298,6 +325,9 @@ impl Aggregator {
         let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
         drop(self.events);
         self.network.shutdown().await;
+        if let Some(server) = self.metrics_server {
+            server.shutdown().await;
+        }
         summary
     }
 }

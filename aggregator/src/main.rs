@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: net::cli::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -65,8 +67,13 @@ fn write_addr_file(path: &Path, who: &protocol::ParticipantId, addrs: &[net::mul
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    net::cli::init_logging("info,libp2p=warn", net::cli::LogFormat::Text);
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    cli.log.init("info,libp2p=warn");
+    cli.log.finish(run(cli.command).await)
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Keygen { out } => {
             let peer = net::keys::keygen(&out).with_context(|| format!("cannot write key {}", out.display()))?;
             println!("{peer}");

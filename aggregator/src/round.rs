@@ -57,6 +57,9 @@ pub struct RoundState {
     roster: HashSet<ParticipantId>,
     quorum: usize,
     accepted: BTreeSet<ParticipantId>,
+    /// Roster members that refused this round's question (spent budget, their policy): they
+    /// will not answer, so the round need not wait for them.
+    declined: BTreeSet<ParticipantId>,
     collector: Collector,
     cfg: ConsensusConfig,
     counts: SampleCounts,
@@ -77,6 +80,7 @@ impl RoundState {
             roster,
             quorum: quorum.max(MIN_PARTICIPANTS),
             accepted: BTreeSet::new(),
+            declined: BTreeSet::new(),
             collector: Collector::Keep(Vec::new()),
             cfg,
             counts: SampleCounts::default(),
@@ -140,6 +144,7 @@ impl RoundState {
             Collector::Keep(v) => v.push((probs, count)),
         }
         self.accepted.insert(from);
+        self.declined.remove(&from);
         Ok(())
     }
 
@@ -148,10 +153,37 @@ impl RoundState {
         self.accepted.iter().copied().collect()
     }
 
-    /// Whether the round may close at `now`.
+    /// Records that roster member `from` refused this round's announcement for `reason`. A
+    /// refusal that will not change within the round (a spent privacy budget, the node's query
+    /// policy, another reference set) means it will not answer: the round stops waiting for it.
+    pub fn decline(&mut self, from: ParticipantId, round: u64, reason: RefusalReason) {
+        let settled = matches!(reason, RefusalReason::BudgetSpent | RefusalReason::Policy | RefusalReason::WrongReferenceSet);
+        if settled && round == self.round() && self.roster.contains(&from) && !self.accepted.contains(&from) {
+            self.declined.insert(from);
+        }
+    }
+
+    /// Whether the round may close at `now`: every roster member has answered or declined, or
+    /// the quorum is met and the deadline has passed; never below [`MIN_PARTICIPANTS`].
     pub fn ready(&self, now: Instant) -> bool {
         let n = self.accepted.len();
-        n >= MIN_PARTICIPANTS && (n >= self.roster.len() || (n >= self.quorum && now >= self.deadline))
+        let enough = n >= MIN_PARTICIPANTS && n >= self.quorum.min(self.roster.len());
+        enough && (self.all_settled() || now >= self.deadline)
+    }
+
+    /// Whether the round can no longer reach its quorum: every roster member has answered or
+    /// declined, and too few answered.
+    pub fn unreachable(&self) -> bool {
+        self.all_settled() && !self.ready(self.deadline)
+    }
+
+    fn all_settled(&self) -> bool {
+        self.accepted.len() + self.declined.len() >= self.roster.len()
+    }
+
+    /// Roster members that declined this round.
+    pub fn declined(&self) -> usize {
+        self.declined.len()
     }
 
     /// When the deadline passes.
@@ -201,12 +233,13 @@ impl RoundState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use protocol::{Encoding, FederationId, ReferenceSetId, SampleSelection, SoftLabels};
     use std::time::Duration;
 
-    fn ann(round: u64) -> RoundAnnouncement {
+    /// A round of 2 samples and 2 classes (shared with `collect`'s tests).
+    pub(crate) fn ann(round: u64) -> RoundAnnouncement {
         RoundAnnouncement {
             federation: FederationId::new("t").unwrap(),
             round,
@@ -220,7 +253,8 @@ mod tests {
         }
     }
 
-    fn sub(round: u64, p: f32) -> Submission {
+    /// A valid submission to [`ann`]`(round)`.
+    pub(crate) fn sub(round: u64, p: f32) -> Submission {
         Submission {
             federation: FederationId::new("t").unwrap(),
             round,

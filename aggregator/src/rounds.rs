@@ -1,5 +1,5 @@
-//! Driving the rounds: announce → collect until everyone answered or the deadline passed with a
-//! quorum → combine → distil the student (late submissions are answered meanwhile) → deliver the
+//! Driving the rounds: announce → collect until everyone answered or declined, or the deadline
+//! passed with a quorum ([`crate::collect`]) → combine → distil the student (late submissions are answered meanwhile) → deliver the
 //! consensus → checkpoint → one log line.
 
 use std::time::Duration;
@@ -16,6 +16,10 @@ const CHECKPOINT_ATTEMPTS: u32 = 3;
 /// Pause before the second attempt; it doubles before each further one.
 const CHECKPOINT_FIRST_PAUSE: Duration = Duration::from_millis(500);
 
+use crate::collect::{Collected, Collection, Declined, Step};
+use crate::round::RoundState;
+use crate::{Aggregator, Error};
+
 /// `e` and its sources, `: `-separated (what a failed write was, and why).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -27,8 +31,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
-use crate::round::RoundState;
-use crate::{Aggregator, Error};
 
 impl Aggregator {
     /// Runs the rounds not yet completed. `Ok(false)`: stopped by `shutdown`.
@@ -44,15 +46,24 @@ impl Aggregator {
                 self.send(peer, Message::RoundAnnouncement(ann.clone()));
             }
             tracing::info!(round, joined = self.joined.len(), samples = ann.selection.len(), "round open");
-            let mut past_deadline = false;
-            while !state.ready(Instant::now()) {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(false),
-                    ev = self.events.recv() => match ev {
-                        Some(ev) => self.on_event(ev, &mut state).await,
-                        None => return Err(Error::Net(net::Error::Stopped)),
-                    },
-                    _ = tokio::time::sleep_until(state.deadline()), if !past_deadline => past_deadline = true,
+            while self.declines.try_recv().is_ok() {} // refusals of earlier rounds
+            let mut collection = Collection::default();
+            loop {
+                match collection.next(&mut state, &mut self.events, &mut self.declines, shutdown).await {
+                    Step::Event(ev) => self.on_event(ev, &mut state).await,
+                    Step::End(Collected::Ready) => break,
+                    Step::End(Collected::Shutdown) => return Ok(false),
+                    Step::End(Collected::Closed) => return Err(Error::Net(net::Error::Stopped)),
+                    Step::End(Collected::Unreachable) => {
+                        let detail = format!(
+                            "{} of {} nodes answered and {} declined: the quorum of {} cannot be met",
+                            state.participants().len(),
+                            self.roster.len(),
+                            state.declined(),
+                            self.cfg.round.quorum(self.roster.len())
+                        );
+                        return Err(Error::Round { round, detail });
+                    }
                 }
             }
             let combined = state.close()?;
@@ -60,13 +71,17 @@ impl Aggregator {
             let rows = ann.selection.resolve(ann.reference_samples)?;
             // Distil on the student's thread; late submissions are answered meanwhile.
             let student = self.student.clone();
+            let distill_started = std::time::Instant::now();
             let learn = student.learn(round, rows.clone(), combined.clone());
             tokio::pin!(learn);
             let mut events_open = true;
             let learnt = loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(false),
-                    res = &mut learn => break res?,
+                    res = &mut learn => {
+                        self.telemetry.distill_seconds.observe(distill_started.elapsed().as_secs_f64());
+                        break res?;
+                    }
                     ev = self.events.recv(), if events_open => match ev {
                         Some(ev) => self.on_event(ev, &mut state).await,
                         None => events_open = false,
@@ -106,6 +121,7 @@ impl Aggregator {
             self.metrics.push(m.clone());
             self.checkpoint(round, shutdown).await;
             self.completed = round;
+            self.record(&m);
             tracing::info!(
                 round,
                 participants = m.participants.len(),
@@ -152,6 +168,18 @@ impl Aggregator {
         }
         tracing::error!(round, committed = self.committed, "round not checkpointed; the run goes on and the next round's checkpoint tries again");
         false
+    }
+
+    /// Updates the Prometheus series with a completed round.
+    fn record(&self, m: &RoundMetrics) {
+        let t = &self.telemetry;
+        t.rounds.inc();
+        t.round.set(m.round as i64);
+        t.participants.set(m.participants.len() as i64);
+        t.round_seconds.observe(m.seconds);
+        if let Some(a) = m.accuracy {
+            t.accuracy.set(f64::from(a));
+        }
     }
 
     fn announcement(&self, round: u64) -> RoundAnnouncement {
@@ -201,11 +229,16 @@ impl Aggregator {
     /// Sends a request in the background and logs a failure.
     pub(crate) fn send(&mut self, peer: ParticipantId, message: Message) {
         let client = self.client.clone();
+        let declines = self.declines_tx.clone();
         while self.sends.try_join_next().is_some() {}
         self.sends.spawn(async move {
             match client.request(&peer, &message).await {
-                Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, .. })) => {
+                Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, round, .. })) => {
                     tracing::warn!(peer = %peer.short(), kind = ?message.kind(), ?reason, %detail, "node refused");
+                    if let Message::RoundAnnouncement(_) = message {
+                        // Full only if refusals pile up unread; the deadline closes the round then.
+                        let _ = declines.try_send(Declined { peer, round, reason });
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(peer = %peer.short(), kind = ?message.kind(), error = %e, "send failed"),

@@ -17,9 +17,13 @@ impl Aggregator {
             Event::Disconnected(p) => {
                 if self.joined.remove(&p) {
                     tracing::info!(node = %self.name(&p), "node left");
+                    self.telemetry.joined.set(self.joined.len() as i64);
                 }
             }
-            Event::Refused { peer, reason, detail } => tracing::warn!(node = %self.name(&peer), ?reason, %detail, "message refused"),
+            Event::Refused { peer, reason, detail } => {
+                self.telemetry.refuse_message(reason);
+                tracing::warn!(node = %self.name(&peer), ?reason, %detail, "message refused")
+            }
             _ => {}
         }
     }
@@ -50,6 +54,7 @@ impl Aggregator {
                 if accepted {
                     tracing::info!(node = %self.name(&peer), round = state.round(), "node joined");
                     self.joined.insert(peer);
+                    self.telemetry.joined.set(self.joined.len() as i64);
                 } else {
                     tracing::warn!(peer = %peer.short(), ?outcome, "join refused");
                 }
@@ -67,10 +72,12 @@ impl Aggregator {
                 let round = sub.round;
                 match state.submit(peer, &sub, &self.limits) {
                     Ok(()) => {
+                        self.telemetry.submissions.accepted.inc();
                         tracing::info!(node = %self.name(&peer), round, "submission accepted");
                         self.receipt(round, ReceiptStatus::Accepted, "")
                     }
                     Err(e) => {
+                        self.telemetry.submissions.refuse(e.refusal_reason());
                         tracing::warn!(node = %self.name(&peer), round, reason = ?e.refusal_reason(), error = %e, "submission refused");
                         self.receipt(round, ReceiptStatus::Refused(e.refusal_reason()), &e.to_string())
                     }

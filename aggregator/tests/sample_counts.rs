@@ -77,6 +77,7 @@ async fn a_claimed_sample_count_is_clipped_and_a_declared_one_is_taken() {
         consensus: ConsensusConfig { rule: Rule::WeightedBySamples, ..Default::default() },
         student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, warm_start: true, distill: Default::default(), teaching: Default::default() },
         validation: None,
+        metrics: None,
     };
     let agg = Aggregator::start(cfg).await.unwrap();
     let (agg_id, addr) = (agg.id(), agg.listen_addrs()[0].clone().with(net::multiaddr::Protocol::P2p(net::peer_id(&agg.id()))));

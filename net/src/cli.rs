@@ -13,13 +13,50 @@ pub enum LogFormat {
     Json,
 }
 
+/// The `--log-format` flag the three binaries share (`#[command(flatten)]` it into their CLI).
+#[derive(Clone, Copy, Debug, Default, clap::Args)]
+pub struct LogArgs {
+    /// How log lines are written to standard error: `text`, or `json` (one object a line, with
+    /// `timestamp`, `level`, `fields` and `target`, for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    /// Installs the global subscriber in this format (see [`init_logging`]).
+    pub fn init(&self, default_filter: &str) {
+        init_logging(default_filter, self.log_format);
+    }
+
+    /// What `main` returns: in JSON, a failure is logged as one JSON line (its cause chain in
+    /// `fields.error`) and the process exits with status 1, so that standard error stays
+    /// parseable; in text, the error is returned for Rust to print as usual.
+    pub fn finish<E>(&self, result: Result<(), E>) -> Result<(), E>
+    where
+        E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
+    {
+        if let (LogFormat::Json, Err(e)) = (self.log_format, &result) {
+            let mut error = e.as_ref().to_string();
+            let mut source = e.as_ref().source();
+            while let Some(cause) = source {
+                error.push_str(": ");
+                error.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            tracing::error!(%error, "failed");
+            std::process::exit(1);
+        }
+        result
+    }
+}
+
 /// Installs the global `tracing` subscriber. `RUST_LOG` overrides `default_filter`.
 pub fn init_logging(default_filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
     }
 }
 

@@ -10,6 +10,7 @@ use protocol::{Identity, Limits, Message, ParticipantId, SignedEnvelope};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ledger::{Ledger, LedgerEntry};
+use crate::metrics::Traffic;
 use crate::{participant, peer_id, Error};
 
 /// What the client asks of the event loop.
@@ -28,13 +29,14 @@ pub(crate) struct Shared {
     pub(crate) identity: Identity,
     pub(crate) limits: Limits,
     pub(crate) ledger: Option<Ledger>,
+    traffic: Option<Traffic>,
     sent: AtomicU64,
     received: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new(identity: Identity, limits: Limits, ledger: Option<Ledger>) -> Self {
-        Self { identity, limits, ledger, sent: AtomicU64::new(0), received: AtomicU64::new(0) }
+    pub(crate) fn new(identity: Identity, limits: Limits, ledger: Option<Ledger>, traffic: Option<Traffic>) -> Self {
+        Self { identity, limits, ledger, traffic, sent: AtomicU64::new(0), received: AtomicU64::new(0) }
     }
 
     /// Signs `message`, records it in the ledger (on disk before this returns) and counts it.
@@ -44,11 +46,18 @@ impl Shared {
             l.record(&LedgerEntry::new(&peer.to_base58(), direction, message, &bytes), &bytes).await.map_err(Error::Ledger)?;
         }
         self.sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if let Some(t) = &self.traffic {
+            t.sent(peer, message.kind(), bytes.len());
+        }
         Ok(bytes)
     }
 
-    pub(crate) fn add_received(&self, n: usize) {
-        self.received.fetch_add(n as u64, Ordering::Relaxed);
+    /// Counts a frame received from `peer`, before it is verified.
+    pub(crate) fn add_received(&self, peer: &PeerId, frame: &[u8]) {
+        self.received.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        if let Some(t) = &self.traffic {
+            t.received(peer, frame);
+        }
     }
 }
 
@@ -125,7 +134,7 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Request { peer: pid, bytes, reply }).await?;
         let raw = rx.await.map_err(|_| Error::Stopped)??;
-        self.shared.add_received(raw.len());
+        self.shared.add_received(&pid, &raw);
         let limits = &self.shared.limits;
         let env = SignedEnvelope::from_bytes(&raw, limits)?;
         Ok(env.open(peer, limits)?)

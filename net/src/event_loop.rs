@@ -84,7 +84,7 @@ pub(crate) fn spawn(identity: Identity, cfg: NetConfig, token: CancellationToken
     };
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (ev_tx, ev_rx) = mpsc::channel(cfg.event_capacity.max(1));
-    let shared = Arc::new(Shared::new(identity, cfg.limits, ledger));
+    let shared = Arc::new(Shared::new(identity, cfg.limits, ledger, cfg.traffic.clone()));
     let event_loop = EventLoop {
         swarm,
         commands: cmd_rx,
@@ -356,7 +356,7 @@ impl EventLoop {
     /// draining or too many are in flight (the sender sees a failure and may retry). A request
     /// beyond its peer's rate limit is refused without being verified.
     fn on_request(&mut self, peer: PeerId, id: InboundRequestId, request: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
-        self.shared.add_received(request.len());
+        self.shared.add_received(&peer, &request);
         let Some(sender) = participant(&peer) else { return };
         if self.draining {
             return;

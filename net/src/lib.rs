@@ -24,7 +24,8 @@
 //! our version.
 //!
 //! Modules: [`client`] (the handle and responder), [`event_loop`] (the Swarm's owner),
-//! [`nat`] (relay and hole punching), [`codec`], [`rate`], [`keys`], [`ledger`], [`owner`] (state owned by a dedicated thread),
+//! [`nat`] (relay and hole punching), [`codec`], [`rate`], [`keys`], [`ledger`], [`owner`] (state
+//! owned by a dedicated thread), [`metrics`] (traffic counters and the `GET /metrics` endpoint),
 //! [`cli`].
 #![deny(missing_docs)]
 
@@ -34,6 +35,7 @@ pub mod codec;
 pub mod event_loop;
 pub mod keys;
 pub mod ledger;
+pub mod metrics;
 pub mod nat;
 pub mod owner;
 pub mod rate;
@@ -136,6 +138,9 @@ pub struct NetConfig {
     /// Serve as a circuit relay v2 for the allowed peers (None: do not). Relayed dialling and
     /// listening, and DCUtR, are always on (see [`nat`]).
     pub relay: Option<nat::RelayService>,
+    /// Where to count the bytes and messages sent and received, per peer and kind (None: not
+    /// counted beyond [`Client::traffic`]).
+    pub traffic: Option<metrics::Traffic>,
 }
 
 impl NetConfig {
@@ -156,6 +161,7 @@ impl NetConfig {
             max_pending_incoming: 16,
             rate_limits: Vec::new(),
             relay: None,
+            traffic: None,
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// CPU backend.
     #[serde(default)]
     pub backend: BackendKind,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (e.g. `"127.0.0.1:9464"`); absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Private data.
     pub data: DataSpec,
     /// Local model.

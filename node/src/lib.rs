@@ -13,13 +13,15 @@
 //! Modules: [`config`] (`node.toml`), [`policy`] (the query policy and the record of answers),
 //! [`local`] (per-round learning, no I/O), [`trainer`] (the model's owner thread), [`session`]
 //! (join, answer, submit), [`reference`] (the pinned public set), [`faults`] (hooks for
-//! simulations; the production binary is always honest).
+//! simulations; the production binary is always honest), [`metrics`] (Prometheus series, served at
+//! `http://ADDR/metrics` when the config names a `metrics` address).
 #![deny(missing_docs)]
 
 pub mod budget;
 pub mod config;
 pub mod faults;
 pub mod local;
+pub mod metrics;
 pub mod policy;
 mod reference;
 mod session;
@@ -205,6 +207,12 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
     net_cfg.ledger = Some(cfg.state_dir.join("egress.jsonl"));
     net_cfg.through_relays(std::slice::from_ref(&cfg.aggregator));
     net_cfg.ledger_keeps_bytes = cfg.ledger.keep_bytes;
+    let (telemetry, registry) = metrics::Metrics::new(aggregator);
+    net_cfg.traffic = Some(telemetry.traffic.clone());
+    let metrics_server = match cfg.metrics {
+        Some(addr) => Some(net::metrics::http::serve(addr, Arc::new(registry), &shutdown).await.map_err(|e| config_err("metrics", e))?),
+        None => None,
+    };
     let (client, events, network) = net::spawn(loaded.identity, net_cfg, &shutdown)?;
     for addr in &cfg.listen {
         let bound = client.listen(addr.clone()).await?;
@@ -228,9 +236,13 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
         teacher: None,
         pending: None,
         summary: NodeSummary::default(),
+        telemetry,
     };
     let result = session.run(shutdown).await;
     network.shutdown().await;
+    if let Some(server) = metrics_server {
+        server.shutdown().await;
+    }
     result
 }
 

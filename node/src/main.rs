@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: net::cli::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -44,8 +46,13 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    net::cli::init_logging("info,libp2p=warn", net::cli::LogFormat::Text);
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    cli.log.init("info,libp2p=warn");
+    cli.log.finish(run(cli.command).await)
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Keygen { out } => {
             let peer = net::keys::keygen(&out).with_context(|| format!("cannot write key {}", out.display()))?;
             println!("{peer}");

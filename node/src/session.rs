@@ -62,6 +62,7 @@ pub(crate) struct Session {
     /// The newest announcement not yet worked on.
     pub(crate) pending: Option<RoundAnnouncement>,
     pub(crate) summary: NodeSummary,
+    pub(crate) telemetry: crate::metrics::Metrics,
 }
 
 type Work = JoinHandle<(RoundAnnouncement, Result<SoftLabels, Error>)>;
@@ -85,6 +86,9 @@ impl Session {
 
     async fn converse(&mut self, shutdown: &CancellationToken) -> Exit {
         let mut backoff = Duration::from_millis(200);
+        // A round's work outlives a lost connection: its training is paid for (privacy budget,
+        // time), so its answer is sent after the reconnection rather than trained again.
+        let mut work: Option<Work> = None;
         'connect: loop {
             let joined = tokio::select! {
                 _ = shutdown.cancelled() => return Exit::Shutdown,
@@ -100,7 +104,6 @@ impl Session {
                 continue 'connect;
             }
             backoff = Duration::from_millis(200);
-            let mut work: Option<Work> = None;
             let exit = loop {
                 if work.is_none()
                     && let Some(ann) = self.pending.take()
@@ -117,7 +120,10 @@ impl Session {
                             tracing::info!(round = ann.round, "round asked again with the same question; sending the same answer");
                             self.send_submission(*sub, ann.deadline_unix_ms).await;
                         }
-                        Err(r) => tracing::warn!(round = ann.round, reason = ?r.reason, detail = %r.detail, "not answering a round"),
+                        Err(r) => {
+                            self.telemetry.decline(r.reason);
+                            tracing::warn!(round = ann.round, reason = ?r.reason, detail = %r.detail, "not answering a round")
+                        }
                     }
                 }
                 tokio::select! {
@@ -133,10 +139,7 @@ impl Session {
                     ev = self.events.recv() => match ev {
                         None => break Exit::NetworkStopped,
                         Some(Event::Disconnected(p)) if p == self.aggregator => {
-                            tracing::warn!("aggregator connection lost; reconnecting");
-                            if let Some(w) = work.take() {
-                                w.abort();
-                            }
+                            tracing::warn!(working = work.is_some(), "aggregator connection lost; reconnecting");
                             continue 'connect;
                         }
                         Some(Event::Request { peer, message, responder }) => {
@@ -208,6 +211,7 @@ impl Session {
             tracing::info!("the aggregator asks for this node's sample count; policy.share_sample_count is off, so it is not sent");
         }
         self.summary.joins += 1;
+        self.telemetry.joins.inc();
         tracing::info!(round = accepted.current_round, "joined the federation");
         Ok(())
     }
@@ -228,6 +232,7 @@ impl Session {
         let (status, detail) = match outcome {
             Ok(()) => (ReceiptStatus::Accepted, String::new()),
             Err(r) => {
+                self.telemetry.decline(r.reason);
                 tracing::warn!(round, reason = ?r.reason, detail = %r.detail, "refusing a request");
                 (ReceiptStatus::Refused(r.reason), protocol::message::short_detail(&r.detail))
             }
@@ -263,6 +268,7 @@ impl Session {
         tracing::info!(round = c.round, samples = teacher.rows.len(), participants = c.participants, "consensus received");
         self.teacher = Some((Arc::new(teacher), c.round));
         self.summary.consensus_received += 1;
+        self.telemetry.consensus.inc();
         Ok(())
     }
 
@@ -271,11 +277,14 @@ impl Session {
         let faults = self.faults.clone();
         let reference = self.reference.as_ref().map(|(_, rs)| rs.clone());
         let teacher = self.teacher.as_ref().map(|(t, _)| t.clone());
+        let seconds = self.telemetry.work_seconds.clone();
         tokio::spawn(async move {
             let Some(reference) = reference else {
                 return (ann, Err(Error::Reference { detail: "no reference set".into() }));
             };
+            let started = std::time::Instant::now();
             let labels = trainer.round(ann.clone(), reference, teacher, faults.clone()).await;
+            seconds.observe(started.elapsed().as_secs_f64());
             let delay = faults.delay(ann.round);
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
@@ -287,6 +296,10 @@ impl Session {
     /// Records the answer to `ann` (atomically, in the state folder), then sends it. An answer
     /// that cannot be recorded is not sent.
     async fn submit(&mut self, ann: RoundAnnouncement, labels: SoftLabels) {
+        // The same round announced again meanwhile (after a reconnection) is answered by this.
+        if self.pending.as_ref().is_some_and(|p| p.round <= ann.round) {
+            self.pending = None;
+        }
         let sub = match self.policy.check(&ann, &self.answers) {
             Ok(Decision::Answer) => Submission {
                 federation: self.federation.clone(),
@@ -325,10 +338,13 @@ impl Session {
                 ReceiptStatus::Accepted => {
                     tracing::info!(round, "submission accepted");
                     self.summary.accepted_rounds.push(round);
+                    self.telemetry.submissions.accepted.inc();
+                    self.telemetry.round.set(round as i64);
                 }
                 ReceiptStatus::Refused(reason) => {
                     tracing::warn!(round, ?reason, detail = %r.detail, "submission refused");
                     self.summary.refused_rounds.push((round, reason));
+                    self.telemetry.submissions.refuse(reason);
                 }
             },
             Ok(other) => tracing::warn!(kind = ?other.kind(), "unexpected answer to a submission"),

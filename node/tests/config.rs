@@ -45,6 +45,7 @@ fn base(dir: &std::path::Path) -> NodeConfig {
         privacy: None,
         policy: QueryPolicy::pinned(protocol::ReferenceSetId([3; 32])),
         ledger: Default::default(),
+        metrics: None,
     }
 }
 

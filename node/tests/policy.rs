@@ -2,7 +2,8 @@
 //! node's query policy refuses what it does not allow with a reason code in its receipt, keeps
 //! its rounds strictly increasing across a SIGKILL and a restart, answers a resumed round with
 //! the very answer it gave, sends its sample count only when asked and allowed, and never takes
-//! a reference set other than the pinned one. The test waits for messages and exit statuses,
+//! a reference set other than the pinned one. The node logs JSON lines (`--log-format json`) and
+//! serves its metrics, scraped in its first life. The test waits for messages and exit statuses,
 //! with deadlines, never for a duration.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
@@ -159,6 +160,7 @@ fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetI
         policy: QueryPolicy { max_samples_per_round: 100, max_rounds: 3, ..QueryPolicy::pinned(pin) },
         privacy: None,
         ledger: Default::default(),
+        metrics: Some("127.0.0.1:0".parse().unwrap()),
     }
 }
 
@@ -171,7 +173,7 @@ impl NodeProcess {
         std::fs::write(&path, toml::to_string_pretty(cfg).unwrap()).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_fd-node"))
-            .args(["run", "--config"])
+            .args(["--log-format", "json", "run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info,libp2p=warn")
             .stdout(Stdio::null())
@@ -192,6 +194,38 @@ impl Drop for NodeProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Every line of `log` as JSON, each with a `level` and an object of `fields`.
+fn json_lines(log: &str) -> Vec<serde_json::Value> {
+    assert!(!log.trim().is_empty(), "nothing was logged");
+    log.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            assert!(v["level"].is_string() && v["fields"].is_object(), "no level or fields: {l}");
+            v
+        })
+        .collect()
+}
+
+/// Scrapes the metrics of the node whose JSON log is `dir/node.log` (its endpoint's address is
+/// the `addr` field of the event that reports it): `name{labels}` → value.
+async fn node_metrics(dir: &Path) -> std::collections::HashMap<String, f64> {
+    let log = std::fs::read_to_string(dir.join("node.log")).unwrap();
+    let addr = json_lines(&log)
+        .iter()
+        .rev()
+        .find_map(|v| v["fields"]["addr"].as_str().and_then(|a| a.parse::<std::net::SocketAddr>().ok()))
+        .unwrap_or_else(|| panic!("no metrics address logged:\n{log}"));
+    let text = net::metrics::http::scrape(addr).await.unwrap().unwrap();
+    assert_eq!(text.lines().last(), Some("# EOF"));
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse().unwrap())
+        })
+        .collect()
 }
 
 fn temp_dir() -> PathBuf {
@@ -230,6 +264,18 @@ async fn the_query_policy_holds_across_a_sigkill_and_a_restart() {
     assert_eq!(agg.announce(&announcement(2, other_set)).await, Some(RefusalReason::WrongReferenceSet));
     let reseeded = RoundAnnouncement { selection: SampleSelection::Seeded { seed: 9, count: 30 }, ..ann1.clone() };
     assert_eq!(agg.announce(&reseeded).await, Some(RefusalReason::Policy), "round 1 asked again with another question");
+    let s = node_metrics(&dir).await;
+    assert_eq!(s["fd_joins_total"], 1.0);
+    assert_eq!(s["fd_submissions_accepted_total"], 1.0);
+    assert_eq!(s["fd_round"], 1.0);
+    assert_eq!(s["fd_work_seconds_count"], 1.0);
+    assert_eq!(s["fd_requests_declined_total{reason=\"Policy\"}"], 4.0);
+    assert_eq!(s["fd_requests_declined_total{reason=\"WrongReferenceSet\"}"], 1.0);
+    assert_eq!(s["fd_consensus_received_total"], 0.0);
+    let sent = |kind: &str| s[&format!("fd_sent_messages_total{{peer=\"aggregator\",kind=\"{kind}\"}}")];
+    assert_eq!((sent("Hello"), sent("Submission"), sent("Receipt")), (1.0, 1.0, 6.0), "a hello, one answer, a receipt per announcement");
+    assert!(sent("RefSetRequest") >= 1.0, "the pinned set was fetched");
+    assert!(s["fd_sent_bytes_total{peer=\"aggregator\",kind=\"Submission\"}"] > 30.0 * 10.0, "30 samples × 10 classes, a byte each (q8)");
     node.sigkill();
 
     // Second life, now allowed to share its count. The record of answers survived the kill.
@@ -265,5 +311,6 @@ async fn the_query_policy_holds_across_a_sigkill_and_a_restart() {
     assert_eq!(Answers::load(&cfg.state_dir.join(ANSWERS_FILE)).unwrap().count, 3);
     node.sigkill();
     shutdown.cancel();
+    json_lines(&std::fs::read_to_string(dir.join("node.log")).unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
 }

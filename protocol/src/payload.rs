@@ -297,7 +297,7 @@ fn to_u32(n: usize, what: &'static str) -> Result<u32> {
 
 /// Checks that every value is finite and in [0, 1] and every row sums to 1 ± [`ROW_SUM_TOLERANCE`].
 pub fn check_probabilities(values: &[f32], classes: usize) -> Result<()> {
-    if classes == 0 || values.len() % classes != 0 {
+    if classes == 0 || !values.len().is_multiple_of(classes) {
         return Err(Error::Shape(format!("{} values do not split into rows of {classes}", values.len())));
     }
     for (r, row) in values.chunks_exact(classes).enumerate() {

@@ -1,6 +1,7 @@
 //! Simulated federations on one machine: scenario files and presets ([`spec`], [`presets`]),
 //! their files on disk ([`setup`]), the run itself with real libp2p peers in one process or as
-//! real processes ([`run`]), simulated faults ([`faults`], which production nodes cannot set),
+//! real processes ([`run`]; the process transport in `processes`, what a run reports in
+//! `results`), simulated faults ([`faults`], which production nodes cannot set),
 //! the baselines ([`baselines`], with federated averaging in [`fedavg`]), the outputs
 //! ([`report`]) and runs over several seeds ([`seeds`]).
 #![deny(missing_docs)]
@@ -10,7 +11,9 @@ pub mod faults;
 pub mod fedavg;
 pub mod plots;
 pub mod presets;
+mod processes;
 pub mod report;
+mod results;
 pub mod run;
 pub mod seeds;
 pub mod setup;

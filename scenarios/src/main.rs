@@ -12,6 +12,8 @@ use scenarios::Scenario;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: net::cli::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -75,22 +77,36 @@ fn load(name: &str) -> anyhow::Result<Scenario> {
     anyhow::bail!("`{name}` is neither a preset ({}) nor a file", names.join(", "))
 }
 
+/// A note for the person at the terminal: a plain line on standard error, or, with
+/// `--log-format json`, a log event (standard error stays one JSON object a line).
+fn note(log: net::cli::LogArgs, text: String) {
+    match log.log_format {
+        net::cli::LogFormat::Text => eprintln!("{text}"),
+        net::cli::LogFormat::Json => tracing::info!(note = %text, "scenario"),
+    }
+}
+
 /// Runs `s` once per seed into `out/seed-N/`.
-async fn run_seeds(s: &Scenario, seeds: &[u64], out: &std::path::Path, quiet: bool) -> anyhow::Result<Vec<scenarios::run::Results>> {
+async fn run_seeds(s: &Scenario, seeds: &[u64], out: &std::path::Path, quiet: bool, log: net::cli::LogArgs) -> anyhow::Result<Vec<scenarios::run::Results>> {
     let mut all = Vec::new();
     for &seed in seeds {
         let s = Scenario { seed, ..s.clone() };
         let dir = out.join(format!("seed-{seed}"));
-        eprintln!("running `{}` ({} nodes, {} rounds, seed {seed}) into {}", s.name, s.split.nodes, s.rounds, dir.display());
-        all.push(scenarios::run::run(&s, &scenarios::run::RunOptions { out: dir, progress: !quiet }).await?);
+        note(log, format!("running `{}` ({} nodes, {} rounds, seed {seed}) into {}", s.name, s.split.nodes, s.rounds, dir.display()));
+        all.push(scenarios::run::run(&s, &scenarios::run::RunOptions { out: dir, progress: !quiet && log.log_format == net::cli::LogFormat::Text }).await?);
     }
     Ok(all)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    net::cli::init_logging("warn", net::cli::LogFormat::Text);
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    cli.log.init("warn");
+    cli.log.finish(run(cli.command, cli.log).await)
+}
+
+async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
+    match command {
         Command::List => {
             for (name, about) in scenarios::presets::PRESETS {
                 println!("{name:<18} {about}");
@@ -121,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
                 let mut points = Vec::new();
                 for budget in epsilons {
                     let at = budget.apply(&s);
-                    let all = run_seeds(&at, &seeds, &out.join(format!("eps-{budget}")), quiet).await?;
+                    let all = run_seeds(&at, &seeds, &out.join(format!("eps-{budget}")), quiet, log).await?;
                     let max_spent = scenarios::seeds::Stat::of(all.iter().map(|r| r.privacy.as_ref().map_or(0.0, |p| p.max_spent)).collect());
                     points.push(scenarios::sweep::Point { budget, summary: scenarios::seeds::summarise(&all), max_spent });
                 }
@@ -130,11 +146,11 @@ async fn main() -> anyhow::Result<()> {
                 scenarios::sweep::write(&out, &sweep)?;
                 print!("{}", scenarios::sweep::markdown(&sweep));
             } else if seeds.is_empty() {
-                eprintln!("running `{}` ({} nodes, {} rounds) into {}", s.name, s.split.nodes, s.rounds, out.display());
-                let r = scenarios::run::run(&s, &scenarios::run::RunOptions { out: out.clone(), progress: !quiet }).await?;
+                note(log, format!("running `{}` ({} nodes, {} rounds) into {}", s.name, s.split.nodes, s.rounds, out.display()));
+                let r = scenarios::run::run(&s, &scenarios::run::RunOptions { out: out.clone(), progress: !quiet && log.log_format == net::cli::LogFormat::Text }).await?;
                 print!("{}", scenarios::report::summary(&r));
             } else {
-                let all = run_seeds(&s, &seeds, &out, quiet).await?;
+                let all = run_seeds(&s, &seeds, &out, quiet, log).await?;
                 let summary = scenarios::seeds::summarise(&all);
                 scenarios::seeds::write(&out, &summary)?;
                 print!("{}", scenarios::seeds::markdown(&summary));

@@ -1,110 +1,25 @@
 //! Runs a prepared scenario: the federation (in-process or as processes), then the baselines,
 //! then the outputs (`results.json`, `rounds.csv`, `report.md`, `config.toml`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aggregator::{Aggregator, RoundMetrics};
 use anyhow::Context;
 use learning::eval::ModelFacts;
 use learning::Model;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use net::multiaddr::{Multiaddr, Protocol};
 
-use crate::baselines::{self, Baseline};
+use crate::baselines;
+pub use crate::processes::{read_addr_file, sibling_binary};
+use crate::processes::federate_processes;
+pub use crate::results::{LocalOnly, PrivacyResult, Results, RoundResult};
 use crate::setup::{self, Prepared};
 use crate::spec::{Scenario, Transport};
-
-/// One round of the federated run, as written to `results.json` and `rounds.csv`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RoundResult {
-    /// Round.
-    pub round: u64,
-    /// Global model test accuracy.
-    pub global_accuracy: f32,
-    /// Nodes whose soft labels made the consensus.
-    pub participants: Vec<String>,
-    /// Bytes from nodes to the aggregator.
-    pub bytes_up: u64,
-    /// Bytes from the aggregator to nodes.
-    pub bytes_down: u64,
-    /// FedAvg's test accuracy after the same round, if run.
-    pub fedavg_accuracy: Option<f32>,
-    /// Seconds.
-    pub seconds: f64,
-}
-
-/// Everything a run measured.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Results {
-    /// Scenario name.
-    pub scenario: String,
-    /// Seed.
-    pub seed: u64,
-    /// Per round.
-    pub rounds: Vec<RoundResult>,
-    /// Final global model test accuracy.
-    pub global_accuracy: f32,
-    /// The teachers' ensemble (mean of the nodes' final predictions) on the test set.
-    pub ensemble_accuracy: f32,
-    /// Each node's final model on the test set (after federation).
-    pub node_accuracy: Vec<f32>,
-    /// Mean of `node_accuracy`.
-    pub mean_node_accuracy: f32,
-    /// Local-only baseline: each node alone.
-    pub local_only: Option<LocalOnly>,
-    /// Centralized baseline.
-    pub centralized: Option<Baseline>,
-    /// FedAvg baseline.
-    pub fedavg: Option<Baseline>,
-    /// Student architecture on the public set's true labels.
-    pub public_labels: Option<Baseline>,
-    /// Total bytes of federated distillation, both directions.
-    pub bytes_total: u64,
-    /// Mean bytes per round, both directions.
-    pub bytes_per_round: f64,
-    /// The global model's size and speed.
-    pub global_model: ModelFacts,
-    /// A node model's size and speed (node 0), for comparison.
-    pub node_model: ModelFacts,
-    /// Wall-clock seconds of the federated part.
-    pub federation_seconds: f64,
-    /// Peak resident memory of this process, in MiB (Linux).
-    pub peak_rss_mib: Option<f64>,
-    /// With `[nodes.privacy]`: what each node's ledger says it spent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub privacy: Option<PrivacyResult>,
-}
-
-/// Differential privacy of the nodes, read from their ledgers after the run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PrivacyResult {
-    /// Each node's budget ε (`None`: the node trains without DP).
-    pub budget: Vec<Option<f64>>,
-    /// δ.
-    pub delta: f64,
-    /// ε each node spent (0 without DP).
-    pub spent: Vec<f64>,
-    /// Private trainings each node recorded.
-    pub trainings: Vec<usize>,
-    /// Largest ε spent by any node: the federation's record-level guarantee per data holder.
-    pub max_spent: f64,
-}
-
-/// Local-only accuracies.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LocalOnly {
-    /// Mean over nodes.
-    pub mean: f32,
-    /// Best node.
-    pub best: f32,
-    /// Each node.
-    pub nodes: Vec<f32>,
-}
 
 /// Options of a run.
 #[derive(Clone, Debug)]
@@ -140,13 +55,13 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Resul
     .await?
 }
 
-fn node_dir(p: &Prepared, i: usize) -> PathBuf {
+pub(crate) fn node_dir(p: &Prepared, i: usize) -> PathBuf {
     p.dir.join("nodes").join(format!("node-{i:02}"))
 }
 
 /// Writes `federation.toml`, each node's `node.toml` and, for a node with simulated faults, its
 /// `simulation.toml` (read by `fd-sim-node`, never by `fd-node`).
-fn write_configs(p: &mut Prepared, agg_addr: &Multiaddr) -> anyhow::Result<()> {
+pub(crate) fn write_configs(p: &mut Prepared, agg_addr: &Multiaddr) -> anyhow::Result<()> {
     setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator)?;
     for i in 0..p.nodes.len() {
         p.nodes[i].aggregator = agg_addr.clone();
@@ -159,7 +74,7 @@ fn write_configs(p: &mut Prepared, agg_addr: &Multiaddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bar(total: u64, show: bool) -> indicatif::ProgressBar {
+pub(crate) fn bar(total: u64, show: bool) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }
@@ -231,117 +146,6 @@ async fn federate_in_process(p: &mut Prepared, progress: bool) -> anyhow::Result
         t.await.context("node task")?.context("node")?;
     }
     Ok(summary.rounds)
-}
-
-/// Path of a workspace binary built next to the running one (or the test binary).
-pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    for dir in exe.ancestors().skip(1).take(3) {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    anyhow::bail!("cannot find the `{name}` binary near {}; build the workspace first (cargo build --release)", exe.display())
-}
-
-/// The addresses that `fd-aggregator run --addr-file PATH` reported in `path`, once it has.
-pub fn read_addr_file(path: &Path) -> Option<Vec<Multiaddr>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let addrs: Vec<Multiaddr> = text.lines().map(str::parse).collect::<Result<_, _>>().ok()?;
-    (!addrs.is_empty()).then_some(addrs)
-}
-
-/// How long an aggregator process may take to load its inputs and bind.
-const ADDR_WAIT: Duration = Duration::from_secs(120);
-
-/// Waits for the aggregator process to report where it listens, failing if it exits first.
-async fn wait_for_addrs(agg: &mut tokio::process::Child, file: &Path, log: &Path) -> anyhow::Result<Vec<Multiaddr>> {
-    let deadline = tokio::time::Instant::now() + ADDR_WAIT;
-    loop {
-        if let Some(addrs) = read_addr_file(file) {
-            return Ok(addrs);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!("fd-aggregator did not report its addresses within {ADDR_WAIT:?}; see {}", log.display());
-        }
-        tokio::select! {
-            s = agg.wait() => anyhow::bail!("fd-aggregator exited with {} before listening; see {}", s?, log.display()),
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-        }
-    }
-}
-
-async fn federate_processes(p: &mut Prepared, progress: bool) -> anyhow::Result<Vec<RoundMetrics>> {
-    let agg_bin = sibling_binary("fd-aggregator")?;
-    let node_bin = sibling_binary("fd-node")?;
-    let sim_bin = sibling_binary("fd-sim-node")?;
-    let logs = p.dir.join("logs");
-    std::fs::create_dir_all(&logs)?;
-    let spawn = |bin: &Path, args: Vec<std::ffi::OsString>, log: PathBuf| -> anyhow::Result<tokio::process::Child> {
-        let f = std::fs::File::create(&log)?;
-        Ok(tokio::process::Command::new(bin)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(f)
-            .kill_on_drop(true)
-            .spawn()?)
-    };
-    let run = |cfg: PathBuf| vec!["run".into(), "--config".into(), cfg.into_os_string()];
-    // The aggregator binds port 0 and reports the addresses it got; nothing guesses a free port.
-    p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
-    setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator)?;
-    let addr_file = logs.join("aggregator.addrs");
-    let _ = std::fs::remove_file(&addr_file);
-    let mut args = run(p.dir.join("federation.toml"));
-    args.extend(["--addr-file".into(), addr_file.clone().into_os_string()]);
-    let agg_log = logs.join("aggregator.log");
-    let mut agg = spawn(&agg_bin, args, agg_log.clone())?;
-    let addrs = wait_for_addrs(&mut agg, &addr_file, &agg_log).await?;
-    // federation.toml now listens where the aggregator is bound and each node.toml names that
-    // address, so that the files in the run folder run as they are.
-    p.aggregator.listen = addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()).collect();
-    write_configs(p, &addrs[0])?;
-    let mut nodes = Vec::new();
-    for i in 0..p.nodes.len() {
-        let dir = node_dir(p, i);
-        let log = logs.join(format!("node-{i:02}.log"));
-        let child = if p.faults[i].is_honest() {
-            spawn(&node_bin, run(dir.join("node.toml")), log)?
-        } else {
-            let mut args = run(dir.join("node.toml"));
-            args.extend(["--simulation".into(), dir.join("simulation.toml").into_os_string()]);
-            args.remove(0); // fd-sim-node takes no subcommand
-            spawn(&sim_bin, args, log)?
-        };
-        nodes.push(child);
-    }
-    let pb = bar(p.scenario.rounds, progress);
-    let metrics_path = p.aggregator.output.join("metrics.jsonl");
-    let status = loop {
-        tokio::select! {
-            s = agg.wait() => break s?,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if let Ok(text) = std::fs::read_to_string(&metrics_path) {
-                    pb.set_position(text.lines().count() as u64);
-                }
-            }
-        }
-    };
-    pb.finish_and_clear();
-    // A finished aggregator tells the nodes, which then stop on their own; stop any that did
-    // not hear it (a node that left, or one still reconnecting).
-    for mut n in nodes {
-        if !matches!(tokio::time::timeout(Duration::from_secs(10), n.wait()).await, Ok(Ok(s)) if s.success()) {
-            let _ = n.start_kill();
-            let _ = n.wait().await;
-        }
-    }
-    if !status.success() {
-        anyhow::bail!("fd-aggregator exited with {status}; see {}", logs.join("aggregator.log").display());
-    }
-    let text = std::fs::read_to_string(&metrics_path).context("reading the aggregator's metrics")?;
-    text.lines().map(|l| serde_json::from_str(l).context("metrics line")).collect()
 }
 
 fn peak_rss_mib() -> Option<f64> {

@@ -114,6 +114,7 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
             privacy: s.nodes.privacy.as_ref().and_then(|p| p.node(s.rounds, s.seed, i)),
             policy: policy(&s, ref_id),
             ledger: Default::default(),
+            metrics: None,
         });
     }
     let mut validation = s.data.clone();
@@ -135,6 +136,7 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
         consensus: s.consensus.clone(),
         student: s.student.clone(),
         validation: Some(validation),
+        metrics: None,
     };
     Ok(Prepared { scenario: s, dataset, split, parts, aggregator, nodes, faults, dir: dir.to_owned() })
 }

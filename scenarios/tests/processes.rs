@@ -185,3 +185,38 @@ fn a_sigkilled_aggregator_resumes_with_its_rounds_intact() {
     assert_eq!(after.iter().map(|m| m.round).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     assert!(learning::Model::load(&p.aggregator.output.join("global"), s.backend).is_ok());
 }
+
+#[test]
+fn a_round_trained_before_the_aggregator_died_is_answered_after_it_returns_and_paid_for_once() {
+    let mut s = scenario("paidonce", 3, 3);
+    s.nodes.privacy = Some(scenarios::spec::NodesPrivacy { epsilon: 50.0, delta: 1e-5, clip_norm: 1.0, rounds: None, nodes: None });
+    let mut p = prepare(&s, |_| {});
+    let dir = p.dir.clone();
+    // Node 1 is a straggler: its answer waits a while after its training, so that the
+    // aggregator can die between the two. It comes in over TCP, so it sees the aggregator's
+    // death at once (over QUIC, only at the connection's idle timeout).
+    let straggler = scenarios::faults::Simulation { delay_ms: 2500, ..Default::default() };
+    let sim = dir.join("straggler.toml");
+    setup::write_toml(&sim, &straggler).unwrap();
+    let mut procs = Procs(vec![start_aggregator(&mut p)]);
+    for i in 0..3 {
+        let log = dir.join(format!("node-{i}.log"));
+        procs.0.push(if i == 1 { spawn_sim(&node_toml(&dir, i), &sim, &log) } else { spawn("fd-node", &node_toml(&dir, i), &log) });
+    }
+    let state = p.nodes[1].state_dir.clone();
+    let paid = || -> Vec<Option<u64>> { node::budget::read_entries(&state).map(|e| e.iter().map(|e| e.round).collect()).unwrap_or_default() };
+    // Kill the aggregator once node 1 has paid for round 2's training, before it answers.
+    wait_until("node 1 to pay for round 2", Duration::from_secs(120), || paid().contains(&Some(2)));
+    procs.0[0].kill().unwrap(); // SIGKILL
+    procs.0[0].wait().unwrap();
+    assert!(!submitted(&state).contains(&2), "node 1 answered round 2 before the aggregator died; the test lost its race");
+    let addr_file = dir.join("aggregator.addrs");
+    procs.0[0] = spawn_aggregator(&p, &addr_file);
+    let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
+    assert!(status.success(), "{}", std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default());
+    let m = metrics(&p);
+    assert_eq!(m.iter().map(|m| m.round).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(m[1].participants.contains(&"node-01".to_string()), "node 1 answered round 2: {m:?}");
+    let rounds: Vec<u64> = paid().into_iter().flatten().collect();
+    assert_eq!(rounds, vec![1, 2, 3], "each round's training paid for once");
+}

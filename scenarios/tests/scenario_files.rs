@@ -1,4 +1,5 @@
-//! Scenario files: presets parse, unknown keys and bad values are refused with the key named.
+//! Scenario files: presets parse, unknown keys and bad values are refused with the key named;
+//! with `--log-format json`, a scenario that cannot be loaded is reported as one JSON line.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
 use scenarios::presets::{preset, PRESETS};
@@ -61,4 +62,18 @@ fn bad_values_are_refused_with_their_key() {
     assert!(e.contains("faults") && e.contains("12"), "{e}");
     let e = error_of(&quickstart().replace(r#"kind = "mlp", hidden = [128]"#, r#"kind = "rnn", hidden = [128]"#));
     assert!(e.contains("rnn"), "{e}");
+}
+
+#[test]
+fn with_json_logs_a_failure_is_one_json_line_on_stderr() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fd-scenarios"))
+        .args(["--log-format", "json", "run", "no-such-preset-or-file"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert_eq!(lines[0]["level"], "ERROR");
+    assert!(lines[0]["fields"]["error"].as_str().is_some_and(|e| e.contains("no-such-preset-or-file")), "{stderr}");
 }

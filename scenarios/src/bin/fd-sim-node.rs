@@ -19,12 +19,14 @@ struct Cli {
     /// The faults to simulate (TOML: delay_ms, attack, leave_at_round, seed).
     #[arg(long)]
     simulation: PathBuf,
+    #[command(flatten)]
+    log: net::cli::LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    net::cli::init_logging("info,libp2p=warn", net::cli::LogFormat::Text);
     let cli = Cli::parse();
+    cli.log.init("info,libp2p=warn");
     let cfg = node::NodeConfig::load(&cli.config)?;
     let text = std::fs::read_to_string(&cli.simulation).with_context(|| format!("cannot read {}", cli.simulation.display()))?;
     let faults: Simulation = toml::from_str(&text).with_context(|| format!("invalid simulation {}", cli.simulation.display()))?;

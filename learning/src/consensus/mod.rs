@@ -16,6 +16,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
+mod mean;
+mod post;
+mod weights;
+
+pub use mean::{MeanAccumulator, MAX_NODE_WEIGHT};
+pub use post::{postprocess, renormalise, sharpen, Sharpen};
+pub use weights::{capped_weights, confidence_weights, normalised_entropy};
+
 /// How per-node soft labels are combined.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -75,25 +83,6 @@ pub fn trimmed_count(n: usize, trim: f32) -> usize {
     ((n as f32) * trim).floor() as usize
 }
 
-/// Entropy reduction applied to the combined labels.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Sharpen {
-    /// None.
-    #[default]
-    None,
-    /// p^β / Σ p^β, computed in log space (β ≥ 1).
-    Power {
-        /// Exponent β.
-        beta: f32,
-    },
-    /// softmax(p / T_era), as in DS-FL's entropy reduction aggregation.
-    Softmax {
-        /// Temperature T_era.
-        temperature: f32,
-    },
-}
-
 /// A consensus rule with its post-processing.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -151,97 +140,6 @@ pub struct Combined {
     pub classes: usize,
 }
 
-/// Normalised entropy H(p)/log C of one row, in [0, 1].
-pub fn normalised_entropy(row: &[f32]) -> f32 {
-    if row.len() < 2 {
-        return 0.0;
-    }
-    let h: f32 = row.iter().filter(|&&p| p > 0.0).map(|&p| -p * p.ln()).sum();
-    (h / (row.len() as f32).ln()).clamp(0.0, 1.0)
-}
-
-/// Fixed-point scale of [`MeanAccumulator`]: each weighted probability is rounded to a multiple
-/// of 2⁻³⁰ before it is added, so the sum is exact integer arithmetic and does not depend on the
-/// order in which nodes arrive (float addition would, in its last bits). Node weights are capped
-/// at [`MAX_NODE_WEIGHT`] so that a term stays below 2⁵⁰ and 8,192 nodes fit an `i64`.
-const FIXED: f64 = (1u64 << 30) as f64;
-
-/// Largest node weight (e.g. local sample count) the streaming mean takes; larger ones are capped.
-pub const MAX_NODE_WEIGHT: f64 = (1u64 << 20) as f64;
-
-/// Streaming (weighted) mean of soft-label matrices, independent of arrival order.
-#[derive(Clone, Debug)]
-pub struct MeanAccumulator {
-    sum: Vec<i64>,
-    /// Per-sample total weight (per-sample rules weight each row on its own).
-    weight: Vec<i64>,
-    classes: usize,
-    nodes: usize,
-}
-
-impl MeanAccumulator {
-    /// An empty accumulator.
-    pub fn new(samples: usize, classes: usize) -> Self {
-        Self { sum: vec![0; samples * classes], weight: vec![0; samples], classes, nodes: 0 }
-    }
-
-    /// Adds one node's matrix with weight `w` (its sample count, or 1).
-    pub fn add(&mut self, probs: &[f32], w: f64) -> Result<(), Error> {
-        let samples = self.weight.len();
-        self.add_rows(probs, &vec![w; samples])
-    }
-
-    /// Adds one node's matrix with a weight for each of its rows (the per-sample rules).
-    pub fn add_rows(&mut self, probs: &[f32], row_weights: &[f64]) -> Result<(), Error> {
-        if probs.len() != self.sum.len() || row_weights.len() != self.weight.len() {
-            return Err(Error::Shape(format!(
-                "matrix of {} values and {} row weights, expected {} and {}",
-                probs.len(),
-                row_weights.len(),
-                self.sum.len(),
-                self.weight.len()
-            )));
-        }
-        if let Some(w) = row_weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
-            return Err(Error::Consensus { detail: format!("node weight {w} must be finite and ≥ 0") });
-        }
-        if self.nodes >= 8192 {
-            return Err(Error::Consensus { detail: "the streaming mean takes at most 8,192 nodes".into() });
-        }
-        let c = self.classes;
-        for (((acc, row), total), &w) in self.sum.chunks_exact_mut(c).zip(probs.chunks_exact(c)).zip(self.weight.iter_mut()).zip(row_weights) {
-            let scale = w.min(MAX_NODE_WEIGHT) * FIXED;
-            // Values are non-negative probabilities: adding ½ and truncating rounds to nearest.
-            for (a, &p) in acc.iter_mut().zip(row) {
-                *a += (scale * p.max(0.0) as f64 + 0.5) as i64;
-            }
-            *total += (scale + 0.5) as i64;
-        }
-        self.nodes += 1;
-        Ok(())
-    }
-
-    /// The mean so far, rows renormalised.
-    pub fn finish(&self) -> Vec<f32> {
-        let c = self.classes;
-        let mut out = Vec::with_capacity(self.sum.len());
-        for (row, &w) in self.sum.chunks_exact(c).zip(&self.weight) {
-            let s: i64 = row.iter().sum();
-            if w > 0 && s > 0 {
-                out.extend(row.iter().map(|&v| (v as f64 / s as f64) as f32));
-            } else {
-                out.extend(std::iter::repeat_n(1.0 / c as f32, c));
-            }
-        }
-        out
-    }
-
-    /// Number of matrices added.
-    pub fn nodes(&self) -> usize {
-        self.nodes
-    }
-}
-
 /// Combines node matrices (each with its local sample count) under `cfg`.
 pub fn combine(inputs: &[(&[f32], u64)], samples: usize, classes: usize, cfg: &ConsensusConfig) -> Result<Combined, Error> {
     cfg.validate()?;
@@ -285,76 +183,6 @@ pub fn combine(inputs: &[(&[f32], u64)], samples: usize, classes: usize, cfg: &C
     Ok(postprocess(probs, classes, cfg))
 }
 
-/// The weight of each node (outer) on each sample (inner) under the confidence rule: the
-/// tempered confidence `(1 − H(p)/log C)^power` of the node's row, then, sample by sample,
-/// [`capped_weights`] with `max_share`. Depends on each node's own rows and on the multiset of
-/// weights of a sample, never on the order of the nodes.
-pub fn confidence_weights(matrices: &[&[f32]], samples: usize, classes: usize, power: f32, max_share: f32) -> Vec<Vec<f64>> {
-    let mut weights: Vec<Vec<f64>> = matrices
-        .iter()
-        .map(|m| m.chunks_exact(classes).map(|row| (1.0 - normalised_entropy(row) as f64).max(1e-6).powf(power as f64)).collect())
-        .collect();
-    let mut column = vec![0.0; matrices.len()];
-    for s in 0..samples {
-        for (c, w) in column.iter_mut().zip(&weights) {
-            *c = w[s];
-        }
-        let capped = capped_weights(&column, max_share as f64);
-        for (w, c) in weights.iter_mut().zip(capped) {
-            w[s] = c;
-        }
-    }
-    weights
-}
-
-/// Clips the weights of one sample so that no node carries more than `max_share` times the equal
-/// share 1/n of their total: each weight becomes min(w, λ), with λ the largest level at which the
-/// clipped weights satisfy the cap (water-filling; `max_share` ≥ 1 always admits one). Weights
-/// within the cap are returned unchanged. λ is computed from the sorted weights, so the result
-/// does not depend on the order of the nodes.
-pub fn capped_weights(weights: &[f64], max_share: f64) -> Vec<f64> {
-    let n = weights.len();
-    if n == 0 {
-        return Vec::new();
-    }
-    let cap = (max_share.max(1.0) / n as f64).min(1.0);
-    let mut sorted = weights.to_vec();
-    sorted.sort_by(|a, b| b.total_cmp(a));
-    let total: f64 = sorted.iter().sum();
-    // f(λ) = cap · Σ min(w, λ) − λ is concave with f(0) = 0: the clipped weights meet the cap
-    // exactly where f ≥ 0, an interval [0, λ*]. Walk the segments between sorted weights.
-    if cap * total >= sorted[0] {
-        return weights.to_vec();
-    }
-    let mut rest = total; // Σ of the weights below the k clipped ones
-    let mut level = sorted[n - 1];
-    for k in 1..n {
-        rest -= sorted[k - 1];
-        let next = sorted[k];
-        // On [next, sorted[k − 1]], f(λ) = cap · (rest + k·λ) − λ.
-        if cap * (rest + k as f64 * next) >= next {
-            level = cap * rest / (1.0 - cap * k as f64);
-            break;
-        }
-    }
-    weights.iter().map(|&w| w.min(level)).collect()
-}
-
-/// Renormalises, sharpens and masks combined rows (the steps after any rule; a streaming caller
-/// that fed a [`MeanAccumulator`] itself finishes with this).
-pub fn postprocess(mut probs: Vec<f32>, classes: usize, cfg: &ConsensusConfig) -> Combined {
-    renormalise(&mut probs, classes);
-    sharpen(&mut probs, classes, &cfg.sharpen);
-    let weights = probs
-        .chunks_exact(classes)
-        .map(|row| match cfg.max_entropy {
-            Some(h) if normalised_entropy(row) > h => 0.0,
-            _ => 1.0,
-        })
-        .collect();
-    Combined { probs, weights, classes }
-}
-
 /// Applies `f` to the sorted values of each coordinate across nodes.
 fn coordinatewise(inputs: &[(&[f32], u64)], len: usize, f: impl Fn(&[f32]) -> f32) -> Vec<f32> {
     let mut column = Vec::with_capacity(inputs.len());
@@ -366,41 +194,6 @@ fn coordinatewise(inputs: &[(&[f32], u64)], len: usize, f: impl Fn(&[f32]) -> f3
             f(&column)
         })
         .collect()
-}
-
-/// Rescales each row to sum to 1 (uniform if a row is all zeros).
-pub fn renormalise(probs: &mut [f32], classes: usize) {
-    for row in probs.chunks_exact_mut(classes) {
-        let s: f32 = row.iter().sum();
-        if s > 0.0 && s.is_finite() {
-            row.iter_mut().for_each(|p| *p /= s);
-        } else {
-            row.iter_mut().for_each(|p| *p = 1.0 / classes as f32);
-        }
-    }
-}
-
-/// Applies sharpening in place; rows still sum to 1.
-pub fn sharpen(probs: &mut [f32], classes: usize, how: &Sharpen) {
-    let (scale, log_space) = match how {
-        Sharpen::None => return,
-        Sharpen::Power { beta } => (*beta, true),
-        Sharpen::Softmax { temperature } => (1.0 / temperature, false),
-    };
-    for row in probs.chunks_exact_mut(classes) {
-        // exp(s·x − max) with x = log p (power) or x = p (softmax): stable for any β.
-        let x: Vec<f32> = row
-            .iter()
-            .map(|&p| if log_space { if p > 0.0 { scale * p.ln() } else { f32::NEG_INFINITY } } else { scale * p })
-            .collect();
-        let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut s = 0.0;
-        for (dst, v) in row.iter_mut().zip(&x) {
-            *dst = (v - m).exp();
-            s += *dst;
-        }
-        row.iter_mut().for_each(|p| *p /= s);
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,246 @@
+//! The messages of the federation protocol and their structural validation.
+//!
+//! A round, seen from the wire:
+//!
+//! ```text
+//! node → aggregator   Hello                 (identity, version)
+//! aggregator → node   JoinReply             (accepted with the current round, or a reason)
+//! aggregator → node   RoundAnnouncement     (round, reference-set id, samples, T, deadline, encoding)
+//! node → aggregator   Submission            (soft labels on the announced samples, the announcement's digest, the local sample count if asked)
+//! aggregator → node   Receipt               (accepted, or refused with a reason code)
+//! aggregator → node   Consensus             (soft labels for the same samples, per-sample weights)
+//! node → aggregator   RefSetRequest         (a chunk of the public reference set, if the node has none)
+//! aggregator → node   RefSetChunk
+//! ```
+//!
+//! One module per exchange: [`join`], [`round`], [`receipt`], [`transfer`]; [`selection`] is how a
+//! round names its samples. This module ties them into [`Message`] and validates structure.
+
+mod join;
+mod receipt;
+mod round;
+mod selection;
+mod transfer;
+
+pub use join::{Hello, JoinAccepted, JoinReply};
+pub use receipt::{short_detail, Finished, Receipt, ReceiptStatus, RefusalReason, MAX_DETAIL_LEN};
+pub use round::{Consensus, RoundAnnouncement, Submission};
+pub use selection::SampleSelection;
+pub use transfer::{RefSetChunk, RefSetRequest, MAX_CHUNK_BYTES};
+
+use crate::error::{Error, Result};
+use crate::ids::{FederationId, Round};
+use crate::payload::Limits;
+
+/// Largest temperature accepted.
+pub const MAX_TEMPERATURE: f32 = 1_000.0;
+
+/// Every message that crosses the wire.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`JoinReply`].
+    JoinReply(JoinReply),
+    /// See [`RoundAnnouncement`].
+    RoundAnnouncement(RoundAnnouncement),
+    /// See [`Submission`].
+    Submission(Submission),
+    /// See [`Consensus`].
+    Consensus(Consensus),
+    /// See [`Receipt`].
+    Receipt(Receipt),
+    /// See [`RefSetRequest`].
+    RefSetRequest(RefSetRequest),
+    /// See [`RefSetChunk`].
+    RefSetChunk(RefSetChunk),
+    /// See [`Finished`].
+    Finished(Finished),
+}
+
+/// The kind byte of each message, signed as part of the envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MessageKind {
+    /// [`Hello`]
+    Hello = 1,
+    /// [`JoinReply`]
+    JoinReply = 2,
+    /// [`RoundAnnouncement`]
+    RoundAnnouncement = 3,
+    /// [`Submission`]
+    Submission = 4,
+    /// [`Consensus`]
+    Consensus = 5,
+    /// [`Receipt`]
+    Receipt = 6,
+    /// [`RefSetRequest`]
+    RefSetRequest = 7,
+    /// [`RefSetChunk`]
+    RefSetChunk = 8,
+    /// [`Finished`]
+    Finished = 9,
+}
+
+impl MessageKind {
+    /// Every kind.
+    pub const ALL: [MessageKind; 9] = [
+        Self::Hello,
+        Self::JoinReply,
+        Self::RoundAnnouncement,
+        Self::Submission,
+        Self::Consensus,
+        Self::Receipt,
+        Self::RefSetRequest,
+        Self::RefSetChunk,
+        Self::Finished,
+    ];
+
+    /// Parses a kind byte.
+    pub fn from_u8(b: u8) -> Result<Self> {
+        Ok(match b {
+            1 => Self::Hello,
+            2 => Self::JoinReply,
+            3 => Self::RoundAnnouncement,
+            4 => Self::Submission,
+            5 => Self::Consensus,
+            6 => Self::Receipt,
+            7 => Self::RefSetRequest,
+            8 => Self::RefSetChunk,
+            9 => Self::Finished,
+            other => return Err(Error::Kind(other)),
+        })
+    }
+}
+
+impl Message {
+    /// The message's kind byte.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Self::Hello(_) => MessageKind::Hello,
+            Self::JoinReply(_) => MessageKind::JoinReply,
+            Self::RoundAnnouncement(_) => MessageKind::RoundAnnouncement,
+            Self::Submission(_) => MessageKind::Submission,
+            Self::Consensus(_) => MessageKind::Consensus,
+            Self::Receipt(_) => MessageKind::Receipt,
+            Self::RefSetRequest(_) => MessageKind::RefSetRequest,
+            Self::RefSetChunk(_) => MessageKind::RefSetChunk,
+            Self::Finished(_) => MessageKind::Finished,
+        }
+    }
+
+    /// The federation the message belongs to.
+    pub fn federation(&self) -> &FederationId {
+        match self {
+            Self::Hello(m) => &m.federation,
+            Self::JoinReply(m) => &m.federation,
+            Self::RoundAnnouncement(m) => &m.federation,
+            Self::Submission(m) => &m.federation,
+            Self::Consensus(m) => &m.federation,
+            Self::Receipt(m) => &m.federation,
+            Self::RefSetRequest(m) => &m.federation,
+            Self::RefSetChunk(m) => &m.federation,
+            Self::Finished(m) => &m.federation,
+        }
+    }
+
+    /// The round the message belongs to, where it has one.
+    pub fn round(&self) -> Option<Round> {
+        match self {
+            Self::RoundAnnouncement(m) => Some(m.round),
+            Self::Submission(m) => Some(m.round),
+            Self::Consensus(m) => Some(m.round),
+            Self::Receipt(m) => Some(m.round),
+            Self::Finished(m) => Some(m.rounds),
+            _ => None,
+        }
+    }
+
+    /// Structural validation against `limits`: shapes, temperatures, lengths, weights.
+    /// Soft-label values are validated when they are read with [`SoftLabels::decode`], the only
+    /// way to get at them. It does not know what was announced; see [`Submission::check_against`].
+    pub fn validate(&self, limits: &Limits) -> Result<()> {
+        match self {
+            Self::Hello(m) => check_text("agent", &m.agent),
+            Self::JoinReply(m) => {
+                check_text("detail", &m.detail)?;
+                if let Ok(acc) = &m.outcome {
+                    check_classes(acc.classes, limits)?;
+                }
+                Ok(())
+            }
+            Self::RoundAnnouncement(m) => {
+                check_temperature(m.temperature)?;
+                check_classes(m.classes, limits)?;
+                if m.selection.is_empty() || m.selection.len() > limits.max_samples as usize {
+                    return Err(Error::field(
+                        "selection",
+                        format!("{} samples, expected 1 to {}", m.selection.len(), limits.max_samples),
+                    ));
+                }
+                if let SampleSelection::Indices(v) = &m.selection
+                    && v.iter().any(|&i| i >= m.reference_samples)
+                {
+                    return Err(Error::field("selection", "index beyond the reference set"));
+                }
+                if m.selection.len() > m.reference_samples as usize {
+                    return Err(Error::field("selection", "more samples than the reference set has"));
+                }
+                Ok(())
+            }
+            Self::Submission(m) => {
+                check_temperature(m.temperature)?;
+                m.labels.check_shape(limits)
+            }
+            Self::Consensus(m) => {
+                check_temperature(m.temperature)?;
+                m.labels.check_shape(limits)?;
+                if m.weights.len() != m.labels.samples as usize || m.selection.len() != m.labels.samples as usize {
+                    return Err(Error::Shape(format!(
+                        "{} weights and {} selected samples for {} rows",
+                        m.weights.len(),
+                        m.selection.len(),
+                        m.labels.samples
+                    )));
+                }
+                Ok(())
+            }
+            Self::Receipt(m) => check_text("detail", &m.detail),
+            Self::Finished(m) => check_text("detail", &m.detail),
+            Self::RefSetRequest(m) => {
+                if m.len == 0 || m.len > MAX_CHUNK_BYTES {
+                    return Err(Error::field("len", format!("chunk of {} bytes, expected 1 to {MAX_CHUNK_BYTES}", m.len)));
+                }
+                Ok(())
+            }
+            Self::RefSetChunk(m) => {
+                let end = m.offset.checked_add(m.data.len() as u64);
+                if m.data.len() > MAX_CHUNK_BYTES as usize || end.is_none_or(|e| e > m.total_len) {
+                    return Err(Error::field("data", "chunk is too large or beyond the total length"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn check_temperature(t: f32) -> Result<()> {
+    if !t.is_finite() || t <= 0.0 || t > MAX_TEMPERATURE {
+        return Err(Error::field("temperature", format!("{t} is not finite and in (0, {MAX_TEMPERATURE}]")));
+    }
+    Ok(())
+}
+
+fn check_classes(c: u32, limits: &Limits) -> Result<()> {
+    if c < 2 || c > limits.max_classes {
+        return Err(Error::field("classes", format!("{c} classes, expected 2 to {}", limits.max_classes)));
+    }
+    Ok(())
+}
+
+fn check_text(field: &'static str, s: &str) -> Result<()> {
+    if s.len() > MAX_DETAIL_LEN {
+        return Err(Error::field(field, format!("{} bytes, at most {MAX_DETAIL_LEN}", s.len())));
+    }
+    Ok(())
+}

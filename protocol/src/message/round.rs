@@ -1,0 +1,121 @@
+//! A round's question, a node's answer and the consensus: what a round exchanges.
+
+use serde::{Deserialize, Serialize};
+
+use super::{RefusalReason, SampleSelection};
+use crate::error::{Error, Result};
+use crate::ids::{FederationId, ReferenceSetId, Round};
+use crate::payload::{Encoding, SoftLabels};
+use crate::query::AnnouncementDigest;
+
+/// The aggregator opens a round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundAnnouncement {
+    /// Federation.
+    pub federation: FederationId,
+    /// Round being opened.
+    pub round: Round,
+    /// Reference set the samples index into.
+    pub reference_set: ReferenceSetId,
+    /// Number of rows of the reference set.
+    pub reference_samples: u32,
+    /// Which reference samples to label this round.
+    pub selection: SampleSelection,
+    /// Number of classes.
+    pub classes: u32,
+    /// Softmax temperature for the soft labels.
+    pub temperature: f32,
+    /// Submissions after this time (Unix milliseconds) may be refused as late.
+    pub deadline_unix_ms: u64,
+    /// Payload encoding expected.
+    pub encoding: Encoding,
+}
+
+/// A node's soft labels for a round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Submission {
+    /// Federation.
+    pub federation: FederationId,
+    /// Round answered.
+    pub round: Round,
+    /// Digest of the announcement answered ([`RoundAnnouncement::digest`]).
+    pub announcement: AnnouncementDigest,
+    /// Reference set used.
+    pub reference_set: ReferenceSetId,
+    /// Temperature used.
+    pub temperature: f32,
+    /// Number of private samples the node trained on, sent only when the aggregator asked for it
+    /// ([`JoinAccepted::sample_count_wanted`]) and the node's policy allows it; never 0.
+    pub local_samples: Option<u64>,
+    /// softmax(z / T) on the announced samples, in announcement order.
+    pub labels: SoftLabels,
+}
+
+/// The consensus of a round, sent back to the nodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Consensus {
+    /// Federation.
+    pub federation: FederationId,
+    /// Round it belongs to.
+    pub round: Round,
+    /// Reference set the samples index into.
+    pub reference_set: ReferenceSetId,
+    /// Samples, as announced.
+    pub selection: SampleSelection,
+    /// Temperature of the soft labels.
+    pub temperature: f32,
+    /// Consensus probabilities for the selected samples.
+    pub labels: SoftLabels,
+    /// Per-sample weight, quantised: `w / 255` in [0, 1]; 0 masks a sample.
+    #[serde(with = "crate::bounded::bytes")]
+    pub weights: Vec<u8>,
+    /// Number of submissions that made it.
+    pub participants: u32,
+}
+
+impl Consensus {
+    /// Quantises per-sample weights in [0, 1] (values outside are clamped).
+    pub fn quantise_weights(weights: &[f32]) -> Vec<u8> {
+        weights.iter().map(|w| (w.clamp(0.0, 1.0) * 255.0).round() as u8).collect()
+    }
+
+    /// The per-sample weights in [0, 1].
+    pub fn weights(&self) -> Vec<f32> {
+        self.weights.iter().map(|&w| w as f32 / 255.0).collect()
+    }
+}
+
+impl Submission {
+    /// Checks this submission against the round it answers; the error carries the reason code.
+    pub fn check_against(&self, ann: &RoundAnnouncement) -> Result<()> {
+        let refuse = |reason, detail: String| Err(Error::Refused { reason, detail });
+        if self.federation != ann.federation {
+            return refuse(RefusalReason::WrongFederation, format!("federation {} is not {}", self.federation, ann.federation));
+        }
+        if self.round != ann.round {
+            return refuse(RefusalReason::WrongRound, format!("round {} but round {} is open", self.round, ann.round));
+        }
+        if self.announcement != ann.digest() {
+            return refuse(RefusalReason::WrongAnnouncement, format!("answers announcement {} of round {}, not the open one", self.announcement, self.round));
+        }
+        if self.local_samples == Some(0) {
+            return refuse(RefusalReason::InvalidValues, "local_samples is 0".into());
+        }
+        if self.reference_set != ann.reference_set {
+            return refuse(RefusalReason::WrongReferenceSet, format!("reference set {} is not {}", self.reference_set, ann.reference_set));
+        }
+        if self.labels.samples as usize != ann.selection.len() || self.labels.classes != ann.classes {
+            return refuse(
+                RefusalReason::WrongShape,
+                format!("{} × {} but {} × {} was announced", self.labels.samples, self.labels.classes, ann.selection.len(), ann.classes),
+            );
+        }
+        if self.labels.encoding != ann.encoding {
+            return refuse(RefusalReason::WrongShape, format!("encoding {:?} but {:?} was announced", self.labels.encoding, ann.encoding));
+        }
+        if (self.temperature - ann.temperature).abs() > 1e-6 * ann.temperature.max(1.0) {
+            return refuse(RefusalReason::WrongShape, format!("temperature {} but {} was announced", self.temperature, ann.temperature));
+        }
+        Ok(())
+    }
+}
