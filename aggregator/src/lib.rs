@@ -11,7 +11,8 @@
 //! every node that the federation is finished. A restart with the same output folder resumes
 //! after the last completed round. Under `weighted_by_samples`, nodes weigh what the roster
 //! declares or, failing that, what they report, clipped ([`weights`]). With a `metrics` address in
-//! the config, [`metrics`] are served at `http://ADDR/metrics` until the run ends.
+//! the config, [`metrics`] are served at `http://ADDR/metrics` until the run ends. An aggregator
+//! with no open port listens through a circuit relay, which `fd-aggregator relay` runs ([`relay`]).
 //!
 //! Output folder layout (a private folder: 0700, its files 0600): `state.json` (the commit
 //! point: last completed round),
@@ -24,6 +25,7 @@ pub mod checkpoint;
 mod collect;
 pub mod config;
 pub mod metrics;
+pub mod relay;
 pub mod report;
 pub mod round;
 mod rounds;
@@ -203,6 +205,7 @@ impl Aggregator {
         net_cfg.request_timeout = Duration::from_secs(120);
         net_cfg.limits = inbound_limits(&cfg);
         net_cfg.rate_limits = rate_limits(loaded.reference_bytes.len());
+        net_cfg.through_relays(&cfg.listen);
         let limits = net_cfg.limits;
         let (telemetry, registry) = metrics::Metrics::new(&roster);
         net_cfg.traffic = Some(telemetry.traffic.clone());

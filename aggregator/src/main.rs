@@ -33,12 +33,32 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         addr_file: Option<PathBuf>,
     },
+    /// Serve as a circuit relay v2 for an aggregator behind a NAT and its nodes, and nothing
+    /// else (the aggregator lists `/…/p2p/<relay id>/p2p-circuit` among its listen addresses).
+    Relay {
+        /// The relay's key (see `keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// A public address to listen on, e.g. `/ip4/0.0.0.0/tcp/4002` (repeatable).
+        #[arg(long, required = true)]
+        listen: Vec<net::multiaddr::Multiaddr>,
+        /// A PeerId it relays for: the aggregator's and each node's (repeatable).
+        #[arg(long, required = true, value_parser = parse_peer)]
+        allow: Vec<protocol::ParticipantId>,
+        /// Once listening, write its addresses, each with `/p2p/<relay peer id>`, to this file.
+        #[arg(long, value_name = "PATH")]
+        addr_file: Option<PathBuf>,
+    },
 }
 
-/// Writes `agg`'s listen addresses with its peer id to `path`, atomically.
-fn write_addr_file(path: &Path, agg: &aggregator::Aggregator) -> anyhow::Result<()> {
-    let id = net::multiaddr::Protocol::P2p(net::peer_id(&agg.id()));
-    let text: String = agg.listen_addrs().iter().map(|a| format!("{}\n", a.clone().with(id.clone()))).collect();
+fn parse_peer(s: &str) -> Result<protocol::ParticipantId, String> {
+    net::keys::parse_peer_id(s).map_err(|e| e.to_string())
+}
+
+/// Writes listen addresses with the peer id `who` to `path`, atomically.
+fn write_addr_file(path: &Path, who: &protocol::ParticipantId, addrs: &[net::multiaddr::Multiaddr]) -> anyhow::Result<()> {
+    let id = net::multiaddr::Protocol::P2p(net::peer_id(who));
+    let text: String = addrs.iter().map(|a| format!("{}\n", a.clone().with(id.clone()))).collect();
     let mut aside = path.as_os_str().to_owned();
     aside.push(".partial");
     std::fs::write(&aside, text).with_context(|| format!("cannot write {}", Path::new(&aside).display()))?;
@@ -63,10 +83,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let shutdown = net::cli::shutdown_signal();
             let agg = aggregator::Aggregator::start(cfg).await.context("aggregator failed to start")?;
             if let Some(path) = addr_file {
-                write_addr_file(&path, &agg)?;
+                write_addr_file(&path, &agg.id(), agg.listen_addrs())?;
             }
             let summary = agg.run(shutdown).await.context("aggregator failed")?;
             println!("{} rounds; global model at {}", summary.rounds.len(), summary.model.display());
+        }
+        Command::Relay { key, listen, allow, addr_file } => {
+            let identity = net::keys::read(&key).with_context(|| format!("cannot read key {}", key.display()))?;
+            let shutdown = net::cli::shutdown_signal();
+            let relay = aggregator::relay::Relay::start(identity, &listen, allow).await.context("relay failed to start")?;
+            if let Some(path) = addr_file {
+                write_addr_file(&path, &relay.id(), relay.listen_addrs())?;
+            }
+            relay.run(shutdown).await;
         }
     }
     Ok(())

@@ -30,6 +30,7 @@ struct Behaviour {
     rr: request_response::Behaviour<codec::FrameCodec>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+    nat: crate::nat::Nat,
 }
 
 /// Stops the event loop and waits for it (see the crate docs for the order of the shutdown).
@@ -118,19 +119,22 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established_per_peer(Some(cfg.max_connections_per_peer.max(1)))
         .with_max_pending_incoming(Some(cfg.max_pending_incoming.max(1)));
+    let muxer = move || {
+        let mut c = yamux::Config::default();
+        c.set_max_num_streams(muxer_streams);
+        c
+    };
     let mut swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, move || {
-            let mut c = yamux::Config::default();
-            c.set_max_num_streams(muxer_streams);
-            c
-        })
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, muxer)
         .map_err(|e| setup(&e))?
         .with_quic_config(|mut c| {
             c.max_concurrent_stream_limit = muxer_streams as u32;
             c
         })
-        .with_behaviour(|k| Behaviour {
+        .with_relay_client(noise::Config::new, muxer)
+        .map_err(|e| setup(&e))?
+        .with_behaviour(|k, relay_client| Behaviour {
             allow: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(limits),
             rr: request_response::Behaviour::with_codec(
@@ -140,6 +144,7 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
             ),
             identify: identify::Behaviour::new(identify::Config::new("/fedistil/1".into(), k.public()).with_agent_version(AGENT.into()).with_hide_listen_addrs(true)),
             ping: ping::Behaviour::new(ping::Config::new()),
+            nat: crate::nat::Nat::new(k.public().to_peer_id(), relay_client, cfg.relay.as_ref()),
         })
         .map_err(|e| setup(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)).with_max_negotiating_inbound_streams(muxer_streams))
@@ -259,6 +264,9 @@ impl EventLoop {
         match ev {
             SwarmEvent::NewListenAddr { listener_id, address } => {
                 tracing::debug!(%address, "listening");
+                if self.swarm.behaviour().nat.serves() {
+                    self.swarm.add_external_address(address.clone());
+                }
                 if let Some(r) = self.pending_listen.remove(&listener_id) {
                     let _ = r.send(Ok(address));
                 }
@@ -292,6 +300,7 @@ impl EventLoop {
                 self.log_denied(who, &error.to_string());
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rr(ev)) => self.on_request_response(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Nat(ev)) => crate::nat::on_event(ev),
             // A connection whose pings time out or fail is dead or stuck: close it, so that it
             // does not hold its peer's only connection slot while the peer tries to reconnect.
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, connection, result: Err(error) })) if !matches!(error, ping::Failure::Unsupported) => {

@@ -4,7 +4,8 @@
 //! [`spawn`] builds a Swarm (TCP + QUIC, Noise, Yamux, identify, ping, request-response with a
 //! [`codec::FrameCodec`] that caps each message kind at its own size, an allow-list that refuses
 //! every peer not on it at the connection level, and connection limits: one connection per peer,
-//! a handful of streams per connection, a bounded number of handshakes in flight) and starts the
+//! a handful of streams per connection, a bounded number of handshakes in flight; the circuit
+//! relay client, the optional relay service and DCUtR in [`nat`]) and starts the
 //! [`event_loop`] task, the only one that owns the Swarm. It
 //! returns a clonable [`Client`] (commands, each with a `oneshot` reply), a bounded stream of
 //! [`Event`]s, and a [`Handle`] for the shutdown. The loop holds no `Client` of its own: it
@@ -23,8 +24,9 @@
 //! our version.
 //!
 //! Modules: [`client`] (the handle and responder), [`event_loop`] (the Swarm's owner),
-//! [`codec`], [`rate`], [`keys`], [`ledger`], [`owner`] (state owned by a dedicated thread),
-//! [`metrics`] (traffic counters and the `GET /metrics` endpoint), [`cli`].
+//! [`nat`] (relay and hole punching), [`codec`], [`rate`], [`keys`], [`ledger`], [`owner`] (state
+//! owned by a dedicated thread), [`metrics`] (traffic counters and the `GET /metrics` endpoint),
+//! [`cli`].
 #![deny(missing_docs)]
 
 pub mod cli;
@@ -34,6 +36,7 @@ pub mod event_loop;
 pub mod keys;
 pub mod ledger;
 pub mod metrics;
+pub mod nat;
 pub mod owner;
 pub mod rate;
 
@@ -132,6 +135,9 @@ pub struct NetConfig {
     /// Per-peer limits on inbound requests of some kinds; a request beyond its peer's budget is
     /// refused (reason `Unavailable`) before it is verified.
     pub rate_limits: Vec<(MessageKind, RateLimit)>,
+    /// Serve as a circuit relay v2 for the allowed peers (None: do not). Relayed dialling and
+    /// listening, and DCUtR, are always on (see [`nat`]).
+    pub relay: Option<nat::RelayService>,
     /// Where to count the bytes and messages sent and received, per peer and kind (None: not
     /// counted beyond [`Client::traffic`]).
     pub traffic: Option<metrics::Traffic>,
@@ -154,6 +160,7 @@ impl NetConfig {
             max_streams_per_connection: 8,
             max_pending_incoming: 16,
             rate_limits: Vec::new(),
+            relay: None,
             traffic: None,
         }
     }

@@ -21,8 +21,15 @@ pub struct NodeConfig {
     pub federation: FederationId,
     /// Key file (see `fd-node keygen`).
     pub key: PathBuf,
-    /// Aggregator address with its PeerId, e.g. `/ip4/127.0.0.1/tcp/4001/p2p/12D3…`.
+    /// Aggregator address with its PeerId, e.g. `/ip4/127.0.0.1/tcp/4001/p2p/12D3…`, or through
+    /// a relay, `/ip4/…/tcp/4002/p2p/<relay>/p2p-circuit/p2p/<aggregator>`.
     pub aggregator: Multiaddr,
+    /// Addresses to listen on (default: none; a node only dials out). Only for an aggregator
+    /// reached through a relay: a node that listens on a port it can be reached at lets DCUtR
+    /// replace the relayed connection with a direct one. Only the aggregator and the relay may
+    /// connect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<Multiaddr>,
     /// Folder for the model checkpoint, the egress ledger and the state file.
     pub state_dir: PathBuf,
     /// The node's copy of the public reference set; fetched from the aggregator if missing.

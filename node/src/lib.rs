@@ -205,6 +205,7 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
     // Matrices the aggregator sends have this node's classes: caps the consensus at that width.
     net_cfg.limits.max_classes = trainer.classes() as u32;
     net_cfg.ledger = Some(cfg.state_dir.join("egress.jsonl"));
+    net_cfg.through_relays(std::slice::from_ref(&cfg.aggregator));
     net_cfg.ledger_keeps_bytes = cfg.ledger.keep_bytes;
     let (telemetry, registry) = metrics::Metrics::new(aggregator);
     net_cfg.traffic = Some(telemetry.traffic.clone());
@@ -213,6 +214,10 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
         None => None,
     };
     let (client, events, network) = net::spawn(loaded.identity, net_cfg, &shutdown)?;
+    for addr in &cfg.listen {
+        let bound = client.listen(addr.clone()).await?;
+        tracing::info!(%bound, "listening, for a direct connection upgrade");
+    }
     let session = session::Session {
         federation: cfg.federation.clone(),
         aggregator,

@@ -148,6 +148,7 @@ fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetI
         federation: FederationId::new("policy").unwrap(),
         key: dir.join("node.key"),
         aggregator: aggregator.clone(),
+        listen: Vec::new(),
         state_dir: dir.join("state"),
         reference: dir.join("state").join("reference.fdref"),
         seed: 1,

@@ -104,6 +104,7 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
             key,
             // Set by the runner once the aggregator has bound its address.
             aggregator: net::multiaddr::Multiaddr::empty(),
+            listen: Vec::new(),
             state_dir: ndir.join("state"),
             reference: ndir.join("state").join("reference.fdref"),
             seed: derive(s.seed, Stream::Init, 1 + i as u64),

@@ -6,33 +6,21 @@
 //! egress ledgers) and for exit statuses, with deadlines, never for a duration or a log line.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use net::ledger::{Ledger, LedgerEntry};
-use net::multiaddr::{Multiaddr, Protocol};
-use scenarios::presets::preset;
-use scenarios::run::{read_addr_file, sibling_binary};
+use std::path::Path;
+use std::process::Child;
+use std::time::Duration;
+
+use common::{egress, metrics, node_toml, scenario, spawn_args, submitted, wait_exit, wait_for_addrs, wait_until, Procs};
+use net::multiaddr::Protocol;
+use scenarios::run::read_addr_file;
 use scenarios::setup::{self, Prepared};
-use scenarios::spec::data_dir;
 use scenarios::Scenario;
-
-fn scenario(name: &str, nodes: usize, rounds: u64) -> Scenario {
-    let mut s = Scenario::from_toml(&preset("quickstart", &data_dir()).unwrap()).unwrap();
-    s.name = name.into();
-    s.rounds = rounds;
-    s.split.nodes = nodes;
-    s.split.reference = 400;
-    s.round.samples = 200;
-    s.nodes.train.epochs = 3;
-    s
-}
 
 /// Prepares the files and a `federation.toml` that listens on port 0 (TCP and QUIC).
 fn prepare(s: &Scenario, tweak: impl FnOnce(&mut Prepared)) -> Prepared {
-    let dir = std::env::temp_dir().join(format!("fd-proc-{}-{}", s.name, std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::test_dir("proc", &s.name);
     let mut p = setup::prepare(s, &dir).unwrap();
     p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap(), "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()];
     tweak(&mut p);
@@ -40,12 +28,8 @@ fn prepare(s: &Scenario, tweak: impl FnOnce(&mut Prepared)) -> Prepared {
     p
 }
 
-fn node_toml(dir: &Path, i: usize) -> PathBuf {
-    dir.join("nodes").join(format!("node-{i:02}")).join("node.toml")
-}
-
 fn spawn(bin: &str, config: &Path, log: &Path) -> Child {
-    spawn_args(bin, &["run".as_ref(), "--config".as_ref(), config.as_os_str()], log)
+    common::spawn_run(bin, None, config, log)
 }
 
 /// A node with simulated faults: `fd-sim-node`, which reads `simulation` beside its config.
@@ -53,36 +37,9 @@ fn spawn_sim(config: &Path, simulation: &Path, log: &Path) -> Child {
     spawn_args("fd-sim-node", &["--config".as_ref(), config.as_os_str(), "--simulation".as_ref(), simulation.as_os_str()], log)
 }
 
-fn spawn_args(bin: &str, args: &[&std::ffi::OsStr], log: &Path) -> Child {
-    let exe = sibling_binary(bin).expect("workspace binaries are built by cargo test --workspace");
-    Command::new(exe)
-        .args(args)
-        .env("RUST_LOG", "info,libp2p=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
 /// `fd-aggregator run` on the prepared `federation.toml`, reporting its addresses in `addr_file`.
 fn spawn_aggregator(p: &Prepared, addr_file: &Path) -> Child {
-    let _ = std::fs::remove_file(addr_file);
-    let config = p.dir.join("federation.toml");
-    let args: [&std::ffi::OsStr; 5] = ["run".as_ref(), "--config".as_ref(), config.as_os_str(), "--addr-file".as_ref(), addr_file.as_os_str()];
-    spawn_args("fd-aggregator", &args, &p.dir.join("aggregator.log"))
-}
-
-/// Waits until the aggregator has reported the addresses it bound (failing if it exits first).
-fn wait_for_addrs(agg: &mut Child, addr_file: &Path, log: &Path) -> Vec<Multiaddr> {
-    let mut addrs = None;
-    wait_until("the aggregator's addresses", Duration::from_secs(120), || {
-        if let Some(status) = agg.try_wait().unwrap() {
-            panic!("the aggregator exited ({status}) before listening:\n{}", std::fs::read_to_string(log).unwrap_or_default());
-        }
-        addrs = read_addr_file(addr_file);
-        addrs.is_some()
-    });
-    addrs.unwrap()
+    common::spawn_aggregator_in(p, None, addr_file)
 }
 
 /// Starts the aggregator, waits for its addresses, then writes the configs that depend on them:
@@ -101,50 +58,6 @@ fn start_aggregator(p: &mut Prepared) -> Child {
         setup::write_toml(&node_toml(&p.dir, i), n).unwrap();
     }
     agg
-}
-
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn metrics(p: &Prepared) -> Vec<aggregator::RoundMetrics> {
-    std::fs::read_to_string(p.aggregator.output.join("metrics.jsonl"))
-        .map(|t| t.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
-        .unwrap_or_default()
-}
-
-/// What a node has sent so far (empty while its ledger does not exist or a line is half written).
-fn egress(state_dir: &Path) -> Vec<LedgerEntry> {
-    Ledger::read(&state_dir.join("egress.jsonl")).unwrap_or_default()
-}
-
-/// The rounds a node submitted soft labels for, in order.
-fn submitted(state_dir: &Path) -> Vec<u64> {
-    egress(state_dir).iter().filter(|e| e.kind == "Submission").filter_map(|e| e.round).collect()
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_exit(c: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let mut status = None;
-    wait_until("a process to exit", limit, || {
-        status = c.try_wait().unwrap();
-        status.is_some()
-    });
-    status.unwrap()
 }
 
 #[test]

@@ -1,0 +1,73 @@
+//! `fd-aggregator relay`: a circuit relay v2 and nothing else, for an aggregator that has no
+//! open port (behind a NAT). The aggregator listens through the relay (a
+//! `/…/p2p/<relay>/p2p-circuit` address in its `listen`), the nodes dial it through the relay
+//! (`/…/p2p/<relay>/p2p-circuit/p2p/<aggregator>`), and DCUtR then tries to connect them
+//! directly. The relay serves only the peers it is told to allow: the aggregator and the roster.
+//! It sees who talks to whom and how much, never what: every connection through it is
+//! end-to-end Noise-encrypted.
+
+use net::multiaddr::Multiaddr;
+use net::nat::RelayService;
+use net::{Client, Event, Handle, NetConfig};
+use protocol::{FederationId, Identity, ParticipantId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{config_err, Error};
+
+/// A running relay.
+pub struct Relay {
+    client: Client,
+    events: mpsc::Receiver<Event>,
+    network: Handle,
+    addrs: Vec<Multiaddr>,
+}
+
+impl Relay {
+    /// Starts serving `allow` on `listen` (the relay's public addresses).
+    pub async fn start(identity: Identity, listen: &[Multiaddr], allow: Vec<ParticipantId>) -> Result<Self, Error> {
+        if listen.is_empty() {
+            return Err(config_err("listen", "no address"));
+        }
+        if allow.is_empty() {
+            return Err(config_err("allow", "no peer to relay for"));
+        }
+        // The federation id only names the refusal receipts the relay would send.
+        let mut cfg = NetConfig::new(FederationId::new("relay")?, allow);
+        cfg.relay = Some(RelayService::default());
+        let (client, events, network) = net::spawn(identity, cfg, &CancellationToken::new())?;
+        let mut addrs = Vec::new();
+        for addr in listen {
+            addrs.push(client.listen(addr.clone()).await.map_err(|e| config_err("listen", e))?);
+        }
+        tracing::info!(peer = %net::keys::peer_id_string(&client.id()), addrs = ?addrs, "relay listening");
+        Ok(Self { client, events, network, addrs })
+    }
+
+    /// The addresses it listens on.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.addrs
+    }
+
+    /// Its identity.
+    pub fn id(&self) -> ParticipantId {
+        self.client.id()
+    }
+
+    /// Relays until `shutdown`, then closes its connections. Requests addressed to the relay
+    /// itself have no meaning: their streams are closed unanswered.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ev = self.events.recv() => match ev {
+                    Some(Event::Request { peer, .. }) => tracing::debug!(peer = %peer.short(), "request to the relay ignored"),
+                    Some(_) => {}
+                    None => break,
+                },
+            }
+        }
+        drop(self.client);
+        self.network.shutdown().await;
+    }
+}

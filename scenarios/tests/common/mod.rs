@@ -1,0 +1,141 @@
+//! Helpers shared by the tests that run real `fd-aggregator` and `fd-node` processes: a small
+//! scenario, spawning the binaries (on this host or inside a network namespace), and waiting for
+//! the files they write and for their exit, with deadlines, never for a duration or a log line.
+#![allow(dead_code)] // each test binary uses its own part of these helpers
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use net::ledger::{Ledger, LedgerEntry};
+use net::multiaddr::Multiaddr;
+use scenarios::presets::preset;
+use scenarios::run::{read_addr_file, sibling_binary};
+use scenarios::setup::Prepared;
+use scenarios::spec::data_dir;
+use scenarios::Scenario;
+
+/// The quickstart preset, made small: `nodes` nodes, `rounds` rounds, few samples.
+pub fn scenario(name: &str, nodes: usize, rounds: u64) -> Scenario {
+    let mut s = Scenario::from_toml(&preset("quickstart", &data_dir()).unwrap()).unwrap();
+    s.name = name.into();
+    s.rounds = rounds;
+    s.split.nodes = nodes;
+    s.split.reference = 400;
+    s.round.samples = 200;
+    s.nodes.train.epochs = 3;
+    s
+}
+
+/// A fresh folder for a test's files.
+pub fn test_dir(kind: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fd-{kind}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+pub fn node_toml(dir: &Path, i: usize) -> PathBuf {
+    dir.join("nodes").join(format!("node-{i:02}")).join("node.toml")
+}
+
+/// Workspace binary `bin`, run inside the network namespace `netns` if one is given.
+pub fn command(bin: &str, netns: Option<&str>) -> Command {
+    let exe = sibling_binary(bin).expect("workspace binaries are built by cargo test --workspace");
+    match netns {
+        None => Command::new(exe),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(exe);
+            c
+        }
+    }
+}
+
+/// Starts `command` with `args`, its log (stderr) appended to `log`.
+pub fn launch(mut command: Command, args: &[&OsStr], log: &Path) -> Child {
+    command
+        .args(args)
+        .env("RUST_LOG", "info,libp2p=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+pub fn spawn_args(bin: &str, args: &[&OsStr], log: &Path) -> Child {
+    launch(command(bin, None), args, log)
+}
+
+/// `bin run --config config`, inside `netns` if given.
+pub fn spawn_run(bin: &str, netns: Option<&str>, config: &Path, log: &Path) -> Child {
+    launch(command(bin, netns), &["run".as_ref(), "--config".as_ref(), config.as_os_str()], log)
+}
+
+/// `fd-aggregator run` on the prepared `federation.toml` (inside `netns` if given), reporting
+/// its addresses in `addr_file`.
+pub fn spawn_aggregator_in(p: &Prepared, netns: Option<&str>, addr_file: &Path) -> Child {
+    let _ = std::fs::remove_file(addr_file);
+    let config = p.dir.join("federation.toml");
+    let args: [&OsStr; 5] = ["run".as_ref(), "--config".as_ref(), config.as_os_str(), "--addr-file".as_ref(), addr_file.as_os_str()];
+    launch(command("fd-aggregator", netns), &args, &p.dir.join("aggregator.log"))
+}
+
+/// Waits until the aggregator has reported the addresses it bound (failing if it exits first).
+pub fn wait_for_addrs(agg: &mut Child, addr_file: &Path, log: &Path) -> Vec<Multiaddr> {
+    let mut addrs = None;
+    wait_until("the aggregator's addresses", Duration::from_secs(120), || {
+        if let Some(status) = agg.try_wait().unwrap() {
+            panic!("the aggregator exited ({status}) before listening:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        addrs = read_addr_file(addr_file);
+        addrs.is_some()
+    });
+    addrs.unwrap()
+}
+
+/// Processes killed (if still running) and reaped when dropped.
+pub struct Procs(pub Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The aggregator's per-round metrics so far.
+pub fn metrics(p: &Prepared) -> Vec<aggregator::RoundMetrics> {
+    std::fs::read_to_string(p.aggregator.output.join("metrics.jsonl"))
+        .map(|t| t.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+        .unwrap_or_default()
+}
+
+/// What a node has sent so far (empty while its ledger does not exist or a line is half written).
+pub fn egress(state_dir: &Path) -> Vec<LedgerEntry> {
+    Ledger::read(&state_dir.join("egress.jsonl")).unwrap_or_default()
+}
+
+/// The rounds a node submitted soft labels for, in order.
+pub fn submitted(state_dir: &Path) -> Vec<u64> {
+    egress(state_dir).iter().filter(|e| e.kind == "Submission").filter_map(|e| e.round).collect()
+}
+
+pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn wait_exit(c: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until("a process to exit", limit, || {
+        status = c.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
