@@ -99,6 +99,7 @@ impl Aggregator {
                 labels,
                 weights: Consensus::quantise_weights(&combined.weights),
                 participants: participants.len() as u32,
+                counts: combined.counts.iter().map(|&n| n.min(u16::MAX as u32) as u16).collect(),
             });
             // Wait for the nodes' receipts so that every node holds this consensus before the
             // next round is announced: its digest step is then the same whatever the timing.

@@ -13,7 +13,7 @@ use net::multiaddr::Multiaddr;
 use net::{Event, Responder};
 use protocol::{
     FederationId, Hello, Message, ParticipantId, Receipt, ReceiptStatus, ReferenceSet, ReferenceSetId, RefusalReason, RoundAnnouncement,
-    SoftLabels, Submission,
+    Submission,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -65,7 +65,7 @@ pub(crate) struct Session {
     pub(crate) telemetry: crate::metrics::Metrics,
 }
 
-type Work = JoinHandle<(RoundAnnouncement, Result<SoftLabels, Error>)>;
+type Work = JoinHandle<(RoundAnnouncement, Result<crate::local::Answer, Error>)>;
 
 impl Session {
     pub(crate) async fn run(mut self, shutdown: CancellationToken) -> Result<NodeSummary, Error> {
@@ -129,7 +129,7 @@ impl Session {
                     done = async { work.as_mut().expect("guarded by the condition").await }, if work.is_some() => {
                         work = None;
                         match done {
-                            Ok((ann, Ok(labels))) => self.submit(ann, labels).await,
+                            Ok((ann, Ok(answer))) => self.submit(ann, answer).await,
                             Ok((ann, Err(e))) => tracing::error!(round = ann.round, error = %e, "local round failed"),
                             Err(e) => tracing::error!(error = %e, "local round task failed"),
                         }
@@ -296,7 +296,7 @@ impl Session {
 
     /// Records the answer to `ann` (atomically, in the state folder), then sends it. An answer
     /// that cannot be recorded is not sent.
-    async fn submit(&mut self, ann: RoundAnnouncement, labels: SoftLabels) {
+    async fn submit(&mut self, ann: RoundAnnouncement, answer: crate::local::Answer) {
         let sub = match self.policy.check(&ann, &self.answers) {
             Ok(Decision::Answer) => Submission {
                 federation: self.federation.clone(),
@@ -305,7 +305,8 @@ impl Session {
                 reference_set: ann.reference_set,
                 temperature: ann.temperature,
                 local_samples: self.policy.sample_count(self.sample_count_wanted, self.local_samples),
-                labels,
+                labels: answer.labels,
+                abstained: answer.abstained,
             },
             Ok(Decision::Resend(sub)) => *sub,
             Err(r) => {

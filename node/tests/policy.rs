@@ -156,6 +156,7 @@ fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetI
         model: Architecture::Mlp { hidden: vec![16], dropout: 0.0 },
         train: learning::train::TrainConfig { epochs: 1, ..Default::default() },
         digest: Default::default(),
+        abstain: None,
         policy: QueryPolicy { max_samples_per_round: 100, max_rounds: 3, ..QueryPolicy::pinned(pin) },
         privacy: None,
         ledger: Default::default(),

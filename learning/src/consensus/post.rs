@@ -24,18 +24,21 @@ pub enum Sharpen {
 }
 
 /// Renormalises, sharpens and masks combined rows (the steps after any rule; a streaming caller
-/// that fed a [`MeanAccumulator`] itself finishes with this).
-pub fn postprocess(mut probs: Vec<f32>, classes: usize, cfg: &ConsensusConfig) -> Combined {
+/// that fed a [`super::MeanAccumulator`] itself finishes with this, and its counts). A sample
+/// whose count (nodes that contributed to it) is 0 is masked.
+pub fn postprocess(mut probs: Vec<f32>, counts: Vec<u32>, classes: usize, cfg: &ConsensusConfig) -> Combined {
     renormalise(&mut probs, classes);
     sharpen(&mut probs, classes, &cfg.sharpen);
     let weights = probs
         .chunks_exact(classes)
-        .map(|row| match cfg.max_entropy {
+        .zip(&counts)
+        .map(|(row, &n)| match cfg.max_entropy {
+            _ if n == 0 => 0.0,
             Some(h) if normalised_entropy(row) > h => 0.0,
             _ => 1.0,
         })
         .collect();
-    Combined { probs, weights, classes }
+    Combined { probs, weights, counts, classes }
 }
 
 /// Rescales each row to sum to 1 (uniform if a row is all zeros).
