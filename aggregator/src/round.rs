@@ -398,6 +398,28 @@ pub(crate) mod tests {
         assert!((p - 0.5).abs() < 1e-5, "300 / (300 + 100 + 200): {p}");
     }
 
+    /// Node 3 says the opposite of the others and abstains on sample 1; node 2 abstains on all.
+    #[tokio::test(start_paused = true)]
+    async fn abstentions_weigh_zero_count_toward_the_quorum_and_are_counted() {
+        let ids: Vec<ParticipantId> = (0..4).map(|i| ParticipantId([i; 32])).collect();
+        let masked = |p, m: &[bool]| Submission { abstained: Some(protocol::Mask::from_bools(m)), ..sub(1, p) };
+        for rule in [Rule::Mean, Rule::CONFIDENCE, Rule::Median] {
+            let mut st = RoundState::new(ann(1), ids.iter().copied().collect(), 4, Instant::now(), ConsensusConfig { rule: rule.clone(), ..Default::default() });
+            let limits = Limits::default();
+            st.submit(ids[0], &sub(1, 0.9), &limits).unwrap();
+            st.submit(ids[1], &sub(1, 0.9), &limits).unwrap();
+            st.submit(ids[2], &masked(0.5, &[true, true]), &limits).unwrap();
+            assert_eq!(st.submit(ids[3], &masked(0.0, &[false; 9]), &limits).unwrap_err().refusal_reason(), RefusalReason::WrongShape);
+            st.submit(ids[3], &masked(0.0, &[false, true]), &limits).unwrap();
+            assert!(st.ready(Instant::now()), "{rule:?}: an all-abstain answer counts toward the quorum");
+            let c = st.close().unwrap();
+            assert_eq!(c.counts, vec![3, 2], "{rule:?}");
+            assert!((c.probs[2] - 0.9).abs() < 1e-5, "{rule:?}: only the two nodes that know sample 1: {:?}", c.probs);
+            // The median of 0.9, 0.9, 0 is 0.9: only the averaging rules show node 3's answer.
+            assert!(rule == Rule::Median || c.probs[0] < 0.85, "{rule:?}: node 3 answering sample 0 moves it: {:?}", c.probs);
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_answer_to_another_announcement_of_the_round_is_refused() {
         let ids = [ParticipantId([0; 32])];

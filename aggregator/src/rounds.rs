@@ -114,6 +114,7 @@ impl Aggregator {
                 bytes_out: sent1 - sent0,
                 samples: rows.len(),
                 masked: combined.weights.iter().filter(|w| **w == 0.0).count(),
+                abstentions: combined.counts.iter().map(|&n| participants.len().saturating_sub(n as usize) as u64).sum(),
                 accuracy: learnt.validation.as_ref().map(|v| v.accuracy),
                 nll: learnt.validation.as_ref().map(|v| v.nll),
                 agreement: learnt.agreement,

@@ -113,7 +113,7 @@ pub fn calibrate(model: &Model, private: &Dataset, score: Score, q: f32) -> Resu
 /// Which rows of the public `inputs` `model` abstains on at `threshold` (`true`: abstains).
 pub fn abstentions(model: &Model, inputs: &[f32], score: Score, threshold: f32) -> Result<Vec<bool>, Error> {
     let z = model.logits(inputs, BATCH)?;
-    Ok(scores(&z, model.classes, score).into_iter().map(|s| !(s >= threshold)).collect())
+    Ok(scores(&z, model.classes, score).into_iter().map(|s| s < threshold || s.is_nan()).collect())
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ mod tests {
     fn every_rule() -> Vec<ConsensusConfig> {
         [Rule::Mean, Rule::WeightedBySamples, Rule::CONFIDENCE, Rule::Median, Rule::TrimmedMean { trim: 0.2 }]
             .into_iter()
-            .map(|rule| ConsensusConfig { rule, sharpen: Sharpen::None, max_entropy: None })
+            .map(|rule| ConsensusConfig { rule, sharpen: Sharpen::None, ..Default::default() })
             .collect()
     }
 
@@ -121,6 +121,18 @@ mod tests {
                 assert!(answered.probs[1] > alone.probs[1] + 0.05, "{:?}: the same node answering moves it: {:?}", cfg.rule, answered.probs);
             }
         }
+    }
+
+    #[test]
+    fn samples_known_to_fewer_than_min_count_nodes_are_withheld() {
+        let a = [0.9f32, 0.1, 0.8, 0.2];
+        let second = [true, false];
+        let cfg = ConsensusConfig { min_count: 3, ..Default::default() };
+        let inputs = [(&a[..], 1u64), (&a[..], 1), (&a[..], 1)];
+        let c = combine_abstaining(&inputs, &[None, None, Some(&second)], 2, 2, &cfg).unwrap();
+        assert_eq!(c.counts, vec![2, 3]);
+        assert_eq!(c.weights, vec![0.0, 1.0]);
+        assert_eq!(&c.probs[..2], &[0.5, 0.5], "a withheld sample's row reveals nothing");
     }
 
     #[test]

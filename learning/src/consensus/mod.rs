@@ -101,6 +101,10 @@ pub struct ConsensusConfig {
     pub sharpen: Sharpen,
     /// Samples whose consensus has a normalised entropy above this get weight 0 (masked).
     pub max_entropy: Option<f32>,
+    /// With abstention, samples fewer than this many nodes contributed to are masked and their
+    /// row made uniform, so that no sample's consensus reveals the labels of fewer nodes (0 or
+    /// 1: only the samples nobody contributed to are masked).
+    pub min_count: u32,
 }
 
 impl ConsensusConfig {
