@@ -108,7 +108,7 @@ fn message() -> impl Strategy<Value = Message> {
                 labels: SoftLabels::encode(&probs(samples, classes, 7), samples, classes, enc).unwrap(),
                 weights: (0..samples).map(|i| (i % 3) as u8 * 127).collect(),
                 participants: 3,
-                counts: (0..samples).map(|i| if i % 3 == 0 { 0 } else { (i % 4) as u16 }).collect(),
+                counts: (0..samples).map(|i| if i % 3 == 0 { 0 } else { 1 + (i % 3) as u16 }).collect(),
             })
         ),
         (any::<u64>(), prop_oneof![Just(ReceiptStatus::Accepted), reason().prop_map(ReceiptStatus::Refused)]).prop_map(
