@@ -81,7 +81,51 @@ fn coordinatewise(inputs: &[(&[f32], u64)], knows: &dyn Fn(usize, usize) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consensus::Sharpen;
+    use crate::consensus::{renormalise, Sharpen};
+    use proptest::prelude::*;
+
+    /// Node matrices, each with a random abstention mask (or none).
+    fn abstaining() -> impl Strategy<Value = (Vec<Vec<f32>>, Vec<Option<Vec<bool>>>, usize, usize)> {
+        (1usize..7, 1usize..10, 2usize..5).prop_flat_map(|(nodes, samples, classes)| {
+            (
+                proptest::collection::vec(proptest::collection::vec(0.001f32..1.0, samples * classes), nodes),
+                proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<bool>(), samples)), nodes),
+            )
+                .prop_map(move |(mut ms, masks)| {
+                    for m in &mut ms {
+                        renormalise(m, classes);
+                    }
+                    (ms, masks, samples, classes)
+                })
+        })
+    }
+
+    proptest! {
+        /// Every rule, with abstentions: rows sum to 1, the counts are the masks', a sample
+        /// nobody knows is masked, and node order changes no bit.
+        #[test]
+        fn abstaining_consensus_ignores_node_order_and_counts_what_the_masks_say((ms, masks, samples, classes) in abstaining(), rot in 0usize..7) {
+            let n = ms.len();
+            let mut order: Vec<usize> = (0..n).rev().collect();
+            order.rotate_left(rot % n);
+            for cfg in every_rule() {
+                let run = |idx: &[usize]| {
+                    let inputs: Vec<(&[f32], u64)> = idx.iter().map(|&i| (ms[i].as_slice(), 1 + i as u64)).collect();
+                    let abstained: Vec<Option<&[bool]>> = idx.iter().map(|&i| masks[i].as_deref()).collect();
+                    combine_abstaining(&inputs, &abstained, samples, classes, &cfg).unwrap()
+                };
+                let a = run(&(0..n).collect::<Vec<_>>());
+                let b = run(&order);
+                prop_assert_eq!(&a, &b, "{:?}", cfg.rule);
+                let views: Vec<Option<&[bool]>> = masks.iter().map(|m| m.as_deref()).collect();
+                prop_assert_eq!(&a.counts, &sample_counts(&views, samples));
+                for (s, row) in a.probs.chunks_exact(classes).enumerate() {
+                    prop_assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+                    prop_assert_eq!(a.weights[s] == 0.0, a.counts[s] == 0, "{:?}", cfg.rule);
+                }
+            }
+        }
+    }
 
     fn every_rule() -> Vec<ConsensusConfig> {
         [Rule::Mean, Rule::WeightedBySamples, Rule::CONFIDENCE, Rule::Median, Rule::TrimmedMean { trim: 0.2 }]
