@@ -330,11 +330,12 @@ impl Session {
     /// Sends `sub` until the aggregator acknowledges it or the round's deadline passes.
     async fn send_submission(&mut self, sub: Submission, deadline_unix_ms: u64) {
         let round = sub.round;
+        let abstained = sub.abstained.as_ref().map_or(0, protocol::Mask::count);
         let message = Message::Submission(sub);
         match crate::submit::until_acknowledged(&self.client, &self.aggregator, &self.aggregator_addr, &message, deadline_unix_ms).await {
             Ok(Message::Receipt(r)) => match r.status {
                 ReceiptStatus::Accepted => {
-                    tracing::info!(round, "submission accepted");
+                    tracing::info!(round, abstained, "submission accepted");
                     self.summary.accepted_rounds.push(round);
                     self.telemetry.submissions.accepted.inc();
                     self.telemetry.round.set(round as i64);
