@@ -84,8 +84,11 @@ mod tests {
     use crate::consensus::{renormalise, Sharpen};
     use proptest::prelude::*;
 
+    /// Node matrices, their abstention masks (or none), samples, classes.
+    type Case = (Vec<Vec<f32>>, Vec<Option<Vec<bool>>>, usize, usize);
+
     /// Node matrices, each with a random abstention mask (or none).
-    fn abstaining() -> impl Strategy<Value = (Vec<Vec<f32>>, Vec<Option<Vec<bool>>>, usize, usize)> {
+    fn abstaining() -> impl Strategy<Value = Case> {
         (1usize..7, 1usize..10, 2usize..5).prop_flat_map(|(nodes, samples, classes)| {
             (
                 proptest::collection::vec(proptest::collection::vec(0.001f32..1.0, samples * classes), nodes),
