@@ -86,6 +86,7 @@ async fn fixed_node(id: Identity, agg: ParticipantId, addr: net::multiaddr::Mult
                     temperature: a.temperature,
                     local_samples: None,
                     labels: labels.clone(),
+                    abstained: None,
                 });
                 let c = client.clone();
                 tokio::spawn(async move {

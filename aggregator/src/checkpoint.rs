@@ -33,6 +33,9 @@ pub struct RoundMetrics {
     pub samples: usize,
     /// Samples masked out of the consensus.
     pub masked: usize,
+    /// Abstentions: over the samples, participants minus the nodes that contributed.
+    #[serde(default)]
+    pub abstentions: u64,
     /// Global model accuracy on the validation set, if any.
     pub accuracy: Option<f32>,
     /// Global model NLL on the validation set, if any.
@@ -193,18 +196,19 @@ fn read_metrics(path: &Path) -> Result<Vec<RoundMetrics>, Error> {
 }
 
 fn metrics_csv(all: &[RoundMetrics]) -> String {
-    let mut s = String::from("round,participants,bytes_in,bytes_out,samples,masked,accuracy,nll,agreement,seconds\n");
+    let mut s = String::from("round,participants,bytes_in,bytes_out,samples,masked,abstentions,accuracy,nll,agreement,seconds\n");
     for m in all {
         let opt = |v: Option<f32>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{:.6},{:.3}",
+            "{},{},{},{},{},{},{},{},{},{:.6},{:.3}",
             m.round,
             m.participants.len(),
             m.bytes_in,
             m.bytes_out,
             m.samples,
             m.masked,
+            m.abstentions,
             opt(m.accuracy),
             opt(m.nll),
             m.agreement,
@@ -227,7 +231,7 @@ mod tests {
 
     fn metrics(rounds: u64) -> Vec<RoundMetrics> {
         (1..=rounds)
-            .map(|round| RoundMetrics { round, participants: vec!["a".into()], bytes_in: 1, bytes_out: 1, samples: 1, masked: 0, accuracy: None, nll: None, agreement: 1.0, seconds: 0.1 })
+            .map(|round| RoundMetrics { round, participants: vec!["a".into()], bytes_in: 1, bytes_out: 1, samples: 1, masked: 0, abstentions: 0, accuracy: None, nll: None, agreement: 1.0, seconds: 0.1 })
             .collect()
     }
 

@@ -7,7 +7,9 @@
 //! streamed into a running mean as they arrive; the other rules (confidence, median, trimmed
 //! mean) keep each matrix until the round closes, and so does `weighted_by_samples` unless the
 //! roster declares every node's count: a reported count is clipped to a multiple of the round's
-//! median ([`crate::weights`]), known only at the close.
+//! median ([`crate::weights`]), known only at the close. A node's abstentions (its mask) weigh
+//! its rows 0 on those samples: they count toward the quorum as answers, and an answer that
+//! abstains on every sample is valid and counted, but adds to no sample's consensus.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -17,9 +19,12 @@ use tokio::time::Instant;
 
 use crate::weights::{self, Count};
 
+/// A kept submission: its probabilities, its count, and the samples it abstained on.
+type Kept = (Vec<f32>, Count, Option<Vec<bool>>);
+
 enum Collector {
     Stream(MeanAccumulator),
-    Keep(Vec<(Vec<f32>, Count)>),
+    Keep(Vec<Kept>),
 }
 
 /// What `weighted_by_samples` weighs nodes by: the counts the roster declares, and the multiple
@@ -131,6 +136,7 @@ impl RoundState {
         }
         sub.check_against(&self.announcement)?;
         let probs = sub.labels.decode(limits)?;
+        let abstained = sub.abstained.as_ref().map(|m| m.to_bools(probs.len() / self.announcement.classes as usize)).transpose()?;
         let count = self.counts.count(&from, sub.local_samples);
         match &mut self.collector {
             Collector::Stream(acc) => {
@@ -139,9 +145,10 @@ impl RoundState {
                     Count::Declared(n) if self.cfg.rule == Rule::WeightedBySamples => n as f64,
                     _ => 1.0,
                 };
-                acc.add(&probs, w).map_err(|e| refused(RefusalReason::WrongShape, e.to_string()))?;
+                let rows = row_weights(w, abstained.as_deref(), probs.len() / self.announcement.classes as usize);
+                acc.add_rows(&probs, &rows).map_err(|e| refused(RefusalReason::WrongShape, e.to_string()))?;
             }
-            Collector::Keep(v) => v.push((probs, count)),
+            Collector::Keep(v) => v.push((probs, count, abstained)),
         }
         self.accepted.insert(from);
         self.declined.remove(&from);
@@ -205,23 +212,24 @@ impl RoundState {
                 if acc.nodes() == 0 {
                     return Err(failed("no submissions".into()));
                 }
-                Ok(consensus::postprocess(acc.finish(), classes, &self.cfg))
+                Ok(consensus::postprocess(acc.finish(), acc.counts().to_vec(), classes, &self.cfg))
             }
             Collector::Keep(v) if self.cfg.rule == Rule::WeightedBySamples => {
                 if v.is_empty() {
                     return Err(failed("no submissions".into()));
                 }
-                let counts: Vec<Count> = v.iter().map(|(_, c)| *c).collect();
+                let counts: Vec<Count> = v.iter().map(|(_, c, _)| *c).collect();
                 let mut acc = MeanAccumulator::new(samples, classes);
-                for ((probs, _), w) in v.iter().zip(weights::sample_weights(&counts, self.counts.clip)) {
-                    acc.add(probs, w)?;
+                for ((probs, _, abstained), w) in v.iter().zip(weights::sample_weights(&counts, self.counts.clip)) {
+                    acc.add_rows(probs, &row_weights(w, abstained.as_deref(), samples))?;
                 }
-                Ok(consensus::postprocess(acc.finish(), classes, &self.cfg))
+                Ok(consensus::postprocess(acc.finish(), acc.counts().to_vec(), classes, &self.cfg))
             }
             Collector::Keep(v) => {
                 // The robust rules do not weigh by counts.
-                let inputs: Vec<(&[f32], u64)> = v.iter().map(|(p, _)| (p.as_slice(), 1)).collect();
-                consensus::combine(&inputs, samples, classes, &self.cfg).map_err(|e| failed(e.to_string()))
+                let inputs: Vec<(&[f32], u64)> = v.iter().map(|(p, _, _)| (p.as_slice(), 1)).collect();
+                let abstained: Vec<Option<&[bool]>> = v.iter().map(|(_, _, a)| a.as_deref()).collect();
+                consensus::combine_abstaining(&inputs, &abstained, samples, classes, &self.cfg).map_err(|e| failed(e.to_string()))
             }
         }
     }
@@ -230,6 +238,11 @@ impl RoundState {
     pub fn is_closed(&self) -> bool {
         self.closed
     }
+}
+
+/// A node's weight `w` on each sample, 0 where it abstained.
+fn row_weights(w: f64, abstained: Option<&[bool]>, samples: usize) -> Vec<f64> {
+    (0..samples).map(|s| if abstained.is_some_and(|a| a[s]) { 0.0 } else { w }).collect()
 }
 
 #[cfg(test)]
@@ -263,6 +276,7 @@ pub(crate) mod tests {
             temperature: 2.0,
             local_samples: None,
             labels: SoftLabels::encode(&[p, 1.0 - p, p, 1.0 - p], 2, 2, Encoding::F32).unwrap(),
+            abstained: None,
         }
     }
 
@@ -385,6 +399,28 @@ pub(crate) mod tests {
         st.submit(ids[2], &counted(1, 0.0, None), &limits).unwrap();
         let p = st.close().unwrap().probs[0];
         assert!((p - 0.5).abs() < 1e-5, "300 / (300 + 100 + 200): {p}");
+    }
+
+    /// Node 3 says the opposite of the others and abstains on sample 1; node 2 abstains on all.
+    #[tokio::test(start_paused = true)]
+    async fn abstentions_weigh_zero_count_toward_the_quorum_and_are_counted() {
+        let ids: Vec<ParticipantId> = (0..4).map(|i| ParticipantId([i; 32])).collect();
+        let masked = |p, m: &[bool]| Submission { abstained: Some(protocol::Mask::from_bools(m)), ..sub(1, p) };
+        for rule in [Rule::Mean, Rule::CONFIDENCE, Rule::Median] {
+            let mut st = RoundState::new(ann(1), ids.iter().copied().collect(), 4, Instant::now(), ConsensusConfig { rule: rule.clone(), ..Default::default() });
+            let limits = Limits::default();
+            st.submit(ids[0], &sub(1, 0.9), &limits).unwrap();
+            st.submit(ids[1], &sub(1, 0.9), &limits).unwrap();
+            st.submit(ids[2], &masked(0.5, &[true, true]), &limits).unwrap();
+            assert_eq!(st.submit(ids[3], &masked(0.0, &[false; 9]), &limits).unwrap_err().refusal_reason(), RefusalReason::WrongShape);
+            st.submit(ids[3], &masked(0.0, &[false, true]), &limits).unwrap();
+            assert!(st.ready(Instant::now()), "{rule:?}: an all-abstain answer counts toward the quorum");
+            let c = st.close().unwrap();
+            assert_eq!(c.counts, vec![3, 2], "{rule:?}");
+            assert!((c.probs[2] - 0.9).abs() < 1e-5, "{rule:?}: only the two nodes that know sample 1: {:?}", c.probs);
+            // The median of 0.9, 0.9, 0 is 0.9: only the averaging rules show node 3's answer.
+            assert!(rule == Rule::Median || c.probs[0] < 0.85, "{rule:?}: node 3 answering sample 0 moves it: {:?}", c.probs);
+        }
     }
 
     #[tokio::test(start_paused = true)]

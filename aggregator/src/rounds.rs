@@ -99,6 +99,7 @@ impl Aggregator {
                 labels,
                 weights: Consensus::quantise_weights(&combined.weights),
                 participants: participants.len() as u32,
+                counts: combined.counts.iter().map(|&n| n.min(u16::MAX as u32) as u16).collect(),
             });
             // Wait for the nodes' receipts so that every node holds this consensus before the
             // next round is announced: its digest step is then the same whatever the timing.
@@ -113,6 +114,7 @@ impl Aggregator {
                 bytes_out: sent1 - sent0,
                 samples: rows.len(),
                 masked: combined.weights.iter().filter(|w| **w == 0.0).count(),
+                abstentions: combined.counts.iter().map(|&n| participants.len().saturating_sub(n as usize) as u64).sum(),
                 accuracy: learnt.validation.as_ref().map(|v| v.accuracy),
                 nll: learnt.validation.as_ref().map(|v| v.nll),
                 agreement: learnt.agreement,

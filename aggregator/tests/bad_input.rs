@@ -87,7 +87,7 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     let rows = ann.selection.len();
     let probs: Vec<f32> = (0..rows * 3).map(|i| if i % 3 == 0 { 0.8 } else { 0.1 }).collect();
     let bound = ann.digest();
-    let sub = |round, labels: SoftLabels| Message::Submission(Submission { federation: fed.clone(), round, announcement: bound, reference_set: ann.reference_set, temperature: 2.0, local_samples: Some(5), labels });
+    let sub = |round, labels: SoftLabels| Message::Submission(Submission { federation: fed.clone(), round, announcement: bound, reference_set: ann.reference_set, temperature: 2.0, local_samples: Some(5), labels, abstained: None });
     let good = SoftLabels::encode(&probs, rows, 3, Encoding::F32).unwrap();
     let code = |m: Message| refusal(m);
     assert_eq!(code(client.request(&agg_id, &sub(7, good.clone())).await.unwrap()), RefusalReason::WrongRound);

@@ -58,7 +58,7 @@ async fn member(key: std::path::PathBuf, addr: net::multiaddr::Multiaddr, agg: P
                 let rows = a.selection.len();
                 let probs: Vec<f32> = (0..rows).flat_map(|_| [0.6, 0.3, 0.1]).collect();
                 let labels = SoftLabels::encode(&probs, rows, 3, a.encoding).unwrap();
-                let sub = Message::Submission(Submission { federation: fed.clone(), round: a.round, announcement: a.digest(), reference_set: a.reference_set, temperature: a.temperature, local_samples: None, labels });
+                let sub = Message::Submission(Submission { federation: fed.clone(), round: a.round, announcement: a.digest(), reference_set: a.reference_set, temperature: a.temperature, local_samples: None, labels, abstained: None });
                 first = Some(sub.clone());
                 sub
             }

@@ -37,7 +37,7 @@ async fn node(identity: Identity, agg: ParticipantId, addr: net::multiaddr::Mult
                 let rows = a.selection.len();
                 let probs: Vec<f32> = (0..rows).flat_map(|_| [p, 1.0 - p, 0.0]).collect();
                 let labels = SoftLabels::encode(&probs, rows, 3, a.encoding).unwrap();
-                let sub = Submission { federation: fed.clone(), round: a.round, announcement: a.digest(), reference_set: a.reference_set, temperature: a.temperature, local_samples, labels };
+                let sub = Submission { federation: fed.clone(), round: a.round, announcement: a.digest(), reference_set: a.reference_set, temperature: a.temperature, local_samples, labels, abstained: None };
                 match client.request(&agg, &Message::Submission(sub)).await.unwrap() {
                     Message::Receipt(Receipt { status: ReceiptStatus::Accepted, .. }) => {}
                     other => panic!("submission refused: {other:?}"),

@@ -14,6 +14,7 @@
 //!   output gradients), Gaussian noise.
 //! - [`loss`]: the distillation loss and per-row cross-entropy.
 //! - [`consensus`]: pure functions that combine soft labels from many nodes.
+//! - [`abstain`]: where a node abstains (Selective-FD): a confidence score and its threshold.
 //! - [`eval`]: accuracy, calibration, agreement, size and latency.
 //! - [`privacy`]: the RDP accountant of DP-SGD (ε of a history of steps, noise for a target ε).
 //! - [`fs`]: atomic file writes and config-relative paths.
@@ -28,6 +29,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod abstain;
 pub mod arch;
 pub mod consensus;
 pub mod data;

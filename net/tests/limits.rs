@@ -108,7 +108,7 @@ async fn small_kinds_are_capped_small_and_hellos_are_rate_limited() {
     assert!(flooder.request(&to, &hello("x".repeat(2048))).await.is_err());
     // A receipt just as large is refused too; a submission of that size is read and answered.
     let labels = SoftLabels::encode(&vec![0.5; 2 * 256], 256, 2, Encoding::F32).unwrap();
-    let sub = Message::Submission(Submission { federation: fed(), round: 1, announcement: AnnouncementDigest([0; 32]), reference_set: ReferenceSetId([0; 32]), temperature: 1.0, local_samples: Some(1), labels });
+    let sub = Message::Submission(Submission { federation: fed(), round: 1, announcement: AnnouncementDigest([0; 32]), reference_set: ReferenceSetId([0; 32]), temperature: 1.0, local_samples: Some(1), labels, abstained: None });
     let asked = tokio::spawn({
         let f = flooder.clone();
         async move { f.request(&to, &sub).await }

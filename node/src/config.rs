@@ -53,6 +53,11 @@ pub struct NodeConfig {
     /// Digest of the previous round's consensus (FedMD).
     #[serde(default)]
     pub digest: DigestConfig,
+    /// Abstain, per reference sample, where the model is out of its depth (Selective-FD); absent:
+    /// the node labels every sample. `quantile` calibrates on private rows and is refused with
+    /// `[privacy]`; a fixed `threshold` is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abstain: Option<learning::abstain::Abstain>,
     /// Record-level differential privacy (DP-SGD with a budget the node enforces); absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<crate::budget::PrivacyConfig>,
@@ -146,6 +151,15 @@ impl NodeConfig {
             p.validate()?;
         }
         self.train.validate().map_err(|e| invalid("train", e))?;
+        if let Some(a) = &self.abstain {
+            a.validate().map_err(|e| invalid("abstain", e))?;
+            if self.privacy.is_some() && a.reads_private_rows() {
+                return Err(invalid(
+                    "abstain.quantile",
+                    "calibrating the abstention threshold reads private rows outside DP-SGD's accounted steps: with [privacy], set a fixed abstain.threshold instead",
+                ));
+            }
+        }
         if self.digest.enabled {
             let d = &self.digest;
             if d.epochs == 0 || d.batch_size == 0 || !(d.learning_rate.is_finite() && d.learning_rate > 0.0) {

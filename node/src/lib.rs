@@ -198,7 +198,7 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
     };
     let me = loaded.identity.id();
     tracing::info!(peer = %net::keys::peer_id_string(&me), rows = loaded.data.len(), answered = loaded.answers.count, "node starting");
-    let settings = local::Settings { train: cfg.train.clone(), digest: cfg.digest.clone(), seed: cfg.seed };
+    let settings = local::Settings { train: cfg.train.clone(), digest: cfg.digest.clone(), abstain: cfg.abstain.clone(), seed: cfg.seed };
     let local_samples = loaded.data.len() as u64;
     let trainer = trainer::Trainer::start(loaded.model, loaded.data, settings, cfg.state_dir.join("model"), loaded.budget)?;
     let mut net_cfg = NetConfig::new(cfg.federation.clone(), vec![aggregator]);

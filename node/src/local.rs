@@ -8,7 +8,8 @@ use learning::joint::{fit_joint, Teaching};
 use learning::train::{self, DistillConfig, DistillSet, TrainConfig};
 use learning::Model;
 use protocol::seed::{derive, Stream};
-use protocol::{Consensus, Limits, ReferenceSet, ReferenceSetId, RefusalReason, RoundAnnouncement, SoftLabels};
+use learning::abstain::{self, Abstain};
+use protocol::{Consensus, Limits, Mask, ReferenceSet, ReferenceSetId, RefusalReason, RoundAnnouncement, SoftLabels};
 
 use crate::config::{DigestConfig, DigestMode};
 
@@ -61,10 +62,12 @@ impl Teacher {
         if rows.len() != c.labels.samples as usize || rows.len() != c.weights.len() {
             return Err(refuse(RefusalReason::WrongShape, "selection, labels and weights differ in length"));
         }
+        c.check_counts().map_err(|e| refuse(e.refusal_reason(), e.to_string()))?;
         let probs = c.labels.decode(&Limits::default()).map_err(|e| refuse(e.refusal_reason(), e.to_string()))?;
-        // Masked samples (weight 0) are left out of the digest; the others keep their weight.
+        // Masked samples (weight 0) and samples nobody knew (count 0) are left out of the
+        // digest; the others keep their weight.
         let weights = c.weights();
-        let keep: Vec<usize> = (0..rows.len()).filter(|&i| weights[i] > 0.0).collect();
+        let keep: Vec<usize> = (0..rows.len()).filter(|&i| weights[i] > 0.0 && c.counts[i] > 0).collect();
         Ok(Self {
             rows: keep.iter().map(|&i| rows[i]).collect(),
             probs: keep.iter().flat_map(|&i| probs[i * classes..(i + 1) * classes].iter().copied()).collect(),
@@ -99,6 +102,8 @@ pub struct Settings {
     pub train: TrainConfig,
     /// Digest of the consensus on the public rows.
     pub digest: DigestConfig,
+    /// Where the node abstains, if it does.
+    pub abstain: Option<Abstain>,
     /// Base seed.
     pub seed: u64,
 }
@@ -147,9 +152,30 @@ pub fn learn(model: &mut Model, data: &Dataset, teacher: Option<&Teacher>, refer
     Ok(())
 }
 
+/// A node's answer to a round: soft labels on the announced samples, and the samples it
+/// abstains on (their rows are uniform).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    /// Soft labels on the announced samples.
+    pub labels: SoftLabels,
+    /// Abstentions, with `[abstain]` configured.
+    pub abstained: Option<Mask>,
+}
+
+/// The samples of `inputs` the node abstains on, under `settings.abstain`.
+fn abstentions(model: &Model, data: &Dataset, inputs: &[f32], settings: &Settings) -> Result<Option<Vec<bool>>, learning::Error> {
+    let Some(a) = &settings.abstain else { return Ok(None) };
+    let threshold = a.threshold(model, data)?;
+    Ok(Some(abstain::abstentions(model, inputs, a.score, threshold)?))
+}
+
 /// One round of a node's work: learn (see [`learn`]) with the last consensus, and answer the
-/// announcement with soft labels on the announced reference samples.
+/// announcement with soft labels on the announced reference samples, abstaining where
+/// `settings.abstain` says (a uniform row on those samples, and their bit set in the mask).
 /// `tamper` may rewrite the probabilities before they are encoded (simulated faults).
+/// A calibrated abstention threshold reads private rows outside DP-SGD, so with `dp` it is
+/// refused before anything runs: the config refuses that pairing first, this keeps the code from
+/// doing it whatever the config says.
 // The round's inputs, each of its own kind; grouping them would only rename them.
 #[allow(clippy::too_many_arguments)]
 pub fn local_round(
@@ -161,13 +187,22 @@ pub fn local_round(
     settings: &Settings,
     dp: Option<&DpSgd>,
     tamper: &dyn Fn(&mut [f32], usize),
-) -> Result<SoftLabels, learning::Error> {
+) -> Result<Answer, learning::Error> {
+    if dp.is_some() && settings.abstain.as_ref().is_some_and(Abstain::reads_private_rows) {
+        return Err(learning::Error::Config("abstain.quantile calibrates on private rows outside DP-SGD: under [privacy], set abstain.threshold".into()));
+    }
     learn(model, data, teacher, reference, settings, dp, derive(settings.seed, Stream::NodeTraining, ann.round))?;
     let rows = ann.selection.resolve(ann.reference_samples).map_err(|e| learning::Error::Shape(e.to_string()))?;
     let inputs: Vec<f32> = rows.iter().flat_map(|&r| reference.row(r as usize).iter().copied()).collect();
     let mut probs = model.soft_labels(&inputs, ann.temperature, 256)?;
     tamper(&mut probs, model.classes);
-    SoftLabels::encode(&probs, rows.len(), model.classes, ann.encoding).map_err(|e| learning::Error::Shape(e.to_string()))
+    let abstained = abstentions(model, data, &inputs, settings)?;
+    let c = model.classes;
+    for (row, _) in probs.chunks_exact_mut(c).zip(abstained.iter().flatten()).filter(|(_, a)| **a) {
+        row.fill(1.0 / c as f32);
+    }
+    let labels = SoftLabels::encode(&probs, rows.len(), c, ann.encoding).map_err(|e| learning::Error::Shape(e.to_string()))?;
+    Ok(Answer { labels, abstained: abstained.map(|a| Mask::from_bools(&a)) })
 }
 
 #[cfg(test)]
@@ -201,7 +236,7 @@ mod tests {
         let (rx, _) = blobs(20, 9);
         let reference = ReferenceSet::new(20, 4, rx).unwrap();
         let model = Model::new(&Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, 4, 2, BackendKind::Flex, 1).unwrap();
-        let settings = Settings { train: TrainConfig { epochs: 20, learning_rate: 1e-2, ..Default::default() }, digest: DigestConfig::default(), seed: 5 };
+        let settings = Settings { train: TrainConfig { epochs: 20, learning_rate: 1e-2, ..Default::default() }, digest: DigestConfig::default(), abstain: None, seed: 5 };
         (model, data, reference, settings)
     }
 
@@ -223,7 +258,7 @@ mod tests {
     fn a_round_trains_and_answers_the_announced_samples_at_the_announced_temperature() {
         let (mut model, data, reference, settings) = setup();
         let ann = announcement(1);
-        let labels = local_round(&mut model, &data, None, &ann, &reference, &settings, None, &|_, _| {}).unwrap();
+        let labels = local_round(&mut model, &data, None, &ann, &reference, &settings, None, &|_, _| {}).unwrap().labels;
         assert_eq!((labels.samples, labels.classes), (8, 2));
         let probs = labels.decode(&Limits::default()).unwrap();
         let rows = ann.selection.resolve(20).unwrap();
@@ -235,7 +270,7 @@ mod tests {
         }
         // Same inputs, same seed: the same bits.
         let (mut again, ..) = setup();
-        assert_eq!(local_round(&mut again, &data, None, &ann, &reference, &settings, None, &|_, _| {}).unwrap(), labels);
+        assert_eq!(local_round(&mut again, &data, None, &ann, &reference, &settings, None, &|_, _| {}).unwrap().labels, labels);
     }
 
     #[test]
@@ -251,7 +286,7 @@ mod tests {
         let teacher = Teacher { weights: vec![1.0; rows.len()], rows, probs, temperature: 1.0 };
         let ann = announcement(2);
         let seen = std::cell::Cell::new(0);
-        let labels = local_round(&mut model, &data, Some(&teacher), &ann, &reference, &settings, None, &|p, c| seen.set(p.len() / c)).unwrap();
+        let labels = local_round(&mut model, &data, Some(&teacher), &ann, &reference, &settings, None, &|p, c| seen.set(p.len() / c)).unwrap().labels;
         assert_eq!(seen.get(), 8);
         let answer = labels.decode(&Limits::default()).unwrap();
         let selected = ann.selection.resolve(20).unwrap();
@@ -280,15 +315,46 @@ mod tests {
             labels,
             weights: vec![255; 8],
             participants: 3,
+            counts: vec![3; 8],
         };
         assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap().rows.len(), 8);
         c.weights[3] = 0;
         assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap().rows.len(), 7, "a masked sample is left out");
+        // Counts: a sample nobody knew must be masked, and no count exceeds the participants.
+        c.counts[5] = 0;
+        assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap_err().reason, RefusalReason::InvalidValues);
+        c.weights[5] = 0;
+        assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap().rows.len(), 6, "a sample nobody knew is left out");
+        c.counts[6] = 4;
+        assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap_err().reason, RefusalReason::InvalidValues);
+        c.counts.pop();
+        assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap_err().reason, RefusalReason::WrongShape);
+        c.counts = vec![3; 8];
         c.weights.pop();
         assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap_err().reason, RefusalReason::WrongShape);
         c.weights.push(1);
         assert_eq!(Teacher::from_consensus(&c, &id, &reference, 3).unwrap_err().reason, RefusalReason::WrongShape);
         c.labels.data[0..4].copy_from_slice(&f32::NAN.to_le_bytes());
         assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap_err().reason, RefusalReason::InvalidValues);
+    }
+
+    #[test]
+    fn a_node_abstains_where_it_is_unsure_and_sends_uniform_rows_there() {
+        let (mut model, data, reference, mut settings) = setup();
+        let ann = announcement(1);
+        // A threshold above every score: the node abstains on every sample, and still answers.
+        settings.abstain = Some(Abstain { threshold: Some(1.01), ..Default::default() });
+        let all = local_round(&mut model, &data, None, &ann, &reference, &settings, None, &|_, _| {}).unwrap();
+        assert_eq!(all.abstained.as_ref().map(Mask::count), Some(8));
+        assert!(all.labels.decode(&Limits::default()).unwrap().iter().all(|p| (p - 0.5).abs() < 1e-6), "abstained rows are uniform");
+        // Calibrated on its own rows, it abstains on few of these well-separated samples.
+        settings.abstain = Some(Abstain { quantile: Some(0.05), ..Default::default() });
+        let (mut fresh, ..) = setup();
+        let some = local_round(&mut fresh, &data, None, &ann, &reference, &settings, None, &|_, _| {}).unwrap();
+        assert!(some.abstained.as_ref().map(Mask::count).unwrap() <= 2, "{:?}", some.abstained);
+        // Under DP-SGD, calibrating on private rows is refused whatever the config said.
+        let dp = DpSgd { clip_norm: 1.0, noise_multiplier: 1.0, sample_rate: 0.5, noise_seed: Some(1) };
+        let refused = local_round(&mut fresh, &data, None, &ann, &reference, &settings, Some(&dp), &|_, _| {});
+        assert!(matches!(refused, Err(learning::Error::Config(_))));
     }
 }

@@ -243,6 +243,7 @@ mod tests {
             temperature: ann.temperature,
             local_samples: None,
             labels: SoftLabels::encode(&[0.5; 40], 20, 2, ann.encoding).unwrap(),
+            abstained: None,
         }
     }
 

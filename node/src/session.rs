@@ -13,7 +13,7 @@ use net::multiaddr::Multiaddr;
 use net::{Event, Responder};
 use protocol::{
     FederationId, Hello, Message, ParticipantId, Receipt, ReceiptStatus, ReferenceSet, ReferenceSetId, RefusalReason, RoundAnnouncement,
-    SoftLabels, Submission,
+    Submission,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -65,7 +65,7 @@ pub(crate) struct Session {
     pub(crate) telemetry: crate::metrics::Metrics,
 }
 
-type Work = JoinHandle<(RoundAnnouncement, Result<SoftLabels, Error>)>;
+type Work = JoinHandle<(RoundAnnouncement, Result<crate::local::Answer, Error>)>;
 
 impl Session {
     pub(crate) async fn run(mut self, shutdown: CancellationToken) -> Result<NodeSummary, Error> {
@@ -131,7 +131,7 @@ impl Session {
                     done = async { work.as_mut().expect("guarded by the condition").await }, if work.is_some() => {
                         work = None;
                         match done {
-                            Ok((ann, Ok(labels))) => self.submit(ann, labels).await,
+                            Ok((ann, Ok(answer))) => self.submit(ann, answer).await,
                             Ok((ann, Err(e))) => tracing::error!(round = ann.round, error = %e, "local round failed"),
                             Err(e) => tracing::error!(error = %e, "local round task failed"),
                         }
@@ -295,7 +295,7 @@ impl Session {
 
     /// Records the answer to `ann` (atomically, in the state folder), then sends it. An answer
     /// that cannot be recorded is not sent.
-    async fn submit(&mut self, ann: RoundAnnouncement, labels: SoftLabels) {
+    async fn submit(&mut self, ann: RoundAnnouncement, answer: crate::local::Answer) {
         // The same round announced again meanwhile (after a reconnection) is answered by this.
         if self.pending.as_ref().is_some_and(|p| p.round <= ann.round) {
             self.pending = None;
@@ -308,7 +308,8 @@ impl Session {
                 reference_set: ann.reference_set,
                 temperature: ann.temperature,
                 local_samples: self.policy.sample_count(self.sample_count_wanted, self.faults.claimed_samples(self.local_samples)),
-                labels,
+                labels: answer.labels,
+                abstained: answer.abstained,
             },
             Ok(Decision::Resend(sub)) => *sub,
             Err(r) => {
@@ -332,11 +333,12 @@ impl Session {
     /// Sends `sub` until the aggregator acknowledges it or the round's deadline passes.
     async fn send_submission(&mut self, sub: Submission, deadline_unix_ms: u64) {
         let round = sub.round;
+        let abstained = sub.abstained.as_ref().map_or(0, protocol::Mask::count);
         let message = Message::Submission(sub);
         match crate::submit::until_acknowledged(&self.client, &self.aggregator, &self.aggregator_addr, &message, deadline_unix_ms).await {
             Ok(Message::Receipt(r)) => match r.status {
                 ReceiptStatus::Accepted => {
-                    tracing::info!(round, "submission accepted");
+                    tracing::info!(round, abstained, "submission accepted");
                     self.summary.accepted_rounds.push(round);
                     self.telemetry.submissions.accepted.inc();
                     self.telemetry.round.set(round as i64);

@@ -11,12 +11,12 @@ use learning::dp::DpSgd;
 use learning::Model;
 use net::owner::Owner;
 use protocol::seed::{derive, Stream};
-use protocol::{ReferenceSet, RoundAnnouncement, SoftLabels};
+use protocol::{ReferenceSet, RoundAnnouncement};
 
 use crate::budget::Budget;
 use crate::config::DigestMode;
 use crate::faults::Faults;
-use crate::local::{self, Settings, Teacher};
+use crate::local::{self, Answer, Settings, Teacher};
 use crate::Error;
 
 struct State {
@@ -77,7 +77,7 @@ impl Trainer {
     }
 
     /// Runs [`local::local_round`] for `ann`, then checkpoints the model.
-    pub async fn round(&self, ann: RoundAnnouncement, reference: Arc<ReferenceSet>, teacher: Option<Arc<Teacher>>, faults: Arc<dyn Faults>) -> Result<SoftLabels, Error> {
+    pub async fn round(&self, ann: RoundAnnouncement, reference: Arc<ReferenceSet>, teacher: Option<Arc<Teacher>>, faults: Arc<dyn Faults>) -> Result<Answer, Error> {
         self.owner
             .call(move |s| {
                 let round = ann.round;

@@ -42,6 +42,7 @@ fn base(dir: &std::path::Path) -> NodeConfig {
         model: Architecture::Mlp { hidden: vec![8], dropout: 0.0 },
         train: Default::default(),
         digest: Default::default(),
+        abstain: None,
         privacy: None,
         policy: QueryPolicy::pinned(protocol::ReferenceSetId([3; 32])),
         ledger: Default::default(),
@@ -115,13 +116,25 @@ async fn wrong_fields_are_named() {
     let mut bad_digest = ok.clone();
     bad_digest.digest.epochs = 0;
     assert_eq!(refused(bad_digest).await.0, "digest");
-    let privacy = node::budget::PrivacyConfig { epsilon: 4.0, delta: 1e-5, clip_norm: 1.0, rounds: 10, noise_multiplier: None, noise_seed: None };
+    let privacy_ok = || node::budget::PrivacyConfig { epsilon: 4.0, delta: 1e-5, clip_norm: 1.0, rounds: 10, noise_multiplier: None, noise_seed: None };
+    let privacy = privacy_ok();
     let bad_delta = NodeConfig { privacy: Some(node::budget::PrivacyConfig { delta: 0.0, ..privacy.clone() }), ..ok.clone() };
     assert_eq!(refused(bad_delta).await.0, "privacy.delta");
     // ε too small for the planned rounds: refused before anything trains or is sent.
     let impossible = NodeConfig { privacy: Some(node::budget::PrivacyConfig { epsilon: 1e-3, ..privacy }), ..ok.clone() };
     let (field, detail) = refused(impossible).await;
     assert!(field == "privacy.epsilon" && detail.contains("cannot plan"), "{field}: {detail}");
+    // Abstention: a threshold calibrated on private rows is refused under a privacy budget,
+    // naming both settings; a fixed threshold is not.
+    let calibrated = Some(learning::abstain::Abstain { quantile: Some(0.05), ..Default::default() });
+    let fixed = Some(learning::abstain::Abstain { threshold: Some(0.5), ..Default::default() });
+    let private = Some(node::budget::PrivacyConfig { epsilon: 4.0, ..privacy_ok() });
+    NodeConfig { abstain: calibrated.clone(), ..ok.clone() }.validate().unwrap();
+    NodeConfig { abstain: fixed, privacy: private.clone(), ..ok.clone() }.validate().unwrap();
+    let (field, detail) = refused(NodeConfig { abstain: calibrated, privacy: private, ..ok.clone() }).await;
+    assert!(field == "abstain.quantile" && detail.contains("[privacy]"), "{field}: {detail}");
+    let neither = Some(learning::abstain::Abstain::default());
+    assert_eq!(refused(NodeConfig { abstain: neither, ..ok.clone() }).await.0, "abstain");
     let mut cold = ok.clone();
     cold.policy.min_temperature = -1.0;
     assert_eq!(refused(cold).await.0, "policy.min_temperature");

@@ -115,7 +115,12 @@ impl Aggregator {
 
     /// Sends an announcement; `None` if the node accepted it, its refusal reason otherwise.
     async fn announce(&self, ann: &RoundAnnouncement) -> Option<RefusalReason> {
-        match self.client.request(&self.node, &Message::RoundAnnouncement(ann.clone())).await.unwrap() {
+        self.send(Message::RoundAnnouncement(ann.clone())).await
+    }
+
+    /// Sends `message`; `None` if the node accepted it, its refusal reason otherwise.
+    async fn send(&self, message: Message) -> Option<RefusalReason> {
+        match self.client.request(&self.node, &message).await.unwrap() {
             Message::Receipt(Receipt { status: ReceiptStatus::Accepted, .. }) => None,
             Message::Receipt(Receipt { status: ReceiptStatus::Refused(r), .. }) => Some(r),
             other => panic!("{other:?}"),
@@ -157,6 +162,7 @@ fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetI
         model: Architecture::Mlp { hidden: vec![16], dropout: 0.0 },
         train: learning::train::TrainConfig { epochs: 1, ..Default::default() },
         digest: Default::default(),
+        abstain: None,
         policy: QueryPolicy { max_samples_per_round: 100, max_rounds: 3, ..QueryPolicy::pinned(pin) },
         privacy: None,
         ledger: Default::default(),
@@ -264,6 +270,20 @@ async fn the_query_policy_holds_across_a_sigkill_and_a_restart() {
     assert_eq!(agg.announce(&announcement(2, other_set)).await, Some(RefusalReason::WrongReferenceSet));
     let reseeded = RoundAnnouncement { selection: SampleSelection::Seeded { seed: 9, count: 30 }, ..ann1.clone() };
     assert_eq!(agg.announce(&reseeded).await, Some(RefusalReason::Policy), "round 1 asked again with another question");
+    // A consensus whose counts contradict its weights (a sample nobody contributed to, yet
+    // weighted) is refused, and not learnt from (no consensus received, below).
+    let contradicting = Consensus {
+        federation: ann1.federation.clone(),
+        round: 1,
+        reference_set: pin,
+        selection: ann1.selection.clone(),
+        temperature: 2.0,
+        labels: SoftLabels::encode(&[0.1; 300], 30, 10, Encoding::Q8).unwrap(),
+        weights: vec![255; 30],
+        participants: 3,
+        counts: vec![0; 30],
+    };
+    assert_eq!(agg.send(Message::Consensus(contradicting)).await, Some(RefusalReason::InvalidValues));
     let s = node_metrics(&dir).await;
     assert_eq!(s["fd_joins_total"], 1.0);
     assert_eq!(s["fd_submissions_accepted_total"], 1.0);
@@ -273,7 +293,7 @@ async fn the_query_policy_holds_across_a_sigkill_and_a_restart() {
     assert_eq!(s["fd_requests_declined_total{reason=\"WrongReferenceSet\"}"], 1.0);
     assert_eq!(s["fd_consensus_received_total"], 0.0);
     let sent = |kind: &str| s[&format!("fd_sent_messages_total{{peer=\"aggregator\",kind=\"{kind}\"}}")];
-    assert_eq!((sent("Hello"), sent("Submission"), sent("Receipt")), (1.0, 1.0, 6.0), "a hello, one answer, a receipt per announcement");
+    assert_eq!((sent("Hello"), sent("Submission"), sent("Receipt")), (1.0, 1.0, 7.0), "a hello, one answer, a receipt per announcement and consensus");
     assert!(sent("RefSetRequest") >= 1.0, "the pinned set was fetched");
     assert!(s["fd_sent_bytes_total{peer=\"aggregator\",kind=\"Submission\"}"] > 30.0 * 10.0, "30 samples × 10 classes, a byte each (q8)");
     node.sigkill();

@@ -80,6 +80,7 @@ fn main() {
             temperature: 3.0,
             local_samples: Some(1234),
             labels: SoftLabels::encode(&p, samples, classes, enc).expect("encode"),
+            abstained: None,
         });
         let payload = enc.row_bytes(classes) * samples;
         let wire = SignedEnvelope::seal(&msg, &id).expect("seal").to_bytes().expect("bytes");

@@ -6,6 +6,7 @@
 //! - [`ids`]: federation id, round, participant identity (an Ed25519 key, convertible to and
 //!   from a libp2p `PeerId`), reference-set id (SHA-256 of the set's canonical bytes).
 //! - [`message`]: the messages of a round and their structural validation, with reason codes.
+//! - [`mask`]: the bitset a node abstains with, over a round's announced samples.
 //! - [`payload`]: soft-label matrices in f32, f16 or 8-bit quantised form, with error bounds.
 //! - [`envelope`]: Ed25519-signed envelopes over a domain-separated digest.
 //! - [`codec`]: the only module that calls bincode; every decode is size-capped (each message
@@ -27,6 +28,7 @@ pub mod envelope;
 pub mod error;
 pub mod hex;
 pub mod ids;
+pub mod mask;
 pub mod message;
 pub mod payload;
 pub mod query;
@@ -40,9 +42,10 @@ pub use message::{
     Consensus, Finished, Hello, JoinAccepted, JoinReply, Message, MessageKind, Receipt, ReceiptStatus, RefSetChunk,
     RefSetRequest, RefusalReason, RoundAnnouncement, SampleSelection, Submission,
 };
+pub use mask::Mask;
 pub use payload::{Encoding, Limits, SoftLabels};
 pub use query::AnnouncementDigest;
 pub use refset::ReferenceSet;
 
 /// Version of the protocol this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;

@@ -129,8 +129,10 @@ impl Limits {
         let cap = match kind {
             MessageKind::Hello | MessageKind::JoinReply | MessageKind::Receipt | MessageKind::Finished | MessageKind::RefSetRequest => 0,
             MessageKind::RoundAnnouncement => selection,
-            MessageKind::Submission => self.max_labels_bytes(),
-            MessageKind::Consensus => selection + samples + self.max_labels_bytes(),
+            // The labels and an abstention mask of one bit a sample.
+            MessageKind::Submission => self.max_labels_bytes() + crate::mask::mask_bytes(samples),
+            // The selection, a weight byte and a count (a varint of at most 3 bytes) a sample.
+            MessageKind::Consensus => selection + 4 * samples + self.max_labels_bytes(),
             MessageKind::RefSetChunk => crate::message::MAX_CHUNK_BYTES as usize,
         };
         cap.saturating_add(SMALL_BODY_BYTES).min(self.max_message_bytes)

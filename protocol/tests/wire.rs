@@ -94,6 +94,7 @@ fn message() -> impl Strategy<Value = Message> {
                     temperature,
                     local_samples,
                     labels: SoftLabels::encode(&probs(samples, classes, round as u32), samples, classes, enc).unwrap(),
+                    abstained: (round % 2 == 0).then(|| Mask::from_bools(&(0..samples as u64).map(|i| (i + round) % 3 == 0).collect::<Vec<_>>())),
                 })
             }
         ),
@@ -107,6 +108,7 @@ fn message() -> impl Strategy<Value = Message> {
                 labels: SoftLabels::encode(&probs(samples, classes, 7), samples, classes, enc).unwrap(),
                 weights: (0..samples).map(|i| (i % 3) as u8 * 127).collect(),
                 participants: 3,
+                counts: (0..samples).map(|i| if i % 3 == 0 { 0 } else { 1 + (i % 3) as u16 }).collect(),
             })
         ),
         (any::<u64>(), prop_oneof![Just(ReceiptStatus::Accepted), reason().prop_map(ReceiptStatus::Refused)]).prop_map(
@@ -203,7 +205,7 @@ fn each_kind_is_capped_at_its_own_size() {
             let labels = SoftLabels::encode(&probs(rows, classes as usize, 3), rows, classes as usize, encoding).unwrap();
             // The largest values of every other field: the longest federation id and u64s.
             let federation = FederationId::new("f".repeat(ids::MAX_FEDERATION_ID_LEN)).unwrap();
-            let m = Message::Submission(Submission { federation, round: u64::MAX, announcement: AnnouncementDigest([7; 32]), reference_set: ReferenceSetId([9; 32]), temperature: 2.0, local_samples: Some(u64::MAX), labels });
+            let m = Message::Submission(Submission { federation, round: u64::MAX, announcement: AnnouncementDigest([7; 32]), reference_set: ReferenceSetId([9; 32]), temperature: 2.0, local_samples: Some(u64::MAX), labels, abstained: None });
             sealed(&m, &alice)
         };
         let exact = sub(samples as usize);
@@ -218,7 +220,7 @@ fn each_kind_is_capped_at_its_own_size() {
         // A matrix in another encoding than the receiver's is refused by shape too.
         let other = Encoding::ALL.into_iter().find(|e| *e != encoding).unwrap();
         let labels = SoftLabels::encode(&probs(10, classes as usize, 3), 10, classes as usize, other).unwrap();
-        let m = Message::Submission(Submission { federation: fed(), round: 1, announcement: AnnouncementDigest([7; 32]), reference_set: ReferenceSetId([9; 32]), temperature: 2.0, local_samples: Some(1), labels });
+        let m = Message::Submission(Submission { federation: fed(), round: 1, announcement: AnnouncementDigest([7; 32]), reference_set: ReferenceSetId([9; 32]), temperature: 2.0, local_samples: Some(1), labels, abstained: None });
         let opened = SignedEnvelope::from_bytes(&sealed(&m, &alice), &limits).unwrap().open(&alice.id(), &limits);
         assert_eq!(opened.unwrap_err().refusal_reason(), RefusalReason::WrongShape, "{other} to a receiver of {encoding}");
     }
@@ -322,6 +324,7 @@ fn non_finite_values_and_temperatures_are_refused_as_invalid() {
         temperature: 2.0,
         local_samples: Some(10),
         labels: bad,
+        abstained: None,
     });
     // The envelope is sound; the values are refused when they are read.
     let Message::Submission(sub) = receive(&sealed(&msg, &alice), &alice.id()).unwrap() else { panic!("kind") };
@@ -336,6 +339,7 @@ fn non_finite_values_and_temperatures_are_refused_as_invalid() {
         temperature: f32::NAN,
         local_samples: Some(10),
         labels: SoftLabels::encode(&[0.5, 0.5], 1, 2, Encoding::F32).unwrap(),
+        abstained: None,
     });
     let err = receive(&sealed(&msg, &alice), &alice.id()).unwrap_err();
     assert!(matches!(err, protocol::Error::Field { field: "temperature", .. }));
@@ -362,6 +366,7 @@ fn submissions_are_checked_against_the_announcement() {
         temperature: 2.0,
         local_samples: Some(5),
         labels: SoftLabels::encode(&probs(4, 3, 1), 4, 3, Encoding::Q8).unwrap(),
+        abstained: None,
     };
     good.check_against(&ann).unwrap();
     let code = |s: Submission| s.check_against(&ann).unwrap_err().refusal_reason();
@@ -381,6 +386,33 @@ fn submissions_are_checked_against_the_announcement() {
     // A sample count is optional, but never 0.
     Submission { local_samples: None, ..good.clone() }.check_against(&ann).unwrap();
     assert_eq!(code(Submission { local_samples: Some(0), ..good.clone() }), RefusalReason::InvalidValues);
+    // An abstention mask covers exactly the announced samples, with no stray bit; abstaining
+    // on every sample is a valid answer.
+    Submission { abstained: Some(Mask::from_bools(&[true; 4])), ..good.clone() }.check_against(&ann).unwrap();
+    assert_eq!(code(Submission { abstained: Some(Mask::from_bools(&[true; 9])), ..good.clone() }), RefusalReason::WrongShape);
+    assert_eq!(code(Submission { abstained: Some(Mask::from_bytes(vec![0b1_0000])), ..good.clone() }), RefusalReason::InvalidValues);
     let other = FederationId::new("other").unwrap();
     assert_eq!(code(Submission { federation: other, ..good }), RefusalReason::WrongFederation);
+}
+
+#[test]
+fn a_consensus_with_inconsistent_counts_is_refused() {
+    let samples = 4;
+    let good = Consensus {
+        federation: fed(),
+        round: 1,
+        reference_set: ReferenceSetId([9; 32]),
+        selection: SampleSelection::Seeded { seed: 1, count: samples as u32 },
+        temperature: 2.0,
+        labels: SoftLabels::encode(&probs(samples, 3, 1), samples, 3, Encoding::Q8).unwrap(),
+        weights: vec![255, 255, 0, 255],
+        participants: 3,
+        counts: vec![3, 1, 0, 2],
+    };
+    let limits = Limits::default();
+    Message::Consensus(good.clone()).validate(&limits).unwrap();
+    let reason = |c: Consensus| Message::Consensus(c).validate(&limits).unwrap_err().refusal_reason();
+    assert_eq!(reason(Consensus { counts: vec![3, 1, 0], ..good.clone() }), RefusalReason::WrongShape);
+    assert_eq!(reason(Consensus { counts: vec![3, 4, 0, 2], ..good.clone() }), RefusalReason::InvalidValues, "more contributors than participants");
+    assert_eq!(reason(Consensus { counts: vec![0, 1, 0, 2], ..good }), RefusalReason::InvalidValues, "a sample nobody contributed to must be masked");
 }

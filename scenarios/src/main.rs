@@ -48,6 +48,10 @@ enum Command {
         /// Override the number of rounds.
         #[arg(long)]
         rounds: Option<u64>,
+        /// Every node abstains where its confidence is below this quantile of its scores on its
+        /// own training rows (sets `[nodes.abstain] quantile`).
+        #[arg(long)]
+        abstain: Option<f32>,
         /// Override the transport (`in-process` or `processes`).
         #[arg(long, value_parser = parse_transport)]
         transport: Option<Transport>,
@@ -116,7 +120,7 @@ async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
             let text = scenarios::presets::preset(&name, &data_dir()).with_context(|| format!("no preset named `{name}`"))?;
             print!("{text}");
         }
-        Command::Run { scenario, out, seed, seeds, epsilons, rounds, transport, quiet } => {
+        Command::Run { scenario, out, seed, seeds, epsilons, rounds, abstain, transport, quiet } => {
             let mut s = load(&scenario)?;
             if let Some(v) = seed {
                 s.seed = v;
@@ -126,6 +130,9 @@ async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
             }
             if let Some(v) = transport {
                 s.transport = v;
+            }
+            if let Some(q) = abstain {
+                s.nodes.abstain = Some(learning::abstain::Abstain { quantile: Some(q), ..Default::default() });
             }
             s.validate()?;
             let out = out.unwrap_or_else(|| {

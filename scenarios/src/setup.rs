@@ -113,6 +113,7 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
             model: s.architecture(i).clone(),
             train: s.nodes.train.clone(),
             digest: s.nodes.digest.clone(),
+            abstain: s.nodes.abstain.clone(),
             privacy: s.nodes.privacy.as_ref().and_then(|p| p.node(s.rounds, s.seed, i)),
             policy: policy(&s, ref_id),
             ledger: Default::default(),

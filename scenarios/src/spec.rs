@@ -108,6 +108,10 @@ pub struct NodesSpec {
     /// node gets `[privacy]` with this budget, planned for the scenario's rounds.
     #[serde(default)]
     pub privacy: Option<NodesPrivacy>,
+    /// Abstention for every node (`[nodes.abstain]`, written into each `node.toml` as
+    /// `[abstain]`); absent: nodes label every sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abstain: Option<learning::abstain::Abstain>,
 }
 
 /// `[nodes.privacy]` of a scenario.
@@ -242,6 +246,12 @@ impl Scenario {
             bail!("`round.samples` = {} exceeds `split.reference` = {}", self.round.samples, self.split.reference);
         }
         self.nodes.train.validate().map_err(|e| anyhow::anyhow!("`nodes.train`: {e}"))?;
+        if let Some(a) = &self.nodes.abstain {
+            a.validate().map_err(|e| anyhow::anyhow!("`nodes.abstain`: {e}"))?;
+            if self.nodes.privacy.is_some() && a.reads_private_rows() {
+                bail!("`nodes.abstain.quantile` calibrates on private rows outside DP-SGD: with `nodes.privacy`, set `nodes.abstain.threshold` instead");
+            }
+        }
         self.student.distill.validate().map_err(|e| anyhow::anyhow!("`student.distill`: {e}"))?;
         self.consensus.validate().map_err(|e| anyhow::anyhow!("`consensus`: {e}"))?;
         self.round.check_consensus(self.split.nodes, &self.consensus)?;

@@ -255,3 +255,36 @@ async fn one_member_cannot_take_the_consensus_over() {
     assert!(median >= clean - 0.02, "the median is hurt: {figures}");
     assert!(control <= clean - 0.3, "the control is not taken over, the attack proves nothing: {figures}");
 }
+
+/// Abstention end to end: every node abstains where it is less sure than on the least familiar
+/// fifth of its training rows. What the aggregator reports (abstentions, masked samples) is
+/// exactly what the nodes' masks say, read from the submissions they recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abstentions_travel_as_masks_and_the_consensus_counts_them() {
+    let mut s = small("abstain");
+    s.split.partition = learning::data::Partition::Dirichlet { alpha: 0.1 };
+    s.baselines = scenarios::spec::Baselines { local: false, centralized: false, fedavg: false, public_labels: false };
+    s.nodes.abstain = Some(learning::abstain::Abstain { quantile: Some(0.2), ..Default::default() });
+    s.consensus.min_count = 2;
+    let (r, dir) = go(&s).await;
+    assert!(r.rounds.iter().all(|x| x.participants.len() == 4), "a node that abstains still answers");
+    let metrics = std::fs::read_to_string(dir.join("aggregator/metrics.jsonl")).unwrap();
+    let last: aggregator::RoundMetrics = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    let samples = last.samples;
+    let mut counts = vec![0u32; samples];
+    let mut abstentions = 0;
+    for i in 0..4 {
+        let text = std::fs::read_to_string(dir.join(format!("nodes/node-{i:02}/state/answers.json"))).unwrap();
+        let answers: node::policy::Answers = serde_json::from_str(&text).unwrap();
+        let sub = answers.last.unwrap();
+        assert_eq!(sub.round, 2);
+        let mask = sub.abstained.expect("an abstaining node sends a mask").to_bools(samples).unwrap();
+        abstentions += mask.iter().filter(|a| **a).count() as u64;
+        for (c, a) in counts.iter_mut().zip(&mask) {
+            *c += u32::from(!a);
+        }
+    }
+    assert!(abstentions > 0, "under α = 0.1 the nodes do not know every sample");
+    assert_eq!(last.abstentions, abstentions, "the consensus counts what the masks say");
+    assert_eq!(last.masked, counts.iter().filter(|&&c| c < 2).count(), "samples known to fewer than min_count nodes are masked: {counts:?}");
+}

@@ -93,7 +93,7 @@ pub async fn submitting_member(key: &Path, agg_addr: net::multiaddr::Multiaddr, 
                     let rows = a.selection.len();
                     let probs: Vec<f32> = (0..rows * a.classes as usize).map(|i| if i % a.classes as usize == 0 { 0.8 } else { 0.2 / (a.classes - 1) as f32 }).collect();
                     let labels = SoftLabels::encode(&probs, rows, a.classes as usize, a.encoding).unwrap();
-                    let sub = Message::Submission(Submission { federation: fed.clone(), round: a.round, announcement: a.digest(), reference_set: a.reference_set, temperature: a.temperature, local_samples: Some(5), labels });
+                    let sub = Message::Submission(Submission { federation: fed.clone(), round: a.round, announcement: a.digest(), reference_set: a.reference_set, temperature: a.temperature, local_samples: Some(5), labels, abstained: None });
                     let c = client.clone();
                     tokio::spawn(async move { c.request(&agg_id, &sub).await });
                 }

@@ -17,6 +17,8 @@ pub struct MeanAccumulator {
     sum: Vec<i64>,
     /// Per-sample total weight (per-sample rules weight each row on its own).
     weight: Vec<i64>,
+    /// Per sample, the matrices that gave it a positive weight.
+    counts: Vec<u32>,
     classes: usize,
     nodes: usize,
 }
@@ -24,7 +26,7 @@ pub struct MeanAccumulator {
 impl MeanAccumulator {
     /// An empty accumulator.
     pub fn new(samples: usize, classes: usize) -> Self {
-        Self { sum: vec![0; samples * classes], weight: vec![0; samples], classes, nodes: 0 }
+        Self { sum: vec![0; samples * classes], weight: vec![0; samples], counts: vec![0; samples], classes, nodes: 0 }
     }
 
     /// Adds one node's matrix with weight `w` (its sample count, or 1).
@@ -33,7 +35,8 @@ impl MeanAccumulator {
         self.add_rows(probs, &vec![w; samples])
     }
 
-    /// Adds one node's matrix with a weight for each of its rows (the per-sample rules).
+    /// Adds one node's matrix with a weight for each of its rows (the per-sample rules; 0 where
+    /// the node abstains).
     pub fn add_rows(&mut self, probs: &[f32], row_weights: &[f64]) -> Result<(), Error> {
         if probs.len() != self.sum.len() || row_weights.len() != self.weight.len() {
             return Err(Error::Shape(format!(
@@ -51,6 +54,9 @@ impl MeanAccumulator {
             return Err(Error::Consensus { detail: "the streaming mean takes at most 8,192 nodes".into() });
         }
         let c = self.classes;
+        for (count, &w) in self.counts.iter_mut().zip(row_weights) {
+            *count += u32::from(w > 0.0);
+        }
         for (((acc, row), total), &w) in self.sum.chunks_exact_mut(c).zip(probs.chunks_exact(c)).zip(self.weight.iter_mut()).zip(row_weights) {
             let scale = w.min(MAX_NODE_WEIGHT) * FIXED;
             // Values are non-negative probabilities: adding ½ and truncating rounds to nearest.
@@ -81,5 +87,10 @@ impl MeanAccumulator {
     /// Number of matrices added.
     pub fn nodes(&self) -> usize {
         self.nodes
+    }
+
+    /// Per sample, how many matrices gave it a positive weight (0: nobody contributed).
+    pub fn counts(&self) -> &[u32] {
+        &self.counts
     }
 }

@@ -11,18 +11,26 @@
 //! sample at a multiple of the equal share, and robust rules that would quietly degrade (a
 //! trimmed mean that trims nothing, the median of two) are refused by the aggregator's config
 //! before a round runs. No consensus is released from fewer than [`MIN_PARTICIPANTS`] nodes.
+//!
+//! Abstention ([`combine_abstaining`]): a node may abstain on some samples; every rule then
+//! combines, sample by sample, only the nodes that did not abstain on it (the median and the
+//! trimmed mean of the values of those nodes, the confidence rule's cap over those nodes), and a
+//! sample every node abstained on gets weight 0 and count 0. A node's abstention leaves that
+//! sample's consensus exactly as if the node had not submitted it.
 
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
+mod combine;
 mod mean;
 mod post;
 mod weights;
 
+pub use combine::{combine, combine_abstaining, sample_counts};
 pub use mean::{MeanAccumulator, MAX_NODE_WEIGHT};
 pub use post::{postprocess, renormalise, sharpen, Sharpen};
-pub use weights::{capped_weights, confidence_weights, normalised_entropy};
+pub use weights::{capped_weights, confidence_weights, confidence_weights_abstaining, normalised_entropy};
 
 /// How per-node soft labels are combined.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -93,6 +101,10 @@ pub struct ConsensusConfig {
     pub sharpen: Sharpen,
     /// Samples whose consensus has a normalised entropy above this get weight 0 (masked).
     pub max_entropy: Option<f32>,
+    /// With abstention, samples fewer than this many nodes contributed to are masked and their
+    /// row made uniform, so that no sample's consensus reveals the labels of fewer nodes (0 or
+    /// 1: only the samples nobody contributed to are masked).
+    pub min_count: u32,
 }
 
 impl ConsensusConfig {
@@ -134,66 +146,12 @@ impl ConsensusConfig {
 pub struct Combined {
     /// `samples × classes`, rows summing to 1.
     pub probs: Vec<f32>,
-    /// Per-sample weight in [0, 1].
+    /// Per-sample weight in [0, 1] (0 where `counts` is 0).
     pub weights: Vec<f32>,
+    /// Per sample, how many nodes contributed to it (did not abstain).
+    pub counts: Vec<u32>,
     /// Number of classes.
     pub classes: usize,
-}
-
-/// Combines node matrices (each with its local sample count) under `cfg`.
-pub fn combine(inputs: &[(&[f32], u64)], samples: usize, classes: usize, cfg: &ConsensusConfig) -> Result<Combined, Error> {
-    cfg.validate()?;
-    if inputs.is_empty() {
-        return Err(Error::Consensus { detail: "no soft labels to combine".into() });
-    }
-    if let Some((i, _)) = inputs.iter().enumerate().find(|(_, (m, _))| m.len() != samples * classes) {
-        return Err(Error::Shape(format!("node matrix {i} does not have {samples} × {classes} values")));
-    }
-    let probs = match &cfg.rule {
-        Rule::Mean | Rule::WeightedBySamples => {
-            let mut acc = MeanAccumulator::new(samples, classes);
-            for (m, n) in inputs {
-                let w = if cfg.rule == Rule::WeightedBySamples { *n as f64 } else { 1.0 };
-                acc.add(m, w)?;
-            }
-            acc.finish()
-        }
-        Rule::Confidence { power, max_share } => {
-            let matrices: Vec<&[f32]> = inputs.iter().map(|(m, _)| *m).collect();
-            let weights = confidence_weights(&matrices, samples, classes, *power, *max_share);
-            let mut acc = MeanAccumulator::new(samples, classes);
-            for (m, w) in matrices.iter().zip(&weights) {
-                acc.add_rows(m, w)?;
-            }
-            acc.finish()
-        }
-        Rule::Median => coordinatewise(inputs, samples * classes, |v| {
-            let n = v.len();
-            if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
-        }),
-        Rule::TrimmedMean { trim } => {
-            let trim = *trim;
-            coordinatewise(inputs, samples * classes, move |v| {
-                let k = trimmed_count(v.len(), trim);
-                let kept = &v[k..v.len() - k];
-                kept.iter().sum::<f32>() / kept.len() as f32
-            })
-        }
-    };
-    Ok(postprocess(probs, classes, cfg))
-}
-
-/// Applies `f` to the sorted values of each coordinate across nodes.
-fn coordinatewise(inputs: &[(&[f32], u64)], len: usize, f: impl Fn(&[f32]) -> f32) -> Vec<f32> {
-    let mut column = Vec::with_capacity(inputs.len());
-    (0..len)
-        .map(|j| {
-            column.clear();
-            column.extend(inputs.iter().map(|(m, _)| m[j]));
-            column.sort_by(f32::total_cmp);
-            f(&column)
-        })
-        .collect()
 }
 
 #[cfg(test)]

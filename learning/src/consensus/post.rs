@@ -24,18 +24,26 @@ pub enum Sharpen {
 }
 
 /// Renormalises, sharpens and masks combined rows (the steps after any rule; a streaming caller
-/// that fed a [`MeanAccumulator`] itself finishes with this).
-pub fn postprocess(mut probs: Vec<f32>, classes: usize, cfg: &ConsensusConfig) -> Combined {
+/// that fed a [`super::MeanAccumulator`] itself finishes with this, and its counts). A sample
+/// whose count (nodes that contributed to it) is 0, or below `cfg.min_count`, is masked and its
+/// row made uniform.
+pub fn postprocess(mut probs: Vec<f32>, counts: Vec<u32>, classes: usize, cfg: &ConsensusConfig) -> Combined {
     renormalise(&mut probs, classes);
     sharpen(&mut probs, classes, &cfg.sharpen);
+    let min = cfg.min_count.max(1);
     let weights = probs
-        .chunks_exact(classes)
-        .map(|row| match cfg.max_entropy {
+        .chunks_exact_mut(classes)
+        .zip(&counts)
+        .map(|(row, &n)| match cfg.max_entropy {
+            _ if n < min => {
+                row.fill(1.0 / classes as f32);
+                0.0
+            }
             Some(h) if normalised_entropy(row) > h => 0.0,
             _ => 1.0,
         })
         .collect();
-    Combined { probs, weights, classes }
+    Combined { probs, weights, counts, classes }
 }
 
 /// Rescales each row to sum to 1 (uniform if a row is all zeros).

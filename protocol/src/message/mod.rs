@@ -6,9 +6,9 @@
 //! node → aggregator   Hello                 (identity, version)
 //! aggregator → node   JoinReply             (accepted with the current round, or a reason)
 //! aggregator → node   RoundAnnouncement     (round, reference-set id, samples, T, deadline, encoding)
-//! node → aggregator   Submission            (soft labels on the announced samples, the announcement's digest, the local sample count if asked)
+//! node → aggregator   Submission            (soft labels on the announced samples, the announcement's digest, the local sample count if asked, an abstention mask)
 //! aggregator → node   Receipt               (accepted, or refused with a reason code)
-//! aggregator → node   Consensus             (soft labels for the same samples, per-sample weights)
+//! aggregator → node   Consensus             (soft labels for the same samples, per-sample weights and contributor counts)
 //! node → aggregator   RefSetRequest         (a chunk of the public reference set, if the node has none)
 //! aggregator → node   RefSetChunk
 //! ```
@@ -190,7 +190,8 @@ impl Message {
             }
             Self::Submission(m) => {
                 check_temperature(m.temperature)?;
-                m.labels.check_shape(limits)
+                m.labels.check_shape(limits)?;
+                m.abstained.as_ref().map_or(Ok(()), |mask| mask.check(m.labels.samples as usize))
             }
             Self::Consensus(m) => {
                 check_temperature(m.temperature)?;
@@ -203,7 +204,7 @@ impl Message {
                         m.labels.samples
                     )));
                 }
-                Ok(())
+                m.check_counts()
             }
             Self::Receipt(m) => check_text("detail", &m.detail),
             Self::Finished(m) => check_text("detail", &m.detail),

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{RefusalReason, SampleSelection};
 use crate::error::{Error, Result};
 use crate::ids::{FederationId, ReferenceSetId, Round};
+use crate::mask::Mask;
 use crate::payload::{Encoding, SoftLabels};
 use crate::query::AnnouncementDigest;
 
@@ -49,6 +50,9 @@ pub struct Submission {
     pub local_samples: Option<u64>,
     /// softmax(z / T) on the announced samples, in announcement order.
     pub labels: SoftLabels,
+    /// The samples the node abstains on (its model is out of its depth there), if any: their
+    /// rows in `labels` are sent but take no part in the consensus. `None`: no abstention.
+    pub abstained: Option<Mask>,
 }
 
 /// The consensus of a round, sent back to the nodes.
@@ -71,6 +75,10 @@ pub struct Consensus {
     pub weights: Vec<u8>,
     /// Number of submissions that made it.
     pub participants: u32,
+    /// Per sample, how many of the `participants` did not abstain on it (0: nobody knew it, and
+    /// its weight is 0).
+    #[serde(deserialize_with = "crate::bounded::list")]
+    pub counts: Vec<u16>,
 }
 
 impl Consensus {
@@ -82,6 +90,21 @@ impl Consensus {
     /// The per-sample weights in [0, 1].
     pub fn weights(&self) -> Vec<f32> {
         self.weights.iter().map(|&w| w as f32 / 255.0).collect()
+    }
+
+    /// Checks the per-sample counts: one a sample, none above `participants`, and a sample
+    /// nobody contributed to masked (weight 0).
+    pub fn check_counts(&self) -> Result<()> {
+        if self.counts.len() != self.labels.samples as usize {
+            return Err(Error::Shape(format!("{} counts for {} samples", self.counts.len(), self.labels.samples)));
+        }
+        if let Some((i, c)) = self.counts.iter().enumerate().find(|(_, c)| **c as u32 > self.participants) {
+            return Err(Error::Values(format!("sample {i}: {c} contributors but {} participants", self.participants)));
+        }
+        if let Some(i) = (0..self.counts.len()).find(|&i| self.counts[i] == 0 && self.weights.get(i).is_some_and(|w| *w != 0)) {
+            return Err(Error::Values(format!("sample {i} has no contributor but weight {}", self.weights[i])));
+        }
+        Ok(())
     }
 }
 
@@ -115,6 +138,9 @@ impl Submission {
         }
         if (self.temperature - ann.temperature).abs() > 1e-6 * ann.temperature.max(1.0) {
             return refuse(RefusalReason::WrongShape, format!("temperature {} but {} was announced", self.temperature, ann.temperature));
+        }
+        if let Some(mask) = &self.abstained {
+            mask.check(ann.selection.len()).map_err(|e| Error::Refused { reason: e.refusal_reason(), detail: e.to_string() })?;
         }
         Ok(())
     }
