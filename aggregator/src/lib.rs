@@ -11,6 +11,10 @@
 //! after the last completed round. Under `weighted_by_samples`, nodes weigh what the roster
 //! declares or, failing that, what they report, clipped ([`weights`]).
 //!
+//! Setting a federation up: [`reference`] builds the public reference set's file from a user's
+//! CSV or IDX file, [`init`] writes a new federation's folder, [`roster_edit`] adds and removes
+//! roster entries in place.
+//!
 //! Output folder layout (a private folder: 0700, its files 0600): `state.json` (the commit
 //! point: last completed round),
 //! `checkpoints/round-N/` (global model and distillation pool of round N), `metrics.jsonl` and
@@ -20,8 +24,11 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod init;
+pub mod reference;
 pub mod report;
 pub mod round;
+pub mod roster_edit;
 mod rounds;
 mod serve;
 pub mod student;
@@ -80,6 +87,9 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// A roster edit was refused.
+    #[error(transparent)]
+    Roster(#[from] roster_edit::RosterError),
     /// Training, inference, consensus or a model file failed.
     #[error(transparent)]
     Learning(#[from] learning::Error),

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use net::ledger::{Ledger, LedgerEntry};
 use net::multiaddr::{Multiaddr, Protocol};
@@ -16,6 +16,9 @@ use scenarios::presets::preset;
 use scenarios::run::{read_addr_file, sibling_binary};
 use scenarios::setup::{self, Prepared};
 use scenarios::spec::data_dir;
+
+mod support;
+use support::{wait_until, Procs};
 use scenarios::Scenario;
 
 fn scenario(name: &str, nodes: usize, rounds: u64) -> Scenario {
@@ -103,17 +106,6 @@ fn start_aggregator(p: &mut Prepared) -> Child {
     agg
 }
 
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn metrics(p: &Prepared) -> Vec<aggregator::RoundMetrics> {
     std::fs::read_to_string(p.aggregator.output.join("metrics.jsonl"))
         .map(|t| t.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
@@ -128,14 +120,6 @@ fn egress(state_dir: &Path) -> Vec<LedgerEntry> {
 /// The rounds a node submitted soft labels for, in order.
 fn submitted(state_dir: &Path) -> Vec<u64> {
     egress(state_dir).iter().filter(|e| e.kind == "Submission").filter_map(|e| e.round).collect()
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn wait_exit(c: &mut Child, limit: Duration) -> std::process::ExitStatus {
