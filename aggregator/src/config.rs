@@ -42,7 +42,8 @@ pub struct AggregatorConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// Number of classes every model predicts.
     pub classes: usize,
-    /// Nodes allowed to join.
+    /// Nodes allowed to join (`[[roster]]` tables; `fd-aggregator roster add` writes them).
+    #[serde(default)]
     pub roster: Vec<RosterEntry>,
     /// The public reference set.
     pub reference: ReferenceConfig,
@@ -275,7 +276,7 @@ impl AggregatorConfig {
             return Err(invalid("classes", "at least 2"));
         }
         if self.roster.is_empty() {
-            return Err(invalid("roster", "no nodes"));
+            return Err(invalid("roster", "no nodes: add each data holder with `fd-aggregator roster add --config federation.toml NAME PEERID`"));
         }
         let mut names = HashSet::new();
         let mut ids = HashSet::new();

@@ -14,6 +14,10 @@
 //! the config, [`metrics`] are served at `http://ADDR/metrics` until the run ends. An aggregator
 //! with no open port listens through a circuit relay, which `fd-aggregator relay` runs ([`relay`]).
 //!
+//! Setting a federation up: [`reference`] builds the public reference set's file from a user's
+//! CSV or IDX file, [`init`] writes a new federation's folder, [`roster_edit`] adds and removes
+//! roster entries in place.
+//!
 //! Output folder layout (a private folder: 0700, its files 0600): `state.json` (the commit
 //! point: last completed round),
 //! `checkpoints/round-N/` (global model and distillation pool of round N), `metrics.jsonl` and
@@ -26,8 +30,11 @@ mod collect;
 pub mod config;
 pub mod metrics;
 pub mod relay;
+pub mod init;
+pub mod reference;
 pub mod report;
 pub mod round;
+pub mod roster_edit;
 mod rounds;
 mod serve;
 pub mod student;
@@ -86,6 +93,9 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// A roster edit was refused.
+    #[error(transparent)]
+    Roster(#[from] roster_edit::RosterError),
     /// Training, inference, consensus or a model file failed.
     #[error(transparent)]
     Learning(#[from] learning::Error),

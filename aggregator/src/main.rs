@@ -22,6 +22,48 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The public reference set.
+    Reference {
+        #[command(subcommand)]
+        command: ReferenceCommand,
+    },
+    /// Write a new federation's folder: its key, a copy of the reference set and a commented
+    /// federation.toml; print what each data holder needs.
+    Init {
+        /// Folder to write (created private).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The reference set, from `fd-aggregator reference build`.
+        #[arg(long)]
+        reference: PathBuf,
+        /// The federation's name.
+        #[arg(long)]
+        federation: String,
+        /// Classes every model predicts (labels 0 to CLASSES − 1).
+        #[arg(long)]
+        classes: usize,
+        /// Listen address, with a fixed port that nodes can reach.
+        #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4001")]
+        listen: net::multiaddr::Multiaddr,
+        /// Host name or IP address nodes reach this machine at (default: the listen IP, or
+        /// 127.0.0.1 when listening on every interface).
+        #[arg(long)]
+        public_host: Option<String>,
+        /// Rounds.
+        #[arg(long, default_value_t = 10)]
+        rounds: u64,
+        /// Reference samples asked for each round (default: up to 500, at most the set's rows).
+        #[arg(long)]
+        samples: Option<u32>,
+    },
+    /// Edit the roster of a federation.toml (comments and the rest of the file are kept).
+    Roster {
+        /// The federation's TOML config.
+        #[arg(long, global = true, default_value = "federation.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: RosterCommand,
+    },
     /// Run the federation.
     Run {
         /// The federation's TOML config.
@@ -55,6 +97,82 @@ fn parse_peer(s: &str) -> Result<protocol::ParticipantId, String> {
     net::keys::parse_peer_id(s).map_err(|e| e.to_string())
 }
 
+
+#[derive(Subcommand)]
+enum ReferenceCommand {
+    /// Build a reference-set file from a CSV (or IDX images) file and print its SHA-256. Read
+    /// and preprocessed as node data is; labels, if any, are dropped.
+    Build {
+        /// CSV file (gzip detected), or IDX images if its name contains `idx`.
+        #[arg(long)]
+        from: PathBuf,
+        /// The label column to drop (index, negative from the end, or header name), or `none`.
+        #[arg(long, default_value = "none", allow_hyphen_values = true)]
+        label: String,
+        /// The CSV's first line names the columns (implied by a label given by name).
+        #[arg(long)]
+        header: bool,
+        /// `none` or `scale:FACTOR`: the preprocessing every node applies too.
+        #[arg(long, default_value = "none")]
+        preprocess: String,
+        /// Where to write the set.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RosterCommand {
+    /// Allow a node to join.
+    Add {
+        /// A name for logs and reports.
+        name: String,
+        /// Its PeerId, printed by `fd-node init` or `fd-node keygen`.
+        peer_id: String,
+        /// Its number of private samples, if known (what `weighted_by_samples` weighs).
+        #[arg(long)]
+        samples: Option<u64>,
+    },
+    /// Remove a node from the roster.
+    Remove {
+        /// Its name on the roster.
+        name: String,
+    },
+}
+
+fn reference_build(from: PathBuf, label: &str, header: bool, preprocess: &str, out: &Path) -> anyhow::Result<()> {
+    let preprocess = learning::data::Preprocess::from_flag(preprocess)?;
+    let label = (label != "none").then(|| learning::data::LabelColumn::from_flag(label));
+    let labelled = label.is_some();
+    let spec = learning::data::DataSpec::file(from.clone(), label, header, preprocess);
+    let built = aggregator::reference::build(&spec, labelled).with_context(|| format!("cannot read {}", from.display()))?;
+    let id = aggregator::reference::write(out, &built.set).with_context(|| format!("cannot write {}", out.display()))?;
+    println!("rows {}", built.set.samples);
+    println!("features {}", built.set.features);
+    if built.dropped_labels {
+        println!("labels dropped: the label column is not part of the reference set");
+    }
+    println!("sha256 {id}");
+    Ok(())
+}
+
+fn init(i: aggregator::init::Init) -> anyhow::Result<()> {
+    let done = aggregator::init::init(&i).with_context(|| format!("cannot initialise {}", i.dir.display()))?;
+    let (rows, features) = done.reference_shape;
+    println!("wrote {} and the aggregator's key; reference set: {rows} rows of {features} features", done.config.display());
+    println!("peer_id {}", done.peer_id);
+    println!("aggregator {}", done.address);
+    println!("reference_sha256 {}", done.reference_sha256);
+    println!("Each data holder needs the address, the hash, the federation and its classes:");
+    println!(
+        "  fd-node init --dir DIR --data THEIR.csv --label COLUMN --federation {} --classes {} --aggregator {} --reference-sha256 {}",
+        i.federation, i.classes, done.address, done.reference_sha256
+    );
+    println!("and the preprocessing the reference set was built with (--preprocess), if any.");
+    println!("Add each node's PeerId: fd-aggregator roster add --config {} NAME PEERID", done.config.display());
+    Ok(())
+}
+
 /// Writes listen addresses with the peer id `who` to `path`, atomically.
 fn write_addr_file(path: &Path, who: &protocol::ParticipantId, addrs: &[net::multiaddr::Multiaddr]) -> anyhow::Result<()> {
     let id = net::multiaddr::Protocol::P2p(net::peer_id(who));
@@ -77,6 +195,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Keygen { out } => {
             let peer = net::keys::keygen(&out).with_context(|| format!("cannot write key {}", out.display()))?;
             println!("{peer}");
+        }
+        Command::Reference { command: ReferenceCommand::Build { from, label, header, preprocess, out } } => {
+            reference_build(from, &label, header, &preprocess, &out)?;
+        }
+        Command::Init { dir, reference, federation, classes, listen, public_host, rounds, samples } => {
+            let federation = protocol::FederationId::new(federation).context("--federation")?;
+            init(aggregator::init::Init { dir, reference, federation, classes, listen, public_host, rounds, samples })?;
+        }
+        Command::Roster { config, command } => {
+            use aggregator::roster_edit;
+            match command {
+                RosterCommand::Add { name, peer_id, samples } => {
+                    roster_edit::edit_file(&config, |t| roster_edit::add(t, &name, &peer_id, samples)).with_context(|| format!("cannot add {name} to {}", config.display()))?;
+                    println!("added {name} to {}", config.display());
+                }
+                RosterCommand::Remove { name } => {
+                    roster_edit::edit_file(&config, |t| roster_edit::remove(t, &name)).with_context(|| format!("cannot remove {name} from {}", config.display()))?;
+                    println!("removed {name} from {}", config.display());
+                }
+            }
         }
         Command::Run { config, addr_file } => {
             let cfg = aggregator::AggregatorConfig::load(&config)?;

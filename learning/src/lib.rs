@@ -57,6 +57,14 @@ pub enum Error {
     /// Inputs, targets or data of the wrong shape, or with non-finite values.
     #[error("wrong shape or values: {0}")]
     Shape(String),
+    /// The data has labels outside the class range its configuration declares (`classes`).
+    #[error("labels go up to {max_label}, outside the {classes} classes declared (0 to {last}): relabel the data as 0 to {last}, or ask the operator whether the federation should have more classes", last = classes.saturating_sub(1))]
+    Classes {
+        /// Largest label found.
+        max_label: u32,
+        /// Classes declared.
+        classes: usize,
+    },
     /// Training produced a non-finite loss.
     #[error("training diverged: {0}")]
     Diverged(String),

@@ -290,7 +290,11 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError { connection_id, error, peer_id } => {
                 if let Some((addr, r)) = self.pending_dial.remove(&connection_id) {
-                    let _ = r.send(Err(Error::Dial { addr, reason: error.to_string() }));
+                    let e = match error {
+                        libp2p::swarm::DialError::WrongPeerId { obtained, .. } => Error::WrongPeer { addr, obtained: obtained.to_base58() },
+                        error => Error::Dial { addr, reason: error.to_string() },
+                    };
+                    let _ = r.send(Err(e));
                 } else {
                     tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
                 }

@@ -74,6 +74,14 @@ pub enum Error {
         /// Cause.
         reason: String,
     },
+    /// The peer at the dialled address is not the one its `/p2p/` suffix names.
+    #[error("the peer at {addr} is {obtained}, not the PeerId its address names: ask the aggregator's operator for its current address with its PeerId (`aggregator` as `fd-aggregator init` prints it)")]
+    WrongPeer {
+        /// The address dialled.
+        addr: String,
+        /// The PeerId the peer proved it has.
+        obtained: String,
+    },
     /// A request failed (timeout, closed connection, refused stream).
     #[error("request to {peer} failed: {reason}")]
     Request {

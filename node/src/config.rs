@@ -176,9 +176,14 @@ impl NodeConfig {
 
     /// The aggregator's identity, from the `/p2p/` suffix of its address.
     pub fn aggregator_id(&self) -> Result<ParticipantId, Error> {
-        match self.aggregator.iter().last() {
-            Some(Protocol::P2p(pid)) => net::participant(&pid).ok_or_else(|| invalid("aggregator", "the /p2p/ id is not an Ed25519 key")),
-            _ => Err(invalid("aggregator", format!("`{}` must end with /p2p/<aggregator peer id>", self.aggregator))),
-        }
+        aggregator_id(&self.aggregator)
+    }
+}
+
+/// The identity an aggregator address names in its `/p2p/` suffix.
+pub fn aggregator_id(address: &Multiaddr) -> Result<ParticipantId, Error> {
+    match address.iter().last() {
+        Some(Protocol::P2p(pid)) => net::participant(&pid).ok_or_else(|| invalid("aggregator", "the /p2p/ id is not an Ed25519 key")),
+        _ => Err(invalid("aggregator", format!("`{address}` must end with /p2p/<the aggregator's PeerId>, as `fd-aggregator init` prints it"))),
     }
 }

@@ -14,12 +14,14 @@
 //! [`local`] (per-round learning, no I/O), [`trainer`] (the model's owner thread), [`session`]
 //! (join, answer, submit), [`reference`] (the pinned public set), [`faults`] (hooks for
 //! simulations; the production binary is always honest), [`metrics`] (Prometheus series, served at
-//! `http://ADDR/metrics` when the config names a `metrics` address).
+//! `http://ADDR/metrics` when the config names a `metrics` address), [`init`] (`fd-node init`:
+//! the data check and a new `node.toml`).
 #![deny(missing_docs)]
 
 pub mod budget;
 pub mod config;
 pub mod faults;
+pub mod init;
 pub mod local;
 pub mod metrics;
 pub mod policy;
@@ -85,6 +87,14 @@ pub enum Error {
         /// What came back.
         got: MessageKind,
     },
+    /// The private data's rows do not have as many features as the public reference set's.
+    #[error("the private data has {data} features a row, the federation's reference set {reference}: give the data the same columns, in the same order, as the reference set (and the same label column), or check `data.label`")]
+    FeatureCount {
+        /// Features a row of the private data.
+        data: usize,
+        /// Features a row of the reference set.
+        reference: usize,
+    },
     /// The reference set could not be obtained.
     #[error("reference set: {detail}")]
     Reference {
@@ -149,9 +159,9 @@ fn load(cfg: &NodeConfig) -> Result<Loaded, Error> {
     let identity = net::keys::read(&cfg.key).map_err(|e| config_err("key", e))?;
     let reference = reference::read_pinned(&cfg.reference, cfg.policy.reference_sha256)?;
     let answers = policy::Answers::load(&cfg.state_dir.join(policy::ANSWERS_FILE))?;
-    let data = cfg.data.load().map_err(|e| config_err("data", e))?;
-    if data.is_empty() {
-        return Err(config_err("data", "no rows"));
+    let data = load_data(&cfg.data)?;
+    if let Some(rs) = &reference {
+        reference::check_features(data.dim, rs)?;
     }
     learning::fs::create_private_dir(&cfg.state_dir)?;
     let resolved = toml::to_string_pretty(cfg).map_err(|e| config_err("(file)", e))?;
@@ -183,6 +193,19 @@ fn load(cfg: &NodeConfig) -> Result<Loaded, Error> {
     Ok(Loaded { identity, data: Arc::new(data), model, budget, reference, answers })
 }
 
+/// The private data, or an error naming `data`; labels outside the declared classes keep their
+/// own variant, [`learning::Error::Classes`].
+pub(crate) fn load_data(spec: &learning::data::DataSpec) -> Result<Dataset, Error> {
+    let data = spec.load().map_err(|e| match e {
+        e @ learning::Error::Classes { .. } => Error::Learning(e),
+        e => config_err("data", e),
+    })?;
+    if data.is_empty() {
+        return Err(config_err("data", "no rows"));
+    }
+    Ok(data)
+}
+
 /// Runs an honest node until the aggregator declares the federation finished, or `shutdown`
 /// is cancelled.
 pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<NodeSummary, Error> {
@@ -200,6 +223,7 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
     tracing::info!(peer = %net::keys::peer_id_string(&me), rows = loaded.data.len(), answered = loaded.answers.count, "node starting");
     let settings = local::Settings { train: cfg.train.clone(), digest: cfg.digest.clone(), abstain: cfg.abstain.clone(), seed: cfg.seed };
     let local_samples = loaded.data.len() as u64;
+    let features = loaded.data.dim;
     let trainer = trainer::Trainer::start(loaded.model, loaded.data, settings, cfg.state_dir.join("model"), loaded.budget)?;
     let mut net_cfg = NetConfig::new(cfg.federation.clone(), vec![aggregator]);
     // Matrices the aggregator sends have this node's classes: caps the consensus at that width.
@@ -228,6 +252,7 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
         faults,
         reference_path: cfg.reference.clone(),
         local_samples,
+        features,
         sample_count_wanted: false,
         answers_path: cfg.state_dir.join(policy::ANSWERS_FILE),
         answers: loaded.answers,

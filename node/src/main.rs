@@ -22,6 +22,37 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Check the private data, then write a commented node.toml and the node's key, and print
+    /// the PeerId to send to the operator.
+    Init {
+        /// Folder to write (created private).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The private data: a CSV file (gzip detected). It stays where it is.
+        #[arg(long)]
+        data: PathBuf,
+        /// The label column: index (negative from the end) or header name.
+        #[arg(long, allow_hyphen_values = true)]
+        label: String,
+        /// The CSV's first line names the columns (implied by a label given by name).
+        #[arg(long)]
+        header: bool,
+        /// The aggregator's address with its PeerId, as the operator gives it.
+        #[arg(long)]
+        aggregator: net::multiaddr::Multiaddr,
+        /// The federation's name, as the operator gives it.
+        #[arg(long)]
+        federation: String,
+        /// The federation's classes: labels must be 0 to CLASSES − 1.
+        #[arg(long)]
+        classes: usize,
+        /// The reference set's SHA-256, as the operator gives it.
+        #[arg(long, value_name = "HEX")]
+        reference_sha256: Option<String>,
+        /// `none` or `scale:FACTOR`: the preprocessing the reference set was built with.
+        #[arg(long, default_value = "none")]
+        preprocess: String,
+    },
     /// Run the node.
     Run {
         /// The node's TOML config.
@@ -64,6 +95,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Privacy { command } => privacy(command)?,
+        Command::Init { dir, data, label, header, aggregator, federation, classes, reference_sha256, preprocess } => {
+            let federation = protocol::FederationId::new(federation).context("--federation")?;
+            let reference_sha256 = reference_sha256
+                .map(|h| protocol::hex::decode::<32>(h.trim()).map(protocol::ReferenceSetId).context("--reference-sha256 must be 64 hex digits"))
+                .transpose()?;
+            let mut spec = learning::data::DataSpec::file(data, Some(learning::data::LabelColumn::from_flag(&label)), header, learning::data::Preprocess::from_flag(&preprocess)?);
+            spec.classes = Some(classes);
+            spec = spec.resolved(&std::env::current_dir().context("current folder")?);
+            init(node::init::Init { dir, data: spec, federation, aggregator, reference_sha256, model: learning::Architecture::Mlp { hidden: vec![128], dropout: 0.0 } })?;
+        }
         Command::Run { config } => {
             let cfg = node::NodeConfig::load(&config)?;
             let shutdown = net::cli::shutdown_signal();
@@ -75,6 +116,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 "node stopped"
             );
         }
+    }
+    Ok(())
+}
+
+fn init(i: node::init::Init) -> anyhow::Result<()> {
+    let path = i.data.path.clone().unwrap_or_default();
+    let check = node::init::check_data(&i.data).with_context(|| format!("the data file {} cannot be used", path.display()))?;
+    println!("data {}: {} rows, {} features and a label", path.display(), check.rows, check.features);
+    let found: Vec<String> = check.classes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+    println!("classes found (class: rows): {}", found.join(", "));
+    let (peer, config) = node::init::init(&i).with_context(|| format!("cannot initialise {}", i.dir.display()))?;
+    println!("wrote {} and the node's key", config.display());
+    println!("peer_id {peer}");
+    println!("Send this PeerId to the operator, who adds it: fd-aggregator roster add NAME {peer}");
+    if i.reference_sha256.is_none() {
+        println!("policy.reference_sha256 is a placeholder: set it to the hash the operator gives before running the node");
     }
     Ok(())
 }

@@ -41,6 +41,14 @@ pub(crate) fn read_pinned(path: &Path, pin: ReferenceSetId) -> Result<Option<Ref
     ReferenceSet::from_bytes(&bytes, usize::MAX).map(Some).map_err(|e| bad(format!("{}: {e}", path.display())))
 }
 
+/// Refuses a reference set whose rows are not as wide as the private data's.
+pub(crate) fn check_features(data: usize, rs: &ReferenceSet) -> Result<(), Error> {
+    if rs.features != data {
+        return Err(Error::FeatureCount { data, reference: rs.features });
+    }
+    Ok(())
+}
+
 /// Fetches the pinned set `pin` from the aggregator and saves it at `path`, which must not
 /// exist (a copy is never overwritten).
 pub(crate) async fn fetch(client: &Client, aggregator: &ParticipantId, federation: &FederationId, path: &Path, pin: ReferenceSetId) -> Result<Arc<ReferenceSet>, Error> {

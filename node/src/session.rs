@@ -30,12 +30,14 @@ use crate::{reference, Error, NodeSummary};
 const LINGER: Duration = Duration::from_secs(5);
 
 /// Why the session ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Exit {
     Shutdown,
     Finished,
     Left,
     NetworkStopped,
+    /// A failure that retrying cannot mend.
+    Failed(Error),
 }
 
 pub(crate) struct Session {
@@ -49,6 +51,8 @@ pub(crate) struct Session {
     pub(crate) reference_path: PathBuf,
     /// Rows of private data.
     pub(crate) local_samples: u64,
+    /// Features a row of the private data: a fetched reference set must have as many.
+    pub(crate) features: usize,
     /// Whether the aggregator asked for this node's sample count when it joined.
     pub(crate) sample_count_wanted: bool,
     pub(crate) policy: QueryPolicy,
@@ -80,6 +84,7 @@ impl Session {
                 self.linger(&shutdown).await;
             }
             Exit::Shutdown | Exit::Left | Exit::NetworkStopped => self.trainer.checkpoint().await?,
+            Exit::Failed(e) => return Err(e),
         }
         Ok(self.summary)
     }
@@ -95,6 +100,10 @@ impl Session {
                 r = self.join() => r,
             };
             if let Err(e) = joined {
+                // Another peer at the aggregator's address: retrying cannot help.
+                if matches!(e, Error::Net(net::Error::WrongPeer { .. })) {
+                    return Exit::Failed(e);
+                }
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot join the aggregator");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Exit::Shutdown,
@@ -204,6 +213,7 @@ impl Session {
             tracing::error!(announced = %accepted.reference_set, pinned = %pin, detail = %r.detail, "the federation's reference set is not the pinned one; its rounds will be refused");
         } else if self.reference.is_none() {
             let rs = reference::fetch(&self.client, &self.aggregator, &self.federation, &self.reference_path, pin).await?;
+            reference::check_features(self.features, &rs)?;
             self.reference = Some((pin, rs));
         }
         self.sample_count_wanted = accepted.sample_count_wanted;

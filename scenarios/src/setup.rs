@@ -54,10 +54,8 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
     let parts = data::partition(&split.private, &dataset.labels, dataset.classes, s.split.nodes, &s.split.partition, s.split.min_size, derive(s.seed, Stream::Split, 1))?;
 
     let reference = ReferenceSet::new(split.reference.len(), dataset.dim, dataset.subset(&split.reference).features)?;
-    let ref_bytes = reference.to_bytes();
     let ref_path = dir.join("reference.fdref");
-    let ref_id = protocol::ReferenceSetId::digest(&ref_bytes);
-    learning::fs::atomic_write(&ref_path, &ref_bytes)?;
+    let ref_id = aggregator::reference::write(&ref_path, &reference)?;
     let test_rows = dir.join("test-rows.txt");
     data::write_rows(&test_rows, &split.test)?;
 

@@ -18,6 +18,13 @@ pub enum LabelColumn {
     Name(String),
 }
 
+impl LabelColumn {
+    /// A label column as given on a command line: a (possibly negative) index, else a name.
+    pub fn from_flag(s: &str) -> Self {
+        s.trim().parse().map(LabelColumn::Index).unwrap_or_else(|_| LabelColumn::Name(s.trim().to_owned()))
+    }
+}
+
 /// How to read a CSV file. (Configuration files give these as fields of [`DataSpec`](super::DataSpec).)
 #[derive(Clone, Debug, PartialEq)]
 pub struct CsvOptions {
@@ -39,6 +46,20 @@ impl Default for CsvOptions {
 
 /// Loads a CSV file of numeric features and an integer label (`0..classes`); gzip is detected.
 pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
+    let (features, labels, dim) = read_csv(path, opts, true)?;
+    let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
+    Dataset::new(features, labels, dim, classes)
+}
+
+/// Loads a CSV file whose every column is a feature (`opts.label` is ignored): unlabelled
+/// inputs, such as a public reference set. Returns the row-major features and their width.
+pub fn load_csv_unlabelled(path: &Path, opts: &CsvOptions) -> Result<(Vec<f32>, usize)> {
+    let (features, _, dim) = read_csv(path, opts, false)?;
+    Ok((features, dim))
+}
+
+/// Features, labels (empty unless `labelled`) and features per row.
+fn read_csv(path: &Path, opts: &CsvOptions, labelled: bool) -> Result<(Vec<f32>, Vec<u32>, usize)> {
     let bytes = read_file(path)?;
     let text = String::from_utf8(bytes)
         .map_err(|e| Error::Format { path: path.to_owned(), detail: format!("not UTF-8: {e}") })?;
@@ -50,39 +71,42 @@ pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
         let (no, line) = lines.next().ok_or_else(|| csv_err(opts.skip_lines + 1, 1, "missing header line".into()))?;
         let names: Vec<&str> = line.split(opts.delimiter).map(|s| s.trim().trim_matches('"')).collect();
         width = Some(names.len());
-        if let LabelColumn::Name(want) = &opts.label {
+        if let (true, LabelColumn::Name(want)) = (labelled, &opts.label) {
             label_col = Some(names.iter().position(|n| n == want).ok_or_else(|| {
                 csv_err(no + 1, 1, format!("no column named `{want}` (columns: {})", names.join(", ")))
             })?);
         }
-    } else if let LabelColumn::Name(want) = &opts.label {
+    } else if let (true, LabelColumn::Name(want)) = (labelled, &opts.label) {
         return Err(csv_err(opts.skip_lines + 1, 1, format!("label column `{want}` given by name but the file has no header")));
     }
     let mut features = Vec::new();
     let mut labels = Vec::new();
+    let mut rows = 0usize;
     for (no, line) in lines {
         let cells: Vec<&str> = line.split(opts.delimiter).collect();
         let w = *width.get_or_insert(cells.len());
         if cells.len() != w {
             return Err(csv_err(no + 1, cells.len().min(w) + 1, format!("ragged row: {} fields, expected {w}", cells.len())));
         }
-        let lc = match (label_col, &opts.label) {
-            (Some(c), _) => c,
-            (None, LabelColumn::Index(i)) => {
+        let lc = match (labelled, label_col, &opts.label) {
+            (false, _, _) => None,
+            (true, Some(c), _) => Some(c),
+            (true, None, LabelColumn::Index(i)) => {
                 let c = if *i < 0 { w as i64 + i } else { *i };
                 if c < 0 || c >= w as i64 {
                     return Err(csv_err(no + 1, 1, format!("label column {i} does not exist in {w} columns")));
                 }
-                *label_col.insert(c as usize)
+                Some(*label_col.insert(c as usize))
             }
-            (None, LabelColumn::Name(_)) => unreachable!("names are resolved from the header"),
+            (true, None, LabelColumn::Name(_)) => unreachable!("names are resolved from the header"),
         };
-        if w < 2 {
+        if w < 1 + usize::from(labelled) {
             return Err(csv_err(no + 1, 1, "a row needs at least one feature and a label".into()));
         }
+        rows += 1;
         for (c, cell) in cells.iter().enumerate() {
             let cell = cell.trim().trim_matches('"');
-            if c == lc {
+            if Some(c) == lc {
                 let v: f64 = cell.parse().map_err(|_| csv_err(no + 1, c + 1, format!("label `{cell}` is not a number")))?;
                 if v < 0.0 || v.fract() != 0.0 || v > 1e6 {
                     return Err(csv_err(no + 1, c + 1, format!("label `{cell}` is not a class index (0, 1, 2, …)")));
@@ -97,12 +121,10 @@ pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
             }
         }
     }
-    if labels.is_empty() {
+    if rows == 0 {
         return Err(Error::Format { path: path.to_owned(), detail: "no data rows".into() });
     }
-    let dim = width.unwrap_or(1) - 1;
-    let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
-    Dataset::new(features, labels, dim, classes)
+    Ok((features, labels, width.unwrap_or(1) - usize::from(labelled)))
 }
 
 #[cfg(test)]
@@ -134,5 +156,15 @@ mod tests {
         assert!(load_csv(&bad, &nohead).unwrap_err().to_string().contains("no header"));
         let wrong = CsvOptions { label: LabelColumn::Name("y".into()), header: true, ..Default::default() };
         assert!(load_csv(&p, &wrong).unwrap_err().to_string().contains("no column named `y`"));
+    }
+
+    #[test]
+    fn unlabelled_csv_keeps_every_column_as_a_feature() {
+        let p = tmp("u.csv", b"a,b\n1,2\n3,4.5\n");
+        let (x, dim) = load_csv_unlabelled(&p, &CsvOptions { header: true, ..Default::default() }).unwrap();
+        assert_eq!((x, dim), (vec![1.0, 2.0, 3.0, 4.5], 2));
+        let one = tmp("u1.csv", b"7\n8\n");
+        assert_eq!(load_csv_unlabelled(&one, &CsvOptions::default()).unwrap(), (vec![7.0, 8.0], 1));
+        assert!(load_csv_unlabelled(&tmp("u0.csv", b"\n"), &CsvOptions::default()).is_err());
     }
 }

@@ -14,18 +14,7 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
 /// Pixel values are returned as read (0–255); see [`Preprocess`](super::Preprocess) for scaling.
 pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset> {
     let fmt = |path: &Path, detail: String| Error::Format { path: path.to_owned(), detail };
-    let img = read_file(images)?;
-    if img.len() < 16 {
-        return Err(fmt(images, format!("truncated: {} bytes, an IDX image header needs 16", img.len())));
-    }
-    if be_u32(&img, 0) != 0x0803 {
-        return Err(fmt(images, format!("bad magic number {:#010x}, expected 0x00000803 (IDX images)", be_u32(&img, 0))));
-    }
-    let (n, rows, cols) = (be_u32(&img, 4) as usize, be_u32(&img, 8) as usize, be_u32(&img, 12) as usize);
-    let need = n.checked_mul(rows).and_then(|v| v.checked_mul(cols)).and_then(|v| v.checked_add(16));
-    if need != Some(img.len()) {
-        return Err(fmt(images, format!("truncated or oversized: header says {n} × {rows} × {cols}, file has {} bytes", img.len())));
-    }
+    let (pixels, n, dim) = load_idx_images(images)?;
     let lab = read_file(labels)?;
     if lab.len() < 8 {
         return Err(fmt(labels, format!("truncated: {} bytes, an IDX label header needs 8", lab.len())));
@@ -42,7 +31,26 @@ pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset> {
     }
     let label_vec: Vec<u32> = lab[8..].iter().map(|&b| b as u32).collect();
     let classes = label_vec.iter().max().map_or(0, |&m| m as usize + 1);
-    Dataset::new(img[16..].iter().map(|&b| b as f32).collect(), label_vec, rows * cols, classes)
+    Dataset::new(pixels, label_vec, dim, classes)
+}
+
+/// Loads IDX images alone (magic 0x00000803), e.g. unlabelled public inputs: the row-major
+/// pixel values as read (0–255), the image count and the pixels per image.
+pub fn load_idx_images(images: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    let fmt = |path: &Path, detail: String| Error::Format { path: path.to_owned(), detail };
+    let img = read_file(images)?;
+    if img.len() < 16 {
+        return Err(fmt(images, format!("truncated: {} bytes, an IDX image header needs 16", img.len())));
+    }
+    if be_u32(&img, 0) != 0x0803 {
+        return Err(fmt(images, format!("bad magic number {:#010x}, expected 0x00000803 (IDX images)", be_u32(&img, 0))));
+    }
+    let (n, rows, cols) = (be_u32(&img, 4) as usize, be_u32(&img, 8) as usize, be_u32(&img, 12) as usize);
+    let need = n.checked_mul(rows).and_then(|v| v.checked_mul(cols)).and_then(|v| v.checked_add(16));
+    if need != Some(img.len()) {
+        return Err(fmt(images, format!("truncated or oversized: header says {n} × {rows} × {cols}, file has {} bytes", img.len())));
+    }
+    Ok((img[16..].iter().map(|&b| b as f32).collect(), n, rows * cols))
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //!
 //! One file a concept, everything re-exported here:
 //! - `idx.rs` and `csv.rs`: the two file loaders, [`load_idx`] and [`load_csv`] (gzip detected).
+//! - `inputs.rs`: [`Inputs`], features without labels (a public reference set), read by the
+//!   same loaders and preprocessing.
 //! - `spec.rs`: [`DataSpec`], a data set as written in configuration files, and the
 //!   [`DataSource`] it names.
 //! - `rows.rs`: files of row indices ([`read_rows`], [`write_rows`]), which select a node's rows
@@ -24,13 +26,15 @@ use crate::Error;
 
 mod csv;
 mod idx;
+mod inputs;
 mod partition;
 mod preprocess;
 mod rows;
 mod spec;
 
-pub use csv::{load_csv, CsvOptions, LabelColumn};
-pub use idx::load_idx;
+pub use csv::{load_csv, load_csv_unlabelled, CsvOptions, LabelColumn};
+pub use idx::{load_idx, load_idx_images};
+pub use inputs::Inputs;
 pub use partition::{label_counts, label_table, partition, split, Partition, Split};
 pub use preprocess::Preprocess;
 pub use rows::{read_rows, write_rows};

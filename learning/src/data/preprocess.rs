@@ -46,6 +46,18 @@ impl Preprocess {
         Preprocess::Standardise { mean: mean.into_iter().map(|m| m as f32).collect(), std }
     }
 
+    /// Preprocessing as given on a command line: `none` or `scale:FACTOR` (e.g. `scale:0.0625`).
+    pub fn from_flag(s: &str) -> Result<Self> {
+        match s.trim().split_once(':') {
+            None if s.trim() == "none" => Ok(Preprocess::None),
+            Some(("scale", f)) => match f.trim().parse::<f32>() {
+                Ok(factor) if factor.is_finite() && factor != 0.0 => Ok(Preprocess::Scale { factor }),
+                _ => Err(Error::Config(format!("`{f}` is not a finite, non-zero scale factor"))),
+            },
+            _ => Err(Error::Config(format!("preprocessing `{s}`: use `none` or `scale:FACTOR` (e.g. scale:0.0625)"))),
+        }
+    }
+
     /// Applies the preprocessing in place to a row-major matrix of width `dim`.
     pub fn apply(&self, features: &mut [f32], dim: usize) -> Result<()> {
         match self {
@@ -91,5 +103,10 @@ mod tests {
         st.apply(&mut y, 2).unwrap();
         assert_eq!(y, vec![-1.0, 0.0, 1.0, 0.0]);
         assert!(st.apply(&mut y, 3).is_err());
+        assert_eq!(Preprocess::from_flag("scale:0.5").unwrap(), Preprocess::Scale { factor: 0.5 });
+        assert_eq!(Preprocess::from_flag("none").unwrap(), Preprocess::None);
+        for bad in ["scale:0", "scale:x", "standardise", ""] {
+            assert!(Preprocess::from_flag(bad).is_err(), "{bad}");
+        }
     }
 }

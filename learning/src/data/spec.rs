@@ -144,12 +144,22 @@ impl DataSpec {
         drop(all);
         if let Some(c) = self.classes {
             if c < d.classes {
-                return Err(Error::Config(format!("classes = {c} but the data has labels up to {}", d.classes - 1)));
+                return Err(Error::Classes { max_label: d.classes as u32 - 1, classes: c });
             }
             d.classes = c;
         }
         self.preprocess.apply(&mut d.features, d.dim)?;
         Ok(d)
+    }
+
+    /// A spec for one file as a user names it on a command line: IDX images if the file name
+    /// contains `idx` (no labels file), CSV otherwise, with a header line if `header` or if the
+    /// label column is given by name.
+    pub fn file(path: PathBuf, label: Option<LabelColumn>, header: bool, preprocess: Preprocess) -> Self {
+        let idx = path.file_name().is_some_and(|n| n.to_string_lossy().contains("idx"));
+        let header = header || matches!(label, Some(LabelColumn::Name(_)));
+        let (format, path, images) = if idx { (DataFormat::Idx, None, Some(path)) } else { (DataFormat::Csv, Some(path), None) };
+        Self { format, path, label, skip_lines: 0, header, delimiter: default_delimiter(), images, labels: None, rows: None, classes: None, preprocess }
     }
 
     /// The same spec with relative paths resolved against `base`.
