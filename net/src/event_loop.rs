@@ -343,7 +343,8 @@ impl EventLoop {
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
                 if let Some(r) = self.pending_request.remove(&request_id) {
-                    let _ = r.send(Err(Error::Request { peer: peer.to_base58(), reason: error.to_string() }));
+                    let closed = matches!(error, request_response::OutboundFailure::ConnectionClosed);
+                    let _ = r.send(Err(Error::Request { peer: peer.to_base58(), reason: error.to_string(), closed }));
                 }
             }
             request_response::Event::InboundFailure { peer, error, request_id, .. } => {

@@ -89,6 +89,9 @@ pub enum Error {
         peer: String,
         /// Cause.
         reason: String,
+        /// The connection closed before a response came: what a dialler sees when the peer
+        /// refuses it at the connection level (an aggregator whose roster lacks it).
+        closed: bool,
     },
     /// A message could not be sealed or a response could not be verified.
     #[error(transparent)]

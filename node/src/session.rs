@@ -104,7 +104,14 @@ impl Session {
                 if matches!(e, Error::Net(net::Error::WrongPeer { .. })) {
                     return Exit::Failed(e);
                 }
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot join the aggregator");
+                if let Error::Net(net::Error::Request { peer, closed: true, .. }) = &e {
+                    // An aggregator refuses a key that is not on its roster by closing the
+                    // connection at once: say what the data holder can check.
+                    tracing::warn!(aggregator = %peer, retry_in_ms = backoff.as_millis() as u64,
+                        "the aggregator closed the connection before answering: if this keeps happening, this node's PeerId (logged at start) is probably not on its roster; send it to the operator (`fd-aggregator roster add`)");
+                } else {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot join the aggregator");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return Exit::Shutdown,
                     _ = tokio::time::sleep(backoff) => {}

@@ -82,7 +82,7 @@ mod tests {
     }
 
     fn failure() -> net::Error {
-        net::Error::Request { peer: "agg".into(), reason: "connection closed".into() }
+        net::Error::Request { peer: "agg".into(), reason: "connection closed".into(), closed: true }
     }
 
     fn status(m: Result<Message, net::Error>) -> Option<ReceiptStatus> {
