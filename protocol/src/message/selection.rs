@@ -54,17 +54,24 @@ impl SampleSelection {
                         format!("{count} samples requested from a reference set of {population}"),
                     ));
                 }
+                // The partial shuffle of the pool 0..population, keeping only the positions a
+                // swap displaced: memory grows with `count`, not with the population a message
+                // claims. Position i is final after step i (later swaps touch only j ≥ their i).
                 let mut state = *seed;
-                let mut pool: Vec<u32> = (0..population).collect();
+                let mut displaced: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
                 let n = *count as usize;
+                let mut drawn = Vec::with_capacity(n);
                 for i in 0..n {
                     let remaining = (population as usize - i) as u64;
-                    let j = i + (splitmix64(&mut state) % remaining) as usize;
-                    pool.swap(i, j);
+                    let j = (i + (splitmix64(&mut state) % remaining) as usize) as u32;
+                    let i = i as u32;
+                    let at_j = displaced.get(&j).copied().unwrap_or(j);
+                    let at_i = displaced.get(&i).copied().unwrap_or(i);
+                    displaced.insert(j, at_i);
+                    drawn.push(at_j);
                 }
-                pool.truncate(n);
-                pool.sort_unstable();
-                Ok(pool)
+                drawn.sort_unstable();
+                Ok(drawn)
             }
         }
     }
@@ -92,6 +99,34 @@ mod tests {
             prop_assert!(a.iter().all(|&i| i < population));
             prop_assert_eq!(a, sel.resolve(population).unwrap());
         }
+    }
+
+    /// The shuffle as it was first written, over the whole pool.
+    fn dense(seed: u64, count: u32, population: u32) -> Vec<u32> {
+        let mut state = seed;
+        let mut pool: Vec<u32> = (0..population).collect();
+        for i in 0..count as usize {
+            let j = i + (splitmix64(&mut state) % (population as usize - i) as u64) as usize;
+            pool.swap(i, j);
+        }
+        pool.truncate(count as usize);
+        pool.sort_unstable();
+        pool
+    }
+
+    proptest! {
+        #[test]
+        fn the_sparse_shuffle_draws_what_the_whole_pool_shuffle_draws(seed: u64, population in 1u32..3000, frac in 0.0f64..=1.0) {
+            let count = ((population as f64) * frac) as u32;
+            prop_assert_eq!(SampleSelection::Seeded { seed, count }.resolve(population).unwrap(), dense(seed, count, population));
+        }
+    }
+
+    #[test]
+    fn a_huge_claimed_population_costs_memory_for_the_count_only() {
+        let drawn = SampleSelection::Seeded { seed: 9, count: 1000 }.resolve(u32::MAX).unwrap();
+        assert_eq!(drawn.len(), 1000);
+        assert!(drawn.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
