@@ -3,9 +3,11 @@
 //! real processes ([`run`]; the process transport in `processes`, what a run reports in
 //! `results`), simulated faults ([`faults`], which production nodes cannot set),
 //! the baselines ([`baselines`], with federated averaging in [`fedavg`]), the outputs
-//! ([`report`]) and runs over several seeds ([`seeds`]).
+//! ([`report`]), runs over several seeds ([`seeds`]), privacy sweeps ([`sweep`]) and ablations
+//! ([`ablation`]).
 #![deny(missing_docs)]
 
+pub mod ablation;
 pub mod baselines;
 pub mod faults;
 pub mod fedavg;

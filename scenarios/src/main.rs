@@ -26,6 +26,10 @@ enum Command {
         name: String,
     },
     /// Run a preset by name, or a scenario file.
+    ///
+    /// A scenario with `[[ablation]]` variants (the `ablation` preset) runs in full and then
+    /// once per variant, each over `--seeds`, into `OUT/full/` and `OUT/VARIANT/`, and writes
+    /// the ablation table to `OUT/report.md` and `OUT/results.json`.
     Run {
         /// Preset name or path to a TOML file.
         scenario: String,
@@ -152,6 +156,23 @@ async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
                 let sweep = scenarios::sweep::Sweep { scenario: s.name.clone(), delta, points };
                 scenarios::sweep::write(&out, &sweep)?;
                 print!("{}", scenarios::sweep::markdown(&sweep));
+            } else if !s.ablation.is_empty() {
+                let seeds = if seeds.is_empty() { vec![s.seed] } else { seeds };
+                let mut full = s.clone();
+                full.ablation.clear();
+                let mut rows = vec![scenarios::ablation::Row {
+                    name: "full".into(),
+                    about: "every technique on".into(),
+                    summary: scenarios::seeds::summarise(&run_seeds(&full, &seeds, &out.join("full"), quiet, log).await?),
+                }];
+                for v in &s.ablation {
+                    let changed = v.apply(&s)?;
+                    let all = run_seeds(&changed, &seeds, &out.join(&v.name), quiet, log).await?;
+                    rows.push(scenarios::ablation::Row { name: v.name.clone(), about: v.about.clone(), summary: scenarios::seeds::summarise(&all) });
+                }
+                let ablation = scenarios::ablation::Ablation { scenario: s.name.clone(), rows };
+                scenarios::ablation::write(&out, &ablation)?;
+                print!("{}", scenarios::ablation::markdown(&ablation));
             } else if seeds.is_empty() {
                 note(log, format!("running `{}` ({} nodes, {} rounds) into {}", s.name, s.split.nodes, s.rounds, out.display()));
                 let r = scenarios::run::run(&s, &scenarios::run::RunOptions { out: out.clone(), progress: !quiet && log.log_format == net::cli::LogFormat::Text }).await?;

@@ -5,6 +5,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("quickstart", "UCI digits, 10 nodes, Dirichlet α = 0.5, MLP nodes and student, 10 rounds (seconds)"),
     ("digits-a05", "quickstart run to convergence: 30 rounds"),
     ("digits-a01", "UCI digits, 10 nodes, Dirichlet α = 0.1 (strongly non-IID), 30 rounds"),
+    ("ablation", "digits-a01 with abstention, and one technique off (or changed) in each variant: what each piece buys"),
     ("mnist-dirichlet", "MNIST, 10 nodes, Dirichlet α = 0.1, 5,000 public samples, CNN nodes, MLP student, 20 rounds"),
     ("mnist-dirichlet-a05", "mnist-dirichlet with Dirichlet α = 0.5"),
     ("attack-samples", "quickstart under weighted_by_samples with reported counts: node 0 flips its labels and claims 2^20 samples"),
@@ -222,6 +223,48 @@ attack = "label_flip"
 claim_samples = 1048576
 "#;
 
+/// The full run of the `ablation` preset adds abstention to `digits-a01`; each variant turns one
+/// technique off or swaps it for its alternative.
+const ABLATION: &str = r#"
+[nodes.abstain]
+quantile = 0.05
+
+[[ablation]]
+name = "sequential"
+about = "nodes digest the consensus, then train on private rows (FedMD), instead of the joint objective"
+set = { "nodes.digest.mode" = "sequential" }
+
+[[ablation]]
+name = "no-digest"
+about = "nodes never learn from the consensus"
+set = { "nodes.digest.enabled" = false }
+
+[[ablation]]
+name = "no-abstention"
+about = "every node labels every sample"
+unset = ["nodes.abstain"]
+
+[[ablation]]
+name = "student-teaches"
+about = "nodes learn from the global student's labels instead of the consensus"
+set = { "student.teaching" = { kind = "student" } }
+
+[[ablation]]
+name = "confidence"
+about = "the consensus weighs nodes by confidence instead of the plain mean"
+set = { "consensus.rule" = { kind = "confidence" } }
+
+[[ablation]]
+name = "cold-student"
+about = "the global student starts from scratch every round instead of from last round's"
+set = { "student.warm_start" = false }
+
+[[ablation]]
+name = "early-stopping"
+about = "server distillation stops early by agreement on a held-out 10 % of the round's samples"
+set = { "student.distill.early_stopping" = { holdout = 0.1, patience = 3 } }
+"#;
+
 /// Node 0 of an attack preset: one-hot rows on the wrong class.
 const ATTACKER_ONE_HOT: &str = r#"
 [[faults]]
@@ -240,6 +283,9 @@ pub fn preset(name: &str, data_dir: &std::path::Path) -> Option<String> {
             QUICKSTART,
             &[(r#"name = "quickstart""#, r#"name = "digits-a01""#), ("rounds = 10", "rounds = 30"), ("alpha = 0.5", "alpha = 0.1")],
         ),
+        "ablation" => {
+            variant(QUICKSTART, &[(r#"name = "quickstart""#, r#"name = "ablation""#), ("rounds = 10", "rounds = 30"), ("alpha = 0.5", "alpha = 0.1")]) + ABLATION
+        }
         "mnist-dirichlet" => MNIST_DIRICHLET.to_owned(),
         "mnist-dirichlet-a05" => variant(MNIST_DIRICHLET, &[(r#"name = "mnist-dirichlet""#, r#"name = "mnist-dirichlet-a05""#), ("alpha = 0.1", "alpha = 0.5")]),
         "mnist-shards" => MNIST_SHARDS.to_owned(),

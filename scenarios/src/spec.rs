@@ -47,6 +47,10 @@ pub struct Scenario {
     /// Baselines to run beside the federation.
     #[serde(default)]
     pub baselines: Baselines,
+    /// Ablation variants (`[[ablation]]`): each reruns the scenario with one setting changed,
+    /// over the same seeds (see [`crate::ablation`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ablation: Vec<crate::ablation::Variant>,
 }
 
 /// How nodes run.
@@ -270,7 +274,7 @@ impl Scenario {
                 bail!("`faults`: node {} returns at round {r}, not after it drops at {d}", f.node);
             }
         }
-        Ok(())
+        crate::ablation::validate(self)
     }
 
     /// Architecture of node `i`.
