@@ -108,7 +108,7 @@ impl RoundState {
     fn empty_collector(&self) -> Collector {
         let (samples, classes) = (self.announcement.selection.len(), self.announcement.classes as usize);
         let all_declared = self.roster.iter().all(|p| self.counts.declared.contains_key(p));
-        if self.cfg.rule.streams() && (self.cfg.rule != Rule::WeightedBySamples || all_declared) {
+        if self.cfg.streams() && (self.cfg.rule != Rule::WeightedBySamples || all_declared) {
             Collector::Stream(MeanAccumulator::new(samples, classes))
         } else {
             Collector::Keep(Vec::new())
@@ -219,8 +219,14 @@ impl RoundState {
                     return Err(failed("no submissions".into()));
                 }
                 let counts: Vec<Count> = v.iter().map(|(_, c, _)| *c).collect();
+                let clipped = self.cfg.center_clip.map(|factor| {
+                    let matrices: Vec<&[f32]> = v.iter().map(|(p, _, _)| p.as_slice()).collect();
+                    let knows = |i: usize, s: usize| !v[i].2.as_ref().is_some_and(|m| m[s]);
+                    consensus::center_clip(&matrices, &knows, samples, classes, factor)
+                });
                 let mut acc = MeanAccumulator::new(samples, classes);
-                for ((probs, _, abstained), w) in v.iter().zip(weights::sample_weights(&counts, self.counts.clip)) {
+                for (i, ((probs, _, abstained), w)) in v.iter().zip(weights::sample_weights(&counts, self.counts.clip)).enumerate() {
+                    let probs = clipped.as_ref().map_or(probs.as_slice(), |c| c[i].as_slice());
                     acc.add_rows(probs, &row_weights(w, abstained.as_deref(), samples))?;
                 }
                 Ok(consensus::postprocess(acc.finish(), acc.counts().to_vec(), classes, &self.cfg))

@@ -1,6 +1,6 @@
 //! Combining all node matrices of a round at once, with or without abstentions.
 
-use super::{confidence_weights_abstaining, postprocess, trimmed_count, Combined, ConsensusConfig, MeanAccumulator, Rule};
+use super::{center_clip, confidence_weights_abstaining, postprocess, trimmed_count, Combined, ConsensusConfig, MeanAccumulator, Rule};
 use crate::Error;
 
 /// Combines node matrices (each with its local sample count) under `cfg`.
@@ -29,6 +29,17 @@ pub fn combine_abstaining(inputs: &[(&[f32], u64)], abstained: &[Option<&[bool]>
         return Err(Error::Shape(format!("{} abstention masks for {} nodes of {samples} samples", abstained.len(), inputs.len())));
     }
     let knows = |i: usize, s: usize| !abstained[i].is_some_and(|m| m[s]);
+    let clipped: Vec<Vec<f32>>;
+    let clipped_inputs: Vec<(&[f32], u64)>;
+    let inputs = match cfg.center_clip {
+        Some(factor) => {
+            let matrices: Vec<&[f32]> = inputs.iter().map(|(m, _)| *m).collect();
+            clipped = center_clip(&matrices, &knows, samples, classes, factor);
+            clipped_inputs = clipped.iter().zip(inputs).map(|(m, (_, n))| (m.as_slice(), *n)).collect();
+            &clipped_inputs[..]
+        }
+        None => inputs,
+    };
     let probs = match &cfg.rule {
         Rule::Mean | Rule::WeightedBySamples => {
             let mut acc = MeanAccumulator::new(samples, classes);
@@ -111,7 +122,8 @@ mod tests {
             let n = ms.len();
             let mut order: Vec<usize> = (0..n).rev().collect();
             order.rotate_left(rot % n);
-            for cfg in every_rule() {
+            let clipped = [Rule::Mean, Rule::CONFIDENCE].map(|rule| ConsensusConfig { rule, sharpen: Sharpen::None, center_clip: Some(1.5), ..Default::default() });
+            for cfg in every_rule().into_iter().chain(clipped) {
                 let run = |idx: &[usize]| {
                     let inputs: Vec<(&[f32], u64)> = idx.iter().map(|&i| (ms[i].as_slice(), 1 + i as u64)).collect();
                     let abstained: Vec<Option<&[bool]>> = idx.iter().map(|&i| masks[i].as_deref()).collect();

@@ -22,11 +22,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
+mod clip;
 mod combine;
 mod mean;
 mod post;
 mod weights;
 
+pub use clip::center_clip;
 pub use combine::{combine, combine_abstaining, sample_counts};
 pub use mean::{MeanAccumulator, MAX_NODE_WEIGHT};
 pub use post::{postprocess, renormalise, sharpen, Sharpen};
@@ -105,9 +107,20 @@ pub struct ConsensusConfig {
     /// row made uniform, so that no sample's consensus reveals the labels of fewer nodes (0 or
     /// 1: only the samples nobody contributed to are masked).
     pub min_count: u32,
+    /// Centered clipping ([`center_clip`]): before combining, every node's row of a sample is
+    /// pulled to within this multiple (≥ 1) of the median distance of the sample's rows from
+    /// their coordinate-wise median row. Bounds what one node's row can do to a sample under
+    /// every rule (a one-hot liar under the means and the confidence rule); off by default.
+    pub center_clip: Option<f32>,
 }
 
 impl ConsensusConfig {
+    /// Whether the consensus can be computed one submission at a time (the means, without
+    /// centered clipping, which needs every row of a sample).
+    pub fn streams(&self) -> bool {
+        self.rule.streams() && self.center_clip.is_none()
+    }
+
     /// Checks parameter ranges.
     pub fn validate(&self) -> Result<(), Error> {
         if let Rule::TrimmedMean { trim } = self.rule
@@ -131,6 +144,11 @@ impl ConsensusConfig {
                 return Err(Error::Config(format!("sharpen softmax: temperature {temperature} must be positive")));
             }
             _ => {}
+        }
+        if let Some(f) = self.center_clip
+            && !(f.is_finite() && f >= 1.0)
+        {
+            return Err(Error::Config(format!("center_clip {f} must be ≥ 1 (a multiple of the median distance from the median row)")));
         }
         if let Some(h) = self.max_entropy
             && !(0.0..=1.0).contains(&h)
