@@ -10,8 +10,8 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("mnist-dirichlet-a05", "mnist-dirichlet with Dirichlet α = 0.5"),
     ("attack-samples", "quickstart under weighted_by_samples with reported counts: node 0 flips its labels and claims 2^20 samples"),
     ("attack-samples-control", "attack-samples without the clip on reported counts (the control)"),
-    ("attack-confidence", "quickstart under the confidence rule: node 0 sends one-hot wrong labels"),
-    ("attack-confidence-control", "attack-confidence without the cap on a node's share (the control)"),
+    ("attack-confidence", "quickstart under the confidence rule with centered clipping: node 0 sends one-hot wrong labels"),
+    ("attack-confidence-control", "attack-confidence without centered clipping and the cap on a node's share (the control)"),
     ("mnist-shards", "MNIST, 10 nodes holding 2 classes each, MLP, 20 rounds"),
     ("breast-cancer", "UCI breast cancer, 5 nodes, Dirichlet α = 1, standardised features, small MLP"),
     ("scale-100", "MNIST, 100 nodes, IID, small MLP: how the system scales on one machine"),
@@ -304,7 +304,7 @@ pub fn preset(name: &str, data_dir: &std::path::Path) -> Option<String> {
             variant(QUICKSTART, &edits) + ATTACKER_CLAIMS
         }
         "attack-confidence" | "attack-confidence-control" => {
-            let rule = if name.ends_with("-control") { r#"rule = { kind = "confidence", max_share = 10.0 }"# } else { r#"rule = { kind = "confidence" }"# };
+            let rule = if name.ends_with("-control") { r#"rule = { kind = "confidence", max_share = 10.0 }"# } else { "rule = { kind = \"confidence\" }\ncenter_clip = 2.0" };
             let renamed = format!(r#"name = "{name}""#);
             variant(QUICKSTART, &[(r#"name = "quickstart""#, &renamed), (r#"rule = { kind = "mean" }"#, rule)]) + ATTACKER_ONE_HOT
         }

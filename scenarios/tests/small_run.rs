@@ -215,9 +215,10 @@ async fn a_private_node_spends_within_its_budget_then_refuses_rounds() {
 /// - It flips its labels and claims 2^20 private rows under `weighted_by_samples` (counts
 ///   reported, not declared). Clipped to the median count, the claim buys nothing over the same
 ///   liar with an honest count; unclipped (the control), it owns the consensus.
-/// - It sends one-hot rows on a wrong class. The median ignores it; the confidence rule without
-///   its share cap (the control) lets it own the consensus. (With the cap, and under the plain
-///   mean, such a liar still hurts badly at soft temperatures: README, "Attacks".)
+/// - It sends one-hot rows on a wrong class. The median ignores it, and so does the confidence
+///   rule with centered clipping; the confidence rule without its share cap (the control) lets
+///   it own the consensus. (With the cap alone, and under the plain mean, such a liar still hurts
+///   badly at soft temperatures: README, "Attacks".)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_member_cannot_take_the_consensus_over() {
     let base = |name: &str, rule: Rule, faults: Vec<Fault>| {
@@ -249,10 +250,18 @@ async fn one_member_cannot_take_the_consensus_over() {
     let one_hot = vec![Fault { node: 0, attack: Attack::OneHotFlip, ..Default::default() }];
     let clean = accuracy(base("one-hot-clean", Rule::Median, vec![])).await;
     let median = accuracy(base("one-hot-median", Rule::Median, one_hot.clone())).await;
+    let clipped = |name: &str, faults: Vec<Fault>| {
+        let mut s = base(name, Rule::CONFIDENCE, faults);
+        s.consensus.center_clip = Some(2.0);
+        s
+    };
+    let clipped_clean = accuracy(clipped("one-hot-clipped-clean", vec![])).await;
+    let clipped = accuracy(clipped("one-hot-clipped", one_hot.clone())).await;
     let control = accuracy(base("one-hot-control", Rule::Confidence { power: 1.0, max_share: 6.0 }, one_hot)).await;
-    let figures = format!("one-hot: clean {clean:.3}, median {median:.3}, uncapped confidence {control:.3}");
+    let figures = format!("one-hot: clean {clean:.3}, median {median:.3}, centered-clipped confidence {clipped:.3} (clean {clipped_clean:.3}), uncapped confidence {control:.3}");
     eprintln!("{figures}");
     assert!(median >= clean - 0.02, "the median is hurt: {figures}");
+    assert!(clipped >= clipped_clean - 0.02, "centered clipping lets the liar in: {figures}");
     assert!(control <= clean - 0.3, "the control is not taken over, the attack proves nothing: {figures}");
 }
 
