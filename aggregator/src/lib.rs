@@ -216,6 +216,8 @@ impl Aggregator {
         net_cfg.limits = inbound_limits(&cfg);
         net_cfg.rate_limits = rate_limits(loaded.reference_bytes.len());
         net_cfg.through_relays(&cfg.listen);
+        // Answers the nodes' AutoNAT probes (dials them back); asks no one about itself.
+        net_cfg.autonat = Some(net::nat::AutoNat::new(Vec::new()));
         let limits = net_cfg.limits;
         let (telemetry, registry) = metrics::Metrics::new(&roster);
         net_cfg.traffic = Some(telemetry.traffic.clone());

@@ -35,6 +35,8 @@ impl Relay {
         // The federation id only names the refusal receipts the relay would send.
         let mut cfg = NetConfig::new(FederationId::new("relay")?, allow);
         cfg.relay = Some(RelayService::default());
+        // Answers AutoNAT probes: a node behind a relay asks the relay whether it is reachable.
+        cfg.autonat = Some(net::nat::AutoNat::new(Vec::new()));
         let (client, events, network) = net::spawn(identity, cfg, &CancellationToken::new())?;
         let mut addrs = Vec::new();
         for addr in listen {

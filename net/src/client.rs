@@ -7,10 +7,11 @@ use std::sync::Arc;
 use libp2p::request_response::{InboundRequestId, ResponseChannel};
 use libp2p::{Multiaddr, PeerId};
 use protocol::{Identity, Limits, Message, ParticipantId, SignedEnvelope};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::metrics::Traffic;
+use crate::nat::Reachability;
 use crate::{participant, peer_id, Error};
 
 /// What the client asks of the event loop.
@@ -22,8 +23,8 @@ pub(crate) enum Command {
     Connected { reply: oneshot::Sender<Vec<ParticipantId>> },
 }
 
-/// What clients and the event loop share: the signing identity, the caps, the ledger and the
-/// traffic counters.
+/// What clients and the event loop share: the signing identity, the caps, the ledger, the
+/// traffic counters and AutoNAT's verdict.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) identity: Identity,
@@ -32,11 +33,12 @@ pub(crate) struct Shared {
     traffic: Option<Traffic>,
     sent: AtomicU64,
     received: AtomicU64,
+    pub(crate) reachability: watch::Sender<Reachability>,
 }
 
 impl Shared {
     pub(crate) fn new(identity: Identity, limits: Limits, ledger: Option<Ledger>, traffic: Option<Traffic>) -> Self {
-        Self { identity, limits, ledger, traffic, sent: AtomicU64::new(0), received: AtomicU64::new(0) }
+        Self { identity, limits, ledger, traffic, sent: AtomicU64::new(0), received: AtomicU64::new(0), reachability: watch::Sender::new(Reachability::Unknown) }
     }
 
     /// Signs `message`, records it in the ledger (on disk before this returns) and counts it.
@@ -82,6 +84,11 @@ impl Client {
     /// (bytes sent, bytes received) so far, counting encoded envelopes.
     pub fn traffic(&self) -> (u64, u64) {
         (self.shared.sent.load(Ordering::Relaxed), self.shared.received.load(Ordering::Relaxed))
+    }
+
+    /// AutoNAT's verdict on this peer's reachability, now and as it changes (see [`crate::nat`]).
+    pub fn reachability(&self) -> watch::Receiver<Reachability> {
+        self.shared.reachability.subscribe()
     }
 
     /// This participant's id.

@@ -9,7 +9,7 @@ use libp2p::core::transport::ListenerId;
 use libp2p::futures::StreamExt;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{allow_block_list, connection_limits, identify, identity, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm, SwarmBuilder};
 use protocol::{FederationId, Identity, Message, ParticipantId, Receipt, ReceiptStatus, RefusalReason, SignedEnvelope};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -117,7 +117,7 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
     // opens more has its connection closed by the muxer.
     let muxer_streams = streams + 8;
     let limits = connection_limits::ConnectionLimits::default()
-        .with_max_established_per_peer(Some(cfg.max_connections_per_peer.max(1)))
+        .with_max_established_per_peer(Some(crate::nat::max_connections_per_peer(cfg)))
         .with_max_pending_incoming(Some(cfg.max_pending_incoming.max(1)));
     let muxer = move || {
         let mut c = yamux::Config::default();
@@ -144,7 +144,7 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
             ),
             identify: identify::Behaviour::new(identify::Config::new("/fedistil/1".into(), k.public()).with_agent_version(AGENT.into()).with_hide_listen_addrs(true)),
             ping: ping::Behaviour::new(ping::Config::new()),
-            nat: crate::nat::Nat::new(k.public().to_peer_id(), relay_client, cfg.relay.as_ref()),
+            nat: crate::nat::Nat::new(k.public().to_peer_id(), relay_client, cfg),
         })
         .map_err(|e| setup(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)).with_max_negotiating_inbound_streams(muxer_streams))
@@ -276,7 +276,10 @@ impl EventLoop {
                     let _ = r.send(Err(Error::Listen { addr: String::new(), reason: error.to_string() }));
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                if crate::nat::is_dial_back(&endpoint) {
+                    self.swarm.close_connection(connection_id);
+                }
                 if let Some((_, r)) = self.pending_dial.remove(&connection_id) {
                     let _ = r.send(Ok(peer_id));
                 }
@@ -299,12 +302,19 @@ impl EventLoop {
                     tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
                 }
             }
-            SwarmEvent::IncomingConnectionError { error, peer_id, send_back_addr, .. } => {
+            // Refused by the allow-list or the limits. Other failures (a handshake the remote
+            // broke off, as an AutoNAT dial-back does once it has connected) refuse no one.
+            SwarmEvent::IncomingConnectionError { error: error @ ListenError::Denied { .. }, peer_id, send_back_addr, .. } => {
                 let who = peer_id.map(|p| p.to_base58()).unwrap_or_else(|| send_back_addr.to_string());
                 self.log_denied(who, &error.to_string());
             }
+            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => tracing::debug!(peer = %send_back_addr, %error, "incoming connection failed"),
             SwarmEvent::Behaviour(BehaviourEvent::Rr(ev)) => self.on_request_response(ev),
-            SwarmEvent::Behaviour(BehaviourEvent::Nat(ev)) => crate::nat::on_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Nat(ev)) => {
+                if let Some(r) = crate::nat::on_event(ev) {
+                    self.shared.reachability.send_replace(r);
+                }
+            }
             // A connection whose pings time out or fail is dead or stuck: close it, so that it
             // does not hold its peer's only connection slot while the peer tries to reconnect.
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, connection, result: Err(error) })) if !matches!(error, ping::Failure::Unsupported) => {

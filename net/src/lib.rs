@@ -5,7 +5,7 @@
 //! [`codec::FrameCodec`] that caps each message kind at its own size, an allow-list that refuses
 //! every peer not on it at the connection level, and connection limits: one connection per peer,
 //! a handful of streams per connection, a bounded number of handshakes in flight; the circuit
-//! relay client, the optional relay service and DCUtR in [`nat`]) and starts the
+//! relay client, the optional relay service, DCUtR and AutoNAT in [`nat`]) and starts the
 //! [`event_loop`] task, the only one that owns the Swarm. It
 //! returns a clonable [`Client`] (commands, each with a `oneshot` reply), a bounded stream of
 //! [`Event`]s, and a [`Handle`] for the shutdown. The loop holds no `Client` of its own: it
@@ -24,7 +24,7 @@
 //! our version.
 //!
 //! Modules: [`client`] (the handle and responder), [`event_loop`] (the Swarm's owner),
-//! [`nat`] (relay and hole punching), [`codec`], [`rate`], [`keys`], [`ledger`], [`owner`] (state
+//! [`nat`] (relay, hole punching, reachability), [`codec`], [`rate`], [`keys`], [`ledger`], [`owner`] (state
 //! owned by a dedicated thread), [`metrics`] (traffic counters and the `GET /metrics` endpoint),
 //! [`cli`].
 #![deny(missing_docs)]
@@ -149,6 +149,8 @@ pub struct NetConfig {
     /// Serve as a circuit relay v2 for the allowed peers (None: do not). Relayed dialling and
     /// listening, and DCUtR, are always on (see [`nat`]).
     pub relay: Option<nat::RelayService>,
+    /// Run AutoNAT (None: do not); a peer may then hold one more connection, for a dial-back.
+    pub autonat: Option<nat::AutoNat>,
     /// Where to count the bytes and messages sent and received, per peer and kind (None: not
     /// counted beyond [`Client::traffic`]).
     pub traffic: Option<metrics::Traffic>,
@@ -172,6 +174,7 @@ impl NetConfig {
             max_pending_incoming: 16,
             rate_limits: Vec::new(),
             relay: None,
+            autonat: None,
             traffic: None,
         }
     }

@@ -6,15 +6,30 @@
 //! A node only ever dials out, so a node behind a NAT needs none of this; an aggregator with no
 //! open port does: it listens through a relay (a `/p2p-circuit` address in its `listen`), and
 //! the nodes dial it through the same relay.
+//!
+//! AutoNAT (v1) tells a peer whether it is reachable: it asks a server (for a node: its aggregator
+//! and the relays it is given) to dial it back at its listen addresses and at the address the
+//! server saw it come from, from a new port (so that a NAT's mapping for the existing connection
+//! cannot answer); a dial-back that connects means [`Reachability::Public`], one that fails means
+//! [`Reachability::Private`]. The verdict is relative to the servers, which are the only peers that
+//! ever need to reach a node, so private addresses count (AutoNAT's `only_global_ips` is off: a
+//! federation on one LAN is a real deployment); only roster peers can connect at all, so only they
+//! can ask for a dial-back. The verdict is reported ([`crate::Client::reachability`], a log
+//! event); it does not change what a node dials, because a node only ever dials out: a private
+//! node reaches a public aggregator directly, and an aggregator with no open port is reached
+//! through the relay that the node's `aggregator` address names in any case.
 
 use std::time::Duration;
 
+use libp2p::core::transport::PortUse;
+use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{dcutr, relay, Multiaddr, PeerId};
+use libp2p::{autonat, dcutr, relay, Multiaddr, PeerId};
+use protocol::ParticipantId;
 
-use crate::{participant, NetConfig};
+use crate::{participant, peer_id, NetConfig};
 
 /// Serving as a circuit relay v2 for the peers on the allow-list. The relay's own listen
 /// addresses are taken as its external addresses: a relay is, by definition, reachable there.
@@ -34,20 +49,95 @@ impl Default for RelayService {
     }
 }
 
+/// AutoNAT: answering other peers' probes (every peer that has it does), and probing
+/// [`AutoNat::servers`] when there are any and this peer listens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AutoNat {
+    /// The peers asked to dial this peer back (none: it only answers).
+    pub servers: Vec<ParticipantId>,
+    /// When the first probe goes out after the start (the connection to a server should be up).
+    pub first_probe: Duration,
+    /// Between probes until the verdict has been confirmed three times (then every 15 minutes).
+    pub retry: Duration,
+}
+
+impl AutoNat {
+    /// Probes `servers` (none: only answers): 1 s after the start (a node has usually joined by
+    /// then), then every 3 s until the verdict is confirmed (four probes), then every 15 minutes.
+    /// A probe is one small request and one dial; a server answers at most 3 a second per peer.
+    pub fn new(servers: Vec<ParticipantId>) -> Self {
+        Self { servers, first_probe: Duration::from_secs(1), retry: Duration::from_secs(3) }
+    }
+
+    fn behaviour(&self, local: PeerId) -> autonat::Behaviour {
+        let config = autonat::Config {
+            boot_delay: self.first_probe,
+            retry_interval: self.retry,
+            throttle_server_period: self.retry / 2,
+            use_connected: false,
+            only_global_ips: false,
+            ..Default::default()
+        };
+        let mut b = autonat::Behaviour::new(local, config);
+        for s in &self.servers {
+            b.add_server(peer_id(s), None);
+        }
+        b
+    }
+}
+
+/// Whether this peer can be reached from outside, as AutoNAT last concluded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Reachability {
+    /// No verdict yet (no probe answered, or this peer does not probe).
+    #[default]
+    Unknown,
+    /// A server dialled this peer back at this address.
+    Public(Multiaddr),
+    /// Servers could not dial this peer back: it is behind a NAT or a firewall.
+    Private,
+}
+
+impl Reachability {
+    /// `unknown`, `public` or `private`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reachability::Unknown => "unknown",
+            Reachability::Public(_) => "public",
+            Reachability::Private => "private",
+        }
+    }
+
+    /// Every [`Reachability::name`].
+    pub const NAMES: [&'static str; 3] = ["unknown", "public", "private"];
+}
+
+impl From<autonat::NatStatus> for Reachability {
+    fn from(s: autonat::NatStatus) -> Self {
+        match s {
+            autonat::NatStatus::Public(a) => Reachability::Public(a),
+            autonat::NatStatus::Private => Reachability::Private,
+            autonat::NatStatus::Unknown => Reachability::Unknown,
+        }
+    }
+}
+
 #[derive(NetworkBehaviour)]
 pub(crate) struct Nat {
     relay_client: relay::client::Behaviour,
     relay: Toggle<relay::Behaviour>,
     dcutr: dcutr::Behaviour,
+    autonat: Toggle<autonat::Behaviour>,
 }
 
 impl Nat {
-    pub(crate) fn new(local: PeerId, relay_client: relay::client::Behaviour, service: Option<&RelayService>) -> Self {
-        let relay = service.map(|s| {
+    pub(crate) fn new(local: PeerId, relay_client: relay::client::Behaviour, cfg: &NetConfig) -> Self {
+        let relay = cfg.relay.as_ref().map(|s| {
             let config = relay::Config { max_circuit_bytes: s.max_circuit_bytes, max_circuit_duration: s.max_circuit_duration, ..Default::default() };
             relay::Behaviour::new(local, config)
         });
-        Self { relay_client, relay: relay.into(), dcutr: dcutr::Behaviour::new(local) }
+        let autonat = cfg.autonat.as_ref().map(|a| a.behaviour(local));
+        Self { relay_client, relay: relay.into(), dcutr: dcutr::Behaviour::new(local), autonat: autonat.into() }
     }
 
     /// Whether this peer is a relay.
@@ -56,9 +146,21 @@ impl Nat {
     }
 }
 
-/// Logs what NAT traversal did, with the peer in a field.
-pub(crate) fn on_event(ev: NatEvent) {
+/// Logs what NAT traversal did, with the peer in a field; returns AutoNAT's new verdict when
+/// it changed.
+pub(crate) fn on_event(ev: NatEvent) -> Option<Reachability> {
     match ev {
+        NatEvent::Autonat(autonat::Event::StatusChanged { old, new }) => {
+            let (old, new) = (Reachability::from(old), Reachability::from(new));
+            let address = match &new {
+                Reachability::Public(a) => Some(a.to_string()),
+                _ => None,
+            };
+            tracing::info!(reachability = new.name(), was = old.name(), address, "AutoNAT: reachability changed");
+            return Some(new);
+        }
+        NatEvent::Autonat(autonat::Event::OutboundProbe(ev)) => tracing::debug!(?ev, "AutoNAT probe"),
+        NatEvent::Autonat(autonat::Event::InboundProbe(ev)) => tracing::debug!(?ev, "AutoNAT dial-back for a peer"),
         NatEvent::Dcutr(dcutr::Event { remote_peer_id, result: Ok(_) }) => {
             tracing::info!(peer = %remote_peer_id, "direct connection upgrade (DCUtR) succeeded")
         }
@@ -74,6 +176,7 @@ pub(crate) fn on_event(ev: NatEvent) {
         }
         NatEvent::Relay(ev) => tracing::debug!(?ev, "relay service"),
     }
+    None
 }
 
 /// The relays named in `addrs`: the peer before each `/p2p-circuit`.
@@ -105,6 +208,20 @@ impl NetConfig {
     }
 }
 
+/// Connections one peer may hold: the federation's, plus one for an AutoNAT dial-back (which
+/// would otherwise be refused, and a reachable peer told that it is not).
+pub(crate) fn max_connections_per_peer(cfg: &NetConfig) -> u32 {
+    cfg.max_connections_per_peer.max(1) + u32::from(cfg.autonat.is_some())
+}
+
+/// Whether a connection this peer dialled is an AutoNAT dial-back: the only dials made from a
+/// new port (ours reuse the listening port, so that NATs map them as hole punching expects).
+/// Its work is done once it is up (the verdict goes back on the asking connection), so the
+/// event loop closes it at once rather than let it hold the peer's spare slot for an hour.
+pub(crate) fn is_dial_back(endpoint: &ConnectedPoint) -> bool {
+    matches!(endpoint, ConnectedPoint::Dialer { role_override: Endpoint::Dialer, port_use: PortUse::New, .. })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +234,26 @@ mod tests {
         let direct: Multiaddr = format!("/ip4/10.0.0.2/tcp/4001/p2p/{target}").parse().unwrap();
         assert_eq!(relays(&[through, direct.clone()]), vec![relay]);
         assert_eq!(relays(&[direct]), Vec::<PeerId>::new());
+    }
+
+    #[test]
+    fn only_a_dial_from_a_new_port_is_taken_for_a_dial_back() {
+        let address: Multiaddr = "/ip4/10.0.0.2/tcp/4001".parse().unwrap();
+        let dialer = |role_override, port_use| ConnectedPoint::Dialer { address: address.clone(), role_override, port_use };
+        assert!(is_dial_back(&dialer(Endpoint::Dialer, PortUse::New)));
+        assert!(!is_dial_back(&dialer(Endpoint::Dialer, PortUse::Reuse)), "our own dials reuse the listening port");
+        assert!(!is_dial_back(&dialer(Endpoint::Listener, PortUse::Reuse)), "a hole punch");
+        assert!(!is_dial_back(&ConnectedPoint::Listener { local_addr: address.clone(), send_back_addr: address.clone() }));
+    }
+
+    #[test]
+    fn autonat_leaves_room_for_one_dial_back_per_peer() {
+        let mut cfg = NetConfig::new(protocol::FederationId::new("f").unwrap(), Vec::new());
+        assert_eq!(max_connections_per_peer(&cfg), 1);
+        cfg.autonat = Some(AutoNat::new(Vec::new()));
+        assert_eq!(max_connections_per_peer(&cfg), 2);
+        let relay = peer_id(&protocol::Identity::from_seed([1; 32]).unwrap().id());
+        cfg.through_relays(&[format!("/ip4/10.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit").parse().unwrap()]);
+        assert_eq!(max_connections_per_peer(&cfg), 3, "relayed, direct (DCUtR) and a dial-back");
     }
 }

@@ -27,7 +27,8 @@ pub struct NodeConfig {
     /// Addresses to listen on (default: none; a node only dials out). Only for an aggregator
     /// reached through a relay: a node that listens on a port it can be reached at lets DCUtR
     /// replace the relayed connection with a direct one. Only the aggregator and the relay may
-    /// connect.
+    /// connect. AutoNAT probes these ports (`state_dir/reachability.json` says whether the
+    /// aggregator or the relay could reach one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listen: Vec<Multiaddr>,
     /// Folder for the model checkpoint, the egress ledger and the state file.

@@ -14,7 +14,8 @@
 //! [`local`] (per-round learning, no I/O), [`trainer`] (the model's owner thread), [`session`]
 //! (join, answer, submit), [`reference`] (the pinned public set), [`faults`] (hooks for
 //! simulations; the production binary is always honest), [`metrics`] (Prometheus series, served at
-//! `http://ADDR/metrics` when the config names a `metrics` address), [`init`] (`fd-node init`:
+//! `http://ADDR/metrics` when the config names a `metrics` address), [`reachability`] (AutoNAT's
+//! verdict on this node, in `state_dir/reachability.json` and a metric), [`init`] (`fd-node init`:
 //! the data check and a new `node.toml`).
 #![deny(missing_docs)]
 
@@ -25,6 +26,7 @@ pub mod init;
 pub mod local;
 pub mod metrics;
 pub mod policy;
+pub mod reachability;
 mod reference;
 mod session;
 mod submit;
@@ -230,6 +232,11 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
     net_cfg.limits.max_classes = trainer.classes() as u32;
     net_cfg.ledger = Some(cfg.state_dir.join("egress.jsonl"));
     net_cfg.through_relays(std::slice::from_ref(&cfg.aggregator));
+    // Whether this node can be reached: asked of the aggregator, or of the relay this node
+    // reaches it through (a peer answers only over a direct connection, where it sees whence
+    // we came).
+    let relays: Vec<_> = net::nat::relays(std::slice::from_ref(&cfg.aggregator)).iter().filter_map(net::participant).collect();
+    net_cfg.autonat = Some(net::nat::AutoNat::new(if relays.is_empty() { vec![aggregator] } else { relays }));
     net_cfg.ledger_keeps_bytes = cfg.ledger.keep_bytes;
     let (telemetry, registry) = metrics::Metrics::new(aggregator);
     net_cfg.traffic = Some(telemetry.traffic.clone());
@@ -238,6 +245,7 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
         None => None,
     };
     let (client, events, network) = net::spawn(loaded.identity, net_cfg, &shutdown)?;
+    reachability::follow(client.reachability(), telemetry.reachability.clone(), cfg.state_dir.join(reachability::FILE));
     for addr in &cfg.listen {
         let bound = client.listen(addr.clone()).await?;
         tracing::info!(%bound, "listening, for a direct connection upgrade");

@@ -1,10 +1,10 @@
 //! The node's Prometheus metrics: joins, rounds answered, submissions the aggregator accepted
 //! and refused by reason, requests this node declined by reason, consensus messages received,
-//! seconds of local work a round, and (through [`net::metrics::Traffic`]) what it sent and
-//! received, in bytes and messages per kind. Always counted; served only when `node.toml` names
-//! a `metrics` address.
+//! seconds of local work a round, (through [`net::metrics::Traffic`]) what it sent and received,
+//! in bytes and messages per kind, and AutoNAT's verdict on its reachability. Always counted;
+//! served only when `node.toml` names a `metrics` address.
 
-use net::metrics::{reason_label, registered, seconds, ReasonLabel, Submissions, Traffic};
+use net::metrics::{reason_label, registered, seconds, ReachabilityGauge, ReasonLabel, Submissions, Traffic};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -29,6 +29,8 @@ pub struct Metrics {
     pub work_seconds: Histogram,
     /// Bytes and messages per kind; given to the network.
     pub traffic: Traffic,
+    /// AutoNAT's verdict on this node (`fd_reachability{status}`).
+    pub reachability: ReachabilityGauge,
 }
 
 impl Metrics {
@@ -44,6 +46,7 @@ impl Metrics {
             consensus: registered(r, "fd_consensus_received", "Consensus messages received", Counter::default()),
             work_seconds: registered(r, "fd_work_seconds", "Seconds of one round's local work", seconds()),
             traffic: Traffic::register(r, [(aggregator, "aggregator".to_owned())].into()),
+            reachability: ReachabilityGauge::register(r),
         };
         (m, registry)
     }

@@ -3,7 +3,10 @@
 //! 10.77.0.0/24, the aggregator on fixed ports), checked against the same federation on
 //! 127.0.0.1; the same LAN with `tc netem` delay and loss on every link; and two nodes each
 //! behind its own masquerading NAT (a router namespace with nftables; no route from the LAN to
-//! the private side), which join because a node only ever dials out to the aggregator.
+//! the private side), which join because a node only ever dials out to the aggregator, and
+//! learn from AutoNAT that they cannot be reached (while a node on the LAN learns that it can);
+//! and an aggregator behind a NAT reached through a circuit relay, against the same federation
+//! direct, which gives the relay's overhead per round in bytes and milliseconds.
 //!
 //! Namespaces need root (CI runs as root). Where they cannot be made, each test writes why to
 //! the terminal (past the test harness's capture) and returns; with `FD_REQUIRE_NETNS` set (as
@@ -113,6 +116,13 @@ fn federate_prepared(p: &mut Prepared, kind: &str, hosts: Option<&[String]>, dia
     addrs
 }
 
+/// A node's AutoNAT verdict (`public`, `private`, `unknown`), or `none` if it wrote none.
+fn reachability(state_dir: &Path) -> String {
+    let file = std::fs::read(state_dir.join(node::reachability::FILE)).ok();
+    let verdict = file.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    verdict.and_then(|v| v["reachability"].as_str().map(str::to_owned)).unwrap_or_else(|| "none".to_owned())
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -207,7 +217,10 @@ fn a_federation_over_delayed_lossy_links_completes_its_rounds() {
 fn nodes_behind_masquerading_nats_join_and_complete_their_rounds() {
     let test = "nat";
     let Some(mut lan) = Lan::or_skip(test, 2) else { return };
-    let s = scenario("nat", 3, ROUNDS);
+    // A fourth roster member stays offline, so that each round waits for its deadline: the run
+    // lasts long enough (3 × 4 s) for the nodes' AutoNAT verdicts: probes begin a second in, and
+    // the dial-back to node 0's QUIC address waits out QUIC's 5-s handshake timeout.
+    let s = scenario("nat", 4, ROUNDS);
     // Node 0 (over QUIC) and node 1 (over TCP) each behind its own NAT; node 2 on the LAN.
     let mut behind = Vec::new();
     for k in 0..2 {
@@ -224,12 +237,28 @@ fn nodes_behind_masquerading_nats_join_and_complete_their_rounds() {
         assert!(ip(&["-n", &lan.hosts[0], "route", "get", &addr]).is_err(), "the LAN can reach {addr}");
     }
     let hosts = [lan.hosts[0].clone(), behind[0].1.clone(), behind[1].1.clone(), lan.hosts[1].clone()];
-    let (p, _) = federate(&s, "nat", Some(&hosts), lan_listen(), Dial::Direct);
+    // Every node listens, so that AutoNAT has a port to probe: the aggregator dials each back.
+    let mut p = prepare(&s, "nat", lan_listen());
+    p.nodes.pop();
+    p.aggregator.round.quorum = Some(3);
+    p.aggregator.round.deadline_secs = 4.0;
+    for n in &mut p.nodes {
+        n.listen = vec![format!("/ip4/0.0.0.0/tcp/{PORT}").parse().unwrap()];
+    }
+    federate_prepared(&mut p, "nat", Some(&hosts), &Dial::Direct);
     every_round_complete(&p);
     // Their traffic went through the routers' NAT.
     for (router, _) in &behind {
         assert!(Lan::counted(router, "ip", "fdnat", "postrouting", None) > 0, "nothing was masqueraded by {router}");
     }
+    // AutoNAT: the nodes behind the NATs learnt that they cannot be reached, the one on the LAN
+    // that it can (at its LAN address); each still completed every round, dialling out.
+    let verdicts: Vec<String> = p.nodes.iter().map(|n| reachability(&n.state_dir)).collect();
+    assert_eq!(verdicts, ["private", "private", "public"], "AutoNAT's verdicts on the nodes behind the NATs and on the LAN");
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(p.nodes[2].state_dir.join(node::reachability::FILE)).unwrap()).unwrap();
+    let id = net::keys::peer_id_string(&net::keys::read(&p.nodes[2].key).unwrap().id());
+    assert_eq!(file["address"], format!("/ip4/{SUBNET}.2/tcp/{PORT}/p2p/{id}"), "where the aggregator reached the node on the LAN");
+    let _ = writeln!(std::io::stderr(), "{test}: AutoNAT: nodes behind NATs {}, on the LAN {}", verdicts[..2].join(", "), verdicts[2]);
 }
 
 #[test]
@@ -272,7 +301,8 @@ fn an_aggregator_behind_a_nat_is_reached_through_a_relay() {
     let log = runs[0].dir.join("relay.log");
     let mut relay = Procs(vec![common::launch(common::command("fd-aggregator", Some(&h(0))), &args, &log)]);
     let relay_addrs = wait_for_addrs(&mut relay.0[0], &addr_file, &log);
-    let mean_ms = |m: &[aggregator::RoundMetrics]| 1000.0 * m.iter().map(|r| r.seconds).sum::<f64>() / m.len() as f64;
+    // Rounds after the first: the first also waits for the nodes' processes to start and join.
+    let mean_ms = |m: &[aggregator::RoundMetrics]| 1000.0 * m[1..].iter().map(|r| r.seconds).sum::<f64>() / (m.len() - 1) as f64;
     for p in &mut runs {
         let kind = p.dir.file_name().unwrap().to_string_lossy().into_owned();
         // The aggregator has no open port: it listens on its private address, which the LAN
@@ -280,11 +310,11 @@ fn an_aggregator_behind_a_nat_is_reached_through_a_relay() {
         let tcp = |a: &&Multiaddr| a.iter().any(|p| matches!(p, Protocol::Tcp(_)));
         let private: Multiaddr = format!("/ip4/10.100.0.2/tcp/{PORT}").parse().unwrap();
         p.aggregator.listen = vec![private, relay_addrs.iter().find(tcp).unwrap().clone().with(Protocol::P2pCircuit)];
-        let (link, direct_packets) = (Lan::link_bytes(&h(0)), Lan::counted(&router, "ip", "fdnat", "forward", Some("direct")));
+        let (link, inside_link, direct_packets) = (Lan::link_bytes(&h(0)), Lan::link_bytes(&inside), Lan::counted(&router, "ip", "fdnat", "forward", Some("direct")));
         let started = std::time::Instant::now();
         federate_prepared(p, &kind, Some(&[inside.clone(), h(1), h(2), h(3)]), &Dial::Circuit(relay_addrs.clone()));
         let elapsed = started.elapsed();
-        let through_relay = Lan::link_bytes(&h(0)) - link;
+        let (through_relay, aggregator_link) = (Lan::link_bytes(&h(0)) - link, Lan::link_bytes(&inside) - inside_link);
         let m = every_round_complete(p);
         // Same seed, same data: the relay changes nothing but the path.
         assert_eq!(outcome(p), outcome(&direct), "{kind}: the rounds differ between the relayed and the direct federation");
@@ -292,15 +322,19 @@ fn an_aggregator_behind_a_nat_is_reached_through_a_relay() {
         // private side: DCUtR connected them directly.
         let upgraded = Lan::counted(&router, "ip", "fdnat", "forward", Some("direct")) > direct_packets;
         let listening = if p.nodes[0].listen.is_empty() { "nodes dial out only" } else { "nodes listen" };
+        let verdicts: Vec<String> = p.nodes.iter().map(|n| reachability(&n.state_dir)).collect();
+        let (relayed_ms, direct_ms) = (mean_ms(&m), mean_ms(&metrics(&direct)));
+        let (per_round, direct_per_round) = (aggregator_link / ROUNDS, direct_link / ROUNDS);
         let _ = writeln!(
             std::io::stderr(),
-            "{test} ({listening}): {ROUNDS} rounds through the relay in {:.1} s; direct connection upgrade (DCUtR): {}; a round moved {} bytes through the relay's link (everything relayed crosses it twice) against {} bytes through the aggregator's link when direct; round {:.0} ms relayed, {:.0} ms direct",
+            "{test} ({listening}): {ROUNDS} rounds through the relay in {:.1} s; direct connection upgrade (DCUtR): {}; AutoNAT verdicts of the nodes: {}; \
+             relay overhead per round: {} bytes ({per_round} bytes through the aggregator's link relayed, {direct_per_round} direct; the relay's link carried {} bytes, everything twice) and {:.0} ms ({relayed_ms:.0} ms a round relayed, {direct_ms:.0} ms direct, rounds 2–{ROUNDS})",
             elapsed.as_secs_f64(),
             if upgraded { "a node connected directly" } else { "no direct connection" },
+            verdicts.join(", "),
+            per_round as i64 - direct_per_round as i64,
             through_relay / ROUNDS,
-            direct_link / ROUNDS,
-            mean_ms(&m),
-            mean_ms(&metrics(&direct)),
+            relayed_ms - direct_ms,
         );
     }
 }

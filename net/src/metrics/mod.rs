@@ -1,6 +1,6 @@
 //! Prometheus metrics, shared by node and aggregator: what crossed the wire ([`Traffic`], bytes
-//! and messages per peer, kind and direction, counted where messages are sealed and read) and
-//! the HTTP endpoint that serves a registry ([`http::serve`], `GET /metrics`).
+//! and messages per peer, kind and direction, counted where messages are sealed and read),
+//! AutoNAT's verdict ([`ReachabilityGauge`]) and the HTTP endpoint that serves a registry ([`http::serve`], `GET /metrics`).
 //!
 //! The owner (node or aggregator) builds one [`Registry`], registers its own metrics and a
 //! [`Traffic`] in it, hands the `Traffic` to the network in [`crate::NetConfig::traffic`] and the
@@ -14,10 +14,12 @@ use std::sync::Arc;
 use libp2p::PeerId;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use protocol::{MessageKind, ParticipantId, RefusalReason};
 
+use crate::nat::Reachability;
 use crate::participant;
 
 /// Labels of one traffic series: the peer (its roster name, else its short id) and the kind.
@@ -118,6 +120,26 @@ impl Traffic {
     }
 }
 
+/// AutoNAT's verdict as `fd_reachability{status}`: 1 for the current status, 0 for the others.
+#[derive(Clone, Debug)]
+pub struct ReachabilityGauge(Family<[(&'static str, String); 1], Gauge>);
+
+impl ReachabilityGauge {
+    /// Registers `fd_reachability`, at `unknown`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let g = Self(registered(registry, "fd_reachability", "Whether AutoNAT found this peer reachable from outside (1 for the current status)", Family::default()));
+        g.set(&Reachability::Unknown);
+        g
+    }
+
+    /// Makes `now` the current status.
+    pub fn set(&self, now: &Reachability) {
+        for name in Reachability::NAMES {
+            self.0.get_or_create(&[("status", name.to_owned())]).set(i64::from(name == now.name()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +162,17 @@ mod tests {
         assert!(text.contains("fd_sent_bytes_total{peer=\"hospital-a\",kind=\"Submission\"} 120"), "{text}");
         assert!(text.contains("fd_sent_messages_total{peer=\"hospital-a\",kind=\"Submission\"} 2"), "{text}");
         assert!(text.contains(&format!("fd_received_bytes_total{{peer=\"hospital-a\",kind=\"Receipt\"}} {}", frame.len())), "{text}");
+    }
+
+    #[test]
+    fn reachability_is_one_status_at_a_time() {
+        let mut registry = Registry::default();
+        let g = ReachabilityGauge::register(&mut registry);
+        g.set(&Reachability::Private);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(text.contains("fd_reachability{status=\"private\"} 1"), "{text}");
+        assert!(text.contains("fd_reachability{status=\"unknown\"} 0"), "{text}");
+        assert!(text.contains("fd_reachability{status=\"public\"} 0"), "{text}");
     }
 }

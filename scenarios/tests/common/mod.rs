@@ -52,11 +52,12 @@ pub fn command(bin: &str, netns: Option<&str>) -> Command {
     }
 }
 
-/// Starts `command` with `args`, its log (stderr) appended to `log`.
+/// Starts `command` with `args`, its log (stderr) appended to `log` (at `FD_TEST_LOG`'s levels if
+/// set, e.g. `info,net=debug,libp2p_autonat=debug`).
 pub fn launch(mut command: Command, args: &[&OsStr], log: &Path) -> Child {
     command
         .args(args)
-        .env("RUST_LOG", "info,libp2p=warn")
+        .env("RUST_LOG", std::env::var("FD_TEST_LOG").unwrap_or_else(|_| "info,libp2p=warn".to_owned()))
         .stdout(Stdio::null())
         .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
         .spawn()
