@@ -3,12 +3,14 @@
 //! real processes ([`run`]; the process transport in `processes`, what a run reports in
 //! `results`), simulated faults ([`faults`], which production nodes cannot set),
 //! the baselines ([`baselines`], with federated averaging in [`fedavg`]), the outputs
-//! ([`report`]) and runs over several seeds ([`seeds`]).
+//! ([`report`]) and runs over several seeds ([`seeds`]). [`flood`] is the flooder of the flood
+//! test (`fd-flood`): a roster member and a stranger hammering an aggregator.
 #![deny(missing_docs)]
 
 pub mod baselines;
 pub mod faults;
 pub mod fedavg;
+pub mod flood;
 pub mod plots;
 pub mod presets;
 mod processes;
