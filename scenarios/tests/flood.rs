@@ -6,6 +6,13 @@
 //!
 //! The figures (peak RSS of both runs, the flood's counts) are printed:
 //! `cargo test --workspace --test flood -- --nocapture`.
+//!
+//! Not part of the flood by default: silent TCP connections that hold the aggregator's slots for
+//! handshakes in flight (`FD_FLOOD_HALF_OPEN=N`, `fd-flood --half-open N`). With N = 40 against
+//! the aggregator's 16 slots (`max_pending_incoming`; a silent connection holds one for libp2p's
+//! 10-s handshake timeout and is reopened at once), the aggregator refused every new connection,
+//! 7,998 in 3 s, the flooding member's included, so this test fails at its start: a peer that is
+//! not connected yet (a node starting, or reconnecting) cannot get in during such a flood.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
@@ -36,11 +43,13 @@ fn federate(name: &str, flood: bool) -> Run {
     let dir = common::test_dir("flood", name);
     let mut p = setup::prepare(&s, &dir).unwrap();
     // A round closes as soon as every roster member has answered or declined (the flooder
-    // declines what reaches it), else at the deadline with the honest quorum: the aggregator
-    // cannot always ask the flooder, whose own requests fill its connection's stream slots, and a
-    // roster member that cannot be asked holds its round to the deadline, as a silent one does.
+    // declines what reaches it), else once the deadline has passed and the quorum, every honest
+    // node, has answered: the round cannot close without an honest node, and the deadline only
+    // bounds how long it waits for the flooder. The aggregator cannot always ask the flooder
+    // (its own requests fill its connection's stream slots), and a roster member that cannot be
+    // asked holds its round to the deadline, as a silent one does.
     p.aggregator.round.quorum = Some(NODES);
-    p.aggregator.round.deadline_secs = 8.0;
+    p.aggregator.round.deadline_secs = 4.0;
     let member_key = dir.join("keys/flooder.key");
     if flood {
         let id = net::keys::generate(&member_key).unwrap();
@@ -66,6 +75,8 @@ fn federate(name: &str, flood: bool) -> Run {
             report_path.display().to_string(),
             "--progress".into(),
             progress.display().to_string(),
+            "--half-open".into(),
+            std::env::var("FD_FLOOD_HALF_OPEN").unwrap_or_else(|_| "0".into()),
         ];
         let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
         procs.0.push(spawn_args("fd-flood", &args, &dir.join("flood.log")));
@@ -112,9 +123,11 @@ fn a_flooding_member_and_a_stranger_cannot_keep_ten_honest_nodes_out_nor_inflate
     println!("aggregator peak RSS: {} KiB without the flood ({:.1} s), {} KiB with it ({:.1} s)", quiet.peak_kib, quiet.seconds, loud.peak_kib, loud.seconds);
     println!("flood: {}", serde_json::to_string_pretty(f).unwrap());
     assert!(f.joined && f.finished, "the member joined and was told the federation finished: {f:?}");
-    assert!(f.announcements_declined >= ROUNDS, "{f:?}");
+    // It declined the rounds whose question reached it (not all do: its own requests can fill
+    // the stream slots the aggregator would ask it on).
+    assert!(f.announcements_declined >= 1, "{f:?}");
     // It was a flood, and everything that should be refused was.
-    assert!(f.requests_sent() >= FLOOD_HEAD_START + 500, "{} requests", f.requests_sent());
+    assert!(f.requests_sent() >= FLOOD_HEAD_START + 200, "{} requests", f.requests_sent());
     for kind in ["garbage", "malformed", "forged", "oversized", "oversized_hello"] {
         let o = f.of(kind);
         assert!(o.sent >= 100, "{kind}: {o:?}");

@@ -33,6 +33,9 @@ struct Cli {
     /// Dials in flight at once, for the stranger and for the member's extra connections each.
     #[arg(long, default_value_t = 4)]
     dials: usize,
+    /// Silent TCP connections to hold open at once (a slowloris on handshakes; 0: none).
+    #[arg(long, default_value_t = 0)]
+    half_open: usize,
     /// Stop after this many seconds whatever happens.
     #[arg(long, default_value_t = 120)]
     max_secs: u64,
@@ -60,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         reference: ReferenceSetId::from_hex(&cli.reference_sha256).context("--reference-sha256")?,
         in_flight: cli.in_flight.max(1),
         dials: cli.dials.max(1),
+        half_open: cli.half_open,
         max_duration: Duration::from_secs(cli.max_secs),
         progress: cli.progress,
     };

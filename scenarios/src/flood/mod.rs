@@ -13,11 +13,15 @@
 //!   over, several dials at once, and so does the member with a second swarm while its first
 //!   connection is up (a second connection is one too many).
 //!
+//! - **Half-open connections** ([`half_open`], off unless asked for): silent TCP connections that
+//!   hold the aggregator's slots for handshakes in flight.
+//!
 //! The flooder stops by itself: when the aggregator finishes the federation, when its listener
 //! has refused the dials many times in a row (it has exited), or at the configured bound.
 
 mod codec;
 pub mod dialer;
+pub mod half_open;
 mod member;
 
 use std::collections::BTreeMap;
@@ -50,6 +54,8 @@ pub struct FloodConfig {
     pub in_flight: usize,
     /// Dials each connection flooder keeps in flight at once.
     pub dials: usize,
+    /// Silent TCP connections held open at once (0: none).
+    pub half_open: usize,
     /// The flooder stops after this long, whatever happens.
     pub max_duration: Duration,
     /// Where to write the member's counts so far, twice a second (None: nowhere).
@@ -91,6 +97,9 @@ pub struct FloodReport {
     pub member_dials: Dials,
     /// The stranger's connections.
     pub stranger_dials: Dials,
+    /// The silent connections.
+    #[serde(default)]
+    pub half_open: half_open::HalfOpen,
 }
 
 impl FloodReport {
@@ -144,9 +153,16 @@ pub async fn run(cfg: FloodConfig) -> Result<FloodReport, Error> {
     // taken), and pause while it is down: else they would take the slot from it.
     let joined = Arc::new(AtomicBool::new(false));
     let member_dials = tokio::spawn(dialer::run(keypair(&cfg.member)?, target, joined.clone(), stop.clone()));
+    let silent = match half_open::tcp_addr(&cfg.aggregator) {
+        Some(to) if cfg.half_open > 0 => Some(tokio::spawn(half_open::run(to, cfg.half_open, stop.clone()))),
+        _ => None,
+    };
     let mut report = member::run(&cfg, aggregator, joined, stop.clone()).await?;
     stop.cancel();
     let _ = timer.await;
+    if let Some(t) = silent {
+        report.half_open = t.await.map_err(|e| Error::Setup(e.to_string()))?;
+    }
     report.stranger_dials = stranger.await.map_err(|e| Error::Setup(e.to_string()))??;
     report.member_dials = member_dials.await.map_err(|e| Error::Setup(e.to_string()))??;
     report.seconds = started.elapsed().as_secs_f64();
