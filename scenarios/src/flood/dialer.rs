@@ -1,9 +1,7 @@
 //! A connection flood: one key dials the aggregator over and over, `concurrency` dials at
 //! once, and counts how each connection ended. A connection the aggregator closes within
 //! [`REFUSED_WITHIN`] of its handshake was refused; one still open then is counted as kept and
-//! closed by the dialler. After the aggregator has been reached once, [`GONE_AFTER`] failed dials
-//! in a row and no connection for [`GONE_QUIET`] mean its listener is gone: the dialler stops,
-//! and stops the whole flood.
+//! closed by the dialler.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,10 +19,6 @@ use super::Error;
 
 /// A connection closed by the aggregator this soon after its handshake was refused.
 pub const REFUSED_WITHIN: Duration = Duration::from_secs(2);
-/// Failed dials in a row, after a first success, that mean the aggregator has exited.
-pub const GONE_AFTER: u32 = 20;
-/// Time without an established connection, after a first one, that means the aggregator has exited.
-pub const GONE_QUIET: Duration = Duration::from_secs(3);
 
 /// Where to dial, and how many dials at once.
 #[derive(Clone, Debug)]
@@ -52,8 +46,8 @@ pub struct Dials {
     pub failed: u64,
 }
 
-/// Dials `target` with `key` until `stop` fires (or the aggregator is gone, which fires it),
-/// while `gate` is open (checked at least every 250 ms).
+/// Dials `target` with `key` until `stop` fires, while `gate` is open (checked at least every
+/// 250 ms).
 pub async fn run(key: libp2p::identity::Keypair, target: Target, gate: Arc<AtomicBool>, stop: CancellationToken) -> Result<Dials, Error> {
     let setup = |e: &dyn std::fmt::Display| Error::Setup(e.to_string());
     let mut swarm = SwarmBuilder::with_existing_identity(key)
@@ -66,8 +60,6 @@ pub async fn run(key: libp2p::identity::Keypair, target: Target, gate: Arc<Atomi
         .build();
     let mut dials = Dials::default();
     let mut open: HashMap<ConnectionId, Option<Instant>> = HashMap::new();
-    let mut failures_in_a_row = 0u32;
-    let mut last_established: Option<Instant> = None;
     let mut check = tokio::time::interval(Duration::from_millis(250));
     loop {
         while open.len() < target.concurrency && !stop.is_cancelled() && gate.load(Ordering::Relaxed) {
@@ -99,8 +91,6 @@ pub async fn run(key: libp2p::identity::Keypair, target: Target, gate: Arc<Atomi
             ev = swarm.select_next_some() => match ev {
                 SwarmEvent::ConnectionEstablished { connection_id, .. } => {
                     dials.established += 1;
-                    last_established = Some(Instant::now());
-                    failures_in_a_row = 0;
                     open.insert(connection_id, Some(Instant::now()));
                 }
                 SwarmEvent::ConnectionClosed { connection_id, .. } => {
@@ -112,10 +102,6 @@ pub async fn run(key: libp2p::identity::Keypair, target: Target, gate: Arc<Atomi
                 SwarmEvent::OutgoingConnectionError { connection_id, .. } => {
                     open.remove(&connection_id);
                     dials.failed += 1;
-                    failures_in_a_row += 1;
-                    if failures_in_a_row >= GONE_AFTER && last_established.is_some_and(|t| t.elapsed() > GONE_QUIET) {
-                        stop.cancel();
-                    }
                 }
                 _ => {}
             },

@@ -1,6 +1,7 @@
 //! Half-open connections (a slowloris on handshakes): TCP connections to the aggregator that
 //! never say a word, each reopened as soon as the aggregator drops it (at its handshake timeout).
-//! They hold the aggregator's slots for connections in their handshake.
+//! They hold the aggregator's slots for connections in their handshake. Also the flooder's watch
+//! on the aggregator's listener ([`watch_listener`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,6 +38,23 @@ pub fn tcp_addr(addr: &Multiaddr) -> Option<SocketAddr> {
     None
 }
 
+/// Fires `stop` once the aggregator's TCP port refuses connections three times in a row
+/// (probed every 500 ms): it has exited.
+pub async fn watch_listener(to: SocketAddr, stop: CancellationToken) {
+    let mut refused = 0;
+    while refused < 3 {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        match tokio::net::TcpStream::connect(to).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused += 1,
+            _ => refused = 0,
+        }
+    }
+    stop.cancel();
+}
+
 /// Keeps `count` silent connections to `to` open until `stop` fires.
 pub async fn run(to: SocketAddr, count: usize, stop: CancellationToken) -> HalfOpen {
     let mut held: JoinSet<Result<bool, ()>> = JoinSet::new();
@@ -70,4 +88,26 @@ pub async fn run(to: SocketAddr, count: usize, stop: CancellationToken) -> HalfO
         }
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tcp_address_of_a_multiaddr() {
+        let a: Multiaddr = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWMGT6qfXM3xi9opiUPTNBLczSqxihi5hzPoKKE3sBiF2H".parse().unwrap();
+        assert_eq!(tcp_addr(&a), Some("127.0.0.1:4001".parse().unwrap()));
+        assert_eq!(tcp_addr(&"/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap()), None);
+    }
+
+    #[tokio::test]
+    async fn the_watch_fires_when_the_port_is_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = listener.local_addr().unwrap();
+        drop(listener);
+        let stop = CancellationToken::new();
+        tokio::time::timeout(Duration::from_secs(30), watch_listener(to, stop.clone())).await.unwrap();
+        assert!(stop.is_cancelled());
+    }
 }

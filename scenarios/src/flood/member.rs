@@ -20,8 +20,8 @@ use super::{keypair, Error, FloodConfig, FloodReport};
 /// The requests sent, in rotation.
 pub(crate) const KINDS: [&str; 7] = ["hello", "chunk", "garbage", "malformed", "forged", "oversized", "oversized_hello"];
 
-/// A length claim far over any cap (48 MiB).
-const HUGE_CLAIM: u32 = 48 << 20;
+/// A length claim over any cap (4 GiB).
+const HUGE_CLAIM: u32 = u32::MAX;
 /// A `Hello` frame over its kind's cap, sent in full.
 const BIG_HELLO: usize = 128 << 10;
 
@@ -82,7 +82,7 @@ impl Frames {
                 let body = self.noise(64 + (self.counter as usize * 31) % 512);
                 whole(SignedEnvelope::seal_raw(MessageKind::Hello as u8, body, &self.member).to_bytes()?)
             }
-            // A submission's header under a claim of 48 MiB, then a little.
+            // A submission's header under a claim of 4 GiB, then a little.
             "oversized" => {
                 let mut bytes = self.hello.clone();
                 bytes.truncate(4096);
@@ -263,5 +263,45 @@ async fn write_progress(path: &std::path::Path, report: &FloodReport) {
     let Ok(json) = serde_json::to_vec(report) else { return };
     if tokio::fs::write(&tmp, json).await.is_ok() {
         let _ = tokio::fs::rename(&tmp, path).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{FederationId, Identity, ReferenceSetId};
+
+    /// Each frame is what its kind says: the aggregator's codec and verification see a Hello, a
+    /// submission's header under a huge claim, noise behind a valid signature, a forged signer.
+    #[test]
+    fn the_frames_are_what_they_claim_to_be() {
+        let cfg = FloodConfig {
+            aggregator: "/ip4/127.0.0.1/tcp/1".parse().unwrap(),
+            member: Identity::generate().unwrap(),
+            stranger: Identity::generate().unwrap(),
+            federation: FederationId::new("f").unwrap(),
+            reference: ReferenceSetId([1; 32]),
+            in_flight: 1,
+            dials: 1,
+            half_open: 0,
+            max_duration: Duration::from_secs(1),
+            progress: None,
+        };
+        let mut frames = Frames::new(&cfg).unwrap();
+        let limits = Limits::default();
+        let member = cfg.member.id();
+        let open = |f: &Frame| SignedEnvelope::from_bytes(&f.bytes, &limits).and_then(|e| e.open(&member, &limits));
+        assert!(matches!(open(&frames.frame("hello").unwrap()), Ok(Message::Hello(_))));
+        assert!(matches!(open(&frames.frame("chunk").unwrap()), Ok(Message::RefSetRequest(_))));
+        assert!(open(&frames.frame("forged").unwrap()).is_err(), "signed by another key");
+        let malformed = frames.frame("malformed").unwrap();
+        assert!(SignedEnvelope::from_bytes(&malformed.bytes, &limits).is_ok() && open(&malformed).is_err(), "a valid envelope around noise");
+        assert!(open(&frames.frame("garbage").unwrap()).is_err());
+        let over = frames.frame("oversized").unwrap();
+        assert_eq!(protocol::codec::peek_kind(&over.bytes), Some(MessageKind::Submission));
+        assert!(over.claimed.unwrap() as usize > limits.max_frame() && over.bytes.len() < 8192);
+        let big = frames.frame("oversized_hello").unwrap();
+        assert_eq!(protocol::codec::peek_kind(&big.bytes), Some(MessageKind::Hello));
+        assert!(big.bytes.len() > limits.frame_cap(Some(MessageKind::Hello)) && big.claimed.is_none());
     }
 }

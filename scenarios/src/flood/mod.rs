@@ -16,8 +16,8 @@
 //! - **Half-open connections** ([`half_open`], off unless asked for): silent TCP connections that
 //!   hold the aggregator's slots for handshakes in flight.
 //!
-//! The flooder stops by itself: when the aggregator finishes the federation, when its listener
-//! has refused the dials many times in a row (it has exited), or at the configured bound.
+//! The flooder stops by itself: when the aggregator finishes the federation, when its TCP port
+//! refuses connections (it has exited), or at the configured bound.
 
 mod codec;
 pub mod dialer;
@@ -153,7 +153,11 @@ pub async fn run(cfg: FloodConfig) -> Result<FloodReport, Error> {
     // taken), and pause while it is down: else they would take the slot from it.
     let joined = Arc::new(AtomicBool::new(false));
     let member_dials = tokio::spawn(dialer::run(keypair(&cfg.member)?, target, joined.clone(), stop.clone()));
-    let silent = match half_open::tcp_addr(&cfg.aggregator) {
+    let listener = half_open::tcp_addr(&cfg.aggregator);
+    if let Some(to) = listener {
+        tokio::spawn(half_open::watch_listener(to, stop.clone()));
+    }
+    let silent = match listener {
         Some(to) if cfg.half_open > 0 => Some(tokio::spawn(half_open::run(to, cfg.half_open, stop.clone()))),
         _ => None,
     };
