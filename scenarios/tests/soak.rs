@@ -148,6 +148,17 @@ fn checkpoints_load(p: &Prepared) -> Vec<u64> {
     rounds
 }
 
+/// A node's state folder loads: its record of answers and its model checkpoint. Returns the
+/// number of rounds it has answered.
+fn node_state_loads(p: &Prepared, i: usize) -> u64 {
+    let state = &p.nodes[i].state_dir;
+    let answers = node::policy::Answers::load(&state.join(node::policy::ANSWERS_FILE)).unwrap();
+    if state.join("model.bpk").is_file() {
+        learning::Model::load(&state.join("model"), p.scenario.backend).unwrap();
+    }
+    answers.count
+}
+
 /// An aggregator process on `p`'s federation.toml: `fd-sim-aggregator` holding the checkpoints
 /// of `pause` if given, else `fd-aggregator`.
 fn spawn_aggregator(p: &Prepared, pause: Option<&CheckpointPause>) -> Child {
@@ -234,6 +245,7 @@ fn federate(name: &str, kills: &[AggregatorKill], node_kills: &[NodeKill]) -> Ou
         for &i in &k.nodes {
             if submitted(&p.nodes[i].state_dir).contains(&(at_death + 1)) {
                 kill(&mut procs.0[1 + i]);
+                node_state_loads(&p, i);
                 procs.0[1 + i] = spawn_node(&p, i);
                 killed.push(i);
             }
@@ -247,6 +259,7 @@ fn federate(name: &str, kills: &[AggregatorKill], node_kills: &[NodeKill]) -> Ou
         let took = || common::egress(&state).iter().any(|e| e.direction == "response" && e.kind == "Receipt" && e.round == Some(k.round));
         wait_until(&format!("node {} to take round {}", k.node, k.round), limit, took);
         kill(&mut procs.0[1 + k.node]);
+        node_state_loads(&p, k.node);
         procs.0[1 + k.node] = spawn_node(&p, k.node);
     }
     let status = wait_exit(&mut procs.0[0], Duration::from_secs(180));
@@ -290,8 +303,10 @@ fn twenty_rounds_through_aggregator_and_node_kills_end_on_the_model_of_a_run_wit
     // Every checkpoint left loads, and the final model is the same, bit for bit.
     assert!(checkpoints_load(&soak.p).contains(&ROUNDS));
     assert_eq!(bytes(&global(&soak.p)), bytes(&global(&calm.p)), "the global model after the kills differs from the run without them");
+    // Each node answered each round once: a round asked again got the recorded answer.
     for i in 0..NODES {
         assert_eq!(submitted(&soak.p.nodes[i].state_dir).last(), Some(&ROUNDS), "node {i}");
+        assert_eq!(node_state_loads(&soak.p, i), ROUNDS, "node {i}");
     }
 }
 
@@ -311,6 +326,9 @@ fn twenty_rounds_through_node_kills_anywhere_complete_with_every_node() {
         assert_eq!(r.participants, names, "round {}", r.round);
     }
     assert!(checkpoints_load(&wild.p).contains(&ROUNDS));
+    for i in 0..NODES {
+        node_state_loads(&wild.p, i);
+    }
     let global = learning::Model::load(&wild.p.aggregator.output.join("global"), wild.p.scenario.backend).unwrap();
     let test = wild.p.dataset.subset(&wild.p.split.test);
     let acc = learning::eval::evaluate(&global.soft_labels(&test.features, 1.0, 256).unwrap(), &test.labels, 10).accuracy;
