@@ -4,15 +4,14 @@
 //!
 //! - The **member** (a key on the roster) joins like a node, then keeps a fixed number of
 //!   requests in flight on its one connection, in rotation: valid `Hello`s and reference-set chunk
-//!   requests (both rate-limited per peer), garbage frames, a `Hello` signed by another key, and
-//!   oversized frames (a length claim far over any cap, and a `Hello` frame over its kind's cap
-//!   sent in full). It declines every round announced to it (reason `Policy`, so the rounds do
-//!   not wait for it), acknowledges every consensus, and stops when the aggregator says the
-//!   federation is finished ([`member`]).
+//!   requests (both rate-limited per peer), garbage frames, validly signed envelopes around
+//!   noise, a `Hello` signed by another key, and oversized frames (a length claim over any cap,
+//!   and a `Hello` frame over its kind's cap sent in full). It declines every round announced to
+//!   it (reason `Policy`, so that the round need not wait for it), acknowledges every consensus,
+//!   and stops when the aggregator says the federation is finished (`member`).
 //! - **Connection floods** ([`dialer`]): the stranger (a key not on the roster) dials over and
 //!   over, several dials at once, and so does the member with a second swarm while its first
 //!   connection is up (a second connection is one too many).
-//!
 //! - **Half-open connections** ([`half_open`], off unless asked for): silent TCP connections that
 //!   hold the aggregator's slots for handshakes in flight.
 //!
@@ -84,8 +83,8 @@ pub struct FloodReport {
     pub joined: bool,
     /// Whether the aggregator told the member that the federation is finished.
     pub finished: bool,
-    /// The member's requests, by kind (`hello`, `chunk`, `garbage`, `forged`, `oversized`,
-    /// `oversized_hello`).
+    /// The member's requests, by kind (`hello`, `chunk`, `garbage`, `malformed`, `forged`,
+    /// `oversized`, `oversized_hello`).
     pub requests: BTreeMap<String, Outcomes>,
     /// Round announcements the member declined.
     pub announcements_declined: u64,
