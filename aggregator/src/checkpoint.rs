@@ -159,6 +159,11 @@ pub fn restore(out: &Path, reference: &ReferenceSetId, backend: BackendKind) -> 
 /// committed round and the newest complete one before it. A failure leaves the previous commit
 /// in force.
 pub fn save(out: &Path, reference: &ReferenceSetId, student: &Model, pool: &Pool, all: &[RoundMetrics]) -> Result<(), Error> {
+    save_with(out, reference, student, pool, all, &crate::faults::NoFaults)
+}
+
+/// [`save`], calling `faults` half-way ([`crate::faults::Faults::mid_checkpoint`]).
+pub fn save_with(out: &Path, reference: &ReferenceSetId, student: &Model, pool: &Pool, all: &[RoundMetrics], faults: &dyn crate::faults::Faults) -> Result<(), Error> {
     let Some(last) = all.last() else { return Ok(()) };
     let dir = round_dir(out, last.round);
     // A folder left by an earlier attempt (or a crash) is written over; its meta.json goes
@@ -176,6 +181,7 @@ pub fn save(out: &Path, reference: &ReferenceSetId, student: &Model, pool: &Pool
         jsonl.push('\n');
     }
     atomic_write(&dir.join("metrics.jsonl"), jsonl.as_bytes())?;
+    faults.mid_checkpoint(last.round);
     let state = serde_json::to_vec_pretty(&State { completed_round: last.round, reference_set: reference.to_hex() }).map_err(|e| corrupt(out, e))?;
     atomic_write(&dir.join("meta.json"), &state)?;
     atomic_write(&out.join("metrics.jsonl"), jsonl.as_bytes())?;

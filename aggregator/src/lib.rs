@@ -14,6 +14,9 @@
 //! the config, [`metrics`] are served at `http://ADDR/metrics` until the run ends. An aggregator
 //! with no open port listens through a circuit relay, which `fd-aggregator relay` runs ([`relay`]).
 //!
+//! Simulations can hold the aggregator at points where a test kills it ([`faults`]; the
+//! production binary sets none).
+//!
 //! Setting a federation up: [`reference`] builds the public reference set's file from a user's
 //! CSV or IDX file, [`init`] writes a new federation's folder, [`roster_edit`] adds and removes
 //! roster entries in place.
@@ -28,6 +31,7 @@
 pub mod checkpoint;
 mod collect;
 pub mod config;
+pub mod faults;
 pub mod metrics;
 pub mod relay;
 pub mod init;
@@ -205,6 +209,11 @@ fn load(cfg: &AggregatorConfig) -> Result<Loaded, Error> {
 impl Aggregator {
     /// Validates the config, loads inputs and the checkpoint, binds the listen addresses.
     pub async fn start(cfg: AggregatorConfig) -> Result<Self, Error> {
+        Self::start_with(cfg, Arc::new(faults::NoFaults)).await
+    }
+
+    /// [`Aggregator::start`] with simulated faults (the scenario runner's `fd-sim-aggregator`).
+    pub async fn start_with(cfg: AggregatorConfig, faults: Arc<dyn faults::Faults>) -> Result<Self, Error> {
         cfg.validate()?;
         let loaded = {
             let cfg = cfg.clone();
@@ -242,6 +251,7 @@ impl Aggregator {
             seed: cfg.seed,
             output: cfg.output.clone(),
             federation: cfg.federation.clone(),
+            faults,
         };
         let completed = loaded.restored.completed;
         let metrics = loaded.restored.metrics.clone();

@@ -175,12 +175,7 @@ fn init(i: aggregator::init::Init) -> anyhow::Result<()> {
 
 /// Writes listen addresses with the peer id `who` to `path`, atomically.
 fn write_addr_file(path: &Path, who: &protocol::ParticipantId, addrs: &[net::multiaddr::Multiaddr]) -> anyhow::Result<()> {
-    let id = net::multiaddr::Protocol::P2p(net::peer_id(who));
-    let text: String = addrs.iter().map(|a| format!("{}\n", a.clone().with(id.clone()))).collect();
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(".partial");
-    std::fs::write(&aside, text).with_context(|| format!("cannot write {}", Path::new(&aside).display()))?;
-    std::fs::rename(&aside, path).with_context(|| format!("cannot write {}", path.display()))
+    net::cli::write_addr_file(path, who, addrs).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[tokio::main]

@@ -38,6 +38,8 @@ pub struct StudentSetup {
     pub output: PathBuf,
     /// Federation (for the report).
     pub federation: FederationId,
+    /// Simulated faults (none but in simulations).
+    pub faults: Arc<dyn crate::faults::Faults>,
 }
 
 struct State {
@@ -84,7 +86,7 @@ impl Student {
     pub async fn checkpoint(&self, metrics: Vec<RoundMetrics>) -> Result<(), Error> {
         self.owner
             .call(move |s| match &s.model {
-                Some(m) => checkpoint::save(&s.setup.output, &s.reference_id, m, &s.pool, &metrics),
+                Some(m) => checkpoint::save_with(&s.setup.output, &s.reference_id, m, &s.pool, &metrics, s.setup.faults.as_ref()),
                 None => Ok(()),
             })
             .await?

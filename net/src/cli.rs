@@ -1,5 +1,6 @@
 //! What the three binaries (`fd-node`, `fd-aggregator`, `fd-scenarios`) set up the same way:
-//! the log subscriber and the shutdown signal. Libraries never call these; binaries do, once.
+//! the log subscriber and the shutdown signal (libraries never call these; binaries do, once),
+//! and the `--addr-file` that a listening binary reports its addresses in.
 
 use tokio_util::sync::CancellationToken;
 
@@ -88,6 +89,17 @@ pub fn shutdown_signal() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// Writes `addrs`, each with `/p2p/<who>`, one a line, to `path` through a file beside it, so
+/// that a reader never sees half of them (what `--addr-file` reports).
+pub fn write_addr_file(path: &std::path::Path, who: &protocol::ParticipantId, addrs: &[libp2p::Multiaddr]) -> std::io::Result<()> {
+    let id = libp2p::multiaddr::Protocol::P2p(crate::peer_id(who));
+    let text: String = addrs.iter().map(|a| format!("{}\n", a.clone().with(id.clone()))).collect();
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".partial");
+    std::fs::write(&aside, text)?;
+    std::fs::rename(&aside, path)
 }
 
 /// A config file that does not parse: the dotted key at fault (`round.encoding`, or `(file)` when

@@ -1,7 +1,10 @@
 //! Simulated faults: attacks on the soft labels, stragglers, and nodes that leave. They
 //! implement [`node::Faults`] and reach a node only through the scenario runner (in-process) or
 //! the `fd-sim-node` wrapper (processes); the production `fd-node` has no way to set them.
+//! [`CheckpointPause`] holds an aggregator mid-checkpoint ([`aggregator::faults::Faults`]) through
+//! the `fd-sim-aggregator` wrapper, so that a test can kill it there.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use protocol::seed::{derive, Stream};
@@ -66,6 +69,40 @@ impl node::Faults for Simulation {
 
     fn delay(&self, _round: u64) -> Duration {
         Duration::from_millis(self.delay_ms)
+    }
+}
+
+/// Holds the aggregator half-way through the checkpoint of each of `rounds`, once: it creates
+/// `markers/checkpoint-N` and waits [`CheckpointPause::HOLD`] (a test kills it meanwhile). A
+/// round whose marker exists (a restart running it again) goes through.
+#[derive(Clone, Debug, Default)]
+pub struct CheckpointPause {
+    /// Rounds whose checkpoint is held.
+    pub rounds: Vec<u64>,
+    /// Folder of the markers.
+    pub markers: PathBuf,
+}
+
+impl CheckpointPause {
+    /// How long a checkpoint is held at most.
+    pub const HOLD: Duration = Duration::from_secs(60);
+
+    /// The marker of round `round`'s held checkpoint.
+    pub fn marker(&self, round: u64) -> PathBuf {
+        self.markers.join(format!("checkpoint-{round}"))
+    }
+}
+
+impl aggregator::faults::Faults for CheckpointPause {
+    fn mid_checkpoint(&self, round: u64) {
+        let marker = self.marker(round);
+        if !self.rounds.contains(&round) || marker.exists() {
+            return;
+        }
+        if std::fs::create_dir_all(&self.markers).and_then(|()| std::fs::write(&marker, b"")).is_ok() {
+            tracing::info!(round, "holding the checkpoint (simulation)");
+            std::thread::sleep(Self::HOLD);
+        }
     }
 }
 

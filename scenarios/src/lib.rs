@@ -4,13 +4,15 @@
 //! `results`), simulated faults ([`faults`], which production nodes cannot set),
 //! the baselines ([`baselines`], with federated averaging in [`fedavg`]), the outputs
 //! ([`report`]), runs over several seeds ([`seeds`]), privacy sweeps ([`sweep`]) and ablations
-//! ([`ablation`]).
+//! ([`ablation`]). [`flood`] is the flooder of the flood test (`fd-flood`): a roster member and a
+//! stranger hammering an aggregator.
 #![deny(missing_docs)]
 
 pub mod ablation;
 pub mod baselines;
 pub mod faults;
 pub mod fedavg;
+pub mod flood;
 pub mod plots;
 pub mod presets;
 mod processes;

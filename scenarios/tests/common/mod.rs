@@ -140,3 +140,44 @@ pub fn wait_exit(c: &mut Child, limit: Duration) -> std::process::ExitStatus {
     });
     status.unwrap()
 }
+
+/// Starts the aggregator on a TCP port of 127.0.0.1 that it picks, waits for the addresses it
+/// reports, then writes `federation.toml` with that port (so that a restart comes back where the
+/// nodes look for it) and each node's config naming it. Returns the process and its address
+/// with its PeerId.
+pub fn launch_aggregator_tcp(p: &mut Prepared) -> (Child, Multiaddr) {
+    p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    scenarios::setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator).unwrap();
+    let addr_file = p.dir.join("aggregator.addrs");
+    let mut agg = spawn_aggregator_in(p, None, &addr_file);
+    let addrs = wait_for_addrs(&mut agg, &addr_file, &p.dir.join("aggregator.log"));
+    p.aggregator.listen = addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, net::multiaddr::Protocol::P2p(_))).collect()).collect();
+    scenarios::setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator).unwrap();
+    for (i, n) in p.nodes.iter_mut().enumerate() {
+        n.aggregator = addrs[0].clone();
+        scenarios::setup::write_toml(&node_toml(&p.dir, i), n).unwrap();
+    }
+    (agg, addrs[0].clone())
+}
+
+/// The peak resident set size of a running process so far (`VmHWM`, KiB), if it can be read.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits for `c` to exit, sampling its peak RSS every poll; returns its status and the last
+/// peak read (the high-water mark up to one poll, 20 ms, before it exited).
+pub fn wait_exit_with_peak(c: &mut Child, limit: Duration) -> (std::process::ExitStatus, u64) {
+    let (mut status, mut peak) = (None, 0);
+    let pid = c.id();
+    wait_until("a process to exit", limit, || {
+        if let Some(kib) = peak_rss_kib(pid) {
+            peak = peak.max(kib);
+        }
+        status = c.try_wait().unwrap();
+        status.is_some()
+    });
+    (status.unwrap(), peak)
+}
