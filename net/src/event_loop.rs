@@ -74,6 +74,7 @@ struct EventLoop {
     unsent_responses: HashSet<InboundRequestId>,
     draining: bool,
     drain_timeout: Duration,
+    per_peer: crate::per_peer::InboundPerPeer,
 }
 
 pub(crate) fn spawn(identity: Identity, cfg: NetConfig, token: CancellationToken) -> Result<(Client, mpsc::Receiver<Event>, Handle), Error> {
@@ -102,6 +103,7 @@ pub(crate) fn spawn(identity: Identity, cfg: NetConfig, token: CancellationToken
         unsent_responses: HashSet::new(),
         draining: false,
         drain_timeout: cfg.drain_timeout,
+        per_peer: crate::per_peer::InboundPerPeer::new(cfg.max_connections_per_peer, cfg.autonat.iter().flat_map(|a| a.servers.iter().map(peer_id))),
     };
     let task = tokio::spawn(event_loop.run(token.clone()));
     Ok((Client { commands: cmd_tx, shared }, ev_rx, Handle { token, task }))
@@ -280,11 +282,19 @@ impl EventLoop {
                 if crate::nat::is_dial_back(&endpoint) {
                     self.swarm.close_connection(connection_id);
                 }
+                if !self.per_peer.established(peer_id, connection_id, &endpoint) {
+                    tracing::debug!(peer = %peer_id, "a second inbound connection from one peer; closing it");
+                    self.swarm.close_connection(connection_id);
+                }
                 if let Some((_, r)) = self.pending_dial.remove(&connection_id) {
                     let _ = r.send(Ok(peer_id));
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
+                self.per_peer.closed(peer_id, connection_id);
+                if num_established > 0 {
+                    return;
+                }
                 if let Some(p) = participant(&peer_id) {
                     if !self.backlog.contains(&p) && !self.draining {
                         self.backlog.push_back(p);

@@ -38,6 +38,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod nat;
 pub mod owner;
+mod per_peer;
 pub mod rate;
 
 use std::time::Duration;
