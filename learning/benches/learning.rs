@@ -4,7 +4,8 @@
 //! Thread counts are set per child process (`RAYON_NUM_THREADS`, `MATMUL_NUM_THREADS`), since
 //! both backends read them once at start-up. Options (after `--`; `--help` lists them): `--quick`
 //! for a short run, `--consensus-only` for the consensus part alone, `--runs N` to keep the best
-//! of N interleaved runs (default 3), and `--pytorch PYTHON` to measure PyTorch on the same
+//! of N interleaved runs (default 3), `--only TEXT` for the measurements whose name contains
+//! TEXT, and `--pytorch PYTHON` to measure PyTorch on the same
 //! models, data, batch size, optimiser and threads (benches/pytorch_train.py; needs torch and
 //! numpy) and print burn's rates as ratios to PyTorch's. An unknown option is an error.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
@@ -38,6 +39,10 @@ struct Args {
     /// the same measurements, and print burn's speed relative to PyTorch's.
     #[arg(long, value_name = "PYTHON")]
     pytorch: Option<PathBuf>,
+    /// Only the training and inference measurements whose name contains this text (e.g.
+    /// `784-256`); every one by default.
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -85,28 +90,36 @@ fn dp_rate(arch: &Architecture, d: &Dataset, backend: BackendKind) -> f64 {
     (report.dp_steps as f64 * 64.0) / t.elapsed().as_secs_f64()
 }
 
-fn child(quick: bool) {
+fn child(quick: bool, only: Option<&str>) {
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
     let n = if quick { 500 } else { 10_000 };
     let dig = digits();
     let mn = mnist(n);
     for backend in [BackendKind::Flex, BackendKind::Ndarray] {
+        // Runs a measurement (samples/s) unless `--only` leaves it out.
+        let report = |what: &str, rate: &dyn Fn() -> f64| {
+            if only.is_none_or(|o| what.contains(o)) {
+                println!("{backend:?}\t{threads}\t{what}\t{:.0}", rate());
+            }
+        };
         let mlp_small = Architecture::Mlp { hidden: vec![128], dropout: 0.0 };
         let mlp_big = Architecture::Mlp { hidden: vec![256], dropout: 0.0 };
         let cnn = Architecture::Cnn { channels: [8, 16], hidden: 64, dropout: 0.0 };
         let cnn_rows = mn.subset(&(0..mn.len() / 4).collect::<Vec<_>>());
-        println!("{backend:?}\t{threads}\ttrain mlp 64-128-10 digits\t{:.0}", train_rate(&mlp_small, &dig, backend));
-        println!("{backend:?}\t{threads}\ttrain mlp 784-256-10 mnist\t{:.0}", train_rate(&mlp_big, &mn, backend));
-        println!("{backend:?}\t{threads}\ttrain cnn 8x16-64 mnist\t{:.0}", train_rate(&cnn, &cnn_rows, backend));
-        println!("{backend:?}\t{threads}\tdp train mlp 64-128-10 digits\t{:.0}", dp_rate(&mlp_small, &dig, backend));
-        println!("{backend:?}\t{threads}\tdp train mlp 784-256-10 mnist\t{:.0}", dp_rate(&mlp_big, &mn, backend));
-        println!("{backend:?}\t{threads}\tdp train cnn 8x16-64 mnist\t{:.0}", dp_rate(&cnn, &cnn_rows, backend));
-        let net = Model::new(&mlp_big, 784, 10, backend, 3).expect("net");
-        net.soft_labels(&mn.features[..784 * 256], 3.0, 256).expect("warm-up");
-        let t = Instant::now();
-        let probs = net.soft_labels(&mn.features, 3.0, 256).expect("soft labels");
-        std::hint::black_box(probs);
-        println!("{backend:?}\t{threads}\tsoft labels mlp 784-256-10 mnist\t{:.0}", mn.len() as f64 / t.elapsed().as_secs_f64());
+        report("train mlp 64-128-10 digits", &|| train_rate(&mlp_small, &dig, backend));
+        report("train mlp 784-256-10 mnist", &|| train_rate(&mlp_big, &mn, backend));
+        report("train cnn 8x16-64 mnist", &|| train_rate(&cnn, &cnn_rows, backend));
+        report("dp train mlp 64-128-10 digits", &|| dp_rate(&mlp_small, &dig, backend));
+        report("dp train mlp 784-256-10 mnist", &|| dp_rate(&mlp_big, &mn, backend));
+        report("dp train cnn 8x16-64 mnist", &|| dp_rate(&cnn, &cnn_rows, backend));
+        report("soft labels mlp 784-256-10 mnist", &|| {
+            let net = Model::new(&mlp_big, 784, 10, backend, 3).expect("net");
+            net.soft_labels(&mn.features[..784 * 256], 3.0, 256).expect("warm-up");
+            let t = Instant::now();
+            let probs = net.soft_labels(&mn.features, 3.0, 256).expect("soft labels");
+            std::hint::black_box(probs);
+            mn.len() as f64 / t.elapsed().as_secs_f64()
+        });
     }
 }
 
@@ -210,7 +223,7 @@ fn main() {
     let args = Args::parse();
     let quick = args.quick;
     if std::env::var_os("FD_BENCH_CHILD").is_some() {
-        child(quick);
+        child(quick, args.only.as_deref());
         return;
     }
     if args.consensus_only {
@@ -228,6 +241,9 @@ fn main() {
             let mut cmd = Command::new(&exe);
             if quick {
                 cmd.arg("--quick");
+            }
+            if let Some(only) = &args.only {
+                cmd.arg("--only").arg(only);
             }
             cmd.env("FD_BENCH_CHILD", "1");
             lines.extend(measure(cmd, threads));

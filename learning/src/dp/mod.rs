@@ -11,13 +11,17 @@
 //! patches, one batched matrix product. So a step costs two forward and backward passes of the
 //! batch: one that measures every row's gradient norm from the layers' inputs and output
 //! gradients ([`Tap`]s), and one on the loss weighted by each row's clipping factor
-//! `min(1, C/‖∇_i‖)`, whose gradient is exactly the sum of clipped per-row gradients.
+//! `min(1, C/‖∇_i‖)`, whose gradient is exactly the sum of clipped per-row gradients. The first
+//! pass runs on parameters that track no gradient, so its backward pass computes only the
+//! output gradients the norms need, not the weight gradients (the larger half of the work).
 //!
-//! The sampling and the noise draw from the operating system's cryptographic generator
-//! (`getrandom`, read in 64 KiB blocks), unless [`DpSgd::noise_seed`] fixes a seed: then from
-//! xoshiro256++ seeded with it, for simulations that must be reproducible (the noise is known to
-//! whoever knows the seed, and the guarantee holds only against others). Normal draws use the
-//! ziggurat method of `rand_distr`.
+//! The sampling and the noise draw from a ChaCha20 keystream under keys from the operating
+//! system's cryptographic generator, a fresh 256-bit key every 256 KiB (the construction is
+//! documented in `dp/generator.rs`), unless [`DpSgd::noise_seed`] fixes a seed: then from
+//! xoshiro256++ seeded with it, for simulations that must be reproducible (the noise is known
+//! to whoever knows the seed, and the guarantee holds only against others). Normal draws use
+//! the ziggurat method of `rand_distr` (one 64-bit word a draw, but for the rare tail), written
+//! straight into one buffer a parameter and added to its gradient in one tensor operation.
 //!
 //! Dropout is supported: both passes of a step reseed burn's generator alike, so they draw the
 //! same masks.
@@ -29,15 +33,17 @@ use burn::tensor::module::unfold4d;
 use burn::tensor::ops::UnfoldOptions;
 use burn::tensor::Gradients;
 use protocol::seed::{derive, Stream};
-use rand::rngs::SysRng;
-use rand::{Rng, RngExt, SeedableRng, TryRng};
-use rand_distr::StandardNormal;
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Layers, Tap};
 use crate::loss::cross_entropy_rows;
 use crate::privacy::Segment;
 use crate::Error;
+
+mod generator;
+
+pub(crate) use generator::Generator;
 
 /// DP-SGD settings of a training run on private rows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,102 +95,14 @@ impl DpSgd {
     pub(crate) fn generator(&self, run: u64) -> Result<Generator, Error> {
         match self.noise_seed {
             Some(seed) => Ok(Generator::Seeded(crate::data::Rng::seed_from_u64(derive(seed, Stream::Noise, run)))),
-            None => {
-                let mut os = OsBlocks { block: vec![0; 64 * 1024], used: 64 * 1024, failed: None };
-                os.refill();
-                match os.failed.take() {
-                    Some(e) => Err(os_error(e)),
-                    None => Ok(Generator::Os(os)),
-                }
-            }
+            None => Generator::os(),
         }
-    }
-}
-
-fn os_error(e: rand::rngs::SysError) -> Error {
-    Error::Config(format!("no randomness from the operating system for DP noise: {e}"))
-}
-
-/// Where DP-SGD's sampling and noise come from.
-pub(crate) enum Generator {
-    /// A seeded simulation.
-    Seeded(crate::data::Rng),
-    /// The operating system.
-    Os(OsBlocks),
-}
-
-/// The operating system's generator, read a block at a time (one `getrandom` call per 64 KiB).
-pub(crate) struct OsBlocks {
-    block: Vec<u8>,
-    used: usize,
-    failed: Option<rand::rngs::SysError>,
-}
-
-impl OsBlocks {
-    fn refill(&mut self) {
-        if let Err(e) = SysRng.try_fill_bytes(&mut self.block) {
-            // Zeros would be no noise at all: remember the failure, and the step that drew
-            // from this block is refused (see `Generator::check`).
-            self.failed = Some(e);
-        }
-        self.used = 0;
-    }
-
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        if self.used + N > self.block.len() {
-            self.refill();
-        }
-        let mut out = [0u8; N];
-        out.copy_from_slice(&self.block[self.used..self.used + N]);
-        self.used += N;
-        out
-    }
-}
-
-impl Generator {
-    /// Fails if the operating system could not deliver randomness since the last check.
-    pub(crate) fn check(&mut self) -> Result<(), Error> {
-        match self {
-            Generator::Os(os) => os.failed.take().map_or(Ok(()), |e| Err(os_error(e))),
-            Generator::Seeded(_) => Ok(()),
-        }
-    }
-}
-
-impl TryRng for Generator {
-    type Error = core::convert::Infallible;
-
-    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        Ok(match self {
-            Generator::Seeded(r) => r.next_u32(),
-            Generator::Os(os) => u32::from_le_bytes(os.take()),
-        })
-    }
-
-    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        Ok(match self {
-            Generator::Seeded(r) => r.next_u64(),
-            Generator::Os(os) => u64::from_le_bytes(os.take()),
-        })
-    }
-
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-        match self {
-            Generator::Seeded(r) => r.fill_bytes(dst),
-            Generator::Os(os) => {
-                for chunk in dst.chunks_mut(8) {
-                    let b: [u8; 8] = os.take();
-                    chunk.copy_from_slice(&b[..chunk.len()]);
-                }
-            }
-        }
-        Ok(())
     }
 }
 
 /// Poisson sampling: each of `rows` rows independently with probability `q`.
 pub(crate) fn sample(rows: usize, q: f64, generator: &mut Generator) -> Vec<usize> {
-    (0..rows).filter(|_| generator.random::<f64>() < q).collect()
+    generator.sample(rows, q)
 }
 
 /// Squared L2 norm of each row's gradient, `[batch]`, from the taps of a backward pass of the
@@ -223,7 +141,8 @@ pub(crate) fn row_sq_norms(taps: &[Tap], grads: &Gradients) -> Result<Tensor<1>,
 /// constant `[batch]` tensor on `device`.
 pub(crate) fn clip_factors(layers: &Layers, x: Tensor<2>, one_hot: Tensor<2>, clip_norm: f32, device: &Device) -> Result<Tensor<1>, Error> {
     let mut taps = Vec::new();
-    let logits = layers.forward_tapped(x, &mut taps);
+    // Only the taps' gradients are needed: parameters that track none skip their own.
+    let logits = layers.clone().no_grad().forward_tapped(x, &mut taps);
     let loss = cross_entropy_rows(logits, one_hot).sum();
     let value: f32 = loss.clone().into_scalar();
     crate::step::check_finite(value, "private training")?;
@@ -246,8 +165,7 @@ pub(crate) fn add_noise(layers: &Layers, grads: &mut GradientsParams, std: f32, 
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let value = param.val().inner();
             let dims = value.dims();
-            let n: usize = dims.iter().product();
-            let draws: Vec<f32> = (0..n).map(|_| self.std * self.generator.sample::<f32, _>(StandardNormal)).collect();
+            let draws = self.generator.normals(dims.iter().product(), self.std);
             let noise = Tensor::<D>::from_data(TensorData::new(draws, dims), &value.device());
             let grad = match self.grads.remove::<D>(param.id) {
                 Some(g) => g + noise,
