@@ -26,6 +26,7 @@ pub const AGENT: &str = "fedistil";
 struct Behaviour {
     // First, so that refused peers never reach the other behaviours (nor count against limits).
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    per_ip: crate::pending::PendingPerIp,
     limits: connection_limits::Behaviour,
     rr: request_response::Behaviour<codec::FrameCodec>,
     identify: identify::Behaviour,
@@ -138,6 +139,7 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
         .map_err(|e| setup(&e))?
         .with_behaviour(|k, relay_client| Behaviour {
             allow: allow_block_list::Behaviour::default(),
+            per_ip: crate::pending::PendingPerIp::new(cfg.max_pending_incoming_per_ip),
             limits: connection_limits::Behaviour::new(limits),
             rr: request_response::Behaviour::with_codec(
                 codec::FrameCodec { limits: cfg.limits },

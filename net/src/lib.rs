@@ -38,6 +38,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod nat;
 pub mod owner;
+mod pending;
 mod per_peer;
 pub mod rate;
 
@@ -144,6 +145,9 @@ pub struct NetConfig {
     pub max_streams_per_connection: usize,
     /// Incoming connections still in their handshake at once; more are refused.
     pub max_pending_incoming: u32,
+    /// Of those, from one IP address (see `pending`): a host that opens silent connections
+    /// holds at most this many of the slots.
+    pub max_pending_incoming_per_ip: u32,
     /// Per-peer limits on inbound requests of some kinds; a request beyond its peer's budget is
     /// refused (reason `Unavailable`) before it is verified.
     pub rate_limits: Vec<(MessageKind, RateLimit)>,
@@ -172,7 +176,8 @@ impl NetConfig {
             ledger_keeps_bytes: false,
             max_connections_per_peer: 1,
             max_streams_per_connection: 8,
-            max_pending_incoming: 16,
+            max_pending_incoming: 64,
+            max_pending_incoming_per_ip: 8,
             rate_limits: Vec::new(),
             relay: None,
             autonat: None,

@@ -36,6 +36,10 @@ struct Cli {
     /// Silent TCP connections to hold open at once (a slowloris on handshakes; 0: none).
     #[arg(long, default_value_t = 0)]
     half_open: usize,
+    /// The address the silent connections come from (on loopback, e.g. 127.0.0.2: another host
+    /// as far as the aggregator can tell).
+    #[arg(long)]
+    half_open_from: Option<std::net::IpAddr>,
     /// Stop after this many seconds whatever happens.
     #[arg(long, default_value_t = 120)]
     max_secs: u64,
@@ -64,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         in_flight: cli.in_flight.max(1),
         dials: cli.dials.max(1),
         half_open: cli.half_open,
+        half_open_from: cli.half_open_from,
         max_duration: Duration::from_secs(cli.max_secs),
         progress: cli.progress,
     };

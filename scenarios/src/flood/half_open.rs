@@ -55,12 +55,21 @@ pub async fn watch_listener(to: SocketAddr, stop: CancellationToken) {
     stop.cancel();
 }
 
-/// Keeps `count` silent connections to `to` open until `stop` fires.
-pub async fn run(to: SocketAddr, count: usize, stop: CancellationToken) -> HalfOpen {
+/// Opens a TCP connection to `to`, from address `from` if given (on loopback, any of
+/// 127.0.0.0/8: another host, as far as the aggregator can tell).
+async fn connect(to: SocketAddr, from: Option<std::net::IpAddr>) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(ip) = from else { return tokio::net::TcpStream::connect(to).await };
+    let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(to).await
+}
+
+/// Keeps `count` silent connections to `to` (from `from`, if given) open until `stop` fires.
+pub async fn run(to: SocketAddr, from: Option<std::net::IpAddr>, count: usize, stop: CancellationToken) -> HalfOpen {
     let mut held: JoinSet<Result<bool, ()>> = JoinSet::new();
     let mut report = HalfOpen::default();
     let hold = |stop: CancellationToken| async move {
-        let Ok(mut socket) = tokio::net::TcpStream::connect(to).await else { return Err(()) };
+        let Ok(mut socket) = connect(to, from).await else { return Err(()) };
         let mut byte = [0u8; 1];
         // Say nothing; read until the aggregator gives up on us (or we stop).
         tokio::select! {

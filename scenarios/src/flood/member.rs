@@ -284,6 +284,7 @@ mod tests {
             in_flight: 1,
             dials: 1,
             half_open: 0,
+            half_open_from: None,
             max_duration: Duration::from_secs(1),
             progress: None,
         };

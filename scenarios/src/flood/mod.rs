@@ -55,6 +55,8 @@ pub struct FloodConfig {
     pub dials: usize,
     /// Silent TCP connections held open at once (0: none).
     pub half_open: usize,
+    /// The address they come from (None: the system's choice).
+    pub half_open_from: Option<std::net::IpAddr>,
     /// The flooder stops after this long, whatever happens.
     pub max_duration: Duration,
     /// Where to write the member's counts so far, twice a second (None: nowhere).
@@ -157,7 +159,7 @@ pub async fn run(cfg: FloodConfig) -> Result<FloodReport, Error> {
         tokio::spawn(half_open::watch_listener(to, stop.clone()));
     }
     let silent = match listener {
-        Some(to) if cfg.half_open > 0 => Some(tokio::spawn(half_open::run(to, cfg.half_open, stop.clone()))),
+        Some(to) if cfg.half_open > 0 => Some(tokio::spawn(half_open::run(to, cfg.half_open_from, cfg.half_open, stop.clone()))),
         _ => None,
     };
     let mut report = member::run(&cfg, aggregator, joined, stop.clone()).await?;

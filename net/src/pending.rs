@@ -1,0 +1,135 @@
+//! A cap on one address's connections still in their handshake.
+//!
+//! `connection_limits` caps the handshakes in flight for everyone together
+//! ([`crate::NetConfig::max_pending_incoming`]). A silent TCP connection holds one of those slots
+//! until the handshake times out (10 s), so one host that keeps a few dozen of them open kept
+//! every starting node out of the aggregator (the flood test's half-open connections). This
+//! behaviour refuses a new incoming connection while its IP address already has
+//! [`crate::NetConfig::max_pending_incoming_per_ip`] in their handshake, so such a host holds at
+//! most that many of the slots. Connections through a relay are not counted here (their address
+//! is the relay's; the relay limits its own circuits).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::task::{Context, Poll};
+
+use libp2p::core::transport::PortUse;
+use libp2p::core::Endpoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::ListenFailure;
+use libp2p::swarm::{dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm};
+use libp2p::{Multiaddr, PeerId};
+
+/// Refused: too many handshakes in flight from one address.
+#[derive(Debug, thiserror::Error)]
+#[error("{ip} already has {max} incoming connections in their handshake")]
+pub struct TooManyFromIp {
+    ip: IpAddr,
+    max: usize,
+}
+
+/// See the module docs.
+pub struct PendingPerIp {
+    max: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    by_connection: HashMap<ConnectionId, IpAddr>,
+}
+
+impl PendingPerIp {
+    /// At most `max` (at least 1) handshakes in flight per IP address.
+    pub fn new(max: u32) -> Self {
+        Self { max: max.max(1) as usize, per_ip: HashMap::new(), by_connection: HashMap::new() }
+    }
+
+    fn done(&mut self, id: ConnectionId) {
+        if let Some(ip) = self.by_connection.remove(&id)
+            && let Some(n) = self.per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// The IP address of a direct (not relayed) connection's remote address.
+fn direct_ip(addr: &Multiaddr) -> Option<IpAddr> {
+    if addr.iter().any(|p| p == Protocol::P2pCircuit) {
+        return None;
+    }
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(a) => Some(IpAddr::V4(a)),
+        Protocol::Ip6(a) => Some(IpAddr::V6(a)),
+        _ => None,
+    })
+}
+
+impl NetworkBehaviour for PendingPerIp {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_pending_inbound_connection(&mut self, id: ConnectionId, _: &Multiaddr, remote: &Multiaddr) -> Result<(), ConnectionDenied> {
+        let Some(ip) = direct_ip(remote) else { return Ok(()) };
+        let n = self.per_ip.entry(ip).or_default();
+        if *n >= self.max {
+            return Err(ConnectionDenied::new(TooManyFromIp { ip, max: self.max }));
+        }
+        *n += 1;
+        self.by_connection.insert(id, ip);
+        Ok(())
+    }
+
+    fn handle_established_inbound_connection(&mut self, id: ConnectionId, _: PeerId, _: &Multiaddr, _: &Multiaddr) -> Result<THandler<Self>, ConnectionDenied> {
+        self.done(id);
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(&mut self, _: ConnectionId, _: PeerId, _: &Multiaddr, _: Endpoint, _: PortUse) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        if let FromSwarm::ListenFailure(ListenFailure { connection_id, .. }) = event {
+            self.done(connection_id);
+        }
+    }
+
+    fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, event: THandlerOutEvent<Self>) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> Multiaddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share_of_handshakes() {
+        let mut b = PendingPerIp::new(2);
+        let local = addr("/ip4/127.0.0.1/tcp/4001");
+        let (a, other) = (addr("/ip4/10.0.0.9/tcp/50000"), addr("/ip4/10.0.0.10/tcp/50000"));
+        let ids: Vec<ConnectionId> = (100..106).map(ConnectionId::new_unchecked).collect();
+        assert!(b.handle_pending_inbound_connection(ids[0], &local, &a).is_ok());
+        assert!(b.handle_pending_inbound_connection(ids[1], &local, &a).is_ok());
+        assert!(b.handle_pending_inbound_connection(ids[2], &local, &a).is_err(), "a third from one address");
+        assert!(b.handle_pending_inbound_connection(ids[3], &local, &other).is_ok(), "another address is not held up");
+        // One handshake completes, another fails: two slots free again.
+        assert!(b.handle_established_inbound_connection(ids[0], PeerId::random(), &local, &a).is_ok());
+        b.done(ids[1]);
+        assert!(b.handle_pending_inbound_connection(ids[4], &local, &a).is_ok());
+        assert!(b.handle_pending_inbound_connection(ids[5], &local, &a).is_ok());
+        assert_eq!(b.per_ip.get(&"10.0.0.9".parse::<IpAddr>().unwrap()), Some(&2));
+        // Relayed connections are the relay's business.
+        let relayed = addr("/ip4/10.0.0.9/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit");
+        assert!(b.handle_pending_inbound_connection(ConnectionId::new_unchecked(200), &local, &relayed).is_ok());
+    }
+}
