@@ -40,7 +40,7 @@ impl Variant {
         let mut b = base.clone();
         b.ablation.clear();
         b.name = format!("{}-{}", base.name, self.name);
-        b.baselines = crate::spec::Baselines { local: false, centralized: false, fedavg: false, public_labels: false };
+        b.baselines = crate::spec::Baselines::NONE;
         let mut value = toml::Table::try_from(&b).context("scenario as TOML")?;
         for (key, v) in &self.set {
             let (table, last) = walk(&mut value, key, true).with_context(|| format!("ablation `{}`: `set` key `{key}`", self.name))?;

@@ -212,6 +212,11 @@ pub struct Baselines {
     pub public_labels: bool,
 }
 
+impl Baselines {
+    /// No baseline: the federation alone.
+    pub const NONE: Baselines = Baselines { local: false, centralized: false, fedavg: false, public_labels: false };
+}
+
 impl Default for Baselines {
     fn default() -> Self {
         Self { local: true, centralized: true, fedavg: true, public_labels: true }

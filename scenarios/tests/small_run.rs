@@ -102,7 +102,7 @@ async fn a_dropped_node_misses_its_round_and_comes_back() {
     s.round.quorum = Some(3);
     // Long enough for the returning node to restart, rejoin and submit on a loaded machine.
     s.round.deadline_secs = 5.0;
-    s.baselines = scenarios::spec::Baselines { local: false, centralized: false, fedavg: false, public_labels: false };
+    s.baselines = scenarios::spec::Baselines::NONE;
     s.faults = vec![Fault { node: 1, drop_at: Some(2), return_at: Some(3), ..Default::default() }];
     // No node starts with the reference set: each fetches it from the aggregator in chunks.
     s.nodes.copy_reference = false;
@@ -136,7 +136,7 @@ async fn malicious_minorities_are_outvoted_by_robust_consensus() {
         s.split.partition = learning::data::Partition::Iid;
         s.rounds = 3;
         s.consensus.rule = rule.clone();
-        s.baselines = scenarios::spec::Baselines { local: false, centralized: false, fedavg: false, public_labels: false };
+        s.baselines = scenarios::spec::Baselines::NONE;
         s
     };
     let quality = |s: Scenario| async move {
@@ -229,7 +229,7 @@ async fn one_member_cannot_take_the_consensus_over() {
         s.consensus.rule = rule;
         s.nodes.declare_samples = false;
         s.faults = faults;
-        s.baselines = scenarios::spec::Baselines { local: false, centralized: false, fedavg: false, public_labels: false };
+        s.baselines = scenarios::spec::Baselines::NONE;
         s
     };
     let accuracy = |s: Scenario| async move { go(&s).await.0.global_accuracy };
@@ -272,7 +272,7 @@ async fn one_member_cannot_take_the_consensus_over() {
 async fn abstentions_travel_as_masks_and_the_consensus_counts_them() {
     let mut s = small("abstain");
     s.split.partition = learning::data::Partition::Dirichlet { alpha: 0.1 };
-    s.baselines = scenarios::spec::Baselines { local: false, centralized: false, fedavg: false, public_labels: false };
+    s.baselines = scenarios::spec::Baselines::NONE;
     s.nodes.abstain = Some(learning::abstain::Abstain { quantile: Some(0.2), ..Default::default() });
     s.consensus.min_count = 2;
     let (r, dir) = go(&s).await;
