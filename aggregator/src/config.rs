@@ -295,10 +295,10 @@ impl AggregatorConfig {
         self.consensus.validate().map_err(|e| invalid("consensus", e))?;
         self.round.check_consensus(self.roster.len(), &self.consensus)?;
         self.student.distill.validate().map_err(|e| invalid("student.distill", e))?;
-        if let Teaching::Mix { student_weight } = self.student.teaching {
-            if !(0.0..=1.0).contains(&student_weight) {
-                return Err(invalid("student.teaching.student_weight", "must be in [0, 1]"));
-            }
+        if let Teaching::Mix { student_weight } = self.student.teaching
+            && !(0.0..=1.0).contains(&student_weight)
+        {
+            return Err(invalid("student.teaching.student_weight", "must be in [0, 1]"));
         }
         if let Some(v) = &self.validation {
             v.source().map_err(|e| invalid("validation", e))?;

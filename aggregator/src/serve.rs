@@ -14,11 +14,9 @@ impl Aggregator {
     pub(crate) async fn on_event(&mut self, ev: Event, state: &mut RoundState) {
         match ev {
             Event::Request { peer, message, responder } => self.on_request(peer, message, responder, state).await,
-            Event::Disconnected(p) => {
-                if self.joined.remove(&p) {
-                    tracing::info!(node = %self.name(&p), "node left");
-                    self.telemetry.joined.set(self.joined.len() as i64);
-                }
+            Event::Disconnected(p) if self.joined.remove(&p) => {
+                tracing::info!(node = %self.name(&p), "node left");
+                self.telemetry.joined.set(self.joined.len() as i64);
             }
             Event::Refused { peer, reason, detail } => {
                 self.telemetry.refuse_message(reason);

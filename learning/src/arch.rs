@@ -319,6 +319,9 @@ impl Cnn {
 }
 
 /// Any model of this crate.
+// One `Layers` per model owner: boxing the CNN would add an indirection to every forward pass
+// to save a kilobyte per model.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Layers {
     /// See [`Mlp`].

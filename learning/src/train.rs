@@ -139,10 +139,10 @@ impl DistillConfig {
         if !(0.0..=1.0).contains(&self.alpha) {
             return Err(Error::Config(format!("alpha {} must be in [0, 1]", self.alpha)));
         }
-        if let Some(es) = &self.early_stopping {
-            if !(es.holdout > 0.0 && es.holdout < 1.0) {
-                return Err(Error::Config(format!("early_stopping.holdout {} must be in (0, 1)", es.holdout)));
-            }
+        if let Some(es) = &self.early_stopping
+            && !(es.holdout > 0.0 && es.holdout < 1.0)
+        {
+            return Err(Error::Config(format!("early_stopping.holdout {} must be in (0, 1)", es.holdout)));
         }
         Ok(())
     }

@@ -297,10 +297,11 @@ impl EventLoop {
                 if num_established > 0 {
                     return;
                 }
-                if let Some(p) = participant(&peer_id) {
-                    if !self.backlog.contains(&p) && !self.draining {
-                        self.backlog.push_back(p);
-                    }
+                if let Some(p) = participant(&peer_id)
+                    && !self.backlog.contains(&p)
+                    && !self.draining
+                {
+                    self.backlog.push_back(p);
                 }
             }
             SwarmEvent::OutgoingConnectionError { connection_id, error, peer_id } => {

@@ -187,6 +187,8 @@ impl NetConfig {
 }
 
 /// What the event loop reports to its owner.
+// `Request` is the common event and the large one: boxing it would allocate once more per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event {

@@ -16,7 +16,8 @@ fn register() {
     });
 }
 
-type Res = Result<(), Box<dyn std::error::Error>>;
+/// What drawing a plot gives.
+pub type Res = Result<(), Box<dyn std::error::Error>>;
 
 /// Accuracy per round: federated distillation, FedAvg, and flat lines for the other baselines.
 pub fn accuracy_per_round(r: &Results, path: &Path) -> Res {

@@ -25,7 +25,7 @@ pub fn write(p: &Prepared, r: &Results) -> anyhow::Result<()> {
     }
     learning::fs::atomic_write(&dir.join("rounds.csv"), csv.as_bytes())?;
     let counts = learning::data::label_counts(&p.parts, &p.dataset.labels, p.dataset.classes);
-    let plots: [(&str, Result<(), Box<dyn std::error::Error>>); 3] = [
+    let plots: [(&str, crate::plots::Res); 3] = [
         ("accuracy.png", crate::plots::accuracy_per_round(r, &dir.join("accuracy.png"))),
         ("accuracy-bytes.png", crate::plots::accuracy_per_byte(r, &dir.join("accuracy-bytes.png"))),
         ("labels.png", crate::plots::label_distribution(&counts, &dir.join("labels.png"))),

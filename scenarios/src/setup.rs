@@ -44,10 +44,10 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
     let split = data::split(raw.len(), s.split.test, s.split.reference, derive(s.seed, Stream::Split, 0))?;
     // Standardisation statistics come from the public reference inputs only, and are written
     // into the resolved config so that every node applies the same map.
-    if let Preprocess::Standardise { mean, .. } = &s.data.preprocess {
-        if mean.is_empty() {
-            s.data.preprocess = Preprocess::standardise_from(&raw.subset(&split.reference).features, raw.dim);
-        }
+    if let Preprocess::Standardise { mean, .. } = &s.data.preprocess
+        && mean.is_empty()
+    {
+        s.data.preprocess = Preprocess::standardise_from(&raw.subset(&split.reference).features, raw.dim);
     }
     let mut dataset = raw;
     s.data.preprocess.apply(&mut dataset.features, dataset.dim)?;

@@ -132,7 +132,9 @@ pub fn plot(s: &Sweep, path: &Path) -> anyhow::Result<()> {
         .y_label_area_size(48)
         .build_cartesian_2d((lo..hi).log_scale(), 0.0f64..1.0)?;
     chart.configure_mesh().x_desc("ε per node").y_desc("test accuracy").draw()?;
-    let series: [(&str, RGBColor, fn(&SeedSummary) -> Option<&Stat>); 3] = [
+    // A line of the plot: its name, colour, and the statistic it draws.
+    type Series = (&'static str, RGBColor, fn(&SeedSummary) -> Option<&Stat>);
+    let series: [Series; 3] = [
         ("global student", BLUE, |s| Some(&s.global_accuracy)),
         ("node models (mean)", GREEN, |s| Some(&s.mean_node_accuracy)),
         ("DP-FedAvg", RED, |s| s.fedavg_accuracy.as_ref()),
