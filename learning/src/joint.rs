@@ -9,7 +9,8 @@
 //! (and is reshuffled when used up), so every public row is seen equally often.
 //!
 //! Without privacy, an epoch is one pass over the shuffled private rows in batches of
-//! `batch_size`. With [`DpSgd`], an epoch is [`DpSgd::steps_per_epoch`] steps, each on a Poisson
+//! `batch_size` (or, with [`Teaching::cover_public`], the longer of that and one pass over the
+//! public rows, the private rows cycling). With [`DpSgd`], an epoch is [`DpSgd::steps_per_epoch`] steps, each on a Poisson
 //! sample of the private rows, whose gradient is clipped per row and noised (see [`crate::dp`]);
 //! the public term's gradient is added to it unclipped and without noise, since it depends on
 //! no private row (only on the model, already private, and on public rows). This function is
@@ -39,6 +40,11 @@ pub struct Teaching<'a> {
     pub weight: f32,
     /// Temperature and loss of the soft term (its optimiser settings are not used).
     pub distill: &'a DistillConfig,
+    /// Without DP-SGD: an epoch takes as many steps as the longer of one pass over the private
+    /// rows and one over the public rows (the private batches cycle, reshuffled each pass),
+    /// instead of one pass over the private rows. A node with few private rows then still
+    /// learns every public row each epoch. Under DP-SGD the sampling rate fixes the steps.
+    pub cover_public: bool,
 }
 
 impl Teaching<'_> {
@@ -122,10 +128,22 @@ pub fn fit_joint(model: &mut Model, private: &Dataset, teaching: Option<Teaching
         None => {
             let ce = CrossEntropyLossConfig::new().init(&device);
             let mut own: Vec<usize> = (0..private.len()).collect();
+            let private_batches = private.len().div_ceil(cfg.batch_size);
+            let steps = match &teaching {
+                Some(t) if t.cover_public => private_batches.max(public_rows.div_ceil(cfg.batch_size)),
+                _ => private_batches,
+            };
             for epoch in 0..cfg.epochs {
-                own.shuffle(&mut rng(seed, Stream::Shuffle, 100 + epoch as u64));
                 let mut epoch_loss = EpochLoss::default();
-                for idx in own.chunks(cfg.batch_size) {
+                for step in 0..steps {
+                    let (pass, batch) = (step / private_batches, step % private_batches);
+                    if batch == 0 {
+                        // The first pass of an epoch shuffles as it always has; further passes
+                        // (with `cover_public`) draw from streams of their own.
+                        let stream = if pass == 0 { 100 + epoch as u64 } else { (1 << 32) + ((epoch as u64) << 16) + pass as u64 };
+                        own.shuffle(&mut rng(seed, Stream::Shuffle, stream));
+                    }
+                    let idx = &own[batch * cfg.batch_size..((batch + 1) * cfg.batch_size).min(own.len())];
                     let x = rows_tensor(&private.features, idx, dim, &device);
                     let y = labels_tensor(&private.labels, idx, &device);
                     let mut loss = ce.forward(layers.forward(x), y);
@@ -227,9 +245,9 @@ mod tests {
         let fresh = || Model::new(&Architecture::Mlp { hidden: vec![16], dropout: 0.0 }, 2, 2, BackendKind::Flex, 3).unwrap();
         let class0_share = |m: &Model| m.predict(&public_x).unwrap().iter().filter(|&&c| c == 0).count();
         let mut taught = fresh();
-        fit_joint(&mut taught, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill }), &cfg, None, 9).unwrap();
+        fit_joint(&mut taught, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill, cover_public: false }), &cfg, None, 9).unwrap();
         let mut alone = fresh();
-        fit_joint(&mut alone, &private, Some(Teaching { set: public, weight: 0.0, distill: &distill }), &cfg, None, 9).unwrap();
+        fit_joint(&mut alone, &private, Some(Teaching { set: public, weight: 0.0, distill: &distill, cover_public: false }), &cfg, None, 9).unwrap();
         assert!(class0_share(&taught) >= 28, "taught: {} of 32 follow the teacher", class0_share(&taught));
         assert!(class0_share(&alone) <= 4, "alone: {} of 32 follow the (absent) teacher", class0_share(&alone));
         let own = taught.predict(&private.features).unwrap();
@@ -237,8 +255,34 @@ mod tests {
         assert!(right >= 58, "private rows still learnt: {right} of 64");
         // The same seed gives the same model.
         let mut again = fresh();
-        fit_joint(&mut again, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill }), &cfg, None, 9).unwrap();
+        fit_joint(&mut again, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill, cover_public: false }), &cfg, None, 9).unwrap();
         assert_eq!(again.logits(&public_x, 64).unwrap(), taught.logits(&public_x, 64).unwrap());
+    }
+
+    #[test]
+    fn covering_the_public_rows_teaches_a_node_with_few_private_rows_every_public_row() {
+        // 8 private rows (one batch) and 64 public rows (eight batches, second feature 1, unlike
+        // any private row) that the teacher puts in class 1. In 3 epochs, one pass over the
+        // private rows takes 3 steps and sees 24 public rows; covering them takes 24 steps.
+        let (px, py) = rows(8, -0.4);
+        let private = Dataset::new(px, py, 2, 2).unwrap();
+        let public_x: Vec<f32> = (0..64).flat_map(|i| [-1.0 + i as f32 / 128.0, 1.0]).collect();
+        let targets: Vec<f32> = (0..64).flat_map(|_| [0.05f32, 0.95]).collect();
+        let public = DistillSet { inputs: &public_x, targets: &targets, weights: None, labels: None };
+        let cfg = TrainConfig { epochs: 3, learning_rate: 3e-3, batch_size: 8, ..Default::default() };
+        let distill = DistillConfig { temperature: 1.0, ..Default::default() };
+        let fit = |cover_public: bool| {
+            let mut m = Model::new(&Architecture::Mlp { hidden: vec![16], dropout: 0.0 }, 2, 2, BackendKind::Flex, 3).unwrap();
+            let report = fit_joint(&mut m, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill, cover_public }), &cfg, None, 9).unwrap();
+            let probs = m.soft_labels(&public_x, 1.0, 64).unwrap();
+            let class1 = probs.chunks(2).map(|p| p[1]).sum::<f32>() / 64.0;
+            (report.epochs_run, class1, probs)
+        };
+        let (epochs_one, class1_one, _) = fit(false);
+        let (epochs_cover, class1_cover, probs) = fit(true);
+        assert_eq!((epochs_one, epochs_cover), (3, 3));
+        assert!(class1_cover > class1_one + 0.1, "teacher's class on the public rows: {class1_one} after one private pass an epoch, {class1_cover} covering them");
+        assert_eq!(fit(true).2, probs, "the same seed gives the same model");
     }
 
     #[test]
@@ -251,8 +295,8 @@ mod tests {
         let x = [0.1f32, 0.2];
         let nan = [f32::NAN, 1.0];
         let ok = [0.5f32, 0.5];
-        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x, targets: &nan, weights: None, labels: None }, weight: 1.0, distill: &distill }), &cfg, None, 1).is_err());
-        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x[..1], targets: &ok, weights: None, labels: None }, weight: 1.0, distill: &distill }), &cfg, None, 1).is_err());
-        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x, targets: &ok, weights: None, labels: None }, weight: -1.0, distill: &distill }), &cfg, None, 1).is_err());
+        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x, targets: &nan, weights: None, labels: None }, weight: 1.0, distill: &distill, cover_public: false }), &cfg, None, 1).is_err());
+        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x[..1], targets: &ok, weights: None, labels: None }, weight: 1.0, distill: &distill, cover_public: false }), &cfg, None, 1).is_err());
+        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x, targets: &ok, weights: None, labels: None }, weight: -1.0, distill: &distill, cover_public: false }), &cfg, None, 1).is_err());
     }
 }

@@ -90,12 +90,29 @@ pub struct DigestConfig {
     pub mode: DigestMode,
     /// λ, the weight of the distillation term in `joint` mode.
     pub weight: f32,
+    /// What one local epoch covers in `joint` mode (without `[privacy]`, whose steps the
+    /// sampling rate fixes): `private`, one pass over the private rows; `both`, as many steps as
+    /// the longer of one pass over the private rows and one over the consensus samples, the
+    /// private batches cycling, so that a node with few private rows still learns every sample
+    /// of the consensus each round.
+    pub cover: DigestCover,
     /// Passes over the consensus samples (`sequential` mode).
     pub epochs: usize,
     /// Learning rate (`sequential` mode).
     pub learning_rate: f64,
     /// Batch size (`sequential` mode).
     pub batch_size: usize,
+}
+
+/// See [`DigestConfig::cover`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DigestCover {
+    /// One pass over the private rows.
+    #[default]
+    Private,
+    /// The longer of one pass over the private rows and one over the consensus samples.
+    Both,
 }
 
 /// See [`DigestConfig::mode`].
@@ -111,7 +128,7 @@ pub enum DigestMode {
 
 impl Default for DigestConfig {
     fn default() -> Self {
-        Self { enabled: true, mode: DigestMode::Joint, weight: 1.0, epochs: 2, learning_rate: 1e-3, batch_size: 64 }
+        Self { enabled: true, mode: DigestMode::Joint, weight: 1.0, cover: DigestCover::Private, epochs: 2, learning_rate: 1e-3, batch_size: 64 }
     }
 }
 
