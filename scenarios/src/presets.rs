@@ -3,7 +3,7 @@
 /// Names and one-line descriptions.
 pub const PRESETS: &[(&str, &str)] = &[
     ("quickstart", "UCI digits, 10 nodes, Dirichlet α = 0.5, MLP nodes and student, 10 rounds (seconds)"),
-    ("digits-a05", "quickstart run to convergence: 30 rounds"),
+    ("digits-a05", "quickstart run to convergence: 30 rounds, every node learning every consensus sample each round (digest.cover)"),
     ("digits-a01", "UCI digits, 10 nodes, Dirichlet α = 0.1 (strongly non-IID), 30 rounds"),
     ("ablation", "digits-a01 with abstention, and one technique off (or changed) in each variant: what each piece buys"),
     ("mnist-dirichlet", "MNIST, 10 nodes, Dirichlet α = 0.1, 5,000 public samples (1,500 a round), CNN nodes and student, 20 rounds"),
@@ -278,7 +278,10 @@ pub fn preset(name: &str, data_dir: &std::path::Path) -> Option<String> {
     let variant = |base: &str, edits: &[(&str, &str)]| edits.iter().fold(base.to_owned(), |t, (from, to)| t.replacen(from, to, 1));
     let text = match name {
         "quickstart" => QUICKSTART.to_owned(),
-        "digits-a05" => variant(QUICKSTART, &[(r#"name = "quickstart""#, r#"name = "digits-a05""#), ("rounds = 10", "rounds = 30")]),
+        "digits-a05" => variant(
+            QUICKSTART,
+            &[(r#"name = "quickstart""#, r#"name = "digits-a05""#), ("rounds = 10", "rounds = 30"), ("batch_size = 64 }", r#"batch_size = 64, cover = "both" }"#)],
+        ),
         "digits-a01" => variant(
             QUICKSTART,
             &[(r#"name = "quickstart""#, r#"name = "digits-a01""#), ("rounds = 10", "rounds = 30"), ("alpha = 0.5", "alpha = 0.1")],
