@@ -9,7 +9,7 @@
 //! (and is reshuffled when used up), so every public row is seen equally often.
 //!
 //! Without privacy, an epoch is one pass over the shuffled private rows in batches of
-//! `batch_size` (or, with [`Teaching::cover_public`], the longer of that and one pass over the
+//! `batch_size` (or, with [`Cover::Both`], the longer of that and one pass over the
 //! public rows, the private rows cycling). With [`DpSgd`], an epoch is [`DpSgd::steps_per_epoch`] steps, each on a Poisson
 //! sample of the private rows, whose gradient is clipped per row and noised (see [`crate::dp`]);
 //! the public term's gradient is added to it unclipped and without noise, since it depends on
@@ -21,6 +21,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use protocol::seed::Stream;
 use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
 
 use crate::arch::Layers;
 use crate::data::{rng, Dataset};
@@ -40,11 +41,21 @@ pub struct Teaching<'a> {
     pub weight: f32,
     /// Temperature and loss of the soft term (its optimiser settings are not used).
     pub distill: &'a DistillConfig,
-    /// Without DP-SGD: an epoch takes as many steps as the longer of one pass over the private
-    /// rows and one over the public rows (the private batches cycle, reshuffled each pass),
-    /// instead of one pass over the private rows. A node with few private rows then still
-    /// learns every public row each epoch. Under DP-SGD the sampling rate fixes the steps.
-    pub cover_public: bool,
+    /// What an epoch covers without DP-SGD (under DP-SGD the sampling rate fixes the steps).
+    pub cover: Cover,
+}
+
+/// What one epoch of [`fit_joint`] covers without DP-SGD.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cover {
+    /// One pass over the private rows.
+    #[default]
+    Private,
+    /// As many steps as the longer of one pass over the private rows and one over the public
+    /// rows, the private batches cycling (reshuffled each pass): a node with few private rows
+    /// still learns every public row each epoch.
+    Both,
 }
 
 impl Teaching<'_> {
@@ -130,7 +141,7 @@ pub fn fit_joint(model: &mut Model, private: &Dataset, teaching: Option<Teaching
             let mut own: Vec<usize> = (0..private.len()).collect();
             let private_batches = private.len().div_ceil(cfg.batch_size);
             let steps = match &teaching {
-                Some(t) if t.cover_public => private_batches.max(public_rows.div_ceil(cfg.batch_size)),
+                Some(t) if t.cover == Cover::Both => private_batches.max(public_rows.div_ceil(cfg.batch_size)),
                 _ => private_batches,
             };
             for epoch in 0..cfg.epochs {
@@ -139,7 +150,7 @@ pub fn fit_joint(model: &mut Model, private: &Dataset, teaching: Option<Teaching
                     let (pass, batch) = (step / private_batches, step % private_batches);
                     if batch == 0 {
                         // The first pass of an epoch shuffles as it always has; further passes
-                        // (with `cover_public`) draw from streams of their own.
+                        // (with `Cover::Both`) draw from streams of their own.
                         let stream = if pass == 0 { 100 + epoch as u64 } else { (1 << 32) + ((epoch as u64) << 16) + pass as u64 };
                         own.shuffle(&mut rng(seed, Stream::Shuffle, stream));
                     }
@@ -245,9 +256,9 @@ mod tests {
         let fresh = || Model::new(&Architecture::Mlp { hidden: vec![16], dropout: 0.0 }, 2, 2, BackendKind::Flex, 3).unwrap();
         let class0_share = |m: &Model| m.predict(&public_x).unwrap().iter().filter(|&&c| c == 0).count();
         let mut taught = fresh();
-        fit_joint(&mut taught, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill, cover_public: false }), &cfg, None, 9).unwrap();
+        fit_joint(&mut taught, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill, cover: Cover::Private }), &cfg, None, 9).unwrap();
         let mut alone = fresh();
-        fit_joint(&mut alone, &private, Some(Teaching { set: public, weight: 0.0, distill: &distill, cover_public: false }), &cfg, None, 9).unwrap();
+        fit_joint(&mut alone, &private, Some(Teaching { set: public, weight: 0.0, distill: &distill, cover: Cover::Private }), &cfg, None, 9).unwrap();
         assert!(class0_share(&taught) >= 28, "taught: {} of 32 follow the teacher", class0_share(&taught));
         assert!(class0_share(&alone) <= 4, "alone: {} of 32 follow the (absent) teacher", class0_share(&alone));
         let own = taught.predict(&private.features).unwrap();
@@ -255,7 +266,7 @@ mod tests {
         assert!(right >= 58, "private rows still learnt: {right} of 64");
         // The same seed gives the same model.
         let mut again = fresh();
-        fit_joint(&mut again, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill, cover_public: false }), &cfg, None, 9).unwrap();
+        fit_joint(&mut again, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill, cover: Cover::Private }), &cfg, None, 9).unwrap();
         assert_eq!(again.logits(&public_x, 64).unwrap(), taught.logits(&public_x, 64).unwrap());
     }
 
@@ -271,18 +282,18 @@ mod tests {
         let public = DistillSet { inputs: &public_x, targets: &targets, weights: None, labels: None };
         let cfg = TrainConfig { epochs: 3, learning_rate: 3e-3, batch_size: 8, ..Default::default() };
         let distill = DistillConfig { temperature: 1.0, ..Default::default() };
-        let fit = |cover_public: bool| {
+        let fit = |cover: Cover| {
             let mut m = Model::new(&Architecture::Mlp { hidden: vec![16], dropout: 0.0 }, 2, 2, BackendKind::Flex, 3).unwrap();
-            let report = fit_joint(&mut m, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill, cover_public }), &cfg, None, 9).unwrap();
+            let report = fit_joint(&mut m, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill, cover }), &cfg, None, 9).unwrap();
             let probs = m.soft_labels(&public_x, 1.0, 64).unwrap();
             let class1 = probs.chunks(2).map(|p| p[1]).sum::<f32>() / 64.0;
             (report.epochs_run, class1, probs)
         };
-        let (epochs_one, class1_one, _) = fit(false);
-        let (epochs_cover, class1_cover, probs) = fit(true);
+        let (epochs_one, class1_one, _) = fit(Cover::Private);
+        let (epochs_cover, class1_cover, probs) = fit(Cover::Both);
         assert_eq!((epochs_one, epochs_cover), (3, 3));
         assert!(class1_cover > class1_one + 0.1, "teacher's class on the public rows: {class1_one} after one private pass an epoch, {class1_cover} covering them");
-        assert_eq!(fit(true).2, probs, "the same seed gives the same model");
+        assert_eq!(fit(Cover::Both).2, probs, "the same seed gives the same model");
     }
 
     #[test]
@@ -295,8 +306,8 @@ mod tests {
         let x = [0.1f32, 0.2];
         let nan = [f32::NAN, 1.0];
         let ok = [0.5f32, 0.5];
-        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x, targets: &nan, weights: None, labels: None }, weight: 1.0, distill: &distill, cover_public: false }), &cfg, None, 1).is_err());
-        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x[..1], targets: &ok, weights: None, labels: None }, weight: 1.0, distill: &distill, cover_public: false }), &cfg, None, 1).is_err());
-        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x, targets: &ok, weights: None, labels: None }, weight: -1.0, distill: &distill, cover_public: false }), &cfg, None, 1).is_err());
+        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x, targets: &nan, weights: None, labels: None }, weight: 1.0, distill: &distill, cover: Cover::Private }), &cfg, None, 1).is_err());
+        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x[..1], targets: &ok, weights: None, labels: None }, weight: 1.0, distill: &distill, cover: Cover::Private }), &cfg, None, 1).is_err());
+        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x, targets: &ok, weights: None, labels: None }, weight: -1.0, distill: &distill, cover: Cover::Private }), &cfg, None, 1).is_err());
     }
 }

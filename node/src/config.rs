@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use learning::data::DataSpec;
 use learning::fs::resolve;
+use learning::joint::Cover;
 use learning::train::TrainConfig;
 use learning::{Architecture, BackendKind};
 use net::multiaddr::{Multiaddr, Protocol};
@@ -90,29 +91,18 @@ pub struct DigestConfig {
     pub mode: DigestMode,
     /// λ, the weight of the distillation term in `joint` mode.
     pub weight: f32,
-    /// What one local epoch covers in `joint` mode (without `[privacy]`, whose steps the
+    /// What one local epoch covers in `joint` mode (see [`Cover`]; without `[privacy]`, whose steps the
     /// sampling rate fixes): `private`, one pass over the private rows; `both`, as many steps as
     /// the longer of one pass over the private rows and one over the consensus samples, the
     /// private batches cycling, so that a node with few private rows still learns every sample
     /// of the consensus each round.
-    pub cover: DigestCover,
+    pub cover: Cover,
     /// Passes over the consensus samples (`sequential` mode).
     pub epochs: usize,
     /// Learning rate (`sequential` mode).
     pub learning_rate: f64,
     /// Batch size (`sequential` mode).
     pub batch_size: usize,
-}
-
-/// See [`DigestConfig::cover`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DigestCover {
-    /// One pass over the private rows.
-    #[default]
-    Private,
-    /// The longer of one pass over the private rows and one over the consensus samples.
-    Both,
 }
 
 /// See [`DigestConfig::mode`].
@@ -128,7 +118,7 @@ pub enum DigestMode {
 
 impl Default for DigestConfig {
     fn default() -> Self {
-        Self { enabled: true, mode: DigestMode::Joint, weight: 1.0, cover: DigestCover::Private, epochs: 2, learning_rate: 1e-3, batch_size: 64 }
+        Self { enabled: true, mode: DigestMode::Joint, weight: 1.0, cover: Cover::Private, epochs: 2, learning_rate: 1e-3, batch_size: 64 }
     }
 }
 

@@ -11,7 +11,7 @@ use protocol::seed::{derive, Stream};
 use learning::abstain::{self, Abstain};
 use protocol::{Consensus, Limits, Mask, ReferenceSet, ReferenceSetId, RefusalReason, RoundAnnouncement, SoftLabels};
 
-use crate::config::{DigestConfig, DigestCover, DigestMode};
+use crate::config::{DigestConfig, DigestMode};
 
 /// Why a request from the aggregator is refused: the reason code for the receipt and a detail.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -138,7 +138,7 @@ pub fn learn(model: &mut Model, data: &Dataset, teacher: Option<&Teacher>, refer
             let inputs = t.inputs(reference);
             let set = DistillSet { inputs: &inputs, targets: &t.probs, weights: Some(&t.weights), labels: None };
             let soft = DistillConfig { temperature: t.temperature, ..Default::default() };
-            let teaching = Teaching { set, weight: settings.digest.weight, distill: &soft, cover_public: settings.digest.cover == DigestCover::Both };
+            let teaching = Teaching { set, weight: settings.digest.weight, distill: &soft, cover: settings.digest.cover };
             fit_joint(model, data, Some(teaching), &settings.train, dp, seed)?;
         }
         Some(t) => {

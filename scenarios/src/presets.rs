@@ -280,7 +280,11 @@ pub fn preset(name: &str, data_dir: &std::path::Path) -> Option<String> {
         "quickstart" => QUICKSTART.to_owned(),
         "digits-a05" => variant(
             QUICKSTART,
-            &[(r#"name = "quickstart""#, r#"name = "digits-a05""#), ("rounds = 10", "rounds = 30"), ("batch_size = 64 }", r#"batch_size = 64, cover = "both" }"#)],
+            &[
+                (r#"name = "quickstart""#, r#"name = "digits-a05""#),
+                ("rounds = 10", "rounds = 30"),
+                ("digest = { enabled = true, epochs = 2, learning_rate = 0.001, batch_size = 64 }", r#"digest = { enabled = true, epochs = 2, learning_rate = 0.001, batch_size = 64, cover = "both" }"#),
+            ],
         ),
         "digits-a01" => variant(
             QUICKSTART,
