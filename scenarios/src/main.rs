@@ -1,5 +1,6 @@
 //! `fd-scenarios`: run simulated federations and their baselines.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -106,6 +107,16 @@ async fn run_seeds(s: &Scenario, seeds: &[u64], out: &std::path::Path, quiet: bo
     Ok(all)
 }
 
+/// Writes to standard output. A reader that has gone (`fd-scenarios show NAME | head`) is not an
+/// error: what it did not read was not wanted, and the run's outputs are on disk anyway.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("cannot write to standard output"),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -116,13 +127,12 @@ async fn main() -> anyhow::Result<()> {
 async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
     match command {
         Command::List => {
-            for (name, about) in scenarios::presets::PRESETS {
-                println!("{name:<18} {about}");
-            }
+            let list: String = scenarios::presets::PRESETS.iter().map(|(name, about)| format!("{name:<18} {about}\n")).collect();
+            emit(&list)?;
         }
         Command::Show { name } => {
             let text = scenarios::presets::preset(&name, &data_dir()).with_context(|| format!("no preset named `{name}`"))?;
-            print!("{text}");
+            emit(&text)?;
         }
         Command::Run { scenario, out, seed, seeds, epsilons, rounds, abstain, transport, quiet } => {
             let mut s = load(&scenario)?;
@@ -155,7 +165,7 @@ async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
                 let delta = scenarios::sweep::Budget::Epsilon(1.0).apply(&s).nodes.privacy.map_or(1e-5, |p| p.delta);
                 let sweep = scenarios::sweep::Sweep { scenario: s.name.clone(), delta, points };
                 scenarios::sweep::write(&out, &sweep)?;
-                print!("{}", scenarios::sweep::markdown(&sweep));
+                emit(&scenarios::sweep::markdown(&sweep))?;
             } else if !s.ablation.is_empty() {
                 let seeds = if seeds.is_empty() { vec![s.seed] } else { seeds };
                 let mut full = s.clone();
@@ -172,18 +182,18 @@ async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
                 }
                 let ablation = scenarios::ablation::Ablation { scenario: s.name.clone(), rows };
                 scenarios::ablation::write(&out, &ablation)?;
-                print!("{}", scenarios::ablation::markdown(&ablation));
+                emit(&scenarios::ablation::markdown(&ablation))?;
             } else if seeds.is_empty() {
                 note(log, format!("running `{}` ({} nodes, {} rounds) into {}", s.name, s.split.nodes, s.rounds, out.display()));
                 let r = scenarios::run::run(&s, &scenarios::run::RunOptions { out: out.clone(), progress: !quiet && log.log_format == net::cli::LogFormat::Text }).await?;
-                print!("{}", scenarios::report::summary(&r));
+                emit(&scenarios::report::summary(&r))?;
             } else {
                 let all = run_seeds(&s, &seeds, &out, quiet, log).await?;
                 let summary = scenarios::seeds::summarise(&all);
                 scenarios::seeds::write(&out, &summary)?;
-                print!("{}", scenarios::seeds::markdown(&summary));
+                emit(&scenarios::seeds::markdown(&summary))?;
             }
-            println!("outputs: {}", out.display());
+            emit(&format!("outputs: {}\n", out.display()))?;
         }
     }
     Ok(())

@@ -77,3 +77,15 @@ fn with_json_logs_a_failure_is_one_json_line_on_stderr() {
     assert_eq!(lines[0]["level"], "ERROR");
     assert!(lines[0]["fields"]["error"].as_str().is_some_and(|e| e.contains("no-such-preset-or-file")), "{stderr}");
 }
+
+#[test]
+fn a_reader_that_has_gone_is_not_an_error() {
+    // `fd-scenarios show NAME | head -3`: the reading end closes first. Closing it before the
+    // process starts makes every write meet a closed pipe, whatever the timing.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    for args in [&["show", "mnist-dirichlet"][..], &["list"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fd-scenarios")).args(args).stdout(writer.try_clone().unwrap()).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+}
