@@ -98,12 +98,11 @@ async fn fixed_node(id: Identity, agg: ParticipantId, addr: net::multiaddr::Mult
 }
 
 async fn bench(n: usize, rounds: u64) {
-    let dir = std::env::temp_dir().join(format!("fd-net-bench-{n}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    // Removed when the bench ends, also when it fails.
+    let dir = tempfile::Builder::new().prefix(&format!("fd-net-bench-{n}-")).tempdir().expect("dir");
     let ids: Vec<Identity> = (0..n).map(|i| Identity::from_seed([i as u8 + 1; 32]).expect("id")).collect();
     let seeds: Vec<[u8; 32]> = ids.iter().map(|i| *i.seed()).collect();
-    let cfg = config(&dir, &ids, rounds);
+    let cfg = config(dir.path(), &ids, rounds);
     let mut agg = Aggregator::start(cfg).await.expect("aggregator");
     let agg_id = agg.id();
     let addr = agg.listen_addrs()[0].clone().with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)));
@@ -138,7 +137,6 @@ async fn bench(n: usize, rounds: u64) {
         steady(&bytes),
         steady(&bytes) / payload as f64
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn main() {

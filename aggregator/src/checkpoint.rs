@@ -229,12 +229,6 @@ mod tests {
     use super::*;
     use learning::Architecture;
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("agg-ckpt-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
-
     fn metrics(rounds: u64) -> Vec<RoundMetrics> {
         (1..=rounds)
             .map(|round| RoundMetrics { round, participants: vec!["a".into()], bytes_in: 1, bytes_out: 1, samples: 1, masked: 0, abstentions: 0, accuracy: None, nll: None, agreement: 1.0, seconds: 0.1 })
@@ -265,7 +259,8 @@ mod tests {
 
     #[test]
     fn a_failed_checkpoint_leaves_the_last_good_one_committed() {
-        let out = dir("fail");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let out = tmp.path().join("fail");
         let reference = saved(&out, 2);
         // Round 3's folder cannot be written (a file stands in its way, as a full disk would).
         std::fs::write(round_dir(&out, 3), b"in the way").expect("write");
@@ -280,12 +275,13 @@ mod tests {
 
     #[test]
     fn a_corrupt_pool_or_state_falls_back_to_an_earlier_checkpoint() {
-        let out = dir("corrupt");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let out = tmp.path().join("corrupt");
         let reference = saved(&out, 3);
         assert_eq!(checkpoint_rounds(&out), vec![3, 2]);
         std::fs::write(round_dir(&out, 3).join("pool.bin"), [0xFF; 9]).expect("write");
         assert_eq!(restored_round(&out, &reference), (2, pool(2), 2), "round 3's pool is corrupt: resume after round 2");
-        let out = dir("state");
+        let out = tmp.path().join("state");
         let reference = saved(&out, 3);
         std::fs::write(out.join("state.json"), b"{ not json").expect("write");
         assert_eq!(restored_round(&out, &reference), (3, pool(3), 3), "state.json is corrupt: the newest complete checkpoint");
@@ -297,6 +293,6 @@ mod tests {
         let other = ReferenceSetId([8; 32]);
         save(&out, &reference, &model(), &pool(4), &metrics(4)).expect("save");
         assert!(matches!(restore(&out, &other, BackendKind::default()), Err(Error::Checkpoint { .. })));
-        assert_eq!(restored_round(&dir("empty"), &reference).0, 0, "nothing there: a fresh start");
+        assert_eq!(restored_round(&tmp.path().join("empty"), &reference).0, 0, "nothing there: a fresh start");
     }
 }

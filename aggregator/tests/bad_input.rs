@@ -23,11 +23,12 @@ fn refusal(m: Message) -> RefusalReason {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_going() {
-    let d = dir("msgs");
+    let tmp = dir("msgs");
+    let d = tmp.path();
     let node_key = d.join("node.key");
     // The two other roster members submit only at the end: until then the round stays open, so
     // the duplicate below meets an open round and the aggregator is still running.
-    let cfg = setup(&d, &node_key);
+    let cfg = setup(d, &node_key);
     let agg = Aggregator::start(cfg).await.unwrap();
     let agg_id = agg.id();
     let addr = agg.listen_addrs()[0].clone();
@@ -144,8 +145,9 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_configs_fail_at_start_naming_the_field() {
-    let d = dir("cfg");
-    let cfg = setup(&d, &d.join("node.key"));
+    let tmp = dir("cfg");
+    let d = tmp.path();
+    let cfg = setup(d, &d.join("node.key"));
     let field = |c: AggregatorConfig| async move {
         match Aggregator::start(c).await {
             Err(aggregator::Error::Config { field, detail }) => format!("{field}: {detail}"),
@@ -198,8 +200,9 @@ async fn wrong_configs_fail_at_start_naming_the_field() {
 /// Values that cannot even be parsed are refused by `AggregatorConfig::load`, naming their key.
 #[test]
 fn unparsable_config_values_are_named_by_their_key() {
-    let d = dir("toml");
-    let cfg = setup(&d, &d.join("node.key"));
+    let tmp = dir("toml");
+    let d = tmp.path();
+    let cfg = setup(d, &d.join("node.key"));
     let good = toml::to_string_pretty(&cfg).unwrap();
     let path = d.join("federation.toml");
     std::fs::write(&path, &good).unwrap();

@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_checkpoint_is_reported_and_the_run_goes_on() {
-    let d = dir("ckpt-fail");
-    let mut cfg = setup(&d, &d.join("n.key"));
+    let tmp = dir("ckpt-fail");
+    let d = tmp.path();
+    let mut cfg = setup(d, &d.join("n.key"));
     cfg.rounds = 3;
     let checkpoints = cfg.output.join("checkpoints");
     std::fs::create_dir_all(&checkpoints).unwrap();

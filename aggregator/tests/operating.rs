@@ -75,8 +75,9 @@ async fn member(key: std::path::PathBuf, addr: net::multiaddr::Multiaddr, agg: P
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_during_a_run_shows_its_rounds_submissions_and_traffic() {
-    let d = dir("metrics");
-    let mut cfg = setup(&d, &d.join("n.key"));
+    let tmp = dir("metrics");
+    let d = tmp.path();
+    let mut cfg = setup(d, &d.join("n.key"));
     cfg.rounds = 2;
     cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
     // Labelled rows with the reference set's 4 features, so that the student has an accuracy.
@@ -133,7 +134,6 @@ async fn a_scrape_during_a_run_shows_its_rounds_submissions_and_traffic() {
     let summary = tokio::time::timeout(WAIT, run).await.unwrap().unwrap().unwrap();
     assert!(!summary.completed);
     assert!(tokio::net::TcpStream::connect(metrics).await.is_err(), "the endpoint stops with the aggregator");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 /// Every line of `log` as JSON, each with a `level` and an object of `fields`.
@@ -159,8 +159,9 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fd_aggregator_logs_json_lines_and_serves_metrics_until_sigterm() {
-    let d = dir("json");
-    let mut cfg = setup(&d, &d.join("n.key"));
+    let tmp = dir("json");
+    let d = tmp.path();
+    let mut cfg = setup(d, &d.join("n.key"));
     cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
     let config = d.join("federation.toml");
     std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
@@ -205,7 +206,6 @@ async fn fd_aggregator_logs_json_lines_and_serves_metrics_until_sigterm() {
     assert!(lines.len() >= 3, "start, metrics and shutdown were logged: {lines:?}");
     assert!(lines.iter().all(|v| v["timestamp"].is_string() && v["target"].is_string()));
     assert!(tokio::net::TcpStream::connect(metrics).await.is_err(), "the endpoint stops with the process");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -235,7 +235,8 @@ fn the_systemd_units_verify_and_keep_their_hardening() {
         println!("SKIPPED: systemd-analyze is not installed here, so deploy/*.service were not verified");
         return;
     }
-    let d = dir("units");
+    let tmp = dir("units");
+    let d = tmp.path();
     // A unit that cannot be wrong: if it does not verify, this machine cannot verify units.
     std::fs::write(d.join("probe.service"), "[Service]\nExecStart=/bin/true\n").unwrap();
     let (ok, lines) = analyze(&["verify".as_ref(), d.join("probe.service").as_os_str()]);
@@ -270,7 +271,6 @@ fn the_systemd_units_verify_and_keep_their_hardening() {
             assert!(ok, "{unit} is exposed above 2.0: {lines:#?}");
         }
     }
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]

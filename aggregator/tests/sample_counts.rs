@@ -51,9 +51,8 @@ async fn node(identity: Identity, agg: ParticipantId, addr: net::multiaddr::Mult
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claimed_sample_count_is_clipped_and_a_declared_one_is_taken() {
-    let d = std::env::temp_dir().join(format!("agg-counts-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    let tmp = tempfile::Builder::new().prefix("agg-counts-").tempdir().unwrap();
+    let d = tmp.path();
     let agg_key = d.join("agg.key");
     net::keys::generate(&agg_key).unwrap();
     let ids: Vec<Identity> = (0..3).map(|i| Identity::from_seed([i + 1; 32]).unwrap()).collect();
@@ -98,5 +97,4 @@ async fn a_claimed_sample_count_is_clipped_and_a_declared_one_is_taken() {
     let summary = tokio::time::timeout(WAIT, run).await.unwrap().unwrap().unwrap();
     assert_eq!(summary.rounds[0].participants.len(), 3);
     shutdown.cancel();
-    std::fs::remove_dir_all(&d).unwrap();
 }

@@ -58,13 +58,14 @@ mod tests {
 
     #[test]
     fn atomic_write_replaces_a_file_and_refuses_a_path_without_a_file_name() {
-        let dir = std::env::temp_dir().join(format!("learning-fs-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let file = dir.join("a.txt");
         atomic_write(&file, b"one").unwrap();
         atomic_write(&file, b"two").unwrap();
         assert_eq!(std::fs::read(&file).unwrap(), b"two");
         assert!(matches!(atomic_write(&dir.join(".."), b"x"), Err(Error::Io { .. })));
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left behind");
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1, "no temporary file left behind");
     }
 
     #[cfg(unix)]
@@ -72,12 +73,12 @@ mod tests {
     fn state_is_private_and_a_planted_temporary_name_is_not_followed() {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        let base = std::env::temp_dir().join(format!("learning-fs-private-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("base");
         let file = base.join("state").join("deep").join("model.bpk");
         // The old, predictable temporary name, planted as a link to a file someone else wants
         // overwritten: the write neither follows it nor fails on it.
-        let victim = std::env::temp_dir().join(format!("learning-fs-victim-{}", std::process::id()));
+        let victim = tmp.path().join("victim");
         std::fs::write(&victim, b"keep").unwrap();
         create_private_dir(file.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(&victim, file.parent().unwrap().join(format!(".model.bpk.{}.tmp", std::process::id()))).unwrap();
@@ -92,6 +93,5 @@ mod tests {
         std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).unwrap();
         create_private_dir(&loose).unwrap();
         assert_eq!(mode(&loose), 0o700);
-        let _ = std::fs::remove_file(&victim);
     }
 }

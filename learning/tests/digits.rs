@@ -33,7 +33,8 @@ fn an_mlp_trained_on_digits_passes_90_percent_and_reloads_identically() {
     let m = eval::evaluate(&probs, &test.labels, 10);
     assert!(m.accuracy >= 0.90, "test accuracy {}", m.accuracy);
 
-    let dir = tempdir("reload");
+    let tmp = tempdir("reload");
+    let dir = tmp.path();
     let path = dir.join("model");
     let bytes = net.save(&path).unwrap();
     assert!(bytes > 4 * net.num_params() as u64);
@@ -120,16 +121,16 @@ fn a_small_cnn_trains_on_8x8_images() {
     let test = d.subset(&s.test);
     let acc = eval::evaluate(&net.soft_labels(&test.features, 1.0, 128).unwrap(), &test.labels, 10).accuracy;
     assert!(acc > 0.85, "cnn accuracy {acc}");
-    let dir = tempdir("cnn");
+    let tmp = tempdir("cnn");
+    let dir = tmp.path();
     net.save(&dir.join("cnn")).unwrap();
     let back = Model::load(&dir.join("cnn"), BackendKind::Flex).unwrap();
     assert_eq!(back.predict(&test.features).unwrap(), net.predict(&test.features).unwrap());
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("learning-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh folder for a test's files, removed when the test ends (also when it fails).
+fn tempdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("learning-{name}-")).tempdir().unwrap()
 }
 
 /// DP-SGD on the digits: at a noise that gives a usable ε the model still learns; at a noise

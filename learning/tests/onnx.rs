@@ -31,9 +31,9 @@ fn write_f32(path: &Path, values: &[f32]) {
 /// `inputs` and burn's logits for them, and runs `tests/python/<script>` on the three files.
 /// Returns the script's output; a failing script fails the test.
 fn python_check(net: &Model, inputs: &[f32], name: &str, script: &str, export: impl FnOnce(&Path) -> PathBuf) -> String {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let model = export(&dir);
+    let tmp = tempfile::Builder::new().prefix(&format!("{name}-")).tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tmp.path();
+    let model = export(dir);
     write_f32(&dir.join("inputs.f32"), inputs);
     write_f32(&dir.join("expected.f32"), &net.logits(inputs, 64).unwrap());
     let out = Command::new(support::python("import onnx, onnxruntime, safetensors"))
@@ -44,7 +44,6 @@ fn python_check(net: &Model, inputs: &[f32], name: &str, script: &str, export: i
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{name}: {script} failed\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    std::fs::remove_dir_all(&dir).unwrap();
     stdout
 }
 

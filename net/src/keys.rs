@@ -122,10 +122,9 @@ mod tests {
 
     #[test]
     fn keys_round_trip_with_private_permissions_and_peer_ids_match_libp2p() {
-        let dir = std::env::temp_dir().join(format!("net-keys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("a.key");
-        let _ = std::fs::remove_file(&path);
         let id = generate(&path).unwrap();
         assert!(generate(&path).is_err(), "never overwrite a key");
         #[cfg(unix)]
@@ -156,10 +155,8 @@ mod tests {
     #[test]
     fn key_files_open_to_others_are_refused() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("net-keys-perm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("k.key");
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.key");
         let id = generate(&path).unwrap();
         for mode in [0o644, 0o640, 0o604, 0o660, 0o602] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();

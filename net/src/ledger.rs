@@ -184,9 +184,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_records_are_all_on_disk_when_acknowledged() {
-        let dir = std::env::temp_dir().join(format!("net-ledger-{}", std::process::id()));
-        let path = dir.join("egress.jsonl");
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("egress.jsonl");
         let ledger = Ledger::open(&path, false).unwrap();
         let msg = Message::Finished(Finished { federation: FederationId::new("f").unwrap(), rounds: 3, detail: String::new() });
         let mut tasks = tokio::task::JoinSet::new();
@@ -208,8 +207,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_ledger_can_keep_the_bytes_sent_privately() {
-        let dir = std::env::temp_dir().join(format!("net-ledger-bytes-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        // A state folder that does not exist yet: the ledger makes it.
+        let dir = tmp.path().join("state");
         let path = dir.join("egress.jsonl");
         let ledger = Ledger::open(&path, true).unwrap();
         let msg = Message::Finished(Finished { federation: FederationId::new("f").unwrap(), rounds: 1, detail: String::new() });

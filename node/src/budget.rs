@@ -324,8 +324,9 @@ mod tests {
 
     #[test]
     fn the_plan_fits_the_budget_exactly_and_one_more_training_is_refused() {
-        let dir = tempdir();
-        let mut b = Budget::open(&cfg(), &dir, 1000, &train(), 6, false).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut b = Budget::open(&cfg(), dir, 1000, &train(), 6, false).unwrap();
         assert_eq!(b.steps_per_training, 40);
         for round in 1..=6 {
             assert!(b.can_train());
@@ -338,18 +339,19 @@ mod tests {
         assert!(!b.can_train());
         assert!(matches!(b.spend(None), Err(Error::BudgetSpent(_))));
         // Nothing is forgotten across a restart, and the refusal stands.
-        let again = Budget::open(&cfg(), &dir, 1000, &train(), 6, true).unwrap();
+        let again = Budget::open(&cfg(), dir, 1000, &train(), 6, true).unwrap();
         assert_eq!(again.status().unwrap().trainings, 6);
         assert!(!again.can_train());
     }
 
     #[test]
     fn a_crash_after_recording_counts_the_training_as_spent() {
-        let dir = tempdir();
-        let mut b = Budget::open(&cfg(), &dir, 1000, &train(), 6, false).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut b = Budget::open(&cfg(), dir, 1000, &train(), 6, false).unwrap();
         b.spend(Some(1)).unwrap();
         drop(b); // the training itself never ran: killed
-        let b = Budget::open(&cfg(), &dir, 1000, &train(), 6, true).unwrap();
+        let b = Budget::open(&cfg(), dir, 1000, &train(), 6, true).unwrap();
         assert_eq!(b.status().unwrap().trainings, 1);
         // Re-planned for the 5 trainings left of the 6 planned.
         assert_eq!(b.status().unwrap().trainings_left, 5);
@@ -357,19 +359,21 @@ mod tests {
 
     #[test]
     fn missing_corrupt_and_impossible_ledgers_and_settings_are_refused() {
-        let dir = tempdir();
-        let err = Budget::open(&cfg(), &dir, 1000, &train(), 6, true).unwrap_err();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let err = Budget::open(&cfg(), dir, 1000, &train(), 6, true).unwrap_err();
         assert!(matches!(err, Error::Ledger { .. }), "{err}");
         std::fs::write(dir.join("privacy.json"), b"{\"version\": 1, \"entries\": [").unwrap();
-        let err = Budget::open(&cfg(), &dir, 1000, &train(), 6, false).unwrap_err();
+        let err = Budget::open(&cfg(), dir, 1000, &train(), 6, false).unwrap_err();
         assert!(matches!(err, Error::Ledger { .. }), "{err}");
         assert_eq!(std::fs::read(dir.join("privacy.json")).unwrap(), b"{\"version\": 1, \"entries\": [", "a corrupt ledger is never overwritten");
-        let dir = tempdir();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let tiny = PrivacyConfig { epsilon: 1e-4, ..cfg() };
-        let err = Budget::open(&tiny, &dir, 1000, &train(), 6, false).unwrap_err();
+        let err = Budget::open(&tiny, dir, 1000, &train(), 6, false).unwrap_err();
         assert!(matches!(&err, Error::Config { field, .. } if field == "privacy.epsilon"), "{err}");
         let weak = PrivacyConfig { noise_multiplier: Some(0.01), ..cfg() };
-        let err = Budget::open(&weak, &dir, 1000, &train(), 6, false).unwrap_err();
+        let err = Budget::open(&weak, dir, 1000, &train(), 6, false).unwrap_err();
         assert!(matches!(&err, Error::Config { field, .. } if field == "privacy.noise_multiplier"), "{err}");
         for (bad, field) in [
             (PrivacyConfig { epsilon: f64::NAN, ..cfg() }, "privacy.epsilon"),
@@ -379,14 +383,5 @@ mod tests {
         ] {
             assert!(matches!(bad.validate(), Err(Error::Config { field: f, .. }) if f == field));
         }
-    }
-
-    fn tempdir() -> PathBuf {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!("fd-budget-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 }

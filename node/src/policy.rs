@@ -318,9 +318,9 @@ mod tests {
 
     #[test]
     fn the_record_survives_a_reload_and_a_corrupt_one_is_an_error_not_a_fresh_start() {
-        let dir = std::env::temp_dir().join(format!("node-answers-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join(ANSWERS_FILE);
+        let tmp = tempfile::tempdir().unwrap();
+        // A state folder that does not exist yet: saving the record makes it.
+        let path = tmp.path().join("state").join(ANSWERS_FILE);
         assert_eq!(Answers::load(&path).unwrap(), Answers::default(), "no record yet");
         let answers = Answers::default().with(answer(&ann(1))).with(answer(&ann(2)));
         answers.save(&path).unwrap();
@@ -330,6 +330,5 @@ mod tests {
             Err(Error::Config { field, .. }) => assert_eq!(field, "state_dir"),
             other => panic!("a corrupt record was accepted: {other:?}"),
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

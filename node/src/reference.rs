@@ -91,10 +91,8 @@ mod tests {
 
     #[test]
     fn a_local_copy_is_used_only_if_it_matches_the_pin_and_is_left_alone_otherwise() {
-        let dir = std::env::temp_dir().join(format!("node-reference-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("reference.fdref");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reference.fdref");
         let rs = ReferenceSet::new(3, 2, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
         let bytes = rs.to_bytes();
         let pin = ReferenceSetId::digest(&bytes);
@@ -106,6 +104,5 @@ mod tests {
             other => panic!("a copy that does not match the pin was accepted: {other:?}"),
         }
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "the copy is left as it was");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,7 +2,6 @@
 //! code or read from a TOML file; the base config the wrong ones are made from is accepted.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use learning::data::{DataFormat, DataSpec, Preprocess};
@@ -64,19 +63,18 @@ async fn refused(cfg: NodeConfig) -> (String, String) {
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("node-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh folder for a test's files, removed when the test ends (also when it fails).
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("node-{name}-")).tempdir().unwrap()
 }
 
 /// The control for the refusals below: the base config is accepted. The node gets as far as
 /// its network (the egress ledger is opened), then stops cleanly when asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_base_config_is_accepted() {
-    let dir = temp_dir("cfg-ok");
-    let ok = base(&dir);
+    let tmp = temp_dir("cfg-ok");
+    let dir = tmp.path();
+    let ok = base(dir);
     let ledger = ok.state_dir.join("egress.jsonl");
     let shutdown = CancellationToken::new();
     let node = tokio::spawn(node::run(ok, shutdown.clone()));
@@ -89,13 +87,13 @@ async fn the_base_config_is_accepted() {
     shutdown.cancel();
     let summary = tokio::time::timeout(REFUSAL_BOUND, node).await.expect("the node stops when asked").unwrap().unwrap();
     assert_eq!(summary.joins, 0, "nothing listens at the base config's aggregator address");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_fields_are_named() {
-    let dir = temp_dir("cfg");
-    let ok = base(&dir);
+    let tmp = temp_dir("cfg");
+    let dir = tmp.path();
+    let ok = base(dir);
     let (field, detail) = refused(NodeConfig { key: dir.join("missing.key"), ..ok.clone() }).await;
     assert!(field == "key" && detail.contains("missing.key"), "{field}: {detail}");
     let (field, _) = refused(NodeConfig { aggregator: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(), ..ok.clone() }).await;
@@ -156,15 +154,15 @@ async fn wrong_fields_are_named() {
     std::fs::write(ok.state_dir.join(node::policy::ANSWERS_FILE), "{\"count\": 3").unwrap();
     let (field, detail) = refused(ok.clone()).await;
     assert!(field == "state_dir" && detail.contains(node::policy::ANSWERS_FILE), "{field}: {detail}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `node.toml` as an operator writes it: `NodeConfig::load` names the dotted key at fault, and
 /// refuses keys it does not know, such as the simulated faults that only `fd-sim-node` reads.
 #[test]
 fn config_files_are_refused_naming_the_key() {
-    let dir = temp_dir("toml");
-    let ok = base(&dir);
+    let tmp = temp_dir("toml");
+    let dir = tmp.path();
+    let ok = base(dir);
     let good = toml::to_string_pretty(&ok).unwrap();
     let path = dir.join("node.toml");
     std::fs::write(&path, &good).unwrap();
@@ -192,14 +190,13 @@ fn config_files_are_refused_naming_the_key() {
             other => panic!("`{key}`: {other:?}\n{text}"),
         }
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn export_writes_the_checkpointed_model_or_says_there_is_none() {
-    let dir = std::env::temp_dir().join(format!("node-export-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = base(&dir);
+    let tmp = temp_dir("export");
+    let dir = tmp.path();
+    let cfg = base(dir);
     match node::export(&cfg, &dir.join("out")) {
         Err(NodeError::Config { field, detail }) => assert!(field == "state_dir" && detail.contains("no model checkpoint"), "{detail}"),
         other => panic!("exported without a checkpoint: {other:?}"),
@@ -212,5 +209,4 @@ fn export_writes_the_checkpointed_model_or_says_there_is_none() {
     assert!(std::fs::metadata(&written[0]).unwrap().len() > 4 * net.num_params() as u64);
     net.export_safetensors(&dir.join("direct.safetensors")).unwrap();
     assert!(std::fs::read(&written[1]).unwrap() == std::fs::read(dir.join("direct.safetensors")).unwrap());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,7 +4,7 @@
 //! (another width) or is not the pinned one.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use learning::data::{DataSpec, LabelColumn, Preprocess};
 use node::init::{check_data, init, DataCheck, Init};
@@ -12,11 +12,9 @@ use node::{Error, NodeConfig};
 use protocol::{ReferenceSet, ReferenceSetId};
 use tokio_util::sync::CancellationToken;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("node-init-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh folder for a test's files, removed when the test ends (also when it fails).
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("node-init-{name}-")).tempdir().unwrap()
 }
 
 /// A CSV of 2 features and a `y` column with labels 0, 1, 2.
@@ -50,16 +48,17 @@ fn initialised(dir: &Path, pin: ReferenceSetId) -> NodeConfig {
 
 #[test]
 fn the_data_check_counts_rows_and_classes_and_refuses_labels_beyond_the_federations() {
-    let dir = scratch("check");
-    let ok = check_data(&data(&dir, 3)).unwrap();
+    let tmp = scratch("check");
+    let dir = tmp.path();
+    let ok = check_data(&data(dir, 3)).unwrap();
     assert_eq!(ok, DataCheck { rows: 4, features: 2, classes: vec![(0, 1), (1, 1), (2, 2)] });
-    match check_data(&data(&dir, 2)) {
+    match check_data(&data(dir, 2)) {
         Err(Error::Learning(learning::Error::Classes { max_label, classes })) => assert_eq!((max_label, classes), (2, 2)),
         other => panic!("label 2 of a 2-class federation was accepted: {other:?}"),
     }
     let no_p2p = Init {
         dir: dir.join("x"),
-        data: data(&dir, 3),
+        data: data(dir, 3),
         federation: protocol::FederationId::new("f").unwrap(),
         aggregator: "/ip4/127.0.0.1/tcp/9".parse().unwrap(),
         reference_sha256: None,
@@ -67,14 +66,14 @@ fn the_data_check_counts_rows_and_classes_and_refuses_labels_beyond_the_federati
     };
     assert!(matches!(init(&no_p2p), Err(Error::Config { field, .. }) if field == "aggregator"));
     assert!(!dir.join("x").join("node.toml").exists(), "nothing written for a wrong address");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
 async fn a_reference_set_of_another_width_or_hash_stops_the_node_before_it_dials() {
-    let dir = scratch("reference");
+    let tmp = scratch("reference");
+    let dir = tmp.path();
     let wide = ReferenceSet::new(2, 3, vec![0.0; 6]).unwrap().to_bytes();
-    let cfg = initialised(&dir, ReferenceSetId::digest(&wide));
+    let cfg = initialised(dir, ReferenceSetId::digest(&wide));
     std::fs::create_dir_all(cfg.reference.parent().unwrap()).unwrap();
     std::fs::write(&cfg.reference, &wide).unwrap();
     match node::run(cfg.clone(), CancellationToken::new()).await {
@@ -86,13 +85,13 @@ async fn a_reference_set_of_another_width_or_hash_stops_the_node_before_it_dials
         Err(Error::Config { field, .. }) => assert_eq!(field, "policy.reference_sha256"),
         other => panic!("a reference set that is not the pinned one was accepted: {other:?}"),
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
 async fn an_aggregator_address_naming_another_peer_stops_the_node_with_who_answered() {
-    let dir = scratch("wrong-peer");
-    let cfg = initialised(&dir, ReferenceSetId([1; 32]));
+    let tmp = scratch("wrong-peer");
+    let dir = tmp.path();
+    let cfg = initialised(dir, ReferenceSetId([1; 32]));
     let me = net::keys::read(&cfg.key).unwrap().id();
     // A peer listens where the node looks for the aggregator, but it is not the one the
     // address's /p2p/ suffix names.
@@ -110,5 +109,4 @@ async fn an_aggregator_address_naming_another_peer_stops_the_node_with_who_answe
     }
     drop(client);
     handle.shutdown().await;
-    std::fs::remove_dir_all(&dir).unwrap();
 }

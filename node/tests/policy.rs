@@ -7,7 +7,7 @@
 //! with deadlines, never for a duration.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -234,16 +234,16 @@ async fn node_metrics(dir: &Path) -> std::collections::HashMap<String, f64> {
         .collect()
 }
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("node-policy-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh folder for the test's files, removed when the test ends (also when it fails).
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("node-policy-").tempdir().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_query_policy_holds_across_a_sigkill_and_a_restart() {
-    let dir = temp_dir();
+    // Declared before the node processes, so that it outlives them (they are killed when dropped).
+    let tmp = temp_dir();
+    let dir = tmp.path();
     let node_id = net::keys::generate(&dir.join("node.key")).unwrap().id();
     let values: Vec<f32> = (0..REFERENCE_ROWS * 64).map(|i| ((i * 7) % 17) as f32 / 16.0).collect();
     let reference = ReferenceSet::new(REFERENCE_ROWS, 64, values).unwrap().to_bytes();
@@ -251,11 +251,11 @@ async fn the_query_policy_holds_across_a_sigkill_and_a_restart() {
     let other_set = ReferenceSetId([0xAB; 32]);
     let shutdown = CancellationToken::new();
     let mut agg = aggregator(node_id, reference.clone(), &shutdown).await;
-    let mut cfg = config(&dir, &agg.addr, pin);
+    let mut cfg = config(dir, &agg.addr, pin);
 
     // First life: the node joins, fetches the pinned set (it has no copy) and answers round 1,
     // without its sample count: asked for, but not allowed by default.
-    let node = NodeProcess::start(&cfg, &dir);
+    let node = NodeProcess::start(&cfg, dir);
     agg.joined().await;
     let ann1 = announcement(1, pin);
     assert_eq!(agg.announce(&ann1).await, None);
@@ -284,7 +284,7 @@ async fn the_query_policy_holds_across_a_sigkill_and_a_restart() {
         counts: vec![0; 30],
     };
     assert_eq!(agg.send(Message::Consensus(contradicting)).await, Some(RefusalReason::InvalidValues));
-    let s = node_metrics(&dir).await;
+    let s = node_metrics(dir).await;
     assert_eq!(s["fd_joins_total"], 1.0);
     assert_eq!(s["fd_submissions_accepted_total"], 1.0);
     assert_eq!(s["fd_round"], 1.0);
@@ -301,7 +301,7 @@ async fn the_query_policy_holds_across_a_sigkill_and_a_restart() {
     // Second life, now allowed to share its count. The record of answers survived the kill.
     assert_eq!(Answers::load(&cfg.state_dir.join(ANSWERS_FILE)).unwrap().count, 1);
     cfg.policy.share_sample_count = true;
-    let node = NodeProcess::start(&cfg, &dir);
+    let node = NodeProcess::start(&cfg, dir);
     agg.joined().await;
     // A resumed round 1 (same question, new deadline) gets the same answer, without training
     // again; another question for round 1, and an older round, are refused.
@@ -323,7 +323,7 @@ async fn the_query_policy_holds_across_a_sigkill_and_a_restart() {
     // refuses its rounds, asks for none of it, and keeps its copy of the pinned one.
     *agg.announced.lock().unwrap() = other_set;
     cfg.policy.max_rounds = 10;
-    let node = NodeProcess::start(&cfg, &dir);
+    let node = NodeProcess::start(&cfg, dir);
     agg.joined().await;
     assert_eq!(agg.announce(&announcement(4, other_set)).await, Some(RefusalReason::WrongReferenceSet));
     assert_eq!(*agg.foreign_chunk_requests.lock().unwrap(), 0, "the node never asked for another set");
@@ -332,5 +332,4 @@ async fn the_query_policy_holds_across_a_sigkill_and_a_restart() {
     node.sigkill();
     shutdown.cancel();
     json_lines(&std::fs::read_to_string(dir.join("node.log")).unwrap());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

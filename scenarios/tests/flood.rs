@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use common::{launch_aggregator_tcp, metrics, node_toml, scenario, spawn_args, spawn_run, submitted, wait_exit, wait_exit_with_peak, wait_until, Procs};
 use scenarios::flood::FloodReport;
-use scenarios::setup;
 
 const NODES: usize = 10;
 const ROUNDS: u64 = 5;
@@ -42,8 +41,8 @@ struct Run {
 fn federate(name: &str, flood: bool) -> Run {
     let started = Instant::now();
     let s = scenario(name, NODES, ROUNDS);
-    let dir = common::test_dir("flood", name);
-    let mut p = setup::prepare(&s, &dir).unwrap();
+    let mut p = common::prepare(&s, "flood");
+    let dir = p.dir.clone();
     // A round closes as soon as every roster member has answered or declined (the flooder
     // declines what reaches it), else once the deadline has passed and the quorum, every honest
     // node, has answered: the round cannot close without an honest node, and the deadline only

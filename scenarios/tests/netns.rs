@@ -28,7 +28,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use lan::{ip, nft, required, Lan, LOSS_RULES, SUBNET};
-use common::{metrics, node_toml, scenario, spawn_run, submitted, wait_exit, wait_for_addrs, wait_until, Procs};
+use common::{metrics, node_toml, scenario, spawn_run, submitted, wait_exit, wait_for_addrs, wait_until, PreparedDir, Procs};
 use net::multiaddr::{Multiaddr, Protocol};
 use scenarios::setup::{self, Prepared};
 use scenarios::Scenario;
@@ -65,9 +65,10 @@ impl Dial {
     }
 }
 
-/// Prepares the scenario's files in a fresh folder, with the aggregator listening on `listen`.
-fn prepare(s: &Scenario, kind: &str, listen: Vec<Multiaddr>) -> Prepared {
-    let mut p = setup::prepare(s, &common::test_dir(kind, &s.name)).unwrap();
+/// Prepares the scenario's files in a fresh folder (removed when the result is dropped), with
+/// the aggregator listening on `listen`.
+fn prepare(s: &Scenario, kind: &str, listen: Vec<Multiaddr>) -> PreparedDir {
+    let mut p = common::prepare(s, kind);
     p.aggregator.listen = listen;
     p
 }
@@ -76,7 +77,7 @@ fn prepare(s: &Scenario, kind: &str, listen: Vec<Multiaddr>) -> Prepared {
 /// `hosts[0]` if given), node `i` runs inside `hosts[i + 1]` and reaches it as `dial` says.
 /// Waits until every process has exited cleanly, every node having submitted in every round.
 /// Returns the prepared run and the addresses the aggregator reported.
-fn federate(s: &Scenario, kind: &str, hosts: Option<&[String]>, listen: Vec<Multiaddr>, dial: Dial) -> (Prepared, Vec<Multiaddr>) {
+fn federate(s: &Scenario, kind: &str, hosts: Option<&[String]>, listen: Vec<Multiaddr>, dial: Dial) -> (PreparedDir, Vec<Multiaddr>) {
     let mut p = prepare(s, kind, listen);
     let addrs = federate_prepared(&mut p, kind, hosts, &dial);
     (p, addrs)

@@ -12,19 +12,18 @@ use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
-use common::{egress, metrics, node_toml, scenario, spawn_args, submitted, wait_exit, wait_for_addrs, wait_until, Procs};
+use common::{egress, metrics, node_toml, scenario, spawn_args, submitted, wait_exit, wait_for_addrs, wait_until, PreparedDir, Procs};
 use net::multiaddr::Protocol;
 use scenarios::run::read_addr_file;
 use scenarios::setup::{self, Prepared};
 use scenarios::Scenario;
 
 /// Prepares the files and a `federation.toml` that listens on port 0 (TCP and QUIC).
-fn prepare(s: &Scenario, tweak: impl FnOnce(&mut Prepared)) -> Prepared {
-    let dir = common::test_dir("proc", &s.name);
-    let mut p = setup::prepare(s, &dir).unwrap();
+fn prepare(s: &Scenario, tweak: impl FnOnce(&mut Prepared)) -> PreparedDir {
+    let mut p = common::prepare(s, "proc");
     p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap(), "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()];
     tweak(&mut p);
-    setup::write_toml(&dir.join("federation.toml"), &p.aggregator).unwrap();
+    setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator).unwrap();
     p
 }
 

@@ -1,6 +1,8 @@
 //! A small federation (digits, 4 nodes, 2 rounds) run in-process over real libp2p peers.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
+mod common;
+
 use std::path::PathBuf;
 
 use learning::consensus::Rule;
@@ -9,6 +11,7 @@ use scenarios::presets::preset;
 use scenarios::run::{run, Results, RunOptions};
 use scenarios::spec::{data_dir, Fault};
 use scenarios::Scenario;
+use tempfile::TempDir;
 
 fn small(name: &str) -> Scenario {
     let mut s = Scenario::from_toml(&preset("quickstart", &data_dir()).unwrap()).unwrap();
@@ -21,26 +24,22 @@ fn small(name: &str) -> Scenario {
     s
 }
 
-fn out(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fd-small-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-async fn go(s: &Scenario) -> (Results, PathBuf) {
+/// Runs `s` into a fresh folder; returns its results and the folder, which goes when dropped.
+async fn go(s: &Scenario) -> (Results, TempDir) {
     go_in(s, &s.name).await
 }
 
-async fn go_in(s: &Scenario, dir_name: &str) -> (Results, PathBuf) {
-    let dir = out(dir_name);
-    let r = run(s, &RunOptions { out: dir.clone(), progress: false }).await.unwrap_or_else(|e| panic!("{}: {e:#}", s.name));
+async fn go_in(s: &Scenario, dir_name: &str) -> (Results, TempDir) {
+    let dir = common::test_dir("small", dir_name);
+    let r = run(s, &RunOptions { out: dir.path().to_owned(), progress: false }).await.unwrap_or_else(|e| panic!("{}: {e:#}", s.name));
     (r, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_run_writes_every_output_and_repeats_exactly() {
     let s = small("small");
-    let (r, dir) = go(&s).await;
+    let (r, tmp) = go(&s).await;
+    let dir = tmp.path();
     for f in ["config.toml", "results.json", "rounds.csv", "report.md", "federation.toml", "aggregator/global.bpk", "aggregator/global.safetensors", "aggregator/global.onnx", "aggregator/metrics.jsonl", "nodes/node-00/node.toml", "nodes/node-00/state/egress.jsonl"] {
         assert!(dir.join(f).is_file(), "missing {f}");
     }
@@ -66,15 +65,16 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
 
     // Same seed, same numbers (timings aside). This run goes to a relative folder, as the CLI's
     // default `runs/…` does.
-    let rel = PathBuf::from("../target/tmp").join(format!("fd-small-again-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&rel);
+    let base = PathBuf::from("../target/tmp");
+    std::fs::create_dir_all(&base).unwrap();
+    let again_dir = tempfile::Builder::new().prefix("fd-small-again-").tempdir_in(&base).unwrap();
+    let rel = base.join(again_dir.path().file_name().unwrap());
     let again = run(&small("small"), &RunOptions { out: rel.clone(), progress: false }).await.unwrap();
     // The config files it wrote run as they are, from any working directory: their paths hold.
     let n = node::NodeConfig::load(&rel.join("nodes/node-00/node.toml")).unwrap();
     assert!(n.key.is_file() && n.reference.is_file() && n.state_dir.join("model.bpk").is_file(), "{n:?}");
     let a = aggregator::AggregatorConfig::load(&rel.join("federation.toml")).unwrap();
     assert!(a.key.is_file() && a.reference.path.is_file() && a.output.join("global.bpk").is_file(), "{a:?}");
-    std::fs::remove_dir_all(&rel).unwrap();
     let strip = |r: &Results| {
         let mut v = serde_json::to_value(r).unwrap();
         for x in v["rounds"].as_array_mut().unwrap() {
@@ -106,7 +106,8 @@ async fn a_dropped_node_misses_its_round_and_comes_back() {
     s.faults = vec![Fault { node: 1, drop_at: Some(2), return_at: Some(3), ..Default::default() }];
     // No node starts with the reference set: each fetches it from the aggregator in chunks.
     s.nodes.copy_reference = false;
-    let (r, dir) = go(&s).await;
+    let (r, tmp) = go(&s).await;
+    let dir = tmp.path();
     let reference = std::fs::read(dir.join("reference.fdref")).unwrap();
     for i in 0..4 {
         let fetched = std::fs::read(dir.join(format!("nodes/node-{i:02}/state/reference.fdref"))).unwrap();
@@ -141,7 +142,7 @@ async fn malicious_minorities_are_outvoted_by_robust_consensus() {
     };
     let quality = |s: Scenario| async move {
         let (r, dir) = go(&s).await;
-        final_quality(&r, &dir)
+        final_quality(&r, dir.path())
     };
     let rules = [Rule::Median, Rule::Mean];
     let mut clean = Vec::new();
@@ -189,7 +190,8 @@ async fn a_private_node_spends_within_its_budget_then_refuses_rounds() {
     // Node 0 plans for one round (and the final training): it trains in rounds 1 and 2, then
     // its budget is spent.
     s.nodes.privacy = Some(scenarios::spec::NodesPrivacy { epsilon: 8.0, delta: 1e-5, clip_norm: 1.0, rounds: Some(1), nodes: Some(vec![0]) });
-    let (r, dir) = go(&s).await;
+    let (r, tmp) = go(&s).await;
+    let dir = tmp.path();
     let participants: Vec<usize> = r.rounds.iter().map(|x| x.participants.len()).collect();
     assert_eq!(participants, vec![4, 4, 3], "{:?}", r.rounds);
     assert!(!r.rounds[2].participants.contains(&"node-00".to_string()));
@@ -275,7 +277,8 @@ async fn abstentions_travel_as_masks_and_the_consensus_counts_them() {
     s.baselines = scenarios::spec::Baselines::NONE;
     s.nodes.abstain = Some(learning::abstain::Abstain { quantile: Some(0.2), ..Default::default() });
     s.consensus.min_count = 2;
-    let (r, dir) = go(&s).await;
+    let (r, tmp) = go(&s).await;
+    let dir = tmp.path();
     assert!(r.rounds.iter().all(|x| x.participants.len() == 4), "a node that abstains still answers");
     let metrics = std::fs::read_to_string(dir.join("aggregator/metrics.jsonl")).unwrap();
     let last: aggregator::RoundMetrics = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();

@@ -28,9 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{launch, launch_aggregator_tcp, metrics, node_toml, scenario, spawn_run, submitted, wait_exit, wait_for_addrs, wait_until, Procs};
+use common::{launch, launch_aggregator_tcp, metrics, node_toml, scenario, spawn_run, submitted, wait_exit, wait_for_addrs, wait_until, PreparedDir, Procs};
 use scenarios::faults::CheckpointPause;
-use scenarios::setup::{self, Prepared};
+use scenarios::setup::Prepared;
 
 const NODES: usize = 4;
 const ROUNDS: u64 = 20;
@@ -191,7 +191,8 @@ fn kill(c: &mut Child) {
 
 /// What a run left.
 struct Outcome {
-    p: Prepared,
+    /// The run's files, in a folder that goes with this.
+    p: PreparedDir,
     seconds: f64,
     /// (round, how, committed round at death, nodes killed meanwhile)
     kills: Vec<(u64, When, u64, Vec<usize>)>,
@@ -203,8 +204,8 @@ fn federate(name: &str, kills: &[AggregatorKill], node_kills: &[NodeKill]) -> Ou
     let started = Instant::now();
     let mut s = scenario(name, NODES, ROUNDS);
     s.round.deadline_secs = 10.0;
-    let dir = common::test_dir("soak", name);
-    let mut p = setup::prepare(&s, &dir).unwrap();
+    let mut p = common::prepare(&s, "soak");
+    let dir = p.dir.clone();
     let pause = (!kills.is_empty()).then(|| CheckpointPause {
         rounds: kills.iter().filter(|k| k.when == When::MidCheckpoint).map(|k| k.round).collect(),
         markers: dir.join("markers"),

@@ -13,7 +13,7 @@
 //! status, with a deadline.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -67,8 +67,9 @@ fn log(dir: &Path, name: &str) -> String {
 
 #[test]
 fn from_csv_files_to_a_finished_federation_with_the_readme_commands() {
-    let tmp = tempfile_dir();
-    let dir = tmp.as_path();
+    // Declared before the processes, so that it outlives them (they are killed when dropped).
+    let tmp = common::test_dir("walkthrough", "csv");
+    let dir = tmp.path();
     let digits = data::load_csv(&data_dir().join("digits/digits.csv.gz"), &CsvOptions::default()).unwrap();
     write_csv(&dir.join("public.csv"), &digits, 0, 300);
     for (k, name) in HOLDERS.iter().enumerate() {
@@ -133,13 +134,4 @@ fn from_csv_files_to_a_finished_federation_with_the_readme_commands() {
     assert!(dir.join("operator/output/global.onnx").is_file(), "no global model");
     let metrics = std::fs::read_to_string(dir.join("operator/output/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2, "two rounds");
-    drop(procs);
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-fn tempfile_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fd-walkthrough-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

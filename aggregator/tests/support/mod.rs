@@ -2,7 +2,7 @@
 //! members that behave as nodes would.
 #![allow(dead_code)] // each test file uses its own part of it
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aggregator::config::{AggregatorConfig, ReferenceConfig, RosterEntry, RoundConfig, StudentConfig};
 use learning::Architecture;
@@ -10,11 +10,9 @@ use protocol::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("agg-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder for a test's files, removed when the test ends (also when it fails).
+pub fn dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("agg-test-{name}-")).tempdir().unwrap()
 }
 
 /// A federation of three: `n` (whose key is written at `node_key`) and two honest members whose

@@ -134,23 +134,24 @@ mod tests {
 
     #[test]
     fn csv_reads_headers_names_and_reports_bad_cells() {
-        let p = tmp("a.csv", b"f1,f2,target\n1,2,0\n3,4.5,1\n");
+        let dir = tempfile::tempdir().unwrap();
+        let p = tmp(&dir, "a.csv", b"f1,f2,target\n1,2,0\n3,4.5,1\n");
         let d = load_csv(&p, &CsvOptions { label: LabelColumn::Name("target".into()), header: true, ..Default::default() }).unwrap();
         assert_eq!((d.len(), d.dim, d.classes), (2, 2, 2));
         assert_eq!(d.row(1), &[3.0, 4.5]);
 
-        let first = tmp("b.csv", b"skip me\n0,1,2\n1,3,4\n");
+        let first = tmp(&dir, "b.csv", b"skip me\n0,1,2\n1,3,4\n");
         let d = load_csv(&first, &CsvOptions { label: LabelColumn::Index(0), skip_lines: 1, ..Default::default() }).unwrap();
         assert_eq!(d.labels, vec![0, 1]);
         assert_eq!(d.row(0), &[1.0, 2.0]);
 
-        let bad = tmp("bad.csv", b"1,2,0\n3,x,1\n");
+        let bad = tmp(&dir, "bad.csv", b"1,2,0\n3,x,1\n");
         let e = load_csv(&bad, &CsvOptions::default()).unwrap_err().to_string();
         assert!(e.contains("bad.csv:2: column 2") && e.contains("`x`"), "{e}");
-        let ragged = tmp("ragged.csv", b"1,2,0\n3,1\n");
+        let ragged = tmp(&dir, "ragged.csv", b"1,2,0\n3,1\n");
         let e = load_csv(&ragged, &CsvOptions::default()).unwrap_err().to_string();
         assert!(e.contains("ragged.csv:2") && e.contains("ragged row"), "{e}");
-        let frac = tmp("frac.csv", b"1,2,0.5\n");
+        let frac = tmp(&dir, "frac.csv", b"1,2,0.5\n");
         assert!(load_csv(&frac, &CsvOptions::default()).unwrap_err().to_string().contains("class index"));
         let nohead = CsvOptions { label: LabelColumn::Name("y".into()), ..Default::default() };
         assert!(load_csv(&bad, &nohead).unwrap_err().to_string().contains("no header"));
@@ -160,11 +161,12 @@ mod tests {
 
     #[test]
     fn unlabelled_csv_keeps_every_column_as_a_feature() {
-        let p = tmp("u.csv", b"a,b\n1,2\n3,4.5\n");
+        let dir = tempfile::tempdir().unwrap();
+        let p = tmp(&dir, "u.csv", b"a,b\n1,2\n3,4.5\n");
         let (x, dim) = load_csv_unlabelled(&p, &CsvOptions { header: true, ..Default::default() }).unwrap();
         assert_eq!((x, dim), (vec![1.0, 2.0, 3.0, 4.5], 2));
-        let one = tmp("u1.csv", b"7\n8\n");
+        let one = tmp(&dir, "u1.csv", b"7\n8\n");
         assert_eq!(load_csv_unlabelled(&one, &CsvOptions::default()).unwrap(), (vec![7.0, 8.0], 1));
-        assert!(load_csv_unlabelled(&tmp("u0.csv", b"\n"), &CsvOptions::default()).is_err());
+        assert!(load_csv_unlabelled(&tmp(&dir, "u0.csv", b"\n"), &CsvOptions::default()).is_err());
     }
 }

@@ -73,29 +73,30 @@ mod tests {
 
     #[test]
     fn idx_loads_raw_and_gzip_and_names_bad_files() {
-        let img = tmp("i.idx", &idx_images(3, 2, 2));
-        let lab = tmp("l.idx", &idx_labels(&[0, 2, 1]));
+        let dir = tempfile::tempdir().unwrap();
+        let img = tmp(&dir, "i.idx", &idx_images(3, 2, 2));
+        let lab = tmp(&dir, "l.idx", &idx_labels(&[0, 2, 1]));
         let d = load_idx(&img, &lab).unwrap();
         assert_eq!((d.len(), d.dim, d.classes), (3, 4, 3));
         assert_eq!(d.row(1), &[4.0, 5.0, 6.0, 7.0]);
 
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&idx_images(3, 2, 2)).unwrap();
-        let gz_img = tmp("i.idx.gz", &gz.finish().unwrap());
+        let gz_img = tmp(&dir, "i.idx.gz", &gz.finish().unwrap());
         assert_eq!(load_idx(&gz_img, &lab).unwrap(), d);
 
         let missing = load_idx(Path::new("/nonexistent/x.idx"), &lab).unwrap_err().to_string();
         assert!(missing.contains("/nonexistent/x.idx"), "{missing}");
-        let bad_magic = tmp("bad.idx", &idx_labels(&[1; 20]));
+        let bad_magic = tmp(&dir, "bad.idx", &idx_labels(&[1; 20]));
         let e = load_idx(&bad_magic, &lab).unwrap_err().to_string();
         assert!(e.contains("bad magic") && e.contains("bad.idx"), "{e}");
         let mut short = idx_images(3, 2, 2);
         short.truncate(20);
-        let e = load_idx(&tmp("short.idx", &short), &lab).unwrap_err().to_string();
+        let e = load_idx(&tmp(&dir, "short.idx", &short), &lab).unwrap_err().to_string();
         assert!(e.contains("truncated"), "{e}");
-        let e = load_idx(&img, &tmp("l2.idx", &idx_labels(&[0, 1]))).unwrap_err().to_string();
+        let e = load_idx(&img, &tmp(&dir, "l2.idx", &idx_labels(&[0, 1]))).unwrap_err().to_string();
         assert!(e.contains("2 labels for 3 images"), "{e}");
-        let e = load_idx(&tmp("corrupt.gz", &[0x1f, 0x8b, 1, 2, 3]), &lab).unwrap_err().to_string();
+        let e = load_idx(&tmp(&dir, "corrupt.gz", &[0x1f, 0x8b, 1, 2, 3]), &lab).unwrap_err().to_string();
         assert!(e.contains("corrupt gzip"), "{e}");
     }
 }

@@ -66,13 +66,14 @@ mod tests {
 
     #[test]
     fn inputs_drop_labels_or_keep_every_column_and_are_preprocessed_like_node_data() {
-        let p = tmp("inputs.csv", b"2,4,1\n6,8,0\n");
+        let dir = tempfile::tempdir().unwrap();
+        let p = tmp(&dir, "inputs.csv", b"2,4,1\n6,8,0\n");
         let with = spec(p.clone()).load_inputs(true).unwrap();
         assert_eq!((with.features.clone(), with.rows, with.dim, with.dropped_labels), (vec![1.0, 2.0, 3.0, 4.0], 2, 2, true));
         assert_eq!(with.features, spec(p.clone()).load().unwrap().features, "the same values a node would train on");
         let without = spec(p.clone()).load_inputs(false).unwrap();
         assert_eq!((without.features, without.dim, without.dropped_labels), (vec![1.0, 2.0, 0.5, 3.0, 4.0, 0.0], 3, false));
-        let rows = tmp("inputs-rows.txt", b"1\n");
+        let rows = tmp(&dir, "inputs-rows.txt", b"1\n");
         let one = DataSpec { rows: Some(rows), ..spec(p) }.load_inputs(true).unwrap();
         assert_eq!((one.features, one.rows), (vec![3.0, 4.0], 1));
     }

@@ -129,11 +129,12 @@ pub(crate) mod test_files {
     use std::io::Write;
     use std::path::PathBuf;
 
-    /// Writes `bytes` to a file `name` in this process's scratch folder.
-    pub(crate) fn tmp(name: &str, bytes: &[u8]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("learning-data-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
+    use tempfile::TempDir;
+
+    /// Writes `bytes` to a file `name` in the test's scratch folder `dir` (a `TempDir`, so that
+    /// the files go when the test ends).
+    pub(crate) fn tmp(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.path().join(name);
         std::fs::File::create(&p).unwrap().write_all(bytes).unwrap();
         p
     }

@@ -1,9 +1,11 @@
 //! Helpers shared by the tests that run real `fd-aggregator` and `fd-node` processes: a small
-//! scenario, spawning the binaries (on this host or inside a network namespace), and waiting for
-//! the files they write and for their exit, with deadlines, never for a duration or a log line.
+//! scenario in a scratch folder that goes with the test, spawning the binaries (on this host or
+//! inside a network namespace), and waiting for the files they write and for their exit, with
+//! deadlines, never for a duration or a log line.
 #![allow(dead_code)] // each test binary uses its own part of these helpers
 
 use std::ffi::OsStr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use scenarios::run::{read_addr_file, sibling_binary};
 use scenarios::setup::Prepared;
 use scenarios::spec::data_dir;
 use scenarios::Scenario;
+use tempfile::TempDir;
 
 /// The quickstart preset, made small: `nodes` nodes, `rounds` rounds, few samples.
 pub fn scenario(name: &str, nodes: usize, rounds: u64) -> Scenario {
@@ -28,11 +31,46 @@ pub fn scenario(name: &str, nodes: usize, rounds: u64) -> Scenario {
     s
 }
 
-/// A fresh folder for a test's files.
-pub fn test_dir(kind: &str, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fd-{kind}-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+/// A fresh folder for a test's files, `fd-{kind}-{name}-` and a random suffix in the system's
+/// temporary folder, removed with its contents when the returned guard is dropped, also when the
+/// test fails: hold the guard until every process that uses the folder has been stopped. With
+/// `FD_KEEP_TEST_DIRS` set, the folder is kept instead and its path printed (shown with the
+/// test's output when it fails, or with `--nocapture`), to be looked at after the run.
+pub fn test_dir(kind: &str, name: &str) -> TempDir {
+    let keep = std::env::var_os("FD_KEEP_TEST_DIRS").is_some();
+    let dir = tempfile::Builder::new().prefix(&format!("fd-{kind}-{name}-")).disable_cleanup(keep).tempdir().unwrap();
+    if keep {
+        eprintln!("FD_KEEP_TEST_DIRS: {kind} {name} keeps its files in {}", dir.path().display());
+    }
     dir
+}
+
+/// A scenario prepared in its own [`test_dir`], which is removed when this is dropped. It derefs
+/// to the [`Prepared`] run; declare it before the [`Procs`] that use its folder, so that they are
+/// stopped first.
+pub struct PreparedDir {
+    prepared: Prepared,
+    _dir: TempDir,
+}
+
+impl Deref for PreparedDir {
+    type Target = Prepared;
+
+    fn deref(&self) -> &Prepared {
+        &self.prepared
+    }
+}
+
+impl DerefMut for PreparedDir {
+    fn deref_mut(&mut self) -> &mut Prepared {
+        &mut self.prepared
+    }
+}
+
+/// Prepares `s`'s files in a fresh [`test_dir`] named after `kind` and the scenario.
+pub fn prepare(s: &Scenario, kind: &str) -> PreparedDir {
+    let dir = test_dir(kind, &s.name);
+    PreparedDir { prepared: scenarios::setup::prepare(s, dir.path()).unwrap(), _dir: dir }
 }
 
 pub fn node_toml(dir: &Path, i: usize) -> PathBuf {
