@@ -18,7 +18,8 @@ use crate::{participant, peer_id, Error};
 pub(crate) enum Command {
     Listen { addr: Multiaddr, reply: oneshot::Sender<Result<Multiaddr, Error>> },
     Dial { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, Error>> },
-    Request { peer: PeerId, bytes: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, Error>> },
+    /// `attempt`: 0 from a client; the event loop counts its retries (see `event_loop`).
+    Request { peer: PeerId, bytes: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, Error>>, attempt: u8 },
     Respond { id: InboundRequestId, channel: ResponseChannel<Vec<u8>>, bytes: Vec<u8> },
     Connected { reply: oneshot::Sender<Vec<ParticipantId>> },
 }
@@ -33,12 +34,13 @@ pub(crate) struct Shared {
     traffic: Option<Traffic>,
     sent: AtomicU64,
     received: AtomicU64,
+    retries: AtomicU64,
     pub(crate) reachability: watch::Sender<Reachability>,
 }
 
 impl Shared {
     pub(crate) fn new(identity: Identity, limits: Limits, ledger: Option<Ledger>, traffic: Option<Traffic>) -> Self {
-        Self { identity, limits, ledger, traffic, sent: AtomicU64::new(0), received: AtomicU64::new(0), reachability: watch::Sender::new(Reachability::Unknown) }
+        Self { identity, limits, ledger, traffic, sent: AtomicU64::new(0), received: AtomicU64::new(0), retries: AtomicU64::new(0), reachability: watch::Sender::new(Reachability::Unknown) }
     }
 
     /// Signs `message`, records it in the ledger (on disk before this returns) and counts it.
@@ -52,6 +54,11 @@ impl Shared {
             t.sent(peer, message.kind(), bytes.len());
         }
         Ok(bytes)
+    }
+
+    /// Counts a request sent again for want of a free stream.
+    pub(crate) fn count_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a frame received from `peer`, before it is verified.
@@ -84,6 +91,12 @@ impl Client {
     /// (bytes sent, bytes received) so far, counting encoded envelopes.
     pub fn traffic(&self) -> (u64, u64) {
         (self.shared.sent.load(Ordering::Relaxed), self.shared.received.load(Ordering::Relaxed))
+    }
+
+    /// Requests sent again so far because every stream of the connection was busy with the
+    /// peer's own requests (each is retried for about 11 s before it fails).
+    pub fn stream_retries(&self) -> u64 {
+        self.shared.retries.load(Ordering::Relaxed)
     }
 
     /// AutoNAT's verdict on this peer's reachability, now and as it changes (see [`crate::nat`]).
@@ -130,7 +143,7 @@ impl Client {
             l.record(&LedgerEntry::unsigned(&pid.to_base58(), "request", &bytes), &bytes).await.map_err(Error::Ledger)?;
         }
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Request { peer: pid, bytes, reply }).await?;
+        self.send(Command::Request { peer: pid, bytes, reply, attempt: 0 }).await?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -139,7 +152,7 @@ impl Client {
         let pid = peer_id(peer);
         let bytes = self.shared.seal(&pid, "request", message).await?;
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Request { peer: pid, bytes, reply }).await?;
+        self.send(Command::Request { peer: pid, bytes, reply, attempt: 0 }).await?;
         let raw = rx.await.map_err(|_| Error::Stopped)??;
         self.shared.add_received(&pid, &raw);
         let limits = &self.shared.limits;

@@ -51,6 +51,31 @@ impl Handle {
     }
 }
 
+/// How many times a request is sent again when this side's connection had no free stream for it
+/// (see [`no_free_stream`]); with [`retry_delay`], about 11 s in all.
+const STREAM_RETRIES: u8 = 30;
+
+/// Wait before the next attempt: 25 ms, doubling, at most 400 ms.
+fn retry_delay(attempt: u8) -> Duration {
+    Duration::from_millis((25u64 << attempt.min(4)).min(400))
+}
+
+/// Whether an outbound request failed because every request-response stream of this side's
+/// connection was busy (with the peer's own requests). libp2p-request-response 0.30 fails it so
+/// in its handler's `on_fully_negotiated_outbound`, before a byte of the request is written:
+/// sending it again cannot deliver it twice. (`tests/limits.rs` fails if the text changes.)
+fn no_free_stream(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Other && e.to_string() == "max sub-streams reached"
+}
+
+/// A request sent and not yet answered, kept whole so that it can be sent again.
+struct PendingRequest {
+    peer: PeerId,
+    bytes: Vec<u8>,
+    reply: oneshot::Sender<Result<Vec<u8>, Error>>,
+    attempt: u8,
+}
+
 /// Off-roster connection attempts are logged once per peer (or address) per this interval.
 const DENIED_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -70,7 +95,7 @@ struct EventLoop {
     denied_logged: HashMap<String, Instant>,
     pending_listen: HashMap<ListenerId, oneshot::Sender<Result<Multiaddr, Error>>>,
     pending_dial: HashMap<ConnectionId, (String, oneshot::Sender<Result<PeerId, Error>>)>,
-    pending_request: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, Error>>>,
+    pending_request: HashMap<OutboundRequestId, PendingRequest>,
     /// Responses handed to the swarm and not yet sent: flushed before the loop stops.
     unsent_responses: HashSet<InboundRequestId>,
     draining: bool,
@@ -215,7 +240,7 @@ impl EventLoop {
         if tokio::time::timeout(timeout, drain).await.is_err() {
             tracing::debug!(unsent = self.unsent_responses.len(), requests = self.pending_request.len(), "network stopped before everything in flight was done");
         }
-        for (_, reply) in self.pending_request.drain() {
+        for (_, PendingRequest { reply, .. }) in self.pending_request.drain() {
             let _ = reply.send(Err(Error::Stopped));
         }
         tracing::debug!("network event loop stopped");
@@ -243,13 +268,13 @@ impl EventLoop {
                     }
                 }
             }
-            Command::Request { peer, bytes, reply } => {
+            Command::Request { peer, bytes, reply, attempt } => {
                 if self.draining {
                     let _ = reply.send(Err(Error::Stopped));
                     return;
                 }
-                let id = self.swarm.behaviour_mut().rr.send_request(&peer, bytes);
-                self.pending_request.insert(id, reply);
+                let id = self.swarm.behaviour_mut().rr.send_request(&peer, bytes.clone());
+                self.pending_request.insert(id, PendingRequest { peer, bytes, reply, attempt });
             }
             Command::Respond { id, channel, bytes } => {
                 if self.swarm.behaviour_mut().rr.send_response(channel, bytes).is_ok() {
@@ -359,16 +384,30 @@ impl EventLoop {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request_id, request, channel } => self.on_request(peer, request_id, request, channel),
                 request_response::Message::Response { request_id, response } => {
-                    if let Some(r) = self.pending_request.remove(&request_id) {
-                        let _ = r.send(Ok(response));
+                    if let Some(p) = self.pending_request.remove(&request_id) {
+                        let _ = p.reply.send(Ok(response));
                     }
                 }
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
-                if let Some(r) = self.pending_request.remove(&request_id) {
-                    let closed = matches!(error, request_response::OutboundFailure::ConnectionClosed);
-                    let _ = r.send(Err(Error::Request { peer: peer.to_base58(), reason: error.to_string(), closed }));
+                let Some(p) = self.pending_request.remove(&request_id) else { return };
+                let busy = matches!(&error, request_response::OutboundFailure::Io(e) if no_free_stream(e));
+                if busy && p.attempt < STREAM_RETRIES && !self.draining
+                    && let Some(commands) = self.weak.upgrade()
+                {
+                    // The peer keeps every stream of the connection busy with its own requests
+                    // (a flooding member does): ask again shortly, once one of them is answered.
+                    self.shared.count_retry();
+                    tracing::debug!(%peer, attempt = p.attempt, "no free stream for the request; retrying");
+                    tokio::spawn(async move {
+                        tokio::time::sleep(retry_delay(p.attempt)).await;
+                        // A loop that has stopped drops the reply: the caller sees `Stopped`.
+                        let _ = commands.send(Command::Request { peer: p.peer, bytes: p.bytes, reply: p.reply, attempt: p.attempt + 1 }).await;
+                    });
+                    return;
                 }
+                let closed = matches!(error, request_response::OutboundFailure::ConnectionClosed);
+                let _ = p.reply.send(Err(Error::Request { peer: peer.to_base58(), reason: error.to_string(), closed }));
             }
             request_response::Event::InboundFailure { peer, error, request_id, .. } => {
                 self.unsent_responses.remove(&request_id);

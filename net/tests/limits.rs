@@ -96,6 +96,53 @@ async fn streams_beyond_the_handful_are_dropped_and_the_rest_served() {
     shutdown.cancel();
 }
 
+/// A peer that keeps every stream of its connection busy with its own requests can still be
+/// asked something: the target's request waits for a free stream (retrying) instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_to_a_peer_that_fills_every_stream_waits_for_one_to_free() {
+    let shutdown = CancellationToken::new();
+    let (target, mut events, addr) = target(|_| {}, vec![identity(2).id()], &shutdown).await;
+    let (flooder, mut flooder_events) = flooder(addr, &shutdown).await;
+    let streams = NetConfig::new(fed(), vec![]).max_streams_per_connection;
+    // The flooder fills the target's streams, and the target's owner holds every request.
+    let mut requests = tokio::task::JoinSet::new();
+    for round in 0..streams as u64 {
+        let c = flooder.clone();
+        requests.spawn(async move { c.request(&identity(1).id(), &receipt(round, ReceiptStatus::Accepted)).await });
+    }
+    let mut held = Vec::new();
+    for _ in 0..streams {
+        held.push(next_request(&mut events).await.1);
+    }
+    // Now the target asks the flooder something: no stream is free for it.
+    let asking = {
+        let target = target.clone();
+        tokio::spawn(async move { target.request(&identity(2).id(), &receipt(99, ReceiptStatus::Accepted)).await })
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for _ in 0..2000 {
+        if target.stream_retries() > 0 {
+            break;
+        }
+        assert!(!asking.is_finished(), "the request ended while every stream was busy: {:?}", asking.await);
+        tick.tick().await;
+    }
+    assert!(target.stream_retries() > 0, "the request was never retried");
+    // Once the target answers the flooder, a stream frees and the request goes through.
+    for responder in held {
+        responder.respond(receipt(0, ReceiptStatus::Accepted)).await.unwrap();
+    }
+    let (message, responder) = next_request(&mut flooder_events).await;
+    assert_eq!(message, receipt(99, ReceiptStatus::Accepted));
+    responder.respond(receipt(99, ReceiptStatus::Accepted)).await.unwrap();
+    let answer = tokio::time::timeout(WAIT, asking).await.expect("answered in time").unwrap();
+    assert_eq!(answer.unwrap(), receipt(99, ReceiptStatus::Accepted));
+    while let Some(r) = requests.join_next().await {
+        assert!(r.unwrap().is_ok());
+    }
+    shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_kinds_are_capped_small_and_hellos_are_rate_limited() {
     let shutdown = CancellationToken::new();

@@ -46,9 +46,10 @@ fn federate(name: &str, flood: bool) -> Run {
     // A round closes as soon as every roster member has answered or declined (the flooder
     // declines what reaches it), else once the deadline has passed and the quorum, every honest
     // node, has answered: the round cannot close without an honest node, and the deadline only
-    // bounds how long it waits for the flooder. The aggregator cannot always ask the flooder
-    // (its own requests fill its connection's stream slots), and a roster member that cannot be
-    // asked holds its round to the deadline, as a silent one does.
+    // bounds how long it waits for the flooder. The flooder's own requests fill its connection's
+    // stream slots, so the aggregator's requests to it wait for a slot to free (see `net`'s
+    // retries), and a roster member still not asked holds its round to the deadline, as a silent
+    // one does.
     p.aggregator.round.quorum = Some(NODES);
     p.aggregator.round.deadline_secs = 4.0;
     let member_key = dir.join("keys/flooder.key");
@@ -126,8 +127,8 @@ fn a_flooding_member_and_a_stranger_cannot_keep_ten_honest_nodes_out_nor_inflate
     println!("aggregator peak RSS: {} KiB without the flood ({:.1} s), {} KiB with it ({:.1} s)", quiet.peak_kib, quiet.seconds, loud.peak_kib, loud.seconds);
     println!("flood: {}", serde_json::to_string_pretty(f).unwrap());
     assert!(f.joined && f.finished, "the member joined and was told the federation finished: {f:?}");
-    // It declined the rounds whose question reached it (not all do: its own requests can fill
-    // the stream slots the aggregator would ask it on).
+    // It declined the rounds whose question reached it (most do: the aggregator's requests wait
+    // for one of the stream slots its own requests fill).
     assert!(f.announcements_declined >= 1, "{f:?}");
     // It was a flood, and everything that should be refused was.
     assert!(f.requests_sent() >= FLOOD_HEAD_START + 200, "{} requests", f.requests_sent());
