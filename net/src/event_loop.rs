@@ -28,6 +28,8 @@ struct Behaviour {
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     per_ip: crate::pending::PendingPerIp,
     limits: connection_limits::Behaviour,
+    // Before `rr`: a connection it denies never becomes one a request can be sent on.
+    per_peer: crate::per_peer::InboundPerPeer,
     rr: request_response::Behaviour<codec::FrameCodec>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -100,7 +102,6 @@ struct EventLoop {
     unsent_responses: HashSet<InboundRequestId>,
     draining: bool,
     drain_timeout: Duration,
-    per_peer: crate::per_peer::InboundPerPeer,
 }
 
 pub(crate) fn spawn(identity: Identity, cfg: NetConfig, token: CancellationToken) -> Result<(Client, mpsc::Receiver<Event>, Handle), Error> {
@@ -129,7 +130,6 @@ pub(crate) fn spawn(identity: Identity, cfg: NetConfig, token: CancellationToken
         unsent_responses: HashSet::new(),
         draining: false,
         drain_timeout: cfg.drain_timeout,
-        per_peer: crate::per_peer::InboundPerPeer::new(cfg.max_connections_per_peer, cfg.autonat.iter().flat_map(|a| a.servers.iter().map(peer_id))),
     };
     let task = tokio::spawn(event_loop.run(token.clone()));
     Ok((Client { commands: cmd_tx, shared }, ev_rx, Handle { token, task }))
@@ -166,6 +166,7 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
             allow: allow_block_list::Behaviour::default(),
             per_ip: crate::pending::PendingPerIp::new(cfg.max_pending_incoming_per_ip),
             limits: connection_limits::Behaviour::new(limits),
+            per_peer: crate::per_peer::InboundPerPeer::new(cfg.max_connections_per_peer, cfg.autonat.iter().flat_map(|a| a.servers.iter().map(peer_id))),
             rr: request_response::Behaviour::with_codec(
                 codec::FrameCodec { limits: cfg.limits },
                 [(codec::PROTOCOL, ProtocolSupport::Full)],
@@ -309,16 +310,11 @@ impl EventLoop {
                 if crate::nat::is_dial_back(&endpoint) {
                     self.swarm.close_connection(connection_id);
                 }
-                if !self.per_peer.established(peer_id, connection_id, &endpoint) {
-                    tracing::debug!(peer = %peer_id, "a second inbound connection from one peer; closing it");
-                    self.swarm.close_connection(connection_id);
-                }
                 if let Some((_, r)) = self.pending_dial.remove(&connection_id) {
                     let _ = r.send(Ok(peer_id));
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
-                self.per_peer.closed(peer_id, connection_id);
+            SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
                 if num_established > 0 {
                     return;
                 }

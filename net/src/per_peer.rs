@@ -3,15 +3,31 @@
 //!
 //! `connection_limits` caps the connections a peer holds in both directions. With AutoNAT the
 //! cap has one spare slot for a dial-back, and a peer that floods the aggregator with dials
-//! could take that slot for a second inbound connection of its own. This tracker counts inbound
-//! connections per peer and tells the event loop to close any beyond the cap, except from the
-//! peers this one asked to dial it back (its AutoNAT servers), whose dial-back arrives inbound.
+//! could take that slot for a second inbound connection of its own. This behaviour counts
+//! inbound connections per peer and denies any beyond the cap, except from the peers this one
+//! asked to dial it back (its AutoNAT servers), whose dial-back arrives inbound.
+//!
+//! It denies them while they are being established, before the behaviours after it in
+//! [`crate::event_loop`]'s `Behaviour` see them: a connection closed only once established
+//! could, in between, be the one request-response picks for a request to that peer, which then
+//! fails with the doomed connection.
 
 use std::collections::{HashMap, HashSet};
+use std::task::{Context, Poll};
 
-use libp2p::core::ConnectedPoint;
-use libp2p::swarm::ConnectionId;
-use libp2p::PeerId;
+use libp2p::core::transport::PortUse;
+use libp2p::core::Endpoint;
+use libp2p::swarm::behaviour::{ConnectionClosed, ConnectionEstablished};
+use libp2p::swarm::{dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm};
+use libp2p::{Multiaddr, PeerId};
+
+/// Refused: the peer already holds its inbound connections.
+#[derive(Debug, thiserror::Error)]
+#[error("peer {peer} already holds {max} inbound connection(s)")]
+pub struct TooManyFromPeer {
+    peer: PeerId,
+    max: usize,
+}
 
 /// Inbound connections per peer.
 #[derive(Debug)]
@@ -27,38 +43,59 @@ impl InboundPerPeer {
         Self { max: max.max(1) as usize, dial_back_from: dial_back_from.into_iter().collect(), open: HashMap::new() }
     }
 
-    /// Records an established connection; false if it is an inbound connection beyond the
-    /// peer's cap, which the caller closes (it is then not counted).
-    pub(crate) fn established(&mut self, peer: PeerId, id: ConnectionId, endpoint: &ConnectedPoint) -> bool {
-        if !endpoint.is_listener() {
-            return true;
+    fn cap(&self, peer: &PeerId) -> usize {
+        self.max + usize::from(self.dial_back_from.contains(peer))
+    }
+}
+
+impl NetworkBehaviour for InboundPerPeer {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_established_inbound_connection(&mut self, _: ConnectionId, peer: PeerId, _: &Multiaddr, _: &Multiaddr) -> Result<THandler<Self>, ConnectionDenied> {
+        let max = self.cap(&peer);
+        if self.open.get(&peer).map_or(0, HashSet::len) >= max {
+            return Err(ConnectionDenied::new(TooManyFromPeer { peer, max }));
         }
-        let max = self.max + usize::from(self.dial_back_from.contains(&peer));
-        let open = self.open.entry(peer).or_default();
-        if open.len() >= max {
-            return false;
-        }
-        open.insert(id);
-        true
+        Ok(dummy::ConnectionHandler)
     }
 
-    /// Forgets a closed connection.
-    pub(crate) fn closed(&mut self, peer: PeerId, id: ConnectionId) {
-        if let Some(open) = self.open.get_mut(&peer) {
-            open.remove(&id);
-            if open.is_empty() {
-                self.open.remove(&peer);
+    fn handle_established_outbound_connection(&mut self, _: ConnectionId, _: PeerId, _: &Multiaddr, _: Endpoint, _: PortUse) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    /// Counts a connection once every behaviour has accepted it (the swarm reports it right
+    /// after the checks above, in the same step), and forgets it when it closes.
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ConnectionEstablished(ConnectionEstablished { peer_id, connection_id, endpoint, .. }) if endpoint.is_listener() => {
+                self.open.entry(peer_id).or_default().insert(connection_id);
             }
+            FromSwarm::ConnectionClosed(ConnectionClosed { peer_id, connection_id, .. }) => {
+                if let Some(open) = self.open.get_mut(&peer_id) {
+                    open.remove(&connection_id);
+                    if open.is_empty() {
+                        self.open.remove(&peer_id);
+                    }
+                }
+            }
+            _ => {}
         }
+    }
+
+    fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, event: THandlerOutEvent<Self>) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libp2p::core::transport::PortUse;
-    use libp2p::core::Endpoint;
-    use libp2p::Multiaddr;
+    use libp2p::core::ConnectedPoint;
 
     fn inbound() -> ConnectedPoint {
         ConnectedPoint::Listener { local_addr: Multiaddr::empty(), send_back_addr: Multiaddr::empty() }
@@ -68,23 +105,38 @@ mod tests {
         ConnectedPoint::Dialer { address: Multiaddr::empty(), role_override: Endpoint::Dialer, port_use: PortUse::Reuse }
     }
 
-    #[test]
-    fn a_second_inbound_connection_is_refused_until_the_first_closes() {
-        let (member, server) = (PeerId::random(), PeerId::random());
-        let mut t = InboundPerPeer::new(1, [server]);
-        let ids: Vec<ConnectionId> = (0..6).map(|_| ConnectionId::new_unchecked(rand_id())).collect();
-        assert!(t.established(member, ids[0], &inbound()));
-        assert!(!t.established(member, ids[1], &inbound()), "a second inbound connection of one peer");
-        assert!(t.established(member, ids[2], &outbound()), "our own dials are not capped here");
-        t.closed(member, ids[0]);
-        assert!(t.established(member, ids[3], &inbound()), "once the first is gone");
-        assert!(t.established(server, ids[4], &inbound()));
-        assert!(t.established(server, ids[5], &inbound()), "the AutoNAT server's dial-back");
+    /// What the swarm does with a new connection: asks the behaviour, then tells it (only if
+    /// accepted). True if accepted.
+    fn connect(b: &mut InboundPerPeer, peer: PeerId, id: usize, endpoint: &ConnectedPoint) -> bool {
+        let id = ConnectionId::new_unchecked(id);
+        let accepted = match endpoint {
+            ConnectedPoint::Listener { .. } => b.handle_established_inbound_connection(id, peer, &Multiaddr::empty(), &Multiaddr::empty()).is_ok(),
+            ConnectedPoint::Dialer { .. } => b.handle_established_outbound_connection(id, peer, &Multiaddr::empty(), Endpoint::Dialer, PortUse::Reuse).is_ok(),
+        };
+        if accepted {
+            b.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished { peer_id: peer, connection_id: id, endpoint, failed_addresses: &[], other_established: 0 }));
+        }
+        accepted
     }
 
-    fn rand_id() -> usize {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT: AtomicUsize = AtomicUsize::new(1);
-        NEXT.fetch_add(1, Ordering::Relaxed)
+    fn close(b: &mut InboundPerPeer, peer: PeerId, id: usize, endpoint: &ConnectedPoint) {
+        let connection_id = ConnectionId::new_unchecked(id);
+        b.on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed { peer_id: peer, connection_id, endpoint, cause: None, remaining_established: 0 }));
+    }
+
+    #[test]
+    fn a_second_inbound_connection_is_denied_until_the_first_closes() {
+        let (member, server) = (PeerId::random(), PeerId::random());
+        let mut b = InboundPerPeer::new(1, [server]);
+        assert!(connect(&mut b, member, 1, &inbound()));
+        assert!(!connect(&mut b, member, 2, &inbound()), "a second inbound connection of one peer");
+        assert!(connect(&mut b, member, 3, &outbound()), "our own dials are not capped here");
+        close(&mut b, member, 3, &outbound());
+        assert!(!connect(&mut b, member, 4, &inbound()), "closing our dial frees nothing inbound");
+        close(&mut b, member, 1, &inbound());
+        assert!(connect(&mut b, member, 5, &inbound()), "once the first is gone");
+        assert!(connect(&mut b, server, 6, &inbound()));
+        assert!(connect(&mut b, server, 7, &inbound()), "the AutoNAT server's dial-back");
+        assert!(!connect(&mut b, server, 8, &inbound()), "and no more");
     }
 }
