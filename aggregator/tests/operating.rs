@@ -157,6 +157,16 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A child process killed (if still running) and reaped when the test ends, pass or fail.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fd_aggregator_logs_json_lines_and_serves_metrics_until_sigterm() {
     let tmp = dir("json");
@@ -167,16 +177,19 @@ async fn fd_aggregator_logs_json_lines_and_serves_metrics_until_sigterm() {
     std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
     assert!(std::fs::read_to_string(&config).unwrap().contains("metrics = \"127.0.0.1:0\""));
     let (log, addrs) = (d.join("stderr.log"), d.join("addrs"));
-    let mut agg = Command::new(env!("CARGO_BIN_EXE_fd-aggregator"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&config)
-        .arg("--addr-file")
-        .arg(&addrs)
-        .env("RUST_LOG", "info,libp2p=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut agg = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_fd-aggregator"))
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&config)
+            .arg("--addr-file")
+            .arg(&addrs)
+            .env("RUST_LOG", "info,libp2p=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let agg = &mut agg.0;
     wait_until("the aggregator's addresses", || {
         if let Some(status) = agg.try_wait().unwrap() {
             panic!("the aggregator exited ({status}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());

@@ -187,8 +187,10 @@ pub fn launch_aggregator_tcp(p: &mut Prepared) -> (Child, Multiaddr) {
     p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     scenarios::setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator).unwrap();
     let addr_file = p.dir.join("aggregator.addrs");
-    let mut agg = spawn_aggregator_in(p, None, &addr_file);
-    let addrs = wait_for_addrs(&mut agg, &addr_file, &p.dir.join("aggregator.log"));
+    // Killed if waiting for its addresses fails; handed over once it is listening.
+    let mut guard = Procs(vec![spawn_aggregator_in(p, None, &addr_file)]);
+    let addrs = wait_for_addrs(&mut guard.0[0], &addr_file, &p.dir.join("aggregator.log"));
+    let agg = guard.0.pop().unwrap();
     p.aggregator.listen = addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, net::multiaddr::Protocol::P2p(_))).collect()).collect();
     scenarios::setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator).unwrap();
     for (i, n) in p.nodes.iter_mut().enumerate() {
