@@ -57,6 +57,7 @@ fn config(dir: &Path, nodes: &[Identity], rounds: u64) -> AggregatorConfig {
             teaching: Default::default(),
         },
         validation: None,
+        connections: Default::default(),
         metrics: None,
     }
 }

@@ -57,6 +57,62 @@ pub struct AggregatorConfig {
     /// Optional labelled data to evaluate the global model on.
     #[serde(default)]
     pub validation: Option<DataSpec>,
+    /// Limits on incoming connections still in their handshake (`[connections]`).
+    #[serde(default, skip_serializing_if = "ConnectionsConfig::is_default")]
+    pub connections: ConnectionsConfig,
+}
+
+/// How many incoming connections may be in their handshake at once, in all and from one IP
+/// address. Beyond either, a connection is refused and its node dials again shortly. A host that
+/// opens silent connections holds at most `pending_per_ip` of the slots; raise it when many
+/// nodes share one address (behind one NAT, or every node of a simulation on loopback).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// In all (default 64).
+    #[serde(default = "default_pending")]
+    pub pending: u32,
+    /// From one IP address (default 8; at most `pending`).
+    #[serde(default = "default_pending_per_ip")]
+    pub pending_per_ip: u32,
+}
+
+fn default_pending() -> u32 {
+    net::NetConfig::DEFAULT_MAX_PENDING_INCOMING
+}
+
+fn default_pending_per_ip() -> u32 {
+    net::NetConfig::DEFAULT_MAX_PENDING_INCOMING_PER_IP
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self { pending: default_pending(), pending_per_ip: default_pending_per_ip() }
+    }
+}
+
+impl ConnectionsConfig {
+    /// Room for `hosts` handshakes at once from one address, and for the defaults' share of
+    /// everyone else: what a simulation that runs every node on loopback needs.
+    pub fn for_one_address(hosts: usize) -> Self {
+        let d = Self::default();
+        let hosts = u32::try_from(hosts).unwrap_or(u32::MAX);
+        Self { pending: d.pending.max(hosts.saturating_add(d.pending_per_ip)), pending_per_ip: d.pending_per_ip.max(hosts) }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.pending == 0 {
+            return Err(invalid("connections.pending", "must be positive"));
+        }
+        if self.pending_per_ip == 0 || self.pending_per_ip > self.pending {
+            return Err(invalid("connections.pending_per_ip", format!("{} must be between 1 and connections.pending ({})", self.pending_per_ip, self.pending)));
+        }
+        Ok(())
+    }
 }
 
 /// One allowed node.
@@ -303,6 +359,7 @@ impl AggregatorConfig {
         if let Some(v) = &self.validation {
             v.source().map_err(|e| invalid("validation", e))?;
         }
+        self.connections.validate()?;
         Ok(())
     }
 }
@@ -330,6 +387,7 @@ mod tests {
             consensus: ConsensusConfig { rule, ..Default::default() },
             student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![4], dropout: 0.0 }, warm_start: true, distill: Default::default(), teaching: Default::default() },
             validation: None,
+            connections: Default::default(),
             metrics: None,
         }
     }
@@ -365,5 +423,30 @@ mod tests {
         assert_eq!(on.metrics, Some("127.0.0.1:9464".parse().expect("addr")));
         let e = net::cli::parse_toml::<AggregatorConfig>(path, &format!("metrics = \"localhost\"\n{text}")).expect_err("not an address");
         assert_eq!(e.field, "metrics");
+    }
+
+    #[test]
+    fn handshake_limits_default_to_the_networks_and_are_checked_naming_the_setting() {
+        let cfg = config(3, None, Rule::Mean);
+        let text = toml::to_string(&cfg).expect("serialize");
+        assert!(!text.contains("connections"), "the defaults are not written");
+        let path = Path::new("federation.toml");
+        let parsed: AggregatorConfig = net::cli::parse_toml(path, &text).expect("parses");
+        assert_eq!((parsed.connections.pending, parsed.connections.pending_per_ip), (64, 8));
+        let parsed: AggregatorConfig = net::cli::parse_toml(path, &format!("{text}\n[connections]\npending_per_ip = 32\n")).expect("parses");
+        assert_eq!((parsed.connections.pending, parsed.connections.pending_per_ip), (64, 32));
+        assert!(parsed.validate().is_ok());
+        let with = |pending, pending_per_ip| AggregatorConfig { connections: ConnectionsConfig { pending, pending_per_ip }, ..cfg.clone() };
+        assert_eq!(field(with(0, 1)), "connections.pending");
+        assert_eq!(field(with(64, 0)), "connections.pending_per_ip");
+        assert_eq!(field(with(16, 17)), "connections.pending_per_ip", "a share larger than the whole");
+        let e = net::cli::parse_toml::<AggregatorConfig>(path, &format!("{text}\n[connections]\nper_ip = 32\n")).expect_err("unknown key");
+        assert!(e.to_string().contains("per_ip"), "{e}");
+        // A simulation of 100 nodes on one address: all of them at once, and the usual share
+        // left for anyone else.
+        let sim = ConnectionsConfig::for_one_address(100);
+        assert_eq!((sim.pending, sim.pending_per_ip), (108, 100));
+        assert_eq!(ConnectionsConfig::for_one_address(5), ConnectionsConfig::default());
+        assert!(with(sim.pending, sim.pending_per_ip).validate().is_ok());
     }
 }

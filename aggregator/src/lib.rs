@@ -222,6 +222,8 @@ impl Aggregator {
         let roster: HashMap<ParticipantId, String> = cfg.roster.iter().map(|e| (e.peer_id, e.name.clone())).collect();
         let mut net_cfg = NetConfig::new(cfg.federation.clone(), roster.keys().copied().collect());
         net_cfg.request_timeout = Duration::from_secs(120);
+        net_cfg.max_pending_incoming = cfg.connections.pending;
+        net_cfg.max_pending_incoming_per_ip = cfg.connections.pending_per_ip;
         net_cfg.limits = inbound_limits(&cfg);
         net_cfg.rate_limits = rate_limits(loaded.reference_bytes.len());
         net_cfg.through_relays(&cfg.listen);

@@ -76,6 +76,7 @@ async fn a_claimed_sample_count_is_clipped_and_a_declared_one_is_taken() {
         consensus: ConsensusConfig { rule: Rule::WeightedBySamples, ..Default::default() },
         student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, warm_start: true, distill: Default::default(), teaching: Default::default() },
         validation: None,
+        connections: Default::default(),
         metrics: None,
     };
     let agg = Aggregator::start(cfg).await.unwrap();

@@ -162,6 +162,11 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
+    /// Default of [`NetConfig::max_pending_incoming`].
+    pub const DEFAULT_MAX_PENDING_INCOMING: u32 = 64;
+    /// Default of [`NetConfig::max_pending_incoming_per_ip`].
+    pub const DEFAULT_MAX_PENDING_INCOMING_PER_IP: u32 = 8;
+
     /// Defaults for a federation and allow-list.
     pub fn new(federation: FederationId, allowed: Vec<ParticipantId>) -> Self {
         Self {
@@ -176,8 +181,8 @@ impl NetConfig {
             ledger_keeps_bytes: false,
             max_connections_per_peer: 1,
             max_streams_per_connection: 8,
-            max_pending_incoming: 64,
-            max_pending_incoming_per_ip: 8,
+            max_pending_incoming: Self::DEFAULT_MAX_PENDING_INCOMING,
+            max_pending_incoming_per_ip: Self::DEFAULT_MAX_PENDING_INCOMING_PER_IP,
             rate_limits: Vec::new(),
             relay: None,
             autonat: None,

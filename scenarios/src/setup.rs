@@ -138,6 +138,9 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
         student: s.student.clone(),
         validation: Some(validation),
         metrics: None,
+        // Every node of a simulation dials from the same address (127.0.0.1): room for all of
+        // them to be in their handshake at once, rather than refusals and redials.
+        connections: aggregator::config::ConnectionsConfig::for_one_address(s.split.nodes),
     };
     Ok(Prepared { scenario: s, dataset, split, parts, aggregator, nodes, faults, dir: dir.to_owned() })
 }

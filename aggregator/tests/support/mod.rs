@@ -43,6 +43,7 @@ pub fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
         consensus: Default::default(),
         student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, warm_start: true, distill: Default::default(), teaching: Default::default() },
         validation: None,
+        connections: Default::default(),
         metrics: None,
     }
 }
