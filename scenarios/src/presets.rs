@@ -275,7 +275,14 @@ attack = "one_hot_flip"
 /// The TOML of a preset, with `{data}` pointing at `data_dir`.
 pub fn preset(name: &str, data_dir: &std::path::Path) -> Option<String> {
     // Variants: a base preset with its name and a few settings replaced.
-    let variant = |base: &str, edits: &[(&str, &str)]| edits.iter().fold(base.to_owned(), |t, (from, to)| t.replacen(from, to, 1));
+    // An edit that matches nothing is a preset that silently is not what its comment says:
+    // every preset is built by `every_preset_parses_and_validates`, so this fails there.
+    let variant = |base: &str, edits: &[(&str, &str)]| {
+        edits.iter().fold(base.to_owned(), |t, (from, to)| {
+            assert!(t.contains(from), "preset edit `{from}` matches nothing");
+            t.replacen(from, to, 1)
+        })
+    };
     let text = match name {
         "quickstart" => QUICKSTART.to_owned(),
         "digits-a05" => variant(
