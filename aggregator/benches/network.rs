@@ -7,11 +7,11 @@
 
 use std::path::Path;
 
-use aggregator::config::{AggregatorConfig, ReferenceConfig, RosterEntry, RoundConfig, StudentConfig};
 use aggregator::Aggregator;
-use learning::train::{DistillConfig, TrainConfig};
+use aggregator::config::{AggregatorConfig, ReferenceConfig, RosterEntry, RoundConfig, StudentConfig};
 use clap::Parser;
 use learning::Architecture;
+use learning::train::{DistillConfig, TrainConfig};
 use protocol::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +35,8 @@ fn config(dir: &Path, nodes: &[Identity], rounds: u64) -> AggregatorConfig {
     let key = dir.join("agg.key");
     let _ = std::fs::remove_file(&key);
     net::keys::generate(&key).expect("key");
-    let rs = ReferenceSet::new(SAMPLES as usize * 2, 8, (0..SAMPLES as usize * 16).map(|i| (i % 13) as f32).collect()).expect("refset");
+    let rs = ReferenceSet::new(SAMPLES as usize * 2, 8, (0..SAMPLES as usize * 16).map(|i| (i % 13) as f32).collect())
+        .expect("refset");
     std::fs::write(dir.join("ref.fdref"), rs.to_bytes()).expect("write");
     AggregatorConfig {
         federation: FederationId::new("bench").expect("fed"),
@@ -46,9 +47,20 @@ fn config(dir: &Path, nodes: &[Identity], rounds: u64) -> AggregatorConfig {
         seed: 1,
         backend: Default::default(),
         classes: CLASSES,
-        roster: nodes.iter().enumerate().map(|(i, n)| RosterEntry { name: format!("n{i}"), peer_id: n.id(), samples: None }).collect(),
+        roster: nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| RosterEntry { name: format!("n{i}"), peer_id: n.id(), samples: None })
+            .collect(),
         reference: ReferenceConfig { path: dir.join("ref.fdref"), sha256: rs.id() },
-        round: RoundConfig { samples: SAMPLES, temperature: 3.0, encoding: Encoding::Q8, quorum: Some(nodes.len()), deadline_secs: 60.0, sample_count_clip: 2.0 },
+        round: RoundConfig {
+            samples: SAMPLES,
+            temperature: 3.0,
+            encoding: Encoding::Q8,
+            quorum: Some(nodes.len()),
+            deadline_secs: 60.0,
+            sample_count_clip: 2.0,
+        },
         consensus: Default::default(),
         student: StudentConfig {
             architecture: Architecture::Mlp { hidden: vec![], dropout: 0.0 },
@@ -63,12 +75,24 @@ fn config(dir: &Path, nodes: &[Identity], rounds: u64) -> AggregatorConfig {
 }
 
 /// A node that answers every announcement with the same soft labels.
-async fn fixed_node(id: Identity, agg: ParticipantId, addr: net::multiaddr::Multiaddr, labels: SoftLabels, shutdown: CancellationToken) {
+async fn fixed_node(
+    id: Identity,
+    agg: ParticipantId,
+    addr: net::multiaddr::Multiaddr,
+    labels: SoftLabels,
+    shutdown: CancellationToken,
+) {
     let fed = FederationId::new("bench").expect("fed");
     let me = id.id();
-    let (client, mut events, _network) = net::spawn(id, net::NetConfig::new(fed.clone(), vec![agg]), &shutdown).expect("net");
+    let (client, mut events, _network) =
+        net::spawn(id, net::NetConfig::new(fed.clone(), vec![agg]), &shutdown).expect("net");
     client.dial(addr).await.expect("dial");
-    let hello = Message::Hello(Hello { federation: fed.clone(), participant: me, protocol_version: PROTOCOL_VERSION, agent: "bench".into() });
+    let hello = Message::Hello(Hello {
+        federation: fed.clone(),
+        participant: me,
+        protocol_version: PROTOCOL_VERSION,
+        agent: "bench".into(),
+    });
     match client.request(&agg, &hello).await.expect("hello") {
         Message::JoinReply(JoinReply { outcome: Ok(_), .. }) => {}
         other => panic!("join refused: {other:?}"),
@@ -76,7 +100,12 @@ async fn fixed_node(id: Identity, agg: ParticipantId, addr: net::multiaddr::Mult
     while let Some(ev) = events.recv().await {
         if let net::Event::Request { message, responder, .. } = ev {
             let round = message.round().unwrap_or(0);
-            let ack = Message::Receipt(Receipt { federation: fed.clone(), round, status: ReceiptStatus::Accepted, detail: String::new() });
+            let ack = Message::Receipt(Receipt {
+                federation: fed.clone(),
+                round,
+                status: ReceiptStatus::Accepted,
+                detail: String::new(),
+            });
             let _ = responder.respond(ack).await;
             if let Message::RoundAnnouncement(a) = message {
                 let sub = Message::Submission(Submission {
@@ -117,7 +146,13 @@ async fn bench(n: usize, rounds: u64) {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(agg.run(shutdown.clone()));
     for s in seeds {
-        tokio::spawn(fixed_node(Identity::from_seed(s).expect("id"), agg_id, addr.clone(), labels.clone(), shutdown.clone()));
+        tokio::spawn(fixed_node(
+            Identity::from_seed(s).expect("id"),
+            agg_id,
+            addr.clone(),
+            labels.clone(),
+            shutdown.clone(),
+        ));
     }
     let mut ms = Vec::new();
     let mut bytes = Vec::new();

@@ -114,7 +114,8 @@ fn load_round(out: &Path, round: u64, reference: &ReferenceSetId, backend: Backe
     let pool_path = dir.join("pool.bin");
     let bytes = std::fs::read(&pool_path).map_err(|e| corrupt(&pool_path, e))?;
     let pool: Pool = protocol::codec::from_file_bytes(&bytes).map_err(|e| corrupt(&pool_path, e))?;
-    let metrics: Vec<RoundMetrics> = read_metrics(&dir.join("metrics.jsonl"))?.into_iter().filter(|m| m.round <= round).collect();
+    let metrics: Vec<RoundMetrics> =
+        read_metrics(&dir.join("metrics.jsonl"))?.into_iter().filter(|m| m.round <= round).collect();
     if metrics.last().map(|m| m.round) != Some(round) {
         return Err(corrupt(&dir, format!("its metrics do not reach round {round}")));
     }
@@ -152,24 +153,40 @@ pub fn restore(out: &Path, reference: &ReferenceSetId, backend: BackendKind) -> 
             Err(e) => last_error = Some(e),
         }
     }
-    Err(last_error.unwrap_or_else(|| corrupt(&state_path, "no checkpoint folder of the committed round or an earlier one")))
+    Err(last_error
+        .unwrap_or_else(|| corrupt(&state_path, "no checkpoint folder of the committed round or an earlier one")))
 }
 
 /// Writes round `all.last()`'s checkpoint, then commits it by rewriting `state.json`; keeps the
 /// committed round and the newest complete one before it. A failure leaves the previous commit
 /// in force.
-pub fn save(out: &Path, reference: &ReferenceSetId, student: &Model, pool: &Pool, all: &[RoundMetrics]) -> Result<(), Error> {
+pub fn save(
+    out: &Path,
+    reference: &ReferenceSetId,
+    student: &Model,
+    pool: &Pool,
+    all: &[RoundMetrics],
+) -> Result<(), Error> {
     save_with(out, reference, student, pool, all, &crate::faults::NoFaults)
 }
 
 /// [`save`], calling `faults` half-way ([`crate::faults::Faults::mid_checkpoint`]).
-pub fn save_with(out: &Path, reference: &ReferenceSetId, student: &Model, pool: &Pool, all: &[RoundMetrics], faults: &dyn crate::faults::Faults) -> Result<(), Error> {
+pub fn save_with(
+    out: &Path,
+    reference: &ReferenceSetId,
+    student: &Model,
+    pool: &Pool,
+    all: &[RoundMetrics],
+    faults: &dyn crate::faults::Faults,
+) -> Result<(), Error> {
     let Some(last) = all.last() else { return Ok(()) };
     let dir = round_dir(out, last.round);
     // A folder left by an earlier attempt (or a crash) is written over; its meta.json goes
     // first, so that it cannot pass for complete while it is being rewritten.
     match std::fs::remove_file(dir.join("meta.json")) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { path: dir.join("meta.json"), source: e }),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::Io { path: dir.join("meta.json"), source: e });
+        }
         _ => {}
     }
     student.save(&dir.join("global"))?;
@@ -182,7 +199,8 @@ pub fn save_with(out: &Path, reference: &ReferenceSetId, student: &Model, pool: 
     }
     atomic_write(&dir.join("metrics.jsonl"), jsonl.as_bytes())?;
     faults.mid_checkpoint(last.round);
-    let state = serde_json::to_vec_pretty(&State { completed_round: last.round, reference_set: reference.to_hex() }).map_err(|e| corrupt(out, e))?;
+    let state = serde_json::to_vec_pretty(&State { completed_round: last.round, reference_set: reference.to_hex() })
+        .map_err(|e| corrupt(out, e))?;
     atomic_write(&dir.join("meta.json"), &state)?;
     atomic_write(&out.join("metrics.jsonl"), jsonl.as_bytes())?;
     atomic_write(&out.join("metrics.csv"), metrics_csv(all).as_bytes())?;
@@ -198,11 +216,16 @@ pub fn save_with(out: &Path, reference: &ReferenceSetId, student: &Model, pool: 
 
 fn read_metrics(path: &Path) -> Result<Vec<RoundMetrics>, Error> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(Vec::new()) };
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).map_err(|e| corrupt(path, e))).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| corrupt(path, e)))
+        .collect()
 }
 
 fn metrics_csv(all: &[RoundMetrics]) -> String {
-    let mut s = String::from("round,participants,bytes_in,bytes_out,samples,masked,abstentions,accuracy,nll,agreement,seconds\n");
+    let mut s = String::from(
+        "round,participants,bytes_in,bytes_out,samples,masked,abstentions,accuracy,nll,agreement,seconds\n",
+    );
     for m in all {
         let opt = |v: Option<f32>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
         let _ = writeln!(
@@ -231,12 +254,25 @@ mod tests {
 
     fn metrics(rounds: u64) -> Vec<RoundMetrics> {
         (1..=rounds)
-            .map(|round| RoundMetrics { round, participants: vec!["a".into()], bytes_in: 1, bytes_out: 1, samples: 1, masked: 0, abstentions: 0, accuracy: None, nll: None, agreement: 1.0, seconds: 0.1 })
+            .map(|round| RoundMetrics {
+                round,
+                participants: vec!["a".into()],
+                bytes_in: 1,
+                bytes_out: 1,
+                samples: 1,
+                masked: 0,
+                abstentions: 0,
+                accuracy: None,
+                nll: None,
+                agreement: 1.0,
+                seconds: 0.1,
+            })
             .collect()
     }
 
     fn model() -> Model {
-        Model::new(&Architecture::Mlp { hidden: vec![4], dropout: 0.0 }, 3, 2, BackendKind::default(), 1).expect("model")
+        Model::new(&Architecture::Mlp { hidden: vec![4], dropout: 0.0 }, 3, 2, BackendKind::default(), 1)
+            .expect("model")
     }
 
     fn pool(round: u64) -> Pool {
@@ -280,11 +316,19 @@ mod tests {
         let reference = saved(&out, 3);
         assert_eq!(checkpoint_rounds(&out), vec![3, 2]);
         std::fs::write(round_dir(&out, 3).join("pool.bin"), [0xFF; 9]).expect("write");
-        assert_eq!(restored_round(&out, &reference), (2, pool(2), 2), "round 3's pool is corrupt: resume after round 2");
+        assert_eq!(
+            restored_round(&out, &reference),
+            (2, pool(2), 2),
+            "round 3's pool is corrupt: resume after round 2"
+        );
         let out = tmp.path().join("state");
         let reference = saved(&out, 3);
         std::fs::write(out.join("state.json"), b"{ not json").expect("write");
-        assert_eq!(restored_round(&out, &reference), (3, pool(3), 3), "state.json is corrupt: the newest complete checkpoint");
+        assert_eq!(
+            restored_round(&out, &reference),
+            (3, pool(3), 3),
+            "state.json is corrupt: the newest complete checkpoint"
+        );
         std::fs::remove_file(out.join("state.json")).expect("remove");
         assert_eq!(restored_round(&out, &reference), (3, pool(3), 3), "state.json is gone but checkpoints are there");
         std::fs::remove_file(round_dir(&out, 3).join("meta.json")).expect("remove");

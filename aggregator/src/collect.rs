@@ -120,14 +120,20 @@ mod tests {
             let mut collection = Collection::default();
             let run = async {
                 loop {
-                    match collection.next(&mut self.state, &mut self.events.1, &mut self.declines.1, &self.shutdown).await {
-                        Step::Event(p) => self.state.submit(p, &sub(ROUND, 0.7), &Limits::default()).expect("a valid submission"),
+                    match collection
+                        .next(&mut self.state, &mut self.events.1, &mut self.declines.1, &self.shutdown)
+                        .await
+                    {
+                        Step::Event(p) => {
+                            self.state.submit(p, &sub(ROUND, 0.7), &Limits::default()).expect("a valid submission")
+                        }
                         Step::End(outcome) => return outcome,
                     }
                 }
             };
             // A collection that never ends fails the test (the paused clock jumps to this limit).
-            let outcome = tokio::time::timeout(Duration::from_secs(3600), run).await.expect("collection ended within an hour");
+            let outcome =
+                tokio::time::timeout(Duration::from_secs(3600), run).await.expect("collection ended within an hour");
             (outcome, self.start.elapsed())
         }
 
@@ -175,7 +181,11 @@ mod tests {
         let mut s = setup();
         s.submit_later(Duration::from_secs(1), 0..3);
         for p in [3, 4] {
-            s.declines.0.send(Declined { peer: peer(p), round: ROUND, reason: RefusalReason::BudgetSpent }).await.unwrap();
+            s.declines
+                .0
+                .send(Declined { peer: peer(p), round: ROUND, reason: RefusalReason::BudgetSpent })
+                .await
+                .unwrap();
         }
         assert_eq!(s.collect().await, (Collected::Ready, Duration::from_secs(1)));
         assert_eq!(s.state.declined(), 2);

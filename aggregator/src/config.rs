@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use learning::consensus::{self, ConsensusConfig, Rule, MIN_PARTICIPANTS};
+use learning::consensus::{self, ConsensusConfig, MIN_PARTICIPANTS, Rule};
 use learning::data::DataSpec;
 use learning::fs::resolve;
 use learning::train::DistillConfig;
@@ -14,8 +14,8 @@ use net::multiaddr::Multiaddr;
 use protocol::{Encoding, FederationId, ParticipantId, ReferenceSetId};
 use serde::{Deserialize, Serialize};
 
-use crate::round::SampleCounts;
 use crate::Error;
+use crate::round::SampleCounts;
 
 /// Everything the aggregator needs; relative paths are resolved against the config file's folder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -97,7 +97,10 @@ impl ConnectionsConfig {
     pub fn for_one_address(hosts: usize) -> Self {
         let d = Self::default();
         let hosts = u32::try_from(hosts).unwrap_or(u32::MAX);
-        Self { pending: d.pending.max(hosts.saturating_add(d.pending_per_ip)), pending_per_ip: d.pending_per_ip.max(hosts) }
+        Self {
+            pending: d.pending.max(hosts.saturating_add(d.pending_per_ip)),
+            pending_per_ip: d.pending_per_ip.max(hosts),
+        }
     }
 
     fn is_default(&self) -> bool {
@@ -109,7 +112,10 @@ impl ConnectionsConfig {
             return Err(invalid("connections.pending", "must be positive"));
         }
         if self.pending_per_ip == 0 || self.pending_per_ip > self.pending {
-            return Err(invalid("connections.pending_per_ip", format!("{} must be between 1 and connections.pending ({})", self.pending_per_ip, self.pending)));
+            return Err(invalid(
+                "connections.pending_per_ip",
+                format!("{} must be between 1 and connections.pending ({})", self.pending_per_ip, self.pending),
+            ));
         }
         Ok(())
     }
@@ -225,7 +231,9 @@ impl Teaching {
         match *self {
             Teaching::Consensus => consensus.to_vec(),
             Teaching::Student => student.to_vec(),
-            Teaching::Mix { student_weight: w } => consensus.iter().zip(student).map(|(c, s)| (1.0 - w) * c + w * s).collect(),
+            Teaching::Mix { student_weight: w } => {
+                consensus.iter().zip(student).map(|(c, s)| (1.0 - w) * c + w * s).collect()
+            }
         }
     }
 }
@@ -250,7 +258,9 @@ impl RoundConfig {
         if quorum < MIN_PARTICIPANTS || quorum > roster {
             return Err(invalid(
                 "round.quorum",
-                format!("{quorum} is not between {MIN_PARTICIPANTS} and the roster size {roster} (a consensus of fewer than {MIN_PARTICIPANTS} nodes gives each one's labels away)"),
+                format!(
+                    "{quorum} is not between {MIN_PARTICIPANTS} and the roster size {roster} (a consensus of fewer than {MIN_PARTICIPANTS} nodes gives each one's labels away)"
+                ),
             ));
         }
         if !(self.deadline_secs.is_finite() && self.deadline_secs > 0.0) {
@@ -299,7 +309,8 @@ impl AggregatorConfig {
     /// Whether the consensus needs `peer` to report its own sample count: the rule weighs by
     /// counts and the roster declares none for it.
     pub fn wants_sample_count(&self, peer: &ParticipantId) -> bool {
-        self.consensus.rule == Rule::WeightedBySamples && self.roster.iter().any(|e| e.peer_id == *peer && e.samples.is_none())
+        self.consensus.rule == Rule::WeightedBySamples
+            && self.roster.iter().any(|e| e.peer_id == *peer && e.samples.is_none())
     }
 
     /// Reads a config file, resolves relative paths against its folder and validates it. Reads
@@ -332,7 +343,10 @@ impl AggregatorConfig {
             return Err(invalid("classes", "at least 2"));
         }
         if self.roster.is_empty() {
-            return Err(invalid("roster", "no nodes: add each data holder with `fd-aggregator roster add --config federation.toml NAME PEERID`"));
+            return Err(invalid(
+                "roster",
+                "no nodes: add each data holder with `fd-aggregator roster add --config federation.toml NAME PEERID`",
+            ));
         }
         let mut names = HashSet::new();
         let mut ids = HashSet::new();
@@ -344,7 +358,10 @@ impl AggregatorConfig {
                 return Err(invalid("roster", format!("{}'s PeerId is listed twice", e.name)));
             }
             if e.samples == Some(0) {
-                return Err(invalid("roster.samples", format!("{} declares 0 samples; a node with no data cannot be weighed", e.name)));
+                return Err(invalid(
+                    "roster.samples",
+                    format!("{} declares 0 samples; a node with no data cannot be weighed", e.name),
+                ));
             }
         }
         self.round.validate(self.roster.len())?;
@@ -380,12 +397,28 @@ mod tests {
             backend: Default::default(),
             classes: 3,
             roster: (0..nodes)
-                .map(|i| RosterEntry { name: format!("n{i}"), peer_id: Identity::from_seed([i + 1; 32]).expect("seed").id(), samples: None })
+                .map(|i| RosterEntry {
+                    name: format!("n{i}"),
+                    peer_id: Identity::from_seed([i + 1; 32]).expect("seed").id(),
+                    samples: None,
+                })
                 .collect(),
             reference: ReferenceConfig { path: "ref".into(), sha256: ReferenceSetId([0; 32]) },
-            round: RoundConfig { samples: 10, temperature: 2.0, encoding: Encoding::Q8, quorum, deadline_secs: 5.0, sample_count_clip: 2.0 },
+            round: RoundConfig {
+                samples: 10,
+                temperature: 2.0,
+                encoding: Encoding::Q8,
+                quorum,
+                deadline_secs: 5.0,
+                sample_count_clip: 2.0,
+            },
             consensus: ConsensusConfig { rule, ..Default::default() },
-            student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![4], dropout: 0.0 }, warm_start: true, distill: Default::default(), teaching: Default::default() },
+            student: StudentConfig {
+                architecture: Architecture::Mlp { hidden: vec![4], dropout: 0.0 },
+                warm_start: true,
+                distill: Default::default(),
+                teaching: Default::default(),
+            },
             validation: None,
             connections: Default::default(),
             metrics: None,
@@ -419,9 +452,11 @@ mod tests {
         let text = toml::to_string(&config(3, None, Rule::Mean)).expect("serialize");
         assert!(!text.contains("metrics"), "off: not written");
         let path = Path::new("federation.toml");
-        let on: AggregatorConfig = net::cli::parse_toml(path, &format!("metrics = \"127.0.0.1:9464\"\n{text}")).expect("parses");
+        let on: AggregatorConfig =
+            net::cli::parse_toml(path, &format!("metrics = \"127.0.0.1:9464\"\n{text}")).expect("parses");
         assert_eq!(on.metrics, Some("127.0.0.1:9464".parse().expect("addr")));
-        let e = net::cli::parse_toml::<AggregatorConfig>(path, &format!("metrics = \"localhost\"\n{text}")).expect_err("not an address");
+        let e = net::cli::parse_toml::<AggregatorConfig>(path, &format!("metrics = \"localhost\"\n{text}"))
+            .expect_err("not an address");
         assert_eq!(e.field, "metrics");
     }
 
@@ -433,14 +468,19 @@ mod tests {
         let path = Path::new("federation.toml");
         let parsed: AggregatorConfig = net::cli::parse_toml(path, &text).expect("parses");
         assert_eq!((parsed.connections.pending, parsed.connections.pending_per_ip), (64, 8));
-        let parsed: AggregatorConfig = net::cli::parse_toml(path, &format!("{text}\n[connections]\npending_per_ip = 32\n")).expect("parses");
+        let parsed: AggregatorConfig =
+            net::cli::parse_toml(path, &format!("{text}\n[connections]\npending_per_ip = 32\n")).expect("parses");
         assert_eq!((parsed.connections.pending, parsed.connections.pending_per_ip), (64, 32));
         assert!(parsed.validate().is_ok());
-        let with = |pending, pending_per_ip| AggregatorConfig { connections: ConnectionsConfig { pending, pending_per_ip }, ..cfg.clone() };
+        let with = |pending, pending_per_ip| AggregatorConfig {
+            connections: ConnectionsConfig { pending, pending_per_ip },
+            ..cfg.clone()
+        };
         assert_eq!(field(with(0, 1)), "connections.pending");
         assert_eq!(field(with(64, 0)), "connections.pending_per_ip");
         assert_eq!(field(with(16, 17)), "connections.pending_per_ip", "a share larger than the whole");
-        let e = net::cli::parse_toml::<AggregatorConfig>(path, &format!("{text}\n[connections]\nper_ip = 32\n")).expect_err("unknown key");
+        let e = net::cli::parse_toml::<AggregatorConfig>(path, &format!("{text}\n[connections]\nper_ip = 32\n"))
+            .expect_err("unknown key");
         assert!(e.to_string().contains("per_ip"), "{e}");
         // A simulation of 100 nodes on one address: all of them at once, and the usual share
         // left for anyone else.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use net::multiaddr::{Multiaddr, Protocol};
 use protocol::{FederationId, ReferenceSetId};
 
-use crate::{config_err, Error};
+use crate::{Error, config_err};
 
 /// What `fd-aggregator init` is asked for; validated by [`Init::validate`] before any I/O.
 #[derive(Clone, Debug)]
@@ -64,7 +64,10 @@ impl Init {
             _ => None,
         });
         if port.is_none() || !self.listen.iter().any(|p| matches!(p, Protocol::Ip4(_) | Protocol::Ip6(_))) {
-            return Err(config_err("listen", format!("`{}` needs an IP and a TCP or UDP port, e.g. /ip4/0.0.0.0/tcp/4001", self.listen)));
+            return Err(config_err(
+                "listen",
+                format!("`{}` needs an IP and a TCP or UDP port, e.g. /ip4/0.0.0.0/tcp/4001", self.listen),
+            ));
         }
         Ok(())
     }
@@ -93,7 +96,10 @@ pub fn init(i: &Init) -> Result<Initialized, Error> {
     let (set, reference_sha256) = crate::reference::read(&i.reference)?;
     let samples = i.samples.unwrap_or(set.samples.min(500) as u32);
     if samples as usize > set.samples {
-        return Err(config_err("round.samples", format!("{samples} samples a round, but the reference set has {} rows", set.samples)));
+        return Err(config_err(
+            "round.samples",
+            format!("{samples} samples a round, but the reference set has {} rows", set.samples),
+        ));
     }
     learning::fs::create_private_dir(&i.dir)?;
     let config = i.dir.join("federation.toml");
@@ -123,7 +129,8 @@ fn quoted(s: &str) -> String {
 
 fn template(i: &Init, samples: u32, peer_id: &str, sha: ReferenceSetId) -> String {
     let last = i.classes - 1;
-    let (fed, listen, rounds, classes) = (quoted(i.federation.as_str()), quoted(&i.listen.to_string()), i.rounds, i.classes);
+    let (fed, listen, rounds, classes) =
+        (quoted(i.federation.as_str()), quoted(&i.listen.to_string()), i.rounds, i.classes);
     format!(
         r#"# federation.toml, written by `fd-aggregator init`. Relative paths are relative to this file.
 # Run the federation with `fd-aggregator run --config federation.toml` once the roster below

@@ -32,13 +32,13 @@ pub mod checkpoint;
 mod collect;
 pub mod config;
 pub mod faults;
-pub mod metrics;
-pub mod relay;
 pub mod init;
+pub mod metrics;
 pub mod reference;
+pub mod relay;
 pub mod report;
-pub mod round;
 pub mod roster_edit;
+pub mod round;
 mod rounds;
 mod serve;
 pub mod student;
@@ -52,7 +52,9 @@ use std::time::Duration;
 use learning::data::Dataset;
 use net::multiaddr::Multiaddr;
 use net::{Event, NetConfig, RateLimit};
-use protocol::{FederationId, Finished, Identity, Limits, Message, MessageKind, ParticipantId, ReferenceSet, ReferenceSetId};
+use protocol::{
+    FederationId, Finished, Identity, Limits, Message, MessageKind, ParticipantId, ReferenceSet, ReferenceSetId,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -182,18 +184,30 @@ fn load(cfg: &AggregatorConfig) -> Result<Loaded, Error> {
     let bytes = std::fs::read(path).map_err(|e| config_err("reference.path", format!("{}: {e}", path.display())))?;
     let id = ReferenceSetId::digest(&bytes);
     if id != cfg.reference.sha256 {
-        return Err(config_err("reference.sha256", format!("{} has SHA-256 {id}, the config expects {}", path.display(), cfg.reference.sha256)));
+        return Err(config_err(
+            "reference.sha256",
+            format!("{} has SHA-256 {id}, the config expects {}", path.display(), cfg.reference.sha256),
+        ));
     }
     let reference = ReferenceSet::from_bytes(&bytes, usize::MAX).map_err(|e| config_err("reference.path", e))?;
     if cfg.round.samples as usize > reference.samples {
-        return Err(config_err("round.samples", format!("{} samples from a reference set of {}", cfg.round.samples, reference.samples)));
+        return Err(config_err(
+            "round.samples",
+            format!("{} samples from a reference set of {}", cfg.round.samples, reference.samples),
+        ));
     }
-    cfg.student.architecture.validate(reference.features, cfg.classes).map_err(|e| config_err("student.architecture", e))?;
+    cfg.student
+        .architecture
+        .validate(reference.features, cfg.classes)
+        .map_err(|e| config_err("student.architecture", e))?;
     let validation = match &cfg.validation {
         Some(spec) => {
             let d = spec.load().map_err(|e| config_err("validation", e))?;
             if d.dim != reference.features || d.classes > cfg.classes {
-                return Err(config_err("validation", "its features or classes do not match the reference set and `classes`"));
+                return Err(config_err(
+                    "validation",
+                    "its features or classes do not match the reference set and `classes`",
+                ));
             }
             Some(d)
         }
@@ -238,7 +252,11 @@ impl Aggregator {
             listen_addrs.push(client.listen(addr.clone()).await.map_err(|e| config_err("listen", e))?);
         }
         let metrics_server = match cfg.metrics {
-            Some(addr) => Some(net::metrics::http::serve(addr, Arc::new(registry), &CancellationToken::new()).await.map_err(|e| config_err("metrics", e))?),
+            Some(addr) => Some(
+                net::metrics::http::serve(addr, Arc::new(registry), &CancellationToken::new())
+                    .await
+                    .map_err(|e| config_err("metrics", e))?,
+            ),
             None => None,
         };
         let reference = Arc::new(loaded.reference);
@@ -258,7 +276,8 @@ impl Aggregator {
         let completed = loaded.restored.completed;
         let metrics = loaded.restored.metrics.clone();
         telemetry.round.set(completed as i64);
-        let student = Student::start(setup, loaded.restored, reference.clone(), reference_id, loaded.validation.map(Arc::new))?;
+        let student =
+            Student::start(setup, loaded.restored, reference.clone(), reference_id, loaded.validation.map(Arc::new))?;
         tracing::info!(
             peer = %net::keys::peer_id_string(&client.id()),
             addrs = ?listen_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
@@ -339,10 +358,18 @@ impl Aggregator {
                         Ok(()) => format!("{} rounds; global model written", self.completed),
                         Err(_) => format!("{} rounds; the global model could not be written", self.completed),
                     };
-                    let done = Message::Finished(Finished { federation: self.federation().clone(), rounds: self.completed, detail });
+                    let done = Message::Finished(Finished {
+                        federation: self.federation().clone(),
+                        rounds: self.completed,
+                        detail,
+                    });
                     self.deliver(&done).await;
                 }
-                written.map(|()| RunSummary { rounds: self.metrics.clone(), model: self.cfg.output.join("global"), completed })
+                written.map(|()| RunSummary {
+                    rounds: self.metrics.clone(),
+                    model: self.cfg.output.join("global"),
+                    completed,
+                })
             }
             Err(e) => Err(e),
         };
@@ -360,7 +387,12 @@ impl Aggregator {
 /// What the aggregator accepts: every matrix it is sent has the round's shape and encoding, so
 /// a submission of any other size is refused before its bytes are read.
 fn inbound_limits(cfg: &AggregatorConfig) -> Limits {
-    Limits { max_samples: cfg.round.samples, max_classes: cfg.classes as u32, encoding: Some(cfg.round.encoding), ..Limits::default() }
+    Limits {
+        max_samples: cfg.round.samples,
+        max_classes: cfg.classes as u32,
+        encoding: Some(cfg.round.encoding),
+        ..Limits::default()
+    }
 }
 
 /// Chunk size `fd-node` asks for when it fetches the reference set.

@@ -97,7 +97,6 @@ fn parse_peer(s: &str) -> Result<protocol::ParticipantId, String> {
     net::keys::parse_peer_id(s).map_err(|e| e.to_string())
 }
 
-
 #[derive(Subcommand)]
 enum ReferenceCommand {
     /// Build a reference-set file from a CSV (or IDX images) file and print its SHA-256. Read
@@ -145,8 +144,10 @@ fn reference_build(from: PathBuf, label: &str, header: bool, preprocess: &str, o
     let label = (label != "none").then(|| learning::data::LabelColumn::from_flag(label));
     let labelled = label.is_some();
     let spec = learning::data::DataSpec::file(from.clone(), label, header, preprocess);
-    let built = aggregator::reference::build(&spec, labelled).with_context(|| format!("cannot read {}", from.display()))?;
-    let id = aggregator::reference::write(out, &built.set).with_context(|| format!("cannot write {}", out.display()))?;
+    let built =
+        aggregator::reference::build(&spec, labelled).with_context(|| format!("cannot read {}", from.display()))?;
+    let id =
+        aggregator::reference::write(out, &built.set).with_context(|| format!("cannot write {}", out.display()))?;
     println!("rows {}", built.set.samples);
     println!("features {}", built.set.features);
     if built.dropped_labels {
@@ -159,7 +160,10 @@ fn reference_build(from: PathBuf, label: &str, header: bool, preprocess: &str, o
 fn init(i: aggregator::init::Init) -> anyhow::Result<()> {
     let done = aggregator::init::init(&i).with_context(|| format!("cannot initialise {}", i.dir.display()))?;
     let (rows, features) = done.reference_shape;
-    println!("wrote {} and the aggregator's key; reference set: {rows} rows of {features} features", done.config.display());
+    println!(
+        "wrote {} and the aggregator's key; reference set: {rows} rows of {features} features",
+        done.config.display()
+    );
     println!("peer_id {}", done.peer_id);
     println!("aggregator {}", done.address);
     println!("reference_sha256 {}", done.reference_sha256);
@@ -174,7 +178,11 @@ fn init(i: aggregator::init::Init) -> anyhow::Result<()> {
 }
 
 /// Writes listen addresses with the peer id `who` to `path`, atomically.
-fn write_addr_file(path: &Path, who: &protocol::ParticipantId, addrs: &[net::multiaddr::Multiaddr]) -> anyhow::Result<()> {
+fn write_addr_file(
+    path: &Path,
+    who: &protocol::ParticipantId,
+    addrs: &[net::multiaddr::Multiaddr],
+) -> anyhow::Result<()> {
     net::cli::write_addr_file(path, who, addrs).with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -202,11 +210,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             use aggregator::roster_edit;
             match command {
                 RosterCommand::Add { name, peer_id, samples } => {
-                    roster_edit::edit_file(&config, |t| roster_edit::add(t, &name, &peer_id, samples)).with_context(|| format!("cannot add {name} to {}", config.display()))?;
+                    roster_edit::edit_file(&config, |t| roster_edit::add(t, &name, &peer_id, samples))
+                        .with_context(|| format!("cannot add {name} to {}", config.display()))?;
                     println!("added {name} to {}", config.display());
                 }
                 RosterCommand::Remove { name } => {
-                    roster_edit::edit_file(&config, |t| roster_edit::remove(t, &name)).with_context(|| format!("cannot remove {name} from {}", config.display()))?;
+                    roster_edit::edit_file(&config, |t| roster_edit::remove(t, &name))
+                        .with_context(|| format!("cannot remove {name} from {}", config.display()))?;
                     println!("removed {name} from {}", config.display());
                 }
             }
@@ -224,7 +234,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Relay { key, listen, allow, addr_file } => {
             let identity = net::keys::read(&key).with_context(|| format!("cannot read key {}", key.display()))?;
             let shutdown = net::cli::shutdown_signal();
-            let relay = aggregator::relay::Relay::start(identity, &listen, allow).await.context("relay failed to start")?;
+            let relay =
+                aggregator::relay::Relay::start(identity, &listen, allow).await.context("relay failed to start")?;
             if let Some(path) = addr_file {
                 write_addr_file(&path, &relay.id(), relay.listen_addrs())?;
             }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 
-use net::metrics::{reason_label, registered, seconds, ReasonLabel, Submissions, Traffic};
+use net::metrics::{ReasonLabel, Submissions, Traffic, reason_label, registered, seconds};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -47,13 +47,38 @@ impl Metrics {
         let m = Self {
             rounds: registered(r, "fd_rounds_completed", "Rounds completed since start-up", Counter::default()),
             round: registered(r, "fd_round", "The last round completed", Gauge::default()),
-            participants: registered(r, "fd_round_participants", "Participants of the last completed round", Gauge::default()),
+            participants: registered(
+                r,
+                "fd_round_participants",
+                "Participants of the last completed round",
+                Gauge::default(),
+            ),
             joined: registered(r, "fd_nodes_joined", "Nodes joined now", Gauge::default()),
             submissions: Submissions::register(r),
-            messages_refused: registered(r, "fd_messages_refused", "Inbound messages refused before they reached a round, by reason", Family::default()),
-            round_seconds: registered(r, "fd_round_seconds", "Seconds from announcement to checkpoint, a round", seconds()),
-            distill_seconds: registered(r, "fd_distill_seconds", "Seconds of the student's distillation, a round", seconds()),
-            accuracy: registered(r, "fd_validation_accuracy", "The global student's validation accuracy after the last round", Gauge::default()),
+            messages_refused: registered(
+                r,
+                "fd_messages_refused",
+                "Inbound messages refused before they reached a round, by reason",
+                Family::default(),
+            ),
+            round_seconds: registered(
+                r,
+                "fd_round_seconds",
+                "Seconds from announcement to checkpoint, a round",
+                seconds(),
+            ),
+            distill_seconds: registered(
+                r,
+                "fd_distill_seconds",
+                "Seconds of the student's distillation, a round",
+                seconds(),
+            ),
+            accuracy: registered(
+                r,
+                "fd_validation_accuracy",
+                "The global student's validation accuracy after the last round",
+                Gauge::default(),
+            ),
             traffic: Traffic::register(r, roster.clone()),
         };
         m.accuracy.set(f64::NAN);

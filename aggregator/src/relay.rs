@@ -13,7 +13,7 @@ use protocol::{FederationId, Identity, ParticipantId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config_err, Error};
+use crate::{Error, config_err};
 
 /// A running relay.
 pub struct Relay {

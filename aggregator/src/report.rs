@@ -4,13 +4,13 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use learning::Model;
 use learning::eval::ModelFacts;
 use learning::fs::atomic_write;
-use learning::Model;
 use protocol::FederationId;
 
-use crate::checkpoint::RoundMetrics;
 use crate::Error;
+use crate::checkpoint::RoundMetrics;
 
 /// Writes the global model and the report into `out`.
 pub fn write(out: &Path, federation: &FederationId, student: &Model, metrics: &[RoundMetrics]) -> Result<(), Error> {
@@ -30,7 +30,10 @@ fn markdown(federation: &FederationId, facts: &ModelFacts, metrics: &[RoundMetri
         "Global model: {} — {} parameters, {} bytes, {:.1} µs/sample at batch 1, {:.2} µs/sample at batch 256.\n",
         facts.architecture, facts.parameters, facts.bytes, facts.latency_us_batch1, facts.latency_us_batch256
     );
-    let _ = writeln!(r, "| round | participants | bytes in | bytes out | accuracy | agreement | seconds |\n|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        r,
+        "| round | participants | bytes in | bytes out | accuracy | agreement | seconds |\n|---|---|---|---|---|---|---|"
+    );
     for m in metrics {
         let _ = writeln!(
             r,

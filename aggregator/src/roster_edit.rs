@@ -9,8 +9,8 @@ use std::path::Path;
 use protocol::ParticipantId;
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
 
-use crate::config::AggregatorConfig;
 use crate::Error;
+use crate::config::AggregatorConfig;
 
 /// Why a roster edit was refused.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,9 @@ fn roster(doc: &mut DocumentMut) -> Result<&mut ArrayOfTables, RosterError> {
     if empty_inline || doc.get("roster").is_none() {
         doc.insert("roster", Item::ArrayOfTables(ArrayOfTables::new()));
     }
-    doc.get_mut("roster").and_then(Item::as_array_of_tables_mut).ok_or_else(|| RosterError::Parse("`roster` must be [[roster]] tables".into()))
+    doc.get_mut("roster")
+        .and_then(Item::as_array_of_tables_mut)
+        .ok_or_else(|| RosterError::Parse("`roster` must be [[roster]] tables".into()))
 }
 
 fn entry_str<'t>(t: &'t Table, key: &str) -> &'t str {
@@ -79,7 +81,8 @@ pub fn add(text: &str, name: &str, peer: &str, samples: Option<u64>) -> Result<S
     t["name"] = toml_edit::value(name);
     t["peer_id"] = toml_edit::value(net::keys::peer_id_string(&id));
     if let Some(n) = samples {
-        t["samples"] = toml_edit::value(i64::try_from(n).map_err(|_| RosterError::Parse(format!("{n} samples is too many")))?);
+        t["samples"] =
+            toml_edit::value(i64::try_from(n).map_err(|_| RosterError::Parse(format!("{n} samples is too many")))?);
     }
     tables.push(t);
     Ok(doc.to_string())
@@ -89,7 +92,10 @@ pub fn add(text: &str, name: &str, peer: &str, samples: Option<u64>) -> Result<S
 pub fn remove(text: &str, name: &str) -> Result<String, RosterError> {
     let mut doc = parse(text)?;
     let tables = roster(&mut doc)?;
-    let i = tables.iter().position(|t| entry_str(t, "name") == name).ok_or_else(|| RosterError::Unknown(name.to_owned()))?;
+    let i = tables
+        .iter()
+        .position(|t| entry_str(t, "name") == name)
+        .ok_or_else(|| RosterError::Unknown(name.to_owned()))?;
     tables.remove(i);
     if tables.is_empty() {
         doc.remove("roster");
@@ -102,7 +108,8 @@ pub fn remove(text: &str, name: &str) -> Result<String, RosterError> {
 pub fn edit_file(path: &Path, edit: impl FnOnce(&str) -> Result<String, RosterError>) -> Result<(), Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
     let edited = edit(&text)?;
-    net::cli::parse_toml::<AggregatorConfig>(path, &edited).map_err(|e| Error::Config { field: e.field, detail: e.detail })?;
+    net::cli::parse_toml::<AggregatorConfig>(path, &edited)
+        .map_err(|e| Error::Config { field: e.field, detail: e.detail })?;
     learning::fs::atomic_write(path, edited.as_bytes())?;
     Ok(())
 }
@@ -121,7 +128,8 @@ mod tests {
         assert!(one.starts_with(FILE), "the file before the roster is unchanged:\n{one}");
         let two = add(&one, "bob", PEER_B, None).unwrap();
         let doc: toml::Table = toml::from_str(&two).unwrap();
-        let names: Vec<_> = doc["roster"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect();
+        let names: Vec<_> =
+            doc["roster"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect();
         assert_eq!(names, ["alice", "bob"]);
         assert_eq!(doc["roster"][0]["samples"].as_integer(), Some(120));
         assert!(matches!(add(&two, "alice", PEER_B, None), Err(RosterError::DuplicateName(n)) if n == "alice"));

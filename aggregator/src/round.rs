@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use learning::consensus::{self, Combined, ConsensusConfig, MeanAccumulator, Rule, MIN_PARTICIPANTS};
+use learning::consensus::{self, Combined, ConsensusConfig, MIN_PARTICIPANTS, MeanAccumulator, Rule};
 use protocol::{Limits, ParticipantId, RefusalReason, RoundAnnouncement, Submission};
 use tokio::time::Instant;
 
@@ -78,7 +78,13 @@ fn refused(reason: RefusalReason, detail: impl Into<String>) -> protocol::Error 
 impl RoundState {
     /// Opens a round. `weighted_by_samples` weighs by reported counts, clipped, unless
     /// [`RoundState::with_sample_counts`] gives declared ones.
-    pub fn new(announcement: RoundAnnouncement, roster: HashSet<ParticipantId>, quorum: usize, deadline: Instant, cfg: ConsensusConfig) -> Self {
+    pub fn new(
+        announcement: RoundAnnouncement,
+        roster: HashSet<ParticipantId>,
+        quorum: usize,
+        deadline: Instant,
+        cfg: ConsensusConfig,
+    ) -> Self {
         let mut st = Self {
             announcement,
             deadline,
@@ -129,14 +135,18 @@ impl RoundState {
             return Err(refused(RefusalReason::Late, format!("round {} is closed", sub.round)));
         }
         if sub.round > self.round() {
-            return Err(refused(RefusalReason::WrongRound, format!("round {} is open, not {}", self.round(), sub.round)));
+            return Err(refused(
+                RefusalReason::WrongRound,
+                format!("round {} is open, not {}", self.round(), sub.round),
+            ));
         }
         if self.accepted.contains(&from) {
             return Err(refused(RefusalReason::Duplicate, format!("already submitted for round {}", sub.round)));
         }
         sub.check_against(&self.announcement)?;
         let probs = sub.labels.decode(limits)?;
-        let abstained = sub.abstained.as_ref().map(|m| m.to_bools(probs.len() / self.announcement.classes as usize)).transpose()?;
+        let abstained =
+            sub.abstained.as_ref().map(|m| m.to_bools(probs.len() / self.announcement.classes as usize)).transpose()?;
         let count = self.counts.count(&from, sub.local_samples);
         match &mut self.collector {
             Collector::Stream(acc) => {
@@ -164,7 +174,8 @@ impl RoundState {
     /// refusal that will not change within the round (a spent privacy budget, the node's query
     /// policy, another reference set) means it will not answer: the round stops waiting for it.
     pub fn decline(&mut self, from: ParticipantId, round: u64, reason: RefusalReason) {
-        let settled = matches!(reason, RefusalReason::BudgetSpent | RefusalReason::Policy | RefusalReason::WrongReferenceSet);
+        let settled =
+            matches!(reason, RefusalReason::BudgetSpent | RefusalReason::Policy | RefusalReason::WrongReferenceSet);
         if settled && round == self.round() && self.roster.contains(&from) && !self.accepted.contains(&from) {
             self.declined.insert(from);
         }
@@ -205,7 +216,10 @@ impl RoundState {
         let failed = |detail: String| crate::Error::Round { round, detail };
         let (samples, classes) = (self.announcement.selection.len(), self.announcement.classes as usize);
         if self.accepted.len() < MIN_PARTICIPANTS {
-            return Err(failed(format!("{} submissions; a consensus needs at least {MIN_PARTICIPANTS}", self.accepted.len())));
+            return Err(failed(format!(
+                "{} submissions; a consensus needs at least {MIN_PARTICIPANTS}",
+                self.accepted.len()
+            )));
         }
         match &self.collector {
             Collector::Stream(acc) => {
@@ -225,7 +239,9 @@ impl RoundState {
                     consensus::center_clip(&matrices, &knows, samples, classes, factor)
                 });
                 let mut acc = MeanAccumulator::new(samples, classes);
-                for (i, ((probs, _, abstained), w)) in v.iter().zip(weights::sample_weights(&counts, self.counts.clip)).enumerate() {
+                for (i, ((probs, _, abstained), w)) in
+                    v.iter().zip(weights::sample_weights(&counts, self.counts.clip)).enumerate()
+                {
                     let probs = clipped.as_ref().map_or(probs.as_slice(), |c| c[i].as_slice());
                     acc.add_rows(probs, &row_weights(w, abstained.as_deref(), samples))?;
                 }
@@ -235,7 +251,8 @@ impl RoundState {
                 // The robust rules do not weigh by counts.
                 let inputs: Vec<(&[f32], u64)> = v.iter().map(|(p, _, _)| (p.as_slice(), 1)).collect();
                 let abstained: Vec<Option<&[bool]>> = v.iter().map(|(_, _, a)| a.as_deref()).collect();
-                consensus::combine_abstaining(&inputs, &abstained, samples, classes, &self.cfg).map_err(|e| failed(e.to_string()))
+                consensus::combine_abstaining(&inputs, &abstained, samples, classes, &self.cfg)
+                    .map_err(|e| failed(e.to_string()))
             }
         }
     }
@@ -294,7 +311,13 @@ pub(crate) mod tests {
     async fn closes_when_everyone_answered_or_at_the_deadline_with_quorum() {
         let ids: Vec<ParticipantId> = (0..4).map(|i| ParticipantId([i; 32])).collect();
         let start = Instant::now();
-        let mut st = RoundState::new(ann(4), ids.iter().copied().collect(), 3, start + Duration::from_secs(30), ConsensusConfig::default());
+        let mut st = RoundState::new(
+            ann(4),
+            ids.iter().copied().collect(),
+            3,
+            start + Duration::from_secs(30),
+            ConsensusConfig::default(),
+        );
         let limits = Limits::default();
         st.submit(ids[0], &sub(4, 0.9), &limits).unwrap();
         st.submit(ids[1], &sub(4, 0.8), &limits).unwrap();
@@ -315,7 +338,8 @@ pub(crate) mod tests {
         // A roster of two (a config the aggregator refuses) and a quorum of one: everyone
         // answered and the deadline passed, and still the round does not close.
         let ids: Vec<ParticipantId> = (0..2).map(|i| ParticipantId([i; 32])).collect();
-        let mut st = RoundState::new(ann(1), ids.iter().copied().collect(), 1, Instant::now(), ConsensusConfig::default());
+        let mut st =
+            RoundState::new(ann(1), ids.iter().copied().collect(), 1, Instant::now(), ConsensusConfig::default());
         let limits = Limits::default();
         st.submit(ids[0], &sub(1, 0.9), &limits).unwrap();
         st.submit(ids[1], &sub(1, 0.8), &limits).unwrap();
@@ -327,7 +351,13 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn refuses_duplicates_strangers_wrong_rounds_and_bad_values() {
         let ids: Vec<ParticipantId> = (0..3).map(|i| ParticipantId([i; 32])).collect();
-        let mut st = RoundState::new(ann(2), ids.iter().copied().collect(), 1, Instant::now() + Duration::from_secs(5), ConsensusConfig::default());
+        let mut st = RoundState::new(
+            ann(2),
+            ids.iter().copied().collect(),
+            1,
+            Instant::now() + Duration::from_secs(5),
+            ConsensusConfig::default(),
+        );
         let limits = Limits::default();
         let code = |r: Result<(), protocol::Error>| r.unwrap_err().refusal_reason();
         assert_eq!(code(st.submit(ParticipantId([9; 32]), &sub(2, 0.5), &limits)), RefusalReason::NotOnRoster);
@@ -366,7 +396,8 @@ pub(crate) mod tests {
     /// opposite labels.
     fn liar_round(counts: SampleCounts) -> f32 {
         let ids: Vec<ParticipantId> = (0..3).map(|i| ParticipantId([i; 32])).collect();
-        let mut st = RoundState::new(ann(1), ids.iter().copied().collect(), 3, Instant::now(), weighted()).with_sample_counts(counts);
+        let mut st = RoundState::new(ann(1), ids.iter().copied().collect(), 3, Instant::now(), weighted())
+            .with_sample_counts(counts);
         let limits = Limits::default();
         st.submit(ids[2], &counted(1, 0.0, Some(1 << 20)), &limits).unwrap();
         st.submit(ids[0], &counted(1, 0.9, Some(100)), &limits).unwrap();
@@ -395,7 +426,8 @@ pub(crate) mod tests {
     async fn a_zero_count_is_refused_and_a_withheld_one_weighs_the_median() {
         let ids: Vec<ParticipantId> = (0..3).map(|i| ParticipantId([i; 32])).collect();
         let declared = HashMap::from([(ids[0], 300)]);
-        let mut st = RoundState::new(ann(1), ids.iter().copied().collect(), 3, Instant::now(), weighted()).with_sample_counts(SampleCounts { declared, clip: 2.0 });
+        let mut st = RoundState::new(ann(1), ids.iter().copied().collect(), 3, Instant::now(), weighted())
+            .with_sample_counts(SampleCounts { declared, clip: 2.0 });
         let limits = Limits::default();
         let zero = st.submit(ids[1], &counted(1, 0.5, Some(0)), &limits).unwrap_err();
         assert_eq!(zero.refusal_reason(), RefusalReason::InvalidValues);
@@ -413,19 +445,32 @@ pub(crate) mod tests {
         let ids: Vec<ParticipantId> = (0..4).map(|i| ParticipantId([i; 32])).collect();
         let masked = |p, m: &[bool]| Submission { abstained: Some(protocol::Mask::from_bools(m)), ..sub(1, p) };
         for rule in [Rule::Mean, Rule::CONFIDENCE, Rule::Median] {
-            let mut st = RoundState::new(ann(1), ids.iter().copied().collect(), 4, Instant::now(), ConsensusConfig { rule: rule.clone(), ..Default::default() });
+            let mut st = RoundState::new(
+                ann(1),
+                ids.iter().copied().collect(),
+                4,
+                Instant::now(),
+                ConsensusConfig { rule: rule.clone(), ..Default::default() },
+            );
             let limits = Limits::default();
             st.submit(ids[0], &sub(1, 0.9), &limits).unwrap();
             st.submit(ids[1], &sub(1, 0.9), &limits).unwrap();
             st.submit(ids[2], &masked(0.5, &[true, true]), &limits).unwrap();
-            assert_eq!(st.submit(ids[3], &masked(0.0, &[false; 9]), &limits).unwrap_err().refusal_reason(), RefusalReason::WrongShape);
+            assert_eq!(
+                st.submit(ids[3], &masked(0.0, &[false; 9]), &limits).unwrap_err().refusal_reason(),
+                RefusalReason::WrongShape
+            );
             st.submit(ids[3], &masked(0.0, &[false, true]), &limits).unwrap();
             assert!(st.ready(Instant::now()), "{rule:?}: an all-abstain answer counts toward the quorum");
             let c = st.close().unwrap();
             assert_eq!(c.counts, vec![3, 2], "{rule:?}");
             assert!((c.probs[2] - 0.9).abs() < 1e-5, "{rule:?}: only the two nodes that know sample 1: {:?}", c.probs);
             // The median of 0.9, 0.9, 0 is 0.9: only the averaging rules show node 3's answer.
-            assert!(rule == Rule::Median || c.probs[0] < 0.85, "{rule:?}: node 3 answering sample 0 moves it: {:?}", c.probs);
+            assert!(
+                rule == Rule::Median || c.probs[0] < 0.85,
+                "{rule:?}: node 3 answering sample 0 moves it: {:?}",
+                c.probs
+            );
         }
     }
 
@@ -435,7 +480,10 @@ pub(crate) mod tests {
         let mut st = RoundState::new(ann(1), ids.into_iter().collect(), 1, Instant::now(), ConsensusConfig::default());
         let reseeded = RoundAnnouncement { selection: SampleSelection::Seeded { seed: 2, count: 2 }, ..ann(1) };
         let stale = Submission { announcement: reseeded.digest(), ..sub(1, 0.5) };
-        assert_eq!(st.submit(ids[0], &stale, &Limits::default()).unwrap_err().refusal_reason(), RefusalReason::WrongAnnouncement);
+        assert_eq!(
+            st.submit(ids[0], &stale, &Limits::default()).unwrap_err().refusal_reason(),
+            RefusalReason::WrongAnnouncement
+        );
         st.submit(ids[0], &sub(1, 0.5), &Limits::default()).unwrap();
     }
 }

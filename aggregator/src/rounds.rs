@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use protocol::seed::{derive, Stream};
-use protocol::{Consensus, Message, ParticipantId, Receipt, ReceiptStatus, RoundAnnouncement, SampleSelection, SoftLabels};
+use protocol::seed::{Stream, derive};
+use protocol::{
+    Consensus, Message, ParticipantId, Receipt, ReceiptStatus, RoundAnnouncement, SampleSelection, SoftLabels,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -40,8 +42,14 @@ impl Aggregator {
             let (sent0, recv0) = self.client.traffic();
             let ann = self.announcement(round);
             let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.round.deadline_secs);
-            let mut state = RoundState::new(ann.clone(), self.roster.keys().copied().collect(), self.cfg.round.quorum(self.roster.len()), deadline, self.cfg.consensus.clone())
-                .with_sample_counts(self.cfg.sample_counts());
+            let mut state = RoundState::new(
+                ann.clone(),
+                self.roster.keys().copied().collect(),
+                self.cfg.round.quorum(self.roster.len()),
+                deadline,
+                self.cfg.consensus.clone(),
+            )
+            .with_sample_counts(self.cfg.sample_counts());
             for peer in self.joined.clone() {
                 self.send(peer, Message::RoundAnnouncement(ann.clone()));
             }
@@ -114,7 +122,11 @@ impl Aggregator {
                 bytes_out: sent1 - sent0,
                 samples: rows.len(),
                 masked: combined.weights.iter().filter(|w| **w == 0.0).count(),
-                abstentions: combined.counts.iter().map(|&n| participants.len().saturating_sub(n as usize) as u64).sum(),
+                abstentions: combined
+                    .counts
+                    .iter()
+                    .map(|&n| participants.len().saturating_sub(n as usize) as u64)
+                    .sum(),
                 accuracy: learnt.validation.as_ref().map(|v| v.accuracy),
                 nll: learnt.validation.as_ref().map(|v| v.nll),
                 agreement: learnt.agreement,
@@ -168,7 +180,11 @@ impl Aggregator {
                 pause *= 2;
             }
         }
-        tracing::error!(round, committed = self.committed, "round not checkpointed; the run goes on and the next round's checkpoint tries again");
+        tracing::error!(
+            round,
+            committed = self.committed,
+            "round not checkpointed; the run goes on and the next round's checkpoint tries again"
+        );
         false
     }
 
@@ -191,7 +207,10 @@ impl Aggregator {
             round,
             reference_set: self.reference_id,
             reference_samples: self.reference.samples as u32,
-            selection: SampleSelection::Seeded { seed: derive(self.cfg.seed, Stream::Selection, round), count: self.cfg.round.samples },
+            selection: SampleSelection::Seeded {
+                seed: derive(self.cfg.seed, Stream::Selection, round),
+                count: self.cfg.round.samples,
+            },
             classes: self.cfg.classes as u32,
             temperature: self.cfg.round.temperature,
             deadline_unix_ms: deadline_ms,
@@ -214,7 +233,10 @@ impl Aggregator {
             while let Some(done) = deliveries.join_next().await {
                 match done {
                     Ok((peer, Err(e))) => tracing::warn!(node = %self.name(&peer), ?kind, error = %e, "not delivered"),
-                    Ok((peer, Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, .. })))) => {
+                    Ok((
+                        peer,
+                        Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, .. })),
+                    )) => {
                         tracing::warn!(node = %self.name(&peer), ?kind, ?reason, %detail, "not delivered: refused")
                     }
                     _ => {}

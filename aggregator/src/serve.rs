@@ -6,8 +6,8 @@ use protocol::{
     JoinAccepted, JoinReply, Message, ParticipantId, Receipt, ReceiptStatus, RefSetChunk, RefSetRequest, RefusalReason,
 };
 
-use crate::round::RoundState;
 use crate::Aggregator;
+use crate::round::RoundState;
 
 impl Aggregator {
     /// Handles one event of the network while a round is open (or closing).
@@ -27,10 +27,21 @@ impl Aggregator {
     }
 
     fn receipt(&self, round: u64, status: ReceiptStatus, detail: &str) -> Message {
-        Message::Receipt(Receipt { federation: self.federation().clone(), round, status, detail: protocol::message::short_detail(detail) })
+        Message::Receipt(Receipt {
+            federation: self.federation().clone(),
+            round,
+            status,
+            detail: protocol::message::short_detail(detail),
+        })
     }
 
-    async fn on_request(&mut self, peer: ParticipantId, message: Message, responder: Responder, state: &mut RoundState) {
+    async fn on_request(
+        &mut self,
+        peer: ParticipantId,
+        message: Message,
+        responder: Responder,
+        state: &mut RoundState,
+    ) {
         let reply = match message {
             Message::Hello(h) => {
                 let outcome = if !self.roster.contains_key(&peer) {
@@ -56,7 +67,11 @@ impl Aggregator {
                 } else {
                     tracing::warn!(peer = %peer.short(), ?outcome, "join refused");
                 }
-                let reply = Message::JoinReply(JoinReply { federation: self.federation().clone(), outcome, detail: String::new() });
+                let reply = Message::JoinReply(JoinReply {
+                    federation: self.federation().clone(),
+                    outcome,
+                    detail: String::new(),
+                });
                 if let Err(e) = responder.respond(reply).await {
                     tracing::warn!(error = %e, "could not answer a hello");
                 }
@@ -82,7 +97,11 @@ impl Aggregator {
                 }
             }
             Message::RefSetRequest(req) => self.chunk(&req),
-            other => self.receipt(other.round().unwrap_or(0), ReceiptStatus::Refused(RefusalReason::Unavailable), &format!("the aggregator does not serve {:?}", other.kind())),
+            other => self.receipt(
+                other.round().unwrap_or(0),
+                ReceiptStatus::Refused(RefusalReason::Unavailable),
+                &format!("the aggregator does not serve {:?}", other.kind()),
+            ),
         };
         if let Err(e) = responder.respond(reply).await {
             tracing::warn!(error = %e, "could not answer");

@@ -11,11 +11,11 @@ use learning::eval;
 use learning::train::{self, DistillConfig, DistillSet};
 use learning::{Architecture, BackendKind, Model};
 use net::owner::Owner;
-use protocol::seed::{derive, Stream};
+use protocol::seed::{Stream, derive};
 use protocol::{FederationId, ReferenceSet, ReferenceSetId};
 
 use crate::checkpoint::{self, Pool, Restored, RoundMetrics};
-use crate::{report, Error};
+use crate::{Error, report};
 
 /// What the student thread needs to know, fixed for the run.
 #[derive(Clone, Debug)]
@@ -70,10 +70,17 @@ pub struct Student {
 
 impl Student {
     /// Starts the owner thread with what a restart restored.
-    pub fn start(setup: StudentSetup, restored: Restored, reference: Arc<ReferenceSet>, reference_id: ReferenceSetId, validation: Option<Arc<Dataset>>) -> Result<Self, Error> {
+    pub fn start(
+        setup: StudentSetup,
+        restored: Restored,
+        reference: Arc<ReferenceSet>,
+        reference_id: ReferenceSetId,
+        validation: Option<Arc<Dataset>>,
+    ) -> Result<Self, Error> {
         let output = setup.output.clone();
         let state = State { setup, model: restored.student, pool: restored.pool, reference, reference_id, validation };
-        let (owner, _thread) = Owner::spawn("global-student", state, 4).map_err(|source| Error::Io { path: output, source })?;
+        let (owner, _thread) =
+            Owner::spawn("global-student", state, 4).map_err(|source| Error::Io { path: output, source })?;
         Ok(Self { owner })
     }
 
@@ -86,7 +93,14 @@ impl Student {
     pub async fn checkpoint(&self, metrics: Vec<RoundMetrics>) -> Result<(), Error> {
         self.owner
             .call(move |s| match &s.model {
-                Some(m) => checkpoint::save_with(&s.setup.output, &s.reference_id, m, &s.pool, &metrics, s.setup.faults.as_ref()),
+                Some(m) => checkpoint::save_with(
+                    &s.setup.output,
+                    &s.reference_id,
+                    m,
+                    &s.pool,
+                    &metrics,
+                    s.setup.faults.as_ref(),
+                ),
                 None => Ok(()),
             })
             .await?
@@ -115,15 +129,28 @@ impl State {
         let previous = if self.setup.warm_start { self.model.take() } else { None };
         let mut student = match previous {
             Some(m) => m,
-            None => Model::new(&self.setup.architecture, self.reference.features, classes, self.setup.backend, derive(self.setup.seed, Stream::Init, round))?,
+            None => Model::new(
+                &self.setup.architecture,
+                self.reference.features,
+                classes,
+                self.setup.backend,
+                derive(self.setup.seed, Stream::Init, round),
+            )?,
         };
-        let inputs: Vec<f32> = self.pool.rows.keys().flat_map(|&r| self.reference.row(r as usize).iter().copied()).collect();
+        let inputs: Vec<f32> =
+            self.pool.rows.keys().flat_map(|&r| self.reference.row(r as usize).iter().copied()).collect();
         let targets: Vec<f32> = self.pool.rows.values().flatten().copied().collect();
         let cfg = DistillConfig { temperature: self.setup.temperature, ..self.setup.distill.clone() };
         if !self.pool.rows.is_empty() {
-            train::distill(&mut student, DistillSet { inputs: &inputs, targets: &targets, weights: None, labels: None }, &cfg, seed)?;
+            train::distill(
+                &mut student,
+                DistillSet { inputs: &inputs, targets: &targets, weights: None, labels: None },
+                &cfg,
+                seed,
+            )?;
         }
-        let round_inputs: Vec<f32> = rows.iter().flat_map(|&r| self.reference.row(r as usize).iter().copied()).collect();
+        let round_inputs: Vec<f32> =
+            rows.iter().flat_map(|&r| self.reference.row(r as usize).iter().copied()).collect();
         let labels = student.soft_labels(&round_inputs, self.setup.temperature, 256)?;
         let agreement = eval::agreement(&labels, &combined.probs, classes);
         let validation = match &self.validation {

@@ -66,12 +66,19 @@ mod tests {
         let w = sample_weights(&[Count::Declared(5000), Count::Declared(100), Count::Reported(100_000)], 2.0);
         assert_eq!(w, vec![5000.0, 100.0, 10_000.0]);
         // A node that withholds its count weighs the median; with no count at all, the plain mean.
-        assert_eq!(sample_weights(&[Count::Reported(10), Count::Withheld, Count::Reported(30)], 2.0), vec![10.0, 20.0, 30.0]);
+        assert_eq!(
+            sample_weights(&[Count::Reported(10), Count::Withheld, Count::Reported(30)], 2.0),
+            vec![10.0, 20.0, 30.0]
+        );
         assert_eq!(sample_weights(&[Count::Withheld, Count::Withheld], 2.0), vec![1.0, 1.0]);
     }
 
     fn count() -> impl Strategy<Value = Count> {
-        prop_oneof![(1u64..1 << 30).prop_map(Count::Declared), (1u64..1 << 40).prop_map(Count::Reported), Just(Count::Withheld)]
+        prop_oneof![
+            (1u64..1 << 30).prop_map(Count::Declared),
+            (1u64..1 << 40).prop_map(Count::Reported),
+            Just(Count::Withheld)
+        ]
     }
 
     proptest! {

@@ -8,8 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use aggregator::config::AggregatorConfig;
 use aggregator::Aggregator;
+use aggregator::config::AggregatorConfig;
 use protocol::*;
 use support::{accept_everything, dir, member, setup};
 use tokio_util::sync::CancellationToken;
@@ -43,13 +43,29 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     let (client, mut events, _network) = net::spawn(me, net_cfg, &shutdown).unwrap();
     client.dial(addr.clone().with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)))).await.unwrap();
     let fed = FederationId::new("bad-input").unwrap();
-    let hello = Message::Hello(Hello { federation: fed.clone(), participant: my_id, protocol_version: PROTOCOL_VERSION, agent: "test".into() });
-    assert!(matches!(client.request(&agg_id, &hello).await.unwrap(), Message::JoinReply(JoinReply { outcome: Ok(_), .. })));
+    let hello = Message::Hello(Hello {
+        federation: fed.clone(),
+        participant: my_id,
+        protocol_version: PROTOCOL_VERSION,
+        agent: "test".into(),
+    });
+    assert!(matches!(
+        client.request(&agg_id, &hello).await.unwrap(),
+        Message::JoinReply(JoinReply { outcome: Ok(_), .. })
+    ));
     // The announcement of round 1 arrives as a request.
     let ann = loop {
         match tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap() {
             net::Event::Request { message: Message::RoundAnnouncement(a), responder, .. } => {
-                responder.respond(Message::Receipt(Receipt { federation: fed.clone(), round: a.round, status: ReceiptStatus::Accepted, detail: String::new() })).await.unwrap();
+                responder
+                    .respond(Message::Receipt(Receipt {
+                        federation: fed.clone(),
+                        round: a.round,
+                        status: ReceiptStatus::Accepted,
+                        detail: String::new(),
+                    }))
+                    .await
+                    .unwrap();
                 break a;
             }
             _ => continue,
@@ -60,7 +76,12 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     let limits = Limits::default();
     let raw = |bytes: Vec<u8>| {
         let client = client.clone();
-        async move { SignedEnvelope::from_bytes(&client.request_raw(&agg_id, bytes).await.unwrap(), &limits).unwrap().open(&agg_id, &limits).unwrap() }
+        async move {
+            SignedEnvelope::from_bytes(&client.request_raw(&agg_id, bytes).await.unwrap(), &limits)
+                .unwrap()
+                .open(&agg_id, &limits)
+                .unwrap()
+        }
     };
     // Garbage.
     assert_eq!(refusal(raw(vec![1, 2, 3, 4, 5]).await), RefusalReason::Malformed);
@@ -88,13 +109,27 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     let rows = ann.selection.len();
     let probs: Vec<f32> = (0..rows * 3).map(|i| if i % 3 == 0 { 0.8 } else { 0.1 }).collect();
     let bound = ann.digest();
-    let sub = |round, labels: SoftLabels| Message::Submission(Submission { federation: fed.clone(), round, announcement: bound, reference_set: ann.reference_set, temperature: 2.0, local_samples: Some(5), labels, abstained: None });
+    let sub = |round, labels: SoftLabels| {
+        Message::Submission(Submission {
+            federation: fed.clone(),
+            round,
+            announcement: bound,
+            reference_set: ann.reference_set,
+            temperature: 2.0,
+            local_samples: Some(5),
+            labels,
+            abstained: None,
+        })
+    };
     let good = SoftLabels::encode(&probs, rows, 3, Encoding::F32).unwrap();
     let code = |m: Message| refusal(m);
     assert_eq!(code(client.request(&agg_id, &sub(7, good.clone())).await.unwrap()), RefusalReason::WrongRound);
     // An answer to another question of this round (the same round, reseeded) is not counted.
-    let SampleSelection::Seeded { seed, count } = ann.selection else { panic!("the aggregator draws seeded selections") };
-    let reseeded = RoundAnnouncement { selection: SampleSelection::Seeded { seed: seed.wrapping_add(1), count }, ..ann.clone() };
+    let SampleSelection::Seeded { seed, count } = ann.selection else {
+        panic!("the aggregator draws seeded selections")
+    };
+    let reseeded =
+        RoundAnnouncement { selection: SampleSelection::Seeded { seed: seed.wrapping_add(1), count }, ..ann.clone() };
     let Message::Submission(honest) = sub(1, good.clone()) else { unreachable!() };
     let stale = Message::Submission(Submission { announcement: reseeded.digest(), ..honest });
     assert_eq!(code(client.request(&agg_id, &stale).await.unwrap()), RefusalReason::WrongAnnouncement);
@@ -122,7 +157,9 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     assert_eq!(refusal(raw(frame(MessageKind::Submission, sub_cap)).await), RefusalReason::Malformed);
     let hello_cap = agg_limits.frame_cap(Some(MessageKind::Hello));
     for over in [frame(MessageKind::Submission, sub_cap + 1), frame(MessageKind::Hello, hello_cap + 1)] {
-        let answer = tokio::time::timeout(Duration::from_secs(30), client.request_raw(&agg_id, over)).await.expect("the aggregator closes the stream at once");
+        let answer = tokio::time::timeout(Duration::from_secs(30), client.request_raw(&agg_id, over))
+            .await
+            .expect("the aggregator closes the stream at once");
         assert!(answer.is_err(), "a frame over its kind's cap was answered: {answer:?}");
     }
     // The aggregator is still there: a good submission is accepted, a duplicate refused.
@@ -224,10 +261,14 @@ fn unparsable_config_values_are_named_by_their_key() {
     }
     let peer = net::keys::peer_id_string(&cfg.roster[0].peer_id);
     let sha = cfg.reference.sha256.to_hex();
-    for (from, to, key) in [(peer.as_str(), "12D3KooWnotapeer", "roster.peer_id"), (sha.as_str(), "0000", "reference.sha256")] {
+    for (from, to, key) in
+        [(peer.as_str(), "12D3KooWnotapeer", "roster.peer_id"), (sha.as_str(), "0000", "reference.sha256")]
+    {
         std::fs::write(&path, good.replace(from, to)).unwrap();
         match AggregatorConfig::load(&path) {
-            Err(aggregator::Error::Config { field, .. }) => assert!(field.ends_with(key.rsplit('.').next().unwrap()), "{to}: {field}"),
+            Err(aggregator::Error::Config { field, .. }) => {
+                assert!(field.ends_with(key.rsplit('.').next().unwrap()), "{to}: {field}")
+            }
             other => panic!("{to}: {other:?}"),
         }
     }

@@ -41,16 +41,37 @@ fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
 /// A roster member: joins, answers round 1's announcement with fixed soft labels, and answers
 /// round 2's by sending its round-1 submission again; the aggregator's refusal of it comes out
 /// of `refused`. Acknowledges everything the aggregator sends.
-async fn member(key: std::path::PathBuf, addr: net::multiaddr::Multiaddr, agg: ParticipantId, fed: FederationId, refused: mpsc::Sender<RefusalReason>, shutdown: CancellationToken) {
+async fn member(
+    key: std::path::PathBuf,
+    addr: net::multiaddr::Multiaddr,
+    agg: ParticipantId,
+    fed: FederationId,
+    refused: mpsc::Sender<RefusalReason>,
+    shutdown: CancellationToken,
+) {
     let me = net::keys::read(&key).unwrap();
-    let hello = Message::Hello(Hello { federation: fed.clone(), participant: me.id(), protocol_version: PROTOCOL_VERSION, agent: "test".into() });
-    let (client, mut events, _network) = net::spawn(me, net::NetConfig::new(fed.clone(), vec![agg]), &shutdown).unwrap();
+    let hello = Message::Hello(Hello {
+        federation: fed.clone(),
+        participant: me.id(),
+        protocol_version: PROTOCOL_VERSION,
+        agent: "test".into(),
+    });
+    let (client, mut events, _network) =
+        net::spawn(me, net::NetConfig::new(fed.clone(), vec![agg]), &shutdown).unwrap();
     client.dial(addr).await.unwrap();
-    assert!(matches!(client.request(&agg, &hello).await.unwrap(), Message::JoinReply(JoinReply { outcome: Ok(_), .. })));
+    assert!(matches!(
+        client.request(&agg, &hello).await.unwrap(),
+        Message::JoinReply(JoinReply { outcome: Ok(_), .. })
+    ));
     let mut first = None;
     while let Some(ev) = events.recv().await {
         let net::Event::Request { message, responder, .. } = ev else { continue };
-        let ack = Message::Receipt(Receipt { federation: fed.clone(), round: message.round().unwrap_or(0), status: ReceiptStatus::Accepted, detail: String::new() });
+        let ack = Message::Receipt(Receipt {
+            federation: fed.clone(),
+            round: message.round().unwrap_or(0),
+            status: ReceiptStatus::Accepted,
+            detail: String::new(),
+        });
         responder.respond(ack).await.unwrap();
         let Message::RoundAnnouncement(a) = message else { continue };
         let sub = match first.clone() {
@@ -58,7 +79,16 @@ async fn member(key: std::path::PathBuf, addr: net::multiaddr::Multiaddr, agg: P
                 let rows = a.selection.len();
                 let probs: Vec<f32> = (0..rows).flat_map(|_| [0.6, 0.3, 0.1]).collect();
                 let labels = SoftLabels::encode(&probs, rows, 3, a.encoding).unwrap();
-                let sub = Message::Submission(Submission { federation: fed.clone(), round: a.round, announcement: a.digest(), reference_set: a.reference_set, temperature: a.temperature, local_samples: None, labels, abstained: None });
+                let sub = Message::Submission(Submission {
+                    federation: fed.clone(),
+                    round: a.round,
+                    announcement: a.digest(),
+                    reference_set: a.reference_set,
+                    temperature: a.temperature,
+                    local_samples: None,
+                    labels,
+                    abstained: None,
+                });
                 first = Some(sub.clone());
                 sub
             }
@@ -66,7 +96,9 @@ async fn member(key: std::path::PathBuf, addr: net::multiaddr::Multiaddr, agg: P
         };
         let (client, refused) = (client.clone(), refused.clone());
         tokio::spawn(async move {
-            if let Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(r), .. })) = client.request(&agg, &sub).await {
+            if let Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(r), .. })) =
+                client.request(&agg, &sub).await
+            {
                 let _ = refused.send(r).await;
             }
         });
@@ -82,12 +114,18 @@ async fn a_scrape_during_a_run_shows_its_rounds_submissions_and_traffic() {
     cfg.metrics = Some("127.0.0.1:0".parse().unwrap());
     // Labelled rows with the reference set's 4 features, so that the student has an accuracy.
     let csv = d.join("validation.csv");
-    std::fs::write(&csv, (0..30).map(|i| format!("{},{},{},{},{}\n", i % 7, (i * 3) % 7, (i * 5) % 7, i % 2, i % 3)).collect::<String>()).unwrap();
-    cfg.validation = Some(toml::from_str(&format!("format = \"csv\"\npath = {:?}", csv.display().to_string())).unwrap());
+    std::fs::write(
+        &csv,
+        (0..30).map(|i| format!("{},{},{},{},{}\n", i % 7, (i * 3) % 7, (i * 5) % 7, i % 2, i % 3)).collect::<String>(),
+    )
+    .unwrap();
+    cfg.validation =
+        Some(toml::from_str(&format!("format = \"csv\"\npath = {:?}", csv.display().to_string())).unwrap());
     let fed = cfg.federation.clone();
     let mut agg = Aggregator::start(cfg).await.unwrap();
     let metrics = agg.metrics_addr().expect("the config asks for metrics");
-    let (agg_id, addr) = (agg.id(), agg.listen_addrs()[0].clone().with(net::multiaddr::Protocol::P2p(net::peer_id(&agg.id()))));
+    let (agg_id, addr) =
+        (agg.id(), agg.listen_addrs()[0].clone().with(net::multiaddr::Protocol::P2p(net::peer_id(&agg.id()))));
     let before = samples(&scrape(metrics).await.unwrap().unwrap());
     assert_eq!(value(&before, "fd_rounds_completed_total"), 0.0);
     assert!(value(&before, "fd_validation_accuracy").is_nan(), "no accuracy before a round");
@@ -97,14 +135,23 @@ async fn a_scrape_during_a_run_shows_its_rounds_submissions_and_traffic() {
     let run = tokio::spawn(agg.run(shutdown.clone()));
     let (refused_tx, mut refused) = mpsc::channel(4);
     for name in ["n", "m1", "m2"] {
-        tokio::spawn(member(d.join(format!("{name}.key")), addr.clone(), agg_id, fed.clone(), refused_tx.clone(), shutdown.clone()));
+        tokio::spawn(member(
+            d.join(format!("{name}.key")),
+            addr.clone(),
+            agg_id,
+            fed.clone(),
+            refused_tx.clone(),
+            shutdown.clone(),
+        ));
     }
     let round = tokio::time::timeout(WAIT, progress.recv()).await.expect("round 1 completes").unwrap();
     assert_eq!(round.round, 1);
     // Round 2 stays open (every member answers it with a round-1 submission, refused).
     let mut reasons = Vec::new();
     for _ in 0..3 {
-        reasons.push(tokio::time::timeout(WAIT, refused.recv()).await.expect("round 2's stale submissions are refused").unwrap());
+        reasons.push(
+            tokio::time::timeout(WAIT, refused.recv()).await.expect("round 2's stale submissions are refused").unwrap(),
+        );
     }
     let reason = format!("{:?}", reasons[0]);
     assert!(reasons.iter().all(|r| format!("{r:?}") == reason), "{reasons:?}");
@@ -123,8 +170,15 @@ async fn a_scrape_during_a_run_shows_its_rounds_submissions_and_traffic() {
     assert!((value(&s, "fd_validation_accuracy") - accuracy).abs() < 1e-6, "the round's accuracy, {accuracy}");
     for peer in ["n", "m1", "m2"] {
         let labels = |kind: &str| format!("{{peer=\"{peer}\",kind=\"{kind}\"}}");
-        assert_eq!(value(&s, &format!("fd_received_messages_total{}", labels("Submission"))), 2.0, "{peer}: one accepted, one refused");
-        assert!(value(&s, &format!("fd_received_bytes_total{}", labels("Submission"))) > 2.0 * 10.0 * 3.0 * 4.0, "{peer}: two 10 × 3 f32 matrices");
+        assert_eq!(
+            value(&s, &format!("fd_received_messages_total{}", labels("Submission"))),
+            2.0,
+            "{peer}: one accepted, one refused"
+        );
+        assert!(
+            value(&s, &format!("fd_received_bytes_total{}", labels("Submission"))) > 2.0 * 10.0 * 3.0 * 4.0,
+            "{peer}: two 10 × 3 f32 matrices"
+        );
         assert_eq!(value(&s, &format!("fd_sent_messages_total{}", labels("Consensus"))), 1.0, "{peer}");
         assert!(value(&s, &format!("fd_sent_bytes_total{}", labels("RoundAnnouncement"))) > 0.0, "{peer}");
         assert_eq!(value(&s, &format!("fd_received_messages_total{}", labels("Hello"))), 1.0, "{peer}");
@@ -223,12 +277,18 @@ async fn fd_aggregator_logs_json_lines_and_serves_metrics_until_sigterm() {
 
 #[test]
 fn with_json_logs_a_failure_is_one_json_line_on_stderr() {
-    let out = Command::new(env!("CARGO_BIN_EXE_fd-aggregator")).args(["--log-format", "json", "run", "--config", "/nonexistent/federation.toml"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fd-aggregator"))
+        .args(["--log-format", "json", "run", "--config", "/nonexistent/federation.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let lines = json_lines(&String::from_utf8(out.stderr).unwrap());
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["level"], "ERROR");
-    assert!(lines[0]["fields"]["error"].as_str().is_some_and(|e| e.contains("/nonexistent/federation.toml")), "{lines:?}");
+    assert!(
+        lines[0]["fields"]["error"].as_str().is_some_and(|e| e.contains("/nonexistent/federation.toml")),
+        "{lines:?}"
+    );
 }
 
 /// The repository's root folder.
@@ -254,7 +314,9 @@ fn the_systemd_units_verify_and_keep_their_hardening() {
     std::fs::write(d.join("probe.service"), "[Service]\nExecStart=/bin/true\n").unwrap();
     let (ok, lines) = analyze(&["verify".as_ref(), d.join("probe.service").as_os_str()]);
     if !ok {
-        println!("SKIPPED: systemd-analyze verify fails here even on a trivial unit, so deploy/*.service were not verified: {lines:?}");
+        println!(
+            "SKIPPED: systemd-analyze verify fails here even on a trivial unit, so deploy/*.service were not verified: {lines:?}"
+        );
         return;
     }
     // `verify` needs ExecStart's binary: the copies name the ones cargo built.
@@ -268,7 +330,15 @@ fn the_systemd_units_verify_and_keep_their_hardening() {
         let text = std::fs::read_to_string(root().join("deploy").join(&unit)).unwrap();
         let installed = format!("ExecStart=/usr/local/bin/{name} --log-format json run --config /etc/fedistil/");
         assert!(text.contains(&installed), "{unit}: {installed}…");
-        for directive in ["Restart=on-failure", "User=fedistil", &format!("StateDirectory={name}"), "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "LoadCredential="] {
+        for directive in [
+            "Restart=on-failure",
+            "User=fedistil",
+            &format!("StateDirectory={name}"),
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "PrivateTmp=yes",
+            "LoadCredential=",
+        ] {
             assert!(text.lines().any(|l| l.starts_with(directive)), "{unit} lacks {directive}");
         }
         let copy = d.join(&unit);
@@ -277,7 +347,8 @@ fn the_systemd_units_verify_and_keep_their_hardening() {
         let about_it: Vec<&String> = lines.iter().filter(|l| l.contains(&unit)).collect();
         assert!(ok && about_it.is_empty(), "systemd-analyze verify {unit}: {lines:#?}");
         // The exposure score stays "OK" (≤ 2.0 on systemd's 0–10 scale).
-        let (ok, lines) = analyze(&["security".as_ref(), "--offline=yes".as_ref(), "--threshold=20".as_ref(), copy.as_os_str()]);
+        let (ok, lines) =
+            analyze(&["security".as_ref(), "--offline=yes".as_ref(), "--threshold=20".as_ref(), copy.as_os_str()]);
         if lines.iter().any(|l| l.contains("unrecognized option")) {
             println!("this systemd-analyze has no offline security check; the exposure of {unit} was not measured");
         } else {
@@ -290,8 +361,14 @@ fn the_systemd_units_verify_and_keep_their_hardening() {
 fn the_dockerfile_copies_what_exists_and_builds_the_workspace_binaries() {
     let root = root();
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
-    let ignored: Vec<String> = std::fs::read_to_string(root.join(".dockerignore")).unwrap().lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(str::to_owned).collect();
-    let copies: Vec<Vec<&str>> = dockerfile.lines().filter_map(|l| l.strip_prefix("COPY ")).map(|l| l.split_whitespace().collect()).collect();
+    let ignored: Vec<String> = std::fs::read_to_string(root.join(".dockerignore"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let copies: Vec<Vec<&str>> =
+        dockerfile.lines().filter_map(|l| l.strip_prefix("COPY ")).map(|l| l.split_whitespace().collect()).collect();
     let mut copied = Vec::new();
     for words in copies.iter().filter(|w| !w[0].starts_with("--from")) {
         for source in &words[..words.len() - 1] {
@@ -309,7 +386,8 @@ fn the_dockerfile_copies_what_exists_and_builds_the_workspace_binaries() {
         assert!(copied.contains(&file), "{file} is not copied");
     }
     // The runtime stage takes exactly the two binaries the build stage builds, by their names.
-    let from_build: Vec<&str> = copies.iter().filter(|w| w[0] == "--from=build").flat_map(|w| w[1..w.len() - 1].to_vec()).collect();
+    let from_build: Vec<&str> =
+        copies.iter().filter(|w| w[0] == "--from=build").flat_map(|w| w[1..w.len() - 1].to_vec()).collect();
     assert_eq!(from_build, ["/src/target/release/fd-aggregator", "/src/target/release/fd-node"]);
     for (bin, package) in [("fd-aggregator", "aggregator"), ("fd-node", "node")] {
         assert!(dockerfile.contains(&format!("--bin {bin}")), "the build stage does not build {bin}");

@@ -60,7 +60,8 @@ fn digits() -> Dataset {
 
 fn mnist(n: usize) -> Dataset {
     let dir = data_dir().join("mnist");
-    let mut d = data::load_idx(&dir.join("train-images-idx3-ubyte.gz"), &dir.join("train-labels-idx1-ubyte.gz")).expect("mnist");
+    let mut d = data::load_idx(&dir.join("train-images-idx3-ubyte.gz"), &dir.join("train-labels-idx1-ubyte.gz"))
+        .expect("mnist");
     d = d.subset(&(0..n).collect::<Vec<_>>());
     Preprocess::Scale { factor: 1.0 / 255.0 }.apply(&mut d.features, d.dim).expect("scale");
     d
@@ -141,7 +142,10 @@ fn consensus_bench(quick: bool) {
         })
         .collect();
     let bytes = (nodes * samples * classes * 4) as f64;
-    println!("\nconsensus, {nodes} nodes x {samples} samples x {classes} classes ({:.0} MB of f32 input), one thread", bytes / 1e6);
+    println!(
+        "\nconsensus, {nodes} nodes x {samples} samples x {classes} classes ({:.0} MB of f32 input), one thread",
+        bytes / 1e6
+    );
     let t = Instant::now();
     let mut acc = MeanAccumulator::new(samples, classes);
     for m in &matrices {
@@ -169,7 +173,11 @@ fn measure(mut cmd: Command, threads: &str) -> Vec<String> {
         .output()
         .expect("start the measuring child");
     assert!(out.status.success(), "{cmd:?} failed: {}", out.status);
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.split('\t').count() == 4).map(str::to_owned).collect();
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split('\t').count() == 4)
+        .map(str::to_owned)
+        .collect();
     for l in &lines {
         println!("{l}");
     }
@@ -249,7 +257,9 @@ fn main() {
             lines.extend(measure(cmd, threads));
             if let Some(py) = &args.pytorch {
                 let mut cmd = Command::new(py);
-                cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/pytorch_train.py")).arg(data_dir()).arg(threads);
+                cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/pytorch_train.py"))
+                    .arg(data_dir())
+                    .arg(threads);
                 if quick {
                     cmd.arg("--quick");
                 }

@@ -15,9 +15,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::Dataset;
 use crate::Error;
 use crate::Model;
+use crate::data::Dataset;
 
 /// Rows scored per forward pass.
 const BATCH: usize = 256;
@@ -107,7 +107,8 @@ pub fn quantile(values: &[f32], q: f32) -> Option<f32> {
 /// Reads every private row: not for use under a privacy budget.
 pub fn calibrate(model: &Model, private: &Dataset, score: Score, q: f32) -> Result<f32, Error> {
     let z = model.logits(&private.features, BATCH)?;
-    quantile(&scores(&z, model.classes, score), q).ok_or_else(|| Error::Shape("no private rows to calibrate abstention on".into()))
+    quantile(&scores(&z, model.classes, score), q)
+        .ok_or_else(|| Error::Shape("no private rows to calibrate abstention on".into()))
 }
 
 /// Which rows of the public `inputs` `model` abstains on at `threshold` (`true`: abstains).
@@ -119,7 +120,7 @@ pub fn abstentions(model: &Model, inputs: &[f32], score: Score, threshold: f32) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::{fit, TrainConfig};
+    use crate::train::{TrainConfig, fit};
     use crate::{Architecture, BackendKind};
 
     #[test]
@@ -144,7 +145,10 @@ mod tests {
         assert!(Abstain { quantile: Some(0.05), ..Default::default() }.validate().is_ok());
         assert!(Abstain { threshold: Some(0.5), ..Default::default() }.validate().is_ok());
         assert!(Abstain::default().validate().is_err(), "neither set");
-        assert!(Abstain { quantile: Some(0.05), threshold: Some(0.5), ..Default::default() }.validate().is_err(), "both set");
+        assert!(
+            Abstain { quantile: Some(0.05), threshold: Some(0.5), ..Default::default() }.validate().is_err(),
+            "both set"
+        );
         assert!(Abstain { quantile: Some(1.0), ..Default::default() }.validate().is_err());
         assert!(Abstain { threshold: Some(f32::NAN), ..Default::default() }.validate().is_err());
     }
@@ -165,7 +169,8 @@ mod tests {
     #[test]
     fn the_calibrated_threshold_abstains_on_the_quantile_of_training_rows_and_on_what_was_never_seen() {
         let d = data();
-        let mut model = Model::new(&Architecture::Mlp { hidden: vec![16], dropout: 0.0 }, 2, 3, BackendKind::Flex, 1).unwrap();
+        let mut model =
+            Model::new(&Architecture::Mlp { hidden: vec![16], dropout: 0.0 }, 2, 3, BackendKind::Flex, 1).unwrap();
         fit(&mut model, &d, &TrainConfig { epochs: 30, learning_rate: 1e-2, ..Default::default() }, 1).unwrap();
         let a = Abstain { quantile: Some(0.1), ..Default::default() };
         let t = a.threshold(&model, &d).unwrap();
@@ -179,6 +184,10 @@ mod tests {
         assert!(abstentions(&model, &d.features, Score::MaxSoftmax, 1.1).unwrap().iter().all(|a| *a));
         assert!(abstentions(&model, &d.features, Score::MaxSoftmax, 0.0).unwrap().iter().all(|a| !*a));
         let fixed = Abstain { threshold: Some(0.7), ..Default::default() };
-        assert_eq!(fixed.threshold(&model, &Dataset::new(vec![], vec![], 2, 3).unwrap()).unwrap(), 0.7, "a fixed threshold reads no row");
+        assert_eq!(
+            fixed.threshold(&model, &Dataset::new(vec![], vec![], 2, 3).unwrap()).unwrap(),
+            0.7,
+            "a fixed threshold reads no row"
+        );
     }
 }

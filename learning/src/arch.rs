@@ -100,9 +100,9 @@ impl Architecture {
             Architecture::Mlp { hidden, dropout } => {
                 Layers::Mlp(MlpConfig::new(input_dim, hidden.clone(), classes).with_dropout(*dropout).init(device))
             }
-            Architecture::Cnn { channels, hidden, dropout } => {
-                Layers::Cnn(CnnConfig::new(image_side(input_dim)?, *channels, *hidden, classes).with_dropout(*dropout).init(device))
-            }
+            Architecture::Cnn { channels, hidden, dropout } => Layers::Cnn(
+                CnnConfig::new(image_side(input_dim)?, *channels, *hidden, classes).with_dropout(*dropout).init(device),
+            ),
         })
     }
 

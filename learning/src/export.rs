@@ -7,10 +7,10 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 
+use crate::Error;
 use crate::arch::{Cnn, Layers, Mlp};
 use crate::fs::atomic_write;
 use crate::model::Model;
-use crate::Error;
 
 impl Model {
     /// Writes the weights as safetensors. Tensors are named by field path (`Mlp.layers.0.weight`, `Cnn.conv1.weight`, …).
@@ -53,11 +53,17 @@ impl Model {
                 // static axes of [batch, 784] → [batch, 1, 28, 28] apart from the dynamic one.
                 let side = m.side();
                 let images = |n: usize| Tensor::<4>::zeros([n, 1, side, side], &device);
-                let specs = [InputSpec::new([AxisSpec::dynamic("batch"), AxisSpec::Static, AxisSpec::Static, AxisSpec::Static])];
+                let specs = [InputSpec::new([
+                    AxisSpec::dynamic("batch"),
+                    AxisSpec::Static,
+                    AxisSpec::Static,
+                    AxisSpec::Static,
+                ])];
                 exporter.export_dynamic(&m, images(2), images(3), &specs, |m: &Cnn, x| m.forward_images(x))
             }
         };
-        let onnx = onnx.map_err(|source| Error::Onnx { model: self.architecture.label(self.input_dim, self.classes), source })?;
+        let onnx = onnx
+            .map_err(|source| Error::Onnx { model: self.architecture.label(self.input_dim, self.classes), source })?;
         Ok(onnx.into_bytes())
     }
 }
@@ -69,7 +75,11 @@ fn canonical_safetensors(bytes: &[u8]) -> Result<Vec<u8>, Error> {
     let bad = |detail| Error::SafetensorsHeader { detail, source: None };
     let json_err = |detail| move |e| Error::SafetensorsHeader { detail, source: Some(e) };
     let len = bytes.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).ok_or_else(|| bad("no header"))?;
-    let end = usize::try_from(len).ok().and_then(|l| l.checked_add(8)).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("header beyond the end"))?;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| l.checked_add(8))
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| bad("header beyond the end"))?;
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..end]).map_err(json_err("not JSON"))?;
     // serde_json's map is ordered by key: writing it back sorts every object.
     let mut json = serde_json::to_vec(&header).map_err(json_err("cannot write it back"))?;

@@ -35,11 +35,16 @@ pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let io = |e| Error::Io { path: path.to_owned(), source: e };
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name")))?;
+    let name =
+        path.file_name().ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name")))?;
     if !dir.is_dir() {
         create_private_dir(dir)?;
     }
-    let mut tmp = tempfile::Builder::new().prefix(&format!(".{}.", name.to_string_lossy())).suffix(".tmp").tempfile_in(dir).map_err(io)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     // On failure the temporary file is removed when `tmp` drops.
@@ -81,7 +86,11 @@ mod tests {
         let victim = tmp.path().join("victim");
         std::fs::write(&victim, b"keep").unwrap();
         create_private_dir(file.parent().unwrap()).unwrap();
-        std::os::unix::fs::symlink(&victim, file.parent().unwrap().join(format!(".model.bpk.{}.tmp", std::process::id()))).unwrap();
+        std::os::unix::fs::symlink(
+            &victim,
+            file.parent().unwrap().join(format!(".model.bpk.{}.tmp", std::process::id())),
+        )
+        .unwrap();
         atomic_write(&file, b"weights").unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
         assert_eq!(mode(&file), 0o600);

@@ -23,14 +23,14 @@ use protocol::seed::Stream;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::arch::Layers;
-use crate::data::{rng, Dataset};
+use crate::data::{Dataset, rng};
 use crate::dp::{self, DpSgd};
 use crate::loss::{cross_entropy_rows, distill_loss, one_hot};
 use crate::model::Model;
-use crate::step::{labels_tensor, row_values, rows_tensor, seeded_rng, Descent, EpochLoss};
+use crate::step::{Descent, EpochLoss, labels_tensor, row_values, rows_tensor, seeded_rng};
 use crate::train::{DistillConfig, DistillSet, TrainConfig, TrainReport};
-use crate::Error;
 
 /// A teacher on public rows, learnt from in the same steps as the private rows.
 #[derive(Clone, Copy, Debug)]
@@ -67,8 +67,15 @@ impl Teaching<'_> {
         }
         let set = &self.set;
         let rows = set.inputs.len() / dim.max(1);
-        if set.inputs.len() != rows * dim || set.targets.len() != rows * classes || set.weights.is_some_and(|w| w.len() != rows) {
-            return Err(Error::Shape(format!("public set: {} inputs and {} targets are not rows of {dim} inputs and {classes} classes", set.inputs.len(), set.targets.len())));
+        if set.inputs.len() != rows * dim
+            || set.targets.len() != rows * classes
+            || set.weights.is_some_and(|w| w.len() != rows)
+        {
+            return Err(Error::Shape(format!(
+                "public set: {} inputs and {} targets are not rows of {dim} inputs and {classes} classes",
+                set.inputs.len(),
+                set.targets.len()
+            )));
         }
         if let Some(v) = set.targets.iter().chain(set.inputs).find(|v| !v.is_finite()) {
             return Err(Error::Shape(format!("public set holds a non-finite value {v}")));
@@ -104,7 +111,14 @@ impl PublicBatches {
 /// Trains on `private` (hard labels) and, with `teaching`, towards its teacher (soft labels) at
 /// once, for `cfg.epochs` epochs; under DP-SGD when `dp` is given (then exactly
 /// [`DpSgd::steps`]`(cfg.epochs)` steps, reported in [`TrainReport::dp_steps`]).
-pub fn fit_joint(model: &mut Model, private: &Dataset, teaching: Option<Teaching<'_>>, cfg: &TrainConfig, dp: Option<&DpSgd>, seed: u64) -> Result<TrainReport, Error> {
+pub fn fit_joint(
+    model: &mut Model,
+    private: &Dataset,
+    teaching: Option<Teaching<'_>>,
+    cfg: &TrainConfig,
+    dp: Option<&DpSgd>,
+    seed: u64,
+) -> Result<TrainReport, Error> {
     cfg.validate()?;
     if let Some(dp) = dp {
         dp.validate()?;
@@ -151,7 +165,11 @@ pub fn fit_joint(model: &mut Model, private: &Dataset, teaching: Option<Teaching
                     if batch == 0 {
                         // The first pass of an epoch shuffles as it always has; further passes
                         // (with `Cover::Both`) draw from streams of their own.
-                        let stream = if pass == 0 { 100 + epoch as u64 } else { (1 << 32) + ((epoch as u64) << 16) + pass as u64 };
+                        let stream = if pass == 0 {
+                            100 + epoch as u64
+                        } else {
+                            (1 << 32) + ((epoch as u64) << 16) + pass as u64
+                        };
                         own.shuffle(&mut rng(seed, Stream::Shuffle, stream));
                     }
                     let idx = &own[batch * cfg.batch_size..((batch + 1) * cfg.batch_size).min(own.len())];
@@ -253,12 +271,29 @@ mod tests {
         let public = DistillSet { inputs: &public_x, targets: &targets, weights: None, labels: None };
         let cfg = TrainConfig { epochs: 60, learning_rate: 1e-2, batch_size: 16, ..Default::default() };
         let distill = DistillConfig { temperature: 1.0, ..Default::default() };
-        let fresh = || Model::new(&Architecture::Mlp { hidden: vec![16], dropout: 0.0 }, 2, 2, BackendKind::Flex, 3).unwrap();
+        let fresh =
+            || Model::new(&Architecture::Mlp { hidden: vec![16], dropout: 0.0 }, 2, 2, BackendKind::Flex, 3).unwrap();
         let class0_share = |m: &Model| m.predict(&public_x).unwrap().iter().filter(|&&c| c == 0).count();
         let mut taught = fresh();
-        fit_joint(&mut taught, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill, cover: Cover::Private }), &cfg, None, 9).unwrap();
+        fit_joint(
+            &mut taught,
+            &private,
+            Some(Teaching { set: public, weight: 1.0, distill: &distill, cover: Cover::Private }),
+            &cfg,
+            None,
+            9,
+        )
+        .unwrap();
         let mut alone = fresh();
-        fit_joint(&mut alone, &private, Some(Teaching { set: public, weight: 0.0, distill: &distill, cover: Cover::Private }), &cfg, None, 9).unwrap();
+        fit_joint(
+            &mut alone,
+            &private,
+            Some(Teaching { set: public, weight: 0.0, distill: &distill, cover: Cover::Private }),
+            &cfg,
+            None,
+            9,
+        )
+        .unwrap();
         assert!(class0_share(&taught) >= 28, "taught: {} of 32 follow the teacher", class0_share(&taught));
         assert!(class0_share(&alone) <= 4, "alone: {} of 32 follow the (absent) teacher", class0_share(&alone));
         let own = taught.predict(&private.features).unwrap();
@@ -266,7 +301,15 @@ mod tests {
         assert!(right >= 58, "private rows still learnt: {right} of 64");
         // The same seed gives the same model.
         let mut again = fresh();
-        fit_joint(&mut again, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill, cover: Cover::Private }), &cfg, None, 9).unwrap();
+        fit_joint(
+            &mut again,
+            &private,
+            Some(Teaching { set: public, weight: 1.0, distill: &distill, cover: Cover::Private }),
+            &cfg,
+            None,
+            9,
+        )
+        .unwrap();
         assert_eq!(again.logits(&public_x, 64).unwrap(), taught.logits(&public_x, 64).unwrap());
     }
 
@@ -283,8 +326,17 @@ mod tests {
         let cfg = TrainConfig { epochs: 3, learning_rate: 3e-3, batch_size: 8, ..Default::default() };
         let distill = DistillConfig { temperature: 1.0, ..Default::default() };
         let fit = |cover: Cover| {
-            let mut m = Model::new(&Architecture::Mlp { hidden: vec![16], dropout: 0.0 }, 2, 2, BackendKind::Flex, 3).unwrap();
-            let report = fit_joint(&mut m, &private, Some(Teaching { set: public, weight: 1.0, distill: &distill, cover }), &cfg, None, 9).unwrap();
+            let mut m =
+                Model::new(&Architecture::Mlp { hidden: vec![16], dropout: 0.0 }, 2, 2, BackendKind::Flex, 3).unwrap();
+            let report = fit_joint(
+                &mut m,
+                &private,
+                Some(Teaching { set: public, weight: 1.0, distill: &distill, cover }),
+                &cfg,
+                None,
+                9,
+            )
+            .unwrap();
             let probs = m.soft_labels(&public_x, 1.0, 64).unwrap();
             let class1 = probs.chunks(2).map(|p| p[1]).sum::<f32>() / 64.0;
             (report.epochs_run, class1, probs)
@@ -292,7 +344,10 @@ mod tests {
         let (epochs_one, class1_one, _) = fit(Cover::Private);
         let (epochs_cover, class1_cover, probs) = fit(Cover::Both);
         assert_eq!((epochs_one, epochs_cover), (3, 3));
-        assert!(class1_cover > class1_one + 0.1, "teacher's class on the public rows: {class1_one} after one private pass an epoch, {class1_cover} covering them");
+        assert!(
+            class1_cover > class1_one + 0.1,
+            "teacher's class on the public rows: {class1_one} after one private pass an epoch, {class1_cover} covering them"
+        );
         assert_eq!(fit(Cover::Both).2, probs, "the same seed gives the same model");
     }
 
@@ -302,12 +357,58 @@ mod tests {
         let private = Dataset::new(px, py, 2, 2).unwrap();
         let cfg = TrainConfig::default();
         let distill = DistillConfig::default();
-        let mut m = Model::new(&Architecture::Mlp { hidden: vec![4], dropout: 0.0 }, 2, 2, BackendKind::Flex, 1).unwrap();
+        let mut m =
+            Model::new(&Architecture::Mlp { hidden: vec![4], dropout: 0.0 }, 2, 2, BackendKind::Flex, 1).unwrap();
         let x = [0.1f32, 0.2];
         let nan = [f32::NAN, 1.0];
         let ok = [0.5f32, 0.5];
-        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x, targets: &nan, weights: None, labels: None }, weight: 1.0, distill: &distill, cover: Cover::Private }), &cfg, None, 1).is_err());
-        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x[..1], targets: &ok, weights: None, labels: None }, weight: 1.0, distill: &distill, cover: Cover::Private }), &cfg, None, 1).is_err());
-        assert!(fit_joint(&mut m, &private, Some(Teaching { set: DistillSet { inputs: &x, targets: &ok, weights: None, labels: None }, weight: -1.0, distill: &distill, cover: Cover::Private }), &cfg, None, 1).is_err());
+        assert!(
+            fit_joint(
+                &mut m,
+                &private,
+                Some(Teaching {
+                    set: DistillSet { inputs: &x, targets: &nan, weights: None, labels: None },
+                    weight: 1.0,
+                    distill: &distill,
+                    cover: Cover::Private
+                }),
+                &cfg,
+                None,
+                1
+            )
+            .is_err()
+        );
+        assert!(
+            fit_joint(
+                &mut m,
+                &private,
+                Some(Teaching {
+                    set: DistillSet { inputs: &x[..1], targets: &ok, weights: None, labels: None },
+                    weight: 1.0,
+                    distill: &distill,
+                    cover: Cover::Private
+                }),
+                &cfg,
+                None,
+                1
+            )
+            .is_err()
+        );
+        assert!(
+            fit_joint(
+                &mut m,
+                &private,
+                Some(Teaching {
+                    set: DistillSet { inputs: &x, targets: &ok, weights: None, labels: None },
+                    weight: -1.0,
+                    distill: &distill,
+                    cover: Cover::Private
+                }),
+                &cfg,
+                None,
+                1
+            )
+            .is_err()
+        );
     }
 }

@@ -49,7 +49,6 @@ pub fn distill_loss(
     }
 }
 
-
 /// Cross-entropy of each row: `logits` `[batch, classes]`, `one_hot` labels `[batch, classes]`
 /// → `[batch]`.
 pub fn cross_entropy_rows(logits: Tensor<2>, one_hot: Tensor<2>) -> Tensor<1> {
@@ -133,7 +132,8 @@ mod tests {
         let device = Device::flex();
         let z = Tensor::<2>::from_data(TensorData::new(vec![2.0f32, 0.0, -1.0, 0.5, 0.5, 3.0], [2, 3]), &device);
         let labels = [0u32, 2];
-        let rows: Vec<f32> = cross_entropy_rows(z.clone(), one_hot(&labels, &[0, 1], 3, &device)).try_into_vec_as::<f32>().unwrap();
+        let rows: Vec<f32> =
+            cross_entropy_rows(z.clone(), one_hot(&labels, &[0, 1], 3, &device)).try_into_vec_as::<f32>().unwrap();
         let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &device);
         let mean: f32 = CrossEntropyLossConfig::new().init(&device).forward(z, y).into_scalar();
         assert!(((rows[0] + rows[1]) / 2.0 - mean).abs() < 1e-5, "{rows:?} vs {mean}");

@@ -12,10 +12,10 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::arch::{Architecture, BackendKind, Layers};
-use crate::step::rows_tensor;
-use crate::fs::atomic_write;
 use crate::Error;
+use crate::arch::{Architecture, BackendKind, Layers};
+use crate::fs::atomic_write;
+use crate::step::rows_tensor;
 
 /// Metadata saved beside the weights (`<name>.json` next to `<name>.bpk`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,7 +47,13 @@ pub struct Model {
 impl Model {
     /// A freshly initialised network; `seed` makes the initial weights reproducible, even when
     /// other threads create networks at the same time.
-    pub fn new(architecture: &Architecture, input_dim: usize, classes: usize, backend: BackendKind, seed: u64) -> Result<Self, Error> {
+    pub fn new(
+        architecture: &Architecture,
+        input_dim: usize,
+        classes: usize,
+        backend: BackendKind,
+        seed: u64,
+    ) -> Result<Self, Error> {
         let _rng = rng_lock();
         backend.seed(seed);
         let model = architecture.init(input_dim, classes, &backend.device().autodiff())?;
@@ -105,7 +111,8 @@ impl Model {
 
     /// Burnpack bytes of the weights.
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
-        let bytes = self.model.valid().into_record().into_bytes().map_err(|source| Error::Weights { path: None, source })?;
+        let bytes =
+            self.model.valid().into_record().into_bytes().map_err(|source| Error::Weights { path: None, source })?;
         Ok(bytes.to_vec())
     }
 
@@ -115,14 +122,21 @@ impl Model {
         let weights = |source| Error::Weights { path: None, source };
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(weights)?;
         let model = model.try_load_record(record).map_err(weights)?;
-        Ok(Self { architecture: spec.architecture.clone(), input_dim: spec.input_dim, classes: spec.classes, backend, model })
+        Ok(Self {
+            architecture: spec.architecture.clone(),
+            input_dim: spec.input_dim,
+            classes: spec.classes,
+            backend,
+            model,
+        })
     }
 
     /// Saves `<path>.bpk` (burnpack weights) and `<path>.json` (spec), each atomically.
     /// Returns the size of the weights file in bytes.
     pub fn save(&self, path: &Path) -> Result<u64, Error> {
         let spec_path = path.with_extension("json");
-        let spec = serde_json::to_vec_pretty(&self.spec()).map_err(|source| Error::Spec { path: spec_path.clone(), source })?;
+        let spec = serde_json::to_vec_pretty(&self.spec())
+            .map_err(|source| Error::Spec { path: spec_path.clone(), source })?;
         atomic_write(&spec_path, &spec)?;
         let weights = self.to_bytes()?;
         atomic_write(&path.with_extension("bpk"), &weights)?;
@@ -133,8 +147,8 @@ impl Model {
     pub fn load(path: &Path, backend: BackendKind) -> Result<Self, Error> {
         let read = |p: PathBuf| std::fs::read(&p).map_err(|e| Error::Io { path: p, source: e });
         let spec_path = path.with_extension("json");
-        let spec: ModelSpec =
-            serde_json::from_slice(&read(spec_path.clone())?).map_err(|source| Error::Spec { path: spec_path, source })?;
+        let spec: ModelSpec = serde_json::from_slice(&read(spec_path.clone())?)
+            .map_err(|source| Error::Spec { path: spec_path, source })?;
         let bpk = path.with_extension("bpk");
         Self::from_bytes(&spec, read(bpk.clone())?, backend).map_err(|e| match e {
             Error::Weights { path: None, source } => Error::Weights { path: Some(bpk), source },
@@ -157,10 +171,19 @@ impl Model {
         self.model.visit(&mut sizes);
         let given: Vec<usize> = values.iter().map(Vec::len).collect();
         if given != sizes.0 {
-            return Err(Error::Shape(format!("parameters of sizes {given:?} for a model whose parameters have sizes {:?}", sizes.0)));
+            return Err(Error::Shape(format!(
+                "parameters of sizes {given:?} for a model whose parameters have sizes {:?}",
+                sizes.0
+            )));
         }
         let model = self.model.clone().map(&mut Replace(values.into_iter()));
-        Ok(Model { architecture: self.architecture.clone(), input_dim: self.input_dim, classes: self.classes, backend: self.backend, model })
+        Ok(Model {
+            architecture: self.architecture.clone(),
+            input_dim: self.input_dim,
+            classes: self.classes,
+            backend: self.backend,
+            model,
+        })
     }
 
     /// Mean inference latency in µs per sample at the given batch size (best of `repeats` runs
@@ -168,7 +191,10 @@ impl Model {
     pub fn latency_us(&self, batch: usize, repeats: usize) -> Result<f64, Error> {
         let model = self.model.valid();
         let device = self.backend.device();
-        let x = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; batch * self.input_dim], [batch, self.input_dim]), &device);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![0.5f32; batch * self.input_dim], [batch, self.input_dim]),
+            &device,
+        );
         let run = || -> Result<f64, Error> {
             let t = Instant::now();
             let out = read(model.forward(x.clone()))?;
@@ -189,7 +215,14 @@ pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Logits of an inference-mode model for the given rows.
-pub(crate) fn logits_of(model: &Layers, inputs: &[f32], rows: &[usize], dim: usize, backend: BackendKind, batch: usize) -> Result<Vec<f32>, Error> {
+pub(crate) fn logits_of(
+    model: &Layers,
+    inputs: &[f32],
+    rows: &[usize],
+    dim: usize,
+    backend: BackendKind,
+    batch: usize,
+) -> Result<Vec<f32>, Error> {
     let device = backend.device();
     let mut out = Vec::with_capacity(rows.len());
     for idx in rows.chunks(batch.max(1)) {

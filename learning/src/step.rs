@@ -4,9 +4,9 @@
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
+use crate::Error;
 use crate::arch::Layers;
 use crate::model::Model;
-use crate::Error;
 
 /// Rows `idx` of a row-major matrix of `width` columns, as a `[idx.len(), width]` tensor.
 pub(crate) fn rows_tensor(values: &[f32], idx: &[usize], width: usize, device: &Device) -> Tensor<2> {

@@ -12,13 +12,13 @@ use protocol::seed::Stream;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{rng, Dataset};
+use crate::Error;
 use crate::arch::Layers;
+use crate::data::{Dataset, rng};
 use crate::joint::fit_joint;
 pub use crate::loss::distill_loss;
 use crate::model::Model;
-use crate::step::{labels_tensor, row_values, rows_tensor, seeded_rng, Descent, EpochLoss};
-use crate::Error;
+use crate::step::{Descent, EpochLoss, labels_tensor, row_values, rows_tensor, seeded_rng};
 
 /// Optimiser family.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +51,14 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { optimizer: OptimizerKind::Adam, learning_rate: 1e-3, batch_size: 64, epochs: 5, weight_decay: 0.0, momentum: 0.0 }
+        Self {
+            optimizer: OptimizerKind::Adam,
+            learning_rate: 1e-3,
+            batch_size: 64,
+            epochs: 5,
+            weight_decay: 0.0,
+            momentum: 0.0,
+        }
     }
 }
 
@@ -125,7 +132,13 @@ pub struct DistillConfig {
 
 impl Default for DistillConfig {
     fn default() -> Self {
-        Self { temperature: 3.0, alpha: 0.0, loss: DistillLossKind::Kl, train: TrainConfig::default(), early_stopping: None }
+        Self {
+            temperature: 3.0,
+            alpha: 0.0,
+            loss: DistillLossKind::Kl,
+            train: TrainConfig::default(),
+            early_stopping: None,
+        }
     }
 }
 
@@ -222,7 +235,8 @@ pub fn distill(net: &mut Model, set: DistillSet<'_>, cfg: &DistillConfig, seed: 
     if order.is_empty() {
         return Err(Error::Shape("no rows left to distil on after the holdout".into()));
     }
-    let teacher_top: Vec<usize> = holdout.iter().map(|&i| argmax(&set.targets[i * classes..(i + 1) * classes])).collect();
+    let teacher_top: Vec<usize> =
+        holdout.iter().map(|&i| argmax(&set.targets[i * classes..(i + 1) * classes])).collect();
     let mut report = TrainReport::default();
     let mut best: Option<(f32, Layers)> = None;
     let mut since_best = 0usize;
@@ -243,11 +257,8 @@ pub fn distill(net: &mut Model, set: DistillSet<'_>, cfg: &DistillConfig, seed: 
         report.epochs_run += 1;
         if let Some(es) = &cfg.early_stopping {
             let logits = crate::model::logits_of(&model.valid(), set.inputs, &holdout, dim, net.backend, 256)?;
-            let agree = logits
-                .chunks_exact(classes)
-                .zip(&teacher_top)
-                .filter(|(row, t)| argmax(row) == **t)
-                .count() as f32
+            let agree = logits.chunks_exact(classes).zip(&teacher_top).filter(|(row, t)| argmax(row) == **t).count()
+                as f32
                 / holdout.len() as f32;
             if best.as_ref().is_none_or(|(b, _)| agree > *b) {
                 best = Some((agree, model.clone()));

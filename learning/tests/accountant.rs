@@ -66,7 +66,11 @@ impl Case {
     }
 
     fn label(&self) -> String {
-        let parts: Vec<String> = self.segments.iter().map(|s| format!("q={} σ={} steps={}", s.sample_rate, s.noise_multiplier, s.steps)).collect();
+        let parts: Vec<String> = self
+            .segments
+            .iter()
+            .map(|s| format!("q={} σ={} steps={}", s.sample_rate, s.noise_multiplier, s.steps))
+            .collect();
         format!("[{}] (ours ε={} at α={})", parts.join("; "), self.ours.epsilon, self.ours.order)
     }
 }
@@ -155,14 +159,22 @@ fn epsilon_agrees_with_opacus_and_the_definition_and_never_exceeds_dp_accounting
     let (dp, at, theirs) = worst(&cases, &refs, |r| r.dp_accounting);
     println!("worst relative difference to dp_accounting: {dp:.3e} at {} (dp_accounting ε={theirs})", at.label());
     let loose = cases.iter().zip(&refs).filter(|(c, r)| relative(c.ours.epsilon, r.dp_accounting) > TOLERANCE).count();
-    println!("cases where dp_accounting's fractional-order bound is more than 2 % above the exact ε: {loose} of {}", cases.len());
+    println!(
+        "cases where dp_accounting's fractional-order bound is more than 2 % above the exact ε: {loose} of {}",
+        cases.len()
+    );
 
     for (c, r) in cases.iter().zip(&refs) {
         let e = c.ours.epsilon;
         assert!(relative(e, r.opacus) <= TOLERANCE, "Opacus ε={} for {}", r.opacus, c.label());
         let exact = r.quadrature.unwrap();
         assert!(relative(e, exact) <= 1e-6, "quadrature ε={exact} for {}", c.label());
-        assert!(relative(e, r.dp_accounting) <= TOLERANCE || e < r.dp_accounting, "dp_accounting ε={} for {}", r.dp_accounting, c.label());
+        assert!(
+            relative(e, r.dp_accounting) <= TOLERANCE || e < r.dp_accounting,
+            "dp_accounting ε={} for {}",
+            r.dp_accounting,
+            c.label()
+        );
     }
 }
 
@@ -172,7 +184,10 @@ fn epsilon_agrees_with_both_references_at_integer_orders() {
     let cases = grid(&integers);
     let refs = references(&cases, false);
     let (dp, at, theirs) = worst(&cases, &refs, |r| r.dp_accounting);
-    println!("integer orders: worst relative difference to dp_accounting: {dp:.3e} at {} (dp_accounting ε={theirs})", at.label());
+    println!(
+        "integer orders: worst relative difference to dp_accounting: {dp:.3e} at {} (dp_accounting ε={theirs})",
+        at.label()
+    );
     let (opacus, at, theirs) = worst(&cases, &refs, |r| r.opacus);
     println!("integer orders: worst relative difference to Opacus: {opacus:.3e} at {} (Opacus ε={theirs})", at.label());
     assert!(dp <= TOLERANCE && opacus <= TOLERANCE);
@@ -182,10 +197,15 @@ fn epsilon_agrees_with_both_references_at_integer_orders() {
 fn calibrated_noise_meets_the_target_by_the_references() {
     let mut cases = Vec::new();
     let mut targets = Vec::new();
-    for (target, q, steps) in [(1.0, 0.01, 1000), (4.0, 0.01, 10_000), (8.0, 0.05, 1000), (4.0, 1.0, 10), (2.0, 0.2, 100)] {
+    for (target, q, steps) in
+        [(1.0, 0.01, 1000), (4.0, 0.01, 10_000), (8.0, 0.05, 1000), (4.0, 1.0, 10), (2.0, 0.2, 100)]
+    {
         let c = privacy::calibrate(target, DELTA, q, steps).unwrap();
         println!("ε={target} q={q} steps={steps}: σ={}", c.noise_multiplier);
-        cases.push(Case::new(vec![Segment { sample_rate: q, noise_multiplier: c.noise_multiplier, steps }], &DEFAULT_ORDERS));
+        cases.push(Case::new(
+            vec![Segment { sample_rate: q, noise_multiplier: c.noise_multiplier, steps }],
+            &DEFAULT_ORDERS,
+        ));
         targets.push(target);
     }
     let refs = references(&cases, false);

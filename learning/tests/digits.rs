@@ -67,7 +67,8 @@ fn a_student_distilled_from_soft_labels_learns_the_teacher() {
     let s = data::split(d.len(), 300, 700, 2).unwrap();
     let (private, reference, test) = (d.subset(&s.private), d.subset(&s.reference), d.subset(&s.test));
     let mut teacher = Model::new(&mlp(), 64, 10, BackendKind::Flex, 5).unwrap();
-    train::fit(&mut teacher, &private, &TrainConfig { epochs: 15, learning_rate: 3e-3, ..Default::default() }, 5).unwrap();
+    train::fit(&mut teacher, &private, &TrainConfig { epochs: 15, learning_rate: 3e-3, ..Default::default() }, 5)
+        .unwrap();
     let t = 3.0;
     let targets = teacher.soft_labels(&reference.features, t, 256).unwrap();
     let small = Architecture::Mlp { hidden: vec![32], dropout: 0.0 };
@@ -117,7 +118,13 @@ fn a_small_cnn_trains_on_8x8_images() {
     let s = data::split(d.len(), 300, 0, 3).unwrap();
     let arch = Architecture::Cnn { channels: [8, 16], hidden: 64, dropout: 0.0 };
     let mut net = Model::new(&arch, 64, 10, BackendKind::Flex, 1).unwrap();
-    train::fit(&mut net, &d.subset(&s.private), &TrainConfig { epochs: 4, learning_rate: 3e-3, ..Default::default() }, 1).unwrap();
+    train::fit(
+        &mut net,
+        &d.subset(&s.private),
+        &TrainConfig { epochs: 4, learning_rate: 3e-3, ..Default::default() },
+        1,
+    )
+    .unwrap();
     let test = d.subset(&s.test);
     let acc = eval::evaluate(&net.soft_labels(&test.features, 1.0, 128).unwrap(), &test.labels, 10).accuracy;
     assert!(acc > 0.85, "cnn accuracy {acc}");

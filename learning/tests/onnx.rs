@@ -30,7 +30,13 @@ fn write_f32(path: &Path, values: &[f32]) {
 /// Exports `net` into a scratch folder with `export` (which returns the file it wrote), writes
 /// `inputs` and burn's logits for them, and runs `tests/python/<script>` on the three files.
 /// Returns the script's output; a failing script fails the test.
-fn python_check(net: &Model, inputs: &[f32], name: &str, script: &str, export: impl FnOnce(&Path) -> PathBuf) -> String {
+fn python_check(
+    net: &Model,
+    inputs: &[f32],
+    name: &str,
+    script: &str,
+    export: impl FnOnce(&Path) -> PathBuf,
+) -> String {
     let tmp = tempfile::Builder::new().prefix(&format!("{name}-")).tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dir = tmp.path();
     let model = export(dir);
@@ -53,7 +59,12 @@ fn check(net: &Model, inputs: &[f32], name: &str) -> serde_json::Value {
         let model = dir.join("model.onnx");
         let bytes = net.export_onnx(&model).unwrap();
         assert_eq!(std::fs::read(&model).unwrap(), bytes, "export_onnx returns what it wrote");
-        assert!(bytes.len() > 4 * net.num_params(), "weights are embedded: {} bytes for {} parameters", bytes.len(), net.num_params());
+        assert!(
+            bytes.len() > 4 * net.num_params(),
+            "weights are embedded: {} bytes for {} parameters",
+            bytes.len(),
+            net.num_params()
+        );
         model
     });
     serde_json::from_str(stdout.trim()).unwrap()

@@ -93,7 +93,11 @@ pub fn shutdown_signal() -> CancellationToken {
 
 /// Writes `addrs`, each with `/p2p/<who>`, one a line, to `path` through a file beside it, so
 /// that a reader never sees half of them (what `--addr-file` reports).
-pub fn write_addr_file(path: &std::path::Path, who: &protocol::ParticipantId, addrs: &[libp2p::Multiaddr]) -> std::io::Result<()> {
+pub fn write_addr_file(
+    path: &std::path::Path,
+    who: &protocol::ParticipantId,
+    addrs: &[libp2p::Multiaddr],
+) -> std::io::Result<()> {
     let id = libp2p::multiaddr::Protocol::P2p(crate::peer_id(who));
     let text: String = addrs.iter().map(|a| format!("{}\n", a.clone().with(id.clone()))).collect();
     let mut aside = path.as_os_str().to_owned();
@@ -115,7 +119,8 @@ pub struct TomlError {
 
 /// Reads and parses a TOML config file; an unreadable file is reported as `(file)`.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, TomlError> {
-    let text = std::fs::read_to_string(path).map_err(|e| TomlError { field: "(file)".into(), detail: format!("cannot read {}: {e}", path.display()) })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| TomlError { field: "(file)".into(), detail: format!("cannot read {}: {e}", path.display()) })?;
     parse_toml(path, &text)
 }
 

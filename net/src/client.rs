@@ -1,8 +1,8 @@
 //! [`Client`]: the clonable handle through which the owner talks to the event loop, and
 //! [`Responder`], which answers one inbound request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use libp2p::request_response::{InboundRequestId, ResponseChannel};
 use libp2p::{Multiaddr, PeerId};
@@ -12,16 +12,33 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::metrics::Traffic;
 use crate::nat::Reachability;
-use crate::{participant, peer_id, Error};
+use crate::{Error, participant, peer_id};
 
 /// What the client asks of the event loop.
 pub(crate) enum Command {
-    Listen { addr: Multiaddr, reply: oneshot::Sender<Result<Multiaddr, Error>> },
-    Dial { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, Error>> },
+    Listen {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<Multiaddr, Error>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, Error>>,
+    },
     /// `attempt`: 0 from a client; the event loop counts its retries (see `event_loop`).
-    Request { peer: PeerId, bytes: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, Error>>, attempt: u8 },
-    Respond { id: InboundRequestId, channel: ResponseChannel<Vec<u8>>, bytes: Vec<u8> },
-    Connected { reply: oneshot::Sender<Vec<ParticipantId>> },
+    Request {
+        peer: PeerId,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, Error>>,
+        attempt: u8,
+    },
+    Respond {
+        id: InboundRequestId,
+        channel: ResponseChannel<Vec<u8>>,
+        bytes: Vec<u8>,
+    },
+    Connected {
+        reply: oneshot::Sender<Vec<ParticipantId>>,
+    },
 }
 
 /// What clients and the event loop share: the signing identity, the caps, the ledger, the
@@ -40,14 +57,25 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(identity: Identity, limits: Limits, ledger: Option<Ledger>, traffic: Option<Traffic>) -> Self {
-        Self { identity, limits, ledger, traffic, sent: AtomicU64::new(0), received: AtomicU64::new(0), retries: AtomicU64::new(0), reachability: watch::Sender::new(Reachability::Unknown) }
+        Self {
+            identity,
+            limits,
+            ledger,
+            traffic,
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            reachability: watch::Sender::new(Reachability::Unknown),
+        }
     }
 
     /// Signs `message`, records it in the ledger (on disk before this returns) and counts it.
     pub(crate) async fn seal(&self, peer: &PeerId, direction: &str, message: &Message) -> Result<Vec<u8>, Error> {
         let bytes = SignedEnvelope::seal(message, &self.identity)?.to_bytes()?;
         if let Some(l) = &self.ledger {
-            l.record(&LedgerEntry::new(&peer.to_base58(), direction, message, &bytes), &bytes).await.map_err(Error::Ledger)?;
+            l.record(&LedgerEntry::new(&peer.to_base58(), direction, message, &bytes), &bytes)
+                .await
+                .map_err(Error::Ledger)?;
         }
         self.sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if let Some(t) = &self.traffic {
@@ -140,7 +168,9 @@ impl Client {
     pub async fn request_raw(&self, peer: &ParticipantId, bytes: Vec<u8>) -> Result<Vec<u8>, Error> {
         let pid = peer_id(peer);
         if let Some(l) = &self.shared.ledger {
-            l.record(&LedgerEntry::unsigned(&pid.to_base58(), "request", &bytes), &bytes).await.map_err(Error::Ledger)?;
+            l.record(&LedgerEntry::unsigned(&pid.to_base58(), "request", &bytes), &bytes)
+                .await
+                .map_err(Error::Ledger)?;
         }
         let (reply, rx) = oneshot::channel();
         self.send(Command::Request { peer: pid, bytes, reply, attempt: 0 }).await?;
@@ -177,4 +207,3 @@ impl Responder {
         self.client.send(Command::Respond { id: self.id, channel: self.channel, bytes }).await
     }
 }
-

@@ -7,9 +7,9 @@
 use std::io;
 
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use libp2p::{request_response, StreamProtocol};
-use protocol::codec::{peek_kind, ENVELOPE_HEADER_BYTES};
+use libp2p::{StreamProtocol, request_response};
 use protocol::Limits;
+use protocol::codec::{ENVELOPE_HEADER_BYTES, peek_kind};
 
 /// The protocol name spoken over request-response.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/fedistil/1");
@@ -52,14 +52,20 @@ async fn read_up_to<T: AsyncRead + Unpin + Send>(io: &mut T, n: usize, buf: &mut
     let missing = n.saturating_sub(buf.len()) as u64;
     io.take(missing).read_to_end(buf).await?;
     if buf.len() < n {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("frame ended after {} of {n} bytes", buf.len())));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("frame ended after {} of {n} bytes", buf.len()),
+        ));
     }
     Ok(())
 }
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8], max: usize) -> io::Result<()> {
     if data.len() > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("frame of {} bytes exceeds the cap of {max}", data.len())));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {} bytes exceeds the cap of {max}", data.len()),
+        ));
     }
     io.write_all(&(data.len() as u32).to_be_bytes()).await?;
     io.write_all(data).await?;
@@ -124,7 +130,12 @@ mod tests {
     #[test]
     fn frames_round_trip_and_each_kind_is_capped_at_its_own_size() {
         block_on(async {
-            let limits = Limits { max_samples: 100, max_classes: 10, encoding: Some(protocol::Encoding::Q8), ..Limits::default() };
+            let limits = Limits {
+                max_samples: 100,
+                max_classes: 10,
+                encoding: Some(protocol::Encoding::Q8),
+                ..Limits::default()
+            };
             let mut buf = Cursor::new(Vec::new());
             let hello = envelope_of(MessageKind::Hello, 40);
             write_frame(&mut buf, &hello, limits.max_frame()).await.unwrap();
@@ -135,12 +146,17 @@ mod tests {
             // A hello one byte over its kind's cap is refused, though a submission of that size
             // would be read.
             let hello_cap = limits.frame_cap(Some(MessageKind::Hello));
-            let e = read_frame(&mut framed(&envelope_of(MessageKind::Hello, hello_cap + 1)), &limits).await.unwrap_err();
+            let e =
+                read_frame(&mut framed(&envelope_of(MessageKind::Hello, hello_cap + 1)), &limits).await.unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidData);
             assert!(read_frame(&mut framed(&envelope_of(MessageKind::Hello, hello_cap)), &limits).await.is_ok());
-            assert!(read_frame(&mut framed(&envelope_of(MessageKind::Submission, hello_cap + 1)), &limits).await.is_ok());
+            assert!(
+                read_frame(&mut framed(&envelope_of(MessageKind::Submission, hello_cap + 1)), &limits).await.is_ok()
+            );
             let sub_cap = limits.frame_cap(Some(MessageKind::Submission));
-            assert!(read_frame(&mut framed(&envelope_of(MessageKind::Submission, sub_cap + 1)), &limits).await.is_err());
+            assert!(
+                read_frame(&mut framed(&envelope_of(MessageKind::Submission, sub_cap + 1)), &limits).await.is_err()
+            );
             // Bytes that name no kind get the smallest cap.
             assert!(read_frame(&mut framed(&vec![0u8; hello_cap + 1]), &limits).await.is_err());
             let mut claim = Cursor::new(((1u32 << 31).to_be_bytes()).to_vec());

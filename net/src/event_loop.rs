@@ -10,14 +10,17 @@ use libp2p::futures::StreamExt;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, ListenError, NetworkBehaviour, SwarmEvent};
-use libp2p::{allow_block_list, connection_limits, identify, identity, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm, SwarmBuilder};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, SwarmBuilder, allow_block_list, connection_limits, identify, identity, noise, ping, tcp,
+    yamux,
+};
 use protocol::{FederationId, Identity, Message, ParticipantId, Receipt, ReceiptStatus, RefusalReason, SignedEnvelope};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, Command, Shared};
 use crate::rate::Limiter;
-use crate::{codec, ledger, participant, peer_id, Error, Event, NetConfig, Responder};
+use crate::{Error, Event, NetConfig, Responder, codec, ledger, participant, peer_id};
 
 /// What identify tells peers about this software: a name, not a version to fingerprint.
 pub const AGENT: &str = "fedistil";
@@ -104,7 +107,11 @@ struct EventLoop {
     drain_timeout: Duration,
 }
 
-pub(crate) fn spawn(identity: Identity, cfg: NetConfig, token: CancellationToken) -> Result<(Client, mpsc::Receiver<Event>, Handle), Error> {
+pub(crate) fn spawn(
+    identity: Identity,
+    cfg: NetConfig,
+    token: CancellationToken,
+) -> Result<(Client, mpsc::Receiver<Event>, Handle), Error> {
     let swarm = build_swarm(&identity, &cfg)?;
     let ledger = match &cfg.ledger {
         Some(path) => Some(ledger::Ledger::open(path, cfg.ledger_keeps_bytes).map_err(Error::Ledger)?),
@@ -166,18 +173,28 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
             allow: allow_block_list::Behaviour::default(),
             per_ip: crate::pending::PendingPerIp::new(cfg.max_pending_incoming_per_ip),
             limits: connection_limits::Behaviour::new(limits),
-            per_peer: crate::per_peer::InboundPerPeer::new(cfg.max_connections_per_peer, cfg.autonat.iter().flat_map(|a| a.servers.iter().map(peer_id))),
+            per_peer: crate::per_peer::InboundPerPeer::new(
+                cfg.max_connections_per_peer,
+                cfg.autonat.iter().flat_map(|a| a.servers.iter().map(peer_id)),
+            ),
             rr: request_response::Behaviour::with_codec(
                 codec::FrameCodec { limits: cfg.limits },
                 [(codec::PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(timeout).with_max_concurrent_streams(streams),
             ),
-            identify: identify::Behaviour::new(identify::Config::new("/fedistil/1".into(), k.public()).with_agent_version(AGENT.into()).with_hide_listen_addrs(true)),
+            identify: identify::Behaviour::new(
+                identify::Config::new("/fedistil/1".into(), k.public())
+                    .with_agent_version(AGENT.into())
+                    .with_hide_listen_addrs(true),
+            ),
             ping: ping::Behaviour::new(ping::Config::new()),
             nat: crate::nat::Nat::new(k.public().to_peer_id(), relay_client, cfg),
         })
         .map_err(|e| setup(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)).with_max_negotiating_inbound_streams(muxer_streams))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(3600))
+                .with_max_negotiating_inbound_streams(muxer_streams)
+        })
         .build();
     for p in &cfg.allowed {
         swarm.behaviour_mut().allow.allow_peer(peer_id(p));
@@ -214,7 +231,11 @@ impl EventLoop {
     async fn shutdown(&mut self) {
         self.draining = true;
         let timeout = self.drain_timeout;
-        tracing::debug!(unsent = self.unsent_responses.len(), requests = self.pending_request.len(), "network draining");
+        tracing::debug!(
+            unsent = self.unsent_responses.len(),
+            requests = self.pending_request.len(),
+            "network draining"
+        );
         let drain = async {
             while !self.unsent_responses.is_empty() || !self.pending_request.is_empty() {
                 tokio::select! {
@@ -239,7 +260,11 @@ impl EventLoop {
             }
         };
         if tokio::time::timeout(timeout, drain).await.is_err() {
-            tracing::debug!(unsent = self.unsent_responses.len(), requests = self.pending_request.len(), "network stopped before everything in flight was done");
+            tracing::debug!(
+                unsent = self.unsent_responses.len(),
+                requests = self.pending_request.len(),
+                "network stopped before everything in flight was done"
+            );
         }
         for (_, PendingRequest { reply, .. }) in self.pending_request.drain() {
             let _ = reply.send(Err(Error::Stopped));
@@ -328,7 +353,9 @@ impl EventLoop {
             SwarmEvent::OutgoingConnectionError { connection_id, error, peer_id } => {
                 if let Some((addr, r)) = self.pending_dial.remove(&connection_id) {
                     let e = match error {
-                        libp2p::swarm::DialError::WrongPeerId { obtained, .. } => Error::WrongPeer { addr, obtained: obtained.to_base58() },
+                        libp2p::swarm::DialError::WrongPeerId { obtained, .. } => {
+                            Error::WrongPeer { addr, obtained: obtained.to_base58() }
+                        }
                         error => Error::Dial { addr, reason: error.to_string() },
                     };
                     let _ = r.send(Err(e));
@@ -338,11 +365,18 @@ impl EventLoop {
             }
             // Refused by the allow-list or the limits. Other failures (a handshake the remote
             // broke off, as an AutoNAT dial-back does once it has connected) refuse no one.
-            SwarmEvent::IncomingConnectionError { error: error @ ListenError::Denied { .. }, peer_id, send_back_addr, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                error: error @ ListenError::Denied { .. },
+                peer_id,
+                send_back_addr,
+                ..
+            } => {
                 let who = peer_id.map(|p| p.to_base58()).unwrap_or_else(|| send_back_addr.to_string());
                 self.log_denied(who, &error.to_string());
             }
-            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => tracing::debug!(peer = %send_back_addr, %error, "incoming connection failed"),
+            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+                tracing::debug!(peer = %send_back_addr, %error, "incoming connection failed")
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Rr(ev)) => self.on_request_response(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Nat(ev)) => {
                 if let Some(r) = crate::nat::on_event(ev) {
@@ -351,7 +385,9 @@ impl EventLoop {
             }
             // A connection whose pings time out or fail is dead or stuck: close it, so that it
             // does not hold its peer's only connection slot while the peer tries to reconnect.
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, connection, result: Err(error) })) if !matches!(error, ping::Failure::Unsupported) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, connection, result: Err(error) }))
+                if !matches!(error, ping::Failure::Unsupported) =>
+            {
                 tracing::debug!(%peer, %error, "ping failed; closing the connection");
                 self.swarm.close_connection(connection);
             }
@@ -378,7 +414,9 @@ impl EventLoop {
     fn on_request_response(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request_id, request, channel } => self.on_request(peer, request_id, request, channel),
+                request_response::Message::Request { request_id, request, channel } => {
+                    self.on_request(peer, request_id, request, channel)
+                }
                 request_response::Message::Response { request_id, response } => {
                     if let Some(p) = self.pending_request.remove(&request_id) {
                         let _ = p.reply.send(Ok(response));
@@ -388,7 +426,9 @@ impl EventLoop {
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
                 let Some(p) = self.pending_request.remove(&request_id) else { return };
                 let busy = matches!(&error, request_response::OutboundFailure::Io(e) if no_free_stream(e));
-                if busy && p.attempt < STREAM_RETRIES && !self.draining
+                if busy
+                    && p.attempt < STREAM_RETRIES
+                    && !self.draining
                     && let Some(commands) = self.weak.upgrade()
                 {
                     // The peer keeps every stream of the connection busy with its own requests
@@ -398,7 +438,14 @@ impl EventLoop {
                     tokio::spawn(async move {
                         tokio::time::sleep(retry_delay(p.attempt)).await;
                         // A loop that has stopped drops the reply: the caller sees `Stopped`.
-                        let _ = commands.send(Command::Request { peer: p.peer, bytes: p.bytes, reply: p.reply, attempt: p.attempt + 1 }).await;
+                        let _ = commands
+                            .send(Command::Request {
+                                peer: p.peer,
+                                bytes: p.bytes,
+                                reply: p.reply,
+                                attempt: p.attempt + 1,
+                            })
+                            .await;
                     });
                     return;
                 }
@@ -441,7 +488,10 @@ impl EventLoop {
                 None => SignedEnvelope::from_bytes(&request, &limits).and_then(|env| env.open(&sender, &limits)),
                 Some(rate) => Err(protocol::Error::Refused {
                     reason: RefusalReason::Unavailable,
-                    detail: format!("rate limit: {kind:?} at most {} at once, then {} a second", rate.burst, rate.per_second),
+                    detail: format!(
+                        "rate limit: {kind:?} at most {} at once, then {} a second",
+                        rate.burst, rate.per_second
+                    ),
                 }),
             };
             let responder = Responder { peer, id, channel, client };
@@ -451,13 +501,20 @@ impl EventLoop {
                     let _ = events.send(Event::Request { peer: sender, message, responder }).await;
                     return;
                 }
-                Ok(message) => {
-                    (RefusalReason::WrongFederation, format!("federation {} is not {federation}", message.federation()), message.round().unwrap_or(0))
-                }
+                Ok(message) => (
+                    RefusalReason::WrongFederation,
+                    format!("federation {} is not {federation}", message.federation()),
+                    message.round().unwrap_or(0),
+                ),
                 Err(e) => (e.refusal_reason(), e.to_string(), 0),
             };
             tracing::warn!(peer = %sender.short(), ?reason, %detail, "message refused");
-            let receipt = Message::Receipt(Receipt { federation, round, status: ReceiptStatus::Refused(reason), detail: protocol::message::short_detail(&detail) });
+            let receipt = Message::Receipt(Receipt {
+                federation,
+                round,
+                status: ReceiptStatus::Refused(reason),
+                detail: protocol::message::short_detail(&detail),
+            });
             if let Err(e) = responder.respond(receipt).await {
                 tracing::warn!(error = %e, "could not send a refusal receipt");
             }

@@ -49,7 +49,8 @@ pub enum KeyError {
 /// Generates a key, writes it to `path` (mode 0600, refusing to overwrite) and returns it.
 pub fn generate(path: &Path) -> Result<Identity, KeyError> {
     let io = |e| KeyError::Io { path: path.display().to_string(), source: e };
-    let id = Identity::generate().map_err(|e| KeyError::Format { path: path.display().to_string(), detail: e.to_string() })?;
+    let id = Identity::generate()
+        .map_err(|e| KeyError::Format { path: path.display().to_string(), detail: e.to_string() })?;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -75,7 +76,9 @@ pub fn read(path: &Path) -> Result<Identity, KeyError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(|e| KeyError::Io { path: p.clone(), source: e })?.permissions().mode() & 0o777;
+        let mode =
+            std::fs::metadata(path).map_err(|e| KeyError::Io { path: p.clone(), source: e })?.permissions().mode()
+                & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyError::Permissions { path: p, mode });
         }

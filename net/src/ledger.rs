@@ -187,11 +187,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("egress.jsonl");
         let ledger = Ledger::open(&path, false).unwrap();
-        let msg = Message::Finished(Finished { federation: FederationId::new("f").unwrap(), rounds: 3, detail: String::new() });
+        let msg = Message::Finished(Finished {
+            federation: FederationId::new("f").unwrap(),
+            rounds: 3,
+            detail: String::new(),
+        });
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..50u8 {
             let (l, m) = (ledger.clone(), msg.clone());
-            tasks.spawn(async move { l.record(&LedgerEntry::new(&format!("peer-{i}"), "request", &m, &[i; 10]), &[i; 10]).await });
+            tasks.spawn(async move {
+                l.record(&LedgerEntry::new(&format!("peer-{i}"), "request", &m, &[i; 10]), &[i; 10]).await
+            });
         }
         while let Some(r) = tasks.join_next().await {
             r.unwrap().unwrap();
@@ -202,7 +208,11 @@ mod tests {
         peers.sort();
         peers.dedup();
         assert_eq!(peers.len(), 50);
-        assert!(entries.iter().all(|e| e.kind == "Finished" && e.round == Some(3) && e.bytes == 10 && e.bytes_file.is_none()));
+        assert!(
+            entries
+                .iter()
+                .all(|e| e.kind == "Finished" && e.round == Some(3) && e.bytes == 10 && e.bytes_file.is_none())
+        );
     }
 
     #[tokio::test]
@@ -212,7 +222,11 @@ mod tests {
         let dir = tmp.path().join("state");
         let path = dir.join("egress.jsonl");
         let ledger = Ledger::open(&path, true).unwrap();
-        let msg = Message::Finished(Finished { federation: FederationId::new("f").unwrap(), rounds: 1, detail: String::new() });
+        let msg = Message::Finished(Finished {
+            federation: FederationId::new("f").unwrap(),
+            rounds: 1,
+            detail: String::new(),
+        });
         for wire in [b"first".as_slice(), b"second", b"first"] {
             ledger.record(&LedgerEntry::new("peer", "request", &msg, wire), wire).await.unwrap();
         }

@@ -50,8 +50,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::{Client, Responder};
 pub use event_loop::Handle;
-pub use rate::RateLimit;
 pub use libp2p::multiaddr;
+pub use rate::RateLimit;
 
 /// Errors of the network layer.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,9 @@ pub enum Error {
         reason: String,
     },
     /// The peer at the dialled address is not the one its `/p2p/` suffix names.
-    #[error("the peer at {addr} is {obtained}, not the PeerId its address names: ask the aggregator's operator for its current address with its PeerId (`aggregator` as `fd-aggregator init` prints it)")]
+    #[error(
+        "the peer at {addr} is {obtained}, not the PeerId its address names: ask the aggregator's operator for its current address with its PeerId (`aggregator` as `fd-aggregator init` prints it)"
+    )]
     WrongPeer {
         /// The address dialled.
         addr: String,
@@ -221,6 +223,10 @@ pub enum Event {
 
 /// Builds the Swarm and starts its event loop on the current runtime. The loop stops when
 /// `shutdown` (or the returned [`Handle`]) is cancelled, or when the last [`Client`] is dropped.
-pub fn spawn(identity: Identity, cfg: NetConfig, shutdown: &CancellationToken) -> Result<(Client, tokio::sync::mpsc::Receiver<Event>, Handle), Error> {
+pub fn spawn(
+    identity: Identity,
+    cfg: NetConfig,
+    shutdown: &CancellationToken,
+) -> Result<(Client, tokio::sync::mpsc::Receiver<Event>, Handle), Error> {
     event_loop::spawn(identity, cfg, shutdown.child_token())
 }

@@ -24,12 +24,12 @@ use std::time::Duration;
 use libp2p::core::transport::PortUse;
 use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{autonat, dcutr, relay, Multiaddr, PeerId};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{Multiaddr, PeerId, autonat, dcutr, relay};
 use protocol::ParticipantId;
 
-use crate::{participant, peer_id, NetConfig};
+use crate::{NetConfig, participant, peer_id};
 
 /// Serving as a circuit relay v2 for the peers on the allow-list. The relay's own listen
 /// addresses are taken as its external addresses: a relay is, by definition, reachable there.
@@ -133,7 +133,11 @@ pub(crate) struct Nat {
 impl Nat {
     pub(crate) fn new(local: PeerId, relay_client: relay::client::Behaviour, cfg: &NetConfig) -> Self {
         let relay = cfg.relay.as_ref().map(|s| {
-            let config = relay::Config { max_circuit_bytes: s.max_circuit_bytes, max_circuit_duration: s.max_circuit_duration, ..Default::default() };
+            let config = relay::Config {
+                max_circuit_bytes: s.max_circuit_bytes,
+                max_circuit_duration: s.max_circuit_duration,
+                ..Default::default()
+            };
             relay::Behaviour::new(local, config)
         });
         let autonat = cfg.autonat.as_ref().map(|a| a.behaviour(local));
@@ -230,7 +234,8 @@ mod tests {
     fn the_relay_is_the_peer_before_the_circuit() {
         let relay = PeerId::random();
         let target = PeerId::random();
-        let through: Multiaddr = format!("/ip4/10.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{target}").parse().unwrap();
+        let through: Multiaddr =
+            format!("/ip4/10.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{target}").parse().unwrap();
         let direct: Multiaddr = format!("/ip4/10.0.0.2/tcp/4001/p2p/{target}").parse().unwrap();
         assert_eq!(relays(&[through, direct.clone()]), vec![relay]);
         assert_eq!(relays(&[direct]), Vec::<PeerId>::new());
@@ -239,11 +244,15 @@ mod tests {
     #[test]
     fn only_a_dial_from_a_new_port_is_taken_for_a_dial_back() {
         let address: Multiaddr = "/ip4/10.0.0.2/tcp/4001".parse().unwrap();
-        let dialer = |role_override, port_use| ConnectedPoint::Dialer { address: address.clone(), role_override, port_use };
+        let dialer =
+            |role_override, port_use| ConnectedPoint::Dialer { address: address.clone(), role_override, port_use };
         assert!(is_dial_back(&dialer(Endpoint::Dialer, PortUse::New)));
         assert!(!is_dial_back(&dialer(Endpoint::Dialer, PortUse::Reuse)), "our own dials reuse the listening port");
         assert!(!is_dial_back(&dialer(Endpoint::Listener, PortUse::Reuse)), "a hole punch");
-        assert!(!is_dial_back(&ConnectedPoint::Listener { local_addr: address.clone(), send_back_addr: address.clone() }));
+        assert!(!is_dial_back(&ConnectedPoint::Listener {
+            local_addr: address.clone(),
+            send_back_addr: address.clone()
+        }));
     }
 
     #[test]

@@ -75,10 +75,13 @@ mod tests {
         let main_thread = std::thread::current().id();
         for i in 0..10 {
             let h = if i % 2 == 0 { &owner } else { &other };
-            let (len, tid) = h.call(move |v| {
-                v.push(i);
-                (v.len(), std::thread::current().id())
-            }).await.unwrap();
+            let (len, tid) = h
+                .call(move |v| {
+                    v.push(i);
+                    (v.len(), std::thread::current().id())
+                })
+                .await
+                .unwrap();
             assert_eq!(len, i as usize + 1);
             assert_ne!(tid, main_thread);
         }

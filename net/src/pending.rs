@@ -13,11 +13,14 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::task::{Context, Poll};
 
-use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::ListenFailure;
-use libp2p::swarm::{dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm};
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    dummy,
+};
 use libp2p::{Multiaddr, PeerId};
 
 /// Refused: too many handshakes in flight from one address.
@@ -69,7 +72,12 @@ impl NetworkBehaviour for PendingPerIp {
     type ConnectionHandler = dummy::ConnectionHandler;
     type ToSwarm = std::convert::Infallible;
 
-    fn handle_pending_inbound_connection(&mut self, id: ConnectionId, _: &Multiaddr, remote: &Multiaddr) -> Result<(), ConnectionDenied> {
+    fn handle_pending_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        _: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
         let Some(ip) = direct_ip(remote) else { return Ok(()) };
         let n = self.per_ip.entry(ip).or_default();
         if *n >= self.max {
@@ -80,12 +88,25 @@ impl NetworkBehaviour for PendingPerIp {
         Ok(())
     }
 
-    fn handle_established_inbound_connection(&mut self, id: ConnectionId, _: PeerId, _: &Multiaddr, _: &Multiaddr) -> Result<THandler<Self>, ConnectionDenied> {
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
         self.done(id);
         Ok(dummy::ConnectionHandler)
     }
 
-    fn handle_established_outbound_connection(&mut self, _: ConnectionId, _: PeerId, _: &Multiaddr, _: Endpoint, _: PortUse) -> Result<THandler<Self>, ConnectionDenied> {
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
         Ok(dummy::ConnectionHandler)
     }
 
@@ -129,7 +150,8 @@ mod tests {
         assert!(b.handle_pending_inbound_connection(ids[5], &local, &a).is_ok());
         assert_eq!(b.per_ip.get(&"10.0.0.9".parse::<IpAddr>().unwrap()), Some(&2));
         // Relayed connections are the relay's business.
-        let relayed = addr("/ip4/10.0.0.9/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit");
+        let relayed =
+            addr("/ip4/10.0.0.9/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit");
         assert!(b.handle_pending_inbound_connection(ConnectionId::new_unchecked(200), &local, &relayed).is_ok());
     }
 }

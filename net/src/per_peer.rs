@@ -15,10 +15,13 @@
 use std::collections::{HashMap, HashSet};
 use std::task::{Context, Poll};
 
-use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
 use libp2p::swarm::behaviour::{ConnectionClosed, ConnectionEstablished};
-use libp2p::swarm::{dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm};
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    dummy,
+};
 use libp2p::{Multiaddr, PeerId};
 
 /// Refused: the peer already holds its inbound connections.
@@ -52,7 +55,13 @@ impl NetworkBehaviour for InboundPerPeer {
     type ConnectionHandler = dummy::ConnectionHandler;
     type ToSwarm = std::convert::Infallible;
 
-    fn handle_established_inbound_connection(&mut self, _: ConnectionId, peer: PeerId, _: &Multiaddr, _: &Multiaddr) -> Result<THandler<Self>, ConnectionDenied> {
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
         let max = self.cap(&peer);
         if self.open.get(&peer).map_or(0, HashSet::len) >= max {
             return Err(ConnectionDenied::new(TooManyFromPeer { peer, max }));
@@ -60,7 +69,14 @@ impl NetworkBehaviour for InboundPerPeer {
         Ok(dummy::ConnectionHandler)
     }
 
-    fn handle_established_outbound_connection(&mut self, _: ConnectionId, _: PeerId, _: &Multiaddr, _: Endpoint, _: PortUse) -> Result<THandler<Self>, ConnectionDenied> {
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
         Ok(dummy::ConnectionHandler)
     }
 
@@ -68,7 +84,9 @@ impl NetworkBehaviour for InboundPerPeer {
     /// after the checks above, in the same step), and forgets it when it closes.
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
-            FromSwarm::ConnectionEstablished(ConnectionEstablished { peer_id, connection_id, endpoint, .. }) if endpoint.is_listener() => {
+            FromSwarm::ConnectionEstablished(ConnectionEstablished { peer_id, connection_id, endpoint, .. })
+                if endpoint.is_listener() =>
+            {
                 self.open.entry(peer_id).or_default().insert(connection_id);
             }
             FromSwarm::ConnectionClosed(ConnectionClosed { peer_id, connection_id, .. }) => {
@@ -102,7 +120,11 @@ mod tests {
     }
 
     fn outbound() -> ConnectedPoint {
-        ConnectedPoint::Dialer { address: Multiaddr::empty(), role_override: Endpoint::Dialer, port_use: PortUse::Reuse }
+        ConnectedPoint::Dialer {
+            address: Multiaddr::empty(),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        }
     }
 
     /// What the swarm does with a new connection: asks the behaviour, then tells it (only if
@@ -110,18 +132,34 @@ mod tests {
     fn connect(b: &mut InboundPerPeer, peer: PeerId, id: usize, endpoint: &ConnectedPoint) -> bool {
         let id = ConnectionId::new_unchecked(id);
         let accepted = match endpoint {
-            ConnectedPoint::Listener { .. } => b.handle_established_inbound_connection(id, peer, &Multiaddr::empty(), &Multiaddr::empty()).is_ok(),
-            ConnectedPoint::Dialer { .. } => b.handle_established_outbound_connection(id, peer, &Multiaddr::empty(), Endpoint::Dialer, PortUse::Reuse).is_ok(),
+            ConnectedPoint::Listener { .. } => {
+                b.handle_established_inbound_connection(id, peer, &Multiaddr::empty(), &Multiaddr::empty()).is_ok()
+            }
+            ConnectedPoint::Dialer { .. } => b
+                .handle_established_outbound_connection(id, peer, &Multiaddr::empty(), Endpoint::Dialer, PortUse::Reuse)
+                .is_ok(),
         };
         if accepted {
-            b.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished { peer_id: peer, connection_id: id, endpoint, failed_addresses: &[], other_established: 0 }));
+            b.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                peer_id: peer,
+                connection_id: id,
+                endpoint,
+                failed_addresses: &[],
+                other_established: 0,
+            }));
         }
         accepted
     }
 
     fn close(b: &mut InboundPerPeer, peer: PeerId, id: usize, endpoint: &ConnectedPoint) {
         let connection_id = ConnectionId::new_unchecked(id);
-        b.on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed { peer_id: peer, connection_id, endpoint, cause: None, remaining_established: 0 }));
+        b.on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
+            peer_id: peer,
+            connection_id,
+            endpoint,
+            cause: None,
+            remaining_established: 0,
+        }));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use libp2p::futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, noise, tcp, yamux, Multiaddr, SwarmBuilder};
+use libp2p::{Multiaddr, SwarmBuilder, identify, noise, tcp, yamux};
 use net::{Event, NetConfig, RateLimit, Responder};
 use protocol::*;
 use tokio::sync::mpsc;
@@ -27,7 +27,11 @@ fn identity(seed: u8) -> Identity {
 }
 
 /// `target` (seed 1) listening on loopback and allowing `allowed`; its address with /p2p/.
-async fn target(cfg: impl FnOnce(&mut NetConfig), allowed: Vec<ParticipantId>, shutdown: &CancellationToken) -> (net::Client, mpsc::Receiver<Event>, Multiaddr) {
+async fn target(
+    cfg: impl FnOnce(&mut NetConfig),
+    allowed: Vec<ParticipantId>,
+    shutdown: &CancellationToken,
+) -> (net::Client, mpsc::Receiver<Event>, Multiaddr) {
     let mut net_cfg = NetConfig::new(fed(), allowed);
     cfg(&mut net_cfg);
     let (client, events, _handle) = net::spawn(identity(1), net_cfg, shutdown).unwrap();
@@ -76,7 +80,11 @@ async fn streams_beyond_the_handful_are_dropped_and_the_rest_served() {
     }
     let mut failed = 0;
     while failed < 3 {
-        let r = tokio::time::timeout(WAIT, requests.join_next()).await.expect("dropped streams fail at once").unwrap().unwrap();
+        let r = tokio::time::timeout(WAIT, requests.join_next())
+            .await
+            .expect("dropped streams fail at once")
+            .unwrap()
+            .unwrap();
         assert!(r.is_err(), "a request was answered while the target held every one: {r:?}");
         failed += 1;
     }
@@ -150,12 +158,28 @@ async fn small_kinds_are_capped_small_and_hellos_are_rate_limited() {
     let (_target, mut events, addr) = target(limit, vec![identity(2).id()], &shutdown).await;
     let (flooder, _flooder_events) = flooder(addr, &shutdown).await;
     let to = identity(1).id();
-    let hello = |agent: String| Message::Hello(Hello { federation: fed(), participant: identity(2).id(), protocol_version: PROTOCOL_VERSION, agent });
+    let hello = |agent: String| {
+        Message::Hello(Hello {
+            federation: fed(),
+            participant: identity(2).id(),
+            protocol_version: PROTOCOL_VERSION,
+            agent,
+        })
+    };
     // A hello of 2 KiB is over its kind's cap (about 1 KiB): the stream is closed unanswered.
     assert!(flooder.request(&to, &hello("x".repeat(2048))).await.is_err());
     // A receipt just as large is refused too; a submission of that size is read and answered.
     let labels = SoftLabels::encode(&vec![0.5; 2 * 256], 256, 2, Encoding::F32).unwrap();
-    let sub = Message::Submission(Submission { federation: fed(), round: 1, announcement: AnnouncementDigest([0; 32]), reference_set: ReferenceSetId([0; 32]), temperature: 1.0, local_samples: Some(1), labels, abstained: None });
+    let sub = Message::Submission(Submission {
+        federation: fed(),
+        round: 1,
+        announcement: AnnouncementDigest([0; 32]),
+        reference_set: ReferenceSetId([0; 32]),
+        temperature: 1.0,
+        local_samples: Some(1),
+        labels,
+        abstained: None,
+    });
     let asked = tokio::spawn({
         let f = flooder.clone();
         async move { f.request(&to, &sub).await }
@@ -177,7 +201,9 @@ async fn small_kinds_are_capped_small_and_hellos_are_rate_limited() {
         asked.await.unwrap().unwrap();
     }
     match flooder.request(&to, &hello("ok".into())).await.unwrap() {
-        Message::Receipt(Receipt { status: ReceiptStatus::Refused(RefusalReason::Unavailable), detail, .. }) => assert!(detail.contains("rate"), "{detail}"),
+        Message::Receipt(Receipt { status: ReceiptStatus::Refused(RefusalReason::Unavailable), detail, .. }) => {
+            assert!(detail.contains("rate"), "{detail}")
+        }
         other => panic!("expected a rate-limit refusal, got {other:?}"),
     }
     shutdown.cancel();
@@ -200,7 +226,9 @@ async fn one_connection_per_peer_and_identify_gives_nothing_away() {
         .with_tokio()
         .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
         .unwrap()
-        .with_behaviour(|k| Probe { identify: identify::Behaviour::new(identify::Config::new("/probe/1".into(), k.public())) })
+        .with_behaviour(|k| Probe {
+            identify: identify::Behaviour::new(identify::Config::new("/probe/1".into(), k.public())),
+        })
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
@@ -216,7 +244,9 @@ async fn one_connection_per_peer_and_identify_gives_nothing_away() {
                     }
                 }
                 SwarmEvent::ConnectionClosed { .. } | SwarmEvent::OutgoingConnectionError { .. } => closed += 1,
-                SwarmEvent::Behaviour(ProbeEvent::Identify(identify::Event::Received { info: i, .. })) => info = Some(i),
+                SwarmEvent::Behaviour(ProbeEvent::Identify(identify::Event::Received { info: i, .. })) => {
+                    info = Some(i)
+                }
                 _ => {}
             }
         }

@@ -140,7 +140,14 @@ impl Budget {
     /// Opens the ledger in `state_dir` and plans the noise of the trainings left. `rows`: private
     /// rows; `trainings`: trainings planned in all (`rounds` and the final one); `trained`:
     /// whether the node has a checkpoint, in which case a ledger must exist.
-    pub fn open(cfg: &PrivacyConfig, state_dir: &Path, rows: usize, train: &TrainConfig, trainings: u64, trained: bool) -> Result<Self, Error> {
+    pub fn open(
+        cfg: &PrivacyConfig,
+        state_dir: &Path,
+        rows: usize,
+        train: &TrainConfig,
+        trainings: u64,
+        trained: bool,
+    ) -> Result<Self, Error> {
         cfg.validate()?;
         let path = state_dir.join("privacy.json");
         let ledger = read_ledger(&path, trained)?;
@@ -149,10 +156,16 @@ impl Budget {
         let left = trainings.saturating_sub(ledger.entries.len() as u64);
         // The trainings left are planned again (the data may have changed); once the plan is
         // done, or what is left cannot pay for one more, the node trains no more.
-        let (plan, steps_per_training) = match (plan(cfg, rows, train, left.max(1), &accountant), ledger.entries.last()) {
+        let (plan, steps_per_training) = match (plan(cfg, rows, train, left.max(1), &accountant), ledger.entries.last())
+        {
             (Ok(p), _) => p,
             (Err(_), Some(last)) => {
-                let dp = DpSgd { clip_norm: cfg.clip_norm, noise_multiplier: last.segment.noise_multiplier, sample_rate: last.segment.sample_rate, noise_seed: cfg.noise_seed };
+                let dp = DpSgd {
+                    clip_norm: cfg.clip_norm,
+                    noise_multiplier: last.segment.noise_multiplier,
+                    sample_rate: last.segment.sample_rate,
+                    noise_seed: cfg.noise_seed,
+                };
                 (dp, last.segment.steps)
             }
             (Err(e), None) => return Err(e),
@@ -161,7 +174,10 @@ impl Budget {
         if budget.after_one()? > cfg.epsilon * (1.0 + 1e-9) && cfg.noise_multiplier.is_some() {
             return Err(Error::Config {
                 field: "privacy.noise_multiplier".into(),
-                detail: format!("σ = {} cannot pay for even one more training within ε = {}", budget.plan.noise_multiplier, cfg.epsilon),
+                detail: format!(
+                    "σ = {} cannot pay for even one more training within ε = {}",
+                    budget.plan.noise_multiplier, cfg.epsilon
+                ),
             });
         }
         Ok(budget)
@@ -213,7 +229,9 @@ impl Budget {
         let planned_left = self.planned.saturating_sub(self.ledger.entries.len() as u64);
         while left < planned_left {
             a.compose(self.plan.segment(self.steps_per_training)).map_err(|e| ledger_err(&self.path, e))?;
-            if a.epsilon(self.cfg.delta).map_err(|e| ledger_err(&self.path, e))?.epsilon > self.cfg.epsilon * (1.0 + 1e-9) {
+            if a.epsilon(self.cfg.delta).map_err(|e| ledger_err(&self.path, e))?.epsilon
+                > self.cfg.epsilon * (1.0 + 1e-9)
+            {
                 break;
             }
             left += 1;
@@ -239,7 +257,13 @@ impl Budget {
 /// The DP-SGD settings of `trainings` more trainings of `train` on `rows` private rows that keep
 /// ε within `cfg.epsilon` after what `spent` holds, and the steps of one training. The sampling
 /// rate is `batch_size / rows`; σ is `cfg.noise_multiplier` or calibrated.
-pub fn plan(cfg: &PrivacyConfig, rows: usize, train: &TrainConfig, trainings: u64, spent: &Accountant) -> Result<(DpSgd, u64), Error> {
+pub fn plan(
+    cfg: &PrivacyConfig,
+    rows: usize,
+    train: &TrainConfig,
+    trainings: u64,
+    spent: &Accountant,
+) -> Result<(DpSgd, u64), Error> {
     let sample_rate = (train.batch_size as f64 / rows.max(1) as f64).min(1.0);
     let mut dp = DpSgd { clip_norm: cfg.clip_norm, noise_multiplier: 1.0, sample_rate, noise_seed: cfg.noise_seed };
     let steps_per_training = dp.steps(train.epochs);
@@ -265,16 +289,27 @@ fn ledger_err(path: &Path, e: impl ToString) -> Error {
 fn read_ledger(path: &Path, trained: bool) -> Result<Ledger, Error> {
     match std::fs::read(path) {
         Ok(bytes) => {
-            let ledger: Ledger = serde_json::from_slice(&bytes).map_err(|e| ledger_err(path, format!("corrupt ({e}); restore it from a backup: the node will not train without knowing what it spent")))?;
+            let ledger: Ledger = serde_json::from_slice(&bytes).map_err(|e| {
+                ledger_err(
+                    path,
+                    format!(
+                        "corrupt ({e}); restore it from a backup: the node will not train without knowing what it spent"
+                    ),
+                )
+            })?;
             if ledger.version != LEDGER_VERSION {
                 return Err(ledger_err(path, format!("version {} is not {LEDGER_VERSION}", ledger.version)));
             }
             for e in &ledger.entries {
-                e.segment.validate().map_err(|err| ledger_err(path, format!("entry for round {:?}: {err}", e.round)))?;
+                e.segment
+                    .validate()
+                    .map_err(|err| ledger_err(path, format!("entry for round {:?}: {err}", e.round)))?;
             }
             Ok(ledger)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !trained => Ok(Ledger { version: LEDGER_VERSION, entries: Vec::new() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !trained => {
+            Ok(Ledger { version: LEDGER_VERSION, entries: Vec::new() })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ledger_err(
             path,
             "missing, but the model in this state folder has trained: restore the ledger, or start from a fresh state folder (and a fresh model)",
@@ -291,7 +326,13 @@ fn write_ledger(path: &Path, ledger: &Ledger) -> Result<(), Error> {
 
 /// The status of the ledger in `state_dir` for `cfg`, without a running node (`fd-node privacy
 /// status`). `rows`: private rows (the plan depends on the sampling rate).
-pub fn status(cfg: &PrivacyConfig, state_dir: &Path, rows: usize, train: &TrainConfig, trainings: u64) -> Result<Status, Error> {
+pub fn status(
+    cfg: &PrivacyConfig,
+    state_dir: &Path,
+    rows: usize,
+    train: &TrainConfig,
+    trainings: u64,
+) -> Result<Status, Error> {
     let trained = state_dir.join("model.bpk").exists();
     Budget::open(cfg, state_dir, rows, train, trainings, trained)?.status()
 }
@@ -315,7 +356,14 @@ mod tests {
     use super::*;
 
     fn cfg() -> PrivacyConfig {
-        PrivacyConfig { epsilon: 4.0, delta: 1e-5, clip_norm: 1.0, rounds: 5, noise_multiplier: None, noise_seed: Some(1) }
+        PrivacyConfig {
+            epsilon: 4.0,
+            delta: 1e-5,
+            clip_norm: 1.0,
+            rounds: 5,
+            noise_multiplier: None,
+            noise_seed: Some(1),
+        }
     }
 
     fn train() -> TrainConfig {
@@ -366,7 +414,11 @@ mod tests {
         std::fs::write(dir.join("privacy.json"), b"{\"version\": 1, \"entries\": [").unwrap();
         let err = Budget::open(&cfg(), dir, 1000, &train(), 6, false).unwrap_err();
         assert!(matches!(err, Error::Ledger { .. }), "{err}");
-        assert_eq!(std::fs::read(dir.join("privacy.json")).unwrap(), b"{\"version\": 1, \"entries\": [", "a corrupt ledger is never overwritten");
+        assert_eq!(
+            std::fs::read(dir.join("privacy.json")).unwrap(),
+            b"{\"version\": 1, \"entries\": [",
+            "a corrupt ledger is never overwritten"
+        );
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let tiny = PrivacyConfig { epsilon: 1e-4, ..cfg() };

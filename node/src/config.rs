@@ -11,8 +11,8 @@ use net::multiaddr::{Multiaddr, Protocol};
 use protocol::{FederationId, ParticipantId};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::QueryPolicy;
 use crate::Error;
+use crate::policy::QueryPolicy;
 
 /// Everything a node needs; relative paths are resolved against the config file's folder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -118,7 +118,15 @@ pub enum DigestMode {
 
 impl Default for DigestConfig {
     fn default() -> Self {
-        Self { enabled: true, mode: DigestMode::Joint, weight: 1.0, cover: Cover::Private, epochs: 2, learning_rate: 1e-3, batch_size: 64 }
+        Self {
+            enabled: true,
+            mode: DigestMode::Joint,
+            weight: 1.0,
+            cover: Cover::Private,
+            epochs: 2,
+            learning_rate: 1e-3,
+            batch_size: 64,
+        }
     }
 }
 
@@ -191,7 +199,12 @@ impl NodeConfig {
 /// The identity an aggregator address names in its `/p2p/` suffix.
 pub fn aggregator_id(address: &Multiaddr) -> Result<ParticipantId, Error> {
     match address.iter().last() {
-        Some(Protocol::P2p(pid)) => net::participant(&pid).ok_or_else(|| invalid("aggregator", "the /p2p/ id is not an Ed25519 key")),
-        _ => Err(invalid("aggregator", format!("`{address}` must end with /p2p/<the aggregator's PeerId>, as `fd-aggregator init` prints it"))),
+        Some(Protocol::P2p(pid)) => {
+            net::participant(&pid).ok_or_else(|| invalid("aggregator", "the /p2p/ id is not an Ed25519 key"))
+        }
+        _ => Err(invalid(
+            "aggregator",
+            format!("`{address}` must end with /p2p/<the aggregator's PeerId>, as `fd-aggregator init` prints it"),
+        )),
     }
 }

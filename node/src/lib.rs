@@ -35,8 +35,8 @@ pub mod trainer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use learning::data::Dataset;
 use learning::Model;
+use learning::data::Dataset;
 use net::NetConfig;
 use protocol::{MessageKind, ReferenceSet, RefusalReason};
 use tokio_util::sync::CancellationToken;
@@ -90,7 +90,9 @@ pub enum Error {
         got: MessageKind,
     },
     /// The private data's rows do not have as many features as the public reference set's.
-    #[error("the private data has {data} features a row, the federation's reference set {reference}: give the data the same columns, in the same order, as the reference set (and the same label column), or check `data.label`")]
+    #[error(
+        "the private data has {data} features a row, the federation's reference set {reference}: give the data the same columns, in the same order, as the reference set (and the same label column), or check `data.label`"
+    )]
     FeatureCount {
         /// Features a row of the private data.
         data: usize,
@@ -178,15 +180,33 @@ fn load(cfg: &NodeConfig) -> Result<Loaded, Error> {
         m
     } else {
         cfg.model.validate(data.dim, data.classes).map_err(|e| config_err("model", e))?;
-        Model::new(&cfg.model, data.dim, data.classes, cfg.backend, protocol::seed::derive(cfg.seed, protocol::seed::Stream::Init, 0))?
+        Model::new(
+            &cfg.model,
+            data.dim,
+            data.classes,
+            cfg.backend,
+            protocol::seed::derive(cfg.seed, protocol::seed::Stream::Init, 0),
+        )?
     };
     let budget = match &cfg.privacy {
         Some(p) => {
-            let b = budget::Budget::open(p, &cfg.state_dir, data.len(), &cfg.train, cfg.planned_trainings(), ckpt.with_extension("bpk").exists())?;
+            let b = budget::Budget::open(
+                p,
+                &cfg.state_dir,
+                data.len(),
+                &cfg.train,
+                cfg.planned_trainings(),
+                ckpt.with_extension("bpk").exists(),
+            )?;
             let s = b.status()?;
             tracing::info!(
-                spent = s.spent, epsilon = s.epsilon, delta = s.delta, noise_multiplier = s.plan.noise_multiplier,
-                sample_rate = s.plan.sample_rate, trainings_left = s.trainings_left, "privacy budget"
+                spent = s.spent,
+                epsilon = s.epsilon,
+                delta = s.delta,
+                noise_multiplier = s.plan.noise_multiplier,
+                sample_rate = s.plan.sample_rate,
+                trainings_left = s.trainings_left,
+                "privacy budget"
             );
             Some(b)
         }
@@ -215,7 +235,11 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<NodeSum
 }
 
 /// Runs a node whose behaviour `faults` may change (simulations only).
-pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: CancellationToken) -> Result<NodeSummary, Error> {
+pub async fn run_with(
+    cfg: NodeConfig,
+    faults: Arc<dyn Faults>,
+    shutdown: CancellationToken,
+) -> Result<NodeSummary, Error> {
     let aggregator = cfg.aggregator_id()?;
     let loaded = {
         let cfg = cfg.clone();
@@ -223,10 +247,16 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
     };
     let me = loaded.identity.id();
     tracing::info!(peer = %net::keys::peer_id_string(&me), rows = loaded.data.len(), answered = loaded.answers.count, "node starting");
-    let settings = local::Settings { train: cfg.train.clone(), digest: cfg.digest.clone(), abstain: cfg.abstain.clone(), seed: cfg.seed };
+    let settings = local::Settings {
+        train: cfg.train.clone(),
+        digest: cfg.digest.clone(),
+        abstain: cfg.abstain.clone(),
+        seed: cfg.seed,
+    };
     let local_samples = loaded.data.len() as u64;
     let features = loaded.data.dim;
-    let trainer = trainer::Trainer::start(loaded.model, loaded.data, settings, cfg.state_dir.join("model"), loaded.budget)?;
+    let trainer =
+        trainer::Trainer::start(loaded.model, loaded.data, settings, cfg.state_dir.join("model"), loaded.budget)?;
     let mut net_cfg = NetConfig::new(cfg.federation.clone(), vec![aggregator]);
     // Matrices the aggregator sends have this node's classes: caps the consensus at that width.
     net_cfg.limits.max_classes = trainer.classes() as u32;
@@ -235,13 +265,18 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
     // Whether this node can be reached: asked of the aggregator, or of the relay this node
     // reaches it through (a peer answers only over a direct connection, where it sees whence
     // we came).
-    let relays: Vec<_> = net::nat::relays(std::slice::from_ref(&cfg.aggregator)).iter().filter_map(net::participant).collect();
+    let relays: Vec<_> =
+        net::nat::relays(std::slice::from_ref(&cfg.aggregator)).iter().filter_map(net::participant).collect();
     net_cfg.autonat = Some(net::nat::AutoNat::new(if relays.is_empty() { vec![aggregator] } else { relays }));
     net_cfg.ledger_keeps_bytes = cfg.ledger.keep_bytes;
     let (telemetry, registry) = metrics::Metrics::new(aggregator);
     net_cfg.traffic = Some(telemetry.traffic.clone());
     let metrics_server = match cfg.metrics {
-        Some(addr) => Some(net::metrics::http::serve(addr, Arc::new(registry), &shutdown).await.map_err(|e| config_err("metrics", e))?),
+        Some(addr) => Some(
+            net::metrics::http::serve(addr, Arc::new(registry), &shutdown)
+                .await
+                .map_err(|e| config_err("metrics", e))?,
+        ),
         None => None,
     };
     let (client, events, network) = net::spawn(loaded.identity, net_cfg, &shutdown)?;
@@ -283,7 +318,10 @@ pub async fn run_with(cfg: NodeConfig, faults: Arc<dyn Faults>, shutdown: Cancel
 /// for its row count (the sampling rate depends on it) and the ledger; writes nothing. Blocking.
 pub fn privacy_status(cfg: &NodeConfig) -> Result<budget::Status, Error> {
     let Some(p) = &cfg.privacy else {
-        return Err(config_err("privacy", "node.toml has no [privacy] section: this node trains without differential privacy"));
+        return Err(config_err(
+            "privacy",
+            "node.toml has no [privacy] section: this node trains without differential privacy",
+        ));
     };
     let data = cfg.data.load().map_err(|e| config_err("data", e))?;
     budget::status(p, &cfg.state_dir, data.len(), &cfg.train, cfg.planned_trainings())
@@ -295,7 +333,10 @@ pub fn privacy_status(cfg: &NodeConfig) -> Result<budget::Status, Error> {
 pub fn export(cfg: &NodeConfig, out: &Path) -> Result<Vec<PathBuf>, Error> {
     let ckpt = cfg.state_dir.join("model");
     if !ckpt.with_extension("bpk").is_file() {
-        return Err(config_err("state_dir", format!("no model checkpoint at {}; run the node first", ckpt.with_extension("bpk").display())));
+        return Err(config_err(
+            "state_dir",
+            format!("no model checkpoint at {}; run the node first", ckpt.with_extension("bpk").display()),
+        ));
     }
     let model = Model::load(&ckpt, cfg.backend)?;
     let (onnx, safetensors) = (out.join("model.onnx"), out.join("model.safetensors"));

@@ -2,13 +2,13 @@
 //! last consensus and the announcement: no network and no runtime. The trainer thread calls
 //! them; the unit tests below call them directly.
 
+use learning::Model;
+use learning::abstain::{self, Abstain};
 use learning::data::Dataset;
 use learning::dp::DpSgd;
-use learning::joint::{fit_joint, Teaching};
+use learning::joint::{Teaching, fit_joint};
 use learning::train::{self, DistillConfig, DistillSet, TrainConfig};
-use learning::Model;
-use protocol::seed::{derive, Stream};
-use learning::abstain::{self, Abstain};
+use protocol::seed::{Stream, derive};
 use protocol::{Consensus, Limits, Mask, ReferenceSet, ReferenceSetId, RefusalReason, RoundAnnouncement, SoftLabels};
 
 use crate::config::{DigestConfig, DigestMode};
@@ -48,17 +48,28 @@ impl Teacher {
 
     /// Checks a consensus against the reference set this node holds and the federation's
     /// classes, and keeps its unmasked samples.
-    pub fn from_consensus(c: &Consensus, reference_id: &ReferenceSetId, reference: &ReferenceSet, classes: usize) -> Result<Self, Refusal> {
+    pub fn from_consensus(
+        c: &Consensus,
+        reference_id: &ReferenceSetId,
+        reference: &ReferenceSet,
+        classes: usize,
+    ) -> Result<Self, Refusal> {
         if c.reference_set != *reference_id {
             return Err(refuse(RefusalReason::WrongReferenceSet, "consensus for another reference set"));
         }
         if c.labels.classes as usize != classes {
-            return Err(refuse(RefusalReason::WrongShape, format!("consensus over {} classes, the federation has {classes}", c.labels.classes)));
+            return Err(refuse(
+                RefusalReason::WrongShape,
+                format!("consensus over {} classes, the federation has {classes}", c.labels.classes),
+            ));
         }
         if !(c.temperature.is_finite() && c.temperature > 0.0) {
             return Err(refuse(RefusalReason::InvalidValues, format!("temperature {}", c.temperature)));
         }
-        let rows = c.selection.resolve(reference.samples as u32).map_err(|e| refuse(RefusalReason::WrongShape, e.to_string()))?;
+        let rows = c
+            .selection
+            .resolve(reference.samples as u32)
+            .map_err(|e| refuse(RefusalReason::WrongShape, e.to_string()))?;
         if rows.len() != c.labels.samples as usize || rows.len() != c.weights.len() {
             return Err(refuse(RefusalReason::WrongShape, "selection, labels and weights differ in length"));
         }
@@ -78,15 +89,26 @@ impl Teacher {
 }
 
 /// Checks an announcement against the reference set this node holds and its model's classes.
-pub fn check_announcement(ann: &RoundAnnouncement, reference_id: &ReferenceSetId, reference: &ReferenceSet, classes: usize) -> Result<(), Refusal> {
+pub fn check_announcement(
+    ann: &RoundAnnouncement,
+    reference_id: &ReferenceSetId,
+    reference: &ReferenceSet,
+    classes: usize,
+) -> Result<(), Refusal> {
     if ann.reference_set != *reference_id {
-        return Err(refuse(RefusalReason::WrongReferenceSet, format!("announced {} but this node holds {reference_id}", ann.reference_set)));
+        return Err(refuse(
+            RefusalReason::WrongReferenceSet,
+            format!("announced {} but this node holds {reference_id}", ann.reference_set),
+        ));
     }
     if ann.reference_samples as usize != reference.samples {
         return Err(refuse(RefusalReason::WrongShape, "reference sample count differs"));
     }
     if ann.classes as usize != classes {
-        return Err(refuse(RefusalReason::WrongShape, format!("{} classes announced, this node's model predicts {classes}", ann.classes)));
+        return Err(refuse(
+            RefusalReason::WrongShape,
+            format!("{} classes announced, this node's model predicts {classes}", ann.classes),
+        ));
     }
     if !(ann.temperature.is_finite() && ann.temperature > 0.0) {
         return Err(refuse(RefusalReason::InvalidValues, format!("temperature {}", ann.temperature)));
@@ -109,7 +131,13 @@ pub struct Settings {
 }
 
 /// Fine-tunes the model towards the consensus on its reference rows. Uses no private row.
-pub fn digest(model: &mut Model, reference: &ReferenceSet, teacher: &Teacher, settings: &Settings, seed: u64) -> Result<(), learning::Error> {
+pub fn digest(
+    model: &mut Model,
+    reference: &ReferenceSet,
+    teacher: &Teacher,
+    settings: &Settings,
+    seed: u64,
+) -> Result<(), learning::Error> {
     if !settings.digest.enabled || teacher.rows.is_empty() {
         return Ok(());
     }
@@ -124,7 +152,12 @@ pub fn digest(model: &mut Model, reference: &ReferenceSet, teacher: &Teacher, se
         },
         ..Default::default()
     };
-    train::distill(model, DistillSet { inputs: &inputs, targets: &teacher.probs, weights: Some(&teacher.weights), labels: None }, &cfg, seed)?;
+    train::distill(
+        model,
+        DistillSet { inputs: &inputs, targets: &teacher.probs, weights: Some(&teacher.weights), labels: None },
+        &cfg,
+        seed,
+    )?;
     Ok(())
 }
 
@@ -132,13 +165,22 @@ pub fn digest(model: &mut Model, reference: &ReferenceSet, teacher: &Teacher, se
 /// distillation towards `teacher` in the same steps; in `sequential` mode, [`digest`] then
 /// private epochs; without a teacher (round 1), private epochs alone.
 /// With `dp`, every step on private rows is a DP-SGD step; nothing else here reads a private row.
-pub fn learn(model: &mut Model, data: &Dataset, teacher: Option<&Teacher>, reference: &ReferenceSet, settings: &Settings, dp: Option<&DpSgd>, seed: u64) -> Result<(), learning::Error> {
+pub fn learn(
+    model: &mut Model,
+    data: &Dataset,
+    teacher: Option<&Teacher>,
+    reference: &ReferenceSet,
+    settings: &Settings,
+    dp: Option<&DpSgd>,
+    seed: u64,
+) -> Result<(), learning::Error> {
     match teacher {
         Some(t) if settings.digest.enabled && settings.digest.mode == DigestMode::Joint && !t.rows.is_empty() => {
             let inputs = t.inputs(reference);
             let set = DistillSet { inputs: &inputs, targets: &t.probs, weights: Some(&t.weights), labels: None };
             let soft = DistillConfig { temperature: t.temperature, ..Default::default() };
-            let teaching = Teaching { set, weight: settings.digest.weight, distill: &soft, cover: settings.digest.cover };
+            let teaching =
+                Teaching { set, weight: settings.digest.weight, distill: &soft, cover: settings.digest.cover };
             fit_joint(model, data, Some(teaching), &settings.train, dp, seed)?;
         }
         Some(t) => {
@@ -163,7 +205,12 @@ pub struct Answer {
 }
 
 /// The samples of `inputs` the node abstains on, under `settings.abstain`.
-fn abstentions(model: &Model, data: &Dataset, inputs: &[f32], settings: &Settings) -> Result<Option<Vec<bool>>, learning::Error> {
+fn abstentions(
+    model: &Model,
+    data: &Dataset,
+    inputs: &[f32],
+    settings: &Settings,
+) -> Result<Option<Vec<bool>>, learning::Error> {
     let Some(a) = &settings.abstain else { return Ok(None) };
     let threshold = a.threshold(model, data)?;
     Ok(Some(abstain::abstentions(model, inputs, a.score, threshold)?))
@@ -189,7 +236,9 @@ pub fn local_round(
     tamper: &dyn Fn(&mut [f32], usize),
 ) -> Result<Answer, learning::Error> {
     if dp.is_some() && settings.abstain.as_ref().is_some_and(Abstain::reads_private_rows) {
-        return Err(learning::Error::Config("abstain.quantile calibrates on private rows outside DP-SGD: under [privacy], set abstain.threshold".into()));
+        return Err(learning::Error::Config(
+            "abstain.quantile calibrates on private rows outside DP-SGD: under [privacy], set abstain.threshold".into(),
+        ));
     }
     learn(model, data, teacher, reference, settings, dp, derive(settings.seed, Stream::NodeTraining, ann.round))?;
     let rows = ann.selection.resolve(ann.reference_samples).map_err(|e| learning::Error::Shape(e.to_string()))?;
@@ -201,7 +250,8 @@ pub fn local_round(
     for (row, _) in probs.chunks_exact_mut(c).zip(abstained.iter().flatten()).filter(|(_, a)| **a) {
         row.fill(1.0 / c as f32);
     }
-    let labels = SoftLabels::encode(&probs, rows.len(), c, ann.encoding).map_err(|e| learning::Error::Shape(e.to_string()))?;
+    let labels =
+        SoftLabels::encode(&probs, rows.len(), c, ann.encoding).map_err(|e| learning::Error::Shape(e.to_string()))?;
     Ok(Answer { labels, abstained: abstained.map(|a| Mask::from_bools(&a)) })
 }
 
@@ -235,8 +285,14 @@ mod tests {
         let data = Dataset::new(x, y, 4, 2).unwrap();
         let (rx, _) = blobs(20, 9);
         let reference = ReferenceSet::new(20, 4, rx).unwrap();
-        let model = Model::new(&Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, 4, 2, BackendKind::Flex, 1).unwrap();
-        let settings = Settings { train: TrainConfig { epochs: 20, learning_rate: 1e-2, ..Default::default() }, digest: DigestConfig::default(), abstain: None, seed: 5 };
+        let model =
+            Model::new(&Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, 4, 2, BackendKind::Flex, 1).unwrap();
+        let settings = Settings {
+            train: TrainConfig { epochs: 20, learning_rate: 1e-2, ..Default::default() },
+            digest: DigestConfig::default(),
+            abstain: None,
+            seed: 5,
+        };
         (model, data, reference, settings)
     }
 
@@ -258,7 +314,8 @@ mod tests {
     fn a_round_trains_and_answers_the_announced_samples_at_the_announced_temperature() {
         let (mut model, data, reference, settings) = setup();
         let ann = announcement(1);
-        let labels = local_round(&mut model, &data, None, &ann, &reference, &settings, None, &|_, _| {}).unwrap().labels;
+        let labels =
+            local_round(&mut model, &data, None, &ann, &reference, &settings, None, &|_, _| {}).unwrap().labels;
         assert_eq!((labels.samples, labels.classes), (8, 2));
         let probs = labels.decode(&Limits::default()).unwrap();
         let rows = ann.selection.resolve(20).unwrap();
@@ -270,7 +327,10 @@ mod tests {
         }
         // Same inputs, same seed: the same bits.
         let (mut again, ..) = setup();
-        assert_eq!(local_round(&mut again, &data, None, &ann, &reference, &settings, None, &|_, _| {}).unwrap().labels, labels);
+        assert_eq!(
+            local_round(&mut again, &data, None, &ann, &reference, &settings, None, &|_, _| {}).unwrap().labels,
+            labels
+        );
     }
 
     #[test]
@@ -282,15 +342,26 @@ mod tests {
         settings.digest.learning_rate = 1e-2;
         // A consensus that says the opposite of the truth on every reference row.
         let rows: Vec<u32> = (0..20).collect();
-        let probs: Vec<f32> = rows.iter().flat_map(|&r| if reference.row(r as usize)[0] > 0.0 { [0.95, 0.05] } else { [0.05, 0.95] }).collect();
+        let probs: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| if reference.row(r as usize)[0] > 0.0 { [0.95, 0.05] } else { [0.05, 0.95] })
+            .collect();
         let teacher = Teacher { weights: vec![1.0; rows.len()], rows, probs, temperature: 1.0 };
         let ann = announcement(2);
         let seen = std::cell::Cell::new(0);
-        let labels = local_round(&mut model, &data, Some(&teacher), &ann, &reference, &settings, None, &|p, c| seen.set(p.len() / c)).unwrap().labels;
+        let labels = local_round(&mut model, &data, Some(&teacher), &ann, &reference, &settings, None, &|p, c| {
+            seen.set(p.len() / c)
+        })
+        .unwrap()
+        .labels;
         assert_eq!(seen.get(), 8);
         let answer = labels.decode(&Limits::default()).unwrap();
         let selected = ann.selection.resolve(20).unwrap();
-        let follows = selected.iter().enumerate().filter(|&(i, &r)| (answer[i * 2 + 1] > 0.5) == (reference.row(r as usize)[0] < 0.0)).count();
+        let follows = selected
+            .iter()
+            .enumerate()
+            .filter(|&(i, &r)| (answer[i * 2 + 1] > 0.5) == (reference.row(r as usize)[0] < 0.0))
+            .count();
         assert!(follows >= 7, "the model learned the consensus' (inverted) labels on {follows} of 8");
     }
 
@@ -300,7 +371,10 @@ mod tests {
         let id = ReferenceSetId([1; 32]);
         let mut ann = announcement(1);
         assert!(check_announcement(&ann, &id, &reference, 2).is_ok());
-        assert_eq!(check_announcement(&ann, &ReferenceSetId([2; 32]), &reference, 2).unwrap_err().reason, RefusalReason::WrongReferenceSet);
+        assert_eq!(
+            check_announcement(&ann, &ReferenceSetId([2; 32]), &reference, 2).unwrap_err().reason,
+            RefusalReason::WrongReferenceSet
+        );
         assert_eq!(check_announcement(&ann, &id, &reference, 3).unwrap_err().reason, RefusalReason::WrongShape);
         ann.temperature = f32::NAN;
         assert_eq!(check_announcement(&ann, &id, &reference, 2).unwrap_err().reason, RefusalReason::InvalidValues);
@@ -319,12 +393,20 @@ mod tests {
         };
         assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap().rows.len(), 8);
         c.weights[3] = 0;
-        assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap().rows.len(), 7, "a masked sample is left out");
+        assert_eq!(
+            Teacher::from_consensus(&c, &id, &reference, 2).unwrap().rows.len(),
+            7,
+            "a masked sample is left out"
+        );
         // Counts: a sample nobody knew must be masked, and no count exceeds the participants.
         c.counts[5] = 0;
         assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap_err().reason, RefusalReason::InvalidValues);
         c.weights[5] = 0;
-        assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap().rows.len(), 6, "a sample nobody knew is left out");
+        assert_eq!(
+            Teacher::from_consensus(&c, &id, &reference, 2).unwrap().rows.len(),
+            6,
+            "a sample nobody knew is left out"
+        );
         c.counts[6] = 4;
         assert_eq!(Teacher::from_consensus(&c, &id, &reference, 2).unwrap_err().reason, RefusalReason::InvalidValues);
         c.counts.pop();
@@ -346,7 +428,10 @@ mod tests {
         settings.abstain = Some(Abstain { threshold: Some(1.01), ..Default::default() });
         let all = local_round(&mut model, &data, None, &ann, &reference, &settings, None, &|_, _| {}).unwrap();
         assert_eq!(all.abstained.as_ref().map(Mask::count), Some(8));
-        assert!(all.labels.decode(&Limits::default()).unwrap().iter().all(|p| (p - 0.5).abs() < 1e-6), "abstained rows are uniform");
+        assert!(
+            all.labels.decode(&Limits::default()).unwrap().iter().all(|p| (p - 0.5).abs() < 1e-6),
+            "abstained rows are uniform"
+        );
         // Calibrated on its own rows, it abstains on few of these well-separated samples.
         settings.abstain = Some(Abstain { quantile: Some(0.05), ..Default::default() });
         let (mut fresh, ..) = setup();

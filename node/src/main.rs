@@ -6,7 +6,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "fd-node", version, about = "Federated-distillation node: trains on private data, shares soft labels only")]
+#[command(
+    name = "fd-node",
+    version,
+    about = "Federated-distillation node: trains on private data, shares soft labels only"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -98,12 +102,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Init { dir, data, label, header, aggregator, federation, classes, reference_sha256, preprocess } => {
             let federation = protocol::FederationId::new(federation).context("--federation")?;
             let reference_sha256 = reference_sha256
-                .map(|h| protocol::hex::decode::<32>(h.trim()).map(protocol::ReferenceSetId).context("--reference-sha256 must be 64 hex digits"))
+                .map(|h| {
+                    protocol::hex::decode::<32>(h.trim())
+                        .map(protocol::ReferenceSetId)
+                        .context("--reference-sha256 must be 64 hex digits")
+                })
                 .transpose()?;
-            let mut spec = learning::data::DataSpec::file(data, Some(learning::data::LabelColumn::from_flag(&label)), header, learning::data::Preprocess::from_flag(&preprocess)?);
+            let mut spec = learning::data::DataSpec::file(
+                data,
+                Some(learning::data::LabelColumn::from_flag(&label)),
+                header,
+                learning::data::Preprocess::from_flag(&preprocess)?,
+            );
             spec.classes = Some(classes);
             spec = spec.resolved(&std::env::current_dir().context("current folder")?);
-            init(node::init::Init { dir, data: spec, federation, aggregator, reference_sha256, model: learning::Architecture::Mlp { hidden: vec![128], dropout: 0.0 } })?;
+            init(node::init::Init {
+                dir,
+                data: spec,
+                federation,
+                aggregator,
+                reference_sha256,
+                model: learning::Architecture::Mlp { hidden: vec![128], dropout: 0.0 },
+            })?;
         }
         Command::Run { config } => {
             let cfg = node::NodeConfig::load(&config)?;
@@ -122,7 +142,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 fn init(i: node::init::Init) -> anyhow::Result<()> {
     let path = i.data.path.clone().unwrap_or_default();
-    let check = node::init::check_data(&i.data).with_context(|| format!("the data file {} cannot be used", path.display()))?;
+    let check =
+        node::init::check_data(&i.data).with_context(|| format!("the data file {} cannot be used", path.display()))?;
     println!("data {}: {} rows, {} features and a label", path.display(), check.rows, check.features);
     let found: Vec<String> = check.classes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
     println!("classes found (class: rows): {}", found.join(", "));
@@ -131,7 +152,9 @@ fn init(i: node::init::Init) -> anyhow::Result<()> {
     println!("peer_id {peer}");
     println!("Send this PeerId to the operator, who adds it: fd-aggregator roster add NAME {peer}");
     if i.reference_sha256.is_none() {
-        println!("policy.reference_sha256 is a placeholder: set it to the hash the operator gives before running the node");
+        println!(
+            "policy.reference_sha256 is a placeholder: set it to the hash the operator gives before running the node"
+        );
     }
     Ok(())
 }
@@ -187,12 +210,18 @@ fn privacy(command: PrivacyCommand) -> anyhow::Result<()> {
         PrivacyCommand::Calibrate { epsilon, delta, sample_rate, steps } => {
             let c = privacy::calibrate(epsilon, delta, sample_rate, steps).context("cannot calibrate the noise")?;
             let spent = c.spent;
-            println!("noise_multiplier {} (epsilon {} at Rényi order {}, delta {delta})", c.noise_multiplier, spent.epsilon, spent.order);
+            println!(
+                "noise_multiplier {} (epsilon {} at Rényi order {}, delta {delta})",
+                c.noise_multiplier, spent.epsilon, spent.order
+            );
         }
         PrivacyCommand::Status { config } => {
             let cfg = node::NodeConfig::load(&config)?;
             let s = node::privacy_status(&cfg)?;
-            println!("epsilon spent {:.4} of {} (delta {}); {} training(s), {} DP-SGD steps recorded", s.spent, s.epsilon, s.delta, s.trainings, s.steps);
+            println!(
+                "epsilon spent {:.4} of {} (delta {}); {} training(s), {} DP-SGD steps recorded",
+                s.spent, s.epsilon, s.delta, s.trainings, s.steps
+            );
             println!(
                 "plan: noise_multiplier {:.4}, sample_rate {:.5}, clip_norm {}, {} steps per training; {} more training(s) fit in the budget",
                 s.plan.noise_multiplier, s.plan.sample_rate, s.plan.clip_norm, s.steps_per_training, s.trainings_left

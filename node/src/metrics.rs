@@ -4,7 +4,7 @@
 //! in bytes and messages per kind, and AutoNAT's verdict on its reachability. Always counted;
 //! served only when `node.toml` names a `metrics` address.
 
-use net::metrics::{reason_label, registered, seconds, ReachabilityGauge, ReasonLabel, Submissions, Traffic};
+use net::metrics::{ReachabilityGauge, ReasonLabel, Submissions, Traffic, reason_label, registered, seconds};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -40,9 +40,19 @@ impl Metrics {
         let r = &mut registry;
         let m = Self {
             joins: registered(r, "fd_joins", "Times the node joined the federation", Counter::default()),
-            round: registered(r, "fd_round", "The last round whose submission the aggregator accepted", Gauge::default()),
+            round: registered(
+                r,
+                "fd_round",
+                "The last round whose submission the aggregator accepted",
+                Gauge::default(),
+            ),
             submissions: Submissions::register(r),
-            declined: registered(r, "fd_requests_declined", "Requests and rounds this node declined, by reason", Family::default()),
+            declined: registered(
+                r,
+                "fd_requests_declined",
+                "Requests and rounds this node declined, by reason",
+                Family::default(),
+            ),
             consensus: registered(r, "fd_consensus_received", "Consensus messages received", Counter::default()),
             work_seconds: registered(r, "fd_work_seconds", "Seconds of one round's local work", seconds()),
             traffic: Traffic::register(r, [(aggregator, "aggregator".to_owned())].into()),

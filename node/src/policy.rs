@@ -22,8 +22,8 @@ use std::path::Path;
 use protocol::{Encoding, ReferenceSetId, RefusalReason, RoundAnnouncement, Submission};
 use serde::{Deserialize, Serialize};
 
-use crate::local::Refusal;
 use crate::Error;
+use crate::local::Refusal;
 
 /// Name of the record of answers in the state folder.
 pub const ANSWERS_FILE: &str = "answers.json";
@@ -110,10 +110,16 @@ impl QueryPolicy {
     /// Checks the ranges, naming the key at fault.
     pub fn validate(&self) -> Result<(), Error> {
         if !(self.min_temperature.is_finite() && self.min_temperature > 0.0) {
-            return Err(invalid("policy.min_temperature", format!("{} must be a positive number", self.min_temperature)));
+            return Err(invalid(
+                "policy.min_temperature",
+                format!("{} must be a positive number", self.min_temperature),
+            ));
         }
         if self.encodings.is_empty() {
-            return Err(invalid("policy.encodings", "allows no encoding: list at least one of \"f16\", \"q8\", \"f32\""));
+            return Err(invalid(
+                "policy.encodings",
+                "allows no encoding: list at least one of \"f16\", \"q8\", \"f32\"",
+            ));
         }
         if self.max_samples_per_round == 0 {
             return Err(invalid("policy.max_samples_per_round", "must be at least 1"));
@@ -129,7 +135,10 @@ impl QueryPolicy {
         if *announced != self.reference_sha256 {
             return Err(refuse(
                 RefusalReason::WrongReferenceSet,
-                format!("announced reference set {announced}, but this node's policy.reference_sha256 pins {}", self.reference_sha256),
+                format!(
+                    "announced reference set {announced}, but this node's policy.reference_sha256 pins {}",
+                    self.reference_sha256
+                ),
             ));
         }
         Ok(())
@@ -141,27 +150,44 @@ impl QueryPolicy {
         let policy = |detail: String| Err(refuse(RefusalReason::Policy, detail));
         if let Some(last) = &answers.last {
             if ann.round < last.round {
-                return policy(format!("round {} is before round {}, which this node has answered: rounds must increase", ann.round, last.round));
+                return policy(format!(
+                    "round {} is before round {}, which this node has answered: rounds must increase",
+                    ann.round, last.round
+                ));
             }
             if ann.round == last.round {
                 if ann.digest() == last.announcement {
                     return Ok(Decision::Resend(Box::new(last.clone())));
                 }
-                return policy(format!("round {} was answered for another announcement; a round is answered once", ann.round));
+                return policy(format!(
+                    "round {} was answered for another announcement; a round is answered once",
+                    ann.round
+                ));
             }
         }
         if answers.count >= self.max_rounds {
             return policy(format!("this node has answered {} rounds, its policy.max_rounds", answers.count));
         }
         if ann.temperature.is_nan() || ann.temperature < self.min_temperature {
-            return policy(format!("temperature {} is below this node's policy.min_temperature {}", ann.temperature, self.min_temperature));
+            return policy(format!(
+                "temperature {} is below this node's policy.min_temperature {}",
+                ann.temperature, self.min_temperature
+            ));
         }
         if !self.encodings.contains(&ann.encoding) {
             let allowed: Vec<String> = self.encodings.iter().map(|e| e.to_string()).collect();
-            return policy(format!("encoding {} is not in this node's policy.encodings [{}]", ann.encoding, allowed.join(", ")));
+            return policy(format!(
+                "encoding {} is not in this node's policy.encodings [{}]",
+                ann.encoding,
+                allowed.join(", ")
+            ));
         }
         if ann.selection.len() > self.max_samples_per_round as usize {
-            return policy(format!("{} samples exceed this node's policy.max_samples_per_round {}", ann.selection.len(), self.max_samples_per_round));
+            return policy(format!(
+                "{} samples exceed this node's policy.max_samples_per_round {}",
+                ann.selection.len(),
+                self.max_samples_per_round
+            ));
         }
         Ok(Decision::Answer)
     }
@@ -207,7 +233,8 @@ impl Answers {
 
     /// Writes the record to `path` atomically (a crash leaves the old record or the new one).
     pub fn save(&self, path: &Path) -> Result<(), Error> {
-        let bytes = serde_json::to_vec(self).map_err(|e| invalid("state_dir", format!("cannot encode the record of answers: {e}")))?;
+        let bytes = serde_json::to_vec(self)
+            .map_err(|e| invalid("state_dir", format!("cannot encode the record of answers: {e}")))?;
         learning::fs::atomic_write(path, &bytes)?;
         Ok(())
     }
@@ -257,14 +284,28 @@ mod tests {
         p.validate().unwrap();
         let none = Answers::default();
         assert_eq!(p.check(&ann(1), &none), Ok(Decision::Answer));
-        assert_eq!(code(p.check(&RoundAnnouncement { encoding: Encoding::F32, ..ann(1) }, &none)), RefusalReason::Policy);
+        assert_eq!(
+            code(p.check(&RoundAnnouncement { encoding: Encoding::F32, ..ann(1) }, &none)),
+            RefusalReason::Policy
+        );
         assert_eq!(p.check(&RoundAnnouncement { encoding: Encoding::F16, ..ann(1) }, &none), Ok(Decision::Answer));
         assert_eq!(code(p.check(&RoundAnnouncement { temperature: 0.5, ..ann(1) }, &none)), RefusalReason::Policy);
-        assert_eq!(p.check(&RoundAnnouncement { temperature: 1.0, ..ann(1) }, &none), Ok(Decision::Answer), "the minimum itself is allowed");
+        assert_eq!(
+            p.check(&RoundAnnouncement { temperature: 1.0, ..ann(1) }, &none),
+            Ok(Decision::Answer),
+            "the minimum itself is allowed"
+        );
         assert_eq!(code(p.check(&RoundAnnouncement { temperature: f32::NAN, ..ann(1) }, &none)), RefusalReason::Policy);
-        let big = RoundAnnouncement { selection: SampleSelection::Seeded { seed: 1, count: DEFAULT_MAX_SAMPLES_PER_ROUND + 1 }, reference_samples: 20_000, ..ann(1) };
+        let big = RoundAnnouncement {
+            selection: SampleSelection::Seeded { seed: 1, count: DEFAULT_MAX_SAMPLES_PER_ROUND + 1 },
+            reference_samples: 20_000,
+            ..ann(1)
+        };
         assert_eq!(code(p.check(&big, &none)), RefusalReason::Policy);
-        assert_eq!(code(p.check(&RoundAnnouncement { reference_set: ReferenceSetId([2; 32]), ..ann(1) }, &none)), RefusalReason::WrongReferenceSet);
+        assert_eq!(
+            code(p.check(&RoundAnnouncement { reference_set: ReferenceSetId([2; 32]), ..ann(1) }, &none)),
+            RefusalReason::WrongReferenceSet
+        );
         // An operator may allow f32 explicitly.
         let f32_ok = QueryPolicy { encodings: vec![Encoding::F32], ..p.clone() };
         assert_eq!(f32_ok.check(&RoundAnnouncement { encoding: Encoding::F32, ..ann(1) }, &none), Ok(Decision::Answer));

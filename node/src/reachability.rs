@@ -24,7 +24,11 @@ pub fn json(r: &Reachability) -> serde_json::Value {
 
 /// Follows the verdicts until the network stops (its sender is dropped): the gauge, then the
 /// file (written off the runtime; a failed write is logged, the node carries on).
-pub(crate) fn follow(mut verdicts: watch::Receiver<Reachability>, gauge: ReachabilityGauge, path: PathBuf) -> tokio::task::JoinHandle<()> {
+pub(crate) fn follow(
+    mut verdicts: watch::Receiver<Reachability>,
+    gauge: ReachabilityGauge,
+    path: PathBuf,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let now = verdicts.borrow_and_update().clone();

@@ -51,13 +51,28 @@ pub(crate) fn check_features(data: usize, rs: &ReferenceSet) -> Result<(), Error
 
 /// Fetches the pinned set `pin` from the aggregator and saves it at `path`, which must not
 /// exist (a copy is never overwritten).
-pub(crate) async fn fetch(client: &Client, aggregator: &ParticipantId, federation: &FederationId, path: &Path, pin: ReferenceSetId) -> Result<Arc<ReferenceSet>, Error> {
+pub(crate) async fn fetch(
+    client: &Client,
+    aggregator: &ParticipantId,
+    federation: &FederationId,
+    path: &Path,
+    pin: ReferenceSetId,
+) -> Result<Arc<ReferenceSet>, Error> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let req = Message::RefSetRequest(RefSetRequest { federation: federation.clone(), reference_set: pin, offset: buf.len() as u64, len: CHUNK });
+        let req = Message::RefSetRequest(RefSetRequest {
+            federation: federation.clone(),
+            reference_set: pin,
+            offset: buf.len() as u64,
+            len: CHUNK,
+        });
         match client.request(aggregator, &req).await? {
             Message::RefSetChunk(RefSetChunk { offset, total_len, data, reference_set, .. }) => {
-                if reference_set != pin || offset != buf.len() as u64 || total_len > MAX_REFERENCE_BYTES || (data.is_empty() && (buf.len() as u64) < total_len) {
+                if reference_set != pin
+                    || offset != buf.len() as u64
+                    || total_len > MAX_REFERENCE_BYTES
+                    || (data.is_empty() && (buf.len() as u64) < total_len)
+                {
                     return Err(bad("inconsistent reference-set chunk"));
                 }
                 buf.extend_from_slice(&data);

@@ -12,8 +12,8 @@ use std::time::Duration;
 use net::multiaddr::Multiaddr;
 use net::{Event, Responder};
 use protocol::{
-    FederationId, Hello, Message, ParticipantId, Receipt, ReceiptStatus, ReferenceSet, ReferenceSetId, RefusalReason, RoundAnnouncement,
-    Submission,
+    FederationId, Hello, Message, ParticipantId, Receipt, ReceiptStatus, ReferenceSet, ReferenceSetId, RefusalReason,
+    RoundAnnouncement, Submission,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -23,7 +23,7 @@ use crate::faults::Faults;
 use crate::local::{self, Refusal, Teacher};
 use crate::policy::{Answers, Decision, QueryPolicy};
 use crate::trainer::Trainer;
-use crate::{reference, Error, NodeSummary};
+use crate::{Error, NodeSummary, reference};
 
 /// How long a finished node waits for the aggregator to close the connection (so that the
 /// receipt it just sent is read before the connection goes).
@@ -133,7 +133,10 @@ impl Session {
                     match self.policy.check(&ann, &self.answers) {
                         Ok(Decision::Answer) => work = Some(self.start_work(ann)),
                         Ok(Decision::Resend(sub)) => {
-                            tracing::info!(round = ann.round, "round asked again with the same question; sending the same answer");
+                            tracing::info!(
+                                round = ann.round,
+                                "round asked again with the same question; sending the same answer"
+                            );
                             self.send_submission(*sub, ann.deadline_unix_ms).await;
                         }
                         Err(r) => {
@@ -206,26 +209,36 @@ impl Session {
             agent: format!("fd-node/{}", env!("CARGO_PKG_VERSION")),
         });
         let accepted = match self.client.request(&self.aggregator, &hello).await? {
-            Message::JoinReply(r) => r.outcome.map_err(|reason| Error::Refused { what: "join", reason, detail: r.detail })?,
-            Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, .. }) => return Err(Error::Refused { what: "join", reason, detail }),
+            Message::JoinReply(r) => {
+                r.outcome.map_err(|reason| Error::Refused { what: "join", reason, detail: r.detail })?
+            }
+            Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, .. }) => {
+                return Err(Error::Refused { what: "join", reason, detail });
+            }
             other => return Err(Error::Unexpected { request: "Hello", got: other.kind() }),
         };
         let classes = self.trainer.classes();
         if accepted.classes as usize != classes {
-            return Err(Error::Config { field: "model".into(), detail: format!("the federation predicts {} classes, this node's model {classes}", accepted.classes) });
+            return Err(Error::Config {
+                field: "model".into(),
+                detail: format!("the federation predicts {} classes, this node's model {classes}", accepted.classes),
+            });
         }
         let pin = self.policy.reference_sha256;
         if let Err(r) = self.policy.check_reference(&accepted.reference_set) {
             // Stay joined: each announcement is refused with the reason, which the aggregator logs.
             tracing::error!(announced = %accepted.reference_set, pinned = %pin, detail = %r.detail, "the federation's reference set is not the pinned one; its rounds will be refused");
         } else if self.reference.is_none() {
-            let rs = reference::fetch(&self.client, &self.aggregator, &self.federation, &self.reference_path, pin).await?;
+            let rs =
+                reference::fetch(&self.client, &self.aggregator, &self.federation, &self.reference_path, pin).await?;
             reference::check_features(self.features, &rs)?;
             self.reference = Some((pin, rs));
         }
         self.sample_count_wanted = accepted.sample_count_wanted;
         if accepted.sample_count_wanted && self.policy.sample_count(true, self.local_samples).is_none() {
-            tracing::info!("the aggregator asks for this node's sample count; policy.share_sample_count is off, so it is not sent");
+            tracing::info!(
+                "the aggregator asks for this node's sample count; policy.share_sample_count is off, so it is not sent"
+            );
         }
         self.summary.joins += 1;
         self.telemetry.joins.inc();
@@ -236,7 +249,10 @@ impl Session {
     async fn on_request(&mut self, peer: ParticipantId, message: Message, responder: Responder) {
         let round = message.round().unwrap_or(0);
         let outcome = match message {
-            _ if peer != self.aggregator => Err(Refusal { reason: RefusalReason::NotOnRoster, detail: "only the aggregator may send requests".into() }),
+            _ if peer != self.aggregator => Err(Refusal {
+                reason: RefusalReason::NotOnRoster,
+                detail: "only the aggregator may send requests".into(),
+            }),
             Message::RoundAnnouncement(ann) => self.take_announcement(ann),
             Message::Consensus(c) => self.take_consensus(&c),
             Message::Finished(f) => {
@@ -244,7 +260,10 @@ impl Session {
                 self.summary.finished_after = Some(f.rounds);
                 Ok(())
             }
-            other => Err(Refusal { reason: RefusalReason::Unavailable, detail: format!("a node does not serve {:?}", other.kind()) }),
+            other => Err(Refusal {
+                reason: RefusalReason::Unavailable,
+                detail: format!("a node does not serve {:?}", other.kind()),
+            }),
         };
         let (status, detail) = match outcome {
             Ok(()) => (ReceiptStatus::Accepted, String::new()),
@@ -261,7 +280,9 @@ impl Session {
     }
 
     fn reference(&self) -> Result<&(ReferenceSetId, Arc<ReferenceSet>), Refusal> {
-        self.reference.as_ref().ok_or(Refusal { reason: RefusalReason::Unavailable, detail: "no reference set yet".into() })
+        self.reference
+            .as_ref()
+            .ok_or(Refusal { reason: RefusalReason::Unavailable, detail: "no reference set yet".into() })
     }
 
     fn take_announcement(&mut self, ann: RoundAnnouncement) -> Result<(), Refusal> {
@@ -269,7 +290,10 @@ impl Session {
         let (id, rs) = self.reference()?;
         local::check_announcement(&ann, id, rs, self.trainer.classes())?;
         if !self.trainer.can_train() {
-            return Err(Refusal { reason: RefusalReason::BudgetSpent, detail: "this node's privacy budget cannot pay for another training".into() });
+            return Err(Refusal {
+                reason: RefusalReason::BudgetSpent,
+                detail: "this node's privacy budget cannot pay for another training".into(),
+            });
         }
         tracing::info!(round = ann.round, samples = ann.selection.len(), "round announced");
         if self.pending.as_ref().is_none_or(|p| p.round < ann.round) {
@@ -282,7 +306,12 @@ impl Session {
         self.policy.check_reference(&c.reference_set)?;
         let (id, rs) = self.reference()?;
         let teacher = Teacher::from_consensus(c, id, rs, self.trainer.classes())?;
-        tracing::info!(round = c.round, samples = teacher.rows.len(), participants = c.participants, "consensus received");
+        tracing::info!(
+            round = c.round,
+            samples = teacher.rows.len(),
+            participants = c.participants,
+            "consensus received"
+        );
         self.teacher = Some((Arc::new(teacher), c.round));
         self.summary.consensus_received += 1;
         self.telemetry.consensus.inc();
@@ -324,7 +353,9 @@ impl Session {
                 announcement: ann.digest(),
                 reference_set: ann.reference_set,
                 temperature: ann.temperature,
-                local_samples: self.policy.sample_count(self.sample_count_wanted, self.faults.claimed_samples(self.local_samples)),
+                local_samples: self
+                    .policy
+                    .sample_count(self.sample_count_wanted, self.faults.claimed_samples(self.local_samples)),
                 labels: answer.labels,
                 abstained: answer.abstained,
             },
@@ -337,7 +368,8 @@ impl Session {
         if self.answers.last.as_ref() != Some(&sub) {
             let answers = self.answers.with(sub.clone());
             let (record, path) = (answers.clone(), self.answers_path.clone());
-            let saved = tokio::task::spawn_blocking(move || record.save(&path)).await.map_err(Error::from).and_then(|r| r);
+            let saved =
+                tokio::task::spawn_blocking(move || record.save(&path)).await.map_err(Error::from).and_then(|r| r);
             if let Err(e) = saved {
                 tracing::error!(round = ann.round, error = %e, "cannot record the answer; not sending it");
                 return;
@@ -352,7 +384,15 @@ impl Session {
         let round = sub.round;
         let abstained = sub.abstained.as_ref().map_or(0, protocol::Mask::count);
         let message = Message::Submission(sub);
-        match crate::submit::until_acknowledged(&self.client, &self.aggregator, &self.aggregator_addr, &message, deadline_unix_ms).await {
+        match crate::submit::until_acknowledged(
+            &self.client,
+            &self.aggregator,
+            &self.aggregator_addr,
+            &message,
+            deadline_unix_ms,
+        )
+        .await
+        {
             Ok(Message::Receipt(r)) => match r.status {
                 ReceiptStatus::Accepted => {
                     tracing::info!(round, abstained, "submission accepted");

@@ -53,8 +53,14 @@ where
         let again = match &answer {
             Err(_) => true,
             Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(RefusalReason::Unavailable), .. })) => true,
-            Ok(Message::Receipt(r @ Receipt { status: ReceiptStatus::Refused(RefusalReason::Duplicate), .. })) if n > 0 => {
-                return Ok(Message::Receipt(Receipt { status: ReceiptStatus::Accepted, detail: "accepted by an earlier attempt".into(), ..r.clone() }));
+            Ok(Message::Receipt(r @ Receipt { status: ReceiptStatus::Refused(RefusalReason::Duplicate), .. }))
+                if n > 0 =>
+            {
+                return Ok(Message::Receipt(Receipt {
+                    status: ReceiptStatus::Accepted,
+                    detail: "accepted by an earlier attempt".into(),
+                    ..r.clone()
+                }));
             }
             Ok(_) => false,
         };
@@ -62,8 +68,14 @@ where
             return answer;
         }
         match &answer {
-            Err(e) => tracing::warn!(attempt = n, error = %e, retry_in_ms = pause.as_millis() as u64, "submission not acknowledged; sending it again"),
-            Ok(_) => tracing::warn!(attempt = n, retry_in_ms = pause.as_millis() as u64, "aggregator busy; sending the submission again"),
+            Err(e) => {
+                tracing::warn!(attempt = n, error = %e, retry_in_ms = pause.as_millis() as u64, "submission not acknowledged; sending it again")
+            }
+            Ok(_) => tracing::warn!(
+                attempt = n,
+                retry_in_ms = pause.as_millis() as u64,
+                "aggregator busy; sending the submission again"
+            ),
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_PAUSE);
@@ -78,7 +90,12 @@ mod tests {
     use std::cell::Cell;
 
     fn receipt(status: ReceiptStatus) -> Message {
-        Message::Receipt(Receipt { federation: FederationId::new("f").expect("valid"), round: 1, status, detail: String::new() })
+        Message::Receipt(Receipt {
+            federation: FederationId::new("f").expect("valid"),
+            round: 1,
+            status,
+            detail: String::new(),
+        })
     }
 
     fn failure() -> net::Error {
@@ -114,7 +131,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_duplicate_after_a_lost_answer_counts_as_accepted_and_other_refusals_are_final() {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let answer = retry_until(deadline, |n| async move { if n == 0 { Err(failure()) } else { Ok(receipt(ReceiptStatus::Refused(RefusalReason::Duplicate))) } }).await;
+        let answer = retry_until(deadline, |n| async move {
+            if n == 0 { Err(failure()) } else { Ok(receipt(ReceiptStatus::Refused(RefusalReason::Duplicate))) }
+        })
+        .await;
         assert_eq!(status(answer), Some(ReceiptStatus::Accepted));
         let calls = Cell::new(0);
         let answer = retry_until(deadline, |_| {
@@ -124,8 +144,13 @@ mod tests {
         .await;
         assert_eq!(status(answer), Some(ReceiptStatus::Refused(RefusalReason::WrongShape)));
         assert_eq!(calls.get(), 1, "a refusal for cause is not retried");
-        let first = retry_until(deadline, |_| async { Ok(receipt(ReceiptStatus::Refused(RefusalReason::Duplicate))) }).await;
-        assert_eq!(status(first), Some(ReceiptStatus::Refused(RefusalReason::Duplicate)), "a duplicate on the first attempt is a real one");
+        let first =
+            retry_until(deadline, |_| async { Ok(receipt(ReceiptStatus::Refused(RefusalReason::Duplicate))) }).await;
+        assert_eq!(
+            status(first),
+            Some(ReceiptStatus::Refused(RefusalReason::Duplicate)),
+            "a duplicate on the first attempt is a real one"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,21 +3,21 @@
 //! checkpoint I/O never run on the runtime, and no one else can reach the model.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use learning::Model;
 use learning::data::Dataset;
 use learning::dp::DpSgd;
-use learning::Model;
 use net::owner::Owner;
-use protocol::seed::{derive, Stream};
+use protocol::seed::{Stream, derive};
 use protocol::{ReferenceSet, RoundAnnouncement};
 
+use crate::Error;
 use crate::budget::Budget;
 use crate::config::DigestMode;
 use crate::faults::Faults;
 use crate::local::{self, Answer, Settings, Teacher};
-use crate::Error;
 
 struct State {
     model: Model,
@@ -58,11 +58,19 @@ impl Trainer {
     /// model is saved (atomically) after every round and at the end.
     /// With a privacy `budget`, every private training is paid for first, and refused once
     /// the budget cannot pay.
-    pub fn start(model: Model, data: Arc<Dataset>, settings: Settings, checkpoint: PathBuf, budget: Option<Budget>) -> Result<Self, Error> {
+    pub fn start(
+        model: Model,
+        data: Arc<Dataset>,
+        settings: Settings,
+        checkpoint: PathBuf,
+        budget: Option<Budget>,
+    ) -> Result<Self, Error> {
         let classes = model.classes;
         let can_train = Arc::new(AtomicBool::new(budget.as_ref().is_none_or(Budget::can_train)));
-        let state = State { model, data, settings, checkpoint: checkpoint.clone(), budget, can_train: can_train.clone() };
-        let (owner, _thread) = Owner::spawn("node-trainer", state, 4).map_err(|source| Error::Io { path: checkpoint, source })?;
+        let state =
+            State { model, data, settings, checkpoint: checkpoint.clone(), budget, can_train: can_train.clone() };
+        let (owner, _thread) =
+            Owner::spawn("node-trainer", state, 4).map_err(|source| Error::Io { path: checkpoint, source })?;
         Ok(Self { owner, classes, can_train })
     }
 
@@ -77,13 +85,28 @@ impl Trainer {
     }
 
     /// Runs [`local::local_round`] for `ann`, then checkpoints the model.
-    pub async fn round(&self, ann: RoundAnnouncement, reference: Arc<ReferenceSet>, teacher: Option<Arc<Teacher>>, faults: Arc<dyn Faults>) -> Result<Answer, Error> {
+    pub async fn round(
+        &self,
+        ann: RoundAnnouncement,
+        reference: Arc<ReferenceSet>,
+        teacher: Option<Arc<Teacher>>,
+        faults: Arc<dyn Faults>,
+    ) -> Result<Answer, Error> {
         self.owner
             .call(move |s| {
                 let round = ann.round;
                 let tamper = |p: &mut [f32], c: usize| faults.tamper(round, p, c);
                 let dp = s.spend(Some(round))?;
-                let labels = local::local_round(&mut s.model, &s.data, teacher.as_deref(), &ann, &reference, &s.settings, dp.as_ref(), &tamper)?;
+                let labels = local::local_round(
+                    &mut s.model,
+                    &s.data,
+                    teacher.as_deref(),
+                    &ann,
+                    &reference,
+                    &s.settings,
+                    dp.as_ref(),
+                    &tamper,
+                )?;
                 s.save()?;
                 Ok(labels)
             })
@@ -100,10 +123,19 @@ impl Trainer {
                     let seed = derive(s.settings.seed, Stream::NodeTraining, round + 1);
                     // The joint final training reads private rows: it is paid for, and when the
                     // budget cannot pay, the node digests the consensus on public rows alone.
-                    let joint = s.settings.digest.mode == DigestMode::Joint && s.budget.as_ref().is_none_or(Budget::can_train);
+                    let joint =
+                        s.settings.digest.mode == DigestMode::Joint && s.budget.as_ref().is_none_or(Budget::can_train);
                     if joint {
                         let dp = s.spend(None)?;
-                        local::learn(&mut s.model, &s.data, Some(&teacher), &reference, &s.settings, dp.as_ref(), seed)?;
+                        local::learn(
+                            &mut s.model,
+                            &s.data,
+                            Some(&teacher),
+                            &reference,
+                            &s.settings,
+                            dp.as_ref(),
+                            seed,
+                        )?;
                     } else {
                         local::digest(&mut s.model, &reference, &teacher, &s.settings, seed)?;
                     }

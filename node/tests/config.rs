@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use learning::data::{DataFormat, DataSpec, Preprocess};
 use learning::Architecture;
+use learning::data::{DataFormat, DataSpec, Preprocess};
 use node::policy::QueryPolicy;
 use node::{Error as NodeError, NodeConfig};
 use tokio_util::sync::CancellationToken;
@@ -117,12 +117,21 @@ async fn wrong_fields_are_named() {
     let mut bad_digest = ok.clone();
     bad_digest.digest.epochs = 0;
     assert_eq!(refused(bad_digest).await.0, "digest");
-    let privacy_ok = || node::budget::PrivacyConfig { epsilon: 4.0, delta: 1e-5, clip_norm: 1.0, rounds: 10, noise_multiplier: None, noise_seed: None };
+    let privacy_ok = || node::budget::PrivacyConfig {
+        epsilon: 4.0,
+        delta: 1e-5,
+        clip_norm: 1.0,
+        rounds: 10,
+        noise_multiplier: None,
+        noise_seed: None,
+    };
     let privacy = privacy_ok();
-    let bad_delta = NodeConfig { privacy: Some(node::budget::PrivacyConfig { delta: 0.0, ..privacy.clone() }), ..ok.clone() };
+    let bad_delta =
+        NodeConfig { privacy: Some(node::budget::PrivacyConfig { delta: 0.0, ..privacy.clone() }), ..ok.clone() };
     assert_eq!(refused(bad_delta).await.0, "privacy.delta");
     // ε too small for the planned rounds: refused before anything trains or is sent.
-    let impossible = NodeConfig { privacy: Some(node::budget::PrivacyConfig { epsilon: 1e-3, ..privacy }), ..ok.clone() };
+    let impossible =
+        NodeConfig { privacy: Some(node::budget::PrivacyConfig { epsilon: 1e-3, ..privacy }), ..ok.clone() };
     let (field, detail) = refused(impossible).await;
     assert!(field == "privacy.epsilon" && detail.contains("cannot plan"), "{field}: {detail}");
     // Abstention: a threshold calibrated on private rows is refused under a privacy budget,
@@ -146,7 +155,10 @@ async fn wrong_fields_are_named() {
     let other = protocol::ReferenceSet::new(2, 2, vec![0.0, 1.0, 2.0, 3.0]).unwrap().to_bytes();
     std::fs::write(&ok.reference, &other).unwrap();
     let (field, detail) = refused(ok.clone()).await;
-    assert!(field == "policy.reference_sha256" && detail.contains(&ok.policy.reference_sha256.to_hex()), "{field}: {detail}");
+    assert!(
+        field == "policy.reference_sha256" && detail.contains(&ok.policy.reference_sha256.to_hex()),
+        "{field}: {detail}"
+    );
     assert_eq!(std::fs::read(&ok.reference).unwrap(), other, "the local copy is not replaced");
     std::fs::remove_file(&ok.reference).unwrap();
     // A record of answers that cannot be read is not taken for a fresh start.
@@ -198,7 +210,9 @@ fn export_writes_the_checkpointed_model_or_says_there_is_none() {
     let dir = tmp.path();
     let cfg = base(dir);
     match node::export(&cfg, &dir.join("out")) {
-        Err(NodeError::Config { field, detail }) => assert!(field == "state_dir" && detail.contains("no model checkpoint"), "{detail}"),
+        Err(NodeError::Config { field, detail }) => {
+            assert!(field == "state_dir" && detail.contains("no model checkpoint"), "{detail}")
+        }
         other => panic!("exported without a checkpoint: {other:?}"),
     }
     let net = learning::Model::new(&cfg.model, 64, 10, cfg.backend, 3).unwrap();

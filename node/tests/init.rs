@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use learning::data::{DataSpec, LabelColumn, Preprocess};
-use node::init::{check_data, init, DataCheck, Init};
+use node::init::{DataCheck, Init, check_data, init};
 use node::{Error, NodeConfig};
 use protocol::{ReferenceSet, ReferenceSetId};
 use tokio_util::sync::CancellationToken;
@@ -53,7 +53,9 @@ fn the_data_check_counts_rows_and_classes_and_refuses_labels_beyond_the_federati
     let ok = check_data(&data(dir, 3)).unwrap();
     assert_eq!(ok, DataCheck { rows: 4, features: 2, classes: vec![(0, 1), (1, 1), (2, 2)] });
     match check_data(&data(dir, 2)) {
-        Err(Error::Learning(learning::Error::Classes { max_label, classes })) => assert_eq!((max_label, classes), (2, 2)),
+        Err(Error::Learning(learning::Error::Classes { max_label, classes })) => {
+            assert_eq!((max_label, classes), (2, 2))
+        }
         other => panic!("label 2 of a 2-class federation was accepted: {other:?}"),
     }
     let no_p2p = Init {
@@ -98,11 +100,13 @@ async fn an_aggregator_address_naming_another_peer_stops_the_node_with_who_answe
     let stranger = protocol::Identity::from_seed([8; 32]).unwrap();
     let stranger_id = net::keys::peer_id_string(&stranger.id());
     let token = CancellationToken::new();
-    let (client, _events, handle) = net::spawn(stranger, net::NetConfig::new(cfg.federation.clone(), vec![me]), &token).unwrap();
+    let (client, _events, handle) =
+        net::spawn(stranger, net::NetConfig::new(cfg.federation.clone(), vec![me]), &token).unwrap();
     let bound = client.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap()).await.unwrap();
     let named = protocol::Identity::from_seed([5; 32]).unwrap().id();
     let cfg = NodeConfig { aggregator: bound.with(net::multiaddr::Protocol::P2p(net::peer_id(&named))), ..cfg };
-    let result = tokio::time::timeout(std::time::Duration::from_secs(60), node::run(cfg, CancellationToken::new())).await;
+    let result =
+        tokio::time::timeout(std::time::Duration::from_secs(60), node::run(cfg, CancellationToken::new())).await;
     match result.expect("the node stops instead of retrying") {
         Err(Error::Net(net::Error::WrongPeer { obtained, .. })) => assert_eq!(obtained, stranger_id),
         other => panic!("a dial that reached another peer was not reported as such: {other:?}"),

@@ -12,10 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use learning::data::DataSpec;
 use learning::Architecture;
-use node::policy::{Answers, QueryPolicy, ANSWERS_FILE};
+use learning::data::DataSpec;
 use node::NodeConfig;
+use node::policy::{ANSWERS_FILE, Answers, QueryPolicy};
 use protocol::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -48,8 +48,13 @@ async fn aggregator(node: ParticipantId, reference: Vec<u8>, shutdown: &Cancella
     let fed = FederationId::new("policy").unwrap();
     let identity = Identity::from_seed([7; 32]).unwrap();
     let me = identity.id();
-    let (client, mut events, network) = net::spawn(identity, net::NetConfig::new(fed.clone(), vec![node]), shutdown).unwrap();
-    let addr = client.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap()).await.unwrap().with(net::multiaddr::Protocol::P2p(net::peer_id(&me)));
+    let (client, mut events, network) =
+        net::spawn(identity, net::NetConfig::new(fed.clone(), vec![node]), shutdown).unwrap();
+    let addr = client
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .await
+        .unwrap()
+        .with(net::multiaddr::Protocol::P2p(net::peer_id(&me)));
     let held = ReferenceSetId::digest(&reference);
     let announced = Arc::new(Mutex::new(held));
     let foreign = Arc::new(Mutex::new(0));
@@ -59,7 +64,14 @@ async fn aggregator(node: ParticipantId, reference: Vec<u8>, shutdown: &Cancella
         let _network = network;
         while let Some(ev) = events.recv().await {
             let net::Event::Request { message, responder, .. } = ev else { continue };
-            let receipt = |round| Message::Receipt(Receipt { federation: fed.clone(), round, status: ReceiptStatus::Accepted, detail: String::new() });
+            let receipt = |round| {
+                Message::Receipt(Receipt {
+                    federation: fed.clone(),
+                    round,
+                    status: ReceiptStatus::Accepted,
+                    detail: String::new(),
+                })
+            };
             let reply = match message {
                 Message::Hello(_) => {
                     let accepted = JoinAccepted {
@@ -70,16 +82,31 @@ async fn aggregator(node: ParticipantId, reference: Vec<u8>, shutdown: &Cancella
                         sample_count_wanted: true,
                     };
                     let _ = tx.send(Seen::Joined).await;
-                    Message::JoinReply(JoinReply { federation: fed.clone(), outcome: Ok(accepted), detail: String::new() })
+                    Message::JoinReply(JoinReply {
+                        federation: fed.clone(),
+                        outcome: Ok(accepted),
+                        detail: String::new(),
+                    })
                 }
                 Message::RefSetRequest(r) if r.reference_set == held => {
                     let start = (r.offset as usize).min(reference.len());
                     let end = (start + r.len as usize).min(reference.len());
-                    Message::RefSetChunk(RefSetChunk { federation: fed.clone(), reference_set: held, offset: start as u64, total_len: reference.len() as u64, data: reference[start..end].to_vec() })
+                    Message::RefSetChunk(RefSetChunk {
+                        federation: fed.clone(),
+                        reference_set: held,
+                        offset: start as u64,
+                        total_len: reference.len() as u64,
+                        data: reference[start..end].to_vec(),
+                    })
                 }
                 Message::RefSetRequest(_) => {
                     *foreign2.lock().unwrap() += 1;
-                    Message::Receipt(Receipt { federation: fed.clone(), round: 0, status: ReceiptStatus::Refused(RefusalReason::WrongReferenceSet), detail: String::new() })
+                    Message::Receipt(Receipt {
+                        federation: fed.clone(),
+                        round: 0,
+                        status: ReceiptStatus::Refused(RefusalReason::WrongReferenceSet),
+                        detail: String::new(),
+                    })
                 }
                 Message::Submission(s) => {
                     let round = s.round;
@@ -96,7 +123,10 @@ async fn aggregator(node: ParticipantId, reference: Vec<u8>, shutdown: &Cancella
 
 impl Aggregator {
     async fn next(&mut self) -> Seen {
-        tokio::time::timeout(WAIT, self.seen.recv()).await.expect("the node did not act in time").expect("the aggregator stopped")
+        tokio::time::timeout(WAIT, self.seen.recv())
+            .await
+            .expect("the node did not act in time")
+            .expect("the aggregator stopped")
     }
 
     async fn joined(&mut self) {
@@ -145,7 +175,11 @@ fn announcement(round: u64, reference: ReferenceSetId) -> RoundAnnouncement {
 /// The UCI digits shipped in `data/`, as a data holder's `node.toml` names them.
 fn digits() -> DataSpec {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/digits/digits.csv.gz");
-    toml::from_str(&format!("format = \"csv\"\npath = {:?}\npreprocess = {{ kind = \"scale\", factor = 0.0625 }}", path.display().to_string())).unwrap()
+    toml::from_str(&format!(
+        "format = \"csv\"\npath = {:?}\npreprocess = {{ kind = \"scale\", factor = 0.0625 }}",
+        path.display().to_string()
+    ))
+    .unwrap()
 }
 
 fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetId) -> NodeConfig {
@@ -263,8 +297,16 @@ async fn the_query_policy_holds_across_a_sigkill_and_a_restart() {
     assert_eq!((first.round, first.announcement, first.local_samples), (1, ann1.digest(), None));
     assert_eq!(std::fs::read(&cfg.reference).unwrap(), reference, "the pinned set was fetched and saved");
     // What the policy does not allow is refused, each with its reason.
-    assert_eq!(agg.announce(&RoundAnnouncement { encoding: Encoding::F32, ..announcement(2, pin) }).await, Some(RefusalReason::Policy), "f32 is off by default");
-    assert_eq!(agg.announce(&RoundAnnouncement { temperature: 0.5, ..announcement(2, pin) }).await, Some(RefusalReason::Policy), "below min_temperature");
+    assert_eq!(
+        agg.announce(&RoundAnnouncement { encoding: Encoding::F32, ..announcement(2, pin) }).await,
+        Some(RefusalReason::Policy),
+        "f32 is off by default"
+    );
+    assert_eq!(
+        agg.announce(&RoundAnnouncement { temperature: 0.5, ..announcement(2, pin) }).await,
+        Some(RefusalReason::Policy),
+        "below min_temperature"
+    );
     let many = RoundAnnouncement { selection: SampleSelection::Seeded { seed: 1, count: 101 }, ..announcement(2, pin) };
     assert_eq!(agg.announce(&many).await, Some(RefusalReason::Policy), "over max_samples_per_round");
     assert_eq!(agg.announce(&announcement(2, other_set)).await, Some(RefusalReason::WrongReferenceSet));
@@ -293,9 +335,16 @@ async fn the_query_policy_holds_across_a_sigkill_and_a_restart() {
     assert_eq!(s["fd_requests_declined_total{reason=\"WrongReferenceSet\"}"], 1.0);
     assert_eq!(s["fd_consensus_received_total"], 0.0);
     let sent = |kind: &str| s[&format!("fd_sent_messages_total{{peer=\"aggregator\",kind=\"{kind}\"}}")];
-    assert_eq!((sent("Hello"), sent("Submission"), sent("Receipt")), (1.0, 1.0, 7.0), "a hello, one answer, a receipt per announcement and consensus");
+    assert_eq!(
+        (sent("Hello"), sent("Submission"), sent("Receipt")),
+        (1.0, 1.0, 7.0),
+        "a hello, one answer, a receipt per announcement and consensus"
+    );
     assert!(sent("RefSetRequest") >= 1.0, "the pinned set was fetched");
-    assert!(s["fd_sent_bytes_total{peer=\"aggregator\",kind=\"Submission\"}"] > 30.0 * 10.0, "30 samples × 10 classes, a byte each (q8)");
+    assert!(
+        s["fd_sent_bytes_total{peer=\"aggregator\",kind=\"Submission\"}"] > 30.0 * 10.0,
+        "30 samples × 10 classes, a byte each (q8)"
+    );
     node.sigkill();
 
     // Second life, now allowed to share its count. The record of answers survived the kill.

@@ -54,7 +54,8 @@ pub fn to_file_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 /// Decodes a local state file from exactly `bytes` (its only cap is its own length; a corrupt
 /// length prefix fails when its bytes are missing, it is not allocated first).
 pub fn from_file_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map_err(|e| Error::Malformed(e.to_string()))?;
+    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map_err(|e| Error::Malformed(e.to_string()))?;
     if read != bytes.len() {
         return Err(Error::TrailingBytes(bytes.len() - read));
     }

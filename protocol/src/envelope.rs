@@ -7,12 +7,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::PROTOCOL_VERSION;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::ids::{Identity, ParticipantId};
 use crate::message::{Message, MessageKind};
 use crate::payload::Limits;
-use crate::PROTOCOL_VERSION;
 
 const DOMAIN: &[u8] = b"fedistil/envelope/v1\0";
 

@@ -91,9 +91,7 @@ impl ParticipantId {
     /// Parses a binary `PeerId`; only inline Ed25519 keys are accepted.
     pub fn from_peer_id_bytes(bytes: &[u8]) -> Result<Self> {
         if bytes.len() != 38 || bytes[..6] != PEER_ID_ED25519_PREFIX {
-            return Err(Error::InvalidKey(
-                "peer id is not an inline Ed25519 public key".into(),
-            ));
+            return Err(Error::InvalidKey("peer id is not an inline Ed25519 public key".into()));
         }
         let mut key = [0u8; 32];
         key.copy_from_slice(&bytes[6..]);
@@ -144,8 +142,8 @@ impl Identity {
 
     /// The key for a 32-byte Ed25519 seed (secret key).
     pub fn from_seed(seed: [u8; 32]) -> Result<Self> {
-        let pair = signature::Ed25519KeyPair::from_seed_unchecked(&seed)
-            .map_err(|e| Error::InvalidKey(e.to_string()))?;
+        let pair =
+            signature::Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|e| Error::InvalidKey(e.to_string()))?;
         Ok(Self { seed, pair })
     }
 
@@ -269,10 +267,7 @@ mod tests {
     #[test]
     fn reference_set_id_hex_round_trip() {
         let id = ReferenceSetId::digest(b"abc");
-        assert_eq!(
-            id.to_hex(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(id.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(ReferenceSetId::from_hex(&id.to_hex()).unwrap(), id);
         assert!(ReferenceSetId::from_hex("zz").is_err());
     }

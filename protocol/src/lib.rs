@@ -38,11 +38,11 @@ pub mod seed;
 pub use envelope::SignedEnvelope;
 pub use error::{Error, Result};
 pub use ids::{FederationId, Identity, ParticipantId, ReferenceSetId, Round};
+pub use mask::Mask;
 pub use message::{
     Consensus, Finished, Hello, JoinAccepted, JoinReply, Message, MessageKind, Receipt, ReceiptStatus, RefSetChunk,
     RefSetRequest, RefusalReason, RoundAnnouncement, SampleSelection, Submission,
 };
-pub use mask::Mask;
 pub use payload::{Encoding, Limits, SoftLabels};
 pub use query::AnnouncementDigest;
 pub use refset::ReferenceSet;

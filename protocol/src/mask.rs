@@ -47,7 +47,11 @@ impl Mask {
     /// set past the last sample.
     pub fn check(&self, samples: usize) -> Result<()> {
         if self.bits.len() != mask_bytes(samples) {
-            return Err(Error::Shape(format!("abstention mask of {} bytes for {samples} samples, expected {}", self.bits.len(), mask_bytes(samples))));
+            return Err(Error::Shape(format!(
+                "abstention mask of {} bytes for {samples} samples, expected {}",
+                self.bits.len(),
+                mask_bytes(samples)
+            )));
         }
         let used = samples % 8;
         if used != 0 && self.bits.last().is_some_and(|&b| b >> used != 0) {
@@ -123,6 +127,9 @@ mod tests {
         wire.extend_from_slice(&u32::MAX.to_le_bytes());
         wire.extend_from_slice(&[1, 2, 3]);
         assert!(crate::codec::from_bytes::<Mask>(&wire, 1 << 10).is_err());
-        assert_eq!(Mask::from_bools(&[true, false, false, false, false, false, false, false, true]).as_bytes(), &[1, 1]);
+        assert_eq!(
+            Mask::from_bools(&[true, false, false, false, false, false, false, false, true]).as_bytes(),
+            &[1, 1]
+        );
     }
 }

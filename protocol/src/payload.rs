@@ -70,10 +70,7 @@ impl Encoding {
             "f32" => Ok(Encoding::F32),
             "f16" => Ok(Encoding::F16),
             "q8" | "u8" | "int8" => Ok(Encoding::Q8),
-            other => Err(Error::field(
-                "encoding",
-                format!("unknown encoding `{other}` (expected f32, f16 or q8)"),
-            )),
+            other => Err(Error::field("encoding", format!("unknown encoding `{other}` (expected f32, f16 or q8)"))),
         }
     }
 }
@@ -99,7 +96,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_message_bytes: crate::codec::MAX_MESSAGE_BYTES, max_samples: 200_000, max_classes: 1_000, encoding: None }
+        Self {
+            max_message_bytes: crate::codec::MAX_MESSAGE_BYTES,
+            max_samples: 200_000,
+            max_classes: 1_000,
+            encoding: None,
+        }
     }
 }
 
@@ -127,7 +129,11 @@ impl Limits {
         // A selection of explicit indices: one varint of at most 5 bytes per sample.
         let selection = 5 * samples;
         let cap = match kind {
-            MessageKind::Hello | MessageKind::JoinReply | MessageKind::Receipt | MessageKind::Finished | MessageKind::RefSetRequest => 0,
+            MessageKind::Hello
+            | MessageKind::JoinReply
+            | MessageKind::Receipt
+            | MessageKind::Finished
+            | MessageKind::RefSetRequest => 0,
             MessageKind::RoundAnnouncement => selection,
             // The labels and an abstention mask of one bit a sample.
             MessageKind::Submission => self.max_labels_bytes() + crate::mask::mask_bytes(samples),
@@ -173,10 +179,7 @@ impl SoftLabels {
             return Err(Error::Shape("zero classes".into()));
         }
         if probs.len() != expected {
-            return Err(Error::Shape(format!(
-                "{samples} × {classes} needs {expected} values, got {}",
-                probs.len()
-            )));
+            return Err(Error::Shape(format!("{samples} × {classes} needs {expected} values, got {}", probs.len())));
         }
         let (s32, c32) = (to_u32(samples, "samples")?, to_u32(classes, "classes")?);
         check_probabilities(probs, classes)?;
@@ -190,9 +193,9 @@ impl SoftLabels {
             }
             match encoding {
                 Encoding::F32 => row64.iter().for_each(|&p| data.extend_from_slice(&(p as f32).to_le_bytes())),
-                Encoding::F16 => row64
-                    .iter()
-                    .for_each(|&p| data.extend_from_slice(&half::f16::from_f64(p).to_le_bytes())),
+                Encoding::F16 => {
+                    row64.iter().for_each(|&p| data.extend_from_slice(&half::f16::from_f64(p).to_le_bytes()))
+                }
                 Encoding::Q8 => quantiser.row(&row64, &mut data),
             }
         }
@@ -211,7 +214,11 @@ impl SoftLabels {
             )));
         }
         if limits.encoding.is_some_and(|e| e != self.encoding) {
-            return Err(Error::Shape(format!("encoding {}, expected {}", self.encoding, limits.encoding.map_or(String::new(), |e| e.to_string()))));
+            return Err(Error::Shape(format!(
+                "encoding {}, expected {}",
+                self.encoding,
+                limits.encoding.map_or(String::new(), |e| e.to_string())
+            )));
         }
         let expected = (self.samples as usize) * self.encoding.row_bytes(self.classes as usize);
         if self.data.len() != expected {
@@ -258,9 +265,7 @@ impl SoftLabels {
                     let denom = u16::from_le_bytes([src[0], src[1]]) as u32;
                     let sum: u32 = src[2..].iter().map(|&q| q as u32).sum();
                     if denom == 0 || sum != denom {
-                        return Err(Error::Values(format!(
-                            "row {r}: codes sum to {sum}, denominator is {denom}"
-                        )));
+                        return Err(Error::Values(format!("row {r}: codes sum to {sum}, denominator is {denom}")));
                     }
                     let inv = 1.0 / denom as f32;
                     for (d, &q) in dst.iter_mut().zip(&src[2..]) {
@@ -282,7 +287,8 @@ fn check_and_normalise_row(r: usize, row: &mut [f32]) -> Result<()> {
         sum += p;
     }
     if !ok {
-        let (c, p) = row.iter().enumerate().find(|(_, p)| !(0.0..=1.0).contains(*p)).map(|(c, p)| (c, *p)).unwrap_or((0, 0.0));
+        let (c, p) =
+            row.iter().enumerate().find(|(_, p)| !(0.0..=1.0).contains(*p)).map(|(c, p)| (c, *p)).unwrap_or((0, 0.0));
         return Err(Error::Values(format!("row {r}, class {c}: {p} is not a probability")));
     }
     if (sum - 1.0).abs() > ROW_SUM_TOLERANCE {
@@ -388,19 +394,22 @@ mod tests {
     /// Random probability matrices: rows of positive weights (some exactly zero), normalised.
     fn matrix() -> impl Strategy<Value = (Vec<f32>, usize, usize)> {
         (1usize..40, 1usize..30).prop_flat_map(|(samples, classes)| {
-            proptest::collection::vec(prop_oneof![3 => 0.0f32..1.0, 1 => Just(0.0f32), 1 => 0.0f32..1e-6], samples * classes)
-                .prop_map(move |mut v| {
-                    for row in v.chunks_exact_mut(classes) {
-                        let s: f32 = row.iter().sum();
-                        if s <= 0.0 {
-                            row.iter_mut().for_each(|p| *p = 0.0);
-                            row[0] = 1.0;
-                        } else {
-                            row.iter_mut().for_each(|p| *p /= s);
-                        }
+            proptest::collection::vec(
+                prop_oneof![3 => 0.0f32..1.0, 1 => Just(0.0f32), 1 => 0.0f32..1e-6],
+                samples * classes,
+            )
+            .prop_map(move |mut v| {
+                for row in v.chunks_exact_mut(classes) {
+                    let s: f32 = row.iter().sum();
+                    if s <= 0.0 {
+                        row.iter_mut().for_each(|p| *p = 0.0);
+                        row[0] = 1.0;
+                    } else {
+                        row.iter_mut().for_each(|p| *p /= s);
                     }
-                    (v, samples, classes)
-                })
+                }
+                (v, samples, classes)
+            })
         })
     }
 
@@ -463,13 +472,23 @@ mod tests {
         assert!(matches!(sl.decode(&Limits::default()), Err(Error::Shape(_))));
         let big = SoftLabels { samples: 300_000, classes: 2, encoding: Encoding::F32, data: vec![] };
         assert!(matches!(big.check_shape(&Limits::default()), Err(Error::Shape(_))));
-        let nan = SoftLabels { samples: 1, classes: 2, encoding: Encoding::F32, data: [f32::NAN.to_le_bytes(), 1f32.to_le_bytes()].concat() };
+        let nan = SoftLabels {
+            samples: 1,
+            classes: 2,
+            encoding: Encoding::F32,
+            data: [f32::NAN.to_le_bytes(), 1f32.to_le_bytes()].concat(),
+        };
         assert!(matches!(nan.decode(&Limits::default()), Err(Error::Values(_))));
         let zero = SoftLabels { samples: 1, classes: 1, encoding: Encoding::Q8, data: vec![0, 0, 5] };
         assert!(matches!(zero.decode(&Limits::default()), Err(Error::Values(_))));
         let short = SoftLabels { samples: 1, classes: 2, encoding: Encoding::Q8, data: vec![255, 0, 100, 100] };
         assert!(matches!(short.decode(&Limits::default()), Err(Error::Values(_))));
-        let over = SoftLabels { samples: 1, classes: 2, encoding: Encoding::F16, data: [half::f16::from_f32(1.5).to_le_bytes(), half::f16::from_f32(0.0).to_le_bytes()].concat() };
+        let over = SoftLabels {
+            samples: 1,
+            classes: 2,
+            encoding: Encoding::F16,
+            data: [half::f16::from_f32(1.5).to_le_bytes(), half::f16::from_f32(0.0).to_le_bytes()].concat(),
+        };
         assert!(matches!(over.decode(&Limits::default()), Err(Error::Values(_))));
     }
 

@@ -116,8 +116,14 @@ mod tests {
             ("round", RoundAnnouncement { round: 4, ..b.clone() }),
             ("reference_set", RoundAnnouncement { reference_set: ReferenceSetId([8; 32]), ..b.clone() }),
             ("reference_samples", RoundAnnouncement { reference_samples: 101, ..b.clone() }),
-            ("selection seed", RoundAnnouncement { selection: SampleSelection::Seeded { seed: 10, count: 20 }, ..b.clone() }),
-            ("selection count", RoundAnnouncement { selection: SampleSelection::Seeded { seed: 9, count: 21 }, ..b.clone() }),
+            (
+                "selection seed",
+                RoundAnnouncement { selection: SampleSelection::Seeded { seed: 10, count: 20 }, ..b.clone() },
+            ),
+            (
+                "selection count",
+                RoundAnnouncement { selection: SampleSelection::Seeded { seed: 9, count: 21 }, ..b.clone() },
+            ),
             ("selection kind", RoundAnnouncement { selection: SampleSelection::Indices(vec![9, 20]), ..b.clone() }),
             ("classes", RoundAnnouncement { classes: 11, ..b.clone() }),
             ("temperature", RoundAnnouncement { temperature: 2.000_001, ..b.clone() }),

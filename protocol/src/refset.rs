@@ -65,20 +65,16 @@ impl ReferenceSet {
             return Err(Error::Malformed(format!("reference set format version {version}")));
         }
         let (samples, features) = (u64_at(12), u64_at(20));
-        let expected = samples
-            .checked_mul(features)
-            .and_then(|n| n.checked_mul(4))
-            .and_then(|n| n.checked_add(HEADER_LEN as u64));
+        let expected =
+            samples.checked_mul(features).and_then(|n| n.checked_mul(4)).and_then(|n| n.checked_add(HEADER_LEN as u64));
         if expected != Some(bytes.len() as u64) {
             return Err(Error::Shape(format!(
                 "header says {samples} × {features} but the file has {} bytes",
                 bytes.len()
             )));
         }
-        let values = bytes[HEADER_LEN..]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let values =
+            bytes[HEADER_LEN..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         Self::new(samples as usize, features as usize, values)
     }
 

@@ -51,7 +51,17 @@ mod tests {
 
     #[test]
     fn streams_indices_and_seeds_do_not_collide() {
-        let streams = [Stream::Selection, Stream::NodeTraining, Stream::Distillation, Stream::Init, Stream::Split, Stream::Baseline, Stream::Fault, Stream::Shuffle, Stream::Noise];
+        let streams = [
+            Stream::Selection,
+            Stream::NodeTraining,
+            Stream::Distillation,
+            Stream::Init,
+            Stream::Split,
+            Stream::Baseline,
+            Stream::Fault,
+            Stream::Shuffle,
+            Stream::Noise,
+        ];
         let mut seen = HashSet::new();
         for seed in 0..8 {
             for s in streams {

@@ -13,9 +13,8 @@ fn fed() -> FederationId {
 }
 
 fn probs(samples: usize, classes: usize, salt: u32) -> Vec<f32> {
-    let mut v: Vec<f32> = (0..samples * classes)
-        .map(|i| (((i as u32).wrapping_mul(2654435761) ^ salt) % 1000) as f32 + 1.0)
-        .collect();
+    let mut v: Vec<f32> =
+        (0..samples * classes).map(|i| (((i as u32).wrapping_mul(2654435761) ^ salt) % 1000) as f32 + 1.0).collect();
     for row in v.chunks_exact_mut(classes) {
         let s: f32 = row.iter().sum();
         row.iter_mut().for_each(|p| *p /= s);
@@ -59,15 +58,23 @@ fn message() -> impl Strategy<Value = Message> {
             agent
         })),
         (any::<u64>(), rid.clone(), 100u32..1000, 2u32..20, any::<bool>(), reason(), any::<bool>()).prop_map(
-            |(round, reference_set, reference_samples, classes, ok, r, sample_count_wanted)| Message::JoinReply(JoinReply {
-                federation: fed(),
-                outcome: if ok {
-                    Ok(JoinAccepted { current_round: round, reference_set, reference_samples, classes, sample_count_wanted })
-                } else {
-                    Err(r)
-                },
-                detail: "ok".into()
-            })
+            |(round, reference_set, reference_samples, classes, ok, r, sample_count_wanted)| Message::JoinReply(
+                JoinReply {
+                    federation: fed(),
+                    outcome: if ok {
+                        Ok(JoinAccepted {
+                            current_round: round,
+                            reference_set,
+                            reference_samples,
+                            classes,
+                            sample_count_wanted,
+                        })
+                    } else {
+                        Err(r)
+                    },
+                    detail: "ok".into()
+                }
+            )
         ),
         (any::<u64>(), rid.clone(), selection(), 2u32..20, 0.1f32..20.0, any::<u64>(), encoding()).prop_map(
             |(round, reference_set, selection, classes, temperature, deadline_unix_ms, encoding)| {
@@ -84,20 +91,33 @@ fn message() -> impl Strategy<Value = Message> {
                 })
             }
         ),
-        (any::<u64>(), rid.clone(), 1usize..50, 2usize..12, encoding(), 0.1f32..20.0, proptest::option::of(1u64..), any::<[u8; 32]>()).prop_map(
-            |(round, reference_set, samples, classes, enc, temperature, local_samples, announcement)| {
-                Message::Submission(Submission {
-                    federation: fed(),
-                    round,
-                    announcement: AnnouncementDigest(announcement),
-                    reference_set,
-                    temperature,
-                    local_samples,
-                    labels: SoftLabels::encode(&probs(samples, classes, round as u32), samples, classes, enc).unwrap(),
-                    abstained: (round % 2 == 0).then(|| Mask::from_bools(&(0..samples as u64).map(|i| (i + round) % 3 == 0).collect::<Vec<_>>())),
-                })
-            }
-        ),
+        (
+            any::<u64>(),
+            rid.clone(),
+            1usize..50,
+            2usize..12,
+            encoding(),
+            0.1f32..20.0,
+            proptest::option::of(1u64..),
+            any::<[u8; 32]>()
+        )
+            .prop_map(
+                |(round, reference_set, samples, classes, enc, temperature, local_samples, announcement)| {
+                    Message::Submission(Submission {
+                        federation: fed(),
+                        round,
+                        announcement: AnnouncementDigest(announcement),
+                        reference_set,
+                        temperature,
+                        local_samples,
+                        labels: SoftLabels::encode(&probs(samples, classes, round as u32), samples, classes, enc)
+                            .unwrap(),
+                        abstained: (round % 2 == 0).then(|| {
+                            Mask::from_bools(&(0..samples as u64).map(|i| (i + round) % 3 == 0).collect::<Vec<_>>())
+                        }),
+                    })
+                }
+            ),
         (any::<u64>(), rid.clone(), 1usize..50, 2usize..12, encoding(), 0.1f32..20.0).prop_map(
             |(round, reference_set, samples, classes, enc, temperature)| Message::Consensus(Consensus {
                 federation: fed(),
@@ -120,7 +140,11 @@ fn message() -> impl Strategy<Value = Message> {
         (rid, proptest::collection::vec(any::<u8>(), 0..300)).prop_map(|(reference_set, data)| Message::RefSetChunk(
             RefSetChunk { federation: fed(), reference_set, offset: 10, total_len: 10 + data.len() as u64 + 5, data }
         )),
-        (any::<u64>(), ".{0,40}").prop_map(|(rounds, detail)| Message::Finished(Finished { federation: fed(), rounds, detail })),
+        (any::<u64>(), ".{0,40}").prop_map(|(rounds, detail)| Message::Finished(Finished {
+            federation: fed(),
+            rounds,
+            detail
+        })),
     ]
 }
 
@@ -189,7 +213,10 @@ proptest! {
 fn oversized_input_is_refused_before_decoding() {
     let limits = Limits { max_message_bytes: 1024, ..Limits::default() };
     let big = vec![0u8; 1025];
-    assert!(matches!(SignedEnvelope::from_bytes(&big, &limits), Err(protocol::Error::TooLarge { len: 1025, cap: 1024 })));
+    assert!(matches!(
+        SignedEnvelope::from_bytes(&big, &limits),
+        Err(protocol::Error::TooLarge { len: 1025, cap: 1024 })
+    ));
 }
 
 /// A submission is capped at what the receiver's shape admits plus a kibibyte for its other
@@ -200,12 +227,23 @@ fn each_kind_is_capped_at_its_own_size() {
     let alice = identity(1);
     let (samples, classes) = (1000, 10);
     for encoding in Encoding::ALL {
-        let limits = Limits { max_samples: samples, max_classes: classes, encoding: Some(encoding), ..Limits::default() };
+        let limits =
+            Limits { max_samples: samples, max_classes: classes, encoding: Some(encoding), ..Limits::default() };
         let sub = |rows: usize| {
-            let labels = SoftLabels::encode(&probs(rows, classes as usize, 3), rows, classes as usize, encoding).unwrap();
+            let labels =
+                SoftLabels::encode(&probs(rows, classes as usize, 3), rows, classes as usize, encoding).unwrap();
             // The largest values of every other field: the longest federation id and u64s.
             let federation = FederationId::new("f".repeat(ids::MAX_FEDERATION_ID_LEN)).unwrap();
-            let m = Message::Submission(Submission { federation, round: u64::MAX, announcement: AnnouncementDigest([7; 32]), reference_set: ReferenceSetId([9; 32]), temperature: 2.0, local_samples: Some(u64::MAX), labels, abstained: None });
+            let m = Message::Submission(Submission {
+                federation,
+                round: u64::MAX,
+                announcement: AnnouncementDigest([7; 32]),
+                reference_set: ReferenceSetId([9; 32]),
+                temperature: 2.0,
+                local_samples: Some(u64::MAX),
+                labels,
+                abstained: None,
+            });
             sealed(&m, &alice)
         };
         let exact = sub(samples as usize);
@@ -215,20 +253,37 @@ fn each_kind_is_capped_at_its_own_size() {
         let over = sub(samples as usize + 100);
         assert!(over.len() > limits.frame_cap(Some(MessageKind::Submission)), "{encoding}: {} bytes fit", over.len());
         assert!(matches!(SignedEnvelope::from_bytes(&over, &limits), Err(Error::TooLarge { .. })));
-        let one_more = SignedEnvelope::from_bytes(&sub(samples as usize + 1), &limits).unwrap().open(&alice.id(), &limits);
+        let one_more =
+            SignedEnvelope::from_bytes(&sub(samples as usize + 1), &limits).unwrap().open(&alice.id(), &limits);
         assert_eq!(one_more.unwrap_err().refusal_reason(), RefusalReason::WrongShape, "{encoding}");
         // A matrix in another encoding than the receiver's is refused by shape too.
         let other = Encoding::ALL.into_iter().find(|e| *e != encoding).unwrap();
         let labels = SoftLabels::encode(&probs(10, classes as usize, 3), 10, classes as usize, other).unwrap();
-        let m = Message::Submission(Submission { federation: fed(), round: 1, announcement: AnnouncementDigest([7; 32]), reference_set: ReferenceSetId([9; 32]), temperature: 2.0, local_samples: Some(1), labels, abstained: None });
+        let m = Message::Submission(Submission {
+            federation: fed(),
+            round: 1,
+            announcement: AnnouncementDigest([7; 32]),
+            reference_set: ReferenceSetId([9; 32]),
+            temperature: 2.0,
+            local_samples: Some(1),
+            labels,
+            abstained: None,
+        });
         let opened = SignedEnvelope::from_bytes(&sealed(&m, &alice), &limits).unwrap().open(&alice.id(), &limits);
-        assert_eq!(opened.unwrap_err().refusal_reason(), RefusalReason::WrongShape, "{other} to a receiver of {encoding}");
+        assert_eq!(
+            opened.unwrap_err().refusal_reason(),
+            RefusalReason::WrongShape,
+            "{other} to a receiver of {encoding}"
+        );
     }
     // The smallest kinds: a hello with the longest allowed texts fits; one padded to 2 KiB does not.
     let limits = Limits::default();
     let hello = |agent: String| {
         let federation = FederationId::new("f".repeat(ids::MAX_FEDERATION_ID_LEN)).unwrap();
-        sealed(&Message::Hello(Hello { federation, participant: alice.id(), protocol_version: PROTOCOL_VERSION, agent }), &alice)
+        sealed(
+            &Message::Hello(Hello { federation, participant: alice.id(), protocol_version: PROTOCOL_VERSION, agent }),
+            &alice,
+        )
     };
     assert!(receive(&hello("a".repeat(message::MAX_DETAIL_LEN)), &alice.id()).is_ok());
     let big = hello("a".repeat(2048));
@@ -251,7 +306,12 @@ fn each_kind_is_capped_at_its_own_size() {
 #[test]
 fn claimed_lengths_beyond_the_input_are_malformed() {
     let alice = identity(1);
-    let hello = Message::Hello(Hello { federation: fed(), participant: alice.id(), protocol_version: PROTOCOL_VERSION, agent: "abc".into() });
+    let hello = Message::Hello(Hello {
+        federation: fed(),
+        participant: alice.id(),
+        protocol_version: PROTOCOL_VERSION,
+        agent: "abc".into(),
+    });
     let mut body = codec::encode_body(&hello).unwrap();
     // The agent is the last field: replace its 1-byte length (3) by a varint of 60 MiB.
     let n = body.len();
@@ -286,7 +346,12 @@ fn a_length_prefix_claiming_gigabytes_does_not_allocate_them() {
 #[test]
 fn wrong_version_and_unknown_kind_are_refused_with_codes() {
     let alice = identity(1);
-    let msg = Message::Receipt(Receipt { federation: fed(), round: 1, status: ReceiptStatus::Accepted, detail: String::new() });
+    let msg = Message::Receipt(Receipt {
+        federation: fed(),
+        round: 1,
+        status: ReceiptStatus::Accepted,
+        detail: String::new(),
+    });
     let mut env = SignedEnvelope::seal(&msg, &alice).unwrap();
     env.version = 99;
     let err = env.open(&alice.id(), &Limits::default()).unwrap_err();
@@ -300,7 +365,10 @@ fn wrong_version_and_unknown_kind_are_refused_with_codes() {
     assert_eq!(err, Error::Kind(42));
     assert_eq!(err.refusal_reason(), RefusalReason::Malformed);
     // The same body under its own kind opens: only the kind was wrong.
-    assert_eq!(SignedEnvelope::seal_raw(msg.kind() as u8, body, &alice).open(&alice.id(), &Limits::default()).unwrap(), msg);
+    assert_eq!(
+        SignedEnvelope::seal_raw(msg.kind() as u8, body, &alice).open(&alice.id(), &Limits::default()).unwrap(),
+        msg
+    );
     // A kind changed after signing breaks the signature, which is checked first.
     let mut env = SignedEnvelope::seal(&msg, &alice).unwrap();
     env.kind = 42;
@@ -371,7 +439,10 @@ fn submissions_are_checked_against_the_announcement() {
     good.check_against(&ann).unwrap();
     let code = |s: Submission| s.check_against(&ann).unwrap_err().refusal_reason();
     assert_eq!(code(Submission { round: 2, ..good.clone() }), RefusalReason::WrongRound);
-    assert_eq!(code(Submission { reference_set: ReferenceSetId([8; 32]), ..good.clone() }), RefusalReason::WrongReferenceSet);
+    assert_eq!(
+        code(Submission { reference_set: ReferenceSetId([8; 32]), ..good.clone() }),
+        RefusalReason::WrongReferenceSet
+    );
     assert_eq!(code(Submission { temperature: 1.0, ..good.clone() }), RefusalReason::WrongShape);
     let wrong_rows = SoftLabels::encode(&probs(5, 3, 1), 5, 3, Encoding::Q8).unwrap();
     assert_eq!(code(Submission { labels: wrong_rows, ..good.clone() }), RefusalReason::WrongShape);
@@ -389,8 +460,14 @@ fn submissions_are_checked_against_the_announcement() {
     // An abstention mask covers exactly the announced samples, with no stray bit; abstaining
     // on every sample is a valid answer.
     Submission { abstained: Some(Mask::from_bools(&[true; 4])), ..good.clone() }.check_against(&ann).unwrap();
-    assert_eq!(code(Submission { abstained: Some(Mask::from_bools(&[true; 9])), ..good.clone() }), RefusalReason::WrongShape);
-    assert_eq!(code(Submission { abstained: Some(Mask::from_bytes(vec![0b1_0000])), ..good.clone() }), RefusalReason::InvalidValues);
+    assert_eq!(
+        code(Submission { abstained: Some(Mask::from_bools(&[true; 9])), ..good.clone() }),
+        RefusalReason::WrongShape
+    );
+    assert_eq!(
+        code(Submission { abstained: Some(Mask::from_bytes(vec![0b1_0000])), ..good.clone() }),
+        RefusalReason::InvalidValues
+    );
     let other = FederationId::new("other").unwrap();
     assert_eq!(code(Submission { federation: other, ..good }), RefusalReason::WrongFederation);
 }
@@ -413,6 +490,14 @@ fn a_consensus_with_inconsistent_counts_is_refused() {
     Message::Consensus(good.clone()).validate(&limits).unwrap();
     let reason = |c: Consensus| Message::Consensus(c).validate(&limits).unwrap_err().refusal_reason();
     assert_eq!(reason(Consensus { counts: vec![3, 1, 0], ..good.clone() }), RefusalReason::WrongShape);
-    assert_eq!(reason(Consensus { counts: vec![3, 4, 0, 2], ..good.clone() }), RefusalReason::InvalidValues, "more contributors than participants");
-    assert_eq!(reason(Consensus { counts: vec![0, 1, 0, 2], ..good }), RefusalReason::InvalidValues, "a sample nobody contributed to must be masked");
+    assert_eq!(
+        reason(Consensus { counts: vec![3, 4, 0, 2], ..good.clone() }),
+        RefusalReason::InvalidValues,
+        "more contributors than participants"
+    );
+    assert_eq!(
+        reason(Consensus { counts: vec![0, 1, 0, 2], ..good }),
+        RefusalReason::InvalidValues,
+        "a sample nobody contributed to must be masked"
+    );
 }

@@ -11,11 +11,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::seeds::{SeedSummary, Stat};
 use crate::Scenario;
+use crate::seeds::{SeedSummary, Stat};
 
 /// One `[[ablation]]` variant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,11 +43,13 @@ impl Variant {
         b.baselines = crate::spec::Baselines::NONE;
         let mut value = toml::Table::try_from(&b).context("scenario as TOML")?;
         for (key, v) in &self.set {
-            let (table, last) = walk(&mut value, key, true).with_context(|| format!("ablation `{}`: `set` key `{key}`", self.name))?;
+            let (table, last) =
+                walk(&mut value, key, true).with_context(|| format!("ablation `{}`: `set` key `{key}`", self.name))?;
             table.insert(last.to_owned(), v.clone());
         }
         for key in &self.unset {
-            let (table, last) = walk(&mut value, key, false).with_context(|| format!("ablation `{}`: `unset` key `{key}`", self.name))?;
+            let (table, last) = walk(&mut value, key, false)
+                .with_context(|| format!("ablation `{}`: `unset` key `{key}`", self.name))?;
             if table.remove(last).is_none() {
                 bail!("ablation `{}`: `unset` key `{key}` is not set in the scenario", self.name);
             }
@@ -58,7 +60,11 @@ impl Variant {
 }
 
 /// The table holding dotted `key`'s last part, creating missing tables if `create`.
-fn walk<'a, 'k>(root: &'a mut toml::Table, key: &'k str, create: bool) -> anyhow::Result<(&'a mut toml::Table, &'k str)> {
+fn walk<'a, 'k>(
+    root: &'a mut toml::Table,
+    key: &'k str,
+    create: bool,
+) -> anyhow::Result<(&'a mut toml::Table, &'k str)> {
     let parts: Vec<&str> = key.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
         bail!("not a dotted key");
@@ -83,8 +89,14 @@ fn walk<'a, 'k>(root: &'a mut toml::Table, key: &'k str, create: bool) -> anyhow
 pub fn validate(s: &Scenario) -> anyhow::Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for v in &s.ablation {
-        if v.name.is_empty() || !v.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') || v.name == "full" {
-            bail!("ablation name `{}`: use letters, digits, `-` and `_` (and not `full`, the run with every technique on)", v.name);
+        if v.name.is_empty()
+            || !v.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || v.name == "full"
+        {
+            bail!(
+                "ablation name `{}`: use letters, digits, `-` and `_` (and not `full`, the run with every technique on)",
+                v.name
+            );
         }
         if !seen.insert(v.name.as_str()) {
             bail!("ablation name `{}` appears twice", v.name);
@@ -131,8 +143,14 @@ pub fn markdown(a: &Ablation) -> String {
     let Some(full) = a.rows.first() else { return m };
     let seeds: Vec<String> = full.summary.seeds.iter().map(|v| v.to_string()).collect();
     let _ = writeln!(m, "# `{}`: ablation ({} rounds, seeds {})\n", a.scenario, full.summary.rounds, seeds.join(", "));
-    let _ = writeln!(m, "Test accuracy in %, mean ± std over seeds; Δ: difference of the means from the full run (every technique on).\n");
-    let _ = writeln!(m, "| variant | what changes | global student | Δ | node models (mean) | Δ | teachers' ensemble | bytes per round |\n|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        m,
+        "Test accuracy in %, mean ± std over seeds; Δ: difference of the means from the full run (every technique on).\n"
+    );
+    let _ = writeln!(
+        m,
+        "| variant | what changes | global student | Δ | node models (mean) | Δ | teachers' ensemble | bytes per round |\n|---|---|---|---|---|---|---|---|"
+    );
     for r in &a.rows {
         let s = &r.summary;
         let _ = writeln!(
@@ -150,7 +168,12 @@ pub fn markdown(a: &Ablation) -> String {
     }
     let f = &full.summary;
     let mut baselines = Vec::new();
-    for (name, st) in [("FedAvg, same rounds", &f.fedavg_accuracy), ("local-only (mean node)", &f.local_only_mean), ("centralized", &f.centralized_accuracy), ("student on the public set's true labels", &f.public_labels_accuracy)] {
+    for (name, st) in [
+        ("FedAvg, same rounds", &f.fedavg_accuracy),
+        ("local-only (mean node)", &f.local_only_mean),
+        ("centralized", &f.centralized_accuracy),
+        ("student on the public set's true labels", &f.public_labels_accuracy),
+    ] {
         if let Some(st) = st {
             baselines.push(format!("{name} {}", pct(st)));
         }
@@ -178,7 +201,12 @@ mod tests {
     }
 
     fn variant(name: &str, set: &str, unset: &[&str]) -> Variant {
-        Variant { name: name.into(), about: String::new(), set: toml::from_str(set).unwrap(), unset: unset.iter().map(|s| s.to_string()).collect() }
+        Variant {
+            name: name.into(),
+            about: String::new(),
+            set: toml::from_str(set).unwrap(),
+            unset: unset.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     #[test]

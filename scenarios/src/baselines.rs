@@ -1,12 +1,12 @@
 //! Baselines on the same split: local-only, centralized, FedAvg, the teachers' ensemble, and a
 //! student trained on the public set's true labels.
 
+use learning::Model;
 use learning::data::Dataset;
 use learning::eval::{self, ModelFacts};
-use learning::train::{self, TrainConfig};
 use learning::joint::fit_joint;
-use learning::Model;
-use protocol::seed::{derive, Stream};
+use learning::train::{self, TrainConfig};
+use protocol::seed::{Stream, derive};
 use serde::{Deserialize, Serialize};
 
 use crate::setup::Prepared;
@@ -70,7 +70,12 @@ pub fn centralized(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
     let mut net = Model::new(&cfg.model, p.dataset.dim, p.dataset.classes, cfg.backend, seed)?;
     let train_cfg = TrainConfig { epochs: epochs_total(p).min(10), ..cfg.train.clone() };
     train::fit(&mut net, &p.dataset.subset(&all), &train_cfg, seed)?;
-    Ok(Baseline { accuracy: accuracy(&net, test)?, per_round: Vec::new(), bytes_total: 0, seconds: t.elapsed().as_secs_f64() })
+    Ok(Baseline {
+        accuracy: accuracy(&net, test)?,
+        per_round: Vec::new(),
+        bytes_total: 0,
+        seconds: t.elapsed().as_secs_f64(),
+    })
 }
 
 /// Federated averaging with the nodes' architecture and local epochs, weighted by local size.
@@ -78,7 +83,8 @@ pub fn centralized(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
 pub fn fedavg(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
     let t = std::time::Instant::now();
     let cfg0 = &p.nodes[0];
-    let mut global = Model::new(&cfg0.model, p.dataset.dim, p.dataset.classes, cfg0.backend, seed(p.scenario.seed, Which::FedAvg))?;
+    let mut global =
+        Model::new(&cfg0.model, p.dataset.dim, p.dataset.classes, cfg0.backend, seed(p.scenario.seed, Which::FedAvg))?;
     let model_bytes = global.to_bytes()?.len() as u64;
     let parts: Vec<Dataset> = p.parts.iter().map(|rows| p.dataset.subset(rows)).collect();
     let weights: Vec<f64> = parts.iter().map(|d| d.len() as f64).collect();
@@ -90,10 +96,19 @@ pub fn fedavg(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
             // The seed a node trains with in this round of the federation; with `[nodes.privacy]`,
             // DP-SGD planned for the same ε over the same rounds (DP-FedAvg).
             let dp = match &p.nodes[i].privacy {
-                Some(cfg) => Some(node::budget::plan(cfg, d.len(), &p.nodes[i].train, p.scenario.rounds, &Default::default())?.0),
+                Some(cfg) => {
+                    Some(node::budget::plan(cfg, d.len(), &p.nodes[i].train, p.scenario.rounds, &Default::default())?.0)
+                }
                 None => None,
             };
-            fit_joint(&mut local, d, None, &p.nodes[i].train, dp.as_ref(), derive(p.nodes[i].seed, Stream::NodeTraining, round))?;
+            fit_joint(
+                &mut local,
+                d,
+                None,
+                &p.nodes[i].train,
+                dp.as_ref(),
+                derive(p.nodes[i].seed, Stream::NodeTraining, round),
+            )?;
             locals.push(local);
         }
         let refs: Vec<&Model> = locals.iter().collect();
@@ -101,7 +116,12 @@ pub fn fedavg(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
         per_round.push(accuracy(&global, test)?);
     }
     let bytes_total = 2 * model_bytes * parts.len() as u64 * p.scenario.rounds;
-    Ok(Baseline { accuracy: *per_round.last().unwrap_or(&0.0), per_round, bytes_total, seconds: t.elapsed().as_secs_f64() })
+    Ok(Baseline {
+        accuracy: *per_round.last().unwrap_or(&0.0),
+        per_round,
+        bytes_total,
+        seconds: t.elapsed().as_secs_f64(),
+    })
 }
 
 /// The student's architecture trained on the reference rows with their true labels: what the
@@ -115,7 +135,15 @@ pub fn public_labels(p: &Prepared, test: &Dataset) -> anyhow::Result<(Baseline, 
     let train_cfg = TrainConfig { epochs, ..s.student.distill.train.clone() };
     train::fit(&mut net, &p.dataset.subset(&p.split.reference), &train_cfg, seed)?;
     let facts = ModelFacts::of(&net)?;
-    Ok((Baseline { accuracy: accuracy(&net, test)?, per_round: Vec::new(), bytes_total: 0, seconds: t.elapsed().as_secs_f64() }, facts))
+    Ok((
+        Baseline {
+            accuracy: accuracy(&net, test)?,
+            per_round: Vec::new(),
+            bytes_total: 0,
+            seconds: t.elapsed().as_secs_f64(),
+        },
+        facts,
+    ))
 }
 
 /// Accuracy of the mean of the nodes' final predictions on the test set (what the student distils).

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use protocol::seed::{derive, Stream};
+use protocol::seed::{Stream, derive};
 use serde::{Deserialize, Serialize};
 
 /// Corrupted soft labels.
@@ -50,7 +50,10 @@ pub struct Simulation {
 impl Simulation {
     /// Whether this node follows the protocol (the seed alone changes nothing).
     pub fn is_honest(&self) -> bool {
-        self.delay_ms == 0 && self.attack == Attack::None && self.leave_at_round.is_none() && self.claim_samples.is_none()
+        self.delay_ms == 0
+            && self.attack == Attack::None
+            && self.leave_at_round.is_none()
+            && self.claim_samples.is_none()
     }
 }
 

@@ -75,12 +75,24 @@ mod tests {
         for (i, (&x, &y)) in xa.iter().zip(&xb).enumerate() {
             let (lo, hi) = (x.min(y), x.max(y));
             let (m, n) = (mid[i], near_a[i]);
-            assert_eq!(m, ((f64::from(x) + f64::from(y)) / 2.0) as f32, "weight {i}: equal weights give the midpoint of {x} and {y}");
+            assert_eq!(
+                m,
+                ((f64::from(x) + f64::from(y)) / 2.0) as f32,
+                "weight {i}: equal weights give the midpoint of {x} and {y}"
+            );
             assert!(lo <= n && n <= hi, "weight {i}: {n} is not between {x} and {y}");
             assert!((n - x).abs() <= (n - y).abs(), "weight {i}: weights (3, 1) give {n}, nearer {y} than {x}");
         }
-        assert_eq!(average(&[&a, &b], &[0.0, 1.0]).unwrap().parameters().unwrap(), pb, "weights (0, 1) give the second parent");
-        assert_eq!(average(&[&a, &a], &[1.0, 3.0]).unwrap().parameters().unwrap(), pa, "one model averaged with itself");
+        assert_eq!(
+            average(&[&a, &b], &[0.0, 1.0]).unwrap().parameters().unwrap(),
+            pb,
+            "weights (0, 1) give the second parent"
+        );
+        assert_eq!(
+            average(&[&a, &a], &[1.0, 3.0]).unwrap().parameters().unwrap(),
+            pa,
+            "one model averaged with itself"
+        );
 
         // The average is a model like any other: it predicts as its weights say and keeps training.
         let x = &d.features[..64];

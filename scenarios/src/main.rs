@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use scenarios::spec::{data_dir, Transport};
 use scenarios::Scenario;
+use scenarios::spec::{Transport, data_dir};
 
 #[derive(Parser)]
 #[command(name = "fd-scenarios", version, about = "Simulated federated-distillation runs with baselines and a report")]
@@ -96,13 +96,37 @@ fn note(log: net::cli::LogArgs, text: String) {
 }
 
 /// Runs `s` once per seed into `out/seed-N/`.
-async fn run_seeds(s: &Scenario, seeds: &[u64], out: &std::path::Path, quiet: bool, log: net::cli::LogArgs) -> anyhow::Result<Vec<scenarios::run::Results>> {
+async fn run_seeds(
+    s: &Scenario,
+    seeds: &[u64],
+    out: &std::path::Path,
+    quiet: bool,
+    log: net::cli::LogArgs,
+) -> anyhow::Result<Vec<scenarios::run::Results>> {
     let mut all = Vec::new();
     for &seed in seeds {
         let s = Scenario { seed, ..s.clone() };
         let dir = out.join(format!("seed-{seed}"));
-        note(log, format!("running `{}` ({} nodes, {} rounds, seed {seed}) into {}", s.name, s.split.nodes, s.rounds, dir.display()));
-        all.push(scenarios::run::run(&s, &scenarios::run::RunOptions { out: dir, progress: !quiet && log.log_format == net::cli::LogFormat::Text }).await?);
+        note(
+            log,
+            format!(
+                "running `{}` ({} nodes, {} rounds, seed {seed}) into {}",
+                s.name,
+                s.split.nodes,
+                s.rounds,
+                dir.display()
+            ),
+        );
+        all.push(
+            scenarios::run::run(
+                &s,
+                &scenarios::run::RunOptions {
+                    out: dir,
+                    progress: !quiet && log.log_format == net::cli::LogFormat::Text,
+                },
+            )
+            .await?,
+        );
     }
     Ok(all)
 }
@@ -127,11 +151,13 @@ async fn main() -> anyhow::Result<()> {
 async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
     match command {
         Command::List => {
-            let list: String = scenarios::presets::PRESETS.iter().map(|(name, about)| format!("{name:<18} {about}\n")).collect();
+            let list: String =
+                scenarios::presets::PRESETS.iter().map(|(name, about)| format!("{name:<18} {about}\n")).collect();
             emit(&list)?;
         }
         Command::Show { name } => {
-            let text = scenarios::presets::preset(&name, &data_dir()).with_context(|| format!("no preset named `{name}`"))?;
+            let text =
+                scenarios::presets::preset(&name, &data_dir()).with_context(|| format!("no preset named `{name}`"))?;
             emit(&text)?;
         }
         Command::Run { scenario, out, seed, seeds, epsilons, rounds, abstain, transport, quiet } => {
@@ -150,7 +176,10 @@ async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
             }
             s.validate()?;
             let out = out.unwrap_or_else(|| {
-                let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
                 PathBuf::from("runs").join(format!("{}-{t}", s.name))
             });
             if !epsilons.is_empty() {
@@ -159,8 +188,14 @@ async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
                 for budget in epsilons {
                     let at = budget.apply(&s);
                     let all = run_seeds(&at, &seeds, &out.join(format!("eps-{budget}")), quiet, log).await?;
-                    let max_spent = scenarios::seeds::Stat::of(all.iter().map(|r| r.privacy.as_ref().map_or(0.0, |p| p.max_spent)).collect());
-                    points.push(scenarios::sweep::Point { budget, summary: scenarios::seeds::summarise(&all), max_spent });
+                    let max_spent = scenarios::seeds::Stat::of(
+                        all.iter().map(|r| r.privacy.as_ref().map_or(0.0, |p| p.max_spent)).collect(),
+                    );
+                    points.push(scenarios::sweep::Point {
+                        budget,
+                        summary: scenarios::seeds::summarise(&all),
+                        max_spent,
+                    });
                 }
                 let delta = scenarios::sweep::Budget::Epsilon(1.0).apply(&s).nodes.privacy.map_or(1e-5, |p| p.delta);
                 let sweep = scenarios::sweep::Sweep { scenario: s.name.clone(), delta, points };
@@ -173,19 +208,41 @@ async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
                 let mut rows = vec![scenarios::ablation::Row {
                     name: "full".into(),
                     about: "every technique on".into(),
-                    summary: scenarios::seeds::summarise(&run_seeds(&full, &seeds, &out.join("full"), quiet, log).await?),
+                    summary: scenarios::seeds::summarise(
+                        &run_seeds(&full, &seeds, &out.join("full"), quiet, log).await?,
+                    ),
                 }];
                 for v in &s.ablation {
                     let changed = v.apply(&s)?;
                     let all = run_seeds(&changed, &seeds, &out.join(&v.name), quiet, log).await?;
-                    rows.push(scenarios::ablation::Row { name: v.name.clone(), about: v.about.clone(), summary: scenarios::seeds::summarise(&all) });
+                    rows.push(scenarios::ablation::Row {
+                        name: v.name.clone(),
+                        about: v.about.clone(),
+                        summary: scenarios::seeds::summarise(&all),
+                    });
                 }
                 let ablation = scenarios::ablation::Ablation { scenario: s.name.clone(), rows };
                 scenarios::ablation::write(&out, &ablation)?;
                 emit(&scenarios::ablation::markdown(&ablation))?;
             } else if seeds.is_empty() {
-                note(log, format!("running `{}` ({} nodes, {} rounds) into {}", s.name, s.split.nodes, s.rounds, out.display()));
-                let r = scenarios::run::run(&s, &scenarios::run::RunOptions { out: out.clone(), progress: !quiet && log.log_format == net::cli::LogFormat::Text }).await?;
+                note(
+                    log,
+                    format!(
+                        "running `{}` ({} nodes, {} rounds) into {}",
+                        s.name,
+                        s.split.nodes,
+                        s.rounds,
+                        out.display()
+                    ),
+                );
+                let r = scenarios::run::run(
+                    &s,
+                    &scenarios::run::RunOptions {
+                        out: out.clone(),
+                        progress: !quiet && log.log_format == net::cli::LogFormat::Text,
+                    },
+                )
+                .await?;
                 emit(&scenarios::report::summary(&r))?;
             } else {
                 let all = run_seeds(&s, &seeds, &out, quiet, log).await?;

@@ -41,10 +41,16 @@ pub fn accuracy_per_round(r: &Results, path: &Path) -> Res {
         .build_cartesian_2d(1u64..rounds, lo..1.0f32)?;
     chart.configure_mesh().x_desc("round").y_desc("test accuracy").label_style(("sans-serif", 14)).draw()?;
     let fd: Vec<(u64, f32)> = r.rounds.iter().map(|x| (x.round, x.global_accuracy)).collect();
-    chart.draw_series(LineSeries::new(fd, BLUE.stroke_width(3)))?.label("federated distillation (global student)").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(3)));
+    chart
+        .draw_series(LineSeries::new(fd, BLUE.stroke_width(3)))?
+        .label("federated distillation (global student)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(3)));
     if let Some(f) = &r.fedavg {
         let pts: Vec<(u64, f32)> = f.per_round.iter().enumerate().map(|(i, a)| (i as u64 + 1, *a)).collect();
-        chart.draw_series(LineSeries::new(pts, RED.stroke_width(2)))?.label("FedAvg").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(pts, RED.stroke_width(2)))?
+            .label("FedAvg")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
     }
     let mut flat = |name: &str, v: f32, color: RGBColor| -> Res {
         chart
@@ -60,7 +66,13 @@ pub fn accuracy_per_round(r: &Results, path: &Path) -> Res {
     if let Some(l) = &r.local_only {
         flat("local-only (mean node)", l.mean, RGBColor(150, 150, 150))?;
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 13)).position(SeriesLabelPosition::LowerRight).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
     root.present()?;
     Ok(())
 }
@@ -91,14 +103,31 @@ pub fn accuracy_per_byte(r: &Results, path: &Path) -> Res {
         .x_label_area_size(40)
         .y_label_area_size(55)
         .build_cartesian_2d((xmin..xmax).log_scale(), lo..1.0f32)?;
-    chart.configure_mesh().x_desc("cumulative bytes (both directions)").y_desc("test accuracy").label_style(("sans-serif", 14)).draw()?;
-    chart.draw_series(LineSeries::new(fd.clone(), BLUE.stroke_width(3)))?.label("federated distillation").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(3)));
+    chart
+        .configure_mesh()
+        .x_desc("cumulative bytes (both directions)")
+        .y_desc("test accuracy")
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(fd.clone(), BLUE.stroke_width(3)))?
+        .label("federated distillation")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(3)));
     chart.draw_series(fd.iter().map(|p| Circle::new(*p, 3, BLUE.filled())))?;
     if !fa.is_empty() {
-        chart.draw_series(LineSeries::new(fa.clone(), RED.stroke_width(2)))?.label("FedAvg").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(fa.clone(), RED.stroke_width(2)))?
+            .label("FedAvg")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
         chart.draw_series(fa.iter().map(|p| Circle::new(*p, 3, RED.filled())))?;
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 13)).position(SeriesLabelPosition::LowerRight).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
     root.present()?;
     Ok(())
 }

@@ -3,20 +3,41 @@
 /// Names and one-line descriptions.
 pub const PRESETS: &[(&str, &str)] = &[
     ("quickstart", "UCI digits, 10 nodes, Dirichlet α = 0.5, MLP nodes and student, 10 rounds (seconds)"),
-    ("digits-a05", "quickstart run to convergence: 30 rounds, every node learning every consensus sample each round (digest.cover)"),
+    (
+        "digits-a05",
+        "quickstart run to convergence: 30 rounds, every node learning every consensus sample each round (digest.cover)",
+    ),
     ("digits-a01", "UCI digits, 10 nodes, Dirichlet α = 0.1 (strongly non-IID), 30 rounds"),
-    ("ablation", "digits-a01 with abstention, and one technique off (or changed) in each variant: what each piece buys"),
-    ("mnist-dirichlet", "MNIST, 10 nodes, Dirichlet α = 0.1, 5,000 public samples (1,500 a round), CNN nodes and student, 20 rounds"),
+    (
+        "ablation",
+        "digits-a01 with abstention, and one technique off (or changed) in each variant: what each piece buys",
+    ),
+    (
+        "mnist-dirichlet",
+        "MNIST, 10 nodes, Dirichlet α = 0.1, 5,000 public samples (1,500 a round), CNN nodes and student, 20 rounds",
+    ),
     ("mnist-dirichlet-a05", "mnist-dirichlet with Dirichlet α = 0.5"),
-    ("attack-samples", "quickstart under weighted_by_samples with reported counts: node 0 flips its labels and claims 2^20 samples"),
+    (
+        "attack-samples",
+        "quickstart under weighted_by_samples with reported counts: node 0 flips its labels and claims 2^20 samples",
+    ),
     ("attack-samples-control", "attack-samples without the clip on reported counts (the control)"),
-    ("attack-confidence", "quickstart under the confidence rule with centered clipping: node 0 sends one-hot wrong labels"),
-    ("attack-confidence-control", "attack-confidence without centered clipping and the cap on a node's share (the control)"),
+    (
+        "attack-confidence",
+        "quickstart under the confidence rule with centered clipping: node 0 sends one-hot wrong labels",
+    ),
+    (
+        "attack-confidence-control",
+        "attack-confidence without centered clipping and the cap on a node's share (the control)",
+    ),
     ("mnist-shards", "MNIST, 10 nodes holding 2 classes each, MLP, 20 rounds"),
     ("breast-cancer", "UCI breast cancer, 5 nodes, Dirichlet α = 1, standardised features, small MLP"),
     ("scale-100", "MNIST, 100 nodes, IID, small MLP: how the system scales on one machine"),
     ("privacy-digits", "digits-a05 with record-level DP-SGD, ε = 4 per node (sweep: --epsilons 1,2,4,8,inf)"),
-    ("privacy-mnist", "MNIST, Dirichlet α = 0.5, MLP nodes with record-level DP-SGD, ε = 4 per node (sweep: --epsilons 1,2,4,8,inf)"),
+    (
+        "privacy-mnist",
+        "MNIST, Dirichlet α = 0.5, MLP nodes with record-level DP-SGD, ε = 4 per node (sweep: --epsilons 1,2,4,8,inf)",
+    ),
 ];
 
 /// `[nodes.privacy]` of the privacy presets: ε = 4, δ = 10⁻⁵ per node, clipping norm 1.
@@ -290,18 +311,35 @@ pub fn preset(name: &str, data_dir: &std::path::Path) -> Option<String> {
             &[
                 (r#"name = "quickstart""#, r#"name = "digits-a05""#),
                 ("rounds = 10", "rounds = 30"),
-                ("digest = { enabled = true, epochs = 2, learning_rate = 0.001, batch_size = 64 }", r#"digest = { enabled = true, epochs = 2, learning_rate = 0.001, batch_size = 64, cover = "both" }"#),
+                (
+                    "digest = { enabled = true, epochs = 2, learning_rate = 0.001, batch_size = 64 }",
+                    r#"digest = { enabled = true, epochs = 2, learning_rate = 0.001, batch_size = 64, cover = "both" }"#,
+                ),
             ],
         ),
         "digits-a01" => variant(
             QUICKSTART,
-            &[(r#"name = "quickstart""#, r#"name = "digits-a01""#), ("rounds = 10", "rounds = 30"), ("alpha = 0.5", "alpha = 0.1")],
+            &[
+                (r#"name = "quickstart""#, r#"name = "digits-a01""#),
+                ("rounds = 10", "rounds = 30"),
+                ("alpha = 0.5", "alpha = 0.1"),
+            ],
         ),
         "ablation" => {
-            variant(QUICKSTART, &[(r#"name = "quickstart""#, r#"name = "ablation""#), ("rounds = 10", "rounds = 30"), ("alpha = 0.5", "alpha = 0.1")]) + ABLATION
+            variant(
+                QUICKSTART,
+                &[
+                    (r#"name = "quickstart""#, r#"name = "ablation""#),
+                    ("rounds = 10", "rounds = 30"),
+                    ("alpha = 0.5", "alpha = 0.1"),
+                ],
+            ) + ABLATION
         }
         "mnist-dirichlet" => MNIST_DIRICHLET.to_owned(),
-        "mnist-dirichlet-a05" => variant(MNIST_DIRICHLET, &[(r#"name = "mnist-dirichlet""#, r#"name = "mnist-dirichlet-a05""#), ("alpha = 0.1", "alpha = 0.5")]),
+        "mnist-dirichlet-a05" => variant(
+            MNIST_DIRICHLET,
+            &[(r#"name = "mnist-dirichlet""#, r#"name = "mnist-dirichlet-a05""#), ("alpha = 0.1", "alpha = 0.5")],
+        ),
         "mnist-shards" => MNIST_SHARDS.to_owned(),
         // One roster member tries to take the consensus over; each attack has a control with
         // the hardening off, so that the attack is seen to bite where it is not stopped.
@@ -318,14 +356,22 @@ pub fn preset(name: &str, data_dir: &std::path::Path) -> Option<String> {
             variant(QUICKSTART, &edits) + ATTACKER_CLAIMS
         }
         "attack-confidence" | "attack-confidence-control" => {
-            let rule = if name.ends_with("-control") { r#"rule = { kind = "confidence", max_share = 10.0 }"# } else { "rule = { kind = \"confidence\" }\ncenter_clip = 2.0" };
+            let rule = if name.ends_with("-control") {
+                r#"rule = { kind = "confidence", max_share = 10.0 }"#
+            } else {
+                "rule = { kind = \"confidence\" }\ncenter_clip = 2.0"
+            };
             let renamed = format!(r#"name = "{name}""#);
-            variant(QUICKSTART, &[(r#"name = "quickstart""#, &renamed), (r#"rule = { kind = "mean" }"#, rule)]) + ATTACKER_ONE_HOT
+            variant(QUICKSTART, &[(r#"name = "quickstart""#, &renamed), (r#"rule = { kind = "mean" }"#, rule)])
+                + ATTACKER_ONE_HOT
         }
         "breast-cancer" => BREAST_CANCER.to_owned(),
         "scale-100" => SCALE_100.to_owned(),
         "privacy-digits" => {
-            variant(QUICKSTART, &[(r#"name = "quickstart""#, r#"name = "privacy-digits""#), ("rounds = 10", "rounds = 30")]) + PRIVACY
+            variant(
+                QUICKSTART,
+                &[(r#"name = "quickstart""#, r#"name = "privacy-digits""#), ("rounds = 10", "rounds = 30")],
+            ) + PRIVACY
         }
         "privacy-mnist" => {
             // MLP nodes with larger batches (256, at learning rate 0.01) and two epochs a round:
@@ -336,16 +382,28 @@ pub fn preset(name: &str, data_dir: &std::path::Path) -> Option<String> {
                 &[
                     (r#"name = "mnist-dirichlet""#, r#"name = "privacy-mnist""#),
                     ("alpha = 0.1", "alpha = 0.5"),
-                    (r#"architecture = { kind = "cnn", channels = [8, 16], hidden = 64 }"#, r#"architecture = { kind = "mlp", hidden = [128] }"#),
-                    ("train = { epochs = 1, learning_rate = 0.002, batch_size = 64 }", "train = { epochs = 2, learning_rate = 0.01, batch_size = 256 }"),
+                    (
+                        r#"architecture = { kind = "cnn", channels = [8, 16], hidden = 64 }"#,
+                        r#"architecture = { kind = "mlp", hidden = [128] }"#,
+                    ),
+                    (
+                        "train = { epochs = 1, learning_rate = 0.002, batch_size = 64 }",
+                        "train = { epochs = 2, learning_rate = 0.01, batch_size = 256 }",
+                    ),
                     // A light pull towards the consensus: the nodes' DP-SGD noise is their own,
                     // and models pulled hard together lose what averaging ten of them buys.
                     // (`cover` does not apply under DP-SGD; without DP, the sweep's last point, it
                     // is left out as it was measured.)
-                    (r#"learning_rate = 0.001, batch_size = 64, cover = "both" }"#, "learning_rate = 0.001, batch_size = 64, weight = 0.1 }"),
+                    (
+                        r#"learning_rate = 0.001, batch_size = 64, cover = "both" }"#,
+                        "learning_rate = 0.001, batch_size = 64, weight = 0.1 }",
+                    ),
                     // An MLP student (noise-free, trained on public rows only) and 2,000 samples a
                     // round: the nodes' MLPs make FedAvg's rounds 8.2 MB, so the bytes stay at 1/16.
-                    (r#"architecture = { kind = "cnn", channels = [8, 16], hidden = 64 }"#, r#"architecture = { kind = "mlp", hidden = [256] }"#),
+                    (
+                        r#"architecture = { kind = "cnn", channels = [8, 16], hidden = 64 }"#,
+                        r#"architecture = { kind = "mlp", hidden = [256] }"#,
+                    ),
                     ("samples = 1500", "samples = 2000"),
                 ],
             );

@@ -20,7 +20,10 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    anyhow::bail!("cannot find the `{name}` binary near {}; build the workspace first (cargo build --release)", exe.display())
+    anyhow::bail!(
+        "cannot find the `{name}` binary near {}; build the workspace first (cargo build --release)",
+        exe.display()
+    )
 }
 
 /// The addresses that `fd-aggregator run --addr-file PATH` reported in `path`, once it has.

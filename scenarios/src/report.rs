@@ -59,7 +59,11 @@ pub fn summary(r: &Results) -> String {
         row("local-only (best node)", l.best, None);
     }
     if let Some(f) = &r.fedavg {
-        row("FedAvg (same nodes, rounds, epochs)", f.accuracy, Some(f.bytes_total as f64 / r.rounds.len().max(1) as f64));
+        row(
+            "FedAvg (same nodes, rounds, epochs)",
+            f.accuracy,
+            Some(f.bytes_total as f64 / r.rounds.len().max(1) as f64),
+        );
     }
     if let Some(c) = &r.centralized {
         row("centralized (all private data pooled)", c.accuracy, None);
@@ -70,12 +74,20 @@ pub fn summary(r: &Results) -> String {
     let _ = writeln!(
         s,
         "global student: {} params, {} bytes, {:.1} µs/sample (batch 1), {:.2} µs/sample (batch 256); node model: {} params",
-        r.global_model.parameters, r.global_model.bytes, r.global_model.latency_us_batch1, r.global_model.latency_us_batch256, r.node_model.parameters
+        r.global_model.parameters,
+        r.global_model.bytes,
+        r.global_model.latency_us_batch1,
+        r.global_model.latency_us_batch256,
+        r.node_model.parameters
     );
     let _ = writeln!(s, "federation: {} rounds in {:.1} s", r.rounds.len(), r.federation_seconds);
     if let Some(p) = &r.privacy {
         let budget = p.budget.iter().flatten().copied().fold(f64::NAN, f64::min);
-        let _ = writeln!(s, "privacy: record-level DP-SGD, ε ≤ {:.3} spent per node (budget {budget}, δ = {:e})", p.max_spent, p.delta);
+        let _ = writeln!(
+            s,
+            "privacy: record-level DP-SGD, ε ≤ {:.3} spent per node (budget {budget}, δ = {:e})",
+            p.max_spent, p.delta
+        );
     }
     s
 }
@@ -87,21 +99,62 @@ fn markdown(p: &Prepared, r: &Results) -> String {
     let _ = writeln!(
         m,
         "{} nodes, partition `{:?}`, {} rounds, {} reference samples per round at T = {}, `{}` payloads, consensus `{:?}`.\n",
-        s.split.nodes, s.split.partition, s.rounds, s.round.samples, s.round.temperature, s.round.encoding, s.consensus.rule
+        s.split.nodes,
+        s.split.partition,
+        s.rounds,
+        s.round.samples,
+        s.round.temperature,
+        s.round.encoding,
+        s.consensus.rule
     );
     let _ = writeln!(m, "## Summary\n\n```text\n{}```\n", summary(r));
     let _ = writeln!(m, "![accuracy per round](accuracy.png)\n\n![accuracy against bytes](accuracy-bytes.png)\n");
     let _ = writeln!(m, "## Distillation analysis\n");
-    let _ = writeln!(m, "| model | test accuracy | parameters | bytes | µs/sample (batch 1) | µs/sample (batch 256) |\n|---|---|---|---|---|---|");
+    let _ = writeln!(
+        m,
+        "| model | test accuracy | parameters | bytes | µs/sample (batch 1) | µs/sample (batch 256) |\n|---|---|---|---|---|---|"
+    );
     let g = &r.global_model;
-    let _ = writeln!(m, "| global student ({}) | {} | {} | {} | {:.1} | {:.2} |", g.architecture, pct(r.global_accuracy), g.parameters, g.bytes, g.latency_us_batch1, g.latency_us_batch256);
+    let _ = writeln!(
+        m,
+        "| global student ({}) | {} | {} | {} | {:.1} | {:.2} |",
+        g.architecture,
+        pct(r.global_accuracy),
+        g.parameters,
+        g.bytes,
+        g.latency_us_batch1,
+        g.latency_us_batch256
+    );
     let n = &r.node_model;
-    let _ = writeln!(m, "| teachers' ensemble ({} × {}) | {} | {} | {} | {:.1} | {:.2} |", s.split.nodes, n.architecture, pct(r.ensemble_accuracy), n.parameters * s.split.nodes, n.bytes * s.split.nodes as u64, n.latency_us_batch1 * s.split.nodes as f64, n.latency_us_batch256 * s.split.nodes as f64);
+    let _ = writeln!(
+        m,
+        "| teachers' ensemble ({} × {}) | {} | {} | {} | {:.1} | {:.2} |",
+        s.split.nodes,
+        n.architecture,
+        pct(r.ensemble_accuracy),
+        n.parameters * s.split.nodes,
+        n.bytes * s.split.nodes as u64,
+        n.latency_us_batch1 * s.split.nodes as f64,
+        n.latency_us_batch256 * s.split.nodes as f64
+    );
     if let Some(l) = &r.local_only {
-        let _ = writeln!(m, "| student-free: local-only node (mean / best) | {} / {} | {} | {} | | |", pct(l.mean), pct(l.best), n.parameters, n.bytes);
+        let _ = writeln!(
+            m,
+            "| student-free: local-only node (mean / best) | {} / {} | {} | {} | | |",
+            pct(l.mean),
+            pct(l.best),
+            n.parameters,
+            n.bytes
+        );
     }
     if let Some(pl) = &r.public_labels {
-        let _ = writeln!(m, "| student architecture on the public set's true labels | {} | {} | {} | | |", pct(pl.accuracy), g.parameters, g.bytes);
+        let _ = writeln!(
+            m,
+            "| student architecture on the public set's true labels | {} | {} | {} | | |",
+            pct(pl.accuracy),
+            g.parameters,
+            g.bytes
+        );
     }
     let _ = writeln!(
         m,
@@ -109,7 +162,10 @@ fn markdown(p: &Prepared, r: &Results) -> String {
         100.0 * r.global_accuracy / r.ensemble_accuracy.max(1e-6),
         100.0 * g.parameters as f64 / (n.parameters * s.split.nodes).max(1) as f64
     );
-    let _ = writeln!(m, "## Rounds\n\n| round | global acc | FedAvg acc | participants | bytes up | bytes down | seconds |\n|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        m,
+        "## Rounds\n\n| round | global acc | FedAvg acc | participants | bytes up | bytes down | seconds |\n|---|---|---|---|---|---|---|"
+    );
     for x in &r.rounds {
         let _ = writeln!(
             m,
@@ -133,6 +189,10 @@ fn markdown(p: &Prepared, r: &Results) -> String {
         );
     }
     let counts = learning::data::label_counts(&p.parts, &p.dataset.labels, p.dataset.classes);
-    let _ = writeln!(m, "\n## Labels per node\n\n![labels per node](labels.png)\n\n```text\n{}```", learning::data::label_table(&counts));
+    let _ = writeln!(
+        m,
+        "\n## Labels per node\n\n![labels per node](labels.png)\n\n```text\n{}```",
+        learning::data::label_table(&counts)
+    );
     m
 }

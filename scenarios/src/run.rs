@@ -7,16 +7,16 @@ use std::time::Instant;
 
 use aggregator::{Aggregator, RoundMetrics};
 use anyhow::Context;
-use learning::eval::ModelFacts;
 use learning::Model;
+use learning::eval::ModelFacts;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use net::multiaddr::{Multiaddr, Protocol};
 
 use crate::baselines;
-pub use crate::processes::{read_addr_file, sibling_binary};
 use crate::processes::federate_processes;
+pub use crate::processes::{read_addr_file, sibling_binary};
 pub use crate::results::{LocalOnly, PrivacyResult, Results, RoundResult};
 use crate::setup::{self, Prepared};
 use crate::spec::{Scenario, Transport};
@@ -172,17 +172,25 @@ fn evaluate(p: &Prepared, metrics: &[RoundMetrics], federation_seconds: f64) -> 
     let s = &p.scenario;
     let test = p.dataset.subset(&p.split.test);
     let global = Model::load(&p.aggregator.output.join("global"), s.backend).context("loading the global model")?;
-    let global_accuracy = learning::eval::evaluate(&global.soft_labels(&test.features, 1.0, 256)?, &test.labels, test.classes).accuracy;
+    let global_accuracy =
+        learning::eval::evaluate(&global.soft_labels(&test.features, 1.0, 256)?, &test.labels, test.classes).accuracy;
     let nodes: Vec<Model> = p
         .nodes
         .iter()
-        .map(|n| Model::load(&n.state_dir.join("model"), s.backend).with_context(|| format!("loading {}", n.state_dir.display())))
+        .map(|n| {
+            Model::load(&n.state_dir.join("model"), s.backend)
+                .with_context(|| format!("loading {}", n.state_dir.display()))
+        })
         .collect::<anyhow::Result<_>>()?;
     let (ensemble_accuracy, node_accuracy) = baselines::ensemble(&nodes, &test)?;
     let b = &s.baselines;
     let local_only = if b.local {
         let v = baselines::local_only(p, &test)?;
-        Some(LocalOnly { mean: v.iter().sum::<f32>() / v.len() as f32, best: v.iter().copied().fold(0.0, f32::max), nodes: v })
+        Some(LocalOnly {
+            mean: v.iter().sum::<f32>() / v.len() as f32,
+            best: v.iter().copied().fold(0.0, f32::max),
+            nodes: v,
+        })
     } else {
         None
     };

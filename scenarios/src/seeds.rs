@@ -25,7 +25,8 @@ impl Stat {
     pub fn of(values: Vec<f64>) -> Self {
         let n = values.len().max(1) as f64;
         let mean = values.iter().sum::<f64>() / n;
-        let var = if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+        let var =
+            if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
         Self { mean, std: var.sqrt(), values }
     }
 }
@@ -80,7 +81,9 @@ pub fn summarise(results: &[Results]) -> SeedSummary {
         centralized_accuracy: opt(&|r| r.centralized.as_ref().map(|b| b.accuracy as f64)),
         public_labels_accuracy: opt(&|r| r.public_labels.as_ref().map(|b| b.accuracy as f64)),
         bytes_per_round: stat(&|r| r.bytes_per_round),
-        fedavg_bytes_per_round: opt(&|r| r.fedavg.as_ref().map(|b| b.bytes_total as f64 / b.per_round.len().max(1) as f64)),
+        fedavg_bytes_per_round: opt(&|r| {
+            r.fedavg.as_ref().map(|b| b.bytes_total as f64 / b.per_round.len().max(1) as f64)
+        }),
     }
 }
 
@@ -93,7 +96,11 @@ pub fn markdown(s: &SeedSummary) -> String {
     let mut m = String::new();
     let seeds: Vec<String> = s.seeds.iter().map(|v| v.to_string()).collect();
     let _ = writeln!(m, "# `{}` over seeds {} ({} rounds)\n", s.scenario, seeds.join(", "), s.rounds);
-    let _ = writeln!(m, "Mean ± sample standard deviation over {} seeds; each seed's report is in `seed-N/`.\n", s.seeds.len());
+    let _ = writeln!(
+        m,
+        "Mean ± sample standard deviation over {} seeds; each seed's report is in `seed-N/`.\n",
+        s.seeds.len()
+    );
     let _ = writeln!(m, "| model | test accuracy | bytes per round |\n|---|---|---|");
     let mut row = |name: &str, st: Option<&Stat>, bytes: Option<&Stat>| {
         if let Some(st) = st {

@@ -8,8 +8,8 @@ use anyhow::Context;
 use learning::data::{self, Dataset, Preprocess, Split};
 use node::config::NodeConfig;
 use node::policy::QueryPolicy;
-use protocol::seed::{derive, Stream};
 use protocol::ReferenceSet;
+use protocol::seed::{Stream, derive};
 
 use crate::faults::Simulation;
 use crate::spec::Scenario;
@@ -51,7 +51,15 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
     }
     let mut dataset = raw;
     s.data.preprocess.apply(&mut dataset.features, dataset.dim)?;
-    let parts = data::partition(&split.private, &dataset.labels, dataset.classes, s.split.nodes, &s.split.partition, s.split.min_size, derive(s.seed, Stream::Split, 1))?;
+    let parts = data::partition(
+        &split.private,
+        &dataset.labels,
+        dataset.classes,
+        s.split.nodes,
+        &s.split.partition,
+        s.split.min_size,
+        derive(s.seed, Stream::Split, 1),
+    )?;
 
     let reference = ReferenceSet::new(split.reference.len(), dataset.dim, dataset.subset(&split.reference).features)?;
     let ref_path = dir.join("reference.fdref");
@@ -64,7 +72,8 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
     let agg_key = keys.join("aggregator.key");
     let _ = std::fs::remove_file(&agg_key);
     net::keys::generate(&agg_key)?;
-    let federation = protocol::FederationId::new(s.name.clone()).with_context(|| format!("scenario name `{}` as a federation id", s.name))?;
+    let federation = protocol::FederationId::new(s.name.clone())
+        .with_context(|| format!("scenario name `{}` as a federation id", s.name))?;
     let mut roster = Vec::new();
     let mut nodes = Vec::new();
     let mut faults = Vec::new();

@@ -258,7 +258,9 @@ impl Scenario {
         if let Some(a) = &self.nodes.abstain {
             a.validate().map_err(|e| anyhow::anyhow!("`nodes.abstain`: {e}"))?;
             if self.nodes.privacy.is_some() && a.reads_private_rows() {
-                bail!("`nodes.abstain.quantile` calibrates on private rows outside DP-SGD: with `nodes.privacy`, set `nodes.abstain.threshold` instead");
+                bail!(
+                    "`nodes.abstain.quantile` calibrates on private rows outside DP-SGD: with `nodes.privacy`, set `nodes.abstain.threshold` instead"
+                );
             }
         }
         self.student.distill.validate().map_err(|e| anyhow::anyhow!("`student.distill`: {e}"))?;

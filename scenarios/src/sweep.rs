@@ -11,9 +11,9 @@ use anyhow::Context;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::Scenario;
 use crate::seeds::{SeedSummary, Stat};
 use crate::spec::NodesPrivacy;
-use crate::Scenario;
 
 /// A per-node budget of the sweep: a finite ε, or none (no differential privacy).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,7 +54,13 @@ impl Budget {
         s.nodes.privacy = match self {
             Budget::None => None,
             Budget::Epsilon(epsilon) => {
-                let base = scenario.nodes.privacy.clone().unwrap_or(NodesPrivacy { epsilon, delta: 1e-5, clip_norm: 1.0, rounds: None, nodes: None });
+                let base = scenario.nodes.privacy.clone().unwrap_or(NodesPrivacy {
+                    epsilon,
+                    delta: 1e-5,
+                    clip_norm: 1.0,
+                    rounds: None,
+                    nodes: None,
+                });
                 Some(NodesPrivacy { epsilon, ..base })
             }
         };
@@ -91,11 +97,22 @@ fn pct(s: &Stat) -> String {
 /// The sweep as a Markdown table.
 pub fn markdown(s: &Sweep) -> String {
     let mut m = String::new();
-    let seeds = s.points.first().map(|p| p.summary.seeds.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    let seeds = s
+        .points
+        .first()
+        .map(|p| p.summary.seeds.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default();
     let rounds = s.points.first().map_or(0, |p| p.summary.rounds);
     let _ = writeln!(m, "# `{}`: privacy against accuracy ({rounds} rounds, seeds {seeds})\n", s.scenario);
-    let _ = writeln!(m, "Per-node record-level (ε, δ = {:e}) DP-SGD; test accuracy in %, mean ± std over seeds. DP-FedAvg trains with the same DP-SGD and ε per node.\n", s.delta);
-    let _ = writeln!(m, "| ε per node | global student | node models (mean) | DP-FedAvg | teachers' ensemble | largest ε spent |\n|---|---|---|---|---|---|");
+    let _ = writeln!(
+        m,
+        "Per-node record-level (ε, δ = {:e}) DP-SGD; test accuracy in %, mean ± std over seeds. DP-FedAvg trains with the same DP-SGD and ε per node.\n",
+        s.delta
+    );
+    let _ = writeln!(
+        m,
+        "| ε per node | global student | node models (mean) | DP-FedAvg | teachers' ensemble | largest ε spent |\n|---|---|---|---|---|---|"
+    );
     for p in &s.points {
         let fedavg = p.summary.fedavg_accuracy.as_ref().map(pct).unwrap_or_else(|| "–".into());
         let spent = match p.budget {
@@ -116,7 +133,8 @@ pub fn markdown(s: &Sweep) -> String {
 
 /// Global, node and DP-FedAvg accuracy against ε (log scale; `inf` drawn at twice the largest ε).
 pub fn plot(s: &Sweep, path: &Path) -> anyhow::Result<()> {
-    let finite: Vec<f64> = s.points.iter().filter_map(|p| if let Budget::Epsilon(e) = p.budget { Some(e) } else { None }).collect();
+    let finite: Vec<f64> =
+        s.points.iter().filter_map(|p| if let Budget::Epsilon(e) = p.budget { Some(e) } else { None }).collect();
     let (lo, hi) = (finite.iter().copied().fold(f64::INFINITY, f64::min), finite.iter().copied().fold(0.0, f64::max));
     let (lo, hi) = if finite.is_empty() { (1.0, 2.0) } else { (lo / 1.5, hi * 3.0) };
     let x = |b: Budget| match b {
@@ -140,8 +158,12 @@ pub fn plot(s: &Sweep, path: &Path) -> anyhow::Result<()> {
         ("DP-FedAvg", RED, |s| s.fedavg_accuracy.as_ref()),
     ];
     for (name, colour, get) in series {
-        let pts: Vec<(f64, f64)> = s.points.iter().filter_map(|p| get(&p.summary).map(|st| (x(p.budget), st.mean))).collect();
-        chart.draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?.label(name).legend(move |(a, b)| PathElement::new(vec![(a, b), (a + 16, b)], colour.stroke_width(2)));
+        let pts: Vec<(f64, f64)> =
+            s.points.iter().filter_map(|p| get(&p.summary).map(|st| (x(p.budget), st.mean))).collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
+            .label(name)
+            .legend(move |(a, b)| PathElement::new(vec![(a, b), (a + 16, b)], colour.stroke_width(2)));
         chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, colour.filled())))?;
     }
     chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
@@ -167,7 +189,8 @@ mod tests {
         for bad in ["0", "-1", "NaN", "four", ""] {
             assert!(bad.parse::<Budget>().is_err(), "{bad}");
         }
-        let base = Scenario::from_toml(&crate::presets::preset("quickstart", &crate::spec::data_dir()).unwrap()).unwrap();
+        let base =
+            Scenario::from_toml(&crate::presets::preset("quickstart", &crate::spec::data_dir()).unwrap()).unwrap();
         assert_eq!(Budget::None.apply(&base).nodes.privacy, None);
         let p = Budget::Epsilon(2.0).apply(&base).nodes.privacy.unwrap();
         assert_eq!((p.epsilon, p.delta, p.clip_norm), (2.0, 1e-5, 1.0));

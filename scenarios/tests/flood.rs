@@ -18,7 +18,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{launch_aggregator_tcp, metrics, node_toml, scenario, spawn_args, spawn_run, submitted, wait_exit, wait_exit_with_peak, wait_until, Procs};
+use common::{
+    Procs, launch_aggregator_tcp, metrics, node_toml, scenario, spawn_args, spawn_run, submitted, wait_exit,
+    wait_exit_with_peak, wait_until,
+};
 use scenarios::flood::FloodReport;
 
 const NODES: usize = 10;
@@ -58,7 +61,11 @@ fn federate(name: &str, flood: bool) -> Run {
     let member_key = dir.join("keys/flooder.key");
     if flood {
         let id = net::keys::generate(&member_key).unwrap();
-        p.aggregator.roster.push(aggregator::config::RosterEntry { name: "flooder".into(), peer_id: id.id(), samples: None });
+        p.aggregator.roster.push(aggregator::config::RosterEntry {
+            name: "flooder".into(),
+            peer_id: id.id(),
+            samples: None,
+        });
     }
     let (agg, addr) = launch_aggregator_tcp(&mut p);
     let mut procs = Procs(vec![agg]);
@@ -90,8 +97,15 @@ fn federate(name: &str, flood: bool) -> Run {
         // The honest nodes start into a flood already under way.
         let flooder = &mut procs.0[1];
         wait_until("the flood to be under way", Duration::from_secs(60), || {
-            assert!(flooder.try_wait().unwrap().is_none(), "fd-flood exited: {}", std::fs::read_to_string(dir.join("flood.log")).unwrap_or_default());
-            let sent = std::fs::read(&progress).ok().and_then(|b| serde_json::from_slice::<FloodReport>(&b).ok()).map_or(0, |r| r.requests_sent());
+            assert!(
+                flooder.try_wait().unwrap().is_none(),
+                "fd-flood exited: {}",
+                std::fs::read_to_string(dir.join("flood.log")).unwrap_or_default()
+            );
+            let sent = std::fs::read(&progress)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<FloodReport>(&b).ok())
+                .map_or(0, |r| r.requests_sent());
             sent >= FLOOD_HEAD_START
         });
     }
@@ -99,7 +113,11 @@ fn federate(name: &str, flood: bool) -> Run {
         procs.0.push(spawn_run("fd-node", None, &node_toml(&dir, i), &dir.join(format!("node-{i}.log"))));
     }
     let (status, peak_kib) = wait_exit_with_peak(&mut procs.0[0], Duration::from_secs(120));
-    assert!(status.success(), "{name}: aggregator failed: {}", std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default());
+    assert!(
+        status.success(),
+        "{name}: aggregator failed: {}",
+        std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default()
+    );
     // Every honest submission was accepted in every round, and the nodes stopped cleanly.
     let names: Vec<String> = (0..NODES).map(|i| format!("node-{i:02}")).collect();
     let m = metrics(&p);
@@ -116,7 +134,11 @@ fn federate(name: &str, flood: bool) -> Run {
     let flood = flood.then(|| {
         // The flooder stops by itself once the aggregator has finished (it is told so).
         let status = wait_exit(&mut procs.0[1], Duration::from_secs(30));
-        assert!(status.success(), "fd-flood failed: {}", std::fs::read_to_string(dir.join("flood.log")).unwrap_or_default());
+        assert!(
+            status.success(),
+            "fd-flood failed: {}",
+            std::fs::read_to_string(dir.join("flood.log")).unwrap_or_default()
+        );
         serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap()
     });
     Run { peak_kib, seconds: started.elapsed().as_secs_f64(), flood }
@@ -127,7 +149,10 @@ fn a_flooding_member_and_a_stranger_cannot_keep_ten_honest_nodes_out_nor_inflate
     let quiet = federate("quiet", false);
     let loud = federate("loud", true);
     let f = loud.flood.as_ref().unwrap();
-    println!("aggregator peak RSS: {} KiB without the flood ({:.1} s), {} KiB with it ({:.1} s)", quiet.peak_kib, quiet.seconds, loud.peak_kib, loud.seconds);
+    println!(
+        "aggregator peak RSS: {} KiB without the flood ({:.1} s), {} KiB with it ({:.1} s)",
+        quiet.peak_kib, quiet.seconds, loud.peak_kib, loud.seconds
+    );
     println!("flood: {}", serde_json::to_string_pretty(f).unwrap());
     assert!(f.joined && f.finished, "the member joined and was told the federation finished: {f:?}");
     // It declined the rounds whose question reached it (most do: the aggregator's requests wait
@@ -148,10 +173,25 @@ fn a_flooding_member_and_a_stranger_cannot_keep_ten_honest_nodes_out_nor_inflate
     // beyond its one while that one is up (the dials in flight when the flood stopped aside).
     let (stranger, member) = (&f.stranger_dials, &f.member_dials);
     let in_flight = 8;
-    assert!(stranger.attempted >= 200 && stranger.kept == 0 && stranger.refused + stranger.failed + in_flight >= stranger.attempted, "stranger: {stranger:?}");
-    assert!(member.attempted >= 200 && member.kept <= f.member_disconnects && member.refused + member.failed + member.kept + in_flight >= member.attempted, "member: {member:?}");
+    assert!(
+        stranger.attempted >= 200
+            && stranger.kept == 0
+            && stranger.refused + stranger.failed + in_flight >= stranger.attempted,
+        "stranger: {stranger:?}"
+    );
+    assert!(
+        member.attempted >= 200
+            && member.kept <= f.member_disconnects
+            && member.refused + member.failed + member.kept + in_flight >= member.attempted,
+        "member: {member:?}"
+    );
     // The silent connections were held (and the ones beyond the address's share refused).
     assert!(f.half_open.opened + f.half_open.failed >= HALF_OPEN as u64, "{:?}", f.half_open);
     // Memory stays bounded.
-    assert!(loud.peak_kib < 3 * quiet.peak_kib, "peak RSS {} KiB under the flood, {} KiB without", loud.peak_kib, quiet.peak_kib);
+    assert!(
+        loud.peak_kib < 3 * quiet.peak_kib,
+        "peak RSS {} KiB under the flood, {} KiB without",
+        loud.peak_kib,
+        quiet.peak_kib
+    );
 }

@@ -27,11 +27,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use lan::{ip, nft, required, Lan, LOSS_RULES, SUBNET};
-use common::{metrics, node_toml, scenario, spawn_run, submitted, wait_exit, wait_for_addrs, wait_until, PreparedDir, Procs};
+use common::{
+    PreparedDir, Procs, metrics, node_toml, scenario, spawn_run, submitted, wait_exit, wait_for_addrs, wait_until,
+};
+use lan::{LOSS_RULES, Lan, SUBNET, ip, nft, required};
 use net::multiaddr::{Multiaddr, Protocol};
-use scenarios::setup::{self, Prepared};
 use scenarios::Scenario;
+use scenarios::setup::{self, Prepared};
 
 /// The aggregator's fixed port (TCP and QUIC) on the LAN.
 const PORT: u16 = 4001;
@@ -56,7 +58,9 @@ impl Dial {
         let aggregator = addrs.iter().find(quic).unwrap();
         match self {
             Dial::Direct => aggregator.clone(),
-            Dial::Via(host) => aggregator.iter().map(|p| if let Protocol::Ip4(_) = p { Protocol::Ip4(*host) } else { p }).collect(),
+            Dial::Via(host) => {
+                aggregator.iter().map(|p| if let Protocol::Ip4(_) = p { Protocol::Ip4(*host) } else { p }).collect()
+            }
             Dial::Circuit(relay) => {
                 let id = aggregator.iter().last().unwrap();
                 relay.iter().find(quic).unwrap().clone().with(Protocol::P2pCircuit).with(id)
@@ -77,7 +81,13 @@ fn prepare(s: &Scenario, kind: &str, listen: Vec<Multiaddr>) -> PreparedDir {
 /// `hosts[0]` if given), node `i` runs inside `hosts[i + 1]` and reaches it as `dial` says.
 /// Waits until every process has exited cleanly, every node having submitted in every round.
 /// Returns the prepared run and the addresses the aggregator reported.
-fn federate(s: &Scenario, kind: &str, hosts: Option<&[String]>, listen: Vec<Multiaddr>, dial: Dial) -> (PreparedDir, Vec<Multiaddr>) {
+fn federate(
+    s: &Scenario,
+    kind: &str,
+    hosts: Option<&[String]>,
+    listen: Vec<Multiaddr>,
+    dial: Dial,
+) -> (PreparedDir, Vec<Multiaddr>) {
     let mut p = prepare(s, kind, listen);
     let addrs = federate_prepared(&mut p, kind, hosts, &dial);
     (p, addrs)
@@ -160,12 +170,22 @@ fn a_federation_across_namespaces_matches_the_same_on_loopback() {
     // The same scenario (same seed, same data) on 127.0.0.1, at the same time.
     let loopback = std::thread::spawn({
         let s = s.clone();
-        move || federate(&s, "loopback", None, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap(), "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()], Dial::Direct).0
+        move || {
+            federate(
+                &s,
+                "loopback",
+                None,
+                vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap(), "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+                Dial::Direct,
+            )
+            .0
+        }
     });
     let (p, addrs) = federate(&s, "lan", Some(&lan.hosts), lan_listen(), Dial::Direct);
     let loopback = loopback.join().unwrap();
 
-    let bound: Vec<Multiaddr> = addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()).collect();
+    let bound: Vec<Multiaddr> =
+        addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()).collect();
     assert_eq!(bound, lan_listen(), "the aggregator listens on its fixed LAN addresses");
     every_round_complete(&p);
     let m = outcome(&p);
@@ -190,14 +210,20 @@ fn a_federation_over_delayed_lossy_links_completes_its_rounds() {
     let (dial, relay) = match lan.impair("delay 100ms loss 1%") {
         Ok(()) => (Dial::Direct, None),
         Err(why) => {
-            let _ = writeln!(std::io::stderr(), "{test}: tc netem is not available ({why}); emulating it with nftables (loss) and a userspace delay relay");
+            let _ = writeln!(
+                std::io::stderr(),
+                "{test}: tc netem is not available ({why}); emulating it with nftables (loss) and a userspace delay relay"
+            );
             for host in &lan.hosts {
                 if let Err(why) = nft(host, LOSS_RULES) {
                     return required(test, &format!("without netem, loss needs nft: {why}"));
                 }
             }
             let port = |ip: Ipv4Addr| SocketAddr::from((ip, PORT));
-            (Dial::Via(RELAY), Some(link::DelayRelay::start(&lan.hosts[4], port(RELAY), port(Ipv4Addr::new(10, 77, 0, 1)), delay)))
+            (
+                Dial::Via(RELAY),
+                Some(link::DelayRelay::start(&lan.hosts[4], port(RELAY), port(Ipv4Addr::new(10, 77, 0, 1)), delay)),
+            )
         }
     };
     let (p, _) = federate(&s, "impaired", Some(&lan.hosts), lan_listen(), dial);
@@ -205,13 +231,21 @@ fn a_federation_over_delayed_lossy_links_completes_its_rounds() {
     let dropped: u64 = match relay {
         Some(relay) => {
             let received: u64 = m.iter().map(|r| r.bytes_in).sum();
-            assert!(relay.forwarded() >= received, "the relay forwarded {} bytes < {received} bytes of messages", relay.forwarded());
+            assert!(
+                relay.forwarded() >= received,
+                "the relay forwarded {} bytes < {received} bytes of messages",
+                relay.forwarded()
+            );
             lan.hosts.iter().map(|h| Lan::counted(h, "inet", "fdloss", "output", None)).sum()
         }
         None => 0,
     };
     let seconds: Vec<String> = m.iter().map(|r| format!("{:.2}", r.seconds)).collect();
-    let _ = writeln!(std::io::stderr(), "{test}: {ROUNDS} rounds completed over impaired links; round seconds {}; packets dropped by nftables {dropped}", seconds.join(", "));
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: {ROUNDS} rounds completed over impaired links; round seconds {}; packets dropped by nftables {dropped}",
+        seconds.join(", ")
+    );
 }
 
 #[test]
@@ -255,11 +289,25 @@ fn nodes_behind_masquerading_nats_join_and_complete_their_rounds() {
     // AutoNAT: the nodes behind the NATs learnt that they cannot be reached, the one on the LAN
     // that it can (at its LAN address); each still completed every round, dialling out.
     let verdicts: Vec<String> = p.nodes.iter().map(|n| reachability(&n.state_dir)).collect();
-    assert_eq!(verdicts, ["private", "private", "public"], "AutoNAT's verdicts on the nodes behind the NATs and on the LAN");
-    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(p.nodes[2].state_dir.join(node::reachability::FILE)).unwrap()).unwrap();
+    assert_eq!(
+        verdicts,
+        ["private", "private", "public"],
+        "AutoNAT's verdicts on the nodes behind the NATs and on the LAN"
+    );
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.nodes[2].state_dir.join(node::reachability::FILE)).unwrap()).unwrap();
     let id = net::keys::peer_id_string(&net::keys::read(&p.nodes[2].key).unwrap().id());
-    assert_eq!(file["address"], format!("/ip4/{SUBNET}.2/tcp/{PORT}/p2p/{id}"), "where the aggregator reached the node on the LAN");
-    let _ = writeln!(std::io::stderr(), "{test}: AutoNAT: nodes behind NATs {}, on the LAN {}", verdicts[..2].join(", "), verdicts[2]);
+    assert_eq!(
+        file["address"],
+        format!("/ip4/{SUBNET}.2/tcp/{PORT}/p2p/{id}"),
+        "where the aggregator reached the node on the LAN"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: AutoNAT: nodes behind NATs {}, on the LAN {}",
+        verdicts[..2].join(", "),
+        verdicts[2]
+    );
 }
 
 #[test]
@@ -276,7 +324,8 @@ fn an_aggregator_behind_a_nat_is_reached_through_a_relay() {
     let h = |i: usize| lan.hosts[i].clone();
     let s = scenario("relay", 3, ROUNDS);
     let direct_link = Lan::link_bytes(&h(4));
-    let (direct, _) = federate(&s, "relay-direct", Some(&[h(4), h(1), h(2), h(3)]), listen_at(&format!("{SUBNET}.5")), Dial::Direct);
+    let (direct, _) =
+        federate(&s, "relay-direct", Some(&[h(4), h(1), h(2), h(3)]), listen_at(&format!("{SUBNET}.5")), Dial::Direct);
 
     let direct_link = Lan::link_bytes(&h(4)) - direct_link;
     // Two relayed runs: nodes that only dial out, then nodes that listen, which DCUtR needs.
@@ -286,14 +335,16 @@ fn an_aggregator_behind_a_nat_is_reached_through_a_relay() {
     }
     let relay_key = runs[0].dir.join("keys").join("relay.key");
     net::keys::generate(&relay_key).unwrap();
-    let mut args: Vec<String> = vec!["relay".into(), "--key".into(), relay_key.display().to_string(), "--addr-file".into()];
+    let mut args: Vec<String> =
+        vec!["relay".into(), "--key".into(), relay_key.display().to_string(), "--addr-file".into()];
     let addr_file = runs[0].dir.join("relay.addrs");
     args.push(addr_file.display().to_string());
     for a in listen_at(&relay_ip.to_string()) {
         args.extend(["--listen".into(), a.to_string()]);
     }
     for p in &runs {
-        let allow = std::iter::once(net::keys::read(&p.aggregator.key).unwrap().id()).chain(p.aggregator.roster.iter().map(|e| e.peer_id));
+        let allow = std::iter::once(net::keys::read(&p.aggregator.key).unwrap().id())
+            .chain(p.aggregator.roster.iter().map(|e| e.peer_id));
         for id in allow {
             args.extend(["--allow".into(), net::keys::peer_id_string(&id)]);
         }
@@ -303,7 +354,8 @@ fn an_aggregator_behind_a_nat_is_reached_through_a_relay() {
     let mut relay = Procs(vec![common::launch(common::command("fd-aggregator", Some(&h(0))), &args, &log)]);
     let relay_addrs = wait_for_addrs(&mut relay.0[0], &addr_file, &log);
     // Rounds after the first: the first also waits for the nodes' processes to start and join.
-    let mean_ms = |m: &[aggregator::RoundMetrics]| 1000.0 * m[1..].iter().map(|r| r.seconds).sum::<f64>() / (m.len() - 1) as f64;
+    let mean_ms =
+        |m: &[aggregator::RoundMetrics]| 1000.0 * m[1..].iter().map(|r| r.seconds).sum::<f64>() / (m.len() - 1) as f64;
     for p in &mut runs {
         let kind = p.dir.file_name().unwrap().to_string_lossy().into_owned();
         // The aggregator has no open port: it listens on its private address, which the LAN
@@ -311,14 +363,22 @@ fn an_aggregator_behind_a_nat_is_reached_through_a_relay() {
         let tcp = |a: &&Multiaddr| a.iter().any(|p| matches!(p, Protocol::Tcp(_)));
         let private: Multiaddr = format!("/ip4/10.100.0.2/tcp/{PORT}").parse().unwrap();
         p.aggregator.listen = vec![private, relay_addrs.iter().find(tcp).unwrap().clone().with(Protocol::P2pCircuit)];
-        let (link, inside_link, direct_packets) = (Lan::link_bytes(&h(0)), Lan::link_bytes(&inside), Lan::counted(&router, "ip", "fdnat", "forward", Some("direct")));
+        let (link, inside_link, direct_packets) = (
+            Lan::link_bytes(&h(0)),
+            Lan::link_bytes(&inside),
+            Lan::counted(&router, "ip", "fdnat", "forward", Some("direct")),
+        );
         let started = std::time::Instant::now();
         federate_prepared(p, &kind, Some(&[inside.clone(), h(1), h(2), h(3)]), &Dial::Circuit(relay_addrs.clone()));
         let elapsed = started.elapsed();
         let (through_relay, aggregator_link) = (Lan::link_bytes(&h(0)) - link, Lan::link_bytes(&inside) - inside_link);
         let m = every_round_complete(p);
         // Same seed, same data: the relay changes nothing but the path.
-        assert_eq!(outcome(p), outcome(&direct), "{kind}: the rounds differ between the relayed and the direct federation");
+        assert_eq!(
+            outcome(p),
+            outcome(&direct),
+            "{kind}: the rounds differ between the relayed and the direct federation"
+        );
         // Packets of a working connection from a node's own address reached the aggregator's
         // private side: DCUtR connected them directly.
         let upgraded = Lan::counted(&router, "ip", "fdnat", "forward", Some("direct")) > direct_packets;

@@ -12,16 +12,20 @@ use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
-use common::{egress, metrics, node_toml, scenario, spawn_args, submitted, wait_exit, wait_for_addrs, wait_until, PreparedDir, Procs};
+use common::{
+    PreparedDir, Procs, egress, metrics, node_toml, scenario, spawn_args, submitted, wait_exit, wait_for_addrs,
+    wait_until,
+};
 use net::multiaddr::Protocol;
+use scenarios::Scenario;
 use scenarios::run::read_addr_file;
 use scenarios::setup::{self, Prepared};
-use scenarios::Scenario;
 
 /// Prepares the files and a `federation.toml` that listens on port 0 (TCP and QUIC).
 fn prepare(s: &Scenario, tweak: impl FnOnce(&mut Prepared)) -> PreparedDir {
     let mut p = common::prepare(s, "proc");
-    p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap(), "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()];
+    p.aggregator.listen =
+        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap(), "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()];
     tweak(&mut p);
     setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator).unwrap();
     p
@@ -33,7 +37,11 @@ fn spawn(bin: &str, config: &Path, log: &Path) -> Child {
 
 /// A node with simulated faults: `fd-sim-node`, which reads `simulation` beside its config.
 fn spawn_sim(config: &Path, simulation: &Path, log: &Path) -> Child {
-    spawn_args("fd-sim-node", &["--config".as_ref(), config.as_os_str(), "--simulation".as_ref(), simulation.as_os_str()], log)
+    spawn_args(
+        "fd-sim-node",
+        &["--config".as_ref(), config.as_os_str(), "--simulation".as_ref(), simulation.as_os_str()],
+        log,
+    )
 }
 
 /// `fd-aggregator run` on the prepared `federation.toml`, reporting its addresses in `addr_file`.
@@ -49,7 +57,8 @@ fn start_aggregator(p: &mut Prepared) -> Child {
     let addr_file = p.dir.join("aggregator.addrs");
     let mut agg = spawn_aggregator(p, &addr_file);
     let addrs = wait_for_addrs(&mut agg, &addr_file, &p.dir.join("aggregator.log"));
-    let over = |quic: bool| addrs.iter().find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic).unwrap().clone();
+    let over =
+        |quic: bool| addrs.iter().find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic).unwrap().clone();
     p.aggregator.listen = addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()).collect();
     setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator).unwrap();
     for (i, n) in p.nodes.iter_mut().enumerate() {
@@ -77,7 +86,11 @@ fn three_node_processes_federate_and_a_stranger_is_refused() {
     }
     procs.0.push(spawn("fd-node", &dir.join("stranger.toml"), &dir.join("stranger.log")));
     let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
-    assert!(status.success(), "aggregator failed: {}", std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default());
+    assert!(
+        status.success(),
+        "aggregator failed: {}",
+        std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default()
+    );
     // The aggregator told the nodes the federation is over: they stop on their own, cleanly
     // (status 0: nothing else stops an fd-node that is not sent a signal), having submitted in
     // every round.
@@ -101,7 +114,8 @@ fn three_node_processes_federate_and_a_stranger_is_refused() {
     assert!(p.aggregator.output.join("global.onnx").is_file());
     assert!(p.aggregator.output.join("report.md").is_file());
     let test = p.dataset.subset(&p.split.test);
-    let acc = learning::eval::evaluate(&global.soft_labels(&test.features, 1.0, 256).unwrap(), &test.labels, 10).accuracy;
+    let acc =
+        learning::eval::evaluate(&global.soft_labels(&test.features, 1.0, 256).unwrap(), &test.labels, 10).accuracy;
     let local = scenarios::baselines::local_only(&p, &test).unwrap();
     let mean_local = local.iter().sum::<f32>() / local.len() as f32;
     assert!(acc > mean_local, "global {acc} vs mean local-only {mean_local}");
@@ -131,7 +145,8 @@ fn a_node_killed_mid_round_misses_it_and_rejoins_later() {
     // Kill it once it has taken round 2's announcement (its receipt is in its egress ledger)
     // and before its delayed submission.
     let state = p.nodes[3].state_dir.clone();
-    let took_round_2 = || egress(&state).iter().any(|e| e.direction == "response" && e.kind == "Receipt" && e.round == Some(2));
+    let took_round_2 =
+        || egress(&state).iter().any(|e| e.direction == "response" && e.kind == "Receipt" && e.round == Some(2));
     wait_until("node 3 to take round 2's announcement", Duration::from_secs(120), took_round_2);
     procs.0[4].kill().unwrap();
     procs.0[4].wait().unwrap();
@@ -144,7 +159,11 @@ fn a_node_killed_mid_round_misses_it_and_rejoins_later() {
     let m = metrics(&p);
     assert_eq!(m.len(), 5);
     assert_eq!(m[0].participants, vec!["node-00", "node-01", "node-02", "node-03"]);
-    assert_eq!(m[1].participants, vec!["node-00", "node-01", "node-02"], "round 2 closed at quorum without the killed node");
+    assert_eq!(
+        m[1].participants,
+        vec!["node-00", "node-01", "node-02"],
+        "round 2 closed at quorum without the killed node"
+    );
     assert!(m[2..].iter().any(|r| r.participants.contains(&"node-03".to_string())), "{m:?}");
 }
 
@@ -175,7 +194,11 @@ fn a_sigkilled_aggregator_resumes_with_its_rounds_intact() {
     // the nodes find it where they were told to look.
     let addr_file = dir.join("aggregator.addrs");
     procs.0[0] = spawn_aggregator(&p, &addr_file);
-    assert_eq!(wait_for_addrs(&mut procs.0[0], &addr_file, &dir.join("aggregator.log")), first, "the restarted aggregator listens where it did");
+    assert_eq!(
+        wait_for_addrs(&mut procs.0[0], &addr_file, &dir.join("aggregator.log")),
+        first,
+        "the restarted aggregator listens where it did"
+    );
     let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
     assert!(status.success(), "{}", std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default());
     let after = metrics(&p);
@@ -188,7 +211,8 @@ fn a_sigkilled_aggregator_resumes_with_its_rounds_intact() {
 #[test]
 fn a_round_trained_before_the_aggregator_died_is_answered_after_it_returns_and_paid_for_once() {
     let mut s = scenario("paidonce", 3, 3);
-    s.nodes.privacy = Some(scenarios::spec::NodesPrivacy { epsilon: 50.0, delta: 1e-5, clip_norm: 1.0, rounds: None, nodes: None });
+    s.nodes.privacy =
+        Some(scenarios::spec::NodesPrivacy { epsilon: 50.0, delta: 1e-5, clip_norm: 1.0, rounds: None, nodes: None });
     let mut p = prepare(&s, |_| {});
     let dir = p.dir.clone();
     // Node 1 is a straggler: its answer waits a while after its training, so that the
@@ -200,15 +224,24 @@ fn a_round_trained_before_the_aggregator_died_is_answered_after_it_returns_and_p
     let mut procs = Procs(vec![start_aggregator(&mut p)]);
     for i in 0..3 {
         let log = dir.join(format!("node-{i}.log"));
-        procs.0.push(if i == 1 { spawn_sim(&node_toml(&dir, i), &sim, &log) } else { spawn("fd-node", &node_toml(&dir, i), &log) });
+        procs.0.push(if i == 1 {
+            spawn_sim(&node_toml(&dir, i), &sim, &log)
+        } else {
+            spawn("fd-node", &node_toml(&dir, i), &log)
+        });
     }
     let state = p.nodes[1].state_dir.clone();
-    let paid = || -> Vec<Option<u64>> { node::budget::read_entries(&state).map(|e| e.iter().map(|e| e.round).collect()).unwrap_or_default() };
+    let paid = || -> Vec<Option<u64>> {
+        node::budget::read_entries(&state).map(|e| e.iter().map(|e| e.round).collect()).unwrap_or_default()
+    };
     // Kill the aggregator once node 1 has paid for round 2's training, before it answers.
     wait_until("node 1 to pay for round 2", Duration::from_secs(120), || paid().contains(&Some(2)));
     procs.0[0].kill().unwrap(); // SIGKILL
     procs.0[0].wait().unwrap();
-    assert!(!submitted(&state).contains(&2), "node 1 answered round 2 before the aggregator died; the test lost its race");
+    assert!(
+        !submitted(&state).contains(&2),
+        "node 1 answered round 2 before the aggregator died; the test lost its race"
+    );
     let addr_file = dir.join("aggregator.addrs");
     procs.0[0] = spawn_aggregator(&p, &addr_file);
     let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));

@@ -2,9 +2,9 @@
 //! with `--log-format json`, a scenario that cannot be loaded is reported as one JSON line.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
-use scenarios::presets::{preset, PRESETS};
-use scenarios::spec::data_dir;
 use scenarios::Scenario;
+use scenarios::presets::{PRESETS, preset};
+use scenarios::spec::data_dir;
 
 fn quickstart() -> String {
     preset("quickstart", &data_dir()).expect("preset")
@@ -33,7 +33,10 @@ fn unknown_keys_are_refused_with_their_name() {
     assert!(e.contains("temprature"), "{e}");
     let e = error_of(&quickstart().replace("label = -1", "label = -1\nlabels_col = 3"));
     assert!(e.contains("labels_col"), "{e}");
-    let e = error_of(&quickstart().replace(r#"partition = { kind = "dirichlet", alpha = 0.5 }"#, r#"partition = { kind = "dirichlet", alfa = 0.5 }"#));
+    let e = error_of(&quickstart().replace(
+        r#"partition = { kind = "dirichlet", alpha = 0.5 }"#,
+        r#"partition = { kind = "dirichlet", alfa = 0.5 }"#,
+    ));
     assert!(e.contains("alfa"), "{e}");
 }
 
@@ -72,7 +75,8 @@ fn with_json_logs_a_failure_is_one_json_line_on_stderr() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    let lines: Vec<serde_json::Value> = stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let lines: Vec<serde_json::Value> =
+        stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
     assert_eq!(lines.len(), 1, "{stderr}");
     assert_eq!(lines[0]["level"], "ERROR");
     assert!(lines[0]["fields"]["error"].as_str().is_some_and(|e| e.contains("no-such-preset-or-file")), "{stderr}");
@@ -85,7 +89,11 @@ fn a_reader_that_has_gone_is_not_an_error() {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
     for args in [&["show", "mnist-dirichlet"][..], &["list"][..]] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fd-scenarios")).args(args).stdout(writer.try_clone().unwrap()).output().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fd-scenarios"))
+            .args(args)
+            .stdout(writer.try_clone().unwrap())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{args:?}: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     }
 }

@@ -6,11 +6,11 @@ mod common;
 use std::path::PathBuf;
 
 use learning::consensus::Rule;
+use scenarios::Scenario;
 use scenarios::faults::Attack;
 use scenarios::presets::preset;
-use scenarios::run::{run, Results, RunOptions};
-use scenarios::spec::{data_dir, Fault};
-use scenarios::Scenario;
+use scenarios::run::{Results, RunOptions, run};
+use scenarios::spec::{Fault, data_dir};
 use tempfile::TempDir;
 
 fn small(name: &str) -> Scenario {
@@ -31,7 +31,9 @@ async fn go(s: &Scenario) -> (Results, TempDir) {
 
 async fn go_in(s: &Scenario, dir_name: &str) -> (Results, TempDir) {
     let dir = common::test_dir("small", dir_name);
-    let r = run(s, &RunOptions { out: dir.path().to_owned(), progress: false }).await.unwrap_or_else(|e| panic!("{}: {e:#}", s.name));
+    let r = run(s, &RunOptions { out: dir.path().to_owned(), progress: false })
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e:#}", s.name));
     (r, dir)
 }
 
@@ -40,11 +42,37 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
     let s = small("small");
     let (r, tmp) = go(&s).await;
     let dir = tmp.path();
-    for f in ["config.toml", "results.json", "rounds.csv", "report.md", "federation.toml", "aggregator/global.bpk", "aggregator/global.safetensors", "aggregator/global.onnx", "aggregator/metrics.jsonl", "nodes/node-00/node.toml", "nodes/node-00/state/egress.jsonl"] {
+    for f in [
+        "config.toml",
+        "results.json",
+        "rounds.csv",
+        "report.md",
+        "federation.toml",
+        "aggregator/global.bpk",
+        "aggregator/global.safetensors",
+        "aggregator/global.onnx",
+        "aggregator/metrics.jsonl",
+        "nodes/node-00/node.toml",
+        "nodes/node-00/state/egress.jsonl",
+    ] {
         assert!(dir.join(f).is_file(), "missing {f}");
     }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
-    for key in ["rounds", "global_accuracy", "ensemble_accuracy", "mean_node_accuracy", "local_only", "centralized", "fedavg", "public_labels", "bytes_total", "bytes_per_round", "global_model", "node_model", "federation_seconds"] {
+    for key in [
+        "rounds",
+        "global_accuracy",
+        "ensemble_accuracy",
+        "mean_node_accuracy",
+        "local_only",
+        "centralized",
+        "fedavg",
+        "public_labels",
+        "bytes_total",
+        "bytes_per_round",
+        "global_model",
+        "node_model",
+        "federation_seconds",
+    ] {
         assert!(!json[key].is_null(), "results.json lacks {key}");
     }
     for key in ["round", "global_accuracy", "participants", "bytes_up", "bytes_down", "fedavg_accuracy", "seconds"] {
@@ -159,7 +187,9 @@ async fn malicious_minorities_are_outvoted_by_robust_consensus() {
             harm.push((clean_acc - acc, nll - clean_nll));
         }
         let [(median_acc, median_nll), (mean_acc, mean_nll)] = harm[..] else { unreachable!() };
-        let figures = format!("{attack:?}: accuracy lost median {median_acc:.3} mean {mean_acc:.3}; NLL gained median {median_nll:.3} mean {mean_nll:.3}");
+        let figures = format!(
+            "{attack:?}: accuracy lost median {median_acc:.3} mean {mean_acc:.3}; NLL gained median {median_nll:.3} mean {mean_nll:.3}"
+        );
         // The robust rule is not hurt; the mean is, clearly (the NLL of its student rises by
         // a quarter of a nat or more here, and the median's by under half as much).
         assert!(median_acc <= 0.02, "the median is hurt: {figures}");
@@ -189,7 +219,13 @@ async fn a_private_node_spends_within_its_budget_then_refuses_rounds() {
     s.round.deadline_secs = 8.0;
     // Node 0 plans for one round (and the final training): it trains in rounds 1 and 2, then
     // its budget is spent.
-    s.nodes.privacy = Some(scenarios::spec::NodesPrivacy { epsilon: 8.0, delta: 1e-5, clip_norm: 1.0, rounds: Some(1), nodes: Some(vec![0]) });
+    s.nodes.privacy = Some(scenarios::spec::NodesPrivacy {
+        epsilon: 8.0,
+        delta: 1e-5,
+        clip_norm: 1.0,
+        rounds: Some(1),
+        nodes: Some(vec![0]),
+    });
     let (r, tmp) = go(&s).await;
     let dir = tmp.path();
     let participants: Vec<usize> = r.rounds.iter().map(|x| x.participants.len()).collect();
@@ -244,7 +280,9 @@ async fn one_member_cannot_take_the_consensus_over() {
     let mut control = base("claims-control", Rule::WeightedBySamples, vec![claims]);
     control.round.sample_count_clip = 1e9;
     let control = accuracy(control).await;
-    let figures = format!("claims: clean {clean:.3}, liar with its true count {equal:.3}, clipped claim {clipped:.3}, unclipped claim {control:.3}");
+    let figures = format!(
+        "claims: clean {clean:.3}, liar with its true count {equal:.3}, clipped claim {clipped:.3}, unclipped claim {control:.3}"
+    );
     eprintln!("{figures}");
     assert!(clipped >= equal - 0.02, "the clipped claim buys the liar weight: {figures}");
     assert!(control <= clean - 0.3, "the control is not taken over, the attack proves nothing: {figures}");
@@ -260,7 +298,9 @@ async fn one_member_cannot_take_the_consensus_over() {
     let clipped_clean = accuracy(clipped("one-hot-clipped-clean", vec![])).await;
     let clipped = accuracy(clipped("one-hot-clipped", one_hot.clone())).await;
     let control = accuracy(base("one-hot-control", Rule::Confidence { power: 1.0, max_share: 6.0 }, one_hot)).await;
-    let figures = format!("one-hot: clean {clean:.3}, median {median:.3}, centered-clipped confidence {clipped:.3} (clean {clipped_clean:.3}), uncapped confidence {control:.3}");
+    let figures = format!(
+        "one-hot: clean {clean:.3}, median {median:.3}, centered-clipped confidence {clipped:.3} (clean {clipped_clean:.3}), uncapped confidence {control:.3}"
+    );
     eprintln!("{figures}");
     assert!(median >= clean - 0.02, "the median is hurt: {figures}");
     assert!(clipped >= clipped_clean - 0.02, "centered clipping lets the liar in: {figures}");
@@ -298,5 +338,9 @@ async fn abstentions_travel_as_masks_and_the_consensus_counts_them() {
     }
     assert!(abstentions > 0, "under α = 0.1 the nodes do not know every sample");
     assert_eq!(last.abstentions, abstentions, "the consensus counts what the masks say");
-    assert_eq!(last.masked, counts.iter().filter(|&&c| c < 2).count(), "samples known to fewer than min_count nodes are masked: {counts:?}");
+    assert_eq!(
+        last.masked,
+        counts.iter().filter(|&&c| c < 2).count(),
+        "samples known to fewer than min_count nodes are masked: {counts:?}"
+    );
 }

@@ -28,7 +28,10 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{launch, launch_aggregator_tcp, metrics, node_toml, scenario, spawn_run, submitted, wait_exit, wait_for_addrs, wait_until, PreparedDir, Procs};
+use common::{
+    PreparedDir, Procs, launch, launch_aggregator_tcp, metrics, node_toml, scenario, spawn_run, submitted, wait_exit,
+    wait_for_addrs, wait_until,
+};
 use scenarios::faults::CheckpointPause;
 use scenarios::setup::Prepared;
 
@@ -81,7 +84,8 @@ fn schedule(seed: u64) -> Vec<AggregatorKill> {
     let mut kills: Vec<AggregatorKill> = rounds
         .into_iter()
         .map(|round| {
-            let when = if next(2) == 0 { When::MidCheckpoint } else { When::MidRound(1 + next(NODES as u64 - 1) as usize) };
+            let when =
+                if next(2) == 0 { When::MidCheckpoint } else { When::MidRound(1 + next(NODES as u64 - 1) as usize) };
             let nodes = (0..NODES).filter(|_| next(3) == 0).collect();
             AggregatorKill { round, when, nodes }
         })
@@ -132,7 +136,11 @@ fn checkpoints_load(p: &Prepared) -> Vec<u64> {
     assert_eq!(restored.completed, committed(p), "the output folder restores to its commit point");
     let mut rounds = Vec::new();
     for e in std::fs::read_dir(out.join("checkpoints")).map(|d| d.flatten().collect()).unwrap_or_else(|_| Vec::new()) {
-        let Some(round) = e.file_name().to_str().and_then(|n| n.strip_prefix("round-")).and_then(|n| n.parse::<u64>().ok()) else { continue };
+        let Some(round) =
+            e.file_name().to_str().and_then(|n| n.strip_prefix("round-")).and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
         let dir = e.path();
         if !dir.join("meta.json").is_file() {
             assert!(round > committed(p), "round {round}'s folder, committed, has no meta.json");
@@ -140,7 +148,8 @@ fn checkpoints_load(p: &Prepared) -> Vec<u64> {
         }
         let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
         assert_eq!(meta["completed_round"].as_u64(), Some(round));
-        let pool: aggregator::checkpoint::Pool = protocol::codec::from_file_bytes(&std::fs::read(dir.join("pool.bin")).unwrap()).unwrap();
+        let pool: aggregator::checkpoint::Pool =
+            protocol::codec::from_file_bytes(&std::fs::read(dir.join("pool.bin")).unwrap()).unwrap();
         assert!(!pool.rows.is_empty());
         learning::Model::load(&dir.join("global"), p.scenario.backend).unwrap();
         rounds.push(round);
@@ -230,7 +239,8 @@ fn federate(name: &str, kills: &[AggregatorKill], node_kills: &[NodeKill]) -> Ou
                 wait_until(&format!("round {}'s checkpoint to be held", k.round), limit, || marker.exists());
             }
             When::MidRound(answered) => wait_until(&format!("{answered} answers to round {}", k.round), limit, || {
-                committed(&p) >= k.round || (0..NODES).filter(|&i| submitted(&p.nodes[i].state_dir).contains(&k.round)).count() >= answered
+                committed(&p) >= k.round
+                    || (0..NODES).filter(|&i| submitted(&p.nodes[i].state_dir).contains(&k.round)).count() >= answered
             }),
         }
         kill(&mut procs.0[0]);
@@ -257,14 +267,22 @@ fn federate(name: &str, kills: &[AggregatorKill], node_kills: &[NodeKill]) -> Ou
     }
     for k in node_kills {
         let state = p.nodes[k.node].state_dir.clone();
-        let took = || common::egress(&state).iter().any(|e| e.direction == "response" && e.kind == "Receipt" && e.round == Some(k.round));
+        let took = || {
+            common::egress(&state)
+                .iter()
+                .any(|e| e.direction == "response" && e.kind == "Receipt" && e.round == Some(k.round))
+        };
         wait_until(&format!("node {} to take round {}", k.node, k.round), limit, took);
         kill(&mut procs.0[1 + k.node]);
         node_state_loads(&p, k.node);
         procs.0[1 + k.node] = spawn_node(&p, k.node);
     }
     let status = wait_exit(&mut procs.0[0], Duration::from_secs(180));
-    assert!(status.success(), "{name}: aggregator failed: {}", std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default());
+    assert!(
+        status.success(),
+        "{name}: aggregator failed: {}",
+        std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default()
+    );
     for i in 0..NODES {
         let status = wait_exit(&mut procs.0[1 + i], Duration::from_secs(60));
         assert!(status.success(), "{name}: node {i}: {status}");
@@ -289,9 +307,16 @@ fn twenty_rounds_through_aggregator_and_node_kills_end_on_the_model_of_a_run_wit
     let calm = federate("calm", &[], &[]);
     let soak = federate("soak", &plan, &[]);
     let node_kills: usize = soak.kills.iter().map(|k| k.3.len()).sum();
-    println!("without kills: {:.1} s; with {} aggregator kills and {node_kills} node kills: {:.1} s", calm.seconds, soak.kills.len(), soak.seconds);
+    println!(
+        "without kills: {:.1} s; with {} aggregator kills and {node_kills} node kills: {:.1} s",
+        calm.seconds,
+        soak.kills.len(),
+        soak.seconds
+    );
     for (round, when, at_death, nodes) in &soak.kills {
-        println!("  aggregator killed in round {round} ({when:?}, committed {at_death}); nodes killed meanwhile: {nodes:?}");
+        println!(
+            "  aggregator killed in round {round} ({when:?}, committed {at_death}); nodes killed meanwhile: {nodes:?}"
+        );
     }
     assert_eq!(soak.kills.len(), AGGREGATOR_KILLS);
     assert!(soak.kills.iter().filter(|k| k.1 == When::MidCheckpoint).count() >= 2);
@@ -299,11 +324,20 @@ fn twenty_rounds_through_aggregator_and_node_kills_end_on_the_model_of_a_run_wit
     let (a, b) = (metrics(&calm.p), metrics(&soak.p));
     assert_eq!(b.iter().map(|m| m.round).collect::<Vec<_>>(), (1..=ROUNDS).collect::<Vec<_>>());
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!((x.round, &x.participants, x.accuracy, x.nll, x.agreement), (y.round, &y.participants, y.accuracy, y.nll, y.agreement), "round {}", x.round);
+        assert_eq!(
+            (x.round, &x.participants, x.accuracy, x.nll, x.agreement),
+            (y.round, &y.participants, y.accuracy, y.nll, y.agreement),
+            "round {}",
+            x.round
+        );
     }
     // Every checkpoint left loads, and the final model is the same, bit for bit.
     assert!(checkpoints_load(&soak.p).contains(&ROUNDS));
-    assert_eq!(bytes(&global(&soak.p)), bytes(&global(&calm.p)), "the global model after the kills differs from the run without them");
+    assert_eq!(
+        bytes(&global(&soak.p)),
+        bytes(&global(&calm.p)),
+        "the global model after the kills differs from the run without them"
+    );
     // Each node answered each round once: a round asked again got the recorded answer.
     for i in 0..NODES {
         assert_eq!(submitted(&soak.p.nodes[i].state_dir).last(), Some(&ROUNDS), "node {i}");
@@ -332,8 +366,13 @@ fn twenty_rounds_through_node_kills_anywhere_complete_with_every_node() {
     }
     let global = learning::Model::load(&wild.p.aggregator.output.join("global"), wild.p.scenario.backend).unwrap();
     let test = wild.p.dataset.subset(&wild.p.split.test);
-    let acc = learning::eval::evaluate(&global.soft_labels(&test.features, 1.0, 256).unwrap(), &test.labels, 10).accuracy;
+    let acc =
+        learning::eval::evaluate(&global.soft_labels(&test.features, 1.0, 256).unwrap(), &test.labels, 10).accuracy;
     let last = m.last().unwrap().accuracy.unwrap();
-    println!("with {} node kills anywhere: {:.1} s; test accuracy {acc:.4}, validation accuracy after round {ROUNDS} {last:.4}", plan.len(), wild.seconds);
+    println!(
+        "with {} node kills anywhere: {:.1} s; test accuracy {acc:.4}, validation accuracy after round {ROUNDS} {last:.4}",
+        plan.len(),
+        wild.seconds
+    );
     assert!(acc > 0.8, "test accuracy {acc}");
 }

@@ -22,7 +22,7 @@ use scenarios::run::{read_addr_file, sibling_binary};
 use scenarios::spec::data_dir;
 
 mod common;
-use common::{wait_until, Procs};
+use common::{Procs, wait_until};
 
 const HOLDERS: [&str; 3] = ["alice", "bob", "carol"];
 
@@ -40,14 +40,25 @@ fn write_csv(path: &Path, d: &data::Dataset, part: usize, limit: usize) {
 /// Runs a binary to completion in `dir`, failing the test with its output if it fails.
 fn run(dir: &Path, bin: &str, args: &[&str]) -> String {
     let out: Output = Command::new(sibling_binary(bin).unwrap()).args(args).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "{bin} {args:?} failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{bin} {args:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// The value of the stdout line `key VALUE`.
 fn field(stdout: &str, key: &str) -> String {
     let prefix = format!("{key} ");
-    stdout.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no `{key}` line in:\n{stdout}")).trim().to_owned()
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no `{key}` line in:\n{stdout}"))
+        .trim()
+        .to_owned()
 }
 
 fn spawn(dir: &Path, bin: &str, args: &[&str], log: &str) -> Child {
@@ -77,30 +88,94 @@ fn from_csv_files_to_a_finished_federation_with_the_readme_commands() {
     }
 
     // The operator.
-    let built = run(dir, "fd-aggregator", &["reference", "build", "--from", "public.csv", "--label", "digit", "--preprocess", "scale:0.0625", "--out", "reference.fdref"]);
+    let built = run(
+        dir,
+        "fd-aggregator",
+        &[
+            "reference",
+            "build",
+            "--from",
+            "public.csv",
+            "--label",
+            "digit",
+            "--preprocess",
+            "scale:0.0625",
+            "--out",
+            "reference.fdref",
+        ],
+    );
     let sha = field(&built, "sha256");
-    assert_eq!(sha, protocol::ReferenceSetId::digest(&std::fs::read(dir.join("reference.fdref")).unwrap()).to_string(), "the printed hash is the file's");
-    assert_eq!((field(&built, "rows"), field(&built, "features")), ("300".into(), "64".into()), "the label column is dropped");
-    let init = run(dir, "fd-aggregator", &[
-        "init", "--dir", "operator", "--reference", "reference.fdref", "--federation", "walkthrough", "--classes", "10",
-        "--listen", "/ip4/127.0.0.1/tcp/0", "--rounds", "2", "--samples", "150",
-    ]);
+    assert_eq!(
+        sha,
+        protocol::ReferenceSetId::digest(&std::fs::read(dir.join("reference.fdref")).unwrap()).to_string(),
+        "the printed hash is the file's"
+    );
+    assert_eq!(
+        (field(&built, "rows"), field(&built, "features")),
+        ("300".into(), "64".into()),
+        "the label column is dropped"
+    );
+    let init = run(
+        dir,
+        "fd-aggregator",
+        &[
+            "init",
+            "--dir",
+            "operator",
+            "--reference",
+            "reference.fdref",
+            "--federation",
+            "walkthrough",
+            "--classes",
+            "10",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--rounds",
+            "2",
+            "--samples",
+            "150",
+        ],
+    );
     let address = field(&init, "aggregator");
     assert_eq!(field(&init, "reference_sha256"), sha);
 
     // Each data holder, then the operator adds the PeerId it sent.
     for name in HOLDERS {
-        let out = run(dir, "fd-node", &[
-            "init", "--dir", name, "--data", &format!("{name}.csv"), "--label", "digit", "--preprocess", "scale:0.0625",
-            "--federation", "walkthrough", "--classes", "10", "--aggregator", &address, "--reference-sha256", &sha,
-        ]);
+        let out = run(
+            dir,
+            "fd-node",
+            &[
+                "init",
+                "--dir",
+                name,
+                "--data",
+                &format!("{name}.csv"),
+                "--label",
+                "digit",
+                "--preprocess",
+                "scale:0.0625",
+                "--federation",
+                "walkthrough",
+                "--classes",
+                "10",
+                "--aggregator",
+                &address,
+                "--reference-sha256",
+                &sha,
+            ],
+        );
         let peer = field(&out, "peer_id");
         run(dir, "fd-aggregator", &["roster", "add", "--config", "operator/federation.toml", name, &peer]);
     }
 
     // The federation. The aggregator reports the port it bound; each node.toml gets it.
     let addr_file = dir.join("operator").join("addrs");
-    let mut procs = Procs(vec![spawn(dir, "fd-aggregator", &["run", "--config", "operator/federation.toml", "--addr-file", addr_file.to_str().unwrap()], "aggregator.log")]);
+    let mut procs = Procs(vec![spawn(
+        dir,
+        "fd-aggregator",
+        &["run", "--config", "operator/federation.toml", "--addr-file", addr_file.to_str().unwrap()],
+        "aggregator.log",
+    )]);
     let mut bound = None;
     wait_until("the aggregator's address", Duration::from_secs(60), || {
         if let Some(status) = procs.0[0].try_wait().unwrap() {
@@ -129,7 +204,11 @@ fn from_csv_files_to_a_finished_federation_with_the_readme_commands() {
         statuses.iter().all(Option::is_some) || statuses.iter().flatten().any(|s| !s.success())
     });
     for (name, status) in names.zip(&statuses) {
-        assert!(status.is_some_and(|s| s.success()), "{name} ended with {status:?}:\n{}", log(dir, &format!("{name}.log")));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{name} ended with {status:?}:\n{}",
+            log(dir, &format!("{name}.log"))
+        );
     }
     assert!(dir.join("operator/output/global.onnx").is_file(), "no global model");
     let metrics = std::fs::read_to_string(dir.join("operator/output/metrics.jsonl")).unwrap();

@@ -23,7 +23,11 @@ pub fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
     let node = net::keys::generate(node_key).unwrap();
     let others: Vec<RosterEntry> = ["m1", "m2"]
         .iter()
-        .map(|name| RosterEntry { name: (*name).into(), peer_id: net::keys::generate(&d.join(format!("{name}.key"))).unwrap().id(), samples: None })
+        .map(|name| RosterEntry {
+            name: (*name).into(),
+            peer_id: net::keys::generate(&d.join(format!("{name}.key"))).unwrap().id(),
+            samples: None,
+        })
         .collect();
     let values: Vec<f32> = (0..50 * 4).map(|i| (i % 7) as f32).collect();
     let rs = ReferenceSet::new(50, 4, values).unwrap();
@@ -39,9 +43,21 @@ pub fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
         classes: 3,
         roster: [vec![RosterEntry { name: "n".into(), peer_id: node.id(), samples: None }], others].concat(),
         reference: ReferenceConfig { path: d.join("ref.fdref"), sha256: rs.id() },
-        round: RoundConfig { samples: 10, temperature: 2.0, encoding: Encoding::F32, quorum: Some(3), deadline_secs: 60.0, sample_count_clip: 2.0 },
+        round: RoundConfig {
+            samples: 10,
+            temperature: 2.0,
+            encoding: Encoding::F32,
+            quorum: Some(3),
+            deadline_secs: 60.0,
+            sample_count_clip: 2.0,
+        },
         consensus: Default::default(),
-        student: StudentConfig { architecture: Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, warm_start: true, distill: Default::default(), teaching: Default::default() },
+        student: StudentConfig {
+            architecture: Architecture::Mlp { hidden: vec![8], dropout: 0.0 },
+            warm_start: true,
+            distill: Default::default(),
+            teaching: Default::default(),
+        },
         validation: None,
         connections: Default::default(),
         metrics: None,
@@ -50,12 +66,26 @@ pub fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
 
 /// A roster member whose key is at `key`: connects, joins, and accepts whatever the aggregator
 /// sends it (announcements, the consensus, the end of the federation).
-pub async fn member(key: &Path, agg_addr: net::multiaddr::Multiaddr, agg_id: ParticipantId, fed: &FederationId, shutdown: &CancellationToken) -> net::Client {
+pub async fn member(
+    key: &Path,
+    agg_addr: net::multiaddr::Multiaddr,
+    agg_id: ParticipantId,
+    fed: &FederationId,
+    shutdown: &CancellationToken,
+) -> net::Client {
     let me = net::keys::read(key).unwrap();
-    let hello = Message::Hello(Hello { federation: fed.clone(), participant: me.id(), protocol_version: PROTOCOL_VERSION, agent: "test".into() });
+    let hello = Message::Hello(Hello {
+        federation: fed.clone(),
+        participant: me.id(),
+        protocol_version: PROTOCOL_VERSION,
+        agent: "test".into(),
+    });
     let (client, events, _network) = net::spawn(me, net::NetConfig::new(fed.clone(), vec![agg_id]), shutdown).unwrap();
     client.dial(agg_addr).await.unwrap();
-    assert!(matches!(client.request(&agg_id, &hello).await.unwrap(), Message::JoinReply(JoinReply { outcome: Ok(_), .. })));
+    assert!(matches!(
+        client.request(&agg_id, &hello).await.unwrap(),
+        Message::JoinReply(JoinReply { outcome: Ok(_), .. })
+    ));
     accept_everything(events, fed.clone());
     client
 }
@@ -66,7 +96,14 @@ pub fn accept_everything(mut events: mpsc::Receiver<net::Event>, fed: Federation
         while let Some(ev) = events.recv().await {
             if let net::Event::Request { message, responder, .. } = ev {
                 let round = message.round().unwrap_or(0);
-                let _ = responder.respond(Message::Receipt(Receipt { federation: fed.clone(), round, status: ReceiptStatus::Accepted, detail: String::new() })).await;
+                let _ = responder
+                    .respond(Message::Receipt(Receipt {
+                        federation: fed.clone(),
+                        round,
+                        status: ReceiptStatus::Accepted,
+                        detail: String::new(),
+                    }))
+                    .await;
             }
         }
     });
@@ -74,25 +111,58 @@ pub fn accept_everything(mut events: mpsc::Receiver<net::Event>, fed: Federation
 
 /// A roster member that joins and submits fixed soft labels to every round announced; the
 /// consensus messages it receives come out of the returned channel.
-pub async fn submitting_member(key: &Path, agg_addr: net::multiaddr::Multiaddr, agg_id: ParticipantId, fed: &FederationId, shutdown: &CancellationToken) -> mpsc::Receiver<Consensus> {
+pub async fn submitting_member(
+    key: &Path,
+    agg_addr: net::multiaddr::Multiaddr,
+    agg_id: ParticipantId,
+    fed: &FederationId,
+    shutdown: &CancellationToken,
+) -> mpsc::Receiver<Consensus> {
     let me = net::keys::read(key).unwrap();
-    let hello = Message::Hello(Hello { federation: fed.clone(), participant: me.id(), protocol_version: PROTOCOL_VERSION, agent: "test".into() });
-    let (client, mut events, _network) = net::spawn(me, net::NetConfig::new(fed.clone(), vec![agg_id]), shutdown).unwrap();
+    let hello = Message::Hello(Hello {
+        federation: fed.clone(),
+        participant: me.id(),
+        protocol_version: PROTOCOL_VERSION,
+        agent: "test".into(),
+    });
+    let (client, mut events, _network) =
+        net::spawn(me, net::NetConfig::new(fed.clone(), vec![agg_id]), shutdown).unwrap();
     client.dial(agg_addr).await.unwrap();
-    assert!(matches!(client.request(&agg_id, &hello).await.unwrap(), Message::JoinReply(JoinReply { outcome: Ok(_), .. })));
+    assert!(matches!(
+        client.request(&agg_id, &hello).await.unwrap(),
+        Message::JoinReply(JoinReply { outcome: Ok(_), .. })
+    ));
     let (tx, rx) = mpsc::channel(16);
     let fed = fed.clone();
     tokio::spawn(async move {
         while let Some(ev) = events.recv().await {
             let net::Event::Request { message, responder, .. } = ev else { continue };
             let round = message.round().unwrap_or(0);
-            let _ = responder.respond(Message::Receipt(Receipt { federation: fed.clone(), round, status: ReceiptStatus::Accepted, detail: String::new() })).await;
+            let _ = responder
+                .respond(Message::Receipt(Receipt {
+                    federation: fed.clone(),
+                    round,
+                    status: ReceiptStatus::Accepted,
+                    detail: String::new(),
+                }))
+                .await;
             match message {
                 Message::RoundAnnouncement(a) => {
                     let rows = a.selection.len();
-                    let probs: Vec<f32> = (0..rows * a.classes as usize).map(|i| if i % a.classes as usize == 0 { 0.8 } else { 0.2 / (a.classes - 1) as f32 }).collect();
+                    let probs: Vec<f32> = (0..rows * a.classes as usize)
+                        .map(|i| if i % a.classes as usize == 0 { 0.8 } else { 0.2 / (a.classes - 1) as f32 })
+                        .collect();
                     let labels = SoftLabels::encode(&probs, rows, a.classes as usize, a.encoding).unwrap();
-                    let sub = Message::Submission(Submission { federation: fed.clone(), round: a.round, announcement: a.digest(), reference_set: a.reference_set, temperature: a.temperature, local_samples: Some(5), labels, abstained: None });
+                    let sub = Message::Submission(Submission {
+                        federation: fed.clone(),
+                        round: a.round,
+                        announcement: a.digest(),
+                        reference_set: a.reference_set,
+                        temperature: a.temperature,
+                        local_samples: Some(5),
+                        labels,
+                        abstained: None,
+                    });
                     let c = client.clone();
                     tokio::spawn(async move { c.request(&agg_id, &sub).await });
                 }

@@ -13,7 +13,13 @@
 /// Rows of `samples × classes` node matrices clipped around each sample's median row, in the
 /// nodes' order. `knows(i, s)`: node `i` answered sample `s`; a sample fewer than 3 nodes
 /// answered is left as it is (there is no majority to centre on).
-pub fn center_clip(matrices: &[&[f32]], knows: &dyn Fn(usize, usize) -> bool, samples: usize, classes: usize, factor: f32) -> Vec<Vec<f32>> {
+pub fn center_clip(
+    matrices: &[&[f32]],
+    knows: &dyn Fn(usize, usize) -> bool,
+    samples: usize,
+    classes: usize,
+    factor: f32,
+) -> Vec<Vec<f32>> {
     let mut out: Vec<Vec<f32>> = matrices.iter().map(|m| m.to_vec()).collect();
     let mut column = Vec::with_capacity(matrices.len());
     let mut centre = vec![0f32; classes];
@@ -34,7 +40,8 @@ pub fn center_clip(matrices: &[&[f32]], knows: &dyn Fn(usize, usize) -> bool, sa
         } else {
             centre.fill(1.0 / classes as f32);
         }
-        let distances: Vec<f32> = nodes.iter().map(|&i| row(i).iter().zip(&centre).map(|(a, b)| (a - b).abs()).sum()).collect();
+        let distances: Vec<f32> =
+            nodes.iter().map(|&i| row(i).iter().zip(&centre).map(|(a, b)| (a - b).abs()).sum()).collect();
         let radius = factor * median(&mut distances.clone());
         for (&i, &d) in nodes.iter().zip(&distances) {
             if d > radius {
@@ -67,7 +74,12 @@ mod tests {
 
     #[test]
     fn a_one_hot_liar_is_pulled_in_and_honest_rows_stay() {
-        let honest = [[0.30f32, 0.25, 0.15, 0.15, 0.15], [0.32, 0.22, 0.16, 0.15, 0.15], [0.28, 0.24, 0.16, 0.16, 0.16], [0.31, 0.23, 0.15, 0.16, 0.15]];
+        let honest = [
+            [0.30f32, 0.25, 0.15, 0.15, 0.15],
+            [0.32, 0.22, 0.16, 0.15, 0.15],
+            [0.28, 0.24, 0.16, 0.16, 0.16],
+            [0.31, 0.23, 0.15, 0.16, 0.15],
+        ];
         let liar = [0f32, 0.0, 0.0, 0.0, 1.0];
         let mut ms: Vec<&[f32]> = honest.iter().map(|r| &r[..]).collect();
         ms.push(&liar);

@@ -1,10 +1,18 @@
 //! Combining all node matrices of a round at once, with or without abstentions.
 
-use super::{center_clip, confidence_weights_abstaining, postprocess, trimmed_count, Combined, ConsensusConfig, MeanAccumulator, Rule};
+use super::{
+    Combined, ConsensusConfig, MeanAccumulator, Rule, center_clip, confidence_weights_abstaining, postprocess,
+    trimmed_count,
+};
 use crate::Error;
 
 /// Combines node matrices (each with its local sample count) under `cfg`.
-pub fn combine(inputs: &[(&[f32], u64)], samples: usize, classes: usize, cfg: &ConsensusConfig) -> Result<Combined, Error> {
+pub fn combine(
+    inputs: &[(&[f32], u64)],
+    samples: usize,
+    classes: usize,
+    cfg: &ConsensusConfig,
+) -> Result<Combined, Error> {
     combine_abstaining(inputs, &vec![None; inputs.len()], samples, classes, cfg)
 }
 
@@ -17,7 +25,13 @@ pub fn sample_counts(abstained: &[Option<&[bool]>], samples: usize) -> Vec<u32> 
 /// Combines node matrices under `cfg`, each node taking part only in the samples it did not
 /// abstain on (`abstained`, one entry a node, see [`sample_counts`]). A sample every node
 /// abstained on gets weight 0 and count 0.
-pub fn combine_abstaining(inputs: &[(&[f32], u64)], abstained: &[Option<&[bool]>], samples: usize, classes: usize, cfg: &ConsensusConfig) -> Result<Combined, Error> {
+pub fn combine_abstaining(
+    inputs: &[(&[f32], u64)],
+    abstained: &[Option<&[bool]>],
+    samples: usize,
+    classes: usize,
+    cfg: &ConsensusConfig,
+) -> Result<Combined, Error> {
     cfg.validate()?;
     if inputs.is_empty() {
         return Err(Error::Consensus { detail: "no soft labels to combine".into() });
@@ -26,7 +40,11 @@ pub fn combine_abstaining(inputs: &[(&[f32], u64)], abstained: &[Option<&[bool]>
         return Err(Error::Shape(format!("node matrix {i} does not have {samples} × {classes} values")));
     }
     if abstained.len() != inputs.len() || abstained.iter().flatten().any(|m| m.len() != samples) {
-        return Err(Error::Shape(format!("{} abstention masks for {} nodes of {samples} samples", abstained.len(), inputs.len())));
+        return Err(Error::Shape(format!(
+            "{} abstention masks for {} nodes of {samples} samples",
+            abstained.len(),
+            inputs.len()
+        )));
     }
     let knows = |i: usize, s: usize| !abstained[i].is_some_and(|m| m[s]);
     let clipped: Vec<Vec<f32>>;
@@ -77,7 +95,13 @@ pub fn combine_abstaining(inputs: &[(&[f32], u64)], abstained: &[Option<&[bool]>
 
 /// Applies `f` to the sorted values of each coordinate across the nodes that know its sample
 /// (0 where none does: the row becomes uniform and is masked by its count).
-fn coordinatewise(inputs: &[(&[f32], u64)], knows: &dyn Fn(usize, usize) -> bool, samples: usize, classes: usize, f: impl Fn(&[f32]) -> f32) -> Vec<f32> {
+fn coordinatewise(
+    inputs: &[(&[f32], u64)],
+    knows: &dyn Fn(usize, usize) -> bool,
+    samples: usize,
+    classes: usize,
+    f: impl Fn(&[f32]) -> f32,
+) -> Vec<f32> {
     let mut column = Vec::with_capacity(inputs.len());
     (0..samples * classes)
         .map(|j| {
@@ -92,7 +116,7 @@ fn coordinatewise(inputs: &[(&[f32], u64)], knows: &dyn Fn(usize, usize) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consensus::{renormalise, Sharpen};
+    use crate::consensus::{Sharpen, renormalise};
     use proptest::prelude::*;
 
     /// Node matrices, their abstention masks (or none), samples, classes.
@@ -103,7 +127,10 @@ mod tests {
         (1usize..7, 1usize..10, 2usize..5).prop_flat_map(|(nodes, samples, classes)| {
             (
                 proptest::collection::vec(proptest::collection::vec(0.001f32..1.0, samples * classes), nodes),
-                proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<bool>(), samples)), nodes),
+                proptest::collection::vec(
+                    proptest::option::of(proptest::collection::vec(any::<bool>(), samples)),
+                    nodes,
+                ),
             )
                 .prop_map(move |(mut ms, masks)| {
                     for m in &mut ms {
@@ -172,12 +199,21 @@ mod tests {
         for cfg in every_rule() {
             let alone = combine(&without, 1, 2, &cfg).unwrap();
             let masked = combine_abstaining(&with, &[None, None, None, Some(&abstains)], 1, 2, &cfg).unwrap();
-            assert_eq!(masked.probs, alone.probs, "{:?}: abstaining leaves the sample exactly as without the node", cfg.rule);
+            assert_eq!(
+                masked.probs, alone.probs,
+                "{:?}: abstaining leaves the sample exactly as without the node",
+                cfg.rule
+            );
             assert_eq!(masked.counts, vec![3]);
             let answered = combine_abstaining(&with, &[None, None, None, Some(&[false])], 1, 2, &cfg).unwrap();
             assert_eq!(answered.counts, vec![4]);
             if !matches!(cfg.rule, Rule::Median | Rule::TrimmedMean { .. }) {
-                assert!(answered.probs[1] > alone.probs[1] + 0.05, "{:?}: the same node answering moves it: {:?}", cfg.rule, answered.probs);
+                assert!(
+                    answered.probs[1] > alone.probs[1] + 0.05,
+                    "{:?}: the same node answering moves it: {:?}",
+                    cfg.rule,
+                    answered.probs
+                );
             }
         }
     }

@@ -57,7 +57,9 @@ impl MeanAccumulator {
         for (count, &w) in self.counts.iter_mut().zip(row_weights) {
             *count += u32::from(w > 0.0);
         }
-        for (((acc, row), total), &w) in self.sum.chunks_exact_mut(c).zip(probs.chunks_exact(c)).zip(self.weight.iter_mut()).zip(row_weights) {
+        for (((acc, row), total), &w) in
+            self.sum.chunks_exact_mut(c).zip(probs.chunks_exact(c)).zip(self.weight.iter_mut()).zip(row_weights)
+        {
             let scale = w.min(MAX_NODE_WEIGHT) * FIXED;
             // Values are non-negative probabilities: adding ½ and truncating rounds to nearest.
             for (a, &p) in acc.iter_mut().zip(row) {

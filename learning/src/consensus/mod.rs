@@ -30,8 +30,8 @@ mod weights;
 
 pub use clip::center_clip;
 pub use combine::{combine, combine_abstaining, sample_counts};
-pub use mean::{MeanAccumulator, MAX_NODE_WEIGHT};
-pub use post::{postprocess, renormalise, sharpen, Sharpen};
+pub use mean::{MAX_NODE_WEIGHT, MeanAccumulator};
+pub use post::{Sharpen, postprocess, renormalise, sharpen};
 pub use weights::{capped_weights, confidence_weights, confidence_weights_abstaining, normalised_entropy};
 
 /// How per-node soft labels are combined.
@@ -133,7 +133,9 @@ impl ConsensusConfig {
                 return Err(Error::Config(format!("confidence: power {power} must be in (0, 1]")));
             }
             if !(max_share.is_finite() && max_share >= 1.0) {
-                return Err(Error::Config(format!("confidence: max_share {max_share} must be ≥ 1 (a multiple of the equal share 1/n)")));
+                return Err(Error::Config(format!(
+                    "confidence: max_share {max_share} must be ≥ 1 (a multiple of the equal share 1/n)"
+                )));
             }
         }
         match self.sharpen {
@@ -148,7 +150,9 @@ impl ConsensusConfig {
         if let Some(f) = self.center_clip
             && !(f.is_finite() && f >= 1.0)
         {
-            return Err(Error::Config(format!("center_clip {f} must be ≥ 1 (a multiple of the median distance from the median row)")));
+            return Err(Error::Config(format!(
+                "center_clip {f} must be ≥ 1 (a multiple of the median distance from the median row)"
+            )));
         }
         if let Some(h) = self.max_entropy
             && !(0.0..=1.0).contains(&h)
@@ -306,14 +310,27 @@ mod tests {
     fn weighting_masking_and_errors() {
         let a = vec![1.0f32, 0.0];
         let b = vec![0.0f32, 1.0];
-        let c = combine(&[(&a, 3), (&b, 1)], 1, 2, &ConsensusConfig { rule: Rule::WeightedBySamples, ..Default::default() }).unwrap();
+        let c = combine(
+            &[(&a, 3), (&b, 1)],
+            1,
+            2,
+            &ConsensusConfig { rule: Rule::WeightedBySamples, ..Default::default() },
+        )
+        .unwrap();
         assert!((c.probs[0] - 0.75).abs() < 1e-6);
         let sure = vec![0.99f32, 0.01];
         let unsure = vec![0.4f32, 0.6];
-        let c = combine(&[(&sure, 1), (&unsure, 1)], 1, 2, &ConsensusConfig { rule: Rule::CONFIDENCE, ..Default::default() }).unwrap();
+        let c = combine(
+            &[(&sure, 1), (&unsure, 1)],
+            1,
+            2,
+            &ConsensusConfig { rule: Rule::CONFIDENCE, ..Default::default() },
+        )
+        .unwrap();
         assert!(c.probs[0] > 0.8, "the confident node dominates: {:?}", c.probs);
         let flat = vec![0.5f32, 0.5, 0.9, 0.1];
-        let c = combine(&[(&flat, 1)], 2, 2, &ConsensusConfig { max_entropy: Some(0.9), ..Default::default() }).unwrap();
+        let c =
+            combine(&[(&flat, 1)], 2, 2, &ConsensusConfig { max_entropy: Some(0.9), ..Default::default() }).unwrap();
         assert_eq!(c.weights, vec![0.0, 1.0]);
         assert!(matches!(combine(&[], 1, 2, &ConsensusConfig::default()), Err(Error::Consensus { .. })));
         assert!(matches!(combine(&[(&a, 1)], 2, 2, &ConsensusConfig::default()), Err(Error::Shape(_))));
@@ -340,7 +357,8 @@ mod tests {
         assert!((share(2.0) - 0.2).abs() < 1e-9, "capped at twice the equal share: {}", share(2.0));
         assert!((share(1.0) - 0.1).abs() < 1e-9, "max_share 1 is the plain mean: {}", share(1.0));
         let inputs: Vec<(&[f32], u64)> = views.iter().map(|v| (*v, 1)).collect();
-        let rule = |max_share| ConsensusConfig { rule: Rule::Confidence { power: 1.0, max_share }, ..Default::default() };
+        let rule =
+            |max_share| ConsensusConfig { rule: Rule::Confidence { power: 1.0, max_share }, ..Default::default() };
         let capped = combine(&inputs, 1, 3, &rule(1.0)).unwrap();
         let mean = combine(&inputs, 1, 3, &ConsensusConfig::default()).unwrap();
         for (c, m) in capped.probs.iter().zip(&mean.probs) {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{normalised_entropy, Combined, ConsensusConfig};
+use super::{Combined, ConsensusConfig, normalised_entropy};
 
 /// Entropy reduction applied to the combined labels.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -13,16 +13,33 @@ pub fn normalised_entropy(row: &[f32]) -> f32 {
 /// tempered confidence `(1 − H(p)/log C)^power` of the node's row, then, sample by sample,
 /// [`capped_weights`] with `max_share`. Depends on each node's own rows and on the multiset of
 /// weights of a sample, never on the order of the nodes.
-pub fn confidence_weights(matrices: &[&[f32]], samples: usize, classes: usize, power: f32, max_share: f32) -> Vec<Vec<f64>> {
+pub fn confidence_weights(
+    matrices: &[&[f32]],
+    samples: usize,
+    classes: usize,
+    power: f32,
+    max_share: f32,
+) -> Vec<Vec<f64>> {
     confidence_weights_abstaining(matrices, &vec![None; matrices.len()], samples, classes, power, max_share)
 }
 
 /// [`confidence_weights`] where node `i` abstains on the samples `s` with `abstained[i][s]`:
 /// its weight there is 0, and the cap of each sample is over the nodes that did not abstain.
-pub fn confidence_weights_abstaining(matrices: &[&[f32]], abstained: &[Option<&[bool]>], samples: usize, classes: usize, power: f32, max_share: f32) -> Vec<Vec<f64>> {
+pub fn confidence_weights_abstaining(
+    matrices: &[&[f32]],
+    abstained: &[Option<&[bool]>],
+    samples: usize,
+    classes: usize,
+    power: f32,
+    max_share: f32,
+) -> Vec<Vec<f64>> {
     let mut weights: Vec<Vec<f64>> = matrices
         .iter()
-        .map(|m| m.chunks_exact(classes).map(|row| (1.0 - normalised_entropy(row) as f64).max(1e-6).powf(power as f64)).collect())
+        .map(|m| {
+            m.chunks_exact(classes)
+                .map(|row| (1.0 - normalised_entropy(row) as f64).max(1e-6).powf(power as f64))
+                .collect()
+        })
         .collect();
     let knows = |i: usize, s: usize| !abstained.get(i).copied().flatten().is_some_and(|m| m[s]);
     let mut column = Vec::with_capacity(matrices.len());

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-use super::{read_file, Dataset, Result};
+use super::{Dataset, Result, read_file};
 
 /// Which CSV column holds the label.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,7 +63,8 @@ fn read_csv(path: &Path, opts: &CsvOptions, labelled: bool) -> Result<(Vec<f32>,
     let bytes = read_file(path)?;
     let text = String::from_utf8(bytes)
         .map_err(|e| Error::Format { path: path.to_owned(), detail: format!("not UTF-8: {e}") })?;
-    let csv_err = |line: usize, column: usize, detail: String| Error::Csv { path: path.to_owned(), line, column, detail };
+    let csv_err =
+        |line: usize, column: usize, detail: String| Error::Csv { path: path.to_owned(), line, column, detail };
     let mut lines = text.lines().enumerate().skip(opts.skip_lines).filter(|(_, l)| !l.trim().is_empty());
     let mut label_col: Option<usize> = None;
     let mut width: Option<usize> = None;
@@ -77,7 +78,11 @@ fn read_csv(path: &Path, opts: &CsvOptions, labelled: bool) -> Result<(Vec<f32>,
             })?);
         }
     } else if let (true, LabelColumn::Name(want)) = (labelled, &opts.label) {
-        return Err(csv_err(opts.skip_lines + 1, 1, format!("label column `{want}` given by name but the file has no header")));
+        return Err(csv_err(
+            opts.skip_lines + 1,
+            1,
+            format!("label column `{want}` given by name but the file has no header"),
+        ));
     }
     let mut features = Vec::new();
     let mut labels = Vec::new();
@@ -86,7 +91,11 @@ fn read_csv(path: &Path, opts: &CsvOptions, labelled: bool) -> Result<(Vec<f32>,
         let cells: Vec<&str> = line.split(opts.delimiter).collect();
         let w = *width.get_or_insert(cells.len());
         if cells.len() != w {
-            return Err(csv_err(no + 1, cells.len().min(w) + 1, format!("ragged row: {} fields, expected {w}", cells.len())));
+            return Err(csv_err(
+                no + 1,
+                cells.len().min(w) + 1,
+                format!("ragged row: {} fields, expected {w}", cells.len()),
+            ));
         }
         let lc = match (labelled, label_col, &opts.label) {
             (false, _, _) => None,
@@ -107,7 +116,8 @@ fn read_csv(path: &Path, opts: &CsvOptions, labelled: bool) -> Result<(Vec<f32>,
         for (c, cell) in cells.iter().enumerate() {
             let cell = cell.trim().trim_matches('"');
             if Some(c) == lc {
-                let v: f64 = cell.parse().map_err(|_| csv_err(no + 1, c + 1, format!("label `{cell}` is not a number")))?;
+                let v: f64 =
+                    cell.parse().map_err(|_| csv_err(no + 1, c + 1, format!("label `{cell}` is not a number")))?;
                 if v < 0.0 || v.fract() != 0.0 || v > 1e6 {
                     return Err(csv_err(no + 1, c + 1, format!("label `{cell}` is not a class index (0, 1, 2, …)")));
                 }
@@ -136,12 +146,15 @@ mod tests {
     fn csv_reads_headers_names_and_reports_bad_cells() {
         let dir = tempfile::tempdir().unwrap();
         let p = tmp(&dir, "a.csv", b"f1,f2,target\n1,2,0\n3,4.5,1\n");
-        let d = load_csv(&p, &CsvOptions { label: LabelColumn::Name("target".into()), header: true, ..Default::default() }).unwrap();
+        let d =
+            load_csv(&p, &CsvOptions { label: LabelColumn::Name("target".into()), header: true, ..Default::default() })
+                .unwrap();
         assert_eq!((d.len(), d.dim, d.classes), (2, 2, 2));
         assert_eq!(d.row(1), &[3.0, 4.5]);
 
         let first = tmp(&dir, "b.csv", b"skip me\n0,1,2\n1,3,4\n");
-        let d = load_csv(&first, &CsvOptions { label: LabelColumn::Index(0), skip_lines: 1, ..Default::default() }).unwrap();
+        let d = load_csv(&first, &CsvOptions { label: LabelColumn::Index(0), skip_lines: 1, ..Default::default() })
+            .unwrap();
         assert_eq!(d.labels, vec![0, 1]);
         assert_eq!(d.row(0), &[1.0, 2.0]);
 

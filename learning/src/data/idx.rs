@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::Error;
 
-use super::{read_file, Dataset, Result};
+use super::{Dataset, Result, read_file};
 
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
@@ -20,11 +20,17 @@ pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset> {
         return Err(fmt(labels, format!("truncated: {} bytes, an IDX label header needs 8", lab.len())));
     }
     if be_u32(&lab, 0) != 0x0801 {
-        return Err(fmt(labels, format!("bad magic number {:#010x}, expected 0x00000801 (IDX labels)", be_u32(&lab, 0))));
+        return Err(fmt(
+            labels,
+            format!("bad magic number {:#010x}, expected 0x00000801 (IDX labels)", be_u32(&lab, 0)),
+        ));
     }
     let m = be_u32(&lab, 4) as usize;
     if lab.len() != 8 + m {
-        return Err(fmt(labels, format!("truncated or oversized: header says {m} labels, file has {} bytes", lab.len())));
+        return Err(fmt(
+            labels,
+            format!("truncated or oversized: header says {m} labels, file has {} bytes", lab.len()),
+        ));
     }
     if m != n {
         return Err(fmt(labels, format!("{m} labels for {n} images in {}", images.display())));
@@ -43,12 +49,18 @@ pub fn load_idx_images(images: &Path) -> Result<(Vec<f32>, usize, usize)> {
         return Err(fmt(images, format!("truncated: {} bytes, an IDX image header needs 16", img.len())));
     }
     if be_u32(&img, 0) != 0x0803 {
-        return Err(fmt(images, format!("bad magic number {:#010x}, expected 0x00000803 (IDX images)", be_u32(&img, 0))));
+        return Err(fmt(
+            images,
+            format!("bad magic number {:#010x}, expected 0x00000803 (IDX images)", be_u32(&img, 0)),
+        ));
     }
     let (n, rows, cols) = (be_u32(&img, 4) as usize, be_u32(&img, 8) as usize, be_u32(&img, 12) as usize);
     let need = n.checked_mul(rows).and_then(|v| v.checked_mul(cols)).and_then(|v| v.checked_add(16));
     if need != Some(img.len()) {
-        return Err(fmt(images, format!("truncated or oversized: header says {n} × {rows} × {cols}, file has {} bytes", img.len())));
+        return Err(fmt(
+            images,
+            format!("truncated or oversized: header says {n} × {rows} × {cols}, file has {} bytes", img.len()),
+        ));
     }
     Ok((img[16..].iter().map(|&b| b as f32).collect(), n, rows * cols))
 }

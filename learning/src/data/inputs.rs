@@ -1,7 +1,7 @@
 //! [`Inputs`]: features without labels, what a public reference set is made of. They are read
 //! with the same loaders, row selection and preprocessing as a node's private data.
 
-use super::{load_csv_unlabelled, load_idx_images, read_rows, DataSource, DataSpec, Result};
+use super::{DataSource, DataSpec, Result, load_csv_unlabelled, load_idx_images, read_rows};
 
 /// Row-major features of a data set, without labels.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,7 +47,8 @@ impl DataSpec {
     /// The source of an unlabelled file: IDX without a labels file is fine.
     fn unlabelled_source(&self) -> Result<DataSource> {
         if self.format == super::DataFormat::Idx && self.labels.is_none() {
-            let images = self.images.clone().ok_or_else(|| crate::Error::Config("data: format Idx needs `images`".into()))?;
+            let images =
+                self.images.clone().ok_or_else(|| crate::Error::Config("data: format Idx needs `images`".into()))?;
             return Ok(DataSource::Idx { images, labels: Default::default() });
         }
         self.source()
@@ -57,8 +58,8 @@ impl DataSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::test_files::tmp;
     use crate::data::Preprocess;
+    use crate::data::test_files::tmp;
 
     fn spec(path: std::path::PathBuf) -> DataSpec {
         DataSpec::file(path, None, false, Preprocess::Scale { factor: 0.5 })
@@ -69,10 +70,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = tmp(&dir, "inputs.csv", b"2,4,1\n6,8,0\n");
         let with = spec(p.clone()).load_inputs(true).unwrap();
-        assert_eq!((with.features.clone(), with.rows, with.dim, with.dropped_labels), (vec![1.0, 2.0, 3.0, 4.0], 2, 2, true));
+        assert_eq!(
+            (with.features.clone(), with.rows, with.dim, with.dropped_labels),
+            (vec![1.0, 2.0, 3.0, 4.0], 2, 2, true)
+        );
         assert_eq!(with.features, spec(p.clone()).load().unwrap().features, "the same values a node would train on");
         let without = spec(p.clone()).load_inputs(false).unwrap();
-        assert_eq!((without.features, without.dim, without.dropped_labels), (vec![1.0, 2.0, 0.5, 3.0, 4.0, 0.0], 3, false));
+        assert_eq!(
+            (without.features, without.dim, without.dropped_labels),
+            (vec![1.0, 2.0, 0.5, 3.0, 4.0, 0.0], 3, false)
+        );
         let rows = tmp(&dir, "inputs-rows.txt", b"1\n");
         let one = DataSpec { rows: Some(rows), ..spec(p) }.load_inputs(true).unwrap();
         assert_eq!((one.features, one.rows), (vec![3.0, 4.0], 1));

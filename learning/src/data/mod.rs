@@ -19,7 +19,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use protocol::seed::{derive, Stream};
+use protocol::seed::{Stream, derive};
 use rand::SeedableRng;
 
 use crate::Error;
@@ -32,10 +32,10 @@ mod preprocess;
 mod rows;
 mod spec;
 
-pub use csv::{load_csv, load_csv_unlabelled, CsvOptions, LabelColumn};
+pub use csv::{CsvOptions, LabelColumn, load_csv, load_csv_unlabelled};
 pub use idx::{load_idx, load_idx_images};
 pub use inputs::Inputs;
-pub use partition::{label_counts, label_table, partition, split, Partition, Split};
+pub use partition::{Partition, Split, label_counts, label_table, partition, split};
 pub use preprocess::Preprocess;
 pub use rows::{read_rows, write_rows};
 pub use spec::{DataFormat, DataSource, DataSpec};

@@ -5,13 +5,13 @@
 use std::fmt::Write as _;
 
 use protocol::seed::Stream;
-use rand::seq::SliceRandom;
 use rand::RngExt;
+use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-use super::{rng, Result, Rng};
+use super::{Result, Rng, rng};
 
 /// Disjoint test, public reference and private index sets.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,7 +75,10 @@ pub fn partition(
         return Err(Error::Split("zero nodes".into()));
     }
     if nodes * min_size > rows.len() {
-        return Err(Error::Split(format!("{nodes} nodes × {min_size} rows need more than the {} private rows", rows.len())));
+        return Err(Error::Split(format!(
+            "{nodes} nodes × {min_size} rows need more than the {} private rows",
+            rows.len()
+        )));
     }
     let mut r = rng(seed, Stream::Split, 1);
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];

@@ -16,9 +16,19 @@ pub fn read_rows(path: &Path, len: usize) -> Result<Vec<usize>> {
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        let i: usize = t.parse().map_err(|_| Error::Csv { path: path.to_owned(), line: no + 1, column: 1, detail: format!("`{t}` is not a row index") })?;
+        let i: usize = t.parse().map_err(|_| Error::Csv {
+            path: path.to_owned(),
+            line: no + 1,
+            column: 1,
+            detail: format!("`{t}` is not a row index"),
+        })?;
         if i >= len {
-            return Err(Error::Csv { path: path.to_owned(), line: no + 1, column: 1, detail: format!("row {i} is beyond the {len} rows of the data") });
+            return Err(Error::Csv {
+                path: path.to_owned(),
+                line: no + 1,
+                column: 1,
+                detail: format!("row {i} is beyond the {len} rows of the data"),
+            });
         }
         rows.push(i);
     }

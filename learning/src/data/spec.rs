@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-use super::{load_csv, load_idx, read_rows, CsvOptions, Dataset, LabelColumn, Preprocess, Result};
+use super::{CsvOptions, Dataset, LabelColumn, Preprocess, Result, load_csv, load_idx, read_rows};
 
 /// Where a data set lives and how to read it.
 #[derive(Clone, Debug, PartialEq)]
@@ -158,13 +158,32 @@ impl DataSpec {
     pub fn file(path: PathBuf, label: Option<LabelColumn>, header: bool, preprocess: Preprocess) -> Self {
         let idx = path.file_name().is_some_and(|n| n.to_string_lossy().contains("idx"));
         let header = header || matches!(label, Some(LabelColumn::Name(_)));
-        let (format, path, images) = if idx { (DataFormat::Idx, None, Some(path)) } else { (DataFormat::Csv, Some(path), None) };
-        Self { format, path, label, skip_lines: 0, header, delimiter: default_delimiter(), images, labels: None, rows: None, classes: None, preprocess }
+        let (format, path, images) =
+            if idx { (DataFormat::Idx, None, Some(path)) } else { (DataFormat::Csv, Some(path), None) };
+        Self {
+            format,
+            path,
+            label,
+            skip_lines: 0,
+            header,
+            delimiter: default_delimiter(),
+            images,
+            labels: None,
+            rows: None,
+            classes: None,
+            preprocess,
+        }
     }
 
     /// The same spec with relative paths resolved against `base`.
     pub fn resolved(&self, base: &Path) -> Self {
         let r = |p: &Option<PathBuf>| p.as_ref().map(|p| if p.is_absolute() { p.clone() } else { base.join(p) });
-        Self { path: r(&self.path), images: r(&self.images), labels: r(&self.labels), rows: r(&self.rows), ..self.clone() }
+        Self {
+            path: r(&self.path),
+            images: r(&self.images),
+            labels: r(&self.labels),
+            rows: r(&self.rows),
+            ..self.clone()
+        }
     }
 }

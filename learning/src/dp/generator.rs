@@ -22,7 +22,7 @@ use std::convert::Infallible;
 use rand::rngs::{SysError, SysRng};
 use rand::{Rng, RngExt, TryCryptoRng, TryRng};
 use rand_distr::StandardNormal;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 
 use crate::Error;
 
@@ -141,7 +141,9 @@ impl OsStream {
         }
         // Neither call can fail: the key has ChaCha20's length and a block is far below the
         // AEAD's 256 GiB limit. Were either to, the failure refuses the step as well.
-        let sealed = UnboundKey::new(&CHACHA20_POLY1305, &key).map(LessSafeKey::new).and_then(|k| k.seal_in_place_separate_tag(Nonce::assume_unique_for_key([0; 12]), Aad::empty(), &mut self.block));
+        let sealed = UnboundKey::new(&CHACHA20_POLY1305, &key).map(LessSafeKey::new).and_then(|k| {
+            k.seal_in_place_separate_tag(Nonce::assume_unique_for_key([0; 12]), Aad::empty(), &mut self.block)
+        });
         key.fill(0);
         if sealed.is_err() {
             self.failed = Some(SysError::UNEXPECTED);
@@ -192,8 +194,8 @@ impl TryCryptoRng for OsStream {}
 mod tests {
     use super::*;
     use rand::SeedableRng;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A key source that works `good` times, then fails.
     fn failing_after(good: usize) -> KeySource {

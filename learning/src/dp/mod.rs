@@ -29,17 +29,17 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use burn::tensor::Gradients;
 use burn::tensor::module::unfold4d;
 use burn::tensor::ops::UnfoldOptions;
-use burn::tensor::Gradients;
-use protocol::seed::{derive, Stream};
+use protocol::seed::{Stream, derive};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::arch::{Layers, Tap};
 use crate::loss::cross_entropy_rows;
 use crate::privacy::Segment;
-use crate::Error;
 
 mod generator;
 
@@ -139,7 +139,13 @@ pub(crate) fn row_sq_norms(taps: &[Tap], grads: &Gradients) -> Result<Tensor<1>,
 
 /// Clipping factors `min(1, C/‖∇_i‖)` of the rows of one batch (first pass of a step), as a
 /// constant `[batch]` tensor on `device`.
-pub(crate) fn clip_factors(layers: &Layers, x: Tensor<2>, one_hot: Tensor<2>, clip_norm: f32, device: &Device) -> Result<Tensor<1>, Error> {
+pub(crate) fn clip_factors(
+    layers: &Layers,
+    x: Tensor<2>,
+    one_hot: Tensor<2>,
+    clip_norm: f32,
+    device: &Device,
+) -> Result<Tensor<1>, Error> {
     let mut taps = Vec::new();
     // Only the taps' gradients are needed: parameters that track none skip their own.
     let logits = layers.clone().no_grad().forward_tapped(x, &mut taps);
@@ -147,7 +153,9 @@ pub(crate) fn clip_factors(layers: &Layers, x: Tensor<2>, one_hot: Tensor<2>, cl
     let value: f32 = loss.clone().into_scalar();
     crate::step::check_finite(value, "private training")?;
     let grads = loss.backward();
-    let norms: Vec<f32> = row_sq_norms(&taps, &grads)?.try_into_vec_as::<f32>().map_err(|e| Error::Shape(format!("gradient norms: {e:?}")))?;
+    let norms: Vec<f32> = row_sq_norms(&taps, &grads)?
+        .try_into_vec_as::<f32>()
+        .map_err(|e| Error::Shape(format!("gradient norms: {e:?}")))?;
     let factors: Vec<f32> = norms.iter().map(|n| (clip_norm / n.sqrt().max(1e-12)).min(1.0)).collect();
     let rows = factors.len();
     Ok(Tensor::from_data(TensorData::new(factors, [rows]), device))
@@ -234,22 +242,30 @@ mod tests {
 
     #[test]
     fn clipping_factors_bound_every_row_and_leave_small_rows_alone() {
-        let model = Model::new(&Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, 4, 3, BackendKind::Flex, 2).unwrap();
+        let model =
+            Model::new(&Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, 4, 3, BackendKind::Flex, 2).unwrap();
         let device = model.backend.device().autodiff();
         let layers = model.model.clone().train();
         let features: Vec<f32> = (0..12).map(|i| i as f32 * 0.7 - 3.0).collect();
         let labels = [0u32, 1, 2];
         let idx = [0usize, 1, 2];
         let x = rows_tensor(&features, &idx, 4, &device);
-        let tight: Vec<f32> = clip_factors(&layers, x.clone(), one_hot(&labels, &idx, 3, &device), 1e-4, &device).unwrap().try_into_vec_as().unwrap();
+        let tight: Vec<f32> = clip_factors(&layers, x.clone(), one_hot(&labels, &idx, 3, &device), 1e-4, &device)
+            .unwrap()
+            .try_into_vec_as()
+            .unwrap();
         assert!(tight.iter().all(|&c| c > 0.0 && c < 1.0), "{tight:?}");
-        let loose: Vec<f32> = clip_factors(&layers, x, one_hot(&labels, &idx, 3, &device), 1e6, &device).unwrap().try_into_vec_as().unwrap();
+        let loose: Vec<f32> = clip_factors(&layers, x, one_hot(&labels, &idx, 3, &device), 1e6, &device)
+            .unwrap()
+            .try_into_vec_as()
+            .unwrap();
         assert_eq!(loose, vec![1.0; 3]);
     }
 
     #[test]
     fn noise_has_the_asked_spread_and_reaches_every_parameter() {
-        let model = Model::new(&Architecture::Mlp { hidden: vec![50], dropout: 0.0 }, 40, 10, BackendKind::Flex, 2).unwrap();
+        let model =
+            Model::new(&Architecture::Mlp { hidden: vec![50], dropout: 0.0 }, 40, 10, BackendKind::Flex, 2).unwrap();
         let layers = model.model.clone().train();
         let mut grads = GradientsParams::new();
         let mut generator = Generator::Seeded(crate::data::Rng::seed_from_u64(1));
@@ -289,7 +305,11 @@ mod tests {
         });
         let os = DpSgd { noise_seed: None, ..dp.clone() };
         assert_ne!(sample(1000, 0.5, &mut os.generator(7).unwrap()), sample(1000, 0.5, &mut os.generator(7).unwrap()));
-        for bad in [DpSgd { clip_norm: 0.0, ..dp.clone() }, DpSgd { noise_multiplier: f64::NAN, ..dp.clone() }, DpSgd { sample_rate: 1.5, ..dp.clone() }] {
+        for bad in [
+            DpSgd { clip_norm: 0.0, ..dp.clone() },
+            DpSgd { noise_multiplier: f64::NAN, ..dp.clone() },
+            DpSgd { sample_rate: 1.5, ..dp.clone() },
+        ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
     }

@@ -28,7 +28,13 @@ impl Accountant {
     /// target is already met. Fails with [`PrivacyError::Unreachable`] when even
     /// [`MAX_NOISE_MULTIPLIER`] is not enough (for instance when enough is already spent, or ε is
     /// below what the orders can express at this δ).
-    pub fn calibrate(&self, epsilon: f64, delta: f64, sample_rate: f64, steps: u64) -> Result<Calibrated, PrivacyError> {
+    pub fn calibrate(
+        &self,
+        epsilon: f64,
+        delta: f64,
+        sample_rate: f64,
+        steps: u64,
+    ) -> Result<Calibrated, PrivacyError> {
         if !(epsilon.is_finite() && epsilon > 0.0) {
             return Err(PrivacyError::Epsilon(epsilon));
         }

@@ -164,7 +164,9 @@ impl Accountant {
             *r += steps * rdp::sampled_gaussian(segment.sample_rate, segment.noise_multiplier, order);
         }
         match self.history.last_mut() {
-            Some(last) if (last.sample_rate, last.noise_multiplier) == (segment.sample_rate, segment.noise_multiplier) => {
+            Some(last)
+                if (last.sample_rate, last.noise_multiplier) == (segment.sample_rate, segment.noise_multiplier) =>
+            {
                 last.steps += segment.steps;
             }
             _ => self.history.push(segment),

@@ -59,7 +59,8 @@ impl Drop for Server {
 
 /// Binds `addr` and serves `registry` at `GET /metrics` until `shutdown` is cancelled.
 pub async fn serve(addr: SocketAddr, registry: Arc<Registry>, shutdown: &CancellationToken) -> Result<Server, Error> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| Error::Listen { addr: addr.to_string(), reason: e.to_string() })?;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|e| Error::Listen { addr: addr.to_string(), reason: e.to_string() })?;
     let bound = listener.local_addr().map_err(|e| Error::Listen { addr: addr.to_string(), reason: e.to_string() })?;
     let token = shutdown.child_token();
     let task = tokio::spawn(accept(listener, registry, token.clone()));
@@ -104,7 +105,8 @@ async fn accept(listener: TcpListener, registry: Arc<Registry>, token: Cancellat
 
 /// Reads one request head and writes the answer.
 async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
-    let head = tokio::time::timeout(IO_TIMEOUT, read_head(&mut stream)).await.map_err(|_| std::io::ErrorKind::TimedOut)??;
+    let head =
+        tokio::time::timeout(IO_TIMEOUT, read_head(&mut stream)).await.map_err(|_| std::io::ErrorKind::TimedOut)??;
     let response = respond(head.as_deref(), registry);
     tokio::time::timeout(IO_TIMEOUT, async {
         stream.write_all(&response).await?;
@@ -135,7 +137,9 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
 
 /// The whole HTTP response to a request head (`None`: the head was too long).
 fn respond(head: Option<&[u8]>, registry: &Registry) -> Vec<u8> {
-    let Some(head) = head else { return response("431 Request Header Fields Too Large", "text/plain", "request head too long\n") };
+    let Some(head) = head else {
+        return response("431 Request Header Fields Too Large", "text/plain", "request head too long\n");
+    };
     let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
     let mut parts = std::str::from_utf8(line).unwrap_or("").split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -165,12 +169,15 @@ fn response(status: &str, content_type: &str, body: &str) -> Vec<u8> {
 pub async fn scrape(addr: SocketAddr) -> std::io::Result<Result<String, String>> {
     let timeout = |_| std::io::Error::from(std::io::ErrorKind::TimedOut);
     let mut stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr)).await.map_err(timeout)??;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: {CONTENT_TYPE}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: {CONTENT_TYPE}\r\nConnection: close\r\n\r\n");
     tokio::time::timeout(IO_TIMEOUT, stream.write_all(request.as_bytes())).await.map_err(timeout)??;
     let mut raw = Vec::new();
     tokio::time::timeout(IO_TIMEOUT, (&mut stream).take(64 << 20).read_to_end(&mut raw)).await.map_err(timeout)??;
     let text = String::from_utf8(raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no end of head"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no end of head"))?;
     let status = head.lines().next().unwrap_or_default().to_owned();
     Ok(if status.split(' ').nth(1) == Some("200") { Ok(body.to_owned()) } else { Err(status) })
 }
@@ -184,7 +191,10 @@ mod tests {
         let mut s = TcpStream::connect(addr).await.expect("connect");
         s.write_all(request).await.expect("write");
         let mut out = String::new();
-        tokio::time::timeout(IO_TIMEOUT * 2, s.read_to_string(&mut out)).await.expect("answered in time").expect("read");
+        tokio::time::timeout(IO_TIMEOUT * 2, s.read_to_string(&mut out))
+            .await
+            .expect("answered in time")
+            .expect("read");
         out
     }
 

@@ -15,7 +15,7 @@ use libp2p::PeerId;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use protocol::{MessageKind, ParticipantId, RefusalReason};
 
@@ -61,8 +61,18 @@ impl Submissions {
     /// Registers `fd_submissions_accepted` and `fd_submissions_refused`.
     pub fn register(registry: &mut Registry) -> Self {
         Self {
-            accepted: registered(registry, "fd_submissions_accepted", "Submissions the aggregator accepted", Counter::default()),
-            refused: registered(registry, "fd_submissions_refused", "Submissions the aggregator refused, by reason", Family::default()),
+            accepted: registered(
+                registry,
+                "fd_submissions_accepted",
+                "Submissions the aggregator accepted",
+                Counter::default(),
+            ),
+            refused: registered(
+                registry,
+                "fd_submissions_refused",
+                "Submissions the aggregator refused, by reason",
+                Family::default(),
+            ),
         }
     }
 
@@ -88,10 +98,30 @@ impl Traffic {
     pub fn register(registry: &mut Registry, names: HashMap<ParticipantId, String>) -> Self {
         let r = registry;
         Self {
-            sent_bytes: registered(r, "fd_sent_bytes", "Bytes of signed envelopes sent, by peer and message kind", Family::default()),
-            received_bytes: registered(r, "fd_received_bytes", "Bytes of envelopes received, by peer and message kind", Family::default()),
-            sent_messages: registered(r, "fd_sent_messages", "Messages sent, by peer and message kind", Family::default()),
-            received_messages: registered(r, "fd_received_messages", "Messages received, by peer and message kind", Family::default()),
+            sent_bytes: registered(
+                r,
+                "fd_sent_bytes",
+                "Bytes of signed envelopes sent, by peer and message kind",
+                Family::default(),
+            ),
+            received_bytes: registered(
+                r,
+                "fd_received_bytes",
+                "Bytes of envelopes received, by peer and message kind",
+                Family::default(),
+            ),
+            sent_messages: registered(
+                r,
+                "fd_sent_messages",
+                "Messages sent, by peer and message kind",
+                Family::default(),
+            ),
+            received_messages: registered(
+                r,
+                "fd_received_messages",
+                "Messages received, by peer and message kind",
+                Family::default(),
+            ),
             names: Arc::new(names),
         }
     }
@@ -127,7 +157,12 @@ pub struct ReachabilityGauge(Family<[(&'static str, String); 1], Gauge>);
 impl ReachabilityGauge {
     /// Registers `fd_reachability`, at `unknown`.
     pub fn register(registry: &mut Registry) -> Self {
-        let g = Self(registered(registry, "fd_reachability", "Whether AutoNAT found this peer reachable from outside (1 for the current status)", Family::default()));
+        let g = Self(registered(
+            registry,
+            "fd_reachability",
+            "Whether AutoNAT found this peer reachable from outside (1 for the current status)",
+            Family::default(),
+        ));
         g.set(&Reachability::Unknown);
         g
     }
@@ -151,7 +186,12 @@ mod tests {
         let other = Identity::from_seed([2; 32]).expect("seed");
         let mut registry = Registry::default();
         let t = Traffic::register(&mut registry, HashMap::from([(other.id(), "hospital-a".to_owned())]));
-        let receipt = Message::Receipt(Receipt { federation: protocol::FederationId::new("f").expect("id"), round: 3, status: ReceiptStatus::Accepted, detail: String::new() });
+        let receipt = Message::Receipt(Receipt {
+            federation: protocol::FederationId::new("f").expect("id"),
+            round: 3,
+            status: ReceiptStatus::Accepted,
+            detail: String::new(),
+        });
         let frame = SignedEnvelope::seal(&receipt, &me).expect("seal").to_bytes().expect("bytes");
         let peer = crate::peer_id(&other.id());
         t.sent(&peer, MessageKind::Submission, 100);
@@ -161,7 +201,10 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         assert!(text.contains("fd_sent_bytes_total{peer=\"hospital-a\",kind=\"Submission\"} 120"), "{text}");
         assert!(text.contains("fd_sent_messages_total{peer=\"hospital-a\",kind=\"Submission\"} 2"), "{text}");
-        assert!(text.contains(&format!("fd_received_bytes_total{{peer=\"hospital-a\",kind=\"Receipt\"}} {}", frame.len())), "{text}");
+        assert!(
+            text.contains(&format!("fd_received_bytes_total{{peer=\"hospital-a\",kind=\"Receipt\"}} {}", frame.len())),
+            "{text}"
+        );
     }
 
     #[test]

@@ -23,10 +23,10 @@ mod selection;
 mod transfer;
 
 pub use join::{Hello, JoinAccepted, JoinReply};
-pub use receipt::{short_detail, Finished, Receipt, ReceiptStatus, RefusalReason, MAX_DETAIL_LEN};
+pub use receipt::{Finished, MAX_DETAIL_LEN, Receipt, ReceiptStatus, RefusalReason, short_detail};
 pub use round::{Consensus, RoundAnnouncement, Submission};
 pub use selection::SampleSelection;
-pub use transfer::{RefSetChunk, RefSetRequest, MAX_CHUNK_BYTES};
+pub use transfer::{MAX_CHUNK_BYTES, RefSetChunk, RefSetRequest};
 
 use crate::error::{Error, Result};
 use crate::ids::{FederationId, Round};
@@ -210,7 +210,10 @@ impl Message {
             Self::Finished(m) => check_text("detail", &m.detail),
             Self::RefSetRequest(m) => {
                 if m.len == 0 || m.len > MAX_CHUNK_BYTES {
-                    return Err(Error::field("len", format!("chunk of {} bytes, expected 1 to {MAX_CHUNK_BYTES}", m.len)));
+                    return Err(Error::field(
+                        "len",
+                        format!("chunk of {} bytes, expected 1 to {MAX_CHUNK_BYTES}", m.len),
+                    ));
                 }
                 Ok(())
             }

@@ -101,7 +101,9 @@ impl Consensus {
         if let Some((i, c)) = self.counts.iter().enumerate().find(|(_, c)| **c as u32 > self.participants) {
             return Err(Error::Values(format!("sample {i}: {c} contributors but {} participants", self.participants)));
         }
-        if let Some(i) = (0..self.counts.len()).find(|&i| self.counts[i] == 0 && self.weights.get(i).is_some_and(|w| *w != 0)) {
+        if let Some(i) =
+            (0..self.counts.len()).find(|&i| self.counts[i] == 0 && self.weights.get(i).is_some_and(|w| *w != 0))
+        {
             return Err(Error::Values(format!("sample {i} has no contributor but weight {}", self.weights[i])));
         }
         Ok(())
@@ -113,34 +115,56 @@ impl Submission {
     pub fn check_against(&self, ann: &RoundAnnouncement) -> Result<()> {
         let refuse = |reason, detail: String| Err(Error::Refused { reason, detail });
         if self.federation != ann.federation {
-            return refuse(RefusalReason::WrongFederation, format!("federation {} is not {}", self.federation, ann.federation));
+            return refuse(
+                RefusalReason::WrongFederation,
+                format!("federation {} is not {}", self.federation, ann.federation),
+            );
         }
         if self.round != ann.round {
             return refuse(RefusalReason::WrongRound, format!("round {} but round {} is open", self.round, ann.round));
         }
         if self.announcement != ann.digest() {
-            return refuse(RefusalReason::WrongAnnouncement, format!("answers announcement {} of round {}, not the open one", self.announcement, self.round));
+            return refuse(
+                RefusalReason::WrongAnnouncement,
+                format!("answers announcement {} of round {}, not the open one", self.announcement, self.round),
+            );
         }
         if self.local_samples == Some(0) {
             return refuse(RefusalReason::InvalidValues, "local_samples is 0".into());
         }
         if self.reference_set != ann.reference_set {
-            return refuse(RefusalReason::WrongReferenceSet, format!("reference set {} is not {}", self.reference_set, ann.reference_set));
+            return refuse(
+                RefusalReason::WrongReferenceSet,
+                format!("reference set {} is not {}", self.reference_set, ann.reference_set),
+            );
         }
         if self.labels.samples as usize != ann.selection.len() || self.labels.classes != ann.classes {
             return refuse(
                 RefusalReason::WrongShape,
-                format!("{} × {} but {} × {} was announced", self.labels.samples, self.labels.classes, ann.selection.len(), ann.classes),
+                format!(
+                    "{} × {} but {} × {} was announced",
+                    self.labels.samples,
+                    self.labels.classes,
+                    ann.selection.len(),
+                    ann.classes
+                ),
             );
         }
         if self.labels.encoding != ann.encoding {
-            return refuse(RefusalReason::WrongShape, format!("encoding {:?} but {:?} was announced", self.labels.encoding, ann.encoding));
+            return refuse(
+                RefusalReason::WrongShape,
+                format!("encoding {:?} but {:?} was announced", self.labels.encoding, ann.encoding),
+            );
         }
         if (self.temperature - ann.temperature).abs() > 1e-6 * ann.temperature.max(1.0) {
-            return refuse(RefusalReason::WrongShape, format!("temperature {} but {} was announced", self.temperature, ann.temperature));
+            return refuse(
+                RefusalReason::WrongShape,
+                format!("temperature {} but {} was announced", self.temperature, ann.temperature),
+            );
         }
         if let Some(mask) = &self.abstained {
-            mask.check(ann.selection.len()).map_err(|e| Error::Refused { reason: e.refusal_reason(), detail: e.to_string() })?;
+            mask.check(ann.selection.len())
+                .map_err(|e| Error::Refused { reason: e.refusal_reason(), detail: e.to_string() })?;
         }
         Ok(())
     }

@@ -61,7 +61,8 @@ async fn main() -> anyhow::Result<()> {
     cli.log.init("info,libp2p=warn");
     let cfg = FloodConfig {
         aggregator: cli.aggregator,
-        member: net::keys::read(&cli.member_key).with_context(|| format!("cannot read {}", cli.member_key.display()))?,
+        member: net::keys::read(&cli.member_key)
+            .with_context(|| format!("cannot read {}", cli.member_key.display()))?,
         stranger: Identity::generate().context("a stranger's key")?,
         federation: FederationId::new(cli.federation).context("--federation")?,
         reference: ReferenceSetId::from_hex(&cli.reference_sha256).context("--reference-sha256")?,
@@ -73,7 +74,12 @@ async fn main() -> anyhow::Result<()> {
         progress: cli.progress,
     };
     let report = flood::run(cfg).await.context("flood")?;
-    tracing::info!(seconds = report.seconds, requests = report.requests_sent(), finished = report.finished, "flood over");
+    tracing::info!(
+        seconds = report.seconds,
+        requests = report.requests_sent(),
+        finished = report.finished,
+        "flood over"
+    );
     let json = serde_json::to_vec_pretty(&report)?;
     learning::fs::atomic_write(&cli.out, &json).with_context(|| format!("cannot write {}", cli.out.display()))?;
     Ok(())

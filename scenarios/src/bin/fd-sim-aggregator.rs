@@ -10,7 +10,11 @@ use clap::Parser;
 use scenarios::faults::CheckpointPause;
 
 #[derive(Parser)]
-#[command(name = "fd-sim-aggregator", version, about = "A federated-distillation aggregator with simulated faults (scenarios only)")]
+#[command(
+    name = "fd-sim-aggregator",
+    version,
+    about = "A federated-distillation aggregator with simulated faults (scenarios only)"
+)]
 struct Cli {
     /// The federation's TOML config, as for `fd-aggregator run`.
     #[arg(long)]
@@ -36,7 +40,8 @@ async fn main() -> anyhow::Result<()> {
     let faults = CheckpointPause { rounds: cli.pause_checkpoints, markers: cli.markers };
     let agg = aggregator::Aggregator::start_with(cfg, Arc::new(faults)).await.context("aggregator failed to start")?;
     if let Some(path) = &cli.addr_file {
-        net::cli::write_addr_file(path, &agg.id(), agg.listen_addrs()).with_context(|| format!("cannot write {}", path.display()))?;
+        net::cli::write_addr_file(path, &agg.id(), agg.listen_addrs())
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let summary = agg.run(net::cli::shutdown_signal()).await.context("aggregator failed")?;
     tracing::info!(rounds = summary.rounds.len(), completed = summary.completed, "aggregator stopped");

@@ -11,7 +11,11 @@ use clap::Parser;
 use scenarios::faults::Simulation;
 
 #[derive(Parser)]
-#[command(name = "fd-sim-node", version, about = "A federated-distillation node with simulated faults (scenarios only)")]
+#[command(
+    name = "fd-sim-node",
+    version,
+    about = "A federated-distillation node with simulated faults (scenarios only)"
+)]
 struct Cli {
     /// The node's TOML config, as for `fd-node run`.
     #[arg(long)]
@@ -28,8 +32,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.log.init("info,libp2p=warn");
     let cfg = node::NodeConfig::load(&cli.config)?;
-    let text = std::fs::read_to_string(&cli.simulation).with_context(|| format!("cannot read {}", cli.simulation.display()))?;
-    let faults: Simulation = toml::from_str(&text).with_context(|| format!("invalid simulation {}", cli.simulation.display()))?;
+    let text = std::fs::read_to_string(&cli.simulation)
+        .with_context(|| format!("cannot read {}", cli.simulation.display()))?;
+    let faults: Simulation =
+        toml::from_str(&text).with_context(|| format!("invalid simulation {}", cli.simulation.display()))?;
     let summary = node::run_with(cfg, Arc::new(faults), net::cli::shutdown_signal()).await.context("node failed")?;
     tracing::info!(accepted = summary.accepted_rounds.len(), left_at = ?summary.left_at, finished_after = ?summary.finished_after, "node stopped");
     Ok(())

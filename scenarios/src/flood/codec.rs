@@ -5,7 +5,7 @@
 use std::io;
 
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use libp2p::{request_response, StreamProtocol};
+use libp2p::{StreamProtocol, request_response};
 
 /// What the aggregator speaks (`net::codec::PROTOCOL`).
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/fedistil/1");

@@ -4,14 +4,14 @@
 //! closed by the dialler.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use libp2p::futures::StreamExt;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{dummy, ConnectionId, SwarmEvent};
-use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, SwarmBuilder};
+use libp2p::swarm::{ConnectionId, SwarmEvent, dummy};
+use libp2p::{Multiaddr, PeerId, SwarmBuilder, noise, tcp, yamux};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -48,7 +48,12 @@ pub struct Dials {
 
 /// Dials `target` with `key` until `stop` fires, while `gate` is open (checked at least every
 /// 250 ms).
-pub async fn run(key: libp2p::identity::Keypair, target: Target, gate: Arc<AtomicBool>, stop: CancellationToken) -> Result<Dials, Error> {
+pub async fn run(
+    key: libp2p::identity::Keypair,
+    target: Target,
+    gate: Arc<AtomicBool>,
+    stop: CancellationToken,
+) -> Result<Dials, Error> {
     let setup = |e: &dyn std::fmt::Display| Error::Setup(e.to_string());
     let mut swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -63,7 +68,10 @@ pub async fn run(key: libp2p::identity::Keypair, target: Target, gate: Arc<Atomi
     let mut check = tokio::time::interval(Duration::from_millis(250));
     loop {
         while open.len() < target.concurrency && !stop.is_cancelled() && gate.load(Ordering::Relaxed) {
-            let opts = DialOpts::peer_id(target.peer).addresses(vec![target.addr.clone()]).condition(PeerCondition::Always).build();
+            let opts = DialOpts::peer_id(target.peer)
+                .addresses(vec![target.addr.clone()])
+                .condition(PeerCondition::Always)
+                .build();
             let id = opts.connection_id();
             dials.attempted += 1;
             match swarm.dial(opts) {

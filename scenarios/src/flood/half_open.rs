@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
@@ -105,7 +105,8 @@ mod tests {
 
     #[test]
     fn the_tcp_address_of_a_multiaddr() {
-        let a: Multiaddr = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWMGT6qfXM3xi9opiUPTNBLczSqxihi5hzPoKKE3sBiF2H".parse().unwrap();
+        let a: Multiaddr =
+            "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWMGT6qfXM3xi9opiUPTNBLczSqxihi5hzPoKKE3sBiF2H".parse().unwrap();
         assert_eq!(tcp_addr(&a), Some("127.0.0.1:4001".parse().unwrap()));
         assert_eq!(tcp_addr(&"/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap()), None);
     }

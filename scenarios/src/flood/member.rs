@@ -3,22 +3,26 @@
 //! and stops when told that the federation is finished.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use libp2p::futures::StreamExt;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::{Swarm, SwarmEvent};
-use libp2p::{noise, tcp, yamux, PeerId, SwarmBuilder};
-use protocol::{Hello, Limits, Message, MessageKind, ParticipantId, Receipt, ReceiptStatus, RefSetRequest, RefusalReason, SignedEnvelope};
+use libp2p::{PeerId, SwarmBuilder, noise, tcp, yamux};
+use protocol::{
+    Hello, Limits, Message, MessageKind, ParticipantId, Receipt, ReceiptStatus, RefSetRequest, RefusalReason,
+    SignedEnvelope,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{FloodCodec, Frame, PROTOCOL};
-use super::{keypair, Error, FloodConfig, FloodReport};
+use super::{Error, FloodConfig, FloodReport, keypair};
 
 /// The requests sent, in rotation.
-pub(crate) const KINDS: [&str; 7] = ["hello", "chunk", "garbage", "malformed", "forged", "oversized", "oversized_hello"];
+pub(crate) const KINDS: [&str; 7] =
+    ["hello", "chunk", "garbage", "malformed", "forged", "oversized", "oversized_hello"];
 
 /// A length claim over any cap (4 GiB).
 const HUGE_CLAIM: u32 = u32::MAX;
@@ -44,7 +48,12 @@ impl Frames {
             protocol_version: protocol::PROTOCOL_VERSION,
             agent: "fd-flood".into(),
         });
-        let chunk = Message::RefSetRequest(RefSetRequest { federation: cfg.federation.clone(), reference_set: cfg.reference, offset: 0, len: 64 << 10 });
+        let chunk = Message::RefSetRequest(RefSetRequest {
+            federation: cfg.federation.clone(),
+            reference_set: cfg.reference,
+            offset: 0,
+            len: 64 << 10,
+        });
         Ok(Self {
             hello: SignedEnvelope::seal(&hello, &cfg.member)?.to_bytes()?,
             chunk: SignedEnvelope::seal(&chunk, &cfg.member)?.to_bytes()?,
@@ -100,7 +109,9 @@ impl Frames {
 
 fn build(cfg: &FloodConfig) -> Result<Swarm<Behaviour>, Error> {
     let setup = |e: &dyn std::fmt::Display| Error::Setup(e.to_string());
-    let rr = request_response::Config::default().with_request_timeout(Duration::from_secs(10)).with_max_concurrent_streams(cfg.in_flight + 8);
+    let rr = request_response::Config::default()
+        .with_request_timeout(Duration::from_secs(10))
+        .with_max_concurrent_streams(cfg.in_flight + 8);
     Ok(SwarmBuilder::with_existing_identity(keypair(&cfg.member)?)
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
@@ -149,7 +160,8 @@ fn receipt(cfg: &FloodConfig, aggregator: &ParticipantId, request: &[u8], report
         }
         _ => (0, ReceiptStatus::Refused(RefusalReason::Unavailable), false),
     };
-    let receipt = Message::Receipt(Receipt { federation: cfg.federation.clone(), round, status, detail: "fd-flood".into() });
+    let receipt =
+        Message::Receipt(Receipt { federation: cfg.federation.clone(), round, status, detail: "fd-flood".into() });
     let bytes = SignedEnvelope::seal(&receipt, &cfg.member).and_then(|e| e.to_bytes()).unwrap_or_default();
     (bytes, finished)
 }
@@ -177,7 +189,12 @@ impl InFlight {
 
 /// Joins, floods until `stop` fires or the federation is finished, and reports. `up` tells
 /// whether its connection is up and has joined.
-pub(crate) async fn run(cfg: &FloodConfig, aggregator: PeerId, up: Arc<AtomicBool>, stop: CancellationToken) -> Result<FloodReport, Error> {
+pub(crate) async fn run(
+    cfg: &FloodConfig,
+    aggregator: PeerId,
+    up: Arc<AtomicBool>,
+    stop: CancellationToken,
+) -> Result<FloodReport, Error> {
     let agg = net::participant(&aggregator).ok_or_else(|| Error::Address(cfg.aggregator.to_string()))?;
     let mut swarm = build(cfg)?;
     let mut frames = Frames::new(cfg)?;
@@ -296,7 +313,10 @@ mod tests {
         assert!(matches!(open(&frames.frame("chunk").unwrap()), Ok(Message::RefSetRequest(_))));
         assert!(open(&frames.frame("forged").unwrap()).is_err(), "signed by another key");
         let malformed = frames.frame("malformed").unwrap();
-        assert!(SignedEnvelope::from_bytes(&malformed.bytes, &limits).is_ok() && open(&malformed).is_err(), "a valid envelope around noise");
+        assert!(
+            SignedEnvelope::from_bytes(&malformed.bytes, &limits).is_ok() && open(&malformed).is_err(),
+            "a valid envelope around noise"
+        );
         assert!(open(&frames.frame("garbage").unwrap()).is_err());
         let over = frames.frame("oversized").unwrap();
         assert_eq!(protocol::codec::peek_kind(&over.bytes), Some(MessageKind::Submission));

@@ -25,8 +25,8 @@ mod member;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
@@ -149,7 +149,12 @@ pub async fn run(cfg: FloodConfig) -> Result<FloodReport, Error> {
         }
     });
     let target = dialer::Target { peer: aggregator, addr: cfg.aggregator.clone(), concurrency: cfg.dials.max(1) };
-    let stranger = tokio::spawn(dialer::run(keypair(&cfg.stranger)?, target.clone(), Arc::new(AtomicBool::new(true)), stop.clone()));
+    let stranger = tokio::spawn(dialer::run(
+        keypair(&cfg.stranger)?,
+        target.clone(),
+        Arc::new(AtomicBool::new(true)),
+        stop.clone(),
+    ));
     // The member's extra connections wait until its one connection has joined (the slot is
     // taken), and pause while it is down: else they would take the slot from it.
     let joined = Arc::new(AtomicBool::new(false));
@@ -159,7 +164,9 @@ pub async fn run(cfg: FloodConfig) -> Result<FloodReport, Error> {
         tokio::spawn(half_open::watch_listener(to, stop.clone()));
     }
     let silent = match listener {
-        Some(to) if cfg.half_open > 0 => Some(tokio::spawn(half_open::run(to, cfg.half_open_from, cfg.half_open, stop.clone()))),
+        Some(to) if cfg.half_open > 0 => {
+            Some(tokio::spawn(half_open::run(to, cfg.half_open_from, cfg.half_open, stop.clone())))
+        }
         _ => None,
     };
     let mut report = member::run(&cfg, aggregator, joined, stop.clone()).await?;

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use net::ledger::{Ledger, LedgerEntry};
 use net::multiaddr::Multiaddr;
+use scenarios::Scenario;
 use scenarios::presets::preset;
 use scenarios::run::{read_addr_file, sibling_binary};
 use scenarios::setup::Prepared;
 use scenarios::spec::data_dir;
-use scenarios::Scenario;
 use tempfile::TempDir;
 
 /// The quickstart preset, made small: `nodes` nodes, `rounds` rounds, few samples.
@@ -116,7 +116,8 @@ pub fn spawn_run(bin: &str, netns: Option<&str>, config: &Path, log: &Path) -> C
 pub fn spawn_aggregator_in(p: &Prepared, netns: Option<&str>, addr_file: &Path) -> Child {
     let _ = std::fs::remove_file(addr_file);
     let config = p.dir.join("federation.toml");
-    let args: [&OsStr; 5] = ["run".as_ref(), "--config".as_ref(), config.as_os_str(), "--addr-file".as_ref(), addr_file.as_os_str()];
+    let args: [&OsStr; 5] =
+        ["run".as_ref(), "--config".as_ref(), config.as_os_str(), "--addr-file".as_ref(), addr_file.as_os_str()];
     launch(command("fd-aggregator", netns), &args, &p.dir.join("aggregator.log"))
 }
 
@@ -125,7 +126,10 @@ pub fn wait_for_addrs(agg: &mut Child, addr_file: &Path, log: &Path) -> Vec<Mult
     let mut addrs = None;
     wait_until("the aggregator's addresses", Duration::from_secs(120), || {
         if let Some(status) = agg.try_wait().unwrap() {
-            panic!("the aggregator exited ({status}) before listening:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "the aggregator exited ({status}) before listening:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         addrs = read_addr_file(addr_file);
         addrs.is_some()
@@ -191,7 +195,8 @@ pub fn launch_aggregator_tcp(p: &mut Prepared) -> (Child, Multiaddr) {
     let mut guard = Procs(vec![spawn_aggregator_in(p, None, &addr_file)]);
     let addrs = wait_for_addrs(&mut guard.0[0], &addr_file, &p.dir.join("aggregator.log"));
     let agg = guard.0.pop().unwrap();
-    p.aggregator.listen = addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, net::multiaddr::Protocol::P2p(_))).collect()).collect();
+    p.aggregator.listen =
+        addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, net::multiaddr::Protocol::P2p(_))).collect()).collect();
     scenarios::setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator).unwrap();
     for (i, n) in p.nodes.iter_mut().enumerate() {
         n.aggregator = addrs[0].clone();

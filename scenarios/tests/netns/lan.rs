@@ -67,7 +67,11 @@ pub fn nft(netns: &str, rules: &str) -> Result<(), String> {
         .map_err(|e| format!("{line}: cannot run ip: {e}"))?;
     child.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    if out.status.success() { Ok(()) } else { Err(format!("{line} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim())) }
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{line} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
 }
 
 /// Network namespaces made by a test, deleted when dropped (with the veths and bridge in them).
@@ -204,7 +208,10 @@ impl Lan {
 
 /// Says, past the harness's output capture, that `test` did not run and why.
 pub fn skip(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why} (these tests need root, iproute2, nftables, and the kernel's veth, bridge, nftables NAT and netem support)");
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {why} (these tests need root, iproute2, nftables, and the kernel's veth, bridge, nftables NAT and netem support)"
+    );
 }
 
 /// Fails the test if `FD_REQUIRE_NETNS` is set, otherwise says why it did not run.
@@ -212,4 +219,3 @@ pub fn required(test: &str, why: &str) {
     assert!(std::env::var_os("FD_REQUIRE_NETNS").is_none(), "{test}: FD_REQUIRE_NETNS is set, but {why}");
     skip(test, why);
 }
-

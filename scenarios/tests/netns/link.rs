@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -165,7 +165,11 @@ fn answers(ctx: &Ctx, back: &UdpSocket, front: &Arc<UdpSocket>, client: SocketAd
     while !ctx.stop.load(Ordering::Relaxed) {
         let n = match back.recv(&mut buf) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::ConnectionRefused) => continue,
+            Err(e)
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::ConnectionRefused) =>
+            {
+                continue;
+            }
             Err(e) => panic!("relay recv: {e}"),
         };
         ctx.forwarded.fetch_add(n as u64, Ordering::Relaxed);
