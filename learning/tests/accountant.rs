@@ -29,7 +29,7 @@ const SAMPLE_RATES: [f64; 4] = [0.01, 0.05, 0.2, 1.0];
 const NOISE_MULTIPLIERS: [f64; 4] = [0.7, 1.0, 2.0, 5.0];
 const STEPS: [u64; 4] = [10, 100, 1000, 10_000];
 const DELTA: f64 = 1e-5;
-/// The agreement the issue asks for.
+/// The largest relative difference allowed from a reference ε (2 %).
 const TOLERANCE: f64 = 0.02;
 
 fn manifest() -> PathBuf {

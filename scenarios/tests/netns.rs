@@ -1,18 +1,26 @@
 //! The aggregator and 3 nodes as real processes, each in its own Linux network namespace: a LAN
 //! made by the test (a "switch" namespace holding a bridge, one veth pair per host, addresses in
 //! 10.77.0.0/24, the aggregator on fixed ports), checked against the same federation on
-//! 127.0.0.1; the same LAN with `tc netem` delay and loss on every link; and two nodes each
+//! 127.0.0.1; the same LAN with 100 ms of delay each way and 1 % loss on every link; and two nodes each
 //! behind its own masquerading NAT (a router namespace with nftables; no route from the LAN to
 //! the private side), which join because a node only ever dials out to the aggregator, and
 //! learn from AutoNAT that they cannot be reached (while a node on the LAN learns that it can);
 //! and an aggregator behind a NAT reached through a circuit relay, against the same federation
 //! direct, which gives the relay's overhead per round in bytes and milliseconds.
 //!
+<<<<<<< ours
 //! These tests are the long tier's (`cargo test --workspace --release -- --ignored`; `.ci/run` runs
 //! it as root): they need root, iproute2, nftables, and the kernel's veth and bridge support.
 //! Where a namespace or a NAT cannot be made, the test fails and says what is missing; it never
 //! skips. A kernel without `sch_netem` cannot delay or drop packets: the impaired test then
 //! emulates the loss with nftables and the delay with a userspace relay, and says so.
+=======
+//! These tests are the long tier (`cargo test --workspace --release -- --ignored`, which
+//! `.ci/run` runs as root): they need root, `ip netns` and `nft`, and where one is missing a test
+//! fails, naming it; none passes by skipping. Delay and loss come from `tc netem`; on a kernel
+//! without `sch_netem` the impaired test emulates them, nftables dropping 1 % of each host's
+//! packets and a userspace delay relay (`netns/link.rs`) between the nodes and the aggregator.
+>>>>>>> theirs
 //! Every namespace a test makes, and with it every veth, bridge and NAT, is removed when the test
 //! ends, also when it fails.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report

@@ -1,5 +1,5 @@
 //! The fault soak: 20 rounds on the digits data with real processes, the aggregator SIGKILLed
-//! at least 5 times on a seeded schedule (some of them half-way through a checkpoint, held there
+//! 6 times on a seeded schedule (at least 2 of them half-way through a checkpoint, held there
 //! by `fd-sim-aggregator`, the others mid-round), nodes SIGKILLed while it is down, every
 //! killed process restarted on its own state folder. Every round completes (re-run if it was
 //! interrupted), every checkpoint on disk loads after every crash, and the final global model
@@ -18,7 +18,15 @@
 //! differ from the run without kills, and so does the global model; such kills would only allow
 //! weaker checks (rounds complete, checkpoints load, accuracy close).
 //!
+<<<<<<< ours
 //! `FD_SOAK_SEED=N` draws another kill schedule; the schedule and the kills are printed
+=======
+//! A second test kills nodes anywhere (6 kills), which allows only the weaker checks: every round
+//! completes with every node, every checkpoint loads, and test accuracy stays above 80 %.
+//!
+//! Both are in the long tier (minutes of real processes): `FD_SOAK_SEED=N` draws another kill
+//! schedule; the schedule and the kills are printed
+>>>>>>> theirs
 //! (`cargo test --workspace --release --test soak -- --ignored --nocapture`).
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
