@@ -8,19 +8,11 @@
 //! and an aggregator behind a NAT reached through a circuit relay, against the same federation
 //! direct, which gives the relay's overhead per round in bytes and milliseconds.
 //!
-<<<<<<< ours
-//! These tests are the long tier's (`cargo test --workspace --release -- --ignored`; `.ci/run` runs
-//! it as root): they need root, iproute2, nftables, and the kernel's veth and bridge support.
-//! Where a namespace or a NAT cannot be made, the test fails and says what is missing; it never
-//! skips. A kernel without `sch_netem` cannot delay or drop packets: the impaired test then
-//! emulates the loss with nftables and the delay with a userspace relay, and says so.
-=======
 //! These tests are the long tier (`cargo test --workspace --release -- --ignored`, which
 //! `.ci/run` runs as root): they need root, `ip netns` and `nft`, and where one is missing a test
 //! fails, naming it; none passes by skipping. Delay and loss come from `tc netem`; on a kernel
 //! without `sch_netem` the impaired test emulates them, nftables dropping 1 % of each host's
 //! packets and a userspace delay relay (`netns/link.rs`) between the nodes and the aggregator.
->>>>>>> theirs
 //! Every namespace a test makes, and with it every veth, bridge and NAT, is removed when the test
 //! ends, also when it fails.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report

@@ -18,15 +18,11 @@
 //! differ from the run without kills, and so does the global model; such kills would only allow
 //! weaker checks (rounds complete, checkpoints load, accuracy close).
 //!
-<<<<<<< ours
-//! `FD_SOAK_SEED=N` draws another kill schedule; the schedule and the kills are printed
-=======
 //! A second test kills nodes anywhere (6 kills), which allows only the weaker checks: every round
 //! completes with every node, every checkpoint loads, and test accuracy stays above 80 %.
 //!
 //! Both are in the long tier (minutes of real processes): `FD_SOAK_SEED=N` draws another kill
 //! schedule; the schedule and the kills are printed
->>>>>>> theirs
 //! (`cargo test --workspace --release --test soak -- --ignored --nocapture`).
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 

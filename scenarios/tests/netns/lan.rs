@@ -181,7 +181,8 @@ impl Lan {
     /// (`cargo test --workspace --release -- --ignored`), which is run where its environment is
     /// (root, iproute2, nftables, veth, bridge, netem); it never skips.
     pub fn or_fail(test: &str, hosts: usize) -> Lan {
-        Lan::new(test, hosts).unwrap_or_else(|why| unavailable(test, &format!("network namespaces cannot be made here: {why}")))
+        Lan::new(test, hosts)
+            .unwrap_or_else(|why| unavailable(test, &format!("network namespaces cannot be made here: {why}")))
     }
 
     /// `tc netem` with `impairment` (e.g. `delay 100ms loss 1%`) on every host's side of its
