@@ -25,12 +25,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::arch::Layers;
+use crate::config::{DistillConfig, TrainConfig};
 use crate::data::{Dataset, rng};
 use crate::dp::{self, DpSgd};
-use crate::loss::{cross_entropy_rows, distill_loss, one_hot};
+use crate::loss::{cross_entropy_rows, distill_loss};
 use crate::model::Model;
-use crate::step::{Descent, EpochLoss, labels_tensor, row_values, rows_tensor, seeded_rng};
-use crate::train::{DistillConfig, DistillSet, TrainConfig, TrainReport};
+use crate::step::{Descent, DistillSet, EpochLoss, TrainReport};
+use crate::tensor::{labels_tensor, one_hot, row_values, rows_tensor};
 
 /// A teacher on public rows, learnt from in the same steps as the private rows.
 #[derive(Clone, Copy, Debug)]
@@ -135,7 +136,7 @@ pub fn fit_joint(
     }
     let start = std::time::Instant::now();
     let device = model.backend.device().autodiff();
-    let _rng = seeded_rng(model, seed);
+    let _rng = model.hold_dropout_rng(seed);
     let mut layers = model.model.clone().train();
     let mut descent = Descent::new(cfg.optimizer(), cfg.learning_rate, "private training");
     let mut public = PublicBatches::new(public_rows, seed);
@@ -201,9 +202,9 @@ pub fn fit_joint(
                     if !idx.is_empty() {
                         let x = rows_tensor(&private.features, &idx, dim, &device);
                         let y = one_hot(&private.labels, &idx, classes, &device);
-                        reseed(model, dropout_seed);
+                        model.reseed_dropout(dropout_seed);
                         let factors = dp::clip_factors(&layers, x.clone(), y.clone(), dp.clip_norm, &device)?;
-                        reseed(model, dropout_seed);
+                        model.reseed_dropout(dropout_seed);
                         loss = Some((cross_entropy_rows(layers.forward(x), y) * factors).sum().div_scalar(expected));
                     }
                     if let Some(soft) = soft_term(&layers, public_batch) {
@@ -233,14 +234,6 @@ pub fn fit_joint(
     model.model = layers;
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
-}
-
-/// Reseeds dropout's generator (held by this run, see [`seeded_rng`]) so that the two passes
-/// of a DP step draw the same masks.
-fn reseed(model: &Model, seed: u64) {
-    if model.architecture.uses_rng() {
-        model.backend.seed(seed);
-    }
 }
 
 #[cfg(test)]
