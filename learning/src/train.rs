@@ -8,6 +8,7 @@
 //! `spawn_blocking` or a dedicated thread.
 
 use burn::module::Module;
+use burn::prelude::*;
 use protocol::seed::Stream;
 use rand::seq::SliceRandom;
 
@@ -36,6 +37,41 @@ pub fn fit(net: &mut Model, data: &Dataset, cfg: &TrainConfig, seed: u64) -> Res
 /// student's argmax with the teacher's is measured after every epoch, and the best model is kept.
 pub fn distill(net: &mut Model, set: DistillSet<'_>, cfg: &DistillConfig, seed: u64) -> Result<TrainReport, Error> {
     cfg.validate()?;
+    let rows = check_set(net, &set)?;
+    let start = std::time::Instant::now();
+    let device = net.backend.device().autodiff();
+    let _rng = net.hold_dropout_rng(seed);
+    let mut model = net.model.clone().train();
+    let mut descent = Descent::new(cfg.train.optimizer(), cfg.train.learning_rate, "distillation");
+    let (mut order, holdout) = hold_out(rows, cfg.early_stopping.as_ref(), seed)?;
+    let mut stopping =
+        cfg.early_stopping.as_ref().map(|es| EarlyStop::new(holdout, es.patience, set.targets, net.classes));
+    let mut report = TrainReport::default();
+    for epoch in 0..cfg.train.epochs {
+        order.shuffle(&mut rng(seed, Stream::Shuffle, 1000 + epoch as u64));
+        let loss;
+        (model, loss) = distill_epoch(model, &mut descent, &set, &order, cfg, (net.input_dim, net.classes), &device)?;
+        report.epoch_loss.push(loss);
+        report.epochs_run += 1;
+        if let Some(stop) = &mut stopping
+            && stop.stop_after(&model, net, set.inputs)?
+        {
+            break;
+        }
+    }
+    net.model = match stopping.and_then(|s| s.best) {
+        Some((agree, best)) => {
+            report.best_agreement = Some(agree);
+            best
+        }
+        None => model,
+    };
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Rows of a distillation set, after checking its shapes and values against the model's.
+fn check_set(net: &Model, set: &DistillSet<'_>) -> Result<usize, Error> {
     let (dim, classes) = (net.input_dim, net.classes);
     let rows = set.inputs.len() / dim.max(1);
     if set.inputs.len() != rows * dim || set.targets.len() != rows * classes || rows == 0 {
@@ -51,14 +87,15 @@ pub fn distill(net: &mut Model, set: DistillSet<'_>, cfg: &DistillConfig, seed: 
     if let Some(v) = set.targets.iter().chain(set.inputs).find(|v| !v.is_finite()) {
         return Err(Error::Shape(format!("distillation set holds a non-finite value {v}")));
     }
-    let start = std::time::Instant::now();
-    let device = net.backend.device().autodiff();
-    let _rng = net.hold_dropout_rng(seed);
-    let mut model = net.model.clone().train();
-    let mut descent = Descent::new(cfg.train.optimizer(), cfg.train.learning_rate, "distillation");
+    Ok(rows)
+}
+
+/// The rows in a seeded order, split into those distilled on and, with early stopping, those
+/// held out.
+fn hold_out(rows: usize, early_stopping: Option<&EarlyStopping>, seed: u64) -> Result<(Vec<usize>, Vec<usize>), Error> {
     let mut order: Vec<usize> = (0..rows).collect();
     order.shuffle(&mut rng(seed, Stream::Shuffle, 7));
-    let holdout: Vec<usize> = match &cfg.early_stopping {
+    let holdout: Vec<usize> = match early_stopping {
         Some(es) => {
             let n = ((rows as f32 * es.holdout).round() as usize).clamp(1, rows.saturating_sub(1).max(1));
             order.split_off(rows - n)
@@ -68,49 +105,63 @@ pub fn distill(net: &mut Model, set: DistillSet<'_>, cfg: &DistillConfig, seed: 
     if order.is_empty() {
         return Err(Error::Shape("no rows left to distil on after the holdout".into()));
     }
-    let teacher_top: Vec<usize> =
-        holdout.iter().map(|&i| argmax(&set.targets[i * classes..(i + 1) * classes])).collect();
-    let mut report = TrainReport::default();
-    let mut best: Option<(f32, Layers)> = None;
-    let mut since_best = 0usize;
-    for epoch in 0..cfg.train.epochs {
-        order.shuffle(&mut rng(seed, Stream::Shuffle, 1000 + epoch as u64));
-        let mut epoch_loss = EpochLoss::default();
-        for idx in order.chunks(cfg.train.batch_size) {
-            let x = rows_tensor(set.inputs, idx, dim, &device);
-            let t = rows_tensor(set.targets, idx, classes, &device);
-            let w = set.weights.map(|w| row_values(w, idx, &device));
-            let y = set.labels.map(|l| labels_tensor(l, idx, &device));
-            let loss = distill_loss(model.forward(x), t, w, y, cfg);
-            let value;
-            (model, value) = descent.step(model, loss)?;
-            epoch_loss.add(value);
-        }
-        report.epoch_loss.push(epoch_loss.mean());
-        report.epochs_run += 1;
-        if let Some(es) = &cfg.early_stopping {
-            let logits = logits_of(&model.valid(), set.inputs, &holdout, dim, net.backend, 256)?;
-            let agree = logits.chunks_exact(classes).zip(&teacher_top).filter(|(row, t)| argmax(row) == **t).count()
-                as f32
-                / holdout.len() as f32;
-            if best.as_ref().is_none_or(|(b, _)| agree > *b) {
-                best = Some((agree, model.clone()));
-                since_best = 0;
-            } else {
-                since_best += 1;
-                if since_best >= es.patience {
-                    break;
-                }
-            }
-        }
+    Ok((order, holdout))
+}
+
+/// One epoch over the rows `order`, in batches: the stepped model and the epoch's mean loss.
+/// `shape`: the model's inputs and classes per row.
+fn distill_epoch(
+    mut model: Layers,
+    descent: &mut Descent,
+    set: &DistillSet<'_>,
+    order: &[usize],
+    cfg: &DistillConfig,
+    (dim, classes): (usize, usize),
+    device: &Device,
+) -> Result<(Layers, f32), Error> {
+    let mut epoch_loss = EpochLoss::default();
+    for idx in order.chunks(cfg.train.batch_size) {
+        let x = rows_tensor(set.inputs, idx, dim, device);
+        let t = rows_tensor(set.targets, idx, classes, device);
+        let w = set.weights.map(|w| row_values(w, idx, device));
+        let y = set.labels.map(|l| labels_tensor(l, idx, device));
+        let loss = distill_loss(model.forward(x), t, w, y, cfg);
+        let value;
+        (model, value) = descent.step(model, loss)?;
+        epoch_loss.add(value);
     }
-    net.model = match best {
-        Some((agree, m)) => {
-            report.best_agreement = Some(agree);
-            m
+    Ok((model, epoch_loss.mean()))
+}
+
+/// Early stopping: the held-out rows, the teacher's class on each, and the best model so far.
+struct EarlyStop {
+    holdout: Vec<usize>,
+    teacher_top: Vec<usize>,
+    patience: usize,
+    best: Option<(f32, Layers)>,
+    since_best: usize,
+}
+
+impl EarlyStop {
+    fn new(holdout: Vec<usize>, patience: usize, targets: &[f32], classes: usize) -> Self {
+        let teacher_top = holdout.iter().map(|&i| argmax(&targets[i * classes..(i + 1) * classes])).collect();
+        Self { holdout, teacher_top, patience, best: None, since_best: 0 }
+    }
+
+    /// After an epoch: measures the student's agreement with the teacher on the held-out rows,
+    /// keeps the model if it is the best yet, and says whether patience has run out.
+    fn stop_after(&mut self, model: &Layers, net: &Model, inputs: &[f32]) -> Result<bool, Error> {
+        let logits = logits_of(&model.valid(), inputs, &self.holdout, net.input_dim, net.backend, 256)?;
+        let agree =
+            logits.chunks_exact(net.classes).zip(&self.teacher_top).filter(|(row, t)| argmax(row) == **t).count()
+                as f32
+                / self.holdout.len() as f32;
+        if self.best.as_ref().is_none_or(|(b, _)| agree > *b) {
+            self.best = Some((agree, model.clone()));
+            self.since_best = 0;
+            return Ok(false);
         }
-        None => model,
-    };
-    report.seconds = start.elapsed().as_secs_f64();
-    Ok(report)
+        self.since_best += 1;
+        Ok(self.since_best >= self.patience)
+    }
 }
