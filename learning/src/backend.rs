@@ -1,7 +1,7 @@
 //! Which CPU backend runs the tensors, and its random generator.
 //!
 //! burn's generator (parameter initialisation, dropout) is process-wide per backend. Whoever
-//! seeds it and draws from it holds the one lock of this module, [`BackendKind::hold_rng`], so
+//! seeds it and draws from it holds the one lock of this module (`BackendKind::hold_rng`), so
 //! that concurrent nodes in one process stay reproducible.
 
 use std::sync::{Mutex, MutexGuard};
