@@ -12,36 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// Which CPU backend runs the tensors.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendKind {
-    /// burn's newer pure-Rust CPU backend (recommended by burn).
-    #[default]
-    Flex,
-    /// burn-ndarray.
-    Ndarray,
-}
-
-impl BackendKind {
-    /// The inference device of this backend.
-    pub fn device(self) -> Device {
-        match self {
-            BackendKind::Flex => Device::flex(),
-            #[allow(deprecated)]
-            BackendKind::Ndarray => Device::ndarray(),
-        }
-    }
-
-    /// Seeds the backend's random generator (parameter initialisation, dropout).
-    ///
-    /// The generator is process-wide per backend: runs that must be reproducible initialise and
-    /// train models one at a time.
-    pub fn seed(self, seed: u64) {
-        self.device().seed(seed);
-    }
-}
-
 /// Architecture of a model, as written in configuration files.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -351,6 +321,7 @@ impl Layers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::BackendKind;
 
     #[test]
     fn architectures_resolve_to_burn_configs_that_round_trip() {

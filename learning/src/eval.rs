@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::train::argmax;
+use crate::tensor::argmax;
 
 /// Metrics of probabilities against true labels.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,11 @@
-//! File helpers shared by every crate that writes state: atomic writes (a crash leaves the old
-//! file or the new one, never a mix), private state folders, and the resolution of paths given
-//! in config files.
+//! File helpers shared by every crate that writes state: the workspace's one atomic write (a
+//! crash leaves the old file or the new one, never a mix), private state folders, and the
+//! resolution of paths given in config files.
+//!
+//! [`atomic_write`] is the only way state files are written: a temporary file in the same
+//! folder, fsync of the file, rename over the target, fsync of the folder. Once it returns, the
+//! new bytes are durable; if it fails or the machine crashes, readers see the old file or the
+//! new one, whole. Crates that depend on this one call it rather than writing their own.
 //!
 //! State is private to its owner: folders this module creates are 0700 and files it writes
 //! 0600 (on Unix). The temporary file of an atomic write has an unpredictable name (`tempfile`),
@@ -12,9 +17,12 @@ use std::path::{Path, PathBuf};
 use crate::Error;
 
 /// Creates `dir` and any missing parents as private folders (0700 on Unix), and makes `dir`
-/// itself private if it already existed.
+/// itself private if it already existed. The folders it creates are durable when it returns
+/// (the folder holding each one is synced).
 pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
     let io = |e| Error::Io { path: dir.to_owned(), source: e };
+    // The folders this call creates, deepest first.
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.is_dir()).collect();
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -26,15 +34,20 @@ pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
     }
     #[cfg(not(unix))]
     builder.create(dir).map_err(io)?;
+    for created in missing {
+        sync_dir(folder_of(created)).map_err(io)?;
+    }
     Ok(())
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file (private, at an unpredictable name) in
-/// the same directory, fsync, rename, then fsync of the directory. A crash leaves either the old
-/// file or the new one, never a mix. Missing parent folders are created private.
+/// Writes `bytes` to `path` atomically and durably: a temporary file (private, at an
+/// unpredictable name) in the same folder, written and fsynced, renamed over `path`, then an
+/// fsync of the folder so that the rename itself survives a crash. A crash leaves either the
+/// old file or the new one, never a mix; on an error the temporary file is removed and `path`
+/// is untouched. Missing parent folders are created private (and durable).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let io = |e| Error::Io { path: path.to_owned(), source: e };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     let name =
         path.file_name().ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name")))?;
     if !dir.is_dir() {
@@ -49,7 +62,17 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     tmp.as_file().sync_all().map_err(io)?;
     // On failure the temporary file is removed when `tmp` drops.
     tmp.persist(path).map_err(|e| io(e.error))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    sync_dir(dir).map_err(io)
+}
+
+/// The folder that holds `path` (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Makes the entries of `dir` (files created, renamed or removed in it) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A path from a config file: absolute as it is, relative to the config file's folder `base`.
@@ -71,6 +94,29 @@ mod tests {
         assert_eq!(std::fs::read(&file).unwrap(), b"two");
         assert!(matches!(atomic_write(&dir.join(".."), b"x"), Err(Error::Io { .. })));
         assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_target_whole_and_no_temporary_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        // The rename cannot replace a folder that holds a file.
+        let target = dir.join("taken");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("inside"), b"old").unwrap();
+        assert!(matches!(atomic_write(&target, b"new"), Err(Error::Io { .. })));
+        assert_eq!(std::fs::read(target.join("inside")).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn missing_folders_are_created_and_a_bare_name_lives_in_the_current_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("a").join("b").join("c.json");
+        atomic_write(&file, b"{}").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"{}");
+        assert_eq!(folder_of(Path::new("c.json")), Path::new("."));
+        assert_eq!(folder_of(&file), tmp.path().join("a").join("b"));
     }
 
     #[cfg(unix)]

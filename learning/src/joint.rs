@@ -16,7 +16,7 @@
 //! no private row (only on the model, already private, and on public rows). This function is
 //! the only place in this crate where a gradient of a private row is computed.
 
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use protocol::seed::Stream;
@@ -25,12 +25,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::arch::Layers;
+use crate::config::{DistillConfig, TrainConfig};
 use crate::data::{Dataset, rng};
-use crate::dp::{self, DpSgd};
-use crate::loss::{cross_entropy_rows, distill_loss, one_hot};
+use crate::dp::{self, DpSgd, Generator};
+use crate::loss::{cross_entropy_rows, distill_loss};
 use crate::model::Model;
-use crate::step::{Descent, EpochLoss, labels_tensor, row_values, rows_tensor, seeded_rng};
-use crate::train::{DistillConfig, DistillSet, TrainConfig, TrainReport};
+use crate::step::{Descent, DistillSet, EpochLoss, TrainReport};
+use crate::tensor::{labels_tensor, one_hot, row_values, rows_tensor};
 
 /// A teacher on public rows, learnt from in the same steps as the private rows.
 #[derive(Clone, Copy, Debug)]
@@ -119,127 +120,207 @@ pub fn fit_joint(
     dp: Option<&DpSgd>,
     seed: u64,
 ) -> Result<TrainReport, Error> {
+    let (teaching, public_rows) = check_run(model, private, teaching, cfg, dp)?;
+    let start = std::time::Instant::now();
+    let device = model.backend.device().autodiff();
+    let _rng = model.hold_dropout_rng(seed);
+    let layers = model.model.clone().train();
+    let descent = Descent::new(cfg.optimizer(), cfg.learning_rate, "private training");
+    let mut run = Joint {
+        model,
+        private,
+        teaching,
+        public_rows,
+        public: PublicBatches::new(public_rows, seed),
+        descent,
+        device,
+        cfg,
+        seed,
+    };
+    let mut report = TrainReport::default();
+    let layers = match dp {
+        None => run.plain_epochs(layers, &mut report)?,
+        Some(dp) => run.dp_epochs(layers, dp, &mut report)?,
+    };
+    model.model = layers;
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Checks the settings and shapes of a run. Returns the teaching that takes part (none when its
+/// weight is 0 or it has no rows) and the number of its public rows.
+fn check_run<'a>(
+    model: &Model,
+    private: &Dataset,
+    teaching: Option<Teaching<'a>>,
+    cfg: &TrainConfig,
+    dp: Option<&DpSgd>,
+) -> Result<(Option<Teaching<'a>>, usize), Error> {
     cfg.validate()?;
     if let Some(dp) = dp {
         dp.validate()?;
     }
     model.check_data(private.dim, private.classes)?;
-    let (dim, classes) = (model.input_dim, model.classes);
     let public_rows = match &teaching {
-        Some(t) => t.check(dim, classes)?,
+        Some(t) => t.check(model.input_dim, model.classes)?,
         None => 0,
     };
     let teaching = teaching.filter(|t| t.weight > 0.0 && public_rows > 0);
     if private.is_empty() {
         return Err(Error::Shape("no private rows".into()));
     }
-    let start = std::time::Instant::now();
-    let device = model.backend.device().autodiff();
-    let _rng = seeded_rng(model, seed);
-    let mut layers = model.model.clone().train();
-    let mut descent = Descent::new(cfg.optimizer(), cfg.learning_rate, "private training");
-    let mut public = PublicBatches::new(public_rows, seed);
-    // The soft term of a step, on the next public batch.
-    let mut soft_term = |layers: &Layers, size: usize| -> Option<Tensor<1>> {
-        let t = teaching.as_ref()?;
-        let idx = public.next(size);
-        let x = rows_tensor(t.set.inputs, idx, dim, &device);
-        let targets = rows_tensor(t.set.targets, idx, classes, &device);
-        let w = t.set.weights.map(|w| row_values(w, idx, &device));
-        Some(distill_loss(layers.forward(x), targets, w, None, t.distill).mul_scalar(t.weight))
-    };
-    let mut report = TrainReport::default();
-    match dp {
-        None => {
-            let ce = CrossEntropyLossConfig::new().init(&device);
-            let mut own: Vec<usize> = (0..private.len()).collect();
-            let private_batches = private.len().div_ceil(cfg.batch_size);
-            let steps = match &teaching {
-                Some(t) if t.cover == Cover::Both => private_batches.max(public_rows.div_ceil(cfg.batch_size)),
-                _ => private_batches,
-            };
-            for epoch in 0..cfg.epochs {
-                let mut epoch_loss = EpochLoss::default();
-                for step in 0..steps {
-                    let (pass, batch) = (step / private_batches, step % private_batches);
-                    if batch == 0 {
-                        // The first pass of an epoch shuffles as it always has; further passes
-                        // (with `Cover::Both`) draw from streams of their own.
-                        let stream = if pass == 0 {
-                            100 + epoch as u64
-                        } else {
-                            (1 << 32) + ((epoch as u64) << 16) + pass as u64
-                        };
-                        own.shuffle(&mut rng(seed, Stream::Shuffle, stream));
-                    }
-                    let idx = &own[batch * cfg.batch_size..((batch + 1) * cfg.batch_size).min(own.len())];
-                    let x = rows_tensor(&private.features, idx, dim, &device);
-                    let y = labels_tensor(&private.labels, idx, &device);
-                    let mut loss = ce.forward(layers.forward(x), y);
-                    if let Some(soft) = soft_term(&layers, cfg.batch_size) {
-                        loss = loss + soft;
-                    }
-                    let value;
-                    (layers, value) = descent.step(layers, loss)?;
-                    epoch_loss.add(value);
-                }
-                report.epoch_loss.push(epoch_loss.mean());
-                report.epochs_run += 1;
-            }
-        }
-        Some(dp) => {
-            let mut generator = dp.generator(seed)?;
-            let expected = (dp.sample_rate * private.len() as f64) as f32;
-            let public_batch = (expected.round() as usize).max(1);
-            let std = (dp.noise_multiplier as f32) * dp.clip_norm / expected;
-            for _ in 0..cfg.epochs {
-                let mut epoch_loss = EpochLoss::default();
-                for _ in 0..dp.steps_per_epoch() {
-                    let idx = dp::sample(private.len(), dp.sample_rate, &mut generator);
-                    let dropout_seed: u64 = rand::RngExt::random(&mut generator);
-                    let mut loss: Option<Tensor<1>> = None;
-                    if !idx.is_empty() {
-                        let x = rows_tensor(&private.features, &idx, dim, &device);
-                        let y = one_hot(&private.labels, &idx, classes, &device);
-                        reseed(model, dropout_seed);
-                        let factors = dp::clip_factors(&layers, x.clone(), y.clone(), dp.clip_norm, &device)?;
-                        reseed(model, dropout_seed);
-                        loss = Some((cross_entropy_rows(layers.forward(x), y) * factors).sum().div_scalar(expected));
-                    }
-                    if let Some(soft) = soft_term(&layers, public_batch) {
-                        loss = Some(match loss {
-                            Some(l) => l + soft,
-                            None => soft,
-                        });
-                    }
-                    let mut grads = match loss {
-                        Some(loss) => {
-                            let (grads, value) = descent.gradients(&layers, loss)?;
-                            epoch_loss.add(value);
-                            grads
-                        }
-                        None => GradientsParams::new(),
-                    };
-                    dp::add_noise(&layers, &mut grads, std, &mut generator);
-                    generator.check()?;
-                    layers = descent.apply(layers, grads);
-                    report.dp_steps += 1;
-                }
-                report.epoch_loss.push(epoch_loss.mean());
-                report.epochs_run += 1;
-            }
-        }
-    }
-    model.model = layers;
-    report.seconds = start.elapsed().as_secs_f64();
-    Ok(report)
+    Ok((teaching, public_rows))
 }
 
-/// Reseeds dropout's generator (held by this run, see [`seeded_rng`]) so that the two passes
-/// of a DP step draw the same masks.
-fn reseed(model: &Model, seed: u64) {
-    if model.architecture.uses_rng() {
-        model.backend.seed(seed);
+/// One run of [`fit_joint`]: the rows, the teacher, the optimiser and the public batches' order.
+struct Joint<'a> {
+    model: &'a Model,
+    private: &'a Dataset,
+    teaching: Option<Teaching<'a>>,
+    public_rows: usize,
+    public: PublicBatches,
+    descent: Descent,
+    /// The backend's autodiff device.
+    device: Device,
+    cfg: &'a TrainConfig,
+    seed: u64,
+}
+
+/// What every DP-SGD step of a run shares: the settings, the generator of samples and noise,
+/// and the scales they fix.
+struct DpRun<'a> {
+    dp: &'a DpSgd,
+    generator: Generator,
+    /// The expected batch size q·N, by which the sum of clipped gradients is divided.
+    expected: f32,
+    /// Public rows a step: the expected private batch, at least 1.
+    public_batch: usize,
+    /// Standard deviation of the noise on the divided gradient, σ·C / (q·N).
+    std: f32,
+}
+
+/// The shuffle stream of pass `pass` over the private rows in epoch `epoch`. The first pass of an
+/// epoch shuffles as it always has; further passes (with [`Cover::Both`]) draw from streams of
+/// their own.
+fn shuffle_stream(epoch: usize, pass: usize) -> u64 {
+    if pass == 0 { 100 + epoch as u64 } else { (1 << 32) + ((epoch as u64) << 16) + pass as u64 }
+}
+
+impl Joint<'_> {
+    /// Without privacy: every epoch shuffles the private rows and steps through them in batches;
+    /// with [`Cover::Both`], for as many steps as one pass over the public rows takes if that is
+    /// more, the private batches cycling.
+    fn plain_epochs(&mut self, mut layers: Layers, report: &mut TrainReport) -> Result<Layers, Error> {
+        let ce = CrossEntropyLossConfig::new().init(&self.device);
+        let batch_size = self.cfg.batch_size;
+        let mut own: Vec<usize> = (0..self.private.len()).collect();
+        let private_batches = self.private.len().div_ceil(batch_size);
+        let steps = match &self.teaching {
+            Some(t) if t.cover == Cover::Both => private_batches.max(self.public_rows.div_ceil(batch_size)),
+            _ => private_batches,
+        };
+        for epoch in 0..self.cfg.epochs {
+            let mut epoch_loss = EpochLoss::default();
+            for step in 0..steps {
+                let (pass, batch) = (step / private_batches, step % private_batches);
+                if batch == 0 {
+                    own.shuffle(&mut rng(self.seed, Stream::Shuffle, shuffle_stream(epoch, pass)));
+                }
+                let idx = &own[batch * batch_size..((batch + 1) * batch_size).min(own.len())];
+                let value;
+                (layers, value) = self.plain_step(layers, &ce, idx)?;
+                epoch_loss.add(value);
+            }
+            report.epoch_loss.push(epoch_loss.mean());
+            report.epochs_run += 1;
+        }
+        Ok(layers)
+    }
+
+    /// One step without privacy: cross-entropy on the private rows `idx`, plus the soft term.
+    fn plain_step(&mut self, layers: Layers, ce: &CrossEntropyLoss, idx: &[usize]) -> Result<(Layers, f32), Error> {
+        let x = rows_tensor(&self.private.features, idx, self.model.input_dim, &self.device);
+        let y = labels_tensor(&self.private.labels, idx, &self.device);
+        let mut loss = ce.forward(layers.forward(x), y);
+        if let Some(soft) = self.soft_term(&layers, self.cfg.batch_size) {
+            loss = loss + soft;
+        }
+        self.descent.step(layers, loss)
+    }
+
+    /// Under DP-SGD: every epoch is [`DpSgd::steps_per_epoch`] steps.
+    fn dp_epochs(&mut self, mut layers: Layers, dp: &DpSgd, report: &mut TrainReport) -> Result<Layers, Error> {
+        let generator = dp.generator(self.seed)?;
+        let expected = (dp.sample_rate * self.private.len() as f64) as f32;
+        let public_batch = (expected.round() as usize).max(1);
+        let std = (dp.noise_multiplier as f32) * dp.clip_norm / expected;
+        let mut run = DpRun { dp, generator, expected, public_batch, std };
+        for _ in 0..self.cfg.epochs {
+            let mut epoch_loss = EpochLoss::default();
+            for _ in 0..dp.steps_per_epoch() {
+                layers = self.dp_step(layers, &mut run, &mut epoch_loss)?;
+                report.dp_steps += 1;
+            }
+            report.epoch_loss.push(epoch_loss.mean());
+            report.epochs_run += 1;
+        }
+        Ok(layers)
+    }
+
+    /// One DP-SGD step: the clipped private term on a Poisson sample of the private rows, the soft
+    /// term added unclipped, then Gaussian noise on the gradient of their sum.
+    fn dp_step(&mut self, layers: Layers, run: &mut DpRun<'_>, epoch_loss: &mut EpochLoss) -> Result<Layers, Error> {
+        let idx = dp::sample(self.private.len(), run.dp.sample_rate, &mut run.generator);
+        let dropout_seed: u64 = rand::RngExt::random(&mut run.generator);
+        let mut loss = self.clipped_private_term(&layers, &idx, dropout_seed, run)?;
+        if let Some(soft) = self.soft_term(&layers, run.public_batch) {
+            loss = Some(match loss {
+                Some(l) => l + soft,
+                None => soft,
+            });
+        }
+        let mut grads = match loss {
+            Some(loss) => {
+                let (grads, value) = self.descent.gradients(&layers, loss)?;
+                epoch_loss.add(value);
+                grads
+            }
+            None => GradientsParams::new(),
+        };
+        dp::add_noise(&layers, &mut grads, run.std, &mut run.generator);
+        run.generator.check()?;
+        Ok(self.descent.apply(layers, grads))
+    }
+
+    /// The private term of a DP-SGD step on the sampled rows `idx` (`None` when none was sampled):
+    /// each row's cross-entropy weighted by its clipping factor, summed and divided by the
+    /// expected batch size. Both passes over the batch draw the same dropout masks.
+    fn clipped_private_term(
+        &self,
+        layers: &Layers,
+        idx: &[usize],
+        dropout_seed: u64,
+        run: &DpRun<'_>,
+    ) -> Result<Option<Tensor<1>>, Error> {
+        if idx.is_empty() {
+            return Ok(None);
+        }
+        let x = rows_tensor(&self.private.features, idx, self.model.input_dim, &self.device);
+        let y = one_hot(&self.private.labels, idx, self.model.classes, &self.device);
+        self.model.reseed_dropout(dropout_seed);
+        let factors = dp::clip_factors(layers, x.clone(), y.clone(), run.dp.clip_norm, &self.device)?;
+        self.model.reseed_dropout(dropout_seed);
+        Ok(Some((cross_entropy_rows(layers.forward(x), y) * factors).sum().div_scalar(run.expected)))
+    }
+
+    /// The soft term of a step, on the next `size` public rows (`None` without a teacher).
+    fn soft_term(&mut self, layers: &Layers, size: usize) -> Option<Tensor<1>> {
+        let t = self.teaching.as_ref()?;
+        let idx = self.public.next(size);
+        let x = rows_tensor(t.set.inputs, idx, self.model.input_dim, &self.device);
+        let targets = rows_tensor(t.set.targets, idx, self.model.classes, &self.device);
+        let w = t.set.weights.map(|w| row_values(w, idx, &self.device));
+        Some(distill_loss(layers.forward(x), targets, w, None, t.distill).mul_scalar(t.weight))
     }
 }
 

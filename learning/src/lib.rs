@@ -1,39 +1,52 @@
 //! Everything learning, shared by node, aggregator and scenarios: synchronous and independent of
 //! the backend (burn's `flex` or `ndarray` CPU backends, chosen at run time).
 //!
+//! Layers (a module uses only modules to its left): `privacy → error → fs → config → backend →
+//! tensor → data → arch → model → loss → step → dp → joint → train → abstain/consensus/eval/export`.
+//!
+//! - [`privacy`]: the RDP accountant of DP-SGD (ε of a history of steps, noise for a target ε).
+//! - [`error`]: the crate's one error type, [`Error`].
+//! - [`fs`]: the workspace's one atomic write (temporary file, fsync, rename, fsync of the
+//!   folder), private state folders and config-relative paths.
+//! - [`config`]: the settings of training and distillation runs ([`config::TrainConfig`],
+//!   [`config::DistillConfig`]), as written in configuration files.
+//! - [`backend`]: which CPU backend runs the tensors, and the one lock on its process-wide
+//!   random generator.
+//! - `tensor`: rows of plain slices as batch tensors and back, and [`train::argmax`].
 //! - [`data`]: a module of its own, one file a concept: IDX and CSV loaders, the [`data::DataSpec`]
 //!   of config files, row-index files, declared preprocessing, seeded splits and partitions.
 //! - [`arch`]: the MLP and CNN architectures behind one [`arch::Layers`].
 //! - [`model`]: [`Model`], layers with their shapes: inference, soft labels, save/load, and its
 //!   parameters as plain vectors (what weight averaging outside this crate needs).
-//! - [`export`]: safetensors and ONNX export of a [`Model`].
-//! - [`train`]: training settings, supervised training and distillation runs.
-//! - [`joint`]: training on private rows: cross-entropy and distillation towards a teacher in the
-//!   same steps, optionally under DP-SGD.
+//! - [`loss`]: the distillation loss and per-row cross-entropy.
+//! - `step`: what every training loop shares: its inputs ([`train::DistillSet`]) and report
+//!   ([`train::TrainReport`]), one descent step, the mean loss of an epoch.
 //! - [`dp`]: DP-SGD: Poisson sampling, per-row gradient clipping (norms from layer inputs and
 //!   output gradients), Gaussian noise.
-//! - [`loss`]: the distillation loss and per-row cross-entropy.
-//! - [`consensus`]: pure functions that combine soft labels from many nodes.
+//! - [`joint`]: training on private rows: cross-entropy and distillation towards a teacher in the
+//!   same steps, optionally under DP-SGD.
+//! - [`train`]: supervised training and distillation runs (and the settings, re-exported).
 //! - [`abstain`]: where a node abstains (Selective-FD): a confidence score and its threshold.
+//! - [`consensus`]: pure functions that combine soft labels from many nodes.
 //! - [`eval`]: accuracy, calibration, agreement, size and latency.
-//! - [`privacy`]: the RDP accountant of DP-SGD (ε of a history of steps, noise for a target ε).
-//! - [`fs`]: atomic file writes and config-relative paths.
+//! - [`export`]: safetensors and ONNX export of a [`Model`].
 //!
-//! One error type, [`Error`], for the whole crate. Every seeded choice derives its generator
-//! from the caller's seed with [`protocol::seed::derive`], the project's one formula.
-//! Federated weight averaging is not here: it is a baseline of the scenario runner.
+//! Every seeded choice derives its generator from the caller's seed with
+//! [`protocol::seed::derive`], the project's one formula. Federated weight averaging is not
+//! here: it is a baseline of the scenario runner.
 //!
 //! Nothing here spawns threads or touches the network: callers on an async runtime run it in
 //! `spawn_blocking` or on a dedicated thread.
 #![deny(missing_docs)]
 
-use std::path::{Path, PathBuf};
-
 pub mod abstain;
 pub mod arch;
+pub mod backend;
+pub mod config;
 pub mod consensus;
 pub mod data;
 pub mod dp;
+pub mod error;
 pub mod eval;
 pub mod export;
 pub mod fs;
@@ -42,134 +55,10 @@ pub mod loss;
 pub mod model;
 pub mod privacy;
 mod step;
+mod tensor;
 pub mod train;
 
-pub use arch::{Architecture, BackendKind};
+pub use arch::Architecture;
+pub use backend::BackendKind;
+pub use error::Error;
 pub use model::Model;
-
-/// Errors of loading data, training, inference, consensus, persistence and export.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A configuration value is out of range or missing.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// Inputs, targets or data of the wrong shape, or with non-finite values.
-    #[error("wrong shape or values: {0}")]
-    Shape(String),
-    /// The data has labels outside the class range its configuration declares (`classes`).
-    #[error("labels go up to {max_label}, outside the {classes} classes declared (0 to {last}): relabel the data as 0 to {last}, or ask the operator whether the federation should have more classes", last = classes.saturating_sub(1))]
-    Classes {
-        /// Largest label found.
-        max_label: u32,
-        /// Classes declared.
-        classes: usize,
-    },
-    /// Training produced a non-finite loss.
-    #[error("training diverged: {0}")]
-    Diverged(String),
-    /// A file could not be read or written.
-    #[error("{path}")]
-    Io {
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Privacy accounting error: an invalid setting or an unreachable target.
-    #[error(transparent)]
-    Privacy(#[from] privacy::PrivacyError),
-    /// A gzip-compressed data file could not be decompressed.
-    #[error("{path}: corrupt gzip")]
-    Gzip {
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A data file is not in the expected format.
-    #[error("{path}: {detail}")]
-    Format {
-        /// File.
-        path: PathBuf,
-        /// What is wrong.
-        detail: String,
-    },
-    /// A cell of a CSV file, or a line of a row-index file, could not be used.
-    #[error("{path}:{line}: column {column}: {detail}")]
-    Csv {
-        /// File.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        column: usize,
-        /// What is wrong.
-        detail: String,
-    },
-    /// A split or partition of the data cannot satisfy its constraints.
-    #[error("cannot split the data: {0}")]
-    Split(String),
-    /// Soft labels could not be combined.
-    #[error("consensus: {detail}")]
-    Consensus {
-        /// What is wrong.
-        detail: String,
-    },
-    /// Reading a tensor back from the backend failed.
-    #[error("reading a tensor from the backend")]
-    TensorRead {
-        /// Cause.
-        #[source]
-        source: burn::tensor::TensorReadError,
-    },
-    /// Weights could not be encoded to or decoded from burnpack.
-    #[error("burnpack weights{}", in_file(.path.as_deref()))]
-    Weights {
-        /// The weights file, when there is one.
-        path: Option<PathBuf>,
-        /// Cause.
-        #[source]
-        source: burn::store::RecordError,
-    },
-    /// A model spec (the JSON file beside the weights) could not be encoded or decoded.
-    #[error("{path}: model spec")]
-    Spec {
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// burn could not write the weights as safetensors.
-    #[error("safetensors export")]
-    Safetensors {
-        /// Cause.
-        #[source]
-        source: burn::store::SafetensorsStoreError,
-    },
-    /// The safetensors bytes burn wrote have a header we cannot read.
-    #[error("safetensors header: {detail}")]
-    SafetensorsHeader {
-        /// What is wrong.
-        detail: &'static str,
-        /// Cause, when the header is not JSON.
-        #[source]
-        source: Option<serde_json::Error>,
-    },
-    /// burn-onnx could not export the model.
-    #[error("onnx export of {model}")]
-    Onnx {
-        /// Architecture label of the model.
-        model: String,
-        /// Cause.
-        #[source]
-        source: burn_onnx::export::ExportError,
-    },
-}
-
-fn in_file(path: Option<&Path>) -> String {
-    path.map_or_else(String::new, |p| format!(" in {}", p.display()))
-}

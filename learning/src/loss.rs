@@ -6,7 +6,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::train::{DistillConfig, DistillLossKind};
+use crate::config::{DistillConfig, DistillLossKind};
 
 /// The distillation loss for a batch (mean over rows, weighted by `weights` if given).
 ///
@@ -55,19 +55,10 @@ pub fn cross_entropy_rows(logits: Tensor<2>, one_hot: Tensor<2>) -> Tensor<1> {
     (log_softmax(logits, 1) * one_hot).sum_dim(1).squeeze_dim::<1>(1).neg()
 }
 
-/// One-hot rows of the labels of rows `idx`, `[idx.len(), classes]`.
-pub(crate) fn one_hot(labels: &[u32], idx: &[usize], classes: usize, device: &Device) -> Tensor<2> {
-    let mut v = vec![0f32; idx.len() * classes];
-    for (r, &i) in idx.iter().enumerate() {
-        v[r * classes + labels[i] as usize] = 1.0;
-    }
-    Tensor::from_data(TensorData::new(v, [idx.len(), classes]), device)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::DistillLossKind;
+    use crate::tensor::one_hot;
     use burn::tensor::activation::softmax;
 
     fn grad_norm(t: f32, zs: &[f32], zt: &[f32]) -> f32 {

@@ -13,9 +13,10 @@ use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::arch::{Architecture, BackendKind, Layers};
+use crate::arch::{Architecture, Layers};
+use crate::backend::{BackendKind, RngGuard};
 use crate::fs::atomic_write;
-use crate::step::rows_tensor;
+use crate::tensor::{argmax, read, rows_tensor};
 
 /// Metadata saved beside the weights (`<name>.json` next to `<name>.bpk`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,8 +55,7 @@ impl Model {
         backend: BackendKind,
         seed: u64,
     ) -> Result<Self, Error> {
-        let _rng = rng_lock();
-        backend.seed(seed);
+        let _rng = backend.hold_rng(seed);
         let model = architecture.init(input_dim, classes, &backend.device().autodiff())?;
         let net = Self { architecture: architecture.clone(), input_dim, classes, backend, model };
         // Parameters initialise lazily; touch them now so the seed above decides them.
@@ -106,7 +106,7 @@ impl Model {
     /// Predicted class of each row.
     pub fn predict(&self, inputs: &[f32]) -> Result<Vec<u32>, Error> {
         let z = self.logits(inputs, 256)?;
-        Ok(z.chunks_exact(self.classes).map(|r| crate::train::argmax(r) as u32).collect())
+        Ok(z.chunks_exact(self.classes).map(|r| argmax(r) as u32).collect())
     }
 
     /// Burnpack bytes of the weights.
@@ -186,6 +186,20 @@ impl Model {
         })
     }
 
+    /// Dropout draws from burn's process-wide generator: a network that uses it holds the
+    /// generator, seeded, for the whole run; one that does not leaves it alone.
+    pub(crate) fn hold_dropout_rng(&self, seed: u64) -> Option<RngGuard> {
+        self.architecture.uses_rng().then(|| self.backend.hold_rng(seed))
+    }
+
+    /// Reseeds dropout's generator, held by this run (see [`Model::hold_dropout_rng`]), so that
+    /// two passes over one batch draw the same masks.
+    pub(crate) fn reseed_dropout(&self, seed: u64) {
+        if self.architecture.uses_rng() {
+            self.backend.seed(seed);
+        }
+    }
+
     /// Mean inference latency in µs per sample at the given batch size (best of `repeats` runs
     /// after one warm-up).
     pub fn latency_us(&self, batch: usize, repeats: usize) -> Result<f64, Error> {
@@ -206,14 +220,6 @@ impl Model {
     }
 }
 
-static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// burn's random generator is process-wide per backend. Whoever seeds it and draws from it
-/// (initialisation, dropout) holds this lock, so concurrent nodes in one process stay reproducible.
-pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    BACKEND_RNG.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Logits of an inference-mode model for the given rows.
 pub(crate) fn logits_of(
     model: &Layers,
@@ -230,11 +236,6 @@ pub(crate) fn logits_of(
         out.extend(read(model.forward(x))?);
     }
     Ok(out)
-}
-
-/// The values of a tensor, read back from the backend.
-pub(crate) fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
-    t.try_into_vec_as::<f32>().map_err(|source| Error::TensorRead { source })
 }
 
 /// Row-wise softmax(z / T), computed stably.

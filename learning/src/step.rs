@@ -1,50 +1,50 @@
-//! What every training loop of this crate shares: batches as tensors, the finite-loss check,
-//! the seeded dropout generator, and one descent step.
+//! What every training loop of this crate shares: what a distillation learns from
+//! ([`DistillSet`]), what a run reports ([`TrainReport`]), the finite-loss check, one descent
+//! step and the mean loss of an epoch.
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::arch::Layers;
-use crate::model::Model;
 
-/// Rows `idx` of a row-major matrix of `width` columns, as a `[idx.len(), width]` tensor.
-pub(crate) fn rows_tensor(values: &[f32], idx: &[usize], width: usize, device: &Device) -> Tensor<2> {
-    let mut buf = Vec::with_capacity(idx.len() * width);
-    for &i in idx {
-        buf.extend_from_slice(&values[i * width..(i + 1) * width]);
-    }
-    Tensor::from_data(TensorData::new(buf, [idx.len(), width]), device)
+/// What a distillation run learns from.
+#[derive(Clone, Copy, Debug)]
+pub struct DistillSet<'a> {
+    /// Row-major inputs, `rows × dim`.
+    pub inputs: &'a [f32],
+    /// Teacher probabilities at the configured temperature, `rows × classes`.
+    pub targets: &'a [f32],
+    /// Per-row weight (0 masks a row); `None` weighs every row 1.
+    pub weights: Option<&'a [f32]>,
+    /// Hard labels for the α term, if known.
+    pub labels: Option<&'a [u32]>,
 }
 
-/// Labels of rows `idx`, as a `[idx.len()]` tensor.
-pub(crate) fn labels_tensor(labels: &[u32], idx: &[usize], device: &Device) -> Tensor<1, Int> {
-    let v: Vec<i64> = idx.iter().map(|&i| labels[i] as i64).collect();
-    Tensor::from_data(TensorData::new(v, [idx.len()]), device)
+/// Summary of a training or distillation run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Mean loss of each epoch run.
+    pub epoch_loss: Vec<f32>,
+    /// Epochs run (early stopping may cut it short).
+    pub epochs_run: usize,
+    /// Best held-out agreement with the teacher, when early stopping was on.
+    pub best_agreement: Option<f32>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// DP-SGD steps taken on private rows (0 without differential privacy).
+    #[serde(default)]
+    pub dp_steps: u64,
 }
 
-/// Values of rows `idx` of a per-row vector, as a `[idx.len()]` tensor.
-pub(crate) fn row_values(values: &[f32], idx: &[usize], device: &Device) -> Tensor<1> {
-    let v: Vec<f32> = idx.iter().map(|&i| values[i]).collect();
-    Tensor::from_data(TensorData::new(v, [idx.len()]), device)
-}
-
+/// Fails when a loss is not finite: training diverged.
 pub(crate) fn check_finite(loss: f32, what: &str) -> Result<(), Error> {
     if loss.is_finite() {
         Ok(())
     } else {
         Err(Error::Diverged(format!("{what} loss became {loss}; lower the learning rate")))
     }
-}
-
-/// Dropout draws from burn's process-wide generator: a network that uses it holds the generator,
-/// seeded, for the whole run; one that does not leaves it alone.
-pub(crate) fn seeded_rng(net: &Model, seed: u64) -> Option<std::sync::MutexGuard<'static, ()>> {
-    net.architecture.uses_rng().then(|| {
-        let guard = crate::model::rng_lock();
-        net.backend.seed(seed);
-        guard
-    })
 }
 
 /// An optimiser and its learning rate, stepping a model in training mode.

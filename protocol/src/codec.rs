@@ -12,12 +12,11 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::envelope::SignedEnvelope;
 use crate::error::{Error, Result};
-use crate::message::{Message, MessageKind};
+use crate::message::Message;
+use crate::wire::{MessageKind, PROTOCOL_VERSION};
 
-/// Hard upper bound on any encoded message, whatever a caller configures.
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+pub use crate::wire::MAX_MESSAGE_BYTES;
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>()
@@ -71,7 +70,7 @@ pub const ENVELOPE_HEADER_BYTES: usize = 4;
 pub fn peek_kind(prefix: &[u8]) -> Option<MessageKind> {
     let head = &prefix[..prefix.len().min(ENVELOPE_HEADER_BYTES)];
     let ((version, kind), _): ((u16, u8), usize) = bincode::serde::decode_from_slice(head, config()).ok()?;
-    if version != crate::PROTOCOL_VERSION {
+    if version != PROTOCOL_VERSION {
         return None;
     }
     MessageKind::from_u8(kind).ok()
@@ -105,14 +104,4 @@ pub fn decode_body(kind: MessageKind, body: &[u8], cap: usize) -> Result<Message
         MessageKind::RefSetChunk => Message::RefSetChunk(from_bytes(body, cap)?),
         MessageKind::Finished => Message::Finished(from_bytes(body, cap)?),
     })
-}
-
-/// Encodes a signed envelope for the wire.
-pub fn encode_envelope(envelope: &SignedEnvelope) -> Result<Vec<u8>> {
-    to_bytes(envelope)
-}
-
-/// Decodes a signed envelope (not yet verified) from the wire.
-pub fn decode_envelope(bytes: &[u8], cap: usize) -> Result<SignedEnvelope> {
-    from_bytes(bytes, cap)
 }

@@ -7,12 +7,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::PROTOCOL_VERSION;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::ids::{Identity, ParticipantId};
-use crate::message::{Message, MessageKind};
+use crate::message::Message;
 use crate::payload::Limits;
+use crate::wire::{MessageKind, PROTOCOL_VERSION};
 
 const DOMAIN: &[u8] = b"fedistil/envelope/v1\0";
 
@@ -90,12 +90,12 @@ impl SignedEnvelope {
 
     /// Encodes the envelope for the wire.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        codec::encode_envelope(self)
+        codec::to_bytes(self)
     }
 
     /// Decodes an envelope from the wire, refusing more than its kind's cap
     /// ([`Limits::frame_cap`]).
     pub fn from_bytes(bytes: &[u8], limits: &Limits) -> Result<Self> {
-        codec::decode_envelope(bytes, limits.frame_cap(codec::peek_kind(bytes)))
+        codec::from_bytes(bytes, limits.frame_cap(codec::peek_kind(bytes)))
     }
 }

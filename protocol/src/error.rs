@@ -1,6 +1,7 @@
-//! Typed errors for everything that can go wrong on the wire.
+//! Typed errors for everything that can go wrong on the wire, and the reason codes a refused
+//! peer is sent back ([`Error::refusal_reason`] maps one to the other).
 
-use crate::message::RefusalReason;
+use serde::{Deserialize, Serialize};
 
 /// Why a message could not be encoded, decoded, verified or validated.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -88,6 +89,45 @@ impl Error {
     pub(crate) fn field(field: &'static str, reason: impl Into<String>) -> Self {
         Self::Field { field, reason: reason.into() }
     }
+}
+
+/// A reason code the sender of a refused message can act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// Upgrade: the protocol version differs.
+    WrongVersion,
+    /// Check configuration: the federation id differs.
+    WrongFederation,
+    /// Ask the operator to add this key to the roster.
+    NotOnRoster,
+    /// The round's deadline has passed or the round is closed; wait for the next announcement.
+    Late,
+    /// A submission for this round from this participant was already accepted.
+    Duplicate,
+    /// The round number is not the open round.
+    WrongRound,
+    /// The reference-set id differs from the announced one.
+    WrongReferenceSet,
+    /// Samples × classes, encoding or temperature differ from the announcement, or payload length is wrong.
+    WrongShape,
+    /// Values are not finite, not probabilities, or rows do not sum to 1.
+    InvalidValues,
+    /// The signature does not verify, or the signer is not the sending peer.
+    BadSignature,
+    /// The bytes do not decode.
+    Malformed,
+    /// The message exceeds a size cap.
+    TooLarge,
+    /// The receiver cannot serve this request now (e.g. no round open, no reference set).
+    Unavailable,
+    /// The receiving node's query policy forbids answering this (a round it already answered,
+    /// a temperature, encoding or sample count outside what it allows, its round limit).
+    Policy,
+    /// The submission answers another announcement of this round (its digest differs).
+    WrongAnnouncement,
+    /// The node's privacy budget cannot pay for another training: it will not answer rounds.
+    BudgetSpent,
 }
 
 /// Shorthand for results in this crate.

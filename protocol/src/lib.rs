@@ -3,17 +3,25 @@
 //! Pure Rust with no async runtime, network or tensor library: node, aggregator and tests all
 //! speak through these types.
 //!
+//! Layers (a module uses only modules to its left): `bounded → hex → seed → error → wire → ids →
+//! mask → refset → payload → message → codec → envelope`.
+//!
+//! - [`error`]: why a message was refused ([`Error`]) and the reason code sent back
+//!   ([`RefusalReason`]).
+//! - [`wire`]: the protocol version, the message kinds and the hard size caps.
 //! - [`ids`]: federation id, round, participant identity (an Ed25519 key, convertible to and
 //!   from a libp2p `PeerId`), reference-set id (SHA-256 of the set's canonical bytes).
-//! - [`message`]: the messages of a round and their structural validation, with reason codes.
 //! - [`mask`]: the bitset a node abstains with, over a round's announced samples.
-//! - [`payload`]: soft-label matrices in f32, f16 or 8-bit quantised form, with error bounds.
-//! - [`envelope`]: Ed25519-signed envelopes over a domain-separated digest.
+//! - [`payload`]: soft-label matrices in f32, f16 or 8-bit quantised form, with error bounds, and
+//!   the [`Limits`] a receiver accepts.
+//! - [`message`]: the messages of a round and their structural validation, and the digest of
+//!   what an announcement asks, which binds a submission to it ([`AnnouncementDigest`]).
 //! - [`codec`]: the only module that calls bincode; every decode is size-capped (each message
 //!   kind at its own size, see [`Limits::body_cap`]) and rejects trailing bytes; byte strings,
 //!   texts and lists are never allocated at a length the input only claims.
+//! - [`envelope`]: Ed25519-signed envelopes over a domain-separated digest.
 //! - [`refset`]: the reference set's canonical byte layout (also its file format).
-//! - [`query`]: the digest of what an announcement asks, which binds a submission to it.
+//! - [`hex`], [`seed`]: lower-case hex, and the project's one derivation of seeded streams.
 //!
 //! Sending a message: build a [`Message`], [`SignedEnvelope::seal`] it with your [`Identity`],
 //! [`SignedEnvelope::to_bytes`]. Receiving: [`SignedEnvelope::from_bytes`], then
@@ -31,21 +39,18 @@ pub mod ids;
 pub mod mask;
 pub mod message;
 pub mod payload;
-pub mod query;
 pub mod refset;
 pub mod seed;
+pub mod wire;
 
 pub use envelope::SignedEnvelope;
-pub use error::{Error, Result};
+pub use error::{Error, RefusalReason, Result};
 pub use ids::{FederationId, Identity, ParticipantId, ReferenceSetId, Round};
 pub use mask::Mask;
 pub use message::{
-    Consensus, Finished, Hello, JoinAccepted, JoinReply, Message, MessageKind, Receipt, ReceiptStatus, RefSetChunk,
-    RefSetRequest, RefusalReason, RoundAnnouncement, SampleSelection, Submission,
+    AnnouncementDigest, Consensus, Finished, Hello, JoinAccepted, JoinReply, Message, Receipt, ReceiptStatus,
+    RefSetChunk, RefSetRequest, RoundAnnouncement, SampleSelection, Submission,
 };
 pub use payload::{Encoding, Limits, SoftLabels};
-pub use query::AnnouncementDigest;
 pub use refset::ReferenceSet;
-
-/// Version of the protocol this build speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub use wire::{MessageKind, PROTOCOL_VERSION};

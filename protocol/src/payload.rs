@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::message::MessageKind;
+use crate::wire::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES, MessageKind};
 
 /// Allowed deviation of a row sum from 1.
 pub const ROW_SUM_TOLERANCE: f32 = 1e-3;
@@ -96,12 +96,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_message_bytes: crate::codec::MAX_MESSAGE_BYTES,
-            max_samples: 200_000,
-            max_classes: 1_000,
-            encoding: None,
-        }
+        Self { max_message_bytes: MAX_MESSAGE_BYTES, max_samples: 200_000, max_classes: 1_000, encoding: None }
     }
 }
 
@@ -139,7 +134,7 @@ impl Limits {
             MessageKind::Submission => self.max_labels_bytes() + crate::mask::mask_bytes(samples),
             // The selection, a weight byte and a count (a varint of at most 3 bytes) a sample.
             MessageKind::Consensus => selection + 4 * samples + self.max_labels_bytes(),
-            MessageKind::RefSetChunk => crate::message::MAX_CHUNK_BYTES as usize,
+            MessageKind::RefSetChunk => MAX_CHUNK_BYTES as usize,
         };
         cap.saturating_add(SMALL_BODY_BYTES).min(self.max_message_bytes)
     }

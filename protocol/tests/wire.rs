@@ -47,7 +47,7 @@ fn reason() -> impl Strategy<Value = RefusalReason> {
     ]
 }
 
-/// Every kind of message, with random but valid contents.
+/// Every kind of message, with random but valid contents (one arm a kind: as long as the list of kinds).
 fn message() -> impl Strategy<Value = Message> {
     let rid = any::<[u8; 32]>().prop_map(ReferenceSetId);
     prop_oneof![

@@ -287,7 +287,7 @@ mod tests {
             let mut p = ms[0].clone();
             sharpen(&mut p, classes, &Sharpen::Power { beta });
             for (a, b) in ms[0].chunks_exact(classes).zip(p.chunks_exact(classes)) {
-                prop_assert_eq!(crate::train::argmax(a), crate::train::argmax(b));
+                prop_assert_eq!(crate::tensor::argmax(a), crate::tensor::argmax(b));
                 prop_assert!(normalised_entropy(b) <= normalised_entropy(a) + 1e-5);
             }
         }

@@ -86,77 +86,99 @@ pub fn partition(
         by_class[labels[i] as usize].push(i);
     }
     by_class.iter_mut().for_each(|c| c.shuffle(&mut r));
-    let parts = match scheme {
-        Partition::Iid => {
-            let mut all = rows.to_vec();
-            all.shuffle(&mut r);
-            (0..nodes).map(|k| all.iter().skip(k).step_by(nodes).copied().collect()).collect()
-        }
-        Partition::Dirichlet { alpha } => {
-            check_alpha(*alpha)?;
-            let mut attempt = 0;
-            loop {
-                let mut parts = vec![Vec::new(); nodes];
-                for members in &by_class {
-                    let p = dirichlet(&mut r, *alpha, nodes);
-                    let cuts = proportional_cuts(&p, members.len());
-                    for (k, (a, b)) in cuts.iter().enumerate() {
-                        parts[k].extend_from_slice(&members[*a..*b]);
-                    }
-                }
-                if parts.iter().all(|p: &Vec<usize>| p.len() >= min_size) {
-                    break parts;
-                }
-                attempt += 1;
-                if attempt >= 1000 {
-                    return Err(Error::Split(format!(
-                        "Dirichlet(α = {alpha}) left a node under {min_size} rows in 1000 draws; raise α or lower the minimum"
-                    )));
-                }
-            }
-        }
-        Partition::Classes { k } => {
-            if *k == 0 || *k > classes {
-                return Err(Error::Split(format!("{k} classes per node, data has {classes}")));
-            }
-            let holders: Vec<Vec<usize>> = (0..classes)
-                .map(|c| (0..nodes).filter(|n| (0..*k).any(|j| (n * k + j) % classes == c)).collect())
-                .collect();
-            let mut parts = vec![Vec::new(); nodes];
-            for (c, members) in by_class.iter().enumerate() {
-                let h = &holders[c];
-                for (j, &i) in members.iter().enumerate() {
-                    if !h.is_empty() {
-                        parts[h[j % h.len()]].push(i);
-                    }
-                }
-            }
-            if let Some((n, p)) = parts.iter().enumerate().find(|(_, p)| p.len() < min_size) {
-                return Err(Error::Split(format!("node {n} got {} rows, fewer than the minimum {min_size}", p.len())));
-            }
-            parts
-        }
-        Partition::Quantity { alpha } => {
-            check_alpha(*alpha)?;
-            let mut all = rows.to_vec();
-            all.shuffle(&mut r);
-            let extra = all.len() - nodes * min_size;
-            let p = dirichlet(&mut r, *alpha, nodes);
-            let cuts = proportional_cuts(&p, extra);
-            let mut start = 0;
-            (0..nodes)
-                .map(|k| {
-                    let len = min_size + (cuts[k].1 - cuts[k].0);
-                    let part = all[start..start + len].to_vec();
-                    start += len;
-                    part
-                })
-                .collect()
-        }
+    let mut parts = match scheme {
+        Partition::Iid => iid(rows, nodes, &mut r),
+        Partition::Dirichlet { alpha } => dirichlet_labels(&by_class, nodes, *alpha, min_size, &mut r)?,
+        Partition::Classes { k } => classes_per_node(&by_class, nodes, *k, min_size)?,
+        Partition::Quantity { alpha } => dirichlet_quantities(rows, nodes, *alpha, min_size, &mut r)?,
     };
-    let mut parts: Vec<Vec<usize>> = parts;
     parts.iter_mut().for_each(|p| p.sort_unstable());
     Ok(parts)
+}
+
+/// [`Partition::Iid`]: the rows shuffled and dealt out in turn.
+fn iid(rows: &[usize], nodes: usize, r: &mut Rng) -> Vec<Vec<usize>> {
+    let mut all = rows.to_vec();
+    all.shuffle(r);
+    (0..nodes).map(|k| all.iter().skip(k).step_by(nodes).copied().collect()).collect()
+}
+
+/// [`Partition::Dirichlet`]: each class's (shuffled) rows cut across nodes by proportions drawn
+/// from Dirichlet(α), drawn again (up to 1000 times) until every node has `min_size` rows.
+fn dirichlet_labels(
+    by_class: &[Vec<usize>],
+    nodes: usize,
+    alpha: f64,
+    min_size: usize,
+    r: &mut Rng,
+) -> Result<Vec<Vec<usize>>> {
+    check_alpha(alpha)?;
+    for _ in 0..1000 {
+        let mut parts = vec![Vec::new(); nodes];
+        for members in by_class {
+            let p = dirichlet(r, alpha, nodes);
+            let cuts = proportional_cuts(&p, members.len());
+            for (k, (a, b)) in cuts.iter().enumerate() {
+                parts[k].extend_from_slice(&members[*a..*b]);
+            }
+        }
+        if parts.iter().all(|p: &Vec<usize>| p.len() >= min_size) {
+            return Ok(parts);
+        }
+    }
+    Err(Error::Split(format!(
+        "Dirichlet(α = {alpha}) left a node under {min_size} rows in 1000 draws; raise α or lower the minimum"
+    )))
+}
+
+/// [`Partition::Classes`]: node `n` holds classes `n·k … n·k + k − 1` (mod the class count),
+/// and each class's rows are dealt out in turn among the nodes that hold it.
+fn classes_per_node(by_class: &[Vec<usize>], nodes: usize, k: usize, min_size: usize) -> Result<Vec<Vec<usize>>> {
+    let classes = by_class.len();
+    if k == 0 || k > classes {
+        return Err(Error::Split(format!("{k} classes per node, data has {classes}")));
+    }
+    let holders: Vec<Vec<usize>> =
+        (0..classes).map(|c| (0..nodes).filter(|n| (0..k).any(|j| (n * k + j) % classes == c)).collect()).collect();
+    let mut parts = vec![Vec::new(); nodes];
+    for (c, members) in by_class.iter().enumerate() {
+        let h = &holders[c];
+        for (j, &i) in members.iter().enumerate() {
+            if !h.is_empty() {
+                parts[h[j % h.len()]].push(i);
+            }
+        }
+    }
+    if let Some((n, p)) = parts.iter().enumerate().find(|(_, p)| p.len() < min_size) {
+        return Err(Error::Split(format!("node {n} got {} rows, fewer than the minimum {min_size}", p.len())));
+    }
+    Ok(parts)
+}
+
+/// [`Partition::Quantity`]: the rows shuffled and cut into consecutive slices, each `min_size`
+/// rows plus a share of the rest drawn from Dirichlet(α).
+fn dirichlet_quantities(
+    rows: &[usize],
+    nodes: usize,
+    alpha: f64,
+    min_size: usize,
+    r: &mut Rng,
+) -> Result<Vec<Vec<usize>>> {
+    check_alpha(alpha)?;
+    let mut all = rows.to_vec();
+    all.shuffle(r);
+    let extra = all.len() - nodes * min_size;
+    let p = dirichlet(r, alpha, nodes);
+    let cuts = proportional_cuts(&p, extra);
+    let mut start = 0;
+    Ok((0..nodes)
+        .map(|k| {
+            let len = min_size + (cuts[k].1 - cuts[k].0);
+            let part = all[start..start + len].to_vec();
+            start += len;
+            part
+        })
+        .collect())
 }
 
 fn check_alpha(alpha: f64) -> Result<()> {

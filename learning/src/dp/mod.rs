@@ -40,6 +40,7 @@ use crate::Error;
 use crate::arch::{Layers, Tap};
 use crate::loss::cross_entropy_rows;
 use crate::privacy::Segment;
+use crate::step::check_finite;
 
 mod generator;
 
@@ -151,7 +152,7 @@ pub(crate) fn clip_factors(
     let logits = layers.clone().no_grad().forward_tapped(x, &mut taps);
     let loss = cross_entropy_rows(logits, one_hot).sum();
     let value: f32 = loss.clone().into_scalar();
-    crate::step::check_finite(value, "private training")?;
+    check_finite(value, "private training")?;
     let grads = loss.backward();
     let norms: Vec<f32> = row_sq_norms(&taps, &grads)?
         .try_into_vec_as::<f32>()
@@ -188,8 +189,7 @@ pub(crate) fn add_noise(layers: &Layers, grads: &mut GradientsParams, std: f32, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loss::one_hot;
-    use crate::step::rows_tensor;
+    use crate::tensor::{one_hot, rows_tensor};
     use crate::{Architecture, BackendKind, Model};
 
     /// Squared norm of every parameter gradient of `layers` for one row, by plain autodiff.

@@ -14,19 +14,27 @@
 //! ```
 //!
 //! One module per exchange: [`join`], [`round`], [`receipt`], [`transfer`]; [`selection`] is how a
-//! round names its samples. This module ties them into [`Message`] and validates structure.
+//! round names its samples and [`query`] the digest of what it asks. This module ties them into
+//! [`Message`] and validates structure. The kind byte of each message, [`MessageKind`], and the
+//! refusal codes, [`RefusalReason`], live below it (in [`crate::wire`] and [`crate::error`]) and
+//! are re-exported here.
 
 mod join;
+mod query;
 mod receipt;
 mod round;
 mod selection;
 mod transfer;
 
 pub use join::{Hello, JoinAccepted, JoinReply};
-pub use receipt::{Finished, MAX_DETAIL_LEN, Receipt, ReceiptStatus, RefusalReason, short_detail};
+pub use query::AnnouncementDigest;
+pub use receipt::{Finished, MAX_DETAIL_LEN, Receipt, ReceiptStatus, short_detail};
 pub use round::{Consensus, RoundAnnouncement, Submission};
 pub use selection::SampleSelection;
-pub use transfer::{MAX_CHUNK_BYTES, RefSetChunk, RefSetRequest};
+pub use transfer::{RefSetChunk, RefSetRequest};
+
+pub use crate::error::RefusalReason;
+pub use crate::wire::{MAX_CHUNK_BYTES, MessageKind};
 
 use crate::error::{Error, Result};
 use crate::ids::{FederationId, Round};
@@ -56,61 +64,6 @@ pub enum Message {
     RefSetChunk(RefSetChunk),
     /// See [`Finished`].
     Finished(Finished),
-}
-
-/// The kind byte of each message, signed as part of the envelope.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum MessageKind {
-    /// [`Hello`]
-    Hello = 1,
-    /// [`JoinReply`]
-    JoinReply = 2,
-    /// [`RoundAnnouncement`]
-    RoundAnnouncement = 3,
-    /// [`Submission`]
-    Submission = 4,
-    /// [`Consensus`]
-    Consensus = 5,
-    /// [`Receipt`]
-    Receipt = 6,
-    /// [`RefSetRequest`]
-    RefSetRequest = 7,
-    /// [`RefSetChunk`]
-    RefSetChunk = 8,
-    /// [`Finished`]
-    Finished = 9,
-}
-
-impl MessageKind {
-    /// Every kind.
-    pub const ALL: [MessageKind; 9] = [
-        Self::Hello,
-        Self::JoinReply,
-        Self::RoundAnnouncement,
-        Self::Submission,
-        Self::Consensus,
-        Self::Receipt,
-        Self::RefSetRequest,
-        Self::RefSetChunk,
-        Self::Finished,
-    ];
-
-    /// Parses a kind byte.
-    pub fn from_u8(b: u8) -> Result<Self> {
-        Ok(match b {
-            1 => Self::Hello,
-            2 => Self::JoinReply,
-            3 => Self::RoundAnnouncement,
-            4 => Self::Submission,
-            5 => Self::Consensus,
-            6 => Self::Receipt,
-            7 => Self::RefSetRequest,
-            8 => Self::RefSetChunk,
-            9 => Self::Finished,
-            other => return Err(Error::Kind(other)),
-        })
-    }
 }
 
 impl Message {

@@ -1,7 +1,8 @@
-//! Receipts, refusals with their reason codes, and the word that a federation is over.
+//! Receipts (accepted, or refused with a [`RefusalReason`]) and the word that a federation is over.
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::RefusalReason;
 use crate::ids::{FederationId, Round};
 
 /// Longest free-text detail in a receipt or rejection.
@@ -17,45 +18,6 @@ pub fn short_detail(text: &str) -> String {
         end -= 1;
     }
     text[..end].to_owned()
-}
-
-/// A reason code the sender of a refused message can act on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum RefusalReason {
-    /// Upgrade: the protocol version differs.
-    WrongVersion,
-    /// Check configuration: the federation id differs.
-    WrongFederation,
-    /// Ask the operator to add this key to the roster.
-    NotOnRoster,
-    /// The round's deadline has passed or the round is closed; wait for the next announcement.
-    Late,
-    /// A submission for this round from this participant was already accepted.
-    Duplicate,
-    /// The round number is not the open round.
-    WrongRound,
-    /// The reference-set id differs from the announced one.
-    WrongReferenceSet,
-    /// Samples × classes, encoding or temperature differ from the announcement, or payload length is wrong.
-    WrongShape,
-    /// Values are not finite, not probabilities, or rows do not sum to 1.
-    InvalidValues,
-    /// The signature does not verify, or the signer is not the sending peer.
-    BadSignature,
-    /// The bytes do not decode.
-    Malformed,
-    /// The message exceeds a size cap.
-    TooLarge,
-    /// The receiver cannot serve this request now (e.g. no round open, no reference set).
-    Unavailable,
-    /// The receiving node's query policy forbids answering this (a round it already answered,
-    /// a temperature, encoding or sample count outside what it allows, its round limit).
-    Policy,
-    /// The submission answers another announcement of this round (its digest differs).
-    WrongAnnouncement,
-    /// The node's privacy budget cannot pay for another training: it will not answer rounds.
-    BudgetSpent,
 }
 
 /// Whether a submission was accepted.

@@ -2,12 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{RefusalReason, SampleSelection};
+use super::{AnnouncementDigest, RefusalReason, SampleSelection};
 use crate::error::{Error, Result};
 use crate::ids::{FederationId, ReferenceSetId, Round};
 use crate::mask::Mask;
 use crate::payload::{Encoding, SoftLabels};
-use crate::query::AnnouncementDigest;
 
 /// The aggregator opens a round.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

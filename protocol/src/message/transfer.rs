@@ -4,9 +4,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{FederationId, ReferenceSetId};
 
-/// Largest reference-set chunk in one message.
-pub const MAX_CHUNK_BYTES: u32 = 4 << 20;
-
 /// Request for a chunk of the reference set's canonical bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RefSetRequest {
@@ -16,7 +13,7 @@ pub struct RefSetRequest {
     pub reference_set: ReferenceSetId,
     /// Byte offset.
     pub offset: u64,
-    /// Bytes wanted (at most [`MAX_CHUNK_BYTES`]).
+    /// Bytes wanted (at most [`MAX_CHUNK_BYTES`](crate::wire::MAX_CHUNK_BYTES)).
     pub len: u32,
 }
 

@@ -17,7 +17,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{RoundAnnouncement, SampleSelection};
+use super::{RoundAnnouncement, SampleSelection};
 use crate::payload::Encoding;
 
 const DOMAIN: &[u8] = b"fedistil/announcement/v1\0";
