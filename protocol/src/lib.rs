@@ -33,6 +33,7 @@ pub mod message;
 pub mod payload;
 pub mod query;
 pub mod refset;
+pub mod secagg;
 pub mod seed;
 
 pub use envelope::SignedEnvelope;
