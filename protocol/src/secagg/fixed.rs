@@ -121,7 +121,7 @@ impl FixedPoint {
     /// Checks a sum over `members` members (see the module's doc) and splits it into counts and
     /// totals.
     pub fn tally(&self, sum: &[u32], classes: usize, members: usize) -> Result<Tally> {
-        if classes == 0 || sum.len() % (classes + 1) != 0 {
+        if classes == 0 || !sum.len().is_multiple_of(classes + 1) {
             return Err(Error::Input(format!("a sum of {} words is not samples of {classes} classes", sum.len())));
         }
         let samples = sum.len() / (classes + 1);

@@ -50,7 +50,9 @@
 //!   derive it from something it cannot grind if that matters.
 //! - **Word width.** Words are summed modulo 2ᵇ, b ∈ {8, 16, 24, 32}; [`fixed`] picks b from the
 //!   fixed-point scale and the number of members (`members · scale < 2ᵇ`).
-//! - **Shamir** over GF(2⁸) written here ([`shamir`](self::shamir)'s doc says why no crate).
+//! - **Shamir** over GF(2⁸), written here (80 lines, constant-time): `vsss-rs` would add a second
+//!   `generic-array` and `ff`; `blahaj`/`sharks` use secret-indexed tables and mishandle repeated
+//!   shares (module `shamir` says more).
 //! - **Stream cipher**: ChaCha20 from the `chacha20` crate, the version rand 0.10 already builds.
 //!
 //! # What it guarantees, and what it does not

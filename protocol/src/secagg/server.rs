@@ -285,8 +285,8 @@ impl Server {
         Ok(())
     }
 
-    /// Closes the signature step: the request to send every survivor. Fails with fewer than T
-    /// signatures.
+    /// Closes the signature step: the request to send every survivor, with T of the signatures.
+    /// Fails with fewer than T.
     pub fn close_signatures(&mut self) -> Result<UnmaskRequest> {
         self.expect(Stage::Signatures)?;
         let need = self.setup.threshold();
@@ -298,7 +298,8 @@ impl Server {
             federation: self.setup.federation().clone(),
             round: self.setup.round(),
             survivors: self.survivor_set(),
-            signatures: self.signatures.iter().map(|(&m, &s)| (m, s)).collect(),
+            // T signatures are what a member asks for: more would only make every request longer.
+            signatures: self.signatures.iter().take(need).map(|(&m, &s)| (m, s)).collect(),
         })
     }
 
