@@ -525,7 +525,8 @@ fn masked_vectors_look_uniform_and_uncorrelated_with_the_true_soft_labels() {
 /// `cargo test --release -p protocol bytes_per_member -- --nocapture` to see the table.
 #[test]
 fn bytes_per_member_per_round_grow_with_log_n() {
-    println!("members  k   T  b   words  vector  up/member  down/member  overhead/member  (bytes, mean over members)");
+    println!("members  k   T  b   words  vector  up/member  down/member  overhead/member  round ms");
+    println!("(bytes: mean over members; round ms: every member and the server in one thread, not a benchmark)");
     let mut overheads = Vec::new();
     for (bits, words) in [(32, 250 * 10 * 2), (16, FixedPoint::words(250, 10))] {
         for n in [10, 50, 100] {
@@ -534,14 +535,16 @@ fn bytes_per_member_per_round_grow_with_log_n() {
             let t = k / 2 + 1;
             let setup = setup_for(&ids, 1, t, None, bits, words);
             let inputs = vectors(n, words, bits, 3);
+            let started = std::time::Instant::now();
             let round = run(&setup, &ids, &inputs, &vec![Dropout::Never; n]);
+            let ms = started.elapsed().as_millis();
             assert!(round.result.is_ok());
             let up = round.traffic.up.iter().sum::<usize>() / n;
             let down = round.traffic.down.iter().sum::<usize>() / n;
             let vector = words * setup.word_bytes();
             let overhead = up + down - vector;
             println!(
-                "{n:>7} {:>3} {t:>3} {bits:>2} {words:>6} {vector:>7} {up:>10} {down:>12} {overhead:>16}",
+                "{n:>7} {:>3} {t:>3} {bits:>2} {words:>6} {vector:>7} {up:>10} {down:>12} {overhead:>16} {ms:>9}",
                 setup.degree()
             );
             overheads.push((n, setup.degree(), overhead));
@@ -554,4 +557,108 @@ fn bytes_per_member_per_round_grow_with_log_n() {
     for (n, k, overhead) in overheads {
         assert!(overhead < 540 * k, "n = {n}, k = {k}: {overhead} bytes of overhead");
     }
+}
+
+#[test]
+fn the_server_refuses_what_does_not_fit_the_step_and_a_corrupt_share_spoils_nothing_silently() {
+    let (ids, setup, mut clients, mut server) = masked_round(6, 3);
+    let id = |m: usize| ids[m].id();
+    // Every vector is in: a second one, or one of the wrong length, or a call of another step.
+    let (_, fresh) = Client::start(setup.clone(), &ids[0]).unwrap();
+    assert!(matches!(server.receive_keys(&id(0), fresh), Err(Error::Stage { got: Stage::Keys, .. })));
+    let y = MaskedInput { federation: setup.federation().clone(), round: setup.round(), words: vec![0; 32] };
+    assert!(matches!(server.receive_masked(&id(0), y.clone()), Err(Error::Malformed(_))));
+    let short = MaskedInput { words: vec![0; 31], ..y.clone() };
+    assert!(matches!(server.receive_masked(&id(0), short), Err(Error::Malformed(_))));
+    let stranger = Identity::from_seed([200; 32]).unwrap().id();
+    assert!(matches!(server.close_signatures(), Err(Error::Stage { .. })));
+    let list = server.close_masked().unwrap();
+    assert!(matches!(server.receive_masked(&id(0), y), Err(Error::Stage { .. })));
+    for (i, c) in clients.iter_mut().enumerate() {
+        let signature = c.sign_survivors(&list, &ids[i]).unwrap();
+        assert!(matches!(server.receive_signature(&stranger, signature.clone()), Err(Error::Unexpected { .. })));
+        // A signature relayed by another member is refused: it is not theirs.
+        if i > 0 {
+            assert_eq!(server.receive_signature(&id(0), signature.clone()), Err(Error::BadSignature { signer: id(0) }));
+        }
+        server.receive_signature(&id(i), signature).unwrap();
+    }
+    let request = server.close_signatures().unwrap();
+    assert_eq!(request.signatures.len(), 3);
+    let mut answers: Vec<UnmaskResponse> = clients.iter_mut().map(|c| c.unmask(&request).unwrap()).collect();
+    // A share of a member that is not the sender's neighbour's, or of the wrong kind, is refused.
+    let mut wrong_kind = answers[1].clone();
+    wrong_kind.key_shares.push(wrong_kind.self_shares.remove(0));
+    assert!(matches!(server.receive_unmask(&id(1), wrong_kind), Err(Error::Malformed(_))));
+    let mut own = answers[1].clone();
+    own.self_shares.push((1, [0; 32]));
+    assert!(matches!(server.receive_unmask(&id(1), own), Err(Error::Malformed(_))));
+    // Member 1 reveals a wrong share of member 0's seed: the rebuilt seed misses its commitment.
+    answers[1].self_shares.iter_mut().filter(|(m, _)| *m == 0).for_each(|(_, s)| s[0] ^= 1);
+    for (i, a) in answers.into_iter().enumerate() {
+        server.receive_unmask(&id(i), a.clone()).unwrap();
+        assert!(matches!(server.receive_unmask(&id(i), a), Err(Error::Malformed(_))));
+    }
+    assert!(server.ready());
+    assert_eq!(server.finish(), Err(Error::Corrupt { member: id(0), secret: SecretKind::SelfMask }));
+}
+
+#[test]
+fn a_client_takes_each_step_once_and_in_order() {
+    let ids = identities(4);
+    let setup = setup_for(&ids, 1, 2, None, 16, 3);
+    let (mut client, _) = Client::start(setup.clone(), &ids[0]).unwrap();
+    let delivery = ShareDelivery { federation: setup.federation().clone(), round: 1, shares: Vec::new() };
+    assert_eq!(client.mask(&delivery, &[0; 3]), Err(Error::Stage { got: Stage::Shares, expected: Stage::Keys }));
+    let request = request(&setup, &ids, &[0, 1, 2, 3], &[1, 2]);
+    assert!(matches!(client.unmask(&request), Err(Error::Stage { got: Stage::Unmask, .. })));
+    let others: Vec<KeyAdvertisement> = ids[1..].iter().map(|i| Client::start(setup.clone(), i).unwrap().1).collect();
+    let mine = KeyAdvertisement {
+        federation: setup.federation().clone(),
+        round: 1,
+        keys: others.iter().flat_map(|a| a.keys.iter().filter(|k| k.to == 0).cloned()).collect(),
+    };
+    // One neighbour's key is too few for T = 2; three are enough, once.
+    let one = KeyAdvertisement { keys: mine.keys[..1].to_vec(), ..mine.clone() };
+    assert_eq!(client.share(&one), Err(Error::TooFewNeighbours { stage: Stage::Keys, have: 1, need: 2 }));
+    client.share(&mine).unwrap();
+    assert!(matches!(client.share(&mine), Err(Error::Stage { got: Stage::Keys, expected: Stage::Shares })));
+    // Words of b bits or more, or a vector of another length, are refused before anything else.
+    assert!(matches!(client.mask(&delivery, &[0, 1 << 16, 0]), Err(Error::Input(_))));
+    assert!(matches!(client.mask(&delivery, &[0; 4]), Err(Error::Input(_))));
+    assert_eq!(
+        client.mask(&delivery, &[0; 3]),
+        Err(Error::TooFewNeighbours { stage: Stage::Shares, have: 0, need: 2 })
+    );
+    // Someone else's identity cannot start as a member it is not.
+    let outsider = Identity::from_seed([99; 32]).unwrap();
+    assert!(matches!(Client::start(setup, &outsider), Err(Error::Unexpected { .. })));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn decoding_arbitrary_bytes_as_any_message_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = codec::from_bytes::<KeyAdvertisement>(&data, 1 << 12);
+        let _ = codec::from_bytes::<ShareBundle>(&data, 1 << 12);
+        let _ = codec::from_bytes::<ShareDelivery>(&data, 1 << 12);
+        let _ = codec::from_bytes::<MaskedInput>(&data, 1 << 12);
+        let _ = codec::from_bytes::<SurvivorList>(&data, 1 << 12);
+        let _ = codec::from_bytes::<SurvivorSignature>(&data, 1 << 12);
+        let _ = codec::from_bytes::<UnmaskRequest>(&data, 1 << 12);
+        let _ = codec::from_bytes::<UnmaskResponse>(&data, 1 << 12);
+    }
+}
+
+#[test]
+fn a_signature_of_another_length_does_not_decode() {
+    let fed = federation();
+    let good = SurvivorSignature { federation: fed, round: 1, signature: Signature([7; 64]) };
+    let bytes = codec::to_bytes(&good).unwrap();
+    assert_eq!(codec::from_bytes::<SurvivorSignature>(&bytes, 1 << 10).unwrap(), good);
+    // The signature is the last field: its length prefix is 64 bytes from the end, less one.
+    let mut short = bytes[..bytes.len() - 1].to_vec();
+    let at = short.len() - 64;
+    short[at] = 63;
+    assert!(codec::from_bytes::<SurvivorSignature>(&short, 1 << 10).is_err());
 }
