@@ -116,7 +116,9 @@ impl Client {
 
     /// Takes the neighbours' keys for us (each checked against its signer, federation and round),
     /// agrees a pair secret with each, and shares our two secrets among them: T shares rebuild
-    /// either. Fails if fewer than T neighbours advertised a key.
+    /// either. Fails if fewer than T neighbours advertised a key; a refused message changes
+    /// nothing, except a key X25519 refuses (signed by the neighbour itself): then this member
+    /// cannot go on this round.
     pub fn share(&mut self, keys: &KeyAdvertisement) -> Result<ShareBundle> {
         let State::Advertised { private, secrets } = &mut self.state else {
             return Err(Error::Stage { got: Stage::Keys, expected: self.stage() });

@@ -122,7 +122,8 @@ impl Server {
         }
     }
 
-    /// Takes a member's pair keys (`from`: the peer the transport authenticated).
+    /// Takes a member's pair keys, one for each neighbour (`from`: the peer the transport
+    /// authenticated).
     pub fn receive_keys(&mut self, from: &ParticipantId, advertisement: KeyAdvertisement) -> Result<()> {
         self.expect(Stage::Keys)?;
         check_binding(&self.setup, &advertisement.federation, advertisement.round)?;
@@ -138,6 +139,9 @@ impl Server {
             let setup = &self.setup;
             let digest = crypto::pair_key_digest(setup.federation(), setup.round(), from, setup.id(k.to), &k.public);
             from.verify(&digest, &k.signature.0).map_err(|_| Error::BadSignature { signer: *from })?;
+        }
+        if to.len() != self.setup.neighbours(m).len() {
+            return Err(Error::Malformed(format!("{from} advertised keys for {} of its neighbours", to.len())));
         }
         self.keys.insert(m, advertisement.keys);
         Ok(())
