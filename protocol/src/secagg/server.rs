@@ -321,7 +321,8 @@ impl Server {
         for (owners_survived, list) in [(true, &response.self_shares), (false, &response.key_shares)] {
             for &(owner, share) in list {
                 let fits = self.shared.contains(&owner) && self.alive.contains(&owner) == owners_survived;
-                let x = self.setup.share_x(owner, m).filter(|_| fits && owners.insert(owner));
+                // `fits` first: an owner outside the cohort must not be looked up.
+                let x = fits.then(|| self.setup.share_x(owner, m)).flatten().filter(|_| owners.insert(owner));
                 let x = x.ok_or_else(|| Error::Malformed(format!("{from} sent a share of member {owner}")))?;
                 points.push((owners_survived, owner, x, share));
             }

@@ -593,6 +593,9 @@ fn the_server_refuses_what_does_not_fit_the_step_and_a_corrupt_share_spoils_noth
     let mut wrong_kind = answers[1].clone();
     wrong_kind.key_shares.push(wrong_kind.self_shares.remove(0));
     assert!(matches!(server.receive_unmask(&id(1), wrong_kind), Err(Error::Malformed(_))));
+    let mut outside = answers[1].clone();
+    outside.key_shares.push((60_000, [0; 32]));
+    assert!(matches!(server.receive_unmask(&id(1), outside), Err(Error::Malformed(_))));
     let mut own = answers[1].clone();
     own.self_shares.push((1, [0; 32]));
     assert!(matches!(server.receive_unmask(&id(1), own), Err(Error::Malformed(_))));
