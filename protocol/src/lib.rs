@@ -40,6 +40,7 @@ pub mod mask;
 pub mod message;
 pub mod payload;
 pub mod refset;
+pub mod secagg;
 pub mod seed;
 pub mod wire;
 
