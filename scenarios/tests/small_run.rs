@@ -8,13 +8,14 @@ use std::path::PathBuf;
 use learning::consensus::Rule;
 use scenarios::Scenario;
 use scenarios::faults::Attack;
+use scenarios::layout::{RunDir, node_name};
 use scenarios::presets::preset;
 use scenarios::run::{Results, RunOptions, run};
 use scenarios::spec::{Fault, data_dir};
 use tempfile::TempDir;
 
 fn small(name: &str) -> Scenario {
-    let mut s = Scenario::from_toml(&preset("quickstart", &data_dir()).unwrap()).unwrap();
+    let mut s = preset("quickstart", &data_dir()).unwrap();
     s.name = name.into();
     s.rounds = 2;
     s.split.nodes = 4;
@@ -31,7 +32,7 @@ async fn go(s: &Scenario) -> (Results, TempDir) {
 
 async fn go_in(s: &Scenario, dir_name: &str) -> (Results, TempDir) {
     let dir = common::test_dir("small", dir_name);
-    let r = run(s, &RunOptions { out: dir.path().to_owned(), progress: false })
+    let r = run(s, &RunOptions { out: dir.path().to_owned(), ..RunOptions::default() })
         .await
         .unwrap_or_else(|e| panic!("{}: {e:#}", s.name));
     (r, dir)
@@ -42,22 +43,24 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
     let s = small("small");
     let (r, tmp) = go(&s).await;
     let dir = tmp.path();
+    let run_dir = RunDir::new(dir);
+    let global = run_dir.global_model();
     for f in [
-        "config.toml",
-        "results.json",
-        "rounds.csv",
-        "report.md",
-        "federation.toml",
-        "aggregator/global.bpk",
-        "aggregator/global.safetensors",
-        "aggregator/global.onnx",
-        "aggregator/metrics.jsonl",
-        "nodes/node-00/node.toml",
-        "nodes/node-00/state/egress.jsonl",
+        run_dir.config(),
+        run_dir.results(),
+        run_dir.rounds_csv(),
+        run_dir.report(),
+        run_dir.federation(),
+        global.with_extension("bpk"),
+        global.with_extension("safetensors"),
+        global.with_extension("onnx"),
+        run_dir.metrics(),
+        run_dir.node(0).config(),
+        run_dir.node(0).state().join("egress.jsonl"),
     ] {
-        assert!(dir.join(f).is_file(), "missing {f}");
+        assert!(f.is_file(), "missing {}", f.display());
     }
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.results()).unwrap()).unwrap();
     for key in [
         "rounds",
         "global_accuracy",
@@ -86,7 +89,7 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
     assert!(r.global_accuracy > 0.5, "{}", r.global_accuracy);
     assert!(r.global_accuracy > r.local_only.as_ref().unwrap().mean);
     // Egress ledger: a node sent only hellos, submissions and receipts — never its data.
-    let ledger = net::ledger::Ledger::read(&dir.join("nodes/node-00/state/egress.jsonl")).unwrap();
+    let ledger = net::ledger::Ledger::read(&run_dir.node(0).state().join("egress.jsonl")).unwrap();
     let kinds: std::collections::BTreeSet<String> = ledger.iter().map(|e| e.kind.clone()).collect();
     assert!(kinds.iter().all(|k| ["Hello", "Submission", "Receipt"].contains(&k.as_str())), "{kinds:?}");
     assert_eq!(ledger.iter().filter(|e| e.kind == "Submission").count(), 2);
@@ -97,11 +100,12 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
     std::fs::create_dir_all(&base).unwrap();
     let again_dir = tempfile::Builder::new().prefix("fd-small-again-").tempdir_in(&base).unwrap();
     let rel = base.join(again_dir.path().file_name().unwrap());
-    let again = run(&small("small"), &RunOptions { out: rel.clone(), progress: false }).await.unwrap();
+    let again = run(&small("small"), &RunOptions { out: rel.clone(), ..RunOptions::default() }).await.unwrap();
     // The config files it wrote run as they are, from any working directory: their paths hold.
-    let n = node::NodeConfig::load(&rel.join("nodes/node-00/node.toml")).unwrap();
+    let rel = RunDir::new(rel);
+    let n = node::NodeConfig::load(&rel.node(0).config()).unwrap();
     assert!(n.key.is_file() && n.reference.is_file() && n.state_dir.join("model.bpk").is_file(), "{n:?}");
-    let a = aggregator::AggregatorConfig::load(&rel.join("federation.toml")).unwrap();
+    let a = aggregator::AggregatorConfig::load(&rel.federation()).unwrap();
     assert!(a.key.is_file() && a.reference.path.is_file() && a.output.join("global.bpk").is_file(), "{a:?}");
     let strip = |r: &Results| {
         let mut v = serde_json::to_value(r).unwrap();
@@ -136,21 +140,22 @@ async fn a_dropped_node_misses_its_round_and_comes_back() {
     s.nodes.copy_reference = false;
     let (r, tmp) = go(&s).await;
     let dir = tmp.path();
-    let reference = std::fs::read(dir.join("reference.fdref")).unwrap();
+    let dir = RunDir::new(dir);
+    let reference = std::fs::read(dir.reference()).unwrap();
     for i in 0..4 {
-        let fetched = std::fs::read(dir.join(format!("nodes/node-{i:02}/state/reference.fdref"))).unwrap();
+        let fetched = std::fs::read(dir.node(i).reference()).unwrap();
         assert_eq!(fetched, reference, "node {i} fetched the reference set");
     }
     let parts: Vec<&Vec<String>> = r.rounds.iter().map(|x| &x.participants).collect();
-    assert!(parts[0].contains(&"node-01".to_string()), "{parts:?}");
-    assert!(!parts[1].contains(&"node-01".to_string()), "{parts:?}");
+    assert!(parts[0].contains(&node_name(1)), "{parts:?}");
+    assert!(!parts[1].contains(&node_name(1)), "{parts:?}");
     assert_eq!(parts[1].len(), 3);
-    assert!(parts[2].contains(&"node-01".to_string()), "back for round 3: {parts:?}");
+    assert!(parts[2].contains(&node_name(1)), "back for round 3: {parts:?}");
 }
 
 /// Test accuracy and validation NLL of the global model after the last round of a run.
 fn final_quality(r: &Results, dir: &std::path::Path) -> (f32, f32) {
-    let metrics = std::fs::read_to_string(dir.join("aggregator/metrics.jsonl")).unwrap();
+    let metrics = std::fs::read_to_string(RunDir::new(dir).metrics()).unwrap();
     let last: aggregator::RoundMetrics = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     (r.global_accuracy, last.nll.expect("the scenario has a validation set"))
 }
@@ -230,14 +235,14 @@ async fn a_private_node_spends_within_its_budget_then_refuses_rounds() {
     let dir = tmp.path();
     let participants: Vec<usize> = r.rounds.iter().map(|x| x.participants.len()).collect();
     assert_eq!(participants, vec![4, 4, 3], "{:?}", r.rounds);
-    assert!(!r.rounds[2].participants.contains(&"node-00".to_string()));
+    assert!(!r.rounds[2].participants.contains(&node_name(0)));
     let p = r.privacy.as_ref().expect("privacy results");
     assert_eq!(p.trainings, vec![2, 0, 0, 0], "two trainings paid for, none for the refused round or the final digest");
     assert_eq!(p.budget, vec![Some(8.0), None, None, None]);
     assert!(p.spent[0] <= 8.0 && p.spent[0] > 7.0, "the plan spends the budget, no more: {}", p.spent[0]);
     assert_eq!(p.max_spent, p.spent[0]);
     // The node's own status says the same, from its config file.
-    let cfg = node::NodeConfig::load(&dir.join("nodes/node-00/node.toml")).unwrap();
+    let cfg = node::NodeConfig::load(&RunDir::new(dir).node(0).config()).unwrap();
     let status = node::privacy_status(&cfg).unwrap();
     assert_eq!((status.trainings, status.trainings_left), (2, 0));
     assert!((status.spent - p.spent[0]).abs() < 1e-9);
@@ -318,15 +323,15 @@ async fn abstentions_travel_as_masks_and_the_consensus_counts_them() {
     s.nodes.abstain = Some(learning::abstain::Abstain { quantile: Some(0.2), ..Default::default() });
     s.consensus.min_count = 2;
     let (r, tmp) = go(&s).await;
-    let dir = tmp.path();
+    let dir = RunDir::new(tmp.path());
     assert!(r.rounds.iter().all(|x| x.participants.len() == 4), "a node that abstains still answers");
-    let metrics = std::fs::read_to_string(dir.join("aggregator/metrics.jsonl")).unwrap();
+    let metrics = std::fs::read_to_string(dir.metrics()).unwrap();
     let last: aggregator::RoundMetrics = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     let samples = last.samples;
     let mut counts = vec![0u32; samples];
     let mut abstentions = 0;
     for i in 0..4 {
-        let text = std::fs::read_to_string(dir.join(format!("nodes/node-{i:02}/state/answers.json"))).unwrap();
+        let text = std::fs::read_to_string(dir.node(i).state().join("answers.json")).unwrap();
         let answers: node::policy::Answers = serde_json::from_str(&text).unwrap();
         let sub = answers.last.unwrap();
         assert_eq!(sub.round, 2);
