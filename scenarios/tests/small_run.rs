@@ -9,9 +9,11 @@ use learning::consensus::Rule;
 use scenarios::Scenario;
 use scenarios::faults::Attack;
 use scenarios::layout::{RunDir, node_name};
+use scenarios::outcome::Outcome;
 use scenarios::presets::preset;
 use scenarios::run::{Results, RunOptions, run};
 use scenarios::spec::{Fault, data_dir};
+use scenarios::table::Table;
 use tempfile::TempDir;
 
 fn small(name: &str) -> Scenario {
@@ -86,6 +88,12 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
     }
     assert_eq!(r.rounds.len(), 2);
     assert!(r.rounds.iter().all(|x| x.participants.len() == 4));
+    // Its table, from results.json alone: one seed's column; a run from the library records no
+    // command.
+    let table = Table::of(&Outcome::read(&run_dir).unwrap()).markdown();
+    let global = format!("| federated distillation: global student | {:.2} |", 100.0 * r.global_accuracy);
+    assert!(table.contains("| model | seed 42 | bytes per round |") && table.contains(&global), "{table}");
+    assert!(table.contains("commit `unknown`"), "{table}");
     assert!(r.global_accuracy > 0.5, "{}", r.global_accuracy);
     assert!(r.global_accuracy > r.local_only.as_ref().unwrap().mean);
     // Egress ledger: a node sent only hellos, submissions and receipts — never its data.
@@ -125,6 +133,50 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
         v
     };
     assert_eq!(strip(&r), strip(&again));
+}
+
+/// `fd-scenarios run FILE --seeds 0,1` records its command, day and commit in `results.json`,
+/// and `fd-scenarios table` makes the table from it alone: each seed's figure in its column as
+/// that seed's own run wrote it, and their mean ± std.
+#[test]
+fn a_run_over_seeds_makes_its_own_table() {
+    let tmp = common::test_dir("small", "table");
+    let mut s = small("table");
+    s.rounds = 1;
+    s.baselines = scenarios::spec::Baselines { fedavg: true, ..scenarios::spec::Baselines::NONE };
+    let file = tmp.path().join("table.toml");
+    std::fs::write(&file, s.to_toml().unwrap()).unwrap();
+    let out = RunDir::new(tmp.path().join("out"));
+    let fd = |args: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_fd-scenarios")).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let (file, root) = (file.as_os_str(), out.root().as_os_str());
+    fd(&["run".as_ref(), file, "--seeds".as_ref(), "0,1".as_ref(), "--out".as_ref(), root, "--quiet".as_ref()]);
+    let table = fd(&["table".as_ref(), root, "--markdown".as_ref()]);
+    let Outcome::Seeds(summary) = Outcome::read(&out).unwrap() else { panic!("not a multi-seed run") };
+    let made = summary.provenance.as_ref().expect("the command line records its provenance");
+    assert!(made.command.starts_with("fd-scenarios run ") && made.command.contains("--seeds 0,1"), "{made:?}");
+    assert!(!made.commit.is_empty() && made.date.len() == 10, "{made:?}");
+    assert!(table.contains(&format!("`{}` on {}, commit `{}`", made.command, made.date, made.commit)), "{table}");
+    let seeds: Vec<Results> = [0, 1]
+        .iter()
+        .map(|&seed| serde_json::from_slice(&std::fs::read(out.seed(seed).results()).unwrap()).unwrap())
+        .collect();
+    let g = &summary.global_accuracy;
+    let row = format!(
+        "| federated distillation: global student | {:.2} | {:.2} | {:.2} ± {:.2} |",
+        100.0 * seeds[0].global_accuracy,
+        100.0 * seeds[1].global_accuracy,
+        100.0 * g.mean,
+        100.0 * g.std
+    );
+    assert!(table.contains(&row), "{row}\n{table}");
+    assert!(table.contains("| FedAvg, same rounds |") && !table.contains("centralized"), "{table}");
+    // Without --markdown, the same figures for a terminal.
+    let text = fd(&["table".as_ref(), root]);
+    assert!(text.contains(&format!("{:.2} ± {:.2}", 100.0 * g.mean, 100.0 * g.std)), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
