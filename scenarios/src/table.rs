@@ -107,9 +107,16 @@ fn list(seeds: &[u64]) -> String {
     seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
-/// "seed 3" or "seeds 0, 1, 2".
-fn seeds_phrase(seeds: &[u64]) -> String {
-    if seeds.len() == 1 { format!("seed {}", list(seeds)) } else { format!("seeds {}", list(seeds)) }
+/// "1 round, seed 3" or "10 rounds, seeds 0, 1, 2".
+fn setting(rounds: u64, seeds: &[u64]) -> String {
+    let rounds = if rounds == 1 { "1 round".to_owned() } else { format!("{rounds} rounds") };
+    let seeds = if seeds.len() == 1 { format!("seed {}", list(seeds)) } else { format!("seeds {}", list(seeds)) };
+    format!("{rounds}, {seeds}")
+}
+
+/// How the figures are summarised over `seeds`: nothing to say for one.
+fn over(seeds: &[u64]) -> &'static str {
+    if seeds.len() > 1 { ", mean ± sample standard deviation over the seeds" } else { "" }
 }
 
 /// One scenario (one seed or several): a row a model, a column a seed, then the mean ± std.
@@ -139,14 +146,8 @@ fn seeds(s: &SeedSummary) -> Table {
     row("FedAvg, same rounds", s.fedavg_accuracy.as_ref(), s.fedavg_bytes_per_round.as_ref());
     row("centralized", s.centralized_accuracy.as_ref(), None);
     row("student on the public set's true labels", s.public_labels_accuracy.as_ref(), None);
-    let over = if several { ", mean ± sample standard deviation over the seeds" } else { "" };
     Table {
-        caption: format!(
-            "`{}`, {} rounds, {}: test accuracy in %{over}.",
-            s.scenario,
-            s.rounds,
-            seeds_phrase(&s.seeds)
-        ),
+        caption: format!("`{}`, {}: test accuracy in %{}.", s.scenario, setting(s.rounds, &s.seeds), over(&s.seeds)),
         header,
         rows,
         notes: Vec::new(),
@@ -157,6 +158,7 @@ fn seeds(s: &SeedSummary) -> Table {
 /// A privacy sweep: a row a budget.
 fn sweep(s: &Sweep) -> Table {
     let first = s.points.first().map(|p| &p.summary);
+    let seeds = first.map_or(&[][..], |f| &f.seeds);
     let header = ["ε per node", "global student", "node models (mean)", "DP-FedAvg, same ε", "teachers' ensemble"];
     let mut header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
     header.push("largest ε spent".into());
@@ -184,10 +186,10 @@ fn sweep(s: &Sweep) -> Table {
         .collect();
     Table {
         caption: format!(
-            "`{}`, {} rounds, {}: test accuracy in % (mean ± std over the seeds) against each node's record-level (ε, δ = {:e}) DP-SGD budget.",
+            "`{}`, {}: test accuracy in %{} against each node's record-level (ε, δ = {:e}) DP-SGD budget.",
             s.scenario,
-            first.map_or(0, |f| f.rounds),
-            seeds_phrase(first.map_or(&[][..], |f| &f.seeds)),
+            setting(first.map_or(0, |f| f.rounds), seeds),
+            over(seeds),
             s.delta
         ),
         header,
@@ -245,10 +247,10 @@ fn ablation(a: &Ablation) -> Table {
     };
     Table {
         caption: format!(
-            "`{}`, {} rounds, {}: test accuracy in % (mean ± std over the seeds); Δ: difference of the means from the full run (every technique on).",
+            "`{}`, {}: test accuracy in %{}; Δ: difference from the full run (every technique on).",
             a.scenario,
-            full.rounds,
-            seeds_phrase(&full.seeds)
+            setting(full.rounds, &full.seeds),
+            over(&full.seeds)
         ),
         header,
         rows,
@@ -297,7 +299,10 @@ mod tests {
     fn several_seeds_give_a_column_each_and_their_mean_and_deviation() {
         let s = SeedSummary { provenance: Some(made()), ..summary("quickstart", &[0, 1], &[0.9, 0.92]) };
         let m = Table::of(&Outcome::Seeds(Box::new(s))).markdown();
-        assert!(m.starts_with("`quickstart`, 10 rounds, seeds 0, 1: test accuracy in %"), "{m}");
+        assert!(
+            m.starts_with("`quickstart`, 10 rounds, seeds 0, 1: test accuracy in %, mean ± sample standard deviation over the seeds.\n"),
+            "{m}"
+        );
         assert!(
             m.contains("| model | seed 0 | seed 1 | mean ± std | bytes per round |\n|---|---|---|---|---|\n"),
             "{m}"
@@ -313,6 +318,7 @@ mod tests {
     #[test]
     fn one_seed_has_no_deviation_and_no_record_says_unknown() {
         let m = Table::of(&Outcome::Seeds(Box::new(summary("q", &[42], &[0.95])))).markdown();
+        assert!(m.starts_with("`q`, 10 rounds, seed 42: test accuracy in %.\n"), "{m}");
         assert!(m.contains("| model | seed 42 | bytes per round |"), "{m}");
         assert!(m.contains("| federated distillation: global student | 95.00 | 1000 |"), "{m}");
         assert!(m.contains("commit `unknown`"), "{m}");
