@@ -1,7 +1,7 @@
 # Builds fd-aggregator and fd-node in release mode, then copies only the two binaries into a slim
 # runtime image that runs them as an unprivileged user. Build from the repository root:
 #   docker build -t fedistil .
-# Not built on the project's CI (it has no container engine); see README, "Deploying".
+# Not built on the project's CI (it has no container engine); see docs/operating.md, "Docker".
 
 # ---- build ----------------------------------------------------------------------------------
 FROM rust:1.95-slim-bookworm AS build

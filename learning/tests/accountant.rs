@@ -29,7 +29,7 @@ const SAMPLE_RATES: [f64; 4] = [0.01, 0.05, 0.2, 1.0];
 const NOISE_MULTIPLIERS: [f64; 4] = [0.7, 1.0, 2.0, 5.0];
 const STEPS: [u64; 4] = [10, 100, 1000, 10_000];
 const DELTA: f64 = 1e-5;
-/// The agreement the issue asks for.
+/// The largest relative difference allowed from a reference ε (2 %).
 const TOLERANCE: f64 = 0.02;
 
 fn manifest() -> PathBuf {
@@ -139,6 +139,7 @@ fn worst<'a>(cases: &'a [Case], refs: &[Reference], pick: impl Fn(&Reference) ->
 }
 
 #[test]
+#[ignore = "long tier (Python with opacus, dp_accounting): cargo test --workspace --release -- --ignored"]
 fn epsilon_agrees_with_opacus_and_the_definition_and_never_exceeds_dp_accounting() {
     let mut cases = grid(&DEFAULT_ORDERS);
     // Histories whose settings change between rounds compose by adding RDP.
@@ -179,6 +180,7 @@ fn epsilon_agrees_with_opacus_and_the_definition_and_never_exceeds_dp_accounting
 }
 
 #[test]
+#[ignore = "long tier (Python with opacus, dp_accounting): cargo test --workspace --release -- --ignored"]
 fn epsilon_agrees_with_both_references_at_integer_orders() {
     let integers: Vec<f64> = DEFAULT_ORDERS.iter().copied().filter(|a| a.fract() == 0.0).collect();
     let cases = grid(&integers);
@@ -194,6 +196,7 @@ fn epsilon_agrees_with_both_references_at_integer_orders() {
 }
 
 #[test]
+#[ignore = "long tier (Python with opacus, dp_accounting): cargo test --workspace --release -- --ignored"]
 fn calibrated_noise_meets_the_target_by_the_references() {
     let mut cases = Vec::new();
     let mut targets = Vec::new();

@@ -80,6 +80,7 @@ fn assert_matches(report: &serde_json::Value, logits: &[f32], name: &str) {
 }
 
 #[test]
+#[ignore = "long tier (Python with onnx, onnxruntime): cargo test --workspace --release -- --ignored"]
 fn a_trained_mlp_exports_to_onnx_that_onnxruntime_reproduces() {
     let path = manifest().join("../data/digits/digits.csv.gz");
     let mut d = data::load_csv(&path, &CsvOptions::default()).unwrap();
@@ -106,6 +107,7 @@ fn a_trained_mlp_exports_to_onnx_that_onnxruntime_reproduces() {
 }
 
 #[test]
+#[ignore = "long tier (Python with onnx, onnxruntime): cargo test --workspace --release -- --ignored"]
 fn a_cnn_exports_to_onnx_that_onnxruntime_reproduces() {
     let dir = manifest().join("../data/mnist");
     let mut d = data::load_idx(&dir.join("t10k-images-idx3-ubyte.gz"), &dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();

@@ -313,7 +313,7 @@ async fn a_private_node_spends_within_its_budget_then_refuses_rounds() {
 /// - It sends one-hot rows on a wrong class. The median ignores it, and so does the confidence
 ///   rule with centered clipping; the confidence rule without its share cap (the control) lets
 ///   it own the consensus. (With the cap alone, and under the plain mean, such a liar still hurts
-///   badly at soft temperatures: README, "Attacks".)
+///   badly at soft temperatures: docs/security.md, "Attacks".)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_member_cannot_take_the_consensus_over() {
     let base = |name: &str, rule: Rule, faults: Vec<Fault>| {

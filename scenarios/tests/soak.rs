@@ -1,5 +1,5 @@
 //! The fault soak: 20 rounds on the digits data with real processes, the aggregator SIGKILLed
-//! at least 5 times on a seeded schedule (some of them half-way through a checkpoint, held there
+//! 6 times on a seeded schedule (at least 2 of them half-way through a checkpoint, held there
 //! by `fd-sim-aggregator`, the others mid-round), nodes SIGKILLed while it is down, every
 //! killed process restarted on its own state folder. Every round completes (re-run if it was
 //! interrupted), every checkpoint on disk loads after every crash, and the final global model
@@ -18,8 +18,12 @@
 //! differ from the run without kills, and so does the global model; such kills would only allow
 //! weaker checks (rounds complete, checkpoints load, accuracy close).
 //!
-//! `FD_SOAK_SEED=N` draws another kill schedule; the schedule and the kills are printed
-//! (`cargo test --workspace --test soak -- --nocapture`).
+//! A second test kills nodes anywhere (6 kills), which allows only the weaker checks: every round
+//! completes with every node, every checkpoint loads, and test accuracy stays above 80 %.
+//!
+//! Both are in the long tier (minutes of real processes): `FD_SOAK_SEED=N` draws another kill
+//! schedule; the schedule and the kills are printed
+//! (`cargo test --workspace --release --test soak -- --ignored --nocapture`).
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
@@ -300,6 +304,7 @@ fn global(p: &Prepared) -> PathBuf {
 }
 
 #[test]
+#[ignore = "long tier (soak): cargo test --workspace --release -- --ignored"]
 fn twenty_rounds_through_aggregator_and_node_kills_end_on_the_model_of_a_run_without_them() {
     let seed = std::env::var("FD_SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
     let plan = schedule(seed);
@@ -350,6 +355,7 @@ fn twenty_rounds_through_aggregator_and_node_kills_end_on_the_model_of_a_run_wit
 /// rounds wait for them and complete with every node, every checkpoint loads, and the model
 /// learns as well as without kills, though not bit for bit (see the module's comment).
 #[test]
+#[ignore = "long tier (soak): cargo test --workspace --release -- --ignored"]
 fn twenty_rounds_through_node_kills_anywhere_complete_with_every_node() {
     let seed = std::env::var("FD_SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
     let plan = wild_schedule(seed);

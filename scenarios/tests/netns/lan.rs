@@ -177,14 +177,12 @@ impl Lan {
         stats["rx"]["bytes"].as_u64().unwrap() + stats["tx"]["bytes"].as_u64().unwrap()
     }
 
-    /// A LAN, or `None` after saying why there is none (a failure if `FD_REQUIRE_NETNS` is set).
-    pub fn or_skip(test: &str, hosts: usize) -> Option<Lan> {
-        let why = match Lan::new(test, hosts) {
-            Ok(lan) => return Some(lan),
-            Err(why) => format!("network namespaces cannot be made here: {why}"),
-        };
-        required(test, &why);
-        None
+    /// A LAN, or a failure that says why there is none: this test belongs to the long tier
+    /// (`cargo test --workspace --release -- --ignored`), which is run where its environment is
+    /// (root, iproute2, nftables, veth, bridge, netem); it never skips.
+    pub fn or_fail(test: &str, hosts: usize) -> Lan {
+        Lan::new(test, hosts)
+            .unwrap_or_else(|why| unavailable(test, &format!("network namespaces cannot be made here: {why}")))
     }
 
     /// `tc netem` with `impairment` (e.g. `delay 100ms loss 1%`) on every host's side of its
@@ -206,16 +204,9 @@ impl Lan {
     }
 }
 
-/// Says, past the harness's output capture, that `test` did not run and why.
-pub fn skip(test: &str, why: &str) {
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: {why} (these tests need root, iproute2, nftables, and the kernel's veth, bridge, nftables NAT and netem support)"
-    );
-}
-
-/// Fails the test if `FD_REQUIRE_NETNS` is set, otherwise says why it did not run.
-pub fn required(test: &str, why: &str) {
-    assert!(std::env::var_os("FD_REQUIRE_NETNS").is_none(), "{test}: FD_REQUIRE_NETNS is set, but {why}");
-    skip(test, why);
+/// Fails `test`, saying which part of its environment is missing.
+pub fn unavailable(test: &str, why: &str) -> ! {
+    panic!(
+        "{test}: {why} (the long tier needs root, iproute2, nftables, and the kernel's veth, bridge, nftables NAT and netem support)"
+    )
 }
