@@ -7,22 +7,9 @@ use learning::eval::{self, ModelFacts};
 use learning::joint::fit_joint;
 use learning::train::{self, TrainConfig};
 use protocol::seed::{Stream, derive};
-use serde::{Deserialize, Serialize};
 
+pub use crate::results::Baseline;
 use crate::setup::Prepared;
-
-/// Accuracy and cost of one baseline.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Baseline {
-    /// Final test accuracy.
-    pub accuracy: f32,
-    /// Test accuracy after each round, where the baseline has rounds.
-    pub per_round: Vec<f32>,
-    /// Bytes that crossed the network in total (0 for non-federated baselines).
-    pub bytes_total: u64,
-    /// Seconds of computation.
-    pub seconds: f64,
-}
 
 fn accuracy(net: &Model, test: &Dataset) -> anyhow::Result<f32> {
     Ok(eval::evaluate(&net.soft_labels(&test.features, 1.0, 256)?, &test.labels, test.classes).accuracy)

@@ -1,27 +1,43 @@
-//! Simulated federations on one machine: scenario files and presets ([`spec`], [`presets`]),
-//! their files on disk ([`setup`]), the run itself with real libp2p peers in one process or as
-//! real processes ([`run`]; the process transport in `processes`, what a run reports in
-//! `results`), simulated faults ([`faults`], which production nodes cannot set),
-//! the baselines ([`baselines`], with federated averaging in [`fedavg`]), the outputs
-//! ([`report`]), runs over several seeds ([`seeds`]), privacy sweeps ([`sweep`]) and ablations
-//! ([`ablation`]). [`flood`] is the flooder of the flood test (`fd-flood`): a roster member and a
-//! stranger hammering an aggregator.
+//! Simulated federations on one machine: scenarios and their presets, the run itself with real
+//! libp2p peers in one process or as real processes, the baselines beside it, the reports, and
+//! jobs over several seeds, privacy budgets or ablation variants.
+//!
+//! Layers (each module uses only those before it):
+//! `layout/provenance/faults → spec → presets → setup → fedavg → results → baselines → plots →
+//! report → federate → run → seeds → sweep/ablation → outcome → table/job`; `flood` stands alone.
+//!
+//! - [`layout`]: every path of a run folder; [`provenance`]: the command, day and commit of a run;
+//!   [`faults`]: simulated faults, which production nodes cannot set.
+//! - [`spec`]: scenario files ([`Scenario`], ablation variants); [`presets`]: the built-in ones.
+//! - [`setup`]: a scenario's files on disk; [`baselines`] (with federated averaging in
+//!   [`fedavg`]); [`results`], [`plots`] and [`report`]: what a run writes.
+//! - [`federate`]: the federation in one process or as processes; [`run`]: one run end to end.
+//! - [`seeds`], [`sweep`], [`ablation`]: runs over several seeds, privacy budgets, variants;
+//!   [`outcome`]: what any of them leaves in `results.json`; [`table`]: the table made from it;
+//!   [`job`]: what `fd-scenarios run` runs.
+//! - [`flood`]: the flooder of the flood test (`fd-flood`): a roster member and a stranger
+//!   hammering an aggregator.
 #![deny(missing_docs)]
 
 pub mod ablation;
 pub mod baselines;
 pub mod faults;
 pub mod fedavg;
+pub mod federate;
 pub mod flood;
+pub mod job;
+pub mod layout;
+pub mod outcome;
 pub mod plots;
 pub mod presets;
-mod processes;
+pub mod provenance;
 pub mod report;
-mod results;
+pub mod results;
 pub mod run;
 pub mod seeds;
 pub mod setup;
 pub mod spec;
 pub mod sweep;
+pub mod table;
 
 pub use spec::Scenario;

@@ -1,12 +1,19 @@
-//! `fd-scenarios`: run simulated federations and their baselines.
+//! `fd-scenarios`: run simulated federations and their baselines. Parses the command line, calls
+//! the library ([`scenarios::job`], [`scenarios::table`]) and prints what it returns.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use scenarios::Scenario;
+use scenarios::job::{Job, Overrides};
+use scenarios::layout::RunDir;
+use scenarios::outcome::Outcome;
+use scenarios::presets::{PRESETS, preset};
+use scenarios::provenance::Provenance;
+use scenarios::run::RunOptions;
 use scenarios::spec::{Transport, data_dir};
+use scenarios::table::Table;
 
 #[derive(Parser)]
 #[command(name = "fd-scenarios", version, about = "Simulated federated-distillation runs with baselines and a report")]
@@ -64,6 +71,16 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Print the results table of a finished run (one run, several seeds, a sweep or an
+    /// ablation), made from its `results.json`: the setting, the figures as mean ± std over the
+    /// seeds, and the command, day and commit that measured them.
+    Table {
+        /// The run's output folder.
+        dir: PathBuf,
+        /// As Markdown (for the documentation) rather than aligned text.
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 fn parse_transport(s: &str) -> Result<Transport, String> {
@@ -74,61 +91,14 @@ fn parse_transport(s: &str) -> Result<Transport, String> {
     }
 }
 
-fn load(name: &str) -> anyhow::Result<Scenario> {
-    if let Some(text) = scenarios::presets::preset(name, &data_dir()) {
-        return Scenario::from_toml(&text).with_context(|| format!("preset {name}"));
-    }
-    let path = PathBuf::from(name);
-    if path.exists() {
-        return Scenario::load(&path);
-    }
-    let names: Vec<&str> = scenarios::presets::PRESETS.iter().map(|p| p.0).collect();
-    anyhow::bail!("`{name}` is neither a preset ({}) nor a file", names.join(", "))
+/// A note for the person at the terminal: a plain line on standard error…
+fn note_text(text: &str) {
+    eprintln!("{text}");
 }
 
-/// A note for the person at the terminal: a plain line on standard error, or, with
-/// `--log-format json`, a log event (standard error stays one JSON object a line).
-fn note(log: net::cli::LogArgs, text: String) {
-    match log.log_format {
-        net::cli::LogFormat::Text => eprintln!("{text}"),
-        net::cli::LogFormat::Json => tracing::info!(note = %text, "scenario"),
-    }
-}
-
-/// Runs `s` once per seed into `out/seed-N/`.
-async fn run_seeds(
-    s: &Scenario,
-    seeds: &[u64],
-    out: &std::path::Path,
-    quiet: bool,
-    log: net::cli::LogArgs,
-) -> anyhow::Result<Vec<scenarios::run::Results>> {
-    let mut all = Vec::new();
-    for &seed in seeds {
-        let s = Scenario { seed, ..s.clone() };
-        let dir = out.join(format!("seed-{seed}"));
-        note(
-            log,
-            format!(
-                "running `{}` ({} nodes, {} rounds, seed {seed}) into {}",
-                s.name,
-                s.split.nodes,
-                s.rounds,
-                dir.display()
-            ),
-        );
-        all.push(
-            scenarios::run::run(
-                &s,
-                &scenarios::run::RunOptions {
-                    out: dir,
-                    progress: !quiet && log.log_format == net::cli::LogFormat::Text,
-                },
-            )
-            .await?,
-        );
-    }
-    Ok(all)
+/// …or, with `--log-format json`, a log event (standard error stays one JSON object a line).
+fn note_json(text: &str) {
+    tracing::info!(note = %text, "scenario");
 }
 
 /// Writes to standard output. A reader that has gone (`fd-scenarios show NAME | head`) is not an
@@ -150,108 +120,29 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
     match command {
-        Command::List => {
-            let list: String =
-                scenarios::presets::PRESETS.iter().map(|(name, about)| format!("{name:<18} {about}\n")).collect();
-            emit(&list)?;
-        }
+        Command::List => emit(&PRESETS.iter().map(|p| format!("{:<18} {}\n", p.name, p.about)).collect::<String>()),
         Command::Show { name } => {
-            let text =
-                scenarios::presets::preset(&name, &data_dir()).with_context(|| format!("no preset named `{name}`"))?;
-            emit(&text)?;
+            let s = preset(&name, &data_dir()).with_context(|| format!("no preset named `{name}`"))?;
+            emit(&s.to_toml()?)
         }
         Command::Run { scenario, out, seed, seeds, epsilons, rounds, abstain, transport, quiet } => {
-            let mut s = load(&scenario)?;
-            if let Some(v) = seed {
-                s.seed = v;
-            }
-            if let Some(v) = rounds {
-                s.rounds = v;
-            }
-            if let Some(v) = transport {
-                s.transport = v;
-            }
-            if let Some(q) = abstain {
-                s.nodes.abstain = Some(learning::abstain::Abstain { quantile: Some(q), ..Default::default() });
-            }
-            s.validate()?;
-            let out = out.unwrap_or_else(|| {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                PathBuf::from("runs").join(format!("{}-{t}", s.name))
-            });
-            if !epsilons.is_empty() {
-                let seeds = if seeds.is_empty() { vec![s.seed] } else { seeds };
-                let mut points = Vec::new();
-                for budget in epsilons {
-                    let at = budget.apply(&s);
-                    let all = run_seeds(&at, &seeds, &out.join(format!("eps-{budget}")), quiet, log).await?;
-                    let max_spent = scenarios::seeds::Stat::of(
-                        all.iter().map(|r| r.privacy.as_ref().map_or(0.0, |p| p.max_spent)).collect(),
-                    );
-                    points.push(scenarios::sweep::Point {
-                        budget,
-                        summary: scenarios::seeds::summarise(&all),
-                        max_spent,
-                    });
-                }
-                let delta = scenarios::sweep::Budget::Epsilon(1.0).apply(&s).nodes.privacy.map_or(1e-5, |p| p.delta);
-                let sweep = scenarios::sweep::Sweep { scenario: s.name.clone(), delta, points };
-                scenarios::sweep::write(&out, &sweep)?;
-                emit(&scenarios::sweep::markdown(&sweep))?;
-            } else if !s.ablation.is_empty() {
-                let seeds = if seeds.is_empty() { vec![s.seed] } else { seeds };
-                let mut full = s.clone();
-                full.ablation.clear();
-                let mut rows = vec![scenarios::ablation::Row {
-                    name: "full".into(),
-                    about: "every technique on".into(),
-                    summary: scenarios::seeds::summarise(
-                        &run_seeds(&full, &seeds, &out.join("full"), quiet, log).await?,
-                    ),
-                }];
-                for v in &s.ablation {
-                    let changed = v.apply(&s)?;
-                    let all = run_seeds(&changed, &seeds, &out.join(&v.name), quiet, log).await?;
-                    rows.push(scenarios::ablation::Row {
-                        name: v.name.clone(),
-                        about: v.about.clone(),
-                        summary: scenarios::seeds::summarise(&all),
-                    });
-                }
-                let ablation = scenarios::ablation::Ablation { scenario: s.name.clone(), rows };
-                scenarios::ablation::write(&out, &ablation)?;
-                emit(&scenarios::ablation::markdown(&ablation))?;
-            } else if seeds.is_empty() {
-                note(
-                    log,
-                    format!(
-                        "running `{}` ({} nodes, {} rounds) into {}",
-                        s.name,
-                        s.split.nodes,
-                        s.rounds,
-                        out.display()
-                    ),
-                );
-                let r = scenarios::run::run(
-                    &s,
-                    &scenarios::run::RunOptions {
-                        out: out.clone(),
-                        progress: !quiet && log.log_format == net::cli::LogFormat::Text,
-                    },
-                )
-                .await?;
-                emit(&scenarios::report::summary(&r))?;
-            } else {
-                let all = run_seeds(&s, &seeds, &out, quiet, log).await?;
-                let summary = scenarios::seeds::summarise(&all);
-                scenarios::seeds::write(&out, &summary)?;
-                emit(&scenarios::seeds::markdown(&summary))?;
-            }
-            emit(&format!("outputs: {}\n", out.display()))?;
+            let scenario = Overrides { seed, rounds, transport, abstain }.apply(scenarios::job::load(&scenario)?)?;
+            let text = log.log_format == net::cli::LogFormat::Text;
+            let opts = RunOptions {
+                out: out.unwrap_or_else(|| scenarios::layout::default_out(&scenario.name)),
+                progress: !quiet && text,
+                notify: if text { note_text } else { note_json },
+                provenance: Some(Provenance::now(
+                    &std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
+                )),
+            };
+            let outcome = scenarios::job::run(&Job { scenario, seeds, budgets: epsilons }, &opts).await?;
+            emit(&outcome.summary())?;
+            emit(&format!("outputs: {}\n", opts.out.display()))
+        }
+        Command::Table { dir, markdown } => {
+            let table = Table::of(&Outcome::read(&RunDir::new(dir))?);
+            emit(&if markdown { table.markdown() } else { table.text() })
         }
     }
-    Ok(())
 }

@@ -5,7 +5,7 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 
-use crate::run::Results;
+use crate::results::Results;
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 

@@ -1,417 +1,581 @@
-//! Built-in scenarios. `fd-scenarios show NAME` prints one as TOML to copy and edit.
+//! Built-in scenarios, as typed values: one function a preset, variants by struct update from
+//! the preset they vary (`Scenario { rounds: 30, ..quickstart() }`). `fd-scenarios show NAME`
+//! prints one as TOML, to copy and edit.
+//!
+//! Data paths start with [`DATA`], the folder of the shipped data sets, which [`preset`]
+//! resolves (to [`crate::spec::data_dir`] for the command line).
 
-/// Names and one-line descriptions.
-pub const PRESETS: &[(&str, &str)] = &[
-    ("quickstart", "UCI digits, 10 nodes, Dirichlet α = 0.5, MLP nodes and student, 10 rounds (seconds)"),
-    (
-        "digits-a05",
-        "quickstart run to convergence: 30 rounds, every node learning every consensus sample each round (digest.cover)",
-    ),
-    ("digits-a01", "UCI digits, 10 nodes, Dirichlet α = 0.1 (strongly non-IID), 30 rounds"),
-    (
-        "ablation",
-        "digits-a01 with abstention, and one technique off (or changed) in each variant: what each piece buys",
-    ),
-    (
-        "mnist-dirichlet",
-        "MNIST, 10 nodes, Dirichlet α = 0.1, 5,000 public samples (1,500 a round), CNN nodes and student, 20 rounds",
-    ),
-    ("mnist-dirichlet-a05", "mnist-dirichlet with Dirichlet α = 0.5"),
-    (
-        "attack-samples",
-        "quickstart under weighted_by_samples with reported counts: node 0 flips its labels and claims 2^20 samples",
-    ),
-    ("attack-samples-control", "attack-samples without the clip on reported counts (the control)"),
-    (
-        "attack-confidence",
-        "quickstart under the confidence rule with centered clipping: node 0 sends one-hot wrong labels",
-    ),
-    (
-        "attack-confidence-control",
-        "attack-confidence without centered clipping and the cap on a node's share (the control)",
-    ),
-    ("mnist-shards", "MNIST, 10 nodes holding 2 classes each, MLP, 20 rounds"),
-    ("breast-cancer", "UCI breast cancer, 5 nodes, Dirichlet α = 1, standardised features, small MLP"),
-    ("scale-100", "MNIST, 100 nodes, IID, small MLP: how the system scales on one machine"),
-    ("privacy-digits", "digits-a05 with record-level DP-SGD, ε = 4 per node (sweep: --epsilons 1,2,4,8,inf)"),
-    (
-        "privacy-mnist",
-        "MNIST, Dirichlet α = 0.5, MLP nodes with record-level DP-SGD, ε = 4 per node (sweep: --epsilons 1,2,4,8,inf)",
-    ),
+use std::path::{Path, PathBuf};
+
+use aggregator::config::{DEFAULT_SAMPLE_COUNT_CLIP, RoundConfig, StudentConfig, Teaching};
+use learning::abstain::Abstain;
+use learning::consensus::{ConsensusConfig, Rule};
+use learning::data::{DataFormat, DataSpec, LabelColumn, Partition, Preprocess};
+use learning::joint::Cover;
+use learning::train::{DistillConfig, TrainConfig};
+use learning::{Architecture, BackendKind};
+use node::config::DigestConfig;
+use protocol::Encoding;
+
+use crate::faults::Attack;
+use crate::spec::{Baselines, Fault, NodesPrivacy, NodesSpec, Scenario, SplitSpec, Transport, Variant};
+
+/// A built-in scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct Preset {
+    /// Its name, as `fd-scenarios run NAME` takes it.
+    pub name: &'static str,
+    /// What it is, in a line.
+    pub about: &'static str,
+    /// The scenario, its data paths under [`DATA`].
+    pub build: fn() -> Scenario,
+}
+
+/// Every preset, in the order `fd-scenarios list` shows them.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "quickstart",
+        about: "UCI digits, 10 nodes, Dirichlet α = 0.5, MLP nodes and student, 10 rounds (seconds)",
+        build: quickstart,
+    },
+    Preset {
+        name: "digits-a05",
+        about: "quickstart run to convergence: 30 rounds, every node learning every consensus sample each round (digest.cover)",
+        build: digits_a05,
+    },
+    Preset {
+        name: "digits-a01",
+        about: "UCI digits, 10 nodes, Dirichlet α = 0.1 (strongly non-IID), 30 rounds",
+        build: digits_a01,
+    },
+    Preset {
+        name: "ablation",
+        about: "digits-a01 with abstention, and one technique off (or changed) in each variant: what each piece buys",
+        build: ablation,
+    },
+    Preset {
+        name: "mnist-dirichlet",
+        about: "MNIST, 10 nodes, Dirichlet α = 0.1, 5,000 public samples (1,500 a round), CNN nodes and student, 20 rounds",
+        build: mnist_dirichlet,
+    },
+    Preset {
+        name: "mnist-dirichlet-a05", about: "mnist-dirichlet with Dirichlet α = 0.5", build: mnist_dirichlet_a05
+    },
+    Preset {
+        name: "attack-samples",
+        about: "quickstart under weighted_by_samples with reported counts: node 0 flips its labels and claims 2^20 samples",
+        build: attack_samples,
+    },
+    Preset {
+        name: "attack-samples-control",
+        about: "attack-samples without the clip on reported counts (the control)",
+        build: attack_samples_control,
+    },
+    Preset {
+        name: "attack-confidence",
+        about: "quickstart under the confidence rule with centered clipping: node 0 sends one-hot wrong labels",
+        build: attack_confidence,
+    },
+    Preset {
+        name: "attack-confidence-control",
+        about: "attack-confidence without centered clipping and the cap on a node's share (the control)",
+        build: attack_confidence_control,
+    },
+    Preset {
+        name: "mnist-shards",
+        about: "MNIST, 10 nodes holding 2 classes each, MLP, 20 rounds",
+        build: mnist_shards,
+    },
+    Preset {
+        name: "breast-cancer",
+        about: "UCI breast cancer, 5 nodes, Dirichlet α = 1, standardised features, small MLP",
+        build: breast_cancer,
+    },
+    Preset {
+        name: "scale-100",
+        about: "MNIST, 100 nodes, IID, small MLP: how the system scales on one machine",
+        build: scale_100,
+    },
+    Preset {
+        name: "privacy-digits",
+        about: "quickstart over 30 rounds (digits-a05 without digest.cover) with record-level DP-SGD, ε = 4 per node (sweep: --epsilons 1,2,4,8,inf)",
+        build: privacy_digits,
+    },
+    Preset {
+        name: "privacy-mnist",
+        about: "MNIST, Dirichlet α = 0.5, MLP nodes with record-level DP-SGD, ε = 4 per node (sweep: --epsilons 1,2,4,8,inf)",
+        build: privacy_mnist,
+    },
 ];
 
+/// The start of every preset's data paths: the folder of the shipped data sets.
+pub const DATA: &str = "{data}";
+
+/// The preset `name`, its data paths resolved against `data_dir`.
+pub fn preset(name: &str, data_dir: &Path) -> Option<Scenario> {
+    let p = PRESETS.iter().find(|p| p.name == name)?;
+    Some(resolve((p.build)(), data_dir))
+}
+
+/// `s` with its data paths under [`DATA`] moved under `data_dir`.
+pub fn resolve(mut s: Scenario, data_dir: &Path) -> Scenario {
+    for path in [&mut s.data.path, &mut s.data.images, &mut s.data.labels].into_iter().flatten() {
+        if let Ok(rest) = path.strip_prefix(DATA) {
+            *path = data_dir.join(rest);
+        }
+    }
+    s
+}
+
+/// A data set shipped in the repository's `data/`.
+fn shipped(file: &str) -> PathBuf {
+    Path::new(DATA).join(file)
+}
+
+/// Training settings: `epochs` passes at `learning_rate` in batches of `batch_size`, with Adam.
+fn train(epochs: usize, learning_rate: f64, batch_size: usize) -> TrainConfig {
+    TrainConfig { epochs, learning_rate, batch_size, ..TrainConfig::default() }
+}
+
+/// Distillation at `temperature` with these training settings.
+fn distill(temperature: f32, train: TrainConfig) -> DistillConfig {
+    DistillConfig { temperature, train, ..DistillConfig::default() }
+}
+
+/// An MLP with these hidden widths, no dropout.
+fn mlp(hidden: &[usize]) -> Architecture {
+    Architecture::Mlp { hidden: hidden.to_vec(), dropout: 0.0 }
+}
+
+/// The MNIST presets' CNN: 8 and 16 channels, 64 hidden units, no dropout.
+fn cnn() -> Architecture {
+    Architecture::Cnn { channels: [8, 16], hidden: 64, dropout: 0.0 }
+}
+
+/// Nodes learning from the consensus: the joint objective, with `epochs`, `learning_rate` and
+/// `batch_size` for the sequential mode.
+fn digest(epochs: usize, learning_rate: f64, batch_size: usize) -> DigestConfig {
+    DigestConfig { enabled: true, epochs, learning_rate, batch_size, ..DigestConfig::default() }
+}
+
+/// Nodes with this architecture and training, the runner declaring their row counts and giving
+/// each a copy of the reference set.
+fn nodes(architecture: Architecture, train: TrainConfig, digest: DigestConfig) -> NodesSpec {
+    NodesSpec {
+        architecture,
+        overrides: Vec::new(),
+        train,
+        digest,
+        copy_reference: true,
+        declare_samples: true,
+        privacy: None,
+        abstain: None,
+    }
+}
+
+/// Rounds of `samples` reference samples at `temperature`, every node needed, the default clip
+/// on reported counts.
+fn round(samples: u32, temperature: f32, encoding: Encoding, deadline_secs: f64) -> RoundConfig {
+    RoundConfig {
+        samples,
+        temperature,
+        encoding,
+        quorum: None,
+        deadline_secs,
+        sample_count_clip: DEFAULT_SAMPLE_COUNT_CLIP,
+    }
+}
+
+/// `rule`, without sharpening, masking or clipping.
+fn consensus(rule: Rule) -> ConsensusConfig {
+    ConsensusConfig { rule, ..ConsensusConfig::default() }
+}
+
 /// `[nodes.privacy]` of the privacy presets: ε = 4, δ = 10⁻⁵ per node, clipping norm 1.
-const PRIVACY: &str = "\n[nodes.privacy]\nepsilon = 4.0\ndelta = 1e-5\nclip_norm = 1.0\n";
+fn privacy() -> NodesPrivacy {
+    NodesPrivacy { epsilon: 4.0, delta: 1e-5, clip_norm: 1.0, rounds: None, nodes: None }
+}
 
-const QUICKSTART: &str = r#"name = "quickstart"
-seed = 42
-transport = "in-process"
-backend = "flex"
-rounds = 10
+/// MNIST's training images, scaled to [0, 1].
+fn mnist() -> DataSpec {
+    DataSpec {
+        format: DataFormat::Idx,
+        path: None,
+        label: None,
+        skip_lines: 0,
+        header: false,
+        delimiter: ',',
+        images: Some(shipped("mnist/train-images-idx3-ubyte.gz")),
+        labels: Some(shipped("mnist/train-labels-idx1-ubyte.gz")),
+        rows: None,
+        classes: None,
+        // 1/255, as a scenario file's 0.00392156862745098 reads into an f32.
+        preprocess: Preprocess::Scale { factor: (1.0_f64 / 255.0) as f32 },
+    }
+}
 
-[data]
-format = "csv"
-path = "{data}/digits/digits.csv.gz"
-label = -1
-preprocess = { kind = "scale", factor = 0.0625 }
+/// MNIST's split: 5,000 test rows, 5,000 reference rows, at least 100 private rows a node.
+fn mnist_split(nodes: usize, partition: Partition) -> SplitSpec {
+    SplitSpec { test: 5000, reference: 5000, nodes, partition, min_size: 100 }
+}
 
-[split]
-test = 360
-reference = 500
-nodes = 10
-min_size = 20
-partition = { kind = "dirichlet", alpha = 0.5 }
+/// UCI digits, 10 nodes, Dirichlet α = 0.5, MLP nodes and student, 10 rounds.
+pub fn quickstart() -> Scenario {
+    Scenario {
+        name: "quickstart".into(),
+        seed: 42,
+        transport: Transport::InProcess,
+        backend: BackendKind::Flex,
+        rounds: 10,
+        data: DataSpec {
+            format: DataFormat::Csv,
+            path: Some(shipped("digits/digits.csv.gz")),
+            label: Some(LabelColumn::Index(-1)),
+            skip_lines: 0,
+            header: false,
+            delimiter: ',',
+            images: None,
+            labels: None,
+            rows: None,
+            classes: None,
+            preprocess: Preprocess::Scale { factor: 0.0625 },
+        },
+        split: SplitSpec {
+            test: 360,
+            reference: 500,
+            nodes: 10,
+            min_size: 20,
+            partition: Partition::Dirichlet { alpha: 0.5 },
+        },
+        nodes: nodes(mlp(&[128]), train(5, 0.003, 32), digest(2, 0.001, 64)),
+        student: StudentConfig {
+            architecture: mlp(&[64]),
+            warm_start: true,
+            distill: distill(3.0, train(20, 0.003, 32)),
+            teaching: Teaching::Consensus,
+        },
+        round: round(250, 3.0, Encoding::Q8, 20.0),
+        consensus: consensus(Rule::Mean),
+        faults: Vec::new(),
+        baselines: Baselines::default(),
+        ablation: Vec::new(),
+    }
+}
 
-[nodes]
-architecture = { kind = "mlp", hidden = [128] }
-train = { epochs = 5, learning_rate = 0.003, batch_size = 32 }
-digest = { enabled = true, epochs = 2, learning_rate = 0.001, batch_size = 64 }
+/// quickstart run to convergence: 30 rounds, every node learning every consensus sample each
+/// round.
+pub fn digits_a05() -> Scenario {
+    let q = quickstart();
+    Scenario {
+        name: "digits-a05".into(),
+        rounds: 30,
+        nodes: NodesSpec { digest: DigestConfig { cover: Cover::Both, ..q.nodes.digest }, ..q.nodes },
+        ..q
+    }
+}
 
-[student]
-architecture = { kind = "mlp", hidden = [64] }
-warm_start = true
-distill = { temperature = 3.0, train = { epochs = 20, learning_rate = 0.003, batch_size = 32 } }
+/// UCI digits, Dirichlet α = 0.1 (strongly non-IID), 30 rounds.
+pub fn digits_a01() -> Scenario {
+    let q = quickstart();
+    Scenario {
+        name: "digits-a01".into(),
+        rounds: 30,
+        split: SplitSpec { partition: Partition::Dirichlet { alpha: 0.1 }, ..q.split },
+        ..q
+    }
+}
 
-[round]
-samples = 250
-temperature = 3.0
-encoding = "q8"
-deadline_secs = 20
+/// An `[[ablation]]` variant.
+fn variant(name: &str, about: &str, set: toml::Table, unset: &[&str]) -> Variant {
+    Variant { name: name.into(), about: about.into(), set, unset: unset.iter().map(|k| (*k).to_owned()).collect() }
+}
 
-[consensus]
-rule = { kind = "mean" }
-"#;
-
-const MNIST_DIRICHLET: &str = r#"name = "mnist-dirichlet"
-seed = 7
-transport = "in-process"
-backend = "flex"
-rounds = 20
-
-[data]
-format = "idx"
-images = "{data}/mnist/train-images-idx3-ubyte.gz"
-labels = "{data}/mnist/train-labels-idx1-ubyte.gz"
-preprocess = { kind = "scale", factor = 0.00392156862745098 }
-
-[split]
-test = 5000
-reference = 5000
-nodes = 10
-min_size = 100
-partition = { kind = "dirichlet", alpha = 0.1 }
-
-[nodes]
-architecture = { kind = "cnn", channels = [8, 16], hidden = 64 }
-train = { epochs = 1, learning_rate = 0.002, batch_size = 64 }
-digest = { enabled = true, epochs = 1, learning_rate = 0.001, batch_size = 64, cover = "both" }
-
-[student]
-architecture = { kind = "cnn", channels = [8, 16], hidden = 64 }
-warm_start = true
-distill = { temperature = 3.0, train = { epochs = 5, learning_rate = 0.002, batch_size = 64 } }
-
-[round]
-samples = 1500
-temperature = 3.0
-encoding = "q8"
-deadline_secs = 120
-
-[consensus]
-rule = { kind = "confidence" }
-"#;
-
-const MNIST_SHARDS: &str = r#"name = "mnist-shards"
-seed = 11
-transport = "in-process"
-backend = "flex"
-rounds = 20
-
-[data]
-format = "idx"
-images = "{data}/mnist/train-images-idx3-ubyte.gz"
-labels = "{data}/mnist/train-labels-idx1-ubyte.gz"
-preprocess = { kind = "scale", factor = 0.00392156862745098 }
-
-[split]
-test = 5000
-reference = 5000
-nodes = 10
-min_size = 100
-partition = { kind = "classes", k = 2 }
-
-[nodes]
-architecture = { kind = "mlp", hidden = [256] }
-train = { epochs = 1, learning_rate = 0.002, batch_size = 64 }
-digest = { enabled = true, epochs = 1, learning_rate = 0.001, batch_size = 64 }
-
-[student]
-architecture = { kind = "mlp", hidden = [256] }
-distill = { temperature = 3.0, train = { epochs = 5, learning_rate = 0.002, batch_size = 64 } }
-
-[round]
-samples = 2000
-temperature = 3.0
-encoding = "q8"
-deadline_secs = 120
-
-[consensus]
-rule = { kind = "confidence" }
-"#;
-
-const BREAST_CANCER: &str = r#"name = "breast-cancer"
-seed = 3
-transport = "in-process"
-backend = "flex"
-rounds = 5
-
-[data]
-format = "csv"
-path = "{data}/breast-cancer/breast_cancer.csv"
-label = -1
-skip_lines = 1
-preprocess = { kind = "standardise", mean = [], std = [] }
-
-[split]
-test = 114
-reference = 150
-nodes = 5
-min_size = 10
-partition = { kind = "dirichlet", alpha = 1.0 }
-
-[nodes]
-architecture = { kind = "mlp", hidden = [32] }
-train = { epochs = 10, learning_rate = 0.003, batch_size = 16 }
-
-[student]
-architecture = { kind = "mlp", hidden = [16] }
-distill = { temperature = 2.0, train = { epochs = 30, learning_rate = 0.003, batch_size = 16 } }
-
-[round]
-samples = 100
-temperature = 2.0
-encoding = "f16"
-deadline_secs = 20
-"#;
-
-const SCALE_100: &str = r#"name = "scale-100"
-seed = 100
-transport = "in-process"
-backend = "flex"
-rounds = 3
-
-[data]
-format = "idx"
-images = "{data}/mnist/train-images-idx3-ubyte.gz"
-labels = "{data}/mnist/train-labels-idx1-ubyte.gz"
-preprocess = { kind = "scale", factor = 0.00392156862745098 }
-
-[split]
-test = 5000
-reference = 5000
-nodes = 100
-min_size = 100
-partition = { kind = "iid" }
-
-[nodes]
-architecture = { kind = "mlp", hidden = [64] }
-train = { epochs = 1, learning_rate = 0.003, batch_size = 64 }
-digest = { enabled = false }
-
-[student]
-architecture = { kind = "mlp", hidden = [128] }
-distill = { temperature = 3.0, train = { epochs = 3, learning_rate = 0.002, batch_size = 64 } }
-
-[round]
-samples = 1000
-temperature = 3.0
-encoding = "q8"
-quorum = 90
-deadline_secs = 300
-
-[baselines]
-local = false
-centralized = true
-fedavg = false
-public_labels = false
-"#;
-
-/// Node 0 of an attack preset: flipped labels and a claimed 2^20 private rows.
-const ATTACKER_CLAIMS: &str = r#"
-[[faults]]
-node = 0
-attack = "label_flip"
-claim_samples = 1048576
-"#;
-
-/// The full run of the `ablation` preset adds abstention to `digits-a01`; each variant turns one
-/// technique off or swaps it for its alternative.
-const ABLATION: &str = r#"
-[nodes.abstain]
-quantile = 0.05
-
-[[ablation]]
-name = "sequential"
-about = "nodes digest the consensus, then train on private rows (FedMD), instead of the joint objective"
-set = { "nodes.digest.mode" = "sequential" }
-
-[[ablation]]
-name = "no-digest"
-about = "nodes never learn from the consensus"
-set = { "nodes.digest.enabled" = false }
-
-[[ablation]]
-name = "no-abstention"
-about = "every node labels every sample"
-unset = ["nodes.abstain"]
-
-[[ablation]]
-name = "student-teaches"
-about = "nodes learn from the global student's labels instead of the consensus"
-set = { "student.teaching" = { kind = "student" } }
-
-[[ablation]]
-name = "confidence"
-about = "the consensus weighs nodes by confidence instead of the plain mean"
-set = { "consensus.rule" = { kind = "confidence" } }
-
-[[ablation]]
-name = "cold-student"
-about = "the global student starts from scratch every round instead of from last round's"
-set = { "student.warm_start" = false }
-
-[[ablation]]
-name = "early-stopping"
-about = "server distillation stops early by agreement on a held-out 10 % of the round's samples"
-set = { "student.distill.early_stopping" = { holdout = 0.1, patience = 3 } }
-"#;
-
-/// Node 0 of an attack preset: one-hot rows on the wrong class.
-const ATTACKER_ONE_HOT: &str = r#"
-[[faults]]
-node = 0
-attack = "one_hot_flip"
-"#;
-
-/// The TOML of a preset, with `{data}` pointing at `data_dir`.
-pub fn preset(name: &str, data_dir: &std::path::Path) -> Option<String> {
-    // Variants: a base preset with its name and a few settings replaced.
-    // An edit that matches nothing is a preset that silently is not what its comment says:
-    // every preset is built by `every_preset_parses_and_validates`, so this fails there.
-    let variant = |base: &str, edits: &[(&str, &str)]| {
-        edits.iter().fold(base.to_owned(), |t, (from, to)| {
-            assert!(t.contains(from), "preset edit `{from}` matches nothing");
-            t.replacen(from, to, 1)
-        })
-    };
-    let text = match name {
-        "quickstart" => QUICKSTART.to_owned(),
-        "digits-a05" => variant(
-            QUICKSTART,
-            &[
-                (r#"name = "quickstart""#, r#"name = "digits-a05""#),
-                ("rounds = 10", "rounds = 30"),
-                (
-                    "digest = { enabled = true, epochs = 2, learning_rate = 0.001, batch_size = 64 }",
-                    r#"digest = { enabled = true, epochs = 2, learning_rate = 0.001, batch_size = 64, cover = "both" }"#,
-                ),
-            ],
-        ),
-        "digits-a01" => variant(
-            QUICKSTART,
-            &[
-                (r#"name = "quickstart""#, r#"name = "digits-a01""#),
-                ("rounds = 10", "rounds = 30"),
-                ("alpha = 0.5", "alpha = 0.1"),
-            ],
-        ),
-        "ablation" => {
+/// digits-a01 with abstention (the full run), and each variant turning one technique off or
+/// swapping it for its alternative.
+pub fn ablation() -> Scenario {
+    let a = digits_a01();
+    Scenario {
+        name: "ablation".into(),
+        nodes: NodesSpec { abstain: Some(Abstain { quantile: Some(0.05), ..Abstain::default() }), ..a.nodes },
+        ablation: vec![
             variant(
-                QUICKSTART,
-                &[
-                    (r#"name = "quickstart""#, r#"name = "ablation""#),
-                    ("rounds = 10", "rounds = 30"),
-                    ("alpha = 0.5", "alpha = 0.1"),
-                ],
-            ) + ABLATION
-        }
-        "mnist-dirichlet" => MNIST_DIRICHLET.to_owned(),
-        "mnist-dirichlet-a05" => variant(
-            MNIST_DIRICHLET,
-            &[(r#"name = "mnist-dirichlet""#, r#"name = "mnist-dirichlet-a05""#), ("alpha = 0.1", "alpha = 0.5")],
-        ),
-        "mnist-shards" => MNIST_SHARDS.to_owned(),
-        // One roster member tries to take the consensus over; each attack has a control with
-        // the hardening off, so that the attack is seen to bite where it is not stopped.
-        "attack-samples" | "attack-samples-control" => {
-            let mut edits = vec![
-                (r#"name = "quickstart""#, format!(r#"name = "{name}""#)),
-                (r#"rule = { kind = "mean" }"#, r#"rule = { kind = "weighted_by_samples" }"#.to_owned()),
-                ("batch_size = 64 }\n", "batch_size = 64 }\ndeclare_samples = false\n".to_owned()),
-            ];
-            if name.ends_with("-control") {
-                edits.push(("deadline_secs = 20", "deadline_secs = 20\nsample_count_clip = 1e9".to_owned()));
-            }
-            let edits: Vec<(&str, &str)> = edits.iter().map(|(a, b)| (*a, b.as_str())).collect();
-            variant(QUICKSTART, &edits) + ATTACKER_CLAIMS
-        }
-        "attack-confidence" | "attack-confidence-control" => {
-            let rule = if name.ends_with("-control") {
-                r#"rule = { kind = "confidence", max_share = 10.0 }"#
-            } else {
-                "rule = { kind = \"confidence\" }\ncenter_clip = 2.0"
-            };
-            let renamed = format!(r#"name = "{name}""#);
-            variant(QUICKSTART, &[(r#"name = "quickstart""#, &renamed), (r#"rule = { kind = "mean" }"#, rule)])
-                + ATTACKER_ONE_HOT
-        }
-        "breast-cancer" => BREAST_CANCER.to_owned(),
-        "scale-100" => SCALE_100.to_owned(),
-        "privacy-digits" => {
+                "sequential",
+                "nodes digest the consensus, then train on private rows (FedMD), instead of the joint objective",
+                toml::toml! { "nodes.digest.mode" = "sequential" },
+                &[],
+            ),
             variant(
-                QUICKSTART,
-                &[(r#"name = "quickstart""#, r#"name = "privacy-digits""#), ("rounds = 10", "rounds = 30")],
-            ) + PRIVACY
-        }
-        "privacy-mnist" => {
+                "no-digest",
+                "nodes never learn from the consensus",
+                toml::toml! { "nodes.digest.enabled" = false },
+                &[],
+            ),
+            variant("no-abstention", "every node labels every sample", toml::Table::new(), &["nodes.abstain"]),
+            variant(
+                "student-teaches",
+                "nodes learn from the global student's labels instead of the consensus",
+                toml::toml! { "student.teaching" = { kind = "student" } },
+                &[],
+            ),
+            variant(
+                "confidence",
+                "the consensus weighs nodes by confidence instead of the plain mean",
+                toml::toml! { "consensus.rule" = { kind = "confidence" } },
+                &[],
+            ),
+            variant(
+                "cold-student",
+                "the global student starts from scratch every round instead of from last round's",
+                toml::toml! { "student.warm_start" = false },
+                &[],
+            ),
+            variant(
+                "early-stopping",
+                "server distillation stops early by agreement on a held-out 10 % of the round's samples",
+                toml::toml! { "student.distill.early_stopping" = { holdout = 0.1, patience = 3 } },
+                &[],
+            ),
+        ],
+        ..a
+    }
+}
+
+/// MNIST, 10 nodes, Dirichlet α = 0.1, 5,000 public samples (1,500 a round), CNN nodes and
+/// student, 20 rounds.
+pub fn mnist_dirichlet() -> Scenario {
+    Scenario {
+        name: "mnist-dirichlet".into(),
+        seed: 7,
+        transport: Transport::InProcess,
+        backend: BackendKind::Flex,
+        rounds: 20,
+        data: mnist(),
+        split: mnist_split(10, Partition::Dirichlet { alpha: 0.1 }),
+        nodes: nodes(cnn(), train(1, 0.002, 64), DigestConfig { cover: Cover::Both, ..digest(1, 0.001, 64) }),
+        student: StudentConfig {
+            architecture: cnn(),
+            warm_start: true,
+            distill: distill(3.0, train(5, 0.002, 64)),
+            teaching: Teaching::Consensus,
+        },
+        round: round(1500, 3.0, Encoding::Q8, 120.0),
+        consensus: consensus(Rule::CONFIDENCE),
+        faults: Vec::new(),
+        baselines: Baselines::default(),
+        ablation: Vec::new(),
+    }
+}
+
+/// mnist-dirichlet with Dirichlet α = 0.5.
+pub fn mnist_dirichlet_a05() -> Scenario {
+    let m = mnist_dirichlet();
+    Scenario {
+        name: "mnist-dirichlet-a05".into(),
+        split: SplitSpec { partition: Partition::Dirichlet { alpha: 0.5 }, ..m.split },
+        ..m
+    }
+}
+
+/// quickstart under `weighted_by_samples` with counts the nodes report: node 0 flips its labels
+/// and claims 2^20 private rows. One roster member tries to take the consensus over; each attack
+/// has a control with the hardening off, so that the attack is seen to bite where it is not
+/// stopped.
+pub fn attack_samples() -> Scenario {
+    let q = quickstart();
+    Scenario {
+        name: "attack-samples".into(),
+        nodes: NodesSpec { declare_samples: false, ..q.nodes },
+        consensus: consensus(Rule::WeightedBySamples),
+        faults: vec![Fault { node: 0, attack: Attack::LabelFlip, claim_samples: Some(1 << 20), ..Fault::default() }],
+        ..q
+    }
+}
+
+/// attack-samples without the clip on reported counts.
+pub fn attack_samples_control() -> Scenario {
+    let a = attack_samples();
+    Scenario { name: "attack-samples-control".into(), round: RoundConfig { sample_count_clip: 1e9, ..a.round }, ..a }
+}
+
+/// quickstart under the confidence rule with centered clipping: node 0 sends one-hot rows on a
+/// wrong class.
+pub fn attack_confidence() -> Scenario {
+    Scenario {
+        name: "attack-confidence".into(),
+        consensus: ConsensusConfig { center_clip: Some(2.0), ..consensus(Rule::CONFIDENCE) },
+        faults: vec![Fault { node: 0, attack: Attack::OneHotFlip, ..Fault::default() }],
+        ..quickstart()
+    }
+}
+
+/// attack-confidence without centered clipping and with no effective cap on a node's share.
+pub fn attack_confidence_control() -> Scenario {
+    Scenario {
+        name: "attack-confidence-control".into(),
+        consensus: consensus(Rule::Confidence { power: 1.0, max_share: 10.0 }),
+        ..attack_confidence()
+    }
+}
+
+/// MNIST, 10 nodes holding 2 classes each, MLP nodes and student, 20 rounds.
+pub fn mnist_shards() -> Scenario {
+    Scenario {
+        name: "mnist-shards".into(),
+        seed: 11,
+        transport: Transport::InProcess,
+        backend: BackendKind::Flex,
+        rounds: 20,
+        data: mnist(),
+        split: mnist_split(10, Partition::Classes { k: 2 }),
+        nodes: nodes(mlp(&[256]), train(1, 0.002, 64), digest(1, 0.001, 64)),
+        student: StudentConfig {
+            architecture: mlp(&[256]),
+            warm_start: true,
+            distill: distill(3.0, train(5, 0.002, 64)),
+            teaching: Teaching::Consensus,
+        },
+        round: round(2000, 3.0, Encoding::Q8, 120.0),
+        consensus: consensus(Rule::CONFIDENCE),
+        faults: Vec::new(),
+        baselines: Baselines::default(),
+        ablation: Vec::new(),
+    }
+}
+
+/// UCI breast cancer, 5 nodes, Dirichlet α = 1, features standardised on the reference rows,
+/// small MLPs, 5 rounds.
+pub fn breast_cancer() -> Scenario {
+    Scenario {
+        name: "breast-cancer".into(),
+        seed: 3,
+        transport: Transport::InProcess,
+        backend: BackendKind::Flex,
+        rounds: 5,
+        data: DataSpec {
+            format: DataFormat::Csv,
+            path: Some(shipped("breast-cancer/breast_cancer.csv")),
+            label: Some(LabelColumn::Index(-1)),
+            skip_lines: 1,
+            header: false,
+            delimiter: ',',
+            images: None,
+            labels: None,
+            rows: None,
+            classes: None,
+            // Empty statistics: the run computes them from the reference rows.
+            preprocess: Preprocess::Standardise { mean: Vec::new(), std: Vec::new() },
+        },
+        split: SplitSpec {
+            test: 114,
+            reference: 150,
+            nodes: 5,
+            min_size: 10,
+            partition: Partition::Dirichlet { alpha: 1.0 },
+        },
+        nodes: nodes(mlp(&[32]), train(10, 0.003, 16), DigestConfig::default()),
+        student: StudentConfig {
+            architecture: mlp(&[16]),
+            warm_start: true,
+            distill: distill(2.0, train(30, 0.003, 16)),
+            teaching: Teaching::Consensus,
+        },
+        round: round(100, 2.0, Encoding::F16, 20.0),
+        consensus: ConsensusConfig::default(),
+        faults: Vec::new(),
+        baselines: Baselines::default(),
+        ablation: Vec::new(),
+    }
+}
+
+/// MNIST, 100 nodes, IID, small MLPs, 3 rounds, a quorum of 90: how the system scales on one
+/// machine.
+pub fn scale_100() -> Scenario {
+    Scenario {
+        name: "scale-100".into(),
+        seed: 100,
+        transport: Transport::InProcess,
+        backend: BackendKind::Flex,
+        rounds: 3,
+        data: mnist(),
+        split: mnist_split(100, Partition::Iid),
+        nodes: nodes(mlp(&[64]), train(1, 0.003, 64), DigestConfig { enabled: false, ..DigestConfig::default() }),
+        student: StudentConfig {
+            architecture: mlp(&[128]),
+            warm_start: true,
+            distill: distill(3.0, train(3, 0.002, 64)),
+            teaching: Teaching::Consensus,
+        },
+        round: RoundConfig { quorum: Some(90), ..round(1000, 3.0, Encoding::Q8, 300.0) },
+        consensus: ConsensusConfig::default(),
+        faults: Vec::new(),
+        baselines: Baselines { local: false, centralized: true, fedavg: false, public_labels: false },
+        ablation: Vec::new(),
+    }
+}
+
+/// quickstart over 30 rounds with record-level DP-SGD, ε = 4 per node. It is digits-a05 without
+/// `digest.cover` (which does not apply under DP-SGD; without DP, the sweep's last point, it is
+/// left out as it was measured).
+pub fn privacy_digits() -> Scenario {
+    let q = quickstart();
+    Scenario {
+        name: "privacy-digits".into(),
+        rounds: 30,
+        nodes: NodesSpec { privacy: Some(privacy()), ..q.nodes },
+        ..q
+    }
+}
+
+/// mnist-dirichlet-a05 with MLP nodes under record-level DP-SGD, ε = 4 per node.
+pub fn privacy_mnist() -> Scenario {
+    let m = mnist_dirichlet_a05();
+    Scenario {
+        name: "privacy-mnist".into(),
+        nodes: NodesSpec {
             // MLP nodes with larger batches (256, at learning rate 0.01) and two epochs a round:
             // under DP-SGD a step's noise shrinks with the batch, and the nodes must be worth
             // listening to from round 1. DP-FedAvg trains with the same settings.
-            let text = variant(
-                MNIST_DIRICHLET,
-                &[
-                    (r#"name = "mnist-dirichlet""#, r#"name = "privacy-mnist""#),
-                    ("alpha = 0.1", "alpha = 0.5"),
-                    (
-                        r#"architecture = { kind = "cnn", channels = [8, 16], hidden = 64 }"#,
-                        r#"architecture = { kind = "mlp", hidden = [128] }"#,
-                    ),
-                    (
-                        "train = { epochs = 1, learning_rate = 0.002, batch_size = 64 }",
-                        "train = { epochs = 2, learning_rate = 0.01, batch_size = 256 }",
-                    ),
-                    // A light pull towards the consensus: the nodes' DP-SGD noise is their own,
-                    // and models pulled hard together lose what averaging ten of them buys.
-                    // (`cover` does not apply under DP-SGD; without DP, the sweep's last point, it
-                    // is left out as it was measured.)
-                    (
-                        r#"learning_rate = 0.001, batch_size = 64, cover = "both" }"#,
-                        "learning_rate = 0.001, batch_size = 64, weight = 0.1 }",
-                    ),
-                    // An MLP student (noise-free, trained on public rows only) and 2,000 samples a
-                    // round: the nodes' MLPs make FedAvg's rounds 8.2 MB, so the bytes stay at 1/16.
-                    (
-                        r#"architecture = { kind = "cnn", channels = [8, 16], hidden = 64 }"#,
-                        r#"architecture = { kind = "mlp", hidden = [256] }"#,
-                    ),
-                    ("samples = 1500", "samples = 2000"),
-                ],
-            );
-            // The centralized and public-label baselines do not depend on ε: mnist-dirichlet-a05
-            // has them for the same split.
-            text + PRIVACY + "\n[baselines]\ncentralized = false\npublic_labels = false\n"
+            architecture: mlp(&[128]),
+            train: train(2, 0.01, 256),
+            // A light pull towards the consensus: the nodes' DP-SGD noise is their own, and
+            // models pulled hard together lose what averaging ten of them buys. (`cover` does not
+            // apply under DP-SGD; without DP, the sweep's last point, it is left out as it was
+            // measured.)
+            digest: DigestConfig { weight: 0.1, ..digest(1, 0.001, 64) },
+            privacy: Some(privacy()),
+            ..m.nodes
+        },
+        // An MLP student (noise-free, trained on public rows only) and 2,000 samples a round:
+        // the nodes' MLPs make FedAvg's rounds 8.2 MB, so the bytes stay at 1/16.
+        student: StudentConfig { architecture: mlp(&[256]), ..m.student },
+        round: RoundConfig { samples: 2000, ..m.round },
+        // The centralized and public-label baselines do not depend on ε: mnist-dirichlet-a05
+        // has them for the same split.
+        baselines: Baselines { centralized: false, public_labels: false, ..Baselines::default() },
+        ..m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_valid_and_named_as_listed() {
+        for p in PRESETS {
+            let s = preset(p.name, Path::new("/data")).unwrap_or_else(|| panic!("{}", p.name));
+            assert_eq!(s.name, p.name);
+            s.validate().unwrap_or_else(|e| panic!("{}: {e:#}", p.name));
         }
-        _ => return None,
-    };
-    Some(text.replace("{data}", &data_dir.display().to_string()))
+        assert!(preset("no-such-preset", Path::new("/data")).is_none());
+    }
+
+    #[test]
+    fn data_paths_move_under_the_data_folder() {
+        let s = preset("quickstart", Path::new("/x/data")).unwrap();
+        assert_eq!(s.data.path.as_deref(), Some(Path::new("/x/data/digits/digits.csv.gz")));
+        let m = preset("mnist-shards", Path::new("/x/data")).unwrap();
+        assert_eq!(m.data.images.as_deref(), Some(Path::new("/x/data/mnist/train-images-idx3-ubyte.gz")));
+        assert_eq!(m.data.labels.as_deref(), Some(Path::new("/x/data/mnist/train-labels-idx1-ubyte.gz")));
+    }
 }

@@ -2,13 +2,13 @@
 
 use std::fmt::Write as _;
 
-use crate::run::Results;
+use crate::results::Results;
 use crate::setup::Prepared;
 
 /// Writes the run's result files into its folder.
 pub fn write(p: &Prepared, r: &Results) -> anyhow::Result<()> {
     let dir = &p.dir;
-    learning::fs::atomic_write(&dir.join("results.json"), &serde_json::to_vec_pretty(r)?)?;
+    learning::fs::atomic_write(&dir.results(), &serde_json::to_vec_pretty(r)?)?;
     let mut csv = String::from("round,global_accuracy,fedavg_accuracy,participants,bytes_up,bytes_down,seconds\n");
     for x in &r.rounds {
         let _ = writeln!(
@@ -23,19 +23,19 @@ pub fn write(p: &Prepared, r: &Results) -> anyhow::Result<()> {
             x.seconds
         );
     }
-    learning::fs::atomic_write(&dir.join("rounds.csv"), csv.as_bytes())?;
+    learning::fs::atomic_write(&dir.rounds_csv(), csv.as_bytes())?;
     let counts = learning::data::label_counts(&p.parts, &p.dataset.labels, p.dataset.classes);
     let plots: [(&str, crate::plots::Res); 3] = [
-        ("accuracy.png", crate::plots::accuracy_per_round(r, &dir.join("accuracy.png"))),
-        ("accuracy-bytes.png", crate::plots::accuracy_per_byte(r, &dir.join("accuracy-bytes.png"))),
-        ("labels.png", crate::plots::label_distribution(&counts, &dir.join("labels.png"))),
+        ("accuracy.png", crate::plots::accuracy_per_round(r, &dir.plot("accuracy.png"))),
+        ("accuracy-bytes.png", crate::plots::accuracy_per_byte(r, &dir.plot("accuracy-bytes.png"))),
+        ("labels.png", crate::plots::label_distribution(&counts, &dir.plot("labels.png"))),
     ];
     for (name, res) in plots {
         if let Err(e) = res {
             anyhow::bail!("cannot draw {name}: {e}");
         }
     }
-    learning::fs::atomic_write(&dir.join("report.md"), markdown(p, r).as_bytes())?;
+    learning::fs::atomic_write(&dir.report(), markdown(p, r).as_bytes())?;
     Ok(())
 }
 
@@ -92,6 +92,7 @@ pub fn summary(r: &Results) -> String {
     s
 }
 
+/// `report.md`: the setting, the summary, the distillation analysis, the rounds and the labels.
 fn markdown(p: &Prepared, r: &Results) -> String {
     let s = &p.scenario;
     let mut m = String::new();
@@ -109,6 +110,21 @@ fn markdown(p: &Prepared, r: &Results) -> String {
     );
     let _ = writeln!(m, "## Summary\n\n```text\n{}```\n", summary(r));
     let _ = writeln!(m, "![accuracy per round](accuracy.png)\n\n![accuracy against bytes](accuracy-bytes.png)\n");
+    distillation(&mut m, p, r);
+    rounds(&mut m, r);
+    let counts = learning::data::label_counts(&p.parts, &p.dataset.labels, p.dataset.classes);
+    let _ = writeln!(
+        m,
+        "\n## Labels per node\n\n![labels per node](labels.png)\n\n```text\n{}```",
+        learning::data::label_table(&counts)
+    );
+    m
+}
+
+/// The distillation analysis: the global student against the ensemble it distils, in accuracy,
+/// size and speed.
+fn distillation(m: &mut String, p: &Prepared, r: &Results) {
+    let s = &p.scenario;
     let _ = writeln!(m, "## Distillation analysis\n");
     let _ = writeln!(
         m,
@@ -162,6 +178,10 @@ fn markdown(p: &Prepared, r: &Results) -> String {
         100.0 * r.global_accuracy / r.ensemble_accuracy.max(1e-6),
         100.0 * g.parameters as f64 / (n.parameters * s.split.nodes).max(1) as f64
     );
+}
+
+/// The table of rounds, and the bytes per round against FedAvg's.
+fn rounds(m: &mut String, r: &Results) {
     let _ = writeln!(
         m,
         "## Rounds\n\n| round | global acc | FedAvg acc | participants | bytes up | bytes down | seconds |\n|---|---|---|---|---|---|---|"
@@ -188,11 +208,4 @@ fn markdown(p: &Prepared, r: &Results) -> String {
             r.bytes_per_round / (f.bytes_total as f64 / r.rounds.len().max(1) as f64)
         );
     }
-    let counts = learning::data::label_counts(&p.parts, &p.dataset.labels, p.dataset.classes);
-    let _ = writeln!(
-        m,
-        "\n## Labels per node\n\n![labels per node](labels.png)\n\n```text\n{}```",
-        learning::data::label_table(&counts)
-    );
-    m
 }

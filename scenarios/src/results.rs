@@ -3,7 +3,20 @@
 use learning::eval::ModelFacts;
 use serde::{Deserialize, Serialize};
 
-use crate::baselines::Baseline;
+use crate::provenance::Provenance;
+
+/// Accuracy and cost of one baseline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Final test accuracy.
+    pub accuracy: f32,
+    /// Test accuracy after each round, where the baseline has rounds.
+    pub per_round: Vec<f32>,
+    /// Bytes that crossed the network in total (0 for non-federated baselines).
+    pub bytes_total: u64,
+    /// Seconds of computation.
+    pub seconds: f64,
+}
 
 /// One round of the federated run, as written to `results.json` and `rounds.csv`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,6 +77,9 @@ pub struct Results {
     /// With `[nodes.privacy]`: what each node's ledger says it spent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacyResult>,
+    /// The command, day and commit that made these figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
 }
 
 /// Differential privacy of the nodes, read from their ledgers after the run.

@@ -2,32 +2,38 @@
 //! then the outputs (`results.json`, `rounds.csv`, `report.md`, `config.toml`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
-use aggregator::{Aggregator, RoundMetrics};
+use aggregator::RoundMetrics;
 use anyhow::Context;
 use learning::Model;
 use learning::eval::ModelFacts;
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
-
-use net::multiaddr::{Multiaddr, Protocol};
 
 use crate::baselines;
-use crate::processes::federate_processes;
-pub use crate::processes::{read_addr_file, sibling_binary};
+pub use crate::federate::processes::{read_addr_file, sibling_binary};
+use crate::provenance::Provenance;
 pub use crate::results::{LocalOnly, PrivacyResult, Results, RoundResult};
 use crate::setup::{self, Prepared};
-use crate::spec::{Scenario, Transport};
+use crate::spec::Scenario;
 
-/// Options of a run.
+/// Options of a run, and of every run of a job over several seeds, budgets or variants.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     /// Output folder.
     pub out: PathBuf,
     /// Show a progress bar.
     pub progress: bool,
+    /// Told, before each run of a job over several runs, which one starts and where.
+    pub notify: fn(&str),
+    /// Recorded into `results.json`: what made the figures.
+    pub provenance: Option<Provenance>,
+}
+
+impl Default for RunOptions {
+    /// Into the current folder, quiet, recording no provenance.
+    fn default() -> Self {
+        Self { out: PathBuf::new(), progress: false, notify: |_| {}, provenance: None }
+    }
 }
 
 /// Runs a scenario end to end and writes its outputs.
@@ -40,112 +46,17 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Resul
         let (s, d) = (scenario.clone(), dir.clone());
         tokio::task::spawn_blocking(move || setup::prepare(&s, &d)).await??
     };
-    setup::write_toml(&dir.join("config.toml"), &prepared.scenario)?;
+    setup::write_toml(&prepared.dir.config(), &prepared.scenario)?;
     let started = Instant::now();
-    let metrics = match scenario.transport {
-        Transport::InProcess => federate_in_process(&mut prepared, opts.progress).await?,
-        Transport::Processes => federate_processes(&mut prepared, opts.progress).await?,
-    };
+    let metrics = crate::federate::federate(&mut prepared, opts.progress).await?;
     let federation_seconds = started.elapsed().as_secs_f64();
+    let provenance = opts.provenance.clone();
     tokio::task::spawn_blocking(move || {
-        let results = evaluate(&prepared, &metrics, federation_seconds)?;
+        let results = Results { provenance, ..evaluate(&prepared, &metrics, federation_seconds)? };
         crate::report::write(&prepared, &results)?;
         Ok(results)
     })
     .await?
-}
-
-pub(crate) fn node_dir(p: &Prepared, i: usize) -> PathBuf {
-    p.dir.join("nodes").join(format!("node-{i:02}"))
-}
-
-/// Writes `federation.toml`, each node's `node.toml` and, for a node with simulated faults, its
-/// `simulation.toml` (read by `fd-sim-node`, never by `fd-node`).
-pub(crate) fn write_configs(p: &mut Prepared, agg_addr: &Multiaddr) -> anyhow::Result<()> {
-    setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator)?;
-    for i in 0..p.nodes.len() {
-        p.nodes[i].aggregator = agg_addr.clone();
-        let dir = node_dir(p, i);
-        setup::write_toml(&dir.join("node.toml"), &p.nodes[i])?;
-        if !p.faults[i].is_honest() {
-            setup::write_toml(&dir.join("simulation.toml"), &p.faults[i])?;
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn bar(total: u64, show: bool) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(total);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] round {pos}/{len} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb
-}
-
-async fn federate_in_process(p: &mut Prepared, progress: bool) -> anyhow::Result<Vec<RoundMetrics>> {
-    p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
-    let mut agg = Aggregator::start(p.aggregator.clone()).await.context("starting the aggregator")?;
-    // The run folder's federation.toml names the port actually bound, as its node.toml files do.
-    p.aggregator.listen = agg.listen_addrs().to_vec();
-    let addr = agg.listen_addrs()[0].clone().with(Protocol::P2p(net::peer_id(&agg.id())));
-    write_configs(p, &addr)?;
-    let (tx, mut rx) = mpsc::channel(64);
-    agg.set_progress(tx);
-    let shutdown = CancellationToken::new();
-    let agg_task = tokio::spawn(agg.run(shutdown.child_token()));
-    let (round_tx, round_rx) = watch::channel(0u64);
-    let mut node_tasks = Vec::new();
-    for (i, cfg) in p.nodes.iter().enumerate() {
-        let cfg = cfg.clone();
-        let mut faults = p.faults[i].clone();
-        let token = shutdown.child_token();
-        let mut round_rx = round_rx.clone();
-        let return_at = p.scenario.faults.iter().find(|f| f.node == i).and_then(|f| f.return_at);
-        node_tasks.push(tokio::spawn(async move {
-            loop {
-                let summary = node::run_with(cfg.clone(), Arc::new(faults.clone()), token.clone()).await?;
-                match (summary.left_at, return_at) {
-                    (Some(_), Some(back)) => {
-                        // Come back once round `back − 1` is complete, in time for round `back`.
-                        tokio::select! {
-                            _ = token.cancelled() => return Ok::<_, node::Error>(()),
-                            r = round_rx.wait_for(|r| *r + 1 >= back) => if r.is_err() { return Ok(()) },
-                        }
-                        faults.leave_at_round = None;
-                    }
-                    _ => return Ok(()),
-                }
-            }
-        }));
-    }
-    let pb = bar(p.scenario.rounds, progress);
-    let mut metrics = Vec::new();
-    let mut agg_task = agg_task;
-    let summary = loop {
-        tokio::select! {
-            m = rx.recv() => if let Some(m) = m {
-                pb.set_position(m.round);
-                pb.set_message(format!("{} nodes, accuracy {:.3}", m.participants.len(), m.accuracy.unwrap_or(0.0)));
-                let _ = round_tx.send(m.round);
-                metrics.push(m);
-            },
-            r = &mut agg_task => break r.context("aggregator task")?.context("aggregator")?,
-        }
-    };
-    while let Ok(m) = rx.try_recv() {
-        metrics.push(m);
-    }
-    pb.finish_and_clear();
-    shutdown.cancel();
-    for t in node_tasks {
-        t.await.context("node task")?.context("node")?;
-    }
-    Ok(summary.rounds)
 }
 
 fn peak_rss_mib() -> Option<f64> {
@@ -168,18 +79,17 @@ fn privacy_result(p: &Prepared) -> anyhow::Result<Option<PrivacyResult>> {
     Ok(Some(PrivacyResult { budget, delta: sp.delta, spent, trainings, max_spent }))
 }
 
+/// The figures of a finished federation: its models on the test rows, then the baselines.
 fn evaluate(p: &Prepared, metrics: &[RoundMetrics], federation_seconds: f64) -> anyhow::Result<Results> {
     let s = &p.scenario;
     let test = p.dataset.subset(&p.split.test);
-    let global = Model::load(&p.aggregator.output.join("global"), s.backend).context("loading the global model")?;
+    let global = Model::load(&p.dir.global_model(), s.backend).context("loading the global model")?;
     let global_accuracy =
         learning::eval::evaluate(&global.soft_labels(&test.features, 1.0, 256)?, &test.labels, test.classes).accuracy;
-    let nodes: Vec<Model> = p
-        .nodes
-        .iter()
-        .map(|n| {
-            Model::load(&n.state_dir.join("model"), s.backend)
-                .with_context(|| format!("loading {}", n.state_dir.display()))
+    let nodes: Vec<Model> = (0..p.nodes.len())
+        .map(|i| {
+            let ndir = p.dir.node(i);
+            Model::load(&ndir.model(), s.backend).with_context(|| format!("loading {}", ndir.state().display()))
         })
         .collect::<anyhow::Result<_>>()?;
     let (ensemble_accuracy, node_accuracy) = baselines::ensemble(&nodes, &test)?;
@@ -229,5 +139,6 @@ fn evaluate(p: &Prepared, metrics: &[RoundMetrics], federation_seconds: f64) -> 
         federation_seconds,
         peak_rss_mib: peak_rss_mib(),
         privacy: privacy_result(p)?,
+        provenance: None,
     })
 }

@@ -3,11 +3,14 @@
 //! more than one draw.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::run::Results;
+use crate::layout::RunDir;
+use crate::provenance::Provenance;
+use crate::results::Results;
+use crate::run::RunOptions;
+use crate::spec::Scenario;
 
 /// Mean and (sample) standard deviation of one figure over seeds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -59,6 +62,10 @@ pub struct SeedSummary {
     pub bytes_per_round: Stat,
     /// FedAvg's bytes per round, both directions.
     pub fedavg_bytes_per_round: Option<Stat>,
+    /// What made these figures (at the top of a multi-seed run's `results.json`; a sweep's or an
+    /// ablation's summaries have theirs at their own top).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
 }
 
 fn all<T>(results: &[Results], f: impl Fn(&Results) -> Option<T>) -> Option<Vec<T>> {
@@ -84,7 +91,35 @@ pub fn summarise(results: &[Results]) -> SeedSummary {
         fedavg_bytes_per_round: opt(&|r| {
             r.fedavg.as_ref().map(|b| b.bytes_total as f64 / b.per_round.len().max(1) as f64)
         }),
+        provenance: None,
     }
+}
+
+/// Runs `s` once per seed into `OUT/seed-N/` (`OUT` being `opts.out`), telling `opts.notify`
+/// before each run.
+pub async fn run_each(s: &Scenario, seeds: &[u64], opts: &RunOptions) -> anyhow::Result<Vec<Results>> {
+    let out = RunDir::new(&opts.out);
+    let mut all = Vec::new();
+    for &seed in seeds {
+        let s = Scenario { seed, ..s.clone() };
+        let dir = out.seed(seed);
+        (opts.notify)(&format!(
+            "running `{}` ({} nodes, {} rounds, seed {seed}) into {}",
+            s.name,
+            s.split.nodes,
+            s.rounds,
+            dir.root().display()
+        ));
+        all.push(crate::run::run(&s, &RunOptions { out: dir.root().to_owned(), ..opts.clone() }).await?);
+    }
+    Ok(all)
+}
+
+/// Runs `s` once per seed into `OUT/seed-N/` and writes the summary into `OUT`.
+pub async fn run(s: &Scenario, seeds: &[u64], opts: &RunOptions) -> anyhow::Result<SeedSummary> {
+    let summary = SeedSummary { provenance: opts.provenance.clone(), ..summarise(&run_each(s, seeds, opts).await?) };
+    write(&RunDir::new(&opts.out), &summary)?;
+    Ok(summary)
 }
 
 fn pct(s: &Stat) -> String {
@@ -119,9 +154,9 @@ pub fn markdown(s: &SeedSummary) -> String {
 }
 
 /// Writes `results.json` and `report.md` of a multi-seed run into `dir`.
-pub fn write(dir: &Path, s: &SeedSummary) -> anyhow::Result<()> {
-    learning::fs::atomic_write(&dir.join("results.json"), &serde_json::to_vec_pretty(s)?)?;
-    learning::fs::atomic_write(&dir.join("report.md"), markdown(s).as_bytes())?;
+pub fn write(dir: &RunDir, s: &SeedSummary) -> anyhow::Result<()> {
+    learning::fs::atomic_write(&dir.results(), &serde_json::to_vec_pretty(s)?)?;
+    learning::fs::atomic_write(&dir.report(), markdown(s).as_bytes())?;
     Ok(())
 }
 

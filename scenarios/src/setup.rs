@@ -1,17 +1,20 @@
 //! Turns a scenario into real files: the split, each node's row file, the reference set, keys,
-//! and the `federation.toml` / `node.toml` configs that `fd-aggregator` and `fd-node` run.
+//! and the `federation.toml` / `node.toml` configs that `fd-aggregator` and `fd-node` run (where
+//! each goes: [`crate::layout`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aggregator::config::{AggregatorConfig, ReferenceConfig, RosterEntry};
 use anyhow::Context;
 use learning::data::{self, Dataset, Preprocess, Split};
+use net::multiaddr::Multiaddr;
 use node::config::NodeConfig;
 use node::policy::QueryPolicy;
-use protocol::ReferenceSet;
 use protocol::seed::{Stream, derive};
+use protocol::{FederationId, ReferenceSet, ReferenceSetId};
 
 use crate::faults::Simulation;
+use crate::layout::{RunDir, node_name};
 use crate::spec::Scenario;
 
 /// Everything a run needs, on disk and in memory.
@@ -31,13 +34,45 @@ pub struct Prepared {
     /// Each node's simulated faults (honest: the default).
     pub faults: Vec<Simulation>,
     /// Output folder.
-    pub dir: PathBuf,
+    pub dir: RunDir,
 }
 
-/// Writes the run's files under `dir`.
+/// Writes the run's files under `dir`: the data split, the reference set, the keys, then each
+/// node's files and config and the aggregator's config.
 pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
+    let dir = RunDir::new(dir);
+    std::fs::create_dir_all(dir.root()).with_context(|| format!("cannot create {}", dir.root().display()))?;
+    let Data { scenario: s, dataset, split, parts } = load(scenario)?;
+    let reference = write_public(&dir, &dataset, &split)?;
+    std::fs::create_dir_all(dir.keys())?;
+    let _ = std::fs::remove_file(dir.aggregator_key());
+    net::keys::generate(&dir.aggregator_key())?;
+    let federation =
+        FederationId::new(s.name.clone()).with_context(|| format!("scenario name `{}` as a federation id", s.name))?;
+    let (mut roster, mut nodes, mut faults) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, part) in parts.iter().enumerate() {
+        let (entry, config) = node_files(&s, &dir, i, part, &dataset, &federation, reference)?;
+        roster.push(entry);
+        nodes.push(config);
+        faults.push(simulation(&s, i));
+    }
+    let aggregator = aggregator_config(&s, &dir, &dataset, federation, roster, reference);
+    Ok(Prepared { scenario: s, dataset, split, parts, aggregator, nodes, faults, dir })
+}
+
+/// The data of a run, as [`load`] reads and divides it.
+struct Data {
+    /// The scenario, its standardisation statistics filled in.
+    scenario: Scenario,
+    dataset: Dataset,
+    split: Split,
+    parts: Vec<Vec<usize>>,
+}
+
+/// Loads the scenario's data, splits it into test, reference and private rows, preprocesses it
+/// and spreads the private rows across the nodes.
+fn load(scenario: &Scenario) -> anyhow::Result<Data> {
     let mut s = scenario.clone();
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut raw_spec = s.data.clone();
     raw_spec.preprocess = Preprocess::None;
     let raw = raw_spec.load().context("loading the scenario's data")?;
@@ -60,88 +95,107 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
         s.split.min_size,
         derive(s.seed, Stream::Split, 1),
     )?;
+    Ok(Data { scenario: s, dataset, split, parts })
+}
 
+/// Writes the reference set and the test rows; returns the reference set's id.
+fn write_public(dir: &RunDir, dataset: &Dataset, split: &Split) -> anyhow::Result<ReferenceSetId> {
     let reference = ReferenceSet::new(split.reference.len(), dataset.dim, dataset.subset(&split.reference).features)?;
-    let ref_path = dir.join("reference.fdref");
-    let ref_id = aggregator::reference::write(&ref_path, &reference)?;
-    let test_rows = dir.join("test-rows.txt");
-    data::write_rows(&test_rows, &split.test)?;
+    let id = aggregator::reference::write(&dir.reference(), &reference)?;
+    data::write_rows(&dir.test_rows(), &split.test)?;
+    Ok(id)
+}
 
-    let keys = dir.join("keys");
-    std::fs::create_dir_all(&keys)?;
-    let agg_key = keys.join("aggregator.key");
-    let _ = std::fs::remove_file(&agg_key);
-    net::keys::generate(&agg_key)?;
-    let federation = protocol::FederationId::new(s.name.clone())
-        .with_context(|| format!("scenario name `{}` as a federation id", s.name))?;
-    let mut roster = Vec::new();
-    let mut nodes = Vec::new();
-    let mut faults = Vec::new();
-    for (i, part) in parts.iter().enumerate() {
-        let ndir = dir.join("nodes").join(format!("node-{i:02}"));
-        std::fs::create_dir_all(&ndir)?;
-        let _ = std::fs::remove_dir_all(ndir.join("state"));
-        let key = keys.join(format!("node-{i:02}.key"));
-        let _ = std::fs::remove_file(&key);
-        let id = net::keys::generate(&key)?;
-        // The runner made the partition, so it declares each node's count, as an operator would:
-        // `weighted_by_samples` then weighs what the roster says, and no node is asked for it.
-        let declared = scenario.nodes.declare_samples.then_some(part.len() as u64);
-        roster.push(RosterEntry { name: format!("node-{i:02}"), peer_id: id.id(), samples: declared });
-        data::write_rows(&ndir.join("rows.txt"), part)?;
-        // The reference set is public: each node starts with its own copy (checked against the
-        // announced hash). Without one, a node fetches it from the aggregator.
-        if scenario.nodes.copy_reference {
-            std::fs::create_dir_all(ndir.join("state"))?;
-            std::fs::copy(&ref_path, ndir.join("state").join("reference.fdref"))?;
-        }
-        let mut spec = s.data.clone();
-        spec.rows = Some(ndir.join("rows.txt"));
-        spec.classes = Some(dataset.classes);
-        let fault = s.faults.iter().find(|f| f.node == i);
-        faults.push(Simulation {
-            delay_ms: fault.map_or(0, |f| f.delay_ms),
-            attack: fault.map_or(Default::default(), |f| f.attack),
-            leave_at_round: fault.and_then(|f| f.drop_at),
-            seed: derive(s.seed, Stream::Fault, i as u64),
-            claim_samples: fault.and_then(|f| f.claim_samples),
-        });
-        nodes.push(NodeConfig {
-            federation: federation.clone(),
-            key,
-            // Set by the runner once the aggregator has bound its address.
-            aggregator: net::multiaddr::Multiaddr::empty(),
-            listen: Vec::new(),
-            state_dir: ndir.join("state"),
-            reference: ndir.join("state").join("reference.fdref"),
-            seed: derive(s.seed, Stream::Init, 1 + i as u64),
-            backend: s.backend,
-            data: spec,
-            model: s.architecture(i).clone(),
-            train: s.nodes.train.clone(),
-            digest: s.nodes.digest.clone(),
-            abstain: s.nodes.abstain.clone(),
-            privacy: s.nodes.privacy.as_ref().and_then(|p| p.node(s.rounds, s.seed, i)),
-            policy: policy(&s, ref_id),
-            ledger: Default::default(),
-            metrics: None,
-        });
+/// Writes node `i`'s folder (its rows, its key, its copy of the reference set); returns its
+/// roster entry and its config.
+fn node_files(
+    s: &Scenario,
+    dir: &RunDir,
+    i: usize,
+    part: &[usize],
+    dataset: &Dataset,
+    federation: &FederationId,
+    reference: ReferenceSetId,
+) -> anyhow::Result<(RosterEntry, NodeConfig)> {
+    let ndir = dir.node(i);
+    std::fs::create_dir_all(ndir.root())?;
+    let _ = std::fs::remove_dir_all(ndir.state());
+    let key = dir.node_key(i);
+    let _ = std::fs::remove_file(&key);
+    let id = net::keys::generate(&key)?;
+    // The runner made the partition, so it declares each node's count, as an operator would:
+    // `weighted_by_samples` then weighs what the roster says, and no node is asked for it.
+    let declared = s.nodes.declare_samples.then_some(part.len() as u64);
+    let entry = RosterEntry { name: node_name(i), peer_id: id.id(), samples: declared };
+    data::write_rows(&ndir.rows(), part)?;
+    // The reference set is public: each node starts with its own copy (checked against the
+    // announced hash). Without one, a node fetches it from the aggregator.
+    if s.nodes.copy_reference {
+        std::fs::create_dir_all(ndir.state())?;
+        std::fs::copy(dir.reference(), ndir.reference())?;
     }
-    let mut validation = s.data.clone();
-    validation.rows = Some(test_rows);
-    validation.classes = Some(dataset.classes);
-    let _ = std::fs::remove_dir_all(dir.join("aggregator"));
-    let aggregator = AggregatorConfig {
-        federation,
-        key: agg_key,
+    let mut spec = s.data.clone();
+    spec.rows = Some(ndir.rows());
+    spec.classes = Some(dataset.classes);
+    let config = NodeConfig {
+        federation: federation.clone(),
+        key,
+        // Set by the runner once the aggregator has bound its address.
+        aggregator: Multiaddr::empty(),
         listen: Vec::new(),
-        output: dir.join("aggregator"),
+        state_dir: ndir.state(),
+        reference: ndir.reference(),
+        seed: derive(s.seed, Stream::Init, 1 + i as u64),
+        backend: s.backend,
+        data: spec,
+        model: s.architecture(i).clone(),
+        train: s.nodes.train.clone(),
+        digest: s.nodes.digest.clone(),
+        abstain: s.nodes.abstain.clone(),
+        privacy: s.nodes.privacy.as_ref().and_then(|p| p.node(s.rounds, s.seed, i)),
+        policy: policy(s, reference),
+        ledger: Default::default(),
+        metrics: None,
+    };
+    Ok((entry, config))
+}
+
+/// Node `i`'s simulated faults (honest where the scenario gives it none).
+fn simulation(s: &Scenario, i: usize) -> Simulation {
+    let fault = s.faults.iter().find(|f| f.node == i);
+    Simulation {
+        delay_ms: fault.map_or(0, |f| f.delay_ms),
+        attack: fault.map_or(Default::default(), |f| f.attack),
+        leave_at_round: fault.and_then(|f| f.drop_at),
+        seed: derive(s.seed, Stream::Fault, i as u64),
+        claim_samples: fault.and_then(|f| f.claim_samples),
+    }
+}
+
+/// The aggregator's config (its listen addresses are set by the runner); empties its output folder.
+fn aggregator_config(
+    s: &Scenario,
+    dir: &RunDir,
+    dataset: &Dataset,
+    federation: FederationId,
+    roster: Vec<RosterEntry>,
+    reference: ReferenceSetId,
+) -> AggregatorConfig {
+    let mut validation = s.data.clone();
+    validation.rows = Some(dir.test_rows());
+    validation.classes = Some(dataset.classes);
+    let _ = std::fs::remove_dir_all(dir.aggregator());
+    AggregatorConfig {
+        federation,
+        key: dir.aggregator_key(),
+        listen: Vec::new(),
+        output: dir.aggregator(),
         rounds: s.rounds,
         seed: s.seed,
         backend: s.backend,
         classes: dataset.classes,
         roster,
-        reference: ReferenceConfig { path: ref_path, sha256: ref_id },
+        reference: ReferenceConfig { path: dir.reference(), sha256: reference },
         round: s.round.clone(),
         consensus: s.consensus.clone(),
         student: s.student.clone(),
@@ -150,14 +204,13 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
         // Every node of a simulation dials from the same address (127.0.0.1): room for all of
         // them to be in their handshake at once, rather than refusals and redials.
         connections: aggregator::config::ConnectionsConfig::for_one_address(s.split.nodes),
-    };
-    Ok(Prepared { scenario: s, dataset, split, parts, aggregator, nodes, faults, dir: dir.to_owned() })
+    }
 }
 
 /// A node's query policy in a simulation: the scenario's reference set pinned, and limits that
 /// admit exactly what the scenario's aggregator asks (its temperature, its encoding, even `f32`,
 /// its samples a round and its rounds) and nothing more.
-fn policy(s: &Scenario, reference: protocol::ReferenceSetId) -> QueryPolicy {
+fn policy(s: &Scenario, reference: ReferenceSetId) -> QueryPolicy {
     QueryPolicy {
         min_temperature: s.round.temperature,
         encodings: vec![s.round.encoding],
@@ -166,6 +219,22 @@ fn policy(s: &Scenario, reference: protocol::ReferenceSetId) -> QueryPolicy {
         share_sample_count: !s.nodes.declare_samples,
         ..QueryPolicy::pinned(reference)
     }
+}
+
+/// Writes `federation.toml`, each node's `node.toml` (naming the aggregator at `agg_addr`) and,
+/// for a node with simulated faults, its `simulation.toml` (read by `fd-sim-node`, never by
+/// `fd-node`).
+pub fn write_configs(p: &mut Prepared, agg_addr: &Multiaddr) -> anyhow::Result<()> {
+    write_toml(&p.dir.federation(), &p.aggregator)?;
+    for i in 0..p.nodes.len() {
+        p.nodes[i].aggregator = agg_addr.clone();
+        let ndir = p.dir.node(i);
+        write_toml(&ndir.config(), &p.nodes[i])?;
+        if !p.faults[i].is_honest() {
+            write_toml(&ndir.simulation(), &p.faults[i])?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes a config as TOML.

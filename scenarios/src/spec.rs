@@ -1,4 +1,9 @@
 //! Scenario files: what to simulate. Unknown keys and bad values are refused with the key named.
+//!
+//! An `[[ablation]]` [`Variant`] changes the scenario's own keys: `set` takes dotted keys
+//! (`"nodes.digest.mode" = "sequential"`), `unset` removes optional ones (`["nodes.abstain"]`).
+//! The changed scenario is parsed and validated like any scenario file, so a typo in a variant is
+//! refused, with the variant and the key named, before anything runs.
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +14,10 @@ use learning::train::TrainConfig;
 use learning::{Architecture, BackendKind};
 use node::config::DigestConfig;
 
-use crate::faults::Attack;
+use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+
+use crate::faults::Attack;
 
 /// A simulated federation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,9 +55,9 @@ pub struct Scenario {
     #[serde(default)]
     pub baselines: Baselines,
     /// Ablation variants (`[[ablation]]`): each reruns the scenario with one setting changed,
-    /// over the same seeds (see [`crate::ablation`]).
+    /// over the same seeds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ablation: Vec<crate::ablation::Variant>,
+    pub ablation: Vec<Variant>,
 }
 
 /// How nodes run.
@@ -232,9 +239,14 @@ impl Scenario {
         Ok(s)
     }
 
+    /// The scenario as a scenario file: what `fd-scenarios show` prints, and what a run writes
+    /// to its `config.toml`. [`Scenario::from_toml`] reads it back to the same value.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string_pretty(self).context("scenario as TOML")
+    }
+
     /// Reads a scenario file; relative data paths are resolved against its folder.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        use anyhow::Context;
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut s = Self::from_toml(&text).with_context(|| format!("invalid scenario {}", path.display()))?;
         s.data = s.data.resolved(path.parent().unwrap_or(Path::new(".")));
@@ -243,7 +255,6 @@ impl Scenario {
 
     /// Checks values that serde cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
-        use anyhow::bail;
         if self.rounds == 0 {
             bail!("`rounds` must be at least 1");
         }
@@ -281,7 +292,32 @@ impl Scenario {
                 bail!("`faults`: node {} returns at round {r}, not after it drops at {d}", f.node);
             }
         }
-        crate::ablation::validate(self)
+        self.validate_variants()
+    }
+
+    /// Checks the `[[ablation]]` variants: names usable as folders and distinct, and each
+    /// variant a valid scenario.
+    fn validate_variants(&self) -> anyhow::Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        for v in &self.ablation {
+            if v.name.is_empty()
+                || !v.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                || v.name == crate::layout::FULL
+            {
+                bail!(
+                    "ablation name `{}`: use letters, digits, `-` and `_` (and not `full`, the run with every technique on)",
+                    v.name
+                );
+            }
+            if !seen.insert(v.name.as_str()) {
+                bail!("ablation name `{}` appears twice", v.name);
+            }
+            if v.set.is_empty() && v.unset.is_empty() {
+                bail!("ablation `{}` changes nothing: give `set` or `unset`", v.name);
+            }
+            v.apply(self)?;
+        }
+        Ok(())
     }
 
     /// Architecture of node `i`.
@@ -295,9 +331,150 @@ impl Scenario {
     }
 }
 
+/// One `[[ablation]]` variant: the scenario with a few keys set or removed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// Short name, also its output folder (letters, digits, `-` and `_`).
+    pub name: String,
+    /// What it changes, in words, for the report.
+    pub about: String,
+    /// Dotted keys of the scenario and their values in this variant.
+    #[serde(default)]
+    pub set: toml::Table,
+    /// Dotted keys of optional settings this variant removes.
+    #[serde(default)]
+    pub unset: Vec<String>,
+}
+
+impl Variant {
+    /// `base` with this variant's changes, without ablations and baselines (the full run has
+    /// them), named `BASE-NAME`, validated.
+    pub fn apply(&self, base: &Scenario) -> anyhow::Result<Scenario> {
+        let mut b = base.clone();
+        b.ablation.clear();
+        b.name = format!("{}-{}", base.name, self.name);
+        b.baselines = Baselines::NONE;
+        let mut value = toml::Table::try_from(&b).context("scenario as TOML")?;
+        for (key, v) in &self.set {
+            let (table, last) =
+                walk(&mut value, key, true).with_context(|| format!("ablation `{}`: `set` key `{key}`", self.name))?;
+            table.insert(last.to_owned(), v.clone());
+        }
+        for key in &self.unset {
+            let (table, last) = walk(&mut value, key, false)
+                .with_context(|| format!("ablation `{}`: `unset` key `{key}`", self.name))?;
+            if table.remove(last).is_none() {
+                bail!("ablation `{}`: `unset` key `{key}` is not set in the scenario", self.name);
+            }
+        }
+        // Read back as a scenario file is: every check a file gets, a variant gets.
+        let text = toml::to_string(&value).context("scenario as TOML")?;
+        Scenario::from_toml(&text).with_context(|| format!("ablation `{}`", self.name))
+    }
+}
+
+/// The table holding dotted `key`'s last part, creating missing tables if `create`.
+fn walk<'a, 'k>(
+    root: &'a mut toml::Table,
+    key: &'k str,
+    create: bool,
+) -> anyhow::Result<(&'a mut toml::Table, &'k str)> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let Some((last, path)) = parts.split_last() else { bail!("not a dotted key") };
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("not a dotted key");
+    }
+    let mut table = root;
+    for part in path {
+        if create && !table.contains_key(*part) {
+            table.insert((*part).to_owned(), toml::Value::Table(toml::Table::new()));
+        }
+        table = match table.get_mut(*part) {
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => bail!("`{part}` is not a table"),
+            None => bail!("`{part}` is not set in the scenario"),
+        };
+    }
+    Ok((table, last))
+}
+
 /// Folder holding the shipped data sets (the repository's `data/`), overridable with `FD_DATA_DIR`.
 pub fn data_dir() -> PathBuf {
     std::env::var_os("FD_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("data"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use node::config::DigestMode;
+
+    fn preset(name: &str) -> Scenario {
+        crate::presets::preset(name, &data_dir()).unwrap()
+    }
+
+    fn variant(name: &str, set: &str, unset: &[&str]) -> Variant {
+        Variant {
+            name: name.into(),
+            about: String::new(),
+            set: toml::from_str(set).unwrap(),
+            unset: unset.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_variant_changes_only_its_keys() {
+        let mut base = preset("quickstart");
+        base.nodes.abstain = Some(learning::abstain::Abstain { quantile: Some(0.05), ..Default::default() });
+        let v = variant("seq", "\"nodes.digest.mode\" = \"sequential\"\n\"round.samples\" = 100", &["nodes.abstain"]);
+        let s = v.apply(&base).unwrap();
+        assert_eq!(s.nodes.digest.mode, DigestMode::Sequential);
+        assert_eq!(s.round.samples, 100);
+        assert_eq!(s.nodes.abstain, None);
+        assert_eq!(s.name, "quickstart-seq");
+        assert!(!s.baselines.fedavg && !s.baselines.local);
+        // Everything else is the base's.
+        let mut back = s.clone();
+        back.nodes.digest.mode = base.nodes.digest.mode;
+        back.round.samples = base.round.samples;
+        back.nodes.abstain = base.nodes.abstain.clone();
+        back.name = base.name.clone();
+        back.baselines = base.baselines.clone();
+        assert_eq!(back, base);
+    }
+
+    #[test]
+    fn bad_variants_are_refused_with_their_name() {
+        let mut base = preset("quickstart");
+        for (v, needle) in [
+            (variant("typo", "\"nodes.digest.mood\" = \"sequential\"", &[]), "typo"),
+            (variant("bad-value", "\"nodes.digest.mode\" = \"sideways\"", &[]), "bad-value"),
+            (variant("gone", "", &["nodes.abstain"]), "gone"),
+            (variant("through-a-value", "\"rounds.x\" = 1", &[]), "through-a-value"),
+            (variant("full", "\"rounds\" = 2", &[]), "full"),
+            (variant("nothing", "", &[]), "nothing"),
+        ] {
+            base.ablation = vec![v];
+            let e = base.validate().unwrap_err();
+            assert!(format!("{e:#}").contains(needle), "{e:#}");
+        }
+        base.ablation = vec![variant("a", "rounds = 2", &[]), variant("a", "rounds = 3", &[])];
+        assert!(base.validate().is_err());
+    }
+
+    #[test]
+    fn the_ablation_preset_is_valid_and_every_variant_differs_from_the_full_run() {
+        let s = preset("ablation");
+        assert!(s.ablation.len() >= 5);
+        for v in &s.ablation {
+            let changed = v.apply(&s).unwrap();
+            let mut full = s.clone();
+            full.ablation.clear();
+            full.name = changed.name.clone();
+            full.baselines = changed.baselines.clone();
+            assert_ne!(changed, full, "variant {} changes nothing", v.name);
+        }
+    }
 }

@@ -11,9 +11,11 @@ use anyhow::Context;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::Scenario;
+use crate::layout::{PRIVACY_PLOT, RunDir};
+use crate::provenance::Provenance;
+use crate::run::RunOptions;
 use crate::seeds::{SeedSummary, Stat};
-use crate::spec::NodesPrivacy;
+use crate::spec::{NodesPrivacy, Scenario};
 
 /// A per-node budget of the sweep: a finite ε, or none (no differential privacy).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,6 +90,31 @@ pub struct Sweep {
     pub delta: f64,
     /// One point per budget, in the order asked.
     pub points: Vec<Point>,
+    /// What made these figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+/// Runs `s` at each budget, each over `seeds`, into `OUT/eps-E/seed-N/` (`OUT` being
+/// `opts.out`), and writes the sweep's results, table and plot into `OUT`.
+pub async fn run(s: &Scenario, budgets: &[Budget], seeds: &[u64], opts: &RunOptions) -> anyhow::Result<Sweep> {
+    let out = RunDir::new(&opts.out);
+    let mut points = Vec::new();
+    for &budget in budgets {
+        let at = budget.apply(s);
+        let all = crate::seeds::run_each(
+            &at,
+            seeds,
+            &RunOptions { out: out.budget(budget).root().to_owned(), ..opts.clone() },
+        )
+        .await?;
+        let max_spent = Stat::of(all.iter().map(|r| r.privacy.as_ref().map_or(0.0, |p| p.max_spent)).collect());
+        points.push(Point { budget, summary: crate::seeds::summarise(&all), max_spent });
+    }
+    let delta = Budget::Epsilon(1.0).apply(s).nodes.privacy.map_or(1e-5, |p| p.delta);
+    let sweep = Sweep { scenario: s.name.clone(), delta, points, provenance: opts.provenance.clone() };
+    write(&out, &sweep)?;
+    Ok(sweep)
 }
 
 fn pct(s: &Stat) -> String {
@@ -172,10 +199,10 @@ pub fn plot(s: &Sweep, path: &Path) -> anyhow::Result<()> {
 }
 
 /// Writes `results.json`, `report.md` and `privacy-utility.png` of a sweep into `dir`.
-pub fn write(dir: &Path, s: &Sweep) -> anyhow::Result<()> {
-    learning::fs::atomic_write(&dir.join("results.json"), &serde_json::to_vec_pretty(s)?)?;
-    learning::fs::atomic_write(&dir.join("report.md"), markdown(s).as_bytes())?;
-    plot(s, &dir.join("privacy-utility.png"))
+pub fn write(dir: &RunDir, s: &Sweep) -> anyhow::Result<()> {
+    learning::fs::atomic_write(&dir.results(), &serde_json::to_vec_pretty(s)?)?;
+    learning::fs::atomic_write(&dir.report(), markdown(s).as_bytes())?;
+    plot(s, &dir.plot(PRIVACY_PLOT))
 }
 
 #[cfg(test)]
@@ -189,8 +216,7 @@ mod tests {
         for bad in ["0", "-1", "NaN", "four", ""] {
             assert!(bad.parse::<Budget>().is_err(), "{bad}");
         }
-        let base =
-            Scenario::from_toml(&crate::presets::preset("quickstart", &crate::spec::data_dir()).unwrap()).unwrap();
+        let base = crate::presets::quickstart();
         assert_eq!(Budget::None.apply(&base).nodes.privacy, None);
         let p = Budget::Epsilon(2.0).apply(&base).nodes.privacy.unwrap();
         assert_eq!((p.epsilon, p.delta, p.clip_norm), (2.0, 1e-5, 1.0));

@@ -176,10 +176,10 @@ fn documented(doc: &str, section: &str) -> BTreeSet<String> {
         if !inside {
             continue;
         }
-        if let Some(cell) = line.strip_prefix("| `") {
-            if let Some((key, _)) = cell.split_once('`') {
-                keys.insert(key.to_string());
-            }
+        if let Some(cell) = line.strip_prefix("| `")
+            && let Some((key, _)) = cell.split_once('`')
+        {
+            keys.insert(key.to_string());
         }
     }
     assert!(!keys.is_empty(), "docs/configuration.md has no `{heading}` section with key tables");

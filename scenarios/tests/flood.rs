@@ -23,6 +23,7 @@ use common::{
     wait_exit_with_peak, wait_until,
 };
 use scenarios::flood::FloodReport;
+use scenarios::layout::node_name;
 
 const NODES: usize = 10;
 const ROUNDS: u64 = 5;
@@ -58,7 +59,7 @@ fn federate(name: &str, flood: bool) -> Run {
     // 127.0.0.1): the flood is measured against them.
     p.aggregator.connections = Default::default();
     p.aggregator.round.deadline_secs = 4.0;
-    let member_key = dir.join("keys/flooder.key");
+    let member_key = dir.keys().join("flooder.key");
     if flood {
         let id = net::keys::generate(&member_key).unwrap();
         p.aggregator.roster.push(aggregator::config::RosterEntry {
@@ -69,8 +70,8 @@ fn federate(name: &str, flood: bool) -> Run {
     }
     let (agg, addr) = launch_aggregator_tcp(&mut p);
     let mut procs = Procs(vec![agg]);
-    let report_path = dir.join("flood.json");
-    let progress = dir.join("flood.progress.json");
+    let report_path = dir.root().join("flood.json");
+    let progress = dir.root().join("flood.progress.json");
     if flood {
         let args = [
             "--aggregator".into(),
@@ -93,14 +94,14 @@ fn federate(name: &str, flood: bool) -> Run {
             "127.0.0.2".into(),
         ];
         let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
-        procs.0.push(spawn_args("fd-flood", &args, &dir.join("flood.log")));
+        procs.0.push(spawn_args("fd-flood", &args, &dir.root().join("flood.log")));
         // The honest nodes start into a flood already under way.
         let flooder = &mut procs.0[1];
         wait_until("the flood to be under way", Duration::from_secs(60), || {
             assert!(
                 flooder.try_wait().unwrap().is_none(),
                 "fd-flood exited: {}",
-                std::fs::read_to_string(dir.join("flood.log")).unwrap_or_default()
+                std::fs::read_to_string(dir.root().join("flood.log")).unwrap_or_default()
             );
             let sent = std::fs::read(&progress)
                 .ok()
@@ -110,16 +111,16 @@ fn federate(name: &str, flood: bool) -> Run {
         });
     }
     for i in 0..NODES {
-        procs.0.push(spawn_run("fd-node", None, &node_toml(&dir, i), &dir.join(format!("node-{i}.log"))));
+        procs.0.push(spawn_run("fd-node", None, &node_toml(&dir, i), &dir.node_log(i)));
     }
     let (status, peak_kib) = wait_exit_with_peak(&mut procs.0[0], Duration::from_secs(120));
     assert!(
         status.success(),
         "{name}: aggregator failed: {}",
-        std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default()
+        std::fs::read_to_string(dir.aggregator_log()).unwrap_or_default()
     );
     // Every honest submission was accepted in every round, and the nodes stopped cleanly.
-    let names: Vec<String> = (0..NODES).map(|i| format!("node-{i:02}")).collect();
+    let names: Vec<String> = (0..NODES).map(node_name).collect();
     let m = metrics(&p);
     assert_eq!(m.iter().map(|r| r.round).collect::<Vec<_>>(), (1..=ROUNDS).collect::<Vec<_>>(), "{name}");
     for r in &m {
@@ -137,7 +138,7 @@ fn federate(name: &str, flood: bool) -> Run {
         assert!(
             status.success(),
             "fd-flood failed: {}",
-            std::fs::read_to_string(dir.join("flood.log")).unwrap_or_default()
+            std::fs::read_to_string(dir.root().join("flood.log")).unwrap_or_default()
         );
         serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap()
     });

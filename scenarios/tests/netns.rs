@@ -34,6 +34,7 @@ use common::{
 use lan::{LOSS_RULES, Lan, SUBNET, ip, nft, unavailable};
 use net::multiaddr::{Multiaddr, Protocol};
 use scenarios::Scenario;
+use scenarios::layout::node_name;
 use scenarios::setup::{self, Prepared};
 
 /// The aggregator's fixed port (TCP and QUIC) on the LAN.
@@ -97,32 +98,31 @@ fn federate(
 fn federate_prepared(p: &mut Prepared, kind: &str, hosts: Option<&[String]>, dial: &Dial) -> Vec<Multiaddr> {
     let host = |i: usize| hosts.map(|h| h[i].as_str());
     let dir = p.dir.clone();
-    setup::write_toml(&dir.join("federation.toml"), &p.aggregator).unwrap();
-    let addr_file = dir.join("aggregator.addrs");
-    let log = |name: &str| dir.join(format!("{name}.log"));
+    setup::write_toml(&dir.federation(), &p.aggregator).unwrap();
+    let addr_file = dir.aggregator_addrs();
     let mut procs = Procs(vec![common::spawn_aggregator_in(p, host(0), &addr_file)]);
-    let addrs = wait_for_addrs(&mut procs.0[0], &addr_file, &log("aggregator"));
+    let addrs = wait_for_addrs(&mut procs.0[0], &addr_file, &dir.aggregator_log());
     for (i, n) in p.nodes.iter_mut().enumerate() {
         n.aggregator = dial.address(&addrs, i);
         setup::write_toml(&node_toml(&dir, i), n).unwrap();
-        procs.0.push(spawn_run("fd-node", host(i + 1), &node_toml(&dir, i), &log(&format!("node-{i}"))));
+        procs.0.push(spawn_run("fd-node", host(i + 1), &node_toml(&dir, i), &dir.node_log(i)));
     }
     // The aggregator ends the federation; a node that fails before that fails the test at once.
     let mut status = None;
     wait_until("the aggregator to exit", Duration::from_secs(300), || {
         for (i, node) in procs.0[1..].iter_mut().enumerate() {
             if let Some(s) = node.try_wait().unwrap().filter(|s| !s.success()) {
-                panic!("{kind}: node {i} {s}:\n{}", read(&log(&format!("node-{i}"))));
+                panic!("{kind}: node {i} {s}:\n{}", read(&dir.node_log(i)));
             }
         }
         status = procs.0[0].try_wait().unwrap();
         status.is_some()
     });
     let status = status.unwrap();
-    assert!(status.success(), "{kind}: aggregator {status}:\n{}", read(&log("aggregator")));
+    assert!(status.success(), "{kind}: aggregator {status}:\n{}", read(&dir.aggregator_log()));
     for (i, n) in p.nodes.iter().enumerate() {
         let status = wait_exit(&mut procs.0[i + 1], Duration::from_secs(60));
-        assert!(status.success(), "{kind}: node {i} {status}:\n{}", read(&log(&format!("node-{i}"))));
+        assert!(status.success(), "{kind}: node {i} {status}:\n{}", read(&dir.node_log(i)));
         assert_eq!(submitted(&n.state_dir), (1..=p.scenario.rounds).collect::<Vec<_>>(), "{kind}: node {i}");
     }
     addrs
@@ -154,7 +154,7 @@ fn every_round_complete(p: &Prepared) -> Vec<aggregator::RoundMetrics> {
     let m = metrics(p);
     assert_eq!(m.iter().map(|r| r.round).collect::<Vec<_>>(), (1..=ROUNDS).collect::<Vec<_>>());
     for r in &m {
-        assert_eq!(r.participants, vec!["node-00", "node-01", "node-02"], "round {}", r.round);
+        assert_eq!(r.participants, (0..3).map(node_name).collect::<Vec<_>>(), "round {}", r.round);
     }
     m
 }
@@ -338,11 +338,11 @@ fn an_aggregator_behind_a_nat_is_reached_through_a_relay() {
     for (i, n) in runs[1].nodes.iter_mut().enumerate() {
         n.listen = listen_at(&format!("{SUBNET}.{}", i + 2));
     }
-    let relay_key = runs[0].dir.join("keys").join("relay.key");
+    let relay_key = runs[0].dir.keys().join("relay.key");
     net::keys::generate(&relay_key).unwrap();
     let mut args: Vec<String> =
         vec!["relay".into(), "--key".into(), relay_key.display().to_string(), "--addr-file".into()];
-    let addr_file = runs[0].dir.join("relay.addrs");
+    let addr_file = runs[0].dir.root().join("relay.addrs");
     args.push(addr_file.display().to_string());
     for a in listen_at(&relay_ip.to_string()) {
         args.extend(["--listen".into(), a.to_string()]);
@@ -355,14 +355,14 @@ fn an_aggregator_behind_a_nat_is_reached_through_a_relay() {
         }
     }
     let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
-    let log = runs[0].dir.join("relay.log");
+    let log = runs[0].dir.root().join("relay.log");
     let mut relay = Procs(vec![common::launch(common::command("fd-aggregator", Some(&h(0))), &args, &log)]);
     let relay_addrs = wait_for_addrs(&mut relay.0[0], &addr_file, &log);
     // Rounds after the first: the first also waits for the nodes' processes to start and join.
     let mean_ms =
         |m: &[aggregator::RoundMetrics]| 1000.0 * m[1..].iter().map(|r| r.seconds).sum::<f64>() / (m.len() - 1) as f64;
     for p in &mut runs {
-        let kind = p.dir.file_name().unwrap().to_string_lossy().into_owned();
+        let kind = p.dir.root().file_name().unwrap().to_string_lossy().into_owned();
         // The aggregator has no open port: it listens on its private address, which the LAN
         // cannot reach, and through the relay (over TCP).
         let tcp = |a: &&Multiaddr| a.iter().any(|p| matches!(p, Protocol::Tcp(_)));

@@ -27,7 +27,7 @@ fn prepare(s: &Scenario, tweak: impl FnOnce(&mut Prepared)) -> PreparedDir {
     p.aggregator.listen =
         vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap(), "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()];
     tweak(&mut p);
-    setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator).unwrap();
+    setup::write_toml(&p.dir.federation(), &p.aggregator).unwrap();
     p
 }
 
@@ -54,13 +54,13 @@ fn spawn_aggregator(p: &Prepared, addr_file: &Path) -> Child {
 /// comes back where the nodes look for it), and each node's config names the aggregator's
 /// address: node 0 comes in over QUIC, the others over TCP. Returns the aggregator process.
 fn start_aggregator(p: &mut Prepared) -> Child {
-    let addr_file = p.dir.join("aggregator.addrs");
+    let addr_file = p.dir.aggregator_addrs();
     let mut agg = spawn_aggregator(p, &addr_file);
-    let addrs = wait_for_addrs(&mut agg, &addr_file, &p.dir.join("aggregator.log"));
+    let addrs = wait_for_addrs(&mut agg, &addr_file, &p.dir.aggregator_log());
     let over =
         |quic: bool| addrs.iter().find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic).unwrap().clone();
     p.aggregator.listen = addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()).collect();
-    setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator).unwrap();
+    setup::write_toml(&p.dir.federation(), &p.aggregator).unwrap();
     for (i, n) in p.nodes.iter_mut().enumerate() {
         n.aggregator = over(i == 0);
         setup::write_toml(&node_toml(&p.dir, i), n).unwrap();
@@ -75,28 +75,28 @@ fn three_node_processes_federate_and_a_stranger_is_refused() {
     let dir = p.dir.clone();
     let mut procs = Procs(vec![start_aggregator(&mut p)]);
     // A fourth node whose key is not on the roster.
-    let stranger_key = dir.join("keys/stranger.key");
+    let stranger_key = dir.keys().join("stranger.key");
     net::keys::generate(&stranger_key).unwrap();
     let mut stranger = p.nodes[1].clone();
     stranger.key = stranger_key;
-    stranger.state_dir = dir.join("stranger");
-    setup::write_toml(&dir.join("stranger.toml"), &stranger).unwrap();
+    stranger.state_dir = dir.root().join("stranger");
+    setup::write_toml(&dir.root().join("stranger.toml"), &stranger).unwrap();
     for i in 0..3 {
-        procs.0.push(spawn("fd-node", &node_toml(&dir, i), &dir.join(format!("node-{i}.log"))));
+        procs.0.push(spawn("fd-node", &node_toml(&dir, i), &dir.node_log(i)));
     }
-    procs.0.push(spawn("fd-node", &dir.join("stranger.toml"), &dir.join("stranger.log")));
+    procs.0.push(spawn("fd-node", &dir.root().join("stranger.toml"), &dir.root().join("stranger.log")));
     let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
     assert!(
         status.success(),
         "aggregator failed: {}",
-        std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default()
+        std::fs::read_to_string(dir.aggregator_log()).unwrap_or_default()
     );
     // The aggregator told the nodes the federation is over: they stop on their own, cleanly
     // (status 0: nothing else stops an fd-node that is not sent a signal), having submitted in
     // every round.
     for i in 0..3 {
         let status = wait_exit(&mut procs.0[i + 1], Duration::from_secs(60));
-        let log = std::fs::read_to_string(dir.join(format!("node-{i}.log"))).unwrap_or_default();
+        let log = std::fs::read_to_string(dir.node_log(i)).unwrap_or_default();
         assert!(status.success(), "node {i}: {status}\n{log}");
         assert_eq!(submitted(&p.nodes[i].state_dir), vec![1, 2, 3], "node {i}");
     }
@@ -109,7 +109,7 @@ fn three_node_processes_federate_and_a_stranger_is_refused() {
         assert_eq!(r.participants, vec!["node-00", "node-01", "node-02"], "round {}", r.round);
     }
     // The outputs exist and load; the global model beats the mean local-only model.
-    let global = learning::Model::load(&p.aggregator.output.join("global"), s.backend).unwrap();
+    let global = learning::Model::load(&p.dir.global_model(), s.backend).unwrap();
     assert!(p.aggregator.output.join("global.safetensors").is_file());
     assert!(p.aggregator.output.join("global.onnx").is_file());
     assert!(p.aggregator.output.join("report.md").is_file());
@@ -135,13 +135,13 @@ fn a_node_killed_mid_round_misses_it_and_rejoins_later() {
     let dir = p.dir.clone();
     // Node 3 is a straggler, so that it can be killed mid-round.
     let straggler = scenarios::faults::Simulation { delay_ms: 1500, ..Default::default() };
-    let sim = dir.join("straggler.toml");
+    let sim = dir.root().join("straggler.toml");
     setup::write_toml(&sim, &straggler).unwrap();
     let mut procs = Procs(vec![start_aggregator(&mut p)]);
     for i in 0..3 {
-        procs.0.push(spawn("fd-node", &node_toml(&dir, i), &dir.join(format!("node-{i}.log"))));
+        procs.0.push(spawn("fd-node", &node_toml(&dir, i), &dir.node_log(i)));
     }
-    procs.0.push(spawn_sim(&node_toml(&dir, 3), &sim, &dir.join("node-3.log")));
+    procs.0.push(spawn_sim(&node_toml(&dir, 3), &sim, &dir.node_log(3)));
     // Kill it once it has taken round 2's announcement (its receipt is in its egress ledger)
     // and before its delayed submission.
     let state = p.nodes[3].state_dir.clone();
@@ -153,7 +153,7 @@ fn a_node_killed_mid_round_misses_it_and_rejoins_later() {
     assert_eq!(submitted(&state), vec![1], "node 3 was killed before submitting in round 2");
     wait_until("round 2", Duration::from_secs(120), || metrics(&p).len() >= 2);
     // Restart it as a plain fd-node: it resumes its checkpoint and joins a later round.
-    procs.0.push(spawn("fd-node", &node_toml(&dir, 3), &dir.join("node-3.log")));
+    procs.0.push(spawn("fd-node", &node_toml(&dir, 3), &dir.node_log(3)));
     let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
     assert!(status.success());
     let m = metrics(&p);
@@ -173,9 +173,9 @@ fn a_sigkilled_aggregator_resumes_with_its_rounds_intact() {
     let mut p = prepare(&s, |_| {});
     let dir = p.dir.clone();
     let mut procs = Procs(vec![start_aggregator(&mut p)]);
-    let first = read_addr_file(&dir.join("aggregator.addrs")).unwrap();
+    let first = read_addr_file(&dir.aggregator_addrs()).unwrap();
     for i in 0..3 {
-        procs.0.push(spawn("fd-node", &node_toml(&dir, i), &dir.join(format!("node-{i}.log"))));
+        procs.0.push(spawn("fd-node", &node_toml(&dir, i), &dir.node_log(i)));
     }
     // state.json is the commit point (metrics.jsonl is written just before it).
     let committed = || -> u64 {
@@ -192,20 +192,20 @@ fn a_sigkilled_aggregator_resumes_with_its_rounds_intact() {
     assert!(committed() >= 2 && before.len() >= 2);
     // It comes back from the same federation.toml, which now names the ports it had bound, so
     // the nodes find it where they were told to look.
-    let addr_file = dir.join("aggregator.addrs");
+    let addr_file = dir.aggregator_addrs();
     procs.0[0] = spawn_aggregator(&p, &addr_file);
     assert_eq!(
-        wait_for_addrs(&mut procs.0[0], &addr_file, &dir.join("aggregator.log")),
+        wait_for_addrs(&mut procs.0[0], &addr_file, &dir.aggregator_log()),
         first,
         "the restarted aggregator listens where it did"
     );
     let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
-    assert!(status.success(), "{}", std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default());
+    assert!(status.success(), "{}", std::fs::read_to_string(dir.aggregator_log()).unwrap_or_default());
     let after = metrics(&p);
     assert_eq!(after.len(), 4);
     assert_eq!(after[..2], before[..2], "rounds 1 and 2 survive the crash unchanged");
     assert_eq!(after.iter().map(|m| m.round).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
-    assert!(learning::Model::load(&p.aggregator.output.join("global"), s.backend).is_ok());
+    assert!(learning::Model::load(&p.dir.global_model(), s.backend).is_ok());
 }
 
 #[test]
@@ -219,11 +219,11 @@ fn a_round_trained_before_the_aggregator_died_is_answered_after_it_returns_and_p
     // aggregator can die between the two. It comes in over TCP, so it sees the aggregator's
     // death at once (over QUIC, only at the connection's idle timeout).
     let straggler = scenarios::faults::Simulation { delay_ms: 2500, ..Default::default() };
-    let sim = dir.join("straggler.toml");
+    let sim = dir.root().join("straggler.toml");
     setup::write_toml(&sim, &straggler).unwrap();
     let mut procs = Procs(vec![start_aggregator(&mut p)]);
     for i in 0..3 {
-        let log = dir.join(format!("node-{i}.log"));
+        let log = dir.node_log(i);
         procs.0.push(if i == 1 {
             spawn_sim(&node_toml(&dir, i), &sim, &log)
         } else {
@@ -242,10 +242,10 @@ fn a_round_trained_before_the_aggregator_died_is_answered_after_it_returns_and_p
         !submitted(&state).contains(&2),
         "node 1 answered round 2 before the aggregator died; the test lost its race"
     );
-    let addr_file = dir.join("aggregator.addrs");
+    let addr_file = dir.aggregator_addrs();
     procs.0[0] = spawn_aggregator(&p, &addr_file);
     let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
-    assert!(status.success(), "{}", std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default());
+    assert!(status.success(), "{}", std::fs::read_to_string(dir.aggregator_log()).unwrap_or_default());
     let m = metrics(&p);
     assert_eq!(m.iter().map(|m| m.round).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert!(m[1].participants.contains(&"node-01".to_string()), "node 1 answered round 2: {m:?}");

@@ -1,24 +1,64 @@
-//! Scenario files: presets parse, unknown keys and bad values are refused with the key named;
-//! with `--log-format json`, a scenario that cannot be loaded is reported as one JSON line.
+//! Scenario files: presets parse and print what they printed before they were typed values,
+//! unknown keys and bad values are refused with the key named; with `--log-format json`, a
+//! scenario that cannot be loaded is reported as one JSON line.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
+use std::path::Path;
+
 use scenarios::Scenario;
-use scenarios::presets::{PRESETS, preset};
+use scenarios::presets::{DATA, PRESETS, preset};
 use scenarios::spec::data_dir;
 
+/// `tests/presets/NAME.toml`: what `fd-scenarios show NAME` printed before presets were typed
+/// values (when they were TOML text patched with `replacen`), the data folder written `{data}`.
+fn before(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/presets").join(format!("{name}.toml"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.replace(DATA, &data_dir().display().to_string())
+}
+
 fn quickstart() -> String {
-    preset("quickstart", &data_dir()).expect("preset")
+    before("quickstart")
+}
+
+/// Every preset is the scenario it was as TOML text, field for field: no figure changes because
+/// presets became typed values. (The printed text differs in layout only: serde writes inline
+/// tables as tables and spells out defaults.)
+#[test]
+fn every_preset_is_what_its_text_was() {
+    for p in PRESETS {
+        let typed = preset(p.name, &data_dir()).unwrap();
+        let text = Scenario::from_toml(&before(p.name)).unwrap_or_else(|e| panic!("{}: {e:#}", p.name));
+        assert_eq!(typed, text, "{}", p.name);
+    }
+    // …and no fixture is left without its preset.
+    let mut fixtures: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/presets"))
+        .unwrap()
+        .map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    fixtures.sort();
+    let mut names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+    names.sort();
+    assert_eq!(fixtures, names);
 }
 
 #[test]
-fn every_preset_parses_and_validates() {
-    for (name, _) in PRESETS {
-        let s = Scenario::from_toml(&preset(name, &data_dir()).unwrap()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
-        assert_eq!(&s.name, name);
-        // The resolved TOML written next to the outputs parses back to the same scenario.
-        let again = Scenario::from_toml(&toml::to_string(&s).unwrap()).unwrap();
-        assert_eq!(again, s, "{name}");
+fn what_show_prints_parses_back_to_the_preset() {
+    for p in PRESETS {
+        let s = preset(p.name, &data_dir()).unwrap();
+        assert_eq!(&s.name, p.name);
+        let again = Scenario::from_toml(&s.to_toml().unwrap()).unwrap_or_else(|e| panic!("{}: {e:#}", p.name));
+        assert_eq!(again, s, "{}", p.name);
     }
+}
+
+#[test]
+fn show_prints_the_preset_as_toml() {
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_fd-scenarios")).args(["show", "ablation"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = Scenario::from_toml(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(shown, preset("ablation", &data_dir()).unwrap());
 }
 
 fn error_of(text: &str) -> String {

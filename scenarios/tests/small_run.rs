@@ -8,13 +8,16 @@ use std::path::PathBuf;
 use learning::consensus::Rule;
 use scenarios::Scenario;
 use scenarios::faults::Attack;
+use scenarios::layout::{RunDir, node_name};
+use scenarios::outcome::Outcome;
 use scenarios::presets::preset;
 use scenarios::run::{Results, RunOptions, run};
 use scenarios::spec::{Fault, data_dir};
+use scenarios::table::Table;
 use tempfile::TempDir;
 
 fn small(name: &str) -> Scenario {
-    let mut s = Scenario::from_toml(&preset("quickstart", &data_dir()).unwrap()).unwrap();
+    let mut s = preset("quickstart", &data_dir()).unwrap();
     s.name = name.into();
     s.rounds = 2;
     s.split.nodes = 4;
@@ -31,7 +34,7 @@ async fn go(s: &Scenario) -> (Results, TempDir) {
 
 async fn go_in(s: &Scenario, dir_name: &str) -> (Results, TempDir) {
     let dir = common::test_dir("small", dir_name);
-    let r = run(s, &RunOptions { out: dir.path().to_owned(), progress: false })
+    let r = run(s, &RunOptions { out: dir.path().to_owned(), ..RunOptions::default() })
         .await
         .unwrap_or_else(|e| panic!("{}: {e:#}", s.name));
     (r, dir)
@@ -42,22 +45,24 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
     let s = small("small");
     let (r, tmp) = go(&s).await;
     let dir = tmp.path();
+    let run_dir = RunDir::new(dir);
+    let global = run_dir.global_model();
     for f in [
-        "config.toml",
-        "results.json",
-        "rounds.csv",
-        "report.md",
-        "federation.toml",
-        "aggregator/global.bpk",
-        "aggregator/global.safetensors",
-        "aggregator/global.onnx",
-        "aggregator/metrics.jsonl",
-        "nodes/node-00/node.toml",
-        "nodes/node-00/state/egress.jsonl",
+        run_dir.config(),
+        run_dir.results(),
+        run_dir.rounds_csv(),
+        run_dir.report(),
+        run_dir.federation(),
+        global.with_extension("bpk"),
+        global.with_extension("safetensors"),
+        global.with_extension("onnx"),
+        run_dir.metrics(),
+        run_dir.node(0).config(),
+        run_dir.node(0).state().join("egress.jsonl"),
     ] {
-        assert!(dir.join(f).is_file(), "missing {f}");
+        assert!(f.is_file(), "missing {}", f.display());
     }
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.results()).unwrap()).unwrap();
     for key in [
         "rounds",
         "global_accuracy",
@@ -83,10 +88,16 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
     }
     assert_eq!(r.rounds.len(), 2);
     assert!(r.rounds.iter().all(|x| x.participants.len() == 4));
+    // Its table, from results.json alone: one seed's column; a run from the library records no
+    // command.
+    let table = Table::of(&Outcome::read(&run_dir).unwrap()).markdown();
+    let global = format!("| federated distillation: global student | {:.2} |", 100.0 * r.global_accuracy);
+    assert!(table.contains("| model | seed 42 | bytes per round |") && table.contains(&global), "{table}");
+    assert!(table.contains("commit `unknown`"), "{table}");
     assert!(r.global_accuracy > 0.5, "{}", r.global_accuracy);
     assert!(r.global_accuracy > r.local_only.as_ref().unwrap().mean);
     // Egress ledger: a node sent only hellos, submissions and receipts — never its data.
-    let ledger = net::ledger::Ledger::read(&dir.join("nodes/node-00/state/egress.jsonl")).unwrap();
+    let ledger = net::ledger::Ledger::read(&run_dir.node(0).state().join("egress.jsonl")).unwrap();
     let kinds: std::collections::BTreeSet<String> = ledger.iter().map(|e| e.kind.clone()).collect();
     assert!(kinds.iter().all(|k| ["Hello", "Submission", "Receipt"].contains(&k.as_str())), "{kinds:?}");
     assert_eq!(ledger.iter().filter(|e| e.kind == "Submission").count(), 2);
@@ -97,11 +108,12 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
     std::fs::create_dir_all(&base).unwrap();
     let again_dir = tempfile::Builder::new().prefix("fd-small-again-").tempdir_in(&base).unwrap();
     let rel = base.join(again_dir.path().file_name().unwrap());
-    let again = run(&small("small"), &RunOptions { out: rel.clone(), progress: false }).await.unwrap();
+    let again = run(&small("small"), &RunOptions { out: rel.clone(), ..RunOptions::default() }).await.unwrap();
     // The config files it wrote run as they are, from any working directory: their paths hold.
-    let n = node::NodeConfig::load(&rel.join("nodes/node-00/node.toml")).unwrap();
+    let rel = RunDir::new(rel);
+    let n = node::NodeConfig::load(&rel.node(0).config()).unwrap();
     assert!(n.key.is_file() && n.reference.is_file() && n.state_dir.join("model.bpk").is_file(), "{n:?}");
-    let a = aggregator::AggregatorConfig::load(&rel.join("federation.toml")).unwrap();
+    let a = aggregator::AggregatorConfig::load(&rel.federation()).unwrap();
     assert!(a.key.is_file() && a.reference.path.is_file() && a.output.join("global.bpk").is_file(), "{a:?}");
     let strip = |r: &Results| {
         let mut v = serde_json::to_value(r).unwrap();
@@ -123,6 +135,50 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
     assert_eq!(strip(&r), strip(&again));
 }
 
+/// `fd-scenarios run FILE --seeds 0,1` records its command, day and commit in `results.json`,
+/// and `fd-scenarios table` makes the table from it alone: each seed's figure in its column as
+/// that seed's own run wrote it, and their mean ± std.
+#[test]
+fn a_run_over_seeds_makes_its_own_table() {
+    let tmp = common::test_dir("small", "table");
+    let mut s = small("table");
+    s.rounds = 1;
+    s.baselines = scenarios::spec::Baselines { fedavg: true, ..scenarios::spec::Baselines::NONE };
+    let file = tmp.path().join("table.toml");
+    std::fs::write(&file, s.to_toml().unwrap()).unwrap();
+    let out = RunDir::new(tmp.path().join("out"));
+    let fd = |args: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_fd-scenarios")).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let (file, root) = (file.as_os_str(), out.root().as_os_str());
+    fd(&["run".as_ref(), file, "--seeds".as_ref(), "0,1".as_ref(), "--out".as_ref(), root, "--quiet".as_ref()]);
+    let table = fd(&["table".as_ref(), root, "--markdown".as_ref()]);
+    let Outcome::Seeds(summary) = Outcome::read(&out).unwrap() else { panic!("not a multi-seed run") };
+    let made = summary.provenance.as_ref().expect("the command line records its provenance");
+    assert!(made.command.starts_with("fd-scenarios run ") && made.command.contains("--seeds 0,1"), "{made:?}");
+    assert!(!made.commit.is_empty() && made.date.len() == 10, "{made:?}");
+    assert!(table.contains(&format!("`{}` on {}, commit `{}`", made.command, made.date, made.commit)), "{table}");
+    let seeds: Vec<Results> = [0, 1]
+        .iter()
+        .map(|&seed| serde_json::from_slice(&std::fs::read(out.seed(seed).results()).unwrap()).unwrap())
+        .collect();
+    let g = &summary.global_accuracy;
+    let row = format!(
+        "| federated distillation: global student | {:.2} | {:.2} | {:.2} ± {:.2} |",
+        100.0 * seeds[0].global_accuracy,
+        100.0 * seeds[1].global_accuracy,
+        100.0 * g.mean,
+        100.0 * g.std
+    );
+    assert!(table.contains(&row), "{row}\n{table}");
+    assert!(table.contains("| FedAvg, same rounds |") && !table.contains("centralized"), "{table}");
+    // Without --markdown, the same figures for a terminal.
+    let text = fd(&["table".as_ref(), root]);
+    assert!(text.contains(&format!("{:.2} ± {:.2}", 100.0 * g.mean, 100.0 * g.std)), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_node_misses_its_round_and_comes_back() {
     let mut s = small("drop");
@@ -136,21 +192,22 @@ async fn a_dropped_node_misses_its_round_and_comes_back() {
     s.nodes.copy_reference = false;
     let (r, tmp) = go(&s).await;
     let dir = tmp.path();
-    let reference = std::fs::read(dir.join("reference.fdref")).unwrap();
+    let dir = RunDir::new(dir);
+    let reference = std::fs::read(dir.reference()).unwrap();
     for i in 0..4 {
-        let fetched = std::fs::read(dir.join(format!("nodes/node-{i:02}/state/reference.fdref"))).unwrap();
+        let fetched = std::fs::read(dir.node(i).reference()).unwrap();
         assert_eq!(fetched, reference, "node {i} fetched the reference set");
     }
     let parts: Vec<&Vec<String>> = r.rounds.iter().map(|x| &x.participants).collect();
-    assert!(parts[0].contains(&"node-01".to_string()), "{parts:?}");
-    assert!(!parts[1].contains(&"node-01".to_string()), "{parts:?}");
+    assert!(parts[0].contains(&node_name(1)), "{parts:?}");
+    assert!(!parts[1].contains(&node_name(1)), "{parts:?}");
     assert_eq!(parts[1].len(), 3);
-    assert!(parts[2].contains(&"node-01".to_string()), "back for round 3: {parts:?}");
+    assert!(parts[2].contains(&node_name(1)), "back for round 3: {parts:?}");
 }
 
 /// Test accuracy and validation NLL of the global model after the last round of a run.
 fn final_quality(r: &Results, dir: &std::path::Path) -> (f32, f32) {
-    let metrics = std::fs::read_to_string(dir.join("aggregator/metrics.jsonl")).unwrap();
+    let metrics = std::fs::read_to_string(RunDir::new(dir).metrics()).unwrap();
     let last: aggregator::RoundMetrics = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     (r.global_accuracy, last.nll.expect("the scenario has a validation set"))
 }
@@ -230,14 +287,14 @@ async fn a_private_node_spends_within_its_budget_then_refuses_rounds() {
     let dir = tmp.path();
     let participants: Vec<usize> = r.rounds.iter().map(|x| x.participants.len()).collect();
     assert_eq!(participants, vec![4, 4, 3], "{:?}", r.rounds);
-    assert!(!r.rounds[2].participants.contains(&"node-00".to_string()));
+    assert!(!r.rounds[2].participants.contains(&node_name(0)));
     let p = r.privacy.as_ref().expect("privacy results");
     assert_eq!(p.trainings, vec![2, 0, 0, 0], "two trainings paid for, none for the refused round or the final digest");
     assert_eq!(p.budget, vec![Some(8.0), None, None, None]);
     assert!(p.spent[0] <= 8.0 && p.spent[0] > 7.0, "the plan spends the budget, no more: {}", p.spent[0]);
     assert_eq!(p.max_spent, p.spent[0]);
     // The node's own status says the same, from its config file.
-    let cfg = node::NodeConfig::load(&dir.join("nodes/node-00/node.toml")).unwrap();
+    let cfg = node::NodeConfig::load(&RunDir::new(dir).node(0).config()).unwrap();
     let status = node::privacy_status(&cfg).unwrap();
     assert_eq!((status.trainings, status.trainings_left), (2, 0));
     assert!((status.spent - p.spent[0]).abs() < 1e-9);
@@ -318,15 +375,15 @@ async fn abstentions_travel_as_masks_and_the_consensus_counts_them() {
     s.nodes.abstain = Some(learning::abstain::Abstain { quantile: Some(0.2), ..Default::default() });
     s.consensus.min_count = 2;
     let (r, tmp) = go(&s).await;
-    let dir = tmp.path();
+    let dir = RunDir::new(tmp.path());
     assert!(r.rounds.iter().all(|x| x.participants.len() == 4), "a node that abstains still answers");
-    let metrics = std::fs::read_to_string(dir.join("aggregator/metrics.jsonl")).unwrap();
+    let metrics = std::fs::read_to_string(dir.metrics()).unwrap();
     let last: aggregator::RoundMetrics = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     let samples = last.samples;
     let mut counts = vec![0u32; samples];
     let mut abstentions = 0;
     for i in 0..4 {
-        let text = std::fs::read_to_string(dir.join(format!("nodes/node-{i:02}/state/answers.json"))).unwrap();
+        let text = std::fs::read_to_string(dir.node(i).state().join("answers.json")).unwrap();
         let answers: node::policy::Answers = serde_json::from_str(&text).unwrap();
         let sub = answers.last.unwrap();
         assert_eq!(sub.round, 2);

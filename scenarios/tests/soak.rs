@@ -37,6 +37,7 @@ use common::{
     wait_for_addrs, wait_until,
 };
 use scenarios::faults::CheckpointPause;
+use scenarios::layout::node_name;
 use scenarios::setup::Prepared;
 
 const NODES: usize = 4;
@@ -175,13 +176,13 @@ fn node_state_loads(p: &Prepared, i: usize) -> u64 {
 /// An aggregator process on `p`'s federation.toml: `fd-sim-aggregator` holding the checkpoints
 /// of `pause` if given, else `fd-aggregator`.
 fn spawn_aggregator(p: &Prepared, pause: Option<&CheckpointPause>) -> Child {
-    let Some(pause) = pause else { return common::spawn_aggregator_in(p, None, &p.dir.join("aggregator.addrs")) };
-    let addr_file = p.dir.join("aggregator.addrs");
+    let Some(pause) = pause else { return common::spawn_aggregator_in(p, None, &p.dir.aggregator_addrs()) };
+    let addr_file = p.dir.aggregator_addrs();
     let _ = std::fs::remove_file(&addr_file);
     let rounds: Vec<String> = pause.rounds.iter().map(u64::to_string).collect();
     let args = [
         "--config".into(),
-        p.dir.join("federation.toml").into_os_string(),
+        p.dir.federation().into_os_string(),
         "--addr-file".into(),
         addr_file.into_os_string(),
         "--pause-checkpoints".into(),
@@ -190,11 +191,11 @@ fn spawn_aggregator(p: &Prepared, pause: Option<&CheckpointPause>) -> Child {
         pause.markers.clone().into_os_string(),
     ];
     let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-    launch(common::command("fd-sim-aggregator", None), &args, &p.dir.join("aggregator.log"))
+    launch(common::command("fd-sim-aggregator", None), &args, &p.dir.aggregator_log())
 }
 
 fn spawn_node(p: &Prepared, i: usize) -> Child {
-    spawn_run("fd-node", None, &node_toml(&p.dir, i), &p.dir.join(format!("node-{i}.log")))
+    spawn_run("fd-node", None, &node_toml(&p.dir, i), &p.dir.node_log(i))
 }
 
 fn kill(c: &mut Child) {
@@ -221,14 +222,14 @@ fn federate(name: &str, kills: &[AggregatorKill], node_kills: &[NodeKill]) -> Ou
     let dir = p.dir.clone();
     let pause = (!kills.is_empty()).then(|| CheckpointPause {
         rounds: kills.iter().filter(|k| k.when == When::MidCheckpoint).map(|k| k.round).collect(),
-        markers: dir.join("markers"),
+        markers: dir.root().join("markers"),
     });
     // Bind a port, then run the chosen aggregator binary on it from the start.
     let (mut first, _) = launch_aggregator_tcp(&mut p);
     if pause.is_some() {
         kill(&mut first);
         first = spawn_aggregator(&p, pause.as_ref());
-        wait_for_addrs(&mut first, &dir.join("aggregator.addrs"), &dir.join("aggregator.log"));
+        wait_for_addrs(&mut first, &dir.aggregator_addrs(), &dir.aggregator_log());
     }
     let mut procs = Procs(vec![first]);
     for i in 0..NODES {
@@ -266,7 +267,7 @@ fn federate(name: &str, kills: &[AggregatorKill], node_kills: &[NodeKill]) -> Ou
             }
         }
         procs.0[0] = spawn_aggregator(&p, pause.as_ref());
-        wait_for_addrs(&mut procs.0[0], &dir.join("aggregator.addrs"), &dir.join("aggregator.log"));
+        wait_for_addrs(&mut procs.0[0], &dir.aggregator_addrs(), &dir.aggregator_log());
         done.push((k.round, k.when, at_death, killed));
     }
     for k in node_kills {
@@ -285,7 +286,7 @@ fn federate(name: &str, kills: &[AggregatorKill], node_kills: &[NodeKill]) -> Ou
     assert!(
         status.success(),
         "{name}: aggregator failed: {}",
-        std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default()
+        std::fs::read_to_string(dir.aggregator_log()).unwrap_or_default()
     );
     for i in 0..NODES {
         let status = wait_exit(&mut procs.0[1 + i], Duration::from_secs(60));
@@ -362,7 +363,7 @@ fn twenty_rounds_through_node_kills_anywhere_complete_with_every_node() {
     let wild = federate("wild", &[], &plan);
     let m = metrics(&wild.p);
     assert_eq!(m.iter().map(|m| m.round).collect::<Vec<_>>(), (1..=ROUNDS).collect::<Vec<_>>());
-    let names: Vec<String> = (0..NODES).map(|i| format!("node-{i:02}")).collect();
+    let names: Vec<String> = (0..NODES).map(node_name).collect();
     for r in &m {
         assert_eq!(r.participants, names, "round {}", r.round);
     }

@@ -189,6 +189,8 @@ impl InFlight {
 
 /// Joins, floods until `stop` fires or the federation is finished, and reports. `up` tells
 /// whether its connection is up and has joined.
+// Over 80 lines, kept whole: one `select!` over the member's swarm whose arms share the loop's
+// state (what is in flight, connected, finishing); split, each step would take all of it.
 pub(crate) async fn run(
     cfg: &FloodConfig,
     aggregator: PeerId,

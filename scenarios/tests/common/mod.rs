@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use net::ledger::{Ledger, LedgerEntry};
 use net::multiaddr::Multiaddr;
 use scenarios::Scenario;
+use scenarios::layout::RunDir;
 use scenarios::presets::preset;
 use scenarios::run::{read_addr_file, sibling_binary};
 use scenarios::setup::Prepared;
@@ -21,7 +22,7 @@ use tempfile::TempDir;
 
 /// The quickstart preset, made small: `nodes` nodes, `rounds` rounds, few samples.
 pub fn scenario(name: &str, nodes: usize, rounds: u64) -> Scenario {
-    let mut s = Scenario::from_toml(&preset("quickstart", &data_dir()).unwrap()).unwrap();
+    let mut s = preset("quickstart", &data_dir()).unwrap();
     s.name = name.into();
     s.rounds = rounds;
     s.split.nodes = nodes;
@@ -67,14 +68,18 @@ impl DerefMut for PreparedDir {
     }
 }
 
-/// Prepares `s`'s files in a fresh [`test_dir`] named after `kind` and the scenario.
+/// Prepares `s`'s files in a fresh [`test_dir`] named after `kind` and the scenario, with a
+/// `logs/` folder for the processes' logs.
 pub fn prepare(s: &Scenario, kind: &str) -> PreparedDir {
     let dir = test_dir(kind, &s.name);
-    PreparedDir { prepared: scenarios::setup::prepare(s, dir.path()).unwrap(), _dir: dir }
+    let prepared = scenarios::setup::prepare(s, dir.path()).unwrap();
+    std::fs::create_dir_all(prepared.dir.logs()).unwrap();
+    PreparedDir { prepared, _dir: dir }
 }
 
-pub fn node_toml(dir: &Path, i: usize) -> PathBuf {
-    dir.join("nodes").join(format!("node-{i:02}")).join("node.toml")
+/// `node.toml` of node `i` of the run folder `dir`.
+pub fn node_toml(dir: &RunDir, i: usize) -> PathBuf {
+    dir.node(i).config()
 }
 
 /// Workspace binary `bin`, run inside the network namespace `netns` if one is given.
@@ -115,10 +120,10 @@ pub fn spawn_run(bin: &str, netns: Option<&str>, config: &Path, log: &Path) -> C
 /// its addresses in `addr_file`.
 pub fn spawn_aggregator_in(p: &Prepared, netns: Option<&str>, addr_file: &Path) -> Child {
     let _ = std::fs::remove_file(addr_file);
-    let config = p.dir.join("federation.toml");
+    let config = p.dir.federation();
     let args: [&OsStr; 5] =
         ["run".as_ref(), "--config".as_ref(), config.as_os_str(), "--addr-file".as_ref(), addr_file.as_os_str()];
-    launch(command("fd-aggregator", netns), &args, &p.dir.join("aggregator.log"))
+    launch(command("fd-aggregator", netns), &args, &p.dir.aggregator_log())
 }
 
 /// Waits until the aggregator has reported the addresses it bound (failing if it exits first).
@@ -151,7 +156,7 @@ impl Drop for Procs {
 
 /// The aggregator's per-round metrics so far.
 pub fn metrics(p: &Prepared) -> Vec<aggregator::RoundMetrics> {
-    std::fs::read_to_string(p.aggregator.output.join("metrics.jsonl"))
+    std::fs::read_to_string(p.dir.metrics())
         .map(|t| t.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
         .unwrap_or_default()
 }
@@ -189,15 +194,15 @@ pub fn wait_exit(c: &mut Child, limit: Duration) -> std::process::ExitStatus {
 /// with its PeerId.
 pub fn launch_aggregator_tcp(p: &mut Prepared) -> (Child, Multiaddr) {
     p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    scenarios::setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator).unwrap();
-    let addr_file = p.dir.join("aggregator.addrs");
+    scenarios::setup::write_toml(&p.dir.federation(), &p.aggregator).unwrap();
+    let addr_file = p.dir.aggregator_addrs();
     // Killed if waiting for its addresses fails; handed over once it is listening.
     let mut guard = Procs(vec![spawn_aggregator_in(p, None, &addr_file)]);
-    let addrs = wait_for_addrs(&mut guard.0[0], &addr_file, &p.dir.join("aggregator.log"));
+    let addrs = wait_for_addrs(&mut guard.0[0], &addr_file, &p.dir.aggregator_log());
     let agg = guard.0.pop().unwrap();
     p.aggregator.listen =
         addrs.iter().map(|a| a.iter().filter(|p| !matches!(p, net::multiaddr::Protocol::P2p(_))).collect()).collect();
-    scenarios::setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator).unwrap();
+    scenarios::setup::write_toml(&p.dir.federation(), &p.aggregator).unwrap();
     for (i, n) in p.nodes.iter_mut().enumerate() {
         n.aggregator = addrs[0].clone();
         scenarios::setup::write_toml(&node_toml(&p.dir, i), n).unwrap();

@@ -1,6 +1,7 @@
 //! The federation as real processes: `fd-aggregator` and one `fd-node` per node, each with its
 //! own config file, as a user would run them.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,8 +9,8 @@ use aggregator::RoundMetrics;
 use anyhow::Context;
 use net::multiaddr::{Multiaddr, Protocol};
 
-use crate::run::{bar, node_dir, write_configs};
-use crate::setup::{self, Prepared};
+use super::bar;
+use crate::setup::{Prepared, write_configs, write_toml};
 
 /// Path of a workspace binary built next to the running one (or the test binary).
 pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
@@ -53,31 +54,22 @@ async fn wait_for_addrs(agg: &mut tokio::process::Child, file: &Path, log: &Path
     }
 }
 
-pub(crate) async fn federate_processes(p: &mut Prepared, progress: bool) -> anyhow::Result<Vec<RoundMetrics>> {
+/// Runs the federation of `p` as processes; returns each round's metrics (from the aggregator's
+/// `metrics.jsonl`).
+pub(super) async fn federate(p: &mut Prepared, progress: bool) -> anyhow::Result<Vec<RoundMetrics>> {
     let agg_bin = sibling_binary("fd-aggregator")?;
     let node_bin = sibling_binary("fd-node")?;
     let sim_bin = sibling_binary("fd-sim-node")?;
-    let logs = p.dir.join("logs");
-    std::fs::create_dir_all(&logs)?;
-    let spawn = |bin: &Path, args: Vec<std::ffi::OsString>, log: PathBuf| -> anyhow::Result<tokio::process::Child> {
-        let f = std::fs::File::create(&log)?;
-        Ok(tokio::process::Command::new(bin)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(f)
-            .kill_on_drop(true)
-            .spawn()?)
-    };
-    let run = |cfg: PathBuf| vec!["run".into(), "--config".into(), cfg.into_os_string()];
+    std::fs::create_dir_all(p.dir.logs())?;
     // The aggregator binds port 0 and reports the addresses it got; nothing guesses a free port.
     p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
-    setup::write_toml(&p.dir.join("federation.toml"), &p.aggregator)?;
-    let addr_file = logs.join("aggregator.addrs");
+    write_toml(&p.dir.federation(), &p.aggregator)?;
+    let addr_file = p.dir.aggregator_addrs();
     let _ = std::fs::remove_file(&addr_file);
-    let mut args = run(p.dir.join("federation.toml"));
+    let mut args = run_args(&p.dir.federation());
     args.extend(["--addr-file".into(), addr_file.clone().into_os_string()]);
-    let agg_log = logs.join("aggregator.log");
-    let mut agg = spawn(&agg_bin, args, agg_log.clone())?;
+    let agg_log = p.dir.aggregator_log();
+    let mut agg = spawn(&agg_bin, args, &agg_log)?;
     let addrs = wait_for_addrs(&mut agg, &addr_file, &agg_log).await?;
     // federation.toml now listens where the aggregator is bound and each node.toml names that
     // address, so that the files in the run folder run as they are.
@@ -85,31 +77,23 @@ pub(crate) async fn federate_processes(p: &mut Prepared, progress: bool) -> anyh
     write_configs(p, &addrs[0])?;
     let mut nodes = Vec::new();
     for i in 0..p.nodes.len() {
-        let dir = node_dir(p, i);
-        let log = logs.join(format!("node-{i:02}.log"));
+        let ndir = p.dir.node(i);
+        let log = p.dir.node_log(i);
         let child = if p.faults[i].is_honest() {
-            spawn(&node_bin, run(dir.join("node.toml")), log)?
+            spawn(&node_bin, run_args(&ndir.config()), &log)?
         } else {
-            let mut args = run(dir.join("node.toml"));
-            args.extend(["--simulation".into(), dir.join("simulation.toml").into_os_string()]);
-            args.remove(0); // fd-sim-node takes no subcommand
-            spawn(&sim_bin, args, log)?
+            // fd-sim-node takes no subcommand.
+            let args = vec![
+                "--config".into(),
+                ndir.config().into_os_string(),
+                "--simulation".into(),
+                ndir.simulation().into_os_string(),
+            ];
+            spawn(&sim_bin, args, &log)?
         };
         nodes.push(child);
     }
-    let pb = bar(p.scenario.rounds, progress);
-    let metrics_path = p.aggregator.output.join("metrics.jsonl");
-    let status = loop {
-        tokio::select! {
-            s = agg.wait() => break s?,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if let Ok(text) = std::fs::read_to_string(&metrics_path) {
-                    pb.set_position(text.lines().count() as u64);
-                }
-            }
-        }
-    };
-    pb.finish_and_clear();
+    let status = follow(&mut agg, &p.dir.metrics(), bar(p.scenario.rounds, progress)).await?;
     // A finished aggregator tells the nodes, which then stop on their own; stop any that did
     // not hear it (a node that left, or one still reconnecting).
     for mut n in nodes {
@@ -119,8 +103,44 @@ pub(crate) async fn federate_processes(p: &mut Prepared, progress: bool) -> anyh
         }
     }
     if !status.success() {
-        anyhow::bail!("fd-aggregator exited with {status}; see {}", logs.join("aggregator.log").display());
+        anyhow::bail!("fd-aggregator exited with {status}; see {}", agg_log.display());
     }
-    let text = std::fs::read_to_string(&metrics_path).context("reading the aggregator's metrics")?;
+    let text = std::fs::read_to_string(p.dir.metrics()).context("reading the aggregator's metrics")?;
     text.lines().map(|l| serde_json::from_str(l).context("metrics line")).collect()
+}
+
+/// `run --config CONFIG`, as `fd-aggregator` and `fd-node` take it.
+fn run_args(config: &Path) -> Vec<OsString> {
+    vec!["run".into(), "--config".into(), config.as_os_str().to_owned()]
+}
+
+/// Starts `bin` with `args`, its standard error into `log`, killed if dropped.
+fn spawn(bin: &Path, args: Vec<OsString>, log: &Path) -> anyhow::Result<tokio::process::Child> {
+    let f = std::fs::File::create(log)?;
+    Ok(tokio::process::Command::new(bin)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(f)
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+/// Waits for the aggregator process to exit, showing on `pb` the rounds its `metrics` file holds.
+async fn follow(
+    agg: &mut tokio::process::Child,
+    metrics: &Path,
+    pb: indicatif::ProgressBar,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let status = loop {
+        tokio::select! {
+            s = agg.wait() => break s?,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if let Ok(text) = std::fs::read_to_string(metrics) {
+                    pb.set_position(text.lines().count() as u64);
+                }
+            }
+        }
+    };
+    pb.finish_and_clear();
+    Ok(status)
 }
