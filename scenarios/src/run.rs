@@ -89,15 +89,16 @@ pub(crate) fn bar(total: u64, show: bool) -> indicatif::ProgressBar {
 
 async fn federate_in_process(p: &mut Prepared, progress: bool) -> anyhow::Result<Vec<RoundMetrics>> {
     p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
-    let mut agg = Aggregator::start(p.aggregator.clone()).await.context("starting the aggregator")?;
+    let shutdown = CancellationToken::new();
+    let mut agg =
+        Aggregator::start(p.aggregator.clone(), &shutdown.child_token()).await.context("starting the aggregator")?;
     // The run folder's federation.toml names the port actually bound, as its node.toml files do.
     p.aggregator.listen = agg.listen_addrs().to_vec();
     let addr = agg.listen_addrs()[0].clone().with(Protocol::P2p(net::peer_id(&agg.id())));
     write_configs(p, &addr)?;
     let (tx, mut rx) = mpsc::channel(64);
     agg.set_progress(tx);
-    let shutdown = CancellationToken::new();
-    let agg_task = tokio::spawn(agg.run(shutdown.child_token()));
+    let agg_task = tokio::spawn(agg.run());
     let (round_tx, round_rx) = watch::channel(0u64);
     let mut node_tasks = Vec::new();
     for (i, cfg) in p.nodes.iter().enumerate() {
