@@ -17,8 +17,6 @@
 //! Simulations can hold the aggregator at points where a test kills it ([`faults`]; the
 //! production binary sets none).
 //!
-//! Layers: LAYERS
-//!
 //! Setting a federation up: [`reference`] builds the public reference set's file from a user's
 //! CSV or IDX file, [`init`] writes a new federation's folder, [`roster_edit`] adds and removes
 //! roster entries in place.
@@ -28,6 +26,12 @@
 //! `checkpoints/round-N/` (global model and distillation pool of round N), `metrics.jsonl` and
 //! `metrics.csv` (one row per round), `federation.resolved.toml` (the config as run), and at the
 //! end `global.bpk`/`global.json`/`global.safetensors`/`global.onnx` and `report.md`.
+//!
+//! Shutdown, in order: stop announcing rounds → tell the nodes the federation is finished (if it
+//! is) → drain the sends in flight → stop the network → stop serving metrics → join the
+//! student's thread.
+//!
+//! Layers: error → weights → config → faults/metrics/reference/checkpoint/report → round → collect → student → init/relay/roster_edit → state → serve → rounds → service.
 #![deny(missing_docs)]
 
 pub mod checkpoint;
