@@ -137,8 +137,15 @@ impl Aggregator {
     async fn publish(&mut self, closed: Closed, learnt: Learnt, shutdown: &CancellationToken) -> Result<(), Error> {
         let Closed { round: Round { state, started, traffic: (sent0, recv0) }, combined, rows } = closed;
         let (round, ann, participants) = (state.round(), &state.announcement, state.participants());
-        let taught = self.cfg.student.teaching.labels(&combined.probs, &learnt.labels);
-        let labels = SoftLabels::encode(&taught, rows.len(), self.cfg.classes, self.cfg.round.encoding)?;
+        let Learnt { agreement, validation, labels: student } = learnt;
+        let (teaching, classes, encoding) = (self.cfg.student.teaching, self.cfg.classes, self.cfg.round.encoding);
+        let (consensus_probs, samples) = (combined.clone(), rows.len());
+        // Mixing and encoding the labels is CPU work proportional to the payload: off the runtime.
+        let labels = tokio::task::spawn_blocking(move || {
+            let taught = teaching.labels(&consensus_probs.probs, &student);
+            SoftLabels::encode(&taught, samples, classes, encoding)
+        })
+        .await??;
         let consensus = Message::Consensus(Consensus {
             federation: self.federation().clone(),
             round,
@@ -164,9 +171,9 @@ impl Aggregator {
             samples: rows.len(),
             masked: combined.weights.iter().filter(|w| **w == 0.0).count(),
             abstentions: combined.counts.iter().map(|&n| participants.len().saturating_sub(n as usize) as u64).sum(),
-            accuracy: learnt.validation.as_ref().map(|v| v.accuracy),
-            nll: learnt.validation.as_ref().map(|v| v.nll),
-            agreement: learnt.agreement,
+            accuracy: validation.as_ref().map(|v| v.accuracy),
+            nll: validation.as_ref().map(|v| v.nll),
+            agreement,
             seconds: started.elapsed().as_secs_f64(),
         };
         self.metrics.push(m.clone());

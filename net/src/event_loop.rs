@@ -100,7 +100,7 @@ struct EventLoop {
     backlog: VecDeque<ParticipantId>,
     rate: Limiter,
     denied_logged: HashMap<String, Instant>,
-    pending_listen: HashMap<ListenerId, oneshot::Sender<Result<Multiaddr, Error>>>,
+    pending_listen: HashMap<ListenerId, (String, oneshot::Sender<Result<Multiaddr, Error>>)>,
     pending_dial: HashMap<ConnectionId, (String, oneshot::Sender<Result<PeerId, Error>>)>,
     pending_request: HashMap<OutboundRequestId, PendingRequest>,
     /// Responses handed to the swarm and not yet sent: flushed before the loop stops.
@@ -280,7 +280,7 @@ impl EventLoop {
         match cmd {
             Command::Listen { addr, reply } => match self.swarm.listen_on(addr.clone()) {
                 Ok(id) => {
-                    self.pending_listen.insert(id, reply);
+                    self.pending_listen.insert(id, (addr.to_string(), reply));
                 }
                 Err(e) => {
                     let _ = reply.send(Err(Error::Listen { addr: addr.to_string(), source: e.into() }));
@@ -328,13 +328,13 @@ impl EventLoop {
                 if self.swarm.behaviour().nat.serves() {
                     self.swarm.add_external_address(address.clone());
                 }
-                if let Some(r) = self.pending_listen.remove(&listener_id) {
+                if let Some((_, r)) = self.pending_listen.remove(&listener_id) {
                     let _ = r.send(Ok(address));
                 }
             }
             SwarmEvent::ListenerError { listener_id, error } => {
-                if let Some(r) = self.pending_listen.remove(&listener_id) {
-                    let _ = r.send(Err(Error::Listen { addr: String::new(), source: error.into() }));
+                if let Some((addr, r)) = self.pending_listen.remove(&listener_id) {
+                    let _ = r.send(Err(Error::Listen { addr, source: error.into() }));
                 }
             }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
