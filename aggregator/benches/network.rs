@@ -133,7 +133,8 @@ async fn bench(n: usize, rounds: u64) {
     let ids: Vec<Identity> = (0..n).map(|i| Identity::from_seed([i as u8 + 1; 32]).expect("id")).collect();
     let seeds: Vec<[u8; 32]> = ids.iter().map(|i| *i.seed()).collect();
     let cfg = config(dir.path(), &ids, rounds);
-    let mut agg = Aggregator::start(cfg).await.expect("aggregator");
+    let shutdown = CancellationToken::new();
+    let mut agg = Aggregator::start(cfg, &shutdown).await.expect("aggregator");
     let agg_id = agg.id();
     let addr = agg.listen_addrs()[0].clone().with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)));
     let (tx, mut rx) = mpsc::channel(64);
@@ -143,8 +144,7 @@ async fn bench(n: usize, rounds: u64) {
     let payload = labels.data.len();
     // The aggregator answers hellos only while it runs: start it, then the nodes. Round 1
     // includes the joins and is left out of the figures.
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(agg.run(shutdown.clone()));
+    let task = tokio::spawn(agg.run());
     for s in seeds {
         tokio::spawn(fixed_node(
             Identity::from_seed(s).expect("id"),

@@ -16,7 +16,7 @@ use learning::{BackendKind, Model};
 use protocol::ReferenceSetId;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Metrics of one completed round (a line of `metrics.jsonl`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use net::multiaddr::{Multiaddr, Protocol};
 use protocol::{FederationId, ReferenceSetId};
 
-use crate::{Error, config_err};
+use crate::error::Error;
 
 /// What `fd-aggregator init` is asked for; validated by [`Init::validate`] before any I/O.
 #[derive(Clone, Debug)]
@@ -53,10 +53,10 @@ impl Init {
     /// Checks what can be checked without I/O.
     pub fn validate(&self) -> Result<(), Error> {
         if self.classes < 2 {
-            return Err(config_err("classes", "at least 2"));
+            return Err(Error::config("classes", "at least 2"));
         }
         if self.rounds == 0 || self.samples == Some(0) {
-            return Err(config_err("rounds", "rounds and samples must be positive"));
+            return Err(Error::config("rounds", "rounds and samples must be positive"));
         }
         let port = self.listen.iter().find_map(|p| match p {
             Protocol::Tcp(port) => Some(port),
@@ -64,7 +64,7 @@ impl Init {
             _ => None,
         });
         if port.is_none() || !self.listen.iter().any(|p| matches!(p, Protocol::Ip4(_) | Protocol::Ip6(_))) {
-            return Err(config_err(
+            return Err(Error::config(
                 "listen",
                 format!("`{}` needs an IP and a TCP or UDP port, e.g. /ip4/0.0.0.0/tcp/4001", self.listen),
             ));
@@ -96,7 +96,7 @@ pub fn init(i: &Init) -> Result<Initialized, Error> {
     let (set, reference_sha256) = crate::reference::read(&i.reference)?;
     let samples = i.samples.unwrap_or(set.samples.min(500) as u32);
     if samples as usize > set.samples {
-        return Err(config_err(
+        return Err(Error::config(
             "round.samples",
             format!("{samples} samples a round, but the reference set has {} rows", set.samples),
         ));
@@ -104,13 +104,16 @@ pub fn init(i: &Init) -> Result<Initialized, Error> {
     learning::fs::create_private_dir(&i.dir)?;
     let config = i.dir.join("federation.toml");
     if config.exists() {
-        return Err(config_err("(file)", format!("{} exists already; init does not overwrite it", config.display())));
+        return Err(Error::config(
+            "(file)",
+            format!("{} exists already; init does not overwrite it", config.display()),
+        ));
     }
     let copy = i.dir.join("reference.fdref");
     if !same_file(&i.reference, &copy) {
         std::fs::copy(&i.reference, &copy).map_err(|source| Error::Io { path: copy.clone(), source })?;
     }
-    let key = net::keys::generate(&i.dir.join("aggregator.key")).map_err(|e| config_err("key", e))?;
+    let key = net::keys::generate(&i.dir.join("aggregator.key")).map_err(|e| Error::config("key", e))?;
     let peer_id = net::keys::peer_id_string(&key.id());
     let text = template(i, samples, &peer_id, reference_sha256);
     learning::fs::atomic_write(&config, text.as_bytes())?;

@@ -183,7 +183,8 @@ fn write_addr_file(
     who: &protocol::ParticipantId,
     addrs: &[net::multiaddr::Multiaddr],
 ) -> anyhow::Result<()> {
-    net::cli::write_addr_file(path, who, addrs).with_context(|| format!("cannot write {}", path.display()))
+    learning::fs::atomic_write(path, net::cli::addr_file_text(who, addrs).as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[tokio::main]
@@ -224,22 +225,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Run { config, addr_file } => {
             let cfg = aggregator::AggregatorConfig::load(&config)?;
             let shutdown = net::cli::shutdown_signal();
-            let agg = aggregator::Aggregator::start(cfg).await.context("aggregator failed to start")?;
+            let agg = aggregator::Aggregator::start(cfg, &shutdown).await.context("aggregator failed to start")?;
             if let Some(path) = addr_file {
                 write_addr_file(&path, &agg.id(), agg.listen_addrs())?;
             }
-            let summary = agg.run(shutdown).await.context("aggregator failed")?;
+            let summary = agg.run().await.context("aggregator failed")?;
             println!("{} rounds; global model at {}", summary.rounds.len(), summary.model.display());
         }
         Command::Relay { key, listen, allow, addr_file } => {
             let identity = net::keys::read(&key).with_context(|| format!("cannot read key {}", key.display()))?;
             let shutdown = net::cli::shutdown_signal();
-            let relay =
-                aggregator::relay::Relay::start(identity, &listen, allow).await.context("relay failed to start")?;
+            let relay = aggregator::relay::Relay::start(identity, &listen, allow, &shutdown)
+                .await
+                .context("relay failed to start")?;
             if let Some(path) = addr_file {
                 write_addr_file(&path, &relay.id(), relay.listen_addrs())?;
             }
-            relay.run(shutdown).await;
+            relay.run().await;
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use std::path::Path;
 use learning::data::DataSpec;
 use protocol::{ReferenceSet, ReferenceSetId};
 
-use crate::Error;
+use crate::error::Error;
 
 /// A reference set built from a data file.
 #[derive(Clone, Debug)]

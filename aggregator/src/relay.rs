@@ -13,7 +13,7 @@ use protocol::{FederationId, Identity, ParticipantId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Error, config_err};
+use crate::error::Error;
 
 /// A running relay.
 pub struct Relay {
@@ -21,29 +21,35 @@ pub struct Relay {
     events: mpsc::Receiver<Event>,
     network: Handle,
     addrs: Vec<Multiaddr>,
+    shutdown: CancellationToken,
 }
 
 impl Relay {
-    /// Starts serving `allow` on `listen` (the relay's public addresses).
-    pub async fn start(identity: Identity, listen: &[Multiaddr], allow: Vec<ParticipantId>) -> Result<Self, Error> {
+    /// Starts serving `allow` on `listen` (the relay's public addresses), until `shutdown`.
+    pub async fn start(
+        identity: Identity,
+        listen: &[Multiaddr],
+        allow: Vec<ParticipantId>,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, Error> {
         if listen.is_empty() {
-            return Err(config_err("listen", "no address"));
+            return Err(Error::config("listen", "no address"));
         }
         if allow.is_empty() {
-            return Err(config_err("allow", "no peer to relay for"));
+            return Err(Error::config("allow", "no peer to relay for"));
         }
         // The federation id only names the refusal receipts the relay would send.
         let mut cfg = NetConfig::new(FederationId::new("relay")?, allow);
         cfg.relay = Some(RelayService::default());
         // Answers AutoNAT probes: a node behind a relay asks the relay whether it is reachable.
         cfg.autonat = Some(net::nat::AutoNat::new(Vec::new()));
-        let (client, events, network) = net::spawn(identity, cfg, &CancellationToken::new())?;
+        let (client, events, network) = net::spawn(identity, cfg, shutdown)?;
         let mut addrs = Vec::new();
         for addr in listen {
-            addrs.push(client.listen(addr.clone()).await.map_err(|e| config_err("listen", e))?);
+            addrs.push(client.listen(addr.clone()).await.map_err(|e| Error::config("listen", net::error::Chain(&e)))?);
         }
         tracing::info!(peer = %net::keys::peer_id_string(&client.id()), addrs = ?addrs, "relay listening");
-        Ok(Self { client, events, network, addrs })
+        Ok(Self { client, events, network, addrs, shutdown: shutdown.clone() })
     }
 
     /// The addresses it listens on.
@@ -56,12 +62,13 @@ impl Relay {
         self.client.id()
     }
 
-    /// Relays until `shutdown`, then closes its connections. Requests addressed to the relay
-    /// itself have no meaning: their streams are closed unanswered.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Relays until the token given to [`Relay::start`] is cancelled, then closes its
+    /// connections. Requests addressed to the relay itself have no meaning: their streams are
+    /// closed unanswered.
+    pub async fn run(mut self) {
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = self.shutdown.cancelled() => break,
                 ev = self.events.recv() => match ev {
                     Some(Event::Request { peer, .. }) => tracing::debug!(peer = %peer.short(), "request to the relay ignored"),
                     Some(_) => {}

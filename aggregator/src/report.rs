@@ -9,8 +9,8 @@ use learning::eval::ModelFacts;
 use learning::fs::atomic_write;
 use protocol::FederationId;
 
-use crate::Error;
 use crate::checkpoint::RoundMetrics;
+use crate::error::Error;
 
 /// Writes the global model and the report into `out`.
 pub fn write(out: &Path, federation: &FederationId, student: &Model, metrics: &[RoundMetrics]) -> Result<(), Error> {

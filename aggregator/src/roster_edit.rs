@@ -9,35 +9,9 @@ use std::path::Path;
 use protocol::ParticipantId;
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
 
-use crate::Error;
 use crate::config::AggregatorConfig;
-
-/// Why a roster edit was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RosterError {
-    /// The file is not TOML, or its `roster` is not a list of `[[roster]]` tables.
-    #[error("{0}")]
-    Parse(String),
-    /// The PeerId does not parse.
-    #[error(transparent)]
-    PeerId(#[from] net::keys::KeyError),
-    /// The name is empty or has characters other than letters, digits, `-`, `_` and `.`.
-    #[error("`{0}` is not a node name: use letters, digits, `-`, `_` or `.`")]
-    Name(String),
-    /// The name is on the roster already.
-    #[error("a node named `{0}` is on the roster already; remove it first to replace its PeerId")]
-    DuplicateName(String),
-    /// The PeerId is on the roster already.
-    #[error("this PeerId is on the roster already, as `{0}`")]
-    DuplicatePeer(String),
-    /// No node of that name is on the roster.
-    #[error("no node named `{0}` on the roster")]
-    Unknown(String),
-    /// A declared sample count of 0.
-    #[error("a node with 0 samples cannot be weighed; leave --samples out if the count is unknown")]
-    ZeroSamples,
-}
+use crate::error::Error;
+pub use crate::error::RosterError;
 
 fn parse(text: &str) -> Result<DocumentMut, RosterError> {
     text.parse::<DocumentMut>().map_err(|e| RosterError::Parse(e.to_string()))
@@ -108,8 +82,7 @@ pub fn remove(text: &str, name: &str) -> Result<String, RosterError> {
 pub fn edit_file(path: &Path, edit: impl FnOnce(&str) -> Result<String, RosterError>) -> Result<(), Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
     let edited = edit(&text)?;
-    net::cli::parse_toml::<AggregatorConfig>(path, &edited)
-        .map_err(|e| Error::Config { field: e.field, detail: e.detail })?;
+    net::cli::parse_toml::<AggregatorConfig>(path, &edited)?;
     learning::fs::atomic_write(path, edited.as_bytes())?;
     Ok(())
 }

@@ -10,14 +10,21 @@
 //! median ([`crate::weights`]), known only at the close. A node's abstentions (its mask) weigh
 //! its rows 0 on those samples: they count toward the quorum as answers, and an answer that
 //! abstains on every sample is valid and counted, but adds to no sample's consensus.
+//!
+//! A submission goes through three steps: [`RoundState::admit`] (the cheap checks: roster,
+//! round, duplicates, announcement), [`Answer::decode`] (the payload: CPU work, which the
+//! aggregator runs off its async runtime) and [`RoundState::record`]; [`RoundState::submit`]
+//! does the three on the calling thread. [`RoundState::close`] combines the answers (CPU work
+//! too, run off the runtime).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 use learning::consensus::{self, Combined, ConsensusConfig, MIN_PARTICIPANTS, MeanAccumulator, Rule};
 use protocol::{Limits, ParticipantId, RefusalReason, RoundAnnouncement, Submission};
 use tokio::time::Instant;
 
-use crate::weights::{self, Count};
+use crate::error::Error;
+use crate::weights::{self, Count, SampleCounts};
 
 /// A kept submission: its probabilities, its count, and the samples it abstained on.
 type Kept = (Vec<f32>, Count, Option<Vec<bool>>);
@@ -27,31 +34,30 @@ enum Collector {
     Keep(Vec<Kept>),
 }
 
-/// What `weighted_by_samples` weighs nodes by: the counts the roster declares, and the multiple
-/// of the round's median that a reported count is clipped to.
+/// A submission's payload, decoded: its probabilities (`samples × classes`) and the samples it
+/// abstained on.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SampleCounts {
-    /// Counts declared by the operator, by participant.
-    pub declared: HashMap<ParticipantId, u64>,
-    /// Reported counts are clipped to `clip` × the median count of the round (≥ 1).
-    pub clip: f64,
+pub struct Answer {
+    probs: Vec<f32>,
+    abstained: Option<Vec<bool>>,
 }
 
-impl Default for SampleCounts {
-    fn default() -> Self {
-        Self { declared: HashMap::new(), clip: crate::config::DEFAULT_SAMPLE_COUNT_CLIP }
+impl Answer {
+    /// Decodes `sub`'s soft labels (of `classes` classes) under `limits`, and its mask. CPU work
+    /// proportional to the payload: the aggregator runs it off its async runtime.
+    pub fn decode(sub: &Submission, limits: &Limits, classes: u32) -> Result<Self, protocol::Error> {
+        let probs = sub.labels.decode(limits)?;
+        let samples = probs.len() / classes.max(1) as usize;
+        let abstained = sub.abstained.as_ref().map(|m| m.to_bools(samples)).transpose()?;
+        Ok(Self { probs, abstained })
     }
 }
 
-impl SampleCounts {
-    /// Where `from`'s count comes from, given what it reported.
-    fn count(&self, from: &ParticipantId, reported: Option<u64>) -> Count {
-        match (self.declared.get(from), reported) {
-            (Some(&n), _) => Count::Declared(n),
-            (None, Some(n)) => Count::Reported(n),
-            (None, None) => Count::Withheld,
-        }
-    }
+/// A submission that passed [`RoundState::admit`]: its sender and where its count comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    from: ParticipantId,
+    count: Count,
 }
 
 /// One round's state.
@@ -126,8 +132,18 @@ impl RoundState {
         self.announcement.round
     }
 
-    /// Validates and records a submission; the error carries the reason code for the receipt.
+    /// Validates and records a submission on the calling thread ([`RoundState::admit`], then
+    /// [`Answer::decode`], then [`RoundState::record`]); the error carries the reason code for
+    /// the receipt.
     pub fn submit(&mut self, from: ParticipantId, sub: &Submission, limits: &Limits) -> Result<(), protocol::Error> {
+        let admitted = self.admit(from, sub)?;
+        let answer = Answer::decode(sub, limits, self.announcement.classes)?;
+        self.record(admitted, answer)
+    }
+
+    /// The checks that do not read the payload: `from` is on the roster and has not answered
+    /// yet, the round is open, and `sub` answers its announcement. Cheap.
+    pub fn admit(&self, from: ParticipantId, sub: &Submission) -> Result<Admitted, protocol::Error> {
         if !self.roster.contains(&from) {
             return Err(refused(RefusalReason::NotOnRoster, "this key is not on the roster"));
         }
@@ -144,10 +160,20 @@ impl RoundState {
             return Err(refused(RefusalReason::Duplicate, format!("already submitted for round {}", sub.round)));
         }
         sub.check_against(&self.announcement)?;
-        let probs = sub.labels.decode(limits)?;
-        let abstained =
-            sub.abstained.as_ref().map(|m| m.to_bools(probs.len() / self.announcement.classes as usize)).transpose()?;
-        let count = self.counts.count(&from, sub.local_samples);
+        Ok(Admitted { from, count: self.counts.count(&from, sub.local_samples) })
+    }
+
+    /// Records an admitted submission's decoded answer. Refused as late or duplicate if the
+    /// round closed, or took another submission from the sender, since it was admitted.
+    pub fn record(&mut self, admitted: Admitted, answer: Answer) -> Result<(), protocol::Error> {
+        let Admitted { from, count } = admitted;
+        if self.closed {
+            return Err(refused(RefusalReason::Late, format!("round {} is closed", self.round())));
+        }
+        if self.accepted.contains(&from) {
+            return Err(refused(RefusalReason::Duplicate, format!("already submitted for round {}", self.round())));
+        }
+        let Answer { probs, abstained } = answer;
         match &mut self.collector {
             Collector::Stream(acc) => {
                 // Streaming `weighted_by_samples` means every roster member has a declared count.
@@ -210,10 +236,10 @@ impl RoundState {
     }
 
     /// Closes the round and combines what was accepted.
-    pub fn close(&mut self) -> Result<Combined, crate::Error> {
+    pub fn close(&mut self) -> Result<Combined, Error> {
         self.closed = true;
         let round = self.round();
-        let failed = |detail: String| crate::Error::Round { round, detail };
+        let failed = |detail: String| Error::Round { round, detail };
         let (samples, classes) = (self.announcement.selection.len(), self.announcement.classes as usize);
         if self.accepted.len() < MIN_PARTICIPANTS {
             return Err(failed(format!(
@@ -272,6 +298,7 @@ fn row_weights(w: f64, abstained: Option<&[bool]>, samples: usize) -> Vec<f64> {
 pub(crate) mod tests {
     use super::*;
     use protocol::{Encoding, FederationId, ReferenceSetId, SampleSelection, SoftLabels};
+    use std::collections::HashMap;
     use std::time::Duration;
 
     /// A round of 2 samples and 2 classes (shared with `collect`'s tests).
@@ -334,6 +361,22 @@ pub(crate) mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_answer_admitted_before_a_duplicate_or_the_close_is_refused_when_recorded_after() {
+        let ids: Vec<ParticipantId> = (0..3).map(|i| ParticipantId([i; 32])).collect();
+        let mut st =
+            RoundState::new(ann(1), ids.iter().copied().collect(), 3, Instant::now(), ConsensusConfig::default());
+        let limits = Limits::default();
+        let answer = |p| Answer::decode(&sub(1, p), &limits, 2).unwrap();
+        let (first, again) = (st.admit(ids[0], &sub(1, 0.9)).unwrap(), st.admit(ids[0], &sub(1, 0.9)).unwrap());
+        st.record(first, answer(0.9)).unwrap();
+        assert_eq!(st.record(again, answer(0.9)).unwrap_err().refusal_reason(), RefusalReason::Duplicate);
+        let late = st.admit(ids[1], &sub(1, 0.8)).unwrap();
+        assert!(st.close().is_err(), "one answer: no consensus");
+        assert_eq!(st.record(late, answer(0.8)).unwrap_err().refusal_reason(), RefusalReason::Late);
+        assert_eq!(st.participants(), vec![ids[0]]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn no_consensus_from_fewer_than_three_even_when_everyone_answered() {
         // A roster of two (a config the aggregator refuses) and a quorum of one: everyone
         // answered and the deadline passed, and still the round does not close.
@@ -345,7 +388,7 @@ pub(crate) mod tests {
         st.submit(ids[1], &sub(1, 0.8), &limits).unwrap();
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(!st.ready(Instant::now()));
-        assert!(matches!(st.close(), Err(crate::Error::Round { round: 1, .. })), "nothing is released");
+        assert!(matches!(st.close(), Err(Error::Round { round: 1, .. })), "nothing is released");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,155 +1,198 @@
-//! Driving the rounds: announce → collect until everyone answered or declined, or the deadline
-//! passed with a quorum ([`crate::collect`]) → combine → distil the student (late submissions are answered meanwhile) → deliver the
-//! consensus → checkpoint → one log line.
+//! Driving the rounds, each a table of contents: [`Aggregator::open`] (announce) →
+//! [`Aggregator::collect`] (until everyone answered or declined, or the deadline passed with a
+//! quorum, see [`crate::collect`]; then combine, off the runtime) → [`Aggregator::distil`] (the
+//! student learns on its thread; late submissions are answered meanwhile) →
+//! [`Aggregator::publish`] (deliver the consensus → checkpoint → one log line).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use learning::consensus::Combined;
 use protocol::seed::{Stream, derive};
-use protocol::{
-    Consensus, Message, ParticipantId, Receipt, ReceiptStatus, RoundAnnouncement, SampleSelection, SoftLabels,
-};
+use protocol::{Consensus, Message, RoundAnnouncement, SampleSelection, SoftLabels};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::RoundMetrics;
+use crate::collect::{Collected, Collection, Step};
+use crate::error::Error;
+use crate::round::RoundState;
+use crate::state::Aggregator;
+use crate::student::Learnt;
 
 /// Attempts at a round's checkpoint before the round goes on uncommitted.
 const CHECKPOINT_ATTEMPTS: u32 = 3;
 /// Pause before the second attempt; it doubles before each further one.
 const CHECKPOINT_FIRST_PAUSE: Duration = Duration::from_millis(500);
 
-use crate::collect::{Collected, Collection, Declined, Step};
-use crate::round::RoundState;
-use crate::{Aggregator, Error};
+/// A round being run: its state, when it opened, and the bytes (sent, received) then.
+struct Round {
+    state: RoundState,
+    started: std::time::Instant,
+    traffic: (u64, u64),
+}
 
-/// `e` and its sources, `: `-separated (what a failed write was, and why).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
+/// A round after its collection (its state now refuses every submission as late), with the
+/// consensus and the reference rows it covers.
+struct Closed {
+    round: Round,
+    combined: Arc<Combined>,
+    rows: Vec<u32>,
 }
 
 impl Aggregator {
     /// Runs the rounds not yet completed. `Ok(false)`: stopped by `shutdown`.
     pub(crate) async fn rounds(&mut self, shutdown: &CancellationToken) -> Result<bool, Error> {
         for round in self.completed + 1..=self.cfg.rounds {
-            let started = std::time::Instant::now();
-            let (sent0, recv0) = self.client.traffic();
-            let ann = self.announcement(round);
-            let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.round.deadline_secs);
-            let mut state = RoundState::new(
-                ann.clone(),
-                self.roster.keys().copied().collect(),
-                self.cfg.round.quorum(self.roster.len()),
-                deadline,
-                self.cfg.consensus.clone(),
-            )
-            .with_sample_counts(self.cfg.sample_counts());
-            for peer in self.joined.clone() {
-                self.send(peer, Message::RoundAnnouncement(ann.clone()));
-            }
-            tracing::info!(round, joined = self.joined.len(), samples = ann.selection.len(), "round open");
-            while self.declines.try_recv().is_ok() {} // refusals of earlier rounds
-            let mut collection = Collection::default();
-            loop {
-                match collection.next(&mut state, &mut self.events, &mut self.declines, shutdown).await {
-                    Step::Event(ev) => self.on_event(ev, &mut state).await,
-                    Step::End(Collected::Ready) => break,
-                    Step::End(Collected::Shutdown) => return Ok(false),
-                    Step::End(Collected::Closed) => return Err(Error::Net(net::Error::Stopped)),
-                    Step::End(Collected::Unreachable) => {
-                        let detail = format!(
-                            "{} of {} nodes answered and {} declined: the quorum of {} cannot be met",
-                            state.participants().len(),
-                            self.roster.len(),
-                            state.declined(),
-                            self.cfg.round.quorum(self.roster.len())
-                        );
-                        return Err(Error::Round { round, detail });
-                    }
-                }
-            }
-            let combined = state.close()?;
-            let participants = state.participants();
-            let rows = ann.selection.resolve(ann.reference_samples)?;
-            // Distil on the student's thread; late submissions are answered meanwhile.
-            let student = self.student.clone();
-            let distill_started = std::time::Instant::now();
-            let learn = student.learn(round, rows.clone(), combined.clone());
-            tokio::pin!(learn);
-            let mut events_open = true;
-            let learnt = loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(false),
-                    res = &mut learn => {
-                        self.telemetry.distill_seconds.observe(distill_started.elapsed().as_secs_f64());
-                        break res?;
-                    }
-                    ev = self.events.recv(), if events_open => match ev {
-                        Some(ev) => self.on_event(ev, &mut state).await,
-                        None => events_open = false,
-                    },
-                }
-            };
-            let taught = self.cfg.student.teaching.labels(&combined.probs, &learnt.labels);
-            let labels = SoftLabels::encode(&taught, rows.len(), self.cfg.classes, self.cfg.round.encoding)?;
-            let consensus = Message::Consensus(Consensus {
-                federation: self.federation().clone(),
-                round,
-                reference_set: self.reference_id,
-                selection: ann.selection.clone(),
-                temperature: ann.temperature,
-                labels,
-                weights: Consensus::quantise_weights(&combined.weights),
-                participants: participants.len() as u32,
-                counts: combined.counts.iter().map(|&n| n.min(u16::MAX as u32) as u16).collect(),
-            });
-            // Wait for the nodes' receipts so that every node holds this consensus before the
-            // next round is announced: its digest step is then the same whatever the timing.
-            self.deliver(&consensus).await;
-            let (sent1, recv1) = self.client.traffic();
-            let mut names: Vec<String> = participants.iter().map(|p| self.name(p)).collect();
-            names.sort();
-            let m = RoundMetrics {
-                round,
-                participants: names,
-                bytes_in: recv1 - recv0,
-                bytes_out: sent1 - sent0,
-                samples: rows.len(),
-                masked: combined.weights.iter().filter(|w| **w == 0.0).count(),
-                abstentions: combined
-                    .counts
-                    .iter()
-                    .map(|&n| participants.len().saturating_sub(n as usize) as u64)
-                    .sum(),
-                accuracy: learnt.validation.as_ref().map(|v| v.accuracy),
-                nll: learnt.validation.as_ref().map(|v| v.nll),
-                agreement: learnt.agreement,
-                seconds: started.elapsed().as_secs_f64(),
-            };
-            self.metrics.push(m.clone());
-            self.checkpoint(round, shutdown).await;
-            self.completed = round;
-            self.record(&m);
-            tracing::info!(
-                round,
-                participants = m.participants.len(),
-                bytes_in = m.bytes_in,
-                bytes_out = m.bytes_out,
-                accuracy = m.accuracy.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into()),
-                seconds = format!("{:.2}", m.seconds),
-                "round complete"
-            );
-            if let Some(tx) = &self.progress {
-                let _ = tx.try_send(m);
-            }
+            let open = self.open(round);
+            let Some(mut closed) = self.collect(open, shutdown).await? else { return Ok(false) };
+            let Some(learnt) = self.distil(&mut closed, shutdown).await? else { return Ok(false) };
+            self.publish(closed, learnt, shutdown).await?;
         }
         Ok(true)
+    }
+
+    /// Opens round `round`: announces it to every node that has joined.
+    fn open(&mut self, round: u64) -> Round {
+        let (started, traffic) = (std::time::Instant::now(), self.client.traffic());
+        let ann = self.announcement(round);
+        let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.round.deadline_secs);
+        let state = RoundState::new(
+            ann.clone(),
+            self.roster.keys().copied().collect(),
+            self.cfg.round.quorum(self.roster.len()),
+            deadline,
+            self.cfg.consensus.clone(),
+        )
+        .with_sample_counts(self.cfg.sample_counts());
+        for peer in self.joined.clone() {
+            self.send(peer, Message::RoundAnnouncement(ann.clone()));
+        }
+        tracing::info!(round, joined = self.joined.len(), samples = ann.selection.len(), "round open");
+        while self.declines.try_recv().is_ok() {} // refusals of earlier rounds
+        Round { state, started, traffic }
+    }
+
+    /// Collects the round's answers until it may close, then closes it and combines them off the
+    /// runtime. `None`: stopped by `shutdown`.
+    async fn collect(&mut self, open: Round, shutdown: &CancellationToken) -> Result<Option<Closed>, Error> {
+        let Round { mut state, started, traffic } = open;
+        let round = state.round();
+        let mut collection = Collection::default();
+        loop {
+            match collection.next(&mut state, &mut self.events, &mut self.declines, shutdown).await {
+                Step::Event(ev) => self.on_event(ev, &mut state).await,
+                Step::End(Collected::Ready) => break,
+                Step::End(Collected::Shutdown) => return Ok(None),
+                Step::End(Collected::Closed) => return Err(Error::Net(net::Error::Stopped)),
+                Step::End(Collected::Unreachable) => {
+                    let detail = format!(
+                        "{} of {} nodes answered and {} declined: the quorum of {} cannot be met",
+                        state.participants().len(),
+                        self.roster.len(),
+                        state.declined(),
+                        self.cfg.round.quorum(self.roster.len())
+                    );
+                    return Err(Error::Round { round, detail });
+                }
+            }
+        }
+        let (state, combined) = tokio::task::spawn_blocking(move || {
+            let combined = state.close();
+            (state, combined)
+        })
+        .await?;
+        let ann = &state.announcement;
+        let rows = ann.selection.resolve(ann.reference_samples)?;
+        Ok(Some(Closed { round: Round { state, started, traffic }, combined: Arc::new(combined?), rows }))
+    }
+
+    /// Distils the global student on its thread; late submissions are answered meanwhile.
+    /// `None`: stopped by `shutdown`.
+    async fn distil(&mut self, closed: &mut Closed, shutdown: &CancellationToken) -> Result<Option<Learnt>, Error> {
+        let distill_started = std::time::Instant::now();
+        let state = &mut closed.round.state;
+        // A handle of its own: `self` stays free for the events handled meanwhile.
+        let student = self.student.clone();
+        let learn = student.learn(state.round(), closed.rows.clone(), closed.combined.clone());
+        tokio::pin!(learn);
+        let mut events_open = true;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                res = &mut learn => {
+                    self.telemetry.distill_seconds.observe(distill_started.elapsed().as_secs_f64());
+                    return res.map(Some);
+                }
+                ev = self.events.recv(), if events_open => match ev {
+                    Some(ev) => self.on_event(ev, state).await,
+                    None => events_open = false,
+                },
+            }
+        }
+    }
+
+    /// Sends the consensus to every node (and waits for their receipts), checkpoints, and
+    /// reports the round.
+    async fn publish(&mut self, closed: Closed, learnt: Learnt, shutdown: &CancellationToken) -> Result<(), Error> {
+        let Closed { round: Round { state, started, traffic: (sent0, recv0) }, combined, rows } = closed;
+        let (round, ann, participants) = (state.round(), &state.announcement, state.participants());
+        let Learnt { agreement, validation, labels: student } = learnt;
+        let (teaching, classes, encoding) = (self.cfg.student.teaching, self.cfg.classes, self.cfg.round.encoding);
+        let (consensus_probs, samples) = (combined.clone(), rows.len());
+        // Mixing and encoding the labels is CPU work proportional to the payload: off the runtime.
+        let labels = tokio::task::spawn_blocking(move || {
+            let taught = teaching.labels(&consensus_probs.probs, &student);
+            SoftLabels::encode(&taught, samples, classes, encoding)
+        })
+        .await??;
+        let consensus = Message::Consensus(Consensus {
+            federation: self.federation().clone(),
+            round,
+            reference_set: self.reference_id,
+            selection: ann.selection.clone(),
+            temperature: ann.temperature,
+            labels,
+            weights: Consensus::quantise_weights(&combined.weights),
+            participants: participants.len() as u32,
+            counts: combined.counts.iter().map(|&n| n.min(u16::MAX as u32) as u16).collect(),
+        });
+        // Wait for the nodes' receipts so that every node holds this consensus before the
+        // next round is announced: its digest step is then the same whatever the timing.
+        self.deliver(&consensus).await;
+        let (sent1, recv1) = self.client.traffic();
+        let mut names: Vec<String> = participants.iter().map(|p| self.name(p)).collect();
+        names.sort();
+        let m = RoundMetrics {
+            round,
+            participants: names,
+            bytes_in: recv1 - recv0,
+            bytes_out: sent1 - sent0,
+            samples: rows.len(),
+            masked: combined.weights.iter().filter(|w| **w == 0.0).count(),
+            abstentions: combined.counts.iter().map(|&n| participants.len().saturating_sub(n as usize) as u64).sum(),
+            accuracy: validation.as_ref().map(|v| v.accuracy),
+            nll: validation.as_ref().map(|v| v.nll),
+            agreement,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        self.metrics.push(m.clone());
+        self.checkpoint(round, shutdown).await;
+        self.completed = round;
+        self.record(&m);
+        tracing::info!(
+            round,
+            participants = m.participants.len(),
+            bytes_in = m.bytes_in,
+            bytes_out = m.bytes_out,
+            accuracy = m.accuracy.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into()),
+            seconds = format!("{:.2}", m.seconds),
+            "round complete"
+        );
+        if let Some(tx) = &self.progress {
+            let _ = tx.try_send(m);
+        }
+        Ok(())
     }
 
     /// Checkpoints round `round`. The consensus has been sent, so a failure (disk full, too
@@ -168,7 +211,7 @@ impl Aggregator {
                     return true;
                 }
                 Err(e) => {
-                    let error = error_chain(&e);
+                    let error = net::error::Chain(&e);
                     tracing::error!(round, attempt, of = CHECKPOINT_ATTEMPTS, committed = self.committed, %error, "checkpoint failed; the last good checkpoint stays the commit point");
                 }
             }
@@ -201,7 +244,7 @@ impl Aggregator {
     }
 
     fn announcement(&self, round: u64) -> RoundAnnouncement {
-        let deadline_ms = net::ledger::now_ms() + (self.cfg.round.deadline_secs * 1000.0) as u64;
+        let deadline_ms = net::clock::now_ms() + (self.cfg.round.deadline_secs * 1000.0) as u64;
         RoundAnnouncement {
             federation: self.federation().clone(),
             round,
@@ -216,57 +259,5 @@ impl Aggregator {
             deadline_unix_ms: deadline_ms,
             encoding: self.cfg.round.encoding,
         }
-    }
-
-    /// Sends `message` to every joined node and waits for their receipts, at most one round
-    /// deadline: a node that does not answer in time does not hold up the federation.
-    pub(crate) async fn deliver(&self, message: &Message) {
-        let mut deliveries = tokio::task::JoinSet::new();
-        for peer in self.joined.iter().copied() {
-            let client = self.client.clone();
-            let msg = message.clone();
-            deliveries.spawn(async move { (peer, client.request(&peer, &msg).await) });
-        }
-        let wait = Duration::from_secs_f64(self.cfg.round.deadline_secs);
-        let kind = message.kind();
-        let collected = tokio::time::timeout(wait, async {
-            while let Some(done) = deliveries.join_next().await {
-                match done {
-                    Ok((peer, Err(e))) => tracing::warn!(node = %self.name(&peer), ?kind, error = %e, "not delivered"),
-                    Ok((
-                        peer,
-                        Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, .. })),
-                    )) => {
-                        tracing::warn!(node = %self.name(&peer), ?kind, ?reason, %detail, "not delivered: refused")
-                    }
-                    _ => {}
-                }
-            }
-        })
-        .await;
-        if collected.is_err() {
-            tracing::warn!(?kind, pending = deliveries.len(), "delivery still pending at the deadline; continuing");
-        }
-        deliveries.detach_all();
-    }
-
-    /// Sends a request in the background and logs a failure.
-    pub(crate) fn send(&mut self, peer: ParticipantId, message: Message) {
-        let client = self.client.clone();
-        let declines = self.declines_tx.clone();
-        while self.sends.try_join_next().is_some() {}
-        self.sends.spawn(async move {
-            match client.request(&peer, &message).await {
-                Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, round, .. })) => {
-                    tracing::warn!(peer = %peer.short(), kind = ?message.kind(), ?reason, %detail, "node refused");
-                    if let Message::RoundAnnouncement(_) = message {
-                        // Full only if refusals pile up unread; the deadline closes the round then.
-                        let _ = declines.try_send(Declined { peer, round, reason });
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(peer = %peer.short(), kind = ?message.kind(), error = %e, "send failed"),
-            }
-        });
     }
 }

@@ -1,13 +1,14 @@
 //! Answering what nodes ask: joining (`Hello`), submissions (checked by the round's
-//! [`RoundState`]), and reference-set chunks.
+//! [`RoundState`], their payload decoded off the runtime), and reference-set chunks.
 
 use net::{Event, Responder};
 use protocol::{
-    JoinAccepted, JoinReply, Message, ParticipantId, Receipt, ReceiptStatus, RefSetChunk, RefSetRequest, RefusalReason,
+    Hello, JoinAccepted, JoinReply, Message, ParticipantId, Receipt, ReceiptStatus, RefSetChunk, RefSetRequest,
+    RefusalReason, Submission,
 };
 
-use crate::Aggregator;
-use crate::round::RoundState;
+use crate::round::{Answer, RoundState};
+use crate::state::Aggregator;
 
 impl Aggregator {
     /// Handles one event of the network while a round is open (or closing).
@@ -43,47 +44,10 @@ impl Aggregator {
         state: &mut RoundState,
     ) {
         let reply = match message {
-            Message::Hello(h) => {
-                let outcome = if !self.roster.contains_key(&peer) {
-                    Err(RefusalReason::NotOnRoster)
-                } else if !h.claims(&peer) {
-                    Err(RefusalReason::BadSignature)
-                } else if h.protocol_version != protocol::PROTOCOL_VERSION {
-                    Err(RefusalReason::WrongVersion)
-                } else {
-                    Ok(JoinAccepted {
-                        current_round: state.round(),
-                        reference_set: self.reference_id,
-                        reference_samples: self.reference.samples as u32,
-                        classes: self.cfg.classes as u32,
-                        sample_count_wanted: self.cfg.wants_sample_count(&peer),
-                    })
-                };
-                let accepted = outcome.is_ok();
-                if accepted {
-                    tracing::info!(node = %self.name(&peer), round = state.round(), "node joined");
-                    self.joined.insert(peer);
-                    self.telemetry.joined.set(self.joined.len() as i64);
-                } else {
-                    tracing::warn!(peer = %peer.short(), ?outcome, "join refused");
-                }
-                let reply = Message::JoinReply(JoinReply {
-                    federation: self.federation().clone(),
-                    outcome,
-                    detail: String::new(),
-                });
-                if let Err(e) = responder.respond(reply).await {
-                    tracing::warn!(error = %e, "could not answer a hello");
-                }
-                // A node that joins while a round is open gets its announcement at once.
-                if accepted && !state.is_closed() {
-                    self.send(peer, Message::RoundAnnouncement(state.announcement.clone()));
-                }
-                return;
-            }
+            Message::Hello(h) => return self.on_hello(peer, &h, responder, state).await,
             Message::Submission(sub) => {
                 let round = sub.round;
-                match state.submit(peer, &sub, &self.limits) {
+                match self.take_submission(peer, sub, state).await {
                     Ok(()) => {
                         self.telemetry.submissions.accepted.inc();
                         tracing::info!(node = %self.name(&peer), round, "submission accepted");
@@ -104,8 +68,61 @@ impl Aggregator {
             ),
         };
         if let Err(e) = responder.respond(reply).await {
-            tracing::warn!(error = %e, "could not answer");
+            tracing::warn!(error = %net::error::Chain(&e), "could not answer");
         }
+    }
+
+    /// Joins a roster member that speaks this protocol version; a node that joins while a round
+    /// is open gets its announcement at once.
+    async fn on_hello(&mut self, peer: ParticipantId, h: &Hello, responder: Responder, state: &RoundState) {
+        let outcome = if !self.roster.contains_key(&peer) {
+            Err(RefusalReason::NotOnRoster)
+        } else if !h.claims(&peer) {
+            Err(RefusalReason::BadSignature)
+        } else if h.protocol_version != protocol::PROTOCOL_VERSION {
+            Err(RefusalReason::WrongVersion)
+        } else {
+            Ok(JoinAccepted {
+                current_round: state.round(),
+                reference_set: self.reference_id,
+                reference_samples: self.reference.samples as u32,
+                classes: self.cfg.classes as u32,
+                sample_count_wanted: self.cfg.wants_sample_count(&peer),
+            })
+        };
+        let accepted = outcome.is_ok();
+        if accepted {
+            tracing::info!(node = %self.name(&peer), round = state.round(), "node joined");
+            self.joined.insert(peer);
+            self.telemetry.joined.set(self.joined.len() as i64);
+        } else {
+            tracing::warn!(peer = %peer.short(), ?outcome, "join refused");
+        }
+        let reply =
+            Message::JoinReply(JoinReply { federation: self.federation().clone(), outcome, detail: String::new() });
+        if let Err(e) = responder.respond(reply).await {
+            tracing::warn!(error = %net::error::Chain(&e), "could not answer a hello");
+        }
+        if accepted && !state.is_closed() {
+            self.send(peer, Message::RoundAnnouncement(state.announcement.clone()));
+        }
+    }
+
+    /// Checks a submission against the round, decodes its payload off the runtime, and records
+    /// it; the error carries the reason code for the receipt.
+    async fn take_submission(
+        &self,
+        peer: ParticipantId,
+        sub: Submission,
+        state: &mut RoundState,
+    ) -> Result<(), protocol::Error> {
+        let admitted = state.admit(peer, &sub)?;
+        let (limits, classes) = (self.limits, state.announcement.classes);
+        let answer =
+            tokio::task::spawn_blocking(move || Answer::decode(&sub, &limits, classes)).await.map_err(|e| {
+                protocol::Error::Refused { reason: RefusalReason::Unavailable, detail: format!("decoding failed: {e}") }
+            })??;
+        state.record(admitted, answer)
     }
 
     /// The chunk of the reference set's canonical bytes that `req` asks for.

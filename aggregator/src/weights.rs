@@ -8,6 +8,43 @@
 //! in the round, every node weighs 1, the plain mean. A count of 0 never gets here: a roster
 //! declaring 0 is refused at start-up and a reported 0 is refused with the submission.
 
+use std::collections::HashMap;
+
+use protocol::ParticipantId;
+
+/// Default of [`crate::config::RoundConfig::sample_count_clip`].
+/// 1: a reported count can lower a node's weight below the median, never raise it above. At 2,
+/// a label-flipping node claiming 2^20 rows among 10 cost 3.6 points of global accuracy
+/// (`attack-samples`, 3 seeds); at 1, 1.2 points, with no loss in honest runs.
+pub const DEFAULT_SAMPLE_COUNT_CLIP: f64 = 1.0;
+
+/// What `weighted_by_samples` weighs nodes by: the counts the roster declares, and the multiple
+/// of the round's median that a reported count is clipped to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleCounts {
+    /// Counts declared by the operator, by participant.
+    pub declared: HashMap<ParticipantId, u64>,
+    /// Reported counts are clipped to `clip` × the median count of the round (≥ 1).
+    pub clip: f64,
+}
+
+impl Default for SampleCounts {
+    fn default() -> Self {
+        Self { declared: HashMap::new(), clip: DEFAULT_SAMPLE_COUNT_CLIP }
+    }
+}
+
+impl SampleCounts {
+    /// Where `from`'s count comes from, given what it reported.
+    pub fn count(&self, from: &ParticipantId, reported: Option<u64>) -> Count {
+        match (self.declared.get(from), reported) {
+            (Some(&n), _) => Count::Declared(n),
+            (None, Some(n)) => Count::Reported(n),
+            (None, None) => Count::Withheld,
+        }
+    }
+}
+
 /// Where a participant's sample count comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Count {

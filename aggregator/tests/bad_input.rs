@@ -29,11 +29,11 @@ async fn every_bad_message_is_refused_with_a_reason_and_the_aggregator_keeps_goi
     // The two other roster members submit only at the end: until then the round stays open, so
     // the duplicate below meets an open round and the aggregator is still running.
     let cfg = setup(d, &node_key);
-    let agg = Aggregator::start(cfg).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let agg = Aggregator::start(cfg, &shutdown).await.unwrap();
     let agg_id = agg.id();
     let addr = agg.listen_addrs()[0].clone();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(agg.run(shutdown.clone()));
+    let task = tokio::spawn(agg.run());
 
     let me = net::keys::read(&node_key).unwrap();
     let my_id = me.id();
@@ -186,7 +186,7 @@ async fn wrong_configs_fail_at_start_naming_the_field() {
     let d = tmp.path();
     let cfg = setup(d, &d.join("node.key"));
     let field = |c: AggregatorConfig| async move {
-        match Aggregator::start(c).await {
+        match Aggregator::start(c, &CancellationToken::new()).await {
             Err(aggregator::Error::Config { field, detail }) => format!("{field}: {detail}"),
             Err(e) => panic!("not a config error: {e}"),
             Ok(_) => panic!("accepted a bad config"),

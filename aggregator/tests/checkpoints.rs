@@ -23,11 +23,11 @@ async fn a_failed_checkpoint_is_reported_and_the_run_goes_on() {
     std::fs::create_dir_all(&checkpoints).unwrap();
     std::fs::write(checkpoints.join("round-1"), b"in the way").unwrap();
     let fed = FederationId::new("bad-input").unwrap();
-    let agg = Aggregator::start(cfg.clone()).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let agg = Aggregator::start(cfg.clone(), &shutdown).await.unwrap();
     let agg_id = agg.id();
     let addr = agg.listen_addrs()[0].clone().with(net::multiaddr::Protocol::P2p(net::peer_id(&agg_id)));
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(agg.run(shutdown.clone()));
+    let task = tokio::spawn(agg.run());
     let mut consensus = Vec::new();
     for key in ["n", "m1", "m2"] {
         consensus.push(submitting_member(&d.join(format!("{key}.key")), addr.clone(), agg_id, &fed, &shutdown).await);

@@ -122,7 +122,8 @@ async fn a_scrape_during_a_run_shows_its_rounds_submissions_and_traffic() {
     cfg.validation =
         Some(toml::from_str(&format!("format = \"csv\"\npath = {:?}", csv.display().to_string())).unwrap());
     let fed = cfg.federation.clone();
-    let mut agg = Aggregator::start(cfg).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let mut agg = Aggregator::start(cfg, &shutdown).await.unwrap();
     let metrics = agg.metrics_addr().expect("the config asks for metrics");
     let (agg_id, addr) =
         (agg.id(), agg.listen_addrs()[0].clone().with(net::multiaddr::Protocol::P2p(net::peer_id(&agg.id()))));
@@ -131,8 +132,7 @@ async fn a_scrape_during_a_run_shows_its_rounds_submissions_and_traffic() {
     assert!(value(&before, "fd_validation_accuracy").is_nan(), "no accuracy before a round");
     let (progress_tx, mut progress) = mpsc::channel(4);
     agg.set_progress(progress_tx);
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(agg.run(shutdown.clone()));
+    let run = tokio::spawn(agg.run());
     let (refused_tx, mut refused) = mpsc::channel(4);
     for name in ["n", "m1", "m2"] {
         tokio::spawn(member(

@@ -125,11 +125,11 @@ async fn a_claimed_sample_count_is_clipped_and_a_declared_one_is_taken() {
         connections: Default::default(),
         metrics: None,
     };
-    let agg = Aggregator::start(cfg).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let agg = Aggregator::start(cfg, &shutdown).await.unwrap();
     let (agg_id, addr) =
         (agg.id(), agg.listen_addrs()[0].clone().with(net::multiaddr::Protocol::P2p(net::peer_id(&agg.id()))));
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(agg.run(shutdown.clone()));
+    let run = tokio::spawn(agg.run());
     // The declared node says it has 2²⁰ samples too: the roster's word stands.
     let nodes = [(0.0, Some(1 << 20)), (0.9, Some(100)), (0.9, Some(1 << 20))];
     let tasks: Vec<_> = ids

@@ -1,6 +1,6 @@
 //! What the three binaries (`fd-node`, `fd-aggregator`, `fd-scenarios`) set up the same way:
 //! the log subscriber and the shutdown signal (libraries never call these; binaries do, once),
-//! and the `--addr-file` that a listening binary reports its addresses in.
+//! and the text of the `--addr-file` that a listening binary reports its addresses in.
 
 use tokio_util::sync::CancellationToken;
 
@@ -37,14 +37,8 @@ impl LogArgs {
         E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
     {
         if let (LogFormat::Json, Err(e)) = (self.log_format, &result) {
-            let mut error = e.as_ref().to_string();
-            let mut source = e.as_ref().source();
-            while let Some(cause) = source {
-                error.push_str(": ");
-                error.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            tracing::error!(%error, "failed");
+            let error: &(dyn std::error::Error + 'static) = e.as_ref();
+            tracing::error!(error = %crate::error::Chain(error), "failed");
             std::process::exit(1);
         }
         result
@@ -91,19 +85,11 @@ pub fn shutdown_signal() -> CancellationToken {
     token
 }
 
-/// Writes `addrs`, each with `/p2p/<who>`, one a line, to `path` through a file beside it, so
-/// that a reader never sees half of them (what `--addr-file` reports).
-pub fn write_addr_file(
-    path: &std::path::Path,
-    who: &protocol::ParticipantId,
-    addrs: &[libp2p::Multiaddr],
-) -> std::io::Result<()> {
-    let id = libp2p::multiaddr::Protocol::P2p(crate::peer_id(who));
-    let text: String = addrs.iter().map(|a| format!("{}\n", a.clone().with(id.clone()))).collect();
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(".partial");
-    std::fs::write(&aside, text)?;
-    std::fs::rename(&aside, path)
+/// What `--addr-file` reports: `addrs`, each with `/p2p/<who>`, one a line. The binary writes it
+/// with one atomic write (`learning::fs::atomic_write`), so that a reader never sees half of it.
+pub fn addr_file_text(who: &protocol::ParticipantId, addrs: &[libp2p::Multiaddr]) -> String {
+    let id = libp2p::multiaddr::Protocol::P2p(crate::ids::peer_id(who));
+    addrs.iter().map(|a| format!("{}\n", a.clone().with(id.clone()))).collect()
 }
 
 /// A config file that does not parse: the dotted key at fault (`round.encoding`, or `(file)` when

@@ -9,10 +9,11 @@ use libp2p::{Multiaddr, PeerId};
 use protocol::{Identity, Limits, Message, ParticipantId, SignedEnvelope};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::error::Error;
+use crate::ids::{participant, peer_id};
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::metrics::Traffic;
 use crate::nat::Reachability;
-use crate::{Error, participant, peer_id};
 
 /// What the client asks of the event loop.
 pub(crate) enum Command {
@@ -150,7 +151,7 @@ impl Client {
         let text = addr.to_string();
         self.send(Command::Dial { addr, reply }).await?;
         let peer = rx.await.map_err(|_| Error::Stopped)??;
-        participant(&peer).ok_or(Error::Dial { addr: text, reason: "peer is not an Ed25519 key".into() })
+        participant(&peer).ok_or(Error::NotEd25519 { addr: text })
     }
 
     /// Peers currently connected.

@@ -3,8 +3,13 @@
 //! kind is read from the envelope's first bytes, and a frame over its kind's cap is refused
 //! before the rest is read. The buffer grows as bytes arrive; a claimed length is never
 //! allocated up front.
+//!
+//! A request carries a [`Written`] flag that the codec sets when it starts writing it: a request
+//! that failed before that point never left, so sending it again cannot deliver it twice.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{StreamProtocol, request_response};
@@ -22,6 +27,30 @@ const INITIAL_BUFFER: usize = 64 << 10;
 pub struct FrameCodec {
     /// The caps of the frames read; frames written are capped at the largest kind's.
     pub limits: Limits,
+}
+
+/// Whether the codec has started writing a request (shared by the request's clones).
+#[derive(Clone, Debug, Default)]
+pub struct Written(Arc<AtomicBool>);
+
+impl Written {
+    /// Whether any byte of the request may have been written.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// A request's frame, and (outbound) whether the codec has started writing it.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// The frame's bytes.
+    pub bytes: Vec<u8>,
+    /// Set when the codec starts writing them.
+    pub written: Written,
 }
 
 fn invalid(detail: String) -> io::Error {
@@ -74,14 +103,14 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8], max:
 
 impl request_response::Codec for FrameCodec {
     type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
+    type Request = Request;
     type Response = Vec<u8>;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, &self.limits).await
+        Ok(Request { bytes: read_frame(io, &self.limits).await?, written: Written::default() })
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
@@ -91,11 +120,12 @@ impl request_response::Codec for FrameCodec {
         read_frame(io, &self.limits).await
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Request) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &req, self.limits.max_frame()).await
+        req.written.set();
+        write_frame(io, &req.bytes, self.limits.max_frame()).await
     }
 
     async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()>
@@ -183,6 +213,23 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
             assert_eq!(buf.len(), 100);
             assert!(buf.capacity() < 1 << 20, "{} bytes reserved for 100 received", buf.capacity());
+        });
+    }
+
+    #[test]
+    fn a_request_is_marked_written_when_the_codec_starts_writing_it() {
+        block_on(async {
+            let mut codec = FrameCodec { limits: Limits::default() };
+            let hello = envelope_of(MessageKind::Hello, 40);
+            let request = Request { bytes: hello.clone(), written: Written::default() };
+            let written = request.written.clone();
+            assert!(!written.get(), "not yet written: it may be sent again");
+            let mut wire = Cursor::new(Vec::new());
+            request_response::Codec::write_request(&mut codec, &PROTOCOL, &mut wire, request).await.unwrap();
+            assert!(written.get(), "written: it must not be sent again");
+            wire.set_position(0);
+            let read = request_response::Codec::read_request(&mut codec, &PROTOCOL, &mut wire).await.unwrap();
+            assert_eq!(read.bytes, hello);
         });
     }
 }

@@ -18,9 +18,14 @@ use protocol::{FederationId, Identity, Message, ParticipantId, Receipt, ReceiptS
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Client, Command, Shared};
+use crate::client::{Client, Command, Responder, Shared};
+use crate::codec::{self, Written};
+use crate::config::NetConfig;
+use crate::error::{Error, RequestFailure};
+use crate::event::Event;
+use crate::ids::{participant, peer_id};
+use crate::ledger;
 use crate::rate::Limiter;
-use crate::{Error, Event, NetConfig, Responder, codec, ledger, participant, peer_id};
 
 /// What identify tells peers about this software: a name, not a version to fingerprint.
 pub const AGENT: &str = "fedistil";
@@ -56,8 +61,8 @@ impl Handle {
     }
 }
 
-/// How many times a request is sent again when this side's connection had no free stream for it
-/// (see [`no_free_stream`]); with [`retry_delay`], about 11 s in all.
+/// How many times a request is sent again when it failed before a byte of it was written (see
+/// [`PendingRequest::written`]); with [`retry_delay`], about 11 s in all.
 const STREAM_RETRIES: u8 = 30;
 
 /// Wait before the next attempt: 25 ms, doubling, at most 400 ms.
@@ -65,18 +70,15 @@ fn retry_delay(attempt: u8) -> Duration {
     Duration::from_millis((25u64 << attempt.min(4)).min(400))
 }
 
-/// Whether an outbound request failed because every request-response stream of this side's
-/// connection was busy (with the peer's own requests). libp2p-request-response 0.30 fails it so
-/// in its handler's `on_fully_negotiated_outbound`, before a byte of the request is written:
-/// sending it again cannot deliver it twice. (`tests/limits.rs` fails if the text changes.)
-fn no_free_stream(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::Other && e.to_string() == "max sub-streams reached"
-}
-
 /// A request sent and not yet answered, kept whole so that it can be sent again.
 struct PendingRequest {
     peer: PeerId,
     bytes: Vec<u8>,
+    /// Set by the codec when it starts writing this attempt. An attempt that failed with an I/O
+    /// error before that never left: request-response fails it so when every stream of this
+    /// side's connection is busy with the peer's own requests (its handler's
+    /// `on_fully_negotiated_outbound`), and sending it again cannot deliver it twice.
+    written: Written,
     reply: oneshot::Sender<Result<Vec<u8>, Error>>,
     attempt: u8,
 }
@@ -98,7 +100,7 @@ struct EventLoop {
     backlog: VecDeque<ParticipantId>,
     rate: Limiter,
     denied_logged: HashMap<String, Instant>,
-    pending_listen: HashMap<ListenerId, oneshot::Sender<Result<Multiaddr, Error>>>,
+    pending_listen: HashMap<ListenerId, (String, oneshot::Sender<Result<Multiaddr, Error>>)>,
     pending_dial: HashMap<ConnectionId, (String, oneshot::Sender<Result<PeerId, Error>>)>,
     pending_request: HashMap<OutboundRequestId, PendingRequest>,
     /// Responses handed to the swarm and not yet sent: flushed before the loop stops.
@@ -107,11 +109,14 @@ struct EventLoop {
     drain_timeout: Duration,
 }
 
-pub(crate) fn spawn(
+/// Builds the Swarm and starts its event loop on the current runtime. The loop stops when
+/// `shutdown` (or the returned [`Handle`]) is cancelled, or when the last [`Client`] is dropped.
+pub fn spawn(
     identity: Identity,
     cfg: NetConfig,
-    token: CancellationToken,
+    shutdown: &CancellationToken,
 ) -> Result<(Client, mpsc::Receiver<Event>, Handle), Error> {
+    let token = shutdown.child_token();
     let swarm = build_swarm(&identity, &cfg)?;
     let ledger = match &cfg.ledger {
         Some(path) => Some(ledger::Ledger::open(path, cfg.ledger_keeps_bytes).map_err(Error::Ledger)?),
@@ -143,16 +148,15 @@ pub(crate) fn spawn(
 }
 
 fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>, Error> {
-    let setup = |e: &dyn std::fmt::Display| Error::Setup(e.to_string());
     let mut seed = *identity.seed();
-    let key = identity::Keypair::ed25519_from_bytes(&mut seed).map_err(|e| setup(&e))?;
+    let key = identity::Keypair::ed25519_from_bytes(&mut seed).map_err(|e| Error::Setup(e.into()))?;
     let timeout = cfg.request_timeout;
     let streams = cfg.max_streams_per_connection.max(1);
     // Muxer streams: request-response's, plus identify, ping and their negotiation. A peer that
     // opens more has its connection closed by the muxer.
     let muxer_streams = streams + 8;
     let limits = connection_limits::ConnectionLimits::default()
-        .with_max_established_per_peer(Some(crate::nat::max_connections_per_peer(cfg)))
+        .with_max_established_per_peer(Some(cfg.connections_per_peer()))
         .with_max_pending_incoming(Some(cfg.max_pending_incoming.max(1)));
     let muxer = move || {
         let mut c = yamux::Config::default();
@@ -162,13 +166,13 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
     let mut swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, muxer)
-        .map_err(|e| setup(&e))?
+        .map_err(|e| Error::Setup(e.into()))?
         .with_quic_config(|mut c| {
             c.max_concurrent_stream_limit = muxer_streams as u32;
             c
         })
         .with_relay_client(noise::Config::new, muxer)
-        .map_err(|e| setup(&e))?
+        .map_err(|e| Error::Setup(e.into()))?
         .with_behaviour(|k, relay_client| Behaviour {
             allow: allow_block_list::Behaviour::default(),
             per_ip: crate::pending::PendingPerIp::new(cfg.max_pending_incoming_per_ip),
@@ -188,9 +192,9 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
                     .with_hide_listen_addrs(true),
             ),
             ping: ping::Behaviour::new(ping::Config::new()),
-            nat: crate::nat::Nat::new(k.public().to_peer_id(), relay_client, cfg),
+            nat: crate::nat::Nat::new(k.public().to_peer_id(), relay_client, cfg.relay.as_ref(), cfg.autonat.as_ref()),
         })
-        .map_err(|e| setup(&e))?
+        .map_err(|e| Error::Setup(e.into()))?
         .with_swarm_config(|c| {
             c.with_idle_connection_timeout(Duration::from_secs(3600))
                 .with_max_negotiating_inbound_streams(muxer_streams)
@@ -276,10 +280,10 @@ impl EventLoop {
         match cmd {
             Command::Listen { addr, reply } => match self.swarm.listen_on(addr.clone()) {
                 Ok(id) => {
-                    self.pending_listen.insert(id, reply);
+                    self.pending_listen.insert(id, (addr.to_string(), reply));
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(Error::Listen { addr: addr.to_string(), reason: e.to_string() }));
+                    let _ = reply.send(Err(Error::Listen { addr: addr.to_string(), source: e.into() }));
                 }
             },
             Command::Dial { addr, reply } => {
@@ -290,7 +294,7 @@ impl EventLoop {
                         self.pending_dial.insert(id, (addr.to_string(), reply));
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(Error::Dial { addr: addr.to_string(), reason: e.to_string() }));
+                        let _ = reply.send(Err(Error::Dial { addr: addr.to_string(), source: e.into() }));
                     }
                 }
             }
@@ -299,8 +303,10 @@ impl EventLoop {
                     let _ = reply.send(Err(Error::Stopped));
                     return;
                 }
-                let id = self.swarm.behaviour_mut().rr.send_request(&peer, bytes.clone());
-                self.pending_request.insert(id, PendingRequest { peer, bytes, reply, attempt });
+                let request = codec::Request { bytes: bytes.clone(), written: Written::default() };
+                let written = request.written.clone();
+                let id = self.swarm.behaviour_mut().rr.send_request(&peer, request);
+                self.pending_request.insert(id, PendingRequest { peer, bytes, written, reply, attempt });
             }
             Command::Respond { id, channel, bytes } => {
                 if self.swarm.behaviour_mut().rr.send_response(channel, bytes).is_ok() {
@@ -322,13 +328,13 @@ impl EventLoop {
                 if self.swarm.behaviour().nat.serves() {
                     self.swarm.add_external_address(address.clone());
                 }
-                if let Some(r) = self.pending_listen.remove(&listener_id) {
+                if let Some((_, r)) = self.pending_listen.remove(&listener_id) {
                     let _ = r.send(Ok(address));
                 }
             }
             SwarmEvent::ListenerError { listener_id, error } => {
-                if let Some(r) = self.pending_listen.remove(&listener_id) {
-                    let _ = r.send(Err(Error::Listen { addr: String::new(), reason: error.to_string() }));
+                if let Some((addr, r)) = self.pending_listen.remove(&listener_id) {
+                    let _ = r.send(Err(Error::Listen { addr, source: error.into() }));
                 }
             }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
@@ -351,17 +357,7 @@ impl EventLoop {
                 }
             }
             SwarmEvent::OutgoingConnectionError { connection_id, error, peer_id } => {
-                if let Some((addr, r)) = self.pending_dial.remove(&connection_id) {
-                    let e = match error {
-                        libp2p::swarm::DialError::WrongPeerId { obtained, .. } => {
-                            Error::WrongPeer { addr, obtained: obtained.to_base58() }
-                        }
-                        error => Error::Dial { addr, reason: error.to_string() },
-                    };
-                    let _ = r.send(Err(e));
-                } else {
-                    tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
-                }
+                self.on_dial_error(connection_id, peer_id, error)
             }
             // Refused by the allow-list or the limits. Other failures (a handshake the remote
             // broke off, as an AutoNAT dial-back does once it has connected) refuse no one.
@@ -395,6 +391,22 @@ impl EventLoop {
         }
     }
 
+    /// Answers the dial that failed, if it was asked for (a peer at the address with another
+    /// key than its `/p2p/` names is told apart).
+    fn on_dial_error(&mut self, id: ConnectionId, peer: Option<PeerId>, error: libp2p::swarm::DialError) {
+        let Some((addr, reply)) = self.pending_dial.remove(&id) else {
+            tracing::debug!(?peer, %error, "outgoing connection failed");
+            return;
+        };
+        let e = match error {
+            libp2p::swarm::DialError::WrongPeerId { obtained, .. } => {
+                Error::WrongPeer { addr, obtained: obtained.to_base58() }
+            }
+            error => Error::Dial { addr, source: error.into() },
+        };
+        let _ = reply.send(Err(e));
+    }
+
     /// Logs a refused connection once per peer per [`DENIED_LOG_INTERVAL`], so that a peer off
     /// the roster that keeps dialling cannot flood the log.
     fn log_denied(&mut self, who: String, error: &str) {
@@ -411,11 +423,11 @@ impl EventLoop {
         }
     }
 
-    fn on_request_response(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+    fn on_request_response(&mut self, ev: request_response::Event<codec::Request, Vec<u8>>) {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request_id, request, channel } => {
-                    self.on_request(peer, request_id, request, channel)
+                    self.on_request(peer, request_id, request.bytes, channel)
                 }
                 request_response::Message::Response { request_id, response } => {
                     if let Some(p) = self.pending_request.remove(&request_id) {
@@ -425,16 +437,17 @@ impl EventLoop {
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
                 let Some(p) = self.pending_request.remove(&request_id) else { return };
-                let busy = matches!(&error, request_response::OutboundFailure::Io(e) if no_free_stream(e));
-                if busy
+                let unsent = matches!(error, request_response::OutboundFailure::Io(_)) && !p.written.get();
+                if unsent
                     && p.attempt < STREAM_RETRIES
                     && !self.draining
                     && let Some(commands) = self.weak.upgrade()
                 {
-                    // The peer keeps every stream of the connection busy with its own requests
-                    // (a flooding member does): ask again shortly, once one of them is answered.
+                    // The request never left: most often the peer keeps every stream of the
+                    // connection busy with its own requests (a flooding member does). Ask again
+                    // shortly, once one of them is answered.
                     self.shared.count_retry();
-                    tracing::debug!(%peer, attempt = p.attempt, "no free stream for the request; retrying");
+                    tracing::debug!(%peer, attempt = p.attempt, "request failed before it was written; retrying");
                     tokio::spawn(async move {
                         tokio::time::sleep(retry_delay(p.attempt)).await;
                         // A loop that has stopped drops the reply: the caller sees `Stopped`.
@@ -449,8 +462,14 @@ impl EventLoop {
                     });
                     return;
                 }
-                let closed = matches!(error, request_response::OutboundFailure::ConnectionClosed);
-                let _ = p.reply.send(Err(Error::Request { peer: peer.to_base58(), reason: error.to_string(), closed }));
+                let failure = match error {
+                    request_response::OutboundFailure::ConnectionClosed => RequestFailure::ConnectionClosed,
+                    request_response::OutboundFailure::Timeout => RequestFailure::Timeout,
+                    request_response::OutboundFailure::DialFailure => RequestFailure::Unreachable,
+                    request_response::OutboundFailure::UnsupportedProtocols => RequestFailure::UnsupportedProtocol,
+                    request_response::OutboundFailure::Io(e) => RequestFailure::Io(e),
+                };
+                let _ = p.reply.send(Err(Error::Request { peer: peer.to_base58(), failure }));
             }
             request_response::Event::InboundFailure { peer, error, request_id, .. } => {
                 self.unsent_responses.remove(&request_id);
@@ -516,7 +535,7 @@ impl EventLoop {
                 detail: protocol::message::short_detail(&detail),
             });
             if let Err(e) = responder.respond(receipt).await {
-                tracing::warn!(error = %e, "could not send a refusal receipt");
+                tracing::warn!(error = %crate::error::Chain(&e), "could not send a refusal receipt");
             }
             let _ = events.send(Event::Refused { peer: sender, reason, detail }).await;
         });

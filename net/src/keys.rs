@@ -92,13 +92,13 @@ pub fn read(path: &Path) -> Result<Identity, KeyError> {
 
 /// The base58 PeerId of a participant, as printed by `keygen` and written in configs.
 pub fn peer_id_string(p: &ParticipantId) -> String {
-    crate::peer_id(p).to_base58()
+    crate::ids::peer_id(p).to_base58()
 }
 
 /// Parses a base58 PeerId into the participant's key.
 pub fn parse_peer_id(s: &str) -> Result<ParticipantId, KeyError> {
     let pid = PeerId::from_str(s.trim()).map_err(|_| KeyError::PeerId(s.to_owned()))?;
-    crate::participant(&pid).ok_or_else(|| KeyError::PeerId(s.to_owned()))
+    crate::ids::participant(&pid).ok_or_else(|| KeyError::PeerId(s.to_owned()))
 }
 
 /// Serde for a participant written as its base58 PeerId in config files:
@@ -109,13 +109,13 @@ pub mod peer_id_text {
 
     /// Writes the base58 PeerId.
     pub fn serialize<S: Serializer>(p: &ParticipantId, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::peer_id_string(p))
+        s.serialize_str(&crate::keys::peer_id_string(p))
     }
 
     /// Reads a base58 PeerId of an Ed25519 key.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ParticipantId, D::Error> {
         let text = String::deserialize(d)?;
-        super::parse_peer_id(&text).map_err(serde::de::Error::custom)
+        crate::keys::parse_peer_id(&text).map_err(serde::de::Error::custom)
     }
 }
 

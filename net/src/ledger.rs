@@ -18,6 +18,8 @@ use protocol::{Message, ReferenceSetId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::now_ms;
+
 /// One sent message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LedgerEntry {
@@ -170,11 +172,6 @@ impl Ledger {
             .map(|l| serde_json::from_str(l).map_err(std::io::Error::other))
             .collect()
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! NAT traversal with libp2p's own protocols, as one sub-behaviour of the Swarm: the circuit
 //! relay v2 client (dial and listen through a relay, `/…/p2p/<relay>/p2p-circuit`), the relay
-//! service itself when [`NetConfig::relay`] asks for it, and DCUtR, which tries to replace a
+//! service itself when [`crate::NetConfig::relay`] asks for it, and DCUtR, which tries to replace a
 //! relayed connection with a direct one (hole punching) and keeps the relayed one if it cannot.
 //!
 //! A node only ever dials out, so a node behind a NAT needs none of this; an aggregator with no
@@ -29,7 +29,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{Multiaddr, PeerId, autonat, dcutr, relay};
 use protocol::ParticipantId;
 
-use crate::{NetConfig, participant, peer_id};
+use crate::ids::peer_id;
 
 /// Serving as a circuit relay v2 for the peers on the allow-list. The relay's own listen
 /// addresses are taken as its external addresses: a relay is, by definition, reachable there.
@@ -131,8 +131,13 @@ pub(crate) struct Nat {
 }
 
 impl Nat {
-    pub(crate) fn new(local: PeerId, relay_client: relay::client::Behaviour, cfg: &NetConfig) -> Self {
-        let relay = cfg.relay.as_ref().map(|s| {
+    pub(crate) fn new(
+        local: PeerId,
+        relay_client: relay::client::Behaviour,
+        service: Option<&RelayService>,
+        autonat: Option<&AutoNat>,
+    ) -> Self {
+        let relay = service.map(|s| {
             let config = relay::Config {
                 max_circuit_bytes: s.max_circuit_bytes,
                 max_circuit_duration: s.max_circuit_duration,
@@ -140,7 +145,7 @@ impl Nat {
             };
             relay::Behaviour::new(local, config)
         });
-        let autonat = cfg.autonat.as_ref().map(|a| a.behaviour(local));
+        let autonat = autonat.map(|a| a.behaviour(local));
         Self { relay_client, relay: relay.into(), dcutr: dcutr::Behaviour::new(local), autonat: autonat.into() }
     }
 
@@ -199,25 +204,6 @@ pub fn relays(addrs: &[Multiaddr]) -> Vec<PeerId> {
     found
 }
 
-impl NetConfig {
-    /// Lets this peer reach, or be reached, through the relays named in `addrs` (dial or
-    /// listen addresses with `/p2p-circuit`): each relay joins the allow-list, and a peer may
-    /// hold two connections, so that DCUtR can add a direct one beside the relayed one.
-    pub fn through_relays(&mut self, addrs: &[Multiaddr]) {
-        let relays: Vec<_> = relays(addrs).iter().filter_map(participant).collect();
-        if !relays.is_empty() {
-            self.allowed.extend(relays);
-            self.max_connections_per_peer = self.max_connections_per_peer.max(2);
-        }
-    }
-}
-
-/// Connections one peer may hold: the federation's, plus one for an AutoNAT dial-back (which
-/// would otherwise be refused, and a reachable peer told that it is not).
-pub(crate) fn max_connections_per_peer(cfg: &NetConfig) -> u32 {
-    cfg.max_connections_per_peer.max(1) + u32::from(cfg.autonat.is_some())
-}
-
 /// Whether a connection this peer dialled is an AutoNAT dial-back: the only dials made from a
 /// new port (ours reuse the listening port, so that NATs map them as hole punching expects).
 /// Its work is done once it is up (the verdict goes back on the asking connection), so the
@@ -253,16 +239,5 @@ mod tests {
             local_addr: address.clone(),
             send_back_addr: address.clone()
         }));
-    }
-
-    #[test]
-    fn autonat_leaves_room_for_one_dial_back_per_peer() {
-        let mut cfg = NetConfig::new(protocol::FederationId::new("f").unwrap(), Vec::new());
-        assert_eq!(max_connections_per_peer(&cfg), 1);
-        cfg.autonat = Some(AutoNat::new(Vec::new()));
-        assert_eq!(max_connections_per_peer(&cfg), 2);
-        let relay = peer_id(&protocol::Identity::from_seed([1; 32]).unwrap().id());
-        cfg.through_relays(&[format!("/ip4/10.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit").parse().unwrap()]);
-        assert_eq!(max_connections_per_peer(&cfg), 3, "relayed, direct (DCUtR) and a dial-back");
     }
 }

@@ -18,7 +18,8 @@ use learning::privacy::{self, Accountant, Segment};
 use learning::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::error::Error;
+pub use crate::error::Exhausted;
 
 /// `[privacy]` of node.toml.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,7 +51,7 @@ fn default_clip_norm() -> f32 {
 impl PrivacyConfig {
     /// Checks ranges without I/O; the error names the `privacy.*` key.
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |field: &str, detail: String| Error::Config { field: format!("privacy.{field}"), detail };
+        let bad = |field: &str, detail: String| Error::config(format!("privacy.{field}"), detail);
         if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
             return Err(bad("epsilon", format!("{} must be a positive number", self.epsilon)));
         }
@@ -112,18 +113,6 @@ pub struct Status {
     pub steps_per_training: u64,
 }
 
-/// Why a training may not run.
-#[derive(Debug, thiserror::Error)]
-#[error("privacy budget: ε = {spent:.3} of {epsilon} spent; one more training would reach ε = {after:.3}")]
-pub struct Exhausted {
-    /// Spent so far.
-    pub spent: f64,
-    /// The budget.
-    pub epsilon: f64,
-    /// What one more training would make it.
-    pub after: f64,
-}
-
 /// The budget of a running node: the plan and the ledger.
 #[derive(Debug)]
 pub struct Budget {
@@ -172,13 +161,13 @@ impl Budget {
         };
         let budget = Self { cfg: cfg.clone(), path, ledger, accountant, plan, steps_per_training, planned: trainings };
         if budget.after_one()? > cfg.epsilon * (1.0 + 1e-9) && cfg.noise_multiplier.is_some() {
-            return Err(Error::Config {
-                field: "privacy.noise_multiplier".into(),
-                detail: format!(
+            return Err(Error::config(
+                "privacy.noise_multiplier",
+                format!(
                     "σ = {} cannot pay for even one more training within ε = {}",
                     budget.plan.noise_multiplier, cfg.epsilon
                 ),
-            });
+            ));
         }
         Ok(budget)
     }
@@ -271,9 +260,11 @@ pub fn plan(
     dp.noise_multiplier = match cfg.noise_multiplier {
         Some(s) => s,
         None => {
-            let c = spent.calibrate(cfg.epsilon, cfg.delta, sample_rate, steps).map_err(|e| Error::Config {
-                field: "privacy.epsilon".into(),
-                detail: format!("cannot plan {trainings} more training(s) of {steps_per_training} steps at sample rate {sample_rate:.4}: {e}"),
+            let c = spent.calibrate(cfg.epsilon, cfg.delta, sample_rate, steps).map_err(|e| {
+                Error::config(
+                    "privacy.epsilon",
+                    format!("cannot plan {trainings} more training(s) of {steps_per_training} steps at sample rate {sample_rate:.4}: {e}"),
+                )
             })?;
             // σ = 0 would mean "no noise needed"; DP-SGD always adds some.
             c.noise_multiplier.max(0.3)

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use learning::data::DataSpec;
+use learning::data::{DataSpec, Dataset};
 use learning::fs::resolve;
 use learning::joint::Cover;
 use learning::train::TrainConfig;
@@ -11,7 +11,7 @@ use net::multiaddr::{Multiaddr, Protocol};
 use protocol::{FederationId, ParticipantId};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::error::Error;
 use crate::policy::QueryPolicy;
 
 /// Everything a node needs; relative paths are resolved against the config file's folder.
@@ -130,15 +130,11 @@ impl Default for DigestConfig {
     }
 }
 
-fn invalid(field: &'static str, detail: impl ToString) -> Error {
-    Error::Config { field: field.to_owned(), detail: detail.to_string() }
-}
-
 impl NodeConfig {
     /// Reads a config file, resolves relative paths against its folder and validates it. Reads
     /// nothing else: keys, data and the reference set are opened by [`crate::run`].
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let cfg: Self = net::cli::read_toml(path).map_err(|e| Error::Config { field: e.field, detail: e.detail })?;
+        let cfg: Self = net::cli::read_toml(path)?;
         let cfg = cfg.resolved(path.parent().unwrap_or(Path::new(".")));
         cfg.validate()?;
         Ok(cfg)
@@ -166,11 +162,11 @@ impl NodeConfig {
         if let Some(p) = &self.privacy {
             p.validate()?;
         }
-        self.train.validate().map_err(|e| invalid("train", e))?;
+        self.train.validate().map_err(|e| Error::config("train", e))?;
         if let Some(a) = &self.abstain {
-            a.validate().map_err(|e| invalid("abstain", e))?;
+            a.validate().map_err(|e| Error::config("abstain", e))?;
             if self.privacy.is_some() && a.reads_private_rows() {
-                return Err(invalid(
+                return Err(Error::config(
                     "abstain.quantile",
                     "calibrating the abstention threshold reads private rows outside DP-SGD's accounted steps: with [privacy], set a fixed abstain.threshold instead",
                 ));
@@ -179,13 +175,13 @@ impl NodeConfig {
         if self.digest.enabled {
             let d = &self.digest;
             if d.epochs == 0 || d.batch_size == 0 || !(d.learning_rate.is_finite() && d.learning_rate > 0.0) {
-                return Err(invalid("digest", "epochs, batch_size and learning_rate must be positive"));
+                return Err(Error::config("digest", "epochs, batch_size and learning_rate must be positive"));
             }
             if !(d.weight.is_finite() && d.weight >= 0.0) {
-                return Err(invalid("digest.weight", "must be ≥ 0"));
+                return Err(Error::config("digest.weight", "must be ≥ 0"));
             }
         }
-        self.data.source().map_err(|e| invalid("data", e))?;
+        self.data.source().map_err(|e| Error::config("data", e))?;
         self.policy.validate()?;
         Ok(())
     }
@@ -196,13 +192,26 @@ impl NodeConfig {
     }
 }
 
+/// The private data, or an error naming `data`; labels outside the declared classes keep their
+/// own variant, [`learning::Error::Classes`].
+pub(crate) fn load_data(spec: &DataSpec) -> Result<Dataset, Error> {
+    let data = spec.load().map_err(|e| match e {
+        e @ learning::Error::Classes { .. } => Error::Learning(e),
+        e => Error::config("data", e),
+    })?;
+    if data.is_empty() {
+        return Err(Error::config("data", "no rows"));
+    }
+    Ok(data)
+}
+
 /// The identity an aggregator address names in its `/p2p/` suffix.
 pub fn aggregator_id(address: &Multiaddr) -> Result<ParticipantId, Error> {
     match address.iter().last() {
         Some(Protocol::P2p(pid)) => {
-            net::participant(&pid).ok_or_else(|| invalid("aggregator", "the /p2p/ id is not an Ed25519 key"))
+            net::participant(&pid).ok_or_else(|| Error::config("aggregator", "the /p2p/ id is not an Ed25519 key"))
         }
-        _ => Err(invalid(
+        _ => Err(Error::config(
             "aggregator",
             format!("`{address}` must end with /p2p/<the aggregator's PeerId>, as `fd-aggregator init` prints it"),
         )),

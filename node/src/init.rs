@@ -12,7 +12,8 @@ use net::multiaddr::Multiaddr;
 use protocol::{FederationId, ReferenceSetId};
 use serde::Serialize;
 
-use crate::{Error, load_data};
+use crate::config::load_data;
+use crate::error::Error;
 
 /// What `fd-node init` is asked for.
 #[derive(Clone, Debug)]
@@ -68,17 +69,15 @@ pub fn init(i: &Init) -> Result<(String, PathBuf), Error> {
     crate::config::aggregator_id(&i.aggregator)?;
     let config = i.dir.join("node.toml");
     if config.exists() {
-        return Err(Error::Config {
-            field: "(file)".into(),
-            detail: format!("{} exists already; init does not overwrite it", config.display()),
-        });
+        return Err(Error::config(
+            "(file)",
+            format!("{} exists already; init does not overwrite it", config.display()),
+        ));
     }
     learning::fs::create_private_dir(&i.dir)?;
-    let key = net::keys::generate(&i.dir.join("node.key"))
-        .map_err(|e| Error::Config { field: "key".into(), detail: e.to_string() })?;
+    let key = net::keys::generate(&i.dir.join("node.key")).map_err(|e| Error::config("key", e))?;
     let peer_id = net::keys::peer_id_string(&key.id());
-    let tables = toml::to_string(&Tables { data: &i.data, model: &i.model })
-        .map_err(|e| Error::Config { field: "data".into(), detail: e.to_string() })?;
+    let tables = toml::to_string(&Tables { data: &i.data, model: &i.model }).map_err(|e| Error::config("data", e))?;
     let pin = match i.reference_sha256 {
         Some(id) => format!("reference_sha256 = \"{id}\""),
         None => "# Required: the SHA-256 the operator gives (`reference_sha256` printed by `fd-aggregator init`).\nreference_sha256 = \"ask the operator\"".to_owned(),

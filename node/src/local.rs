@@ -12,20 +12,7 @@ use protocol::seed::{Stream, derive};
 use protocol::{Consensus, Limits, Mask, ReferenceSet, ReferenceSetId, RefusalReason, RoundAnnouncement, SoftLabels};
 
 use crate::config::{DigestConfig, DigestMode};
-
-/// Why a request from the aggregator is refused: the reason code for the receipt and a detail.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{reason:?}: {detail}")]
-pub struct Refusal {
-    /// Reason code sent back.
-    pub reason: RefusalReason,
-    /// Detail for the receipt and the log.
-    pub detail: String,
-}
-
-fn refuse(reason: RefusalReason, detail: impl Into<String>) -> Refusal {
-    Refusal { reason, detail: detail.into() }
-}
+pub use crate::refusal::Refusal;
 
 /// The consensus a node learns from: reference rows and the federation's soft labels on them.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,26 +42,26 @@ impl Teacher {
         classes: usize,
     ) -> Result<Self, Refusal> {
         if c.reference_set != *reference_id {
-            return Err(refuse(RefusalReason::WrongReferenceSet, "consensus for another reference set"));
+            return Err(Refusal::new(RefusalReason::WrongReferenceSet, "consensus for another reference set"));
         }
         if c.labels.classes as usize != classes {
-            return Err(refuse(
+            return Err(Refusal::new(
                 RefusalReason::WrongShape,
                 format!("consensus over {} classes, the federation has {classes}", c.labels.classes),
             ));
         }
         if !(c.temperature.is_finite() && c.temperature > 0.0) {
-            return Err(refuse(RefusalReason::InvalidValues, format!("temperature {}", c.temperature)));
+            return Err(Refusal::new(RefusalReason::InvalidValues, format!("temperature {}", c.temperature)));
         }
         let rows = c
             .selection
             .resolve(reference.samples as u32)
-            .map_err(|e| refuse(RefusalReason::WrongShape, e.to_string()))?;
+            .map_err(|e| Refusal::new(RefusalReason::WrongShape, e.to_string()))?;
         if rows.len() != c.labels.samples as usize || rows.len() != c.weights.len() {
-            return Err(refuse(RefusalReason::WrongShape, "selection, labels and weights differ in length"));
+            return Err(Refusal::new(RefusalReason::WrongShape, "selection, labels and weights differ in length"));
         }
-        c.check_counts().map_err(|e| refuse(e.refusal_reason(), e.to_string()))?;
-        let probs = c.labels.decode(&Limits::default()).map_err(|e| refuse(e.refusal_reason(), e.to_string()))?;
+        c.check_counts().map_err(|e| Refusal::new(e.refusal_reason(), e.to_string()))?;
+        let probs = c.labels.decode(&Limits::default()).map_err(|e| Refusal::new(e.refusal_reason(), e.to_string()))?;
         // Masked samples (weight 0) and samples nobody knew (count 0) are left out of the
         // digest; the others keep their weight.
         let weights = c.weights();
@@ -96,24 +83,24 @@ pub fn check_announcement(
     classes: usize,
 ) -> Result<(), Refusal> {
     if ann.reference_set != *reference_id {
-        return Err(refuse(
+        return Err(Refusal::new(
             RefusalReason::WrongReferenceSet,
             format!("announced {} but this node holds {reference_id}", ann.reference_set),
         ));
     }
     if ann.reference_samples as usize != reference.samples {
-        return Err(refuse(RefusalReason::WrongShape, "reference sample count differs"));
+        return Err(Refusal::new(RefusalReason::WrongShape, "reference sample count differs"));
     }
     if ann.classes as usize != classes {
-        return Err(refuse(
+        return Err(Refusal::new(
             RefusalReason::WrongShape,
             format!("{} classes announced, this node's model predicts {classes}", ann.classes),
         ));
     }
     if !(ann.temperature.is_finite() && ann.temperature > 0.0) {
-        return Err(refuse(RefusalReason::InvalidValues, format!("temperature {}", ann.temperature)));
+        return Err(Refusal::new(RefusalReason::InvalidValues, format!("temperature {}", ann.temperature)));
     }
-    ann.selection.resolve(ann.reference_samples).map_err(|e| refuse(RefusalReason::WrongShape, e.to_string()))?;
+    ann.selection.resolve(ann.reference_samples).map_err(|e| Refusal::new(RefusalReason::WrongShape, e.to_string()))?;
     Ok(())
 }
 

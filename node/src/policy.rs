@@ -22,8 +22,8 @@ use std::path::Path;
 use protocol::{Encoding, ReferenceSetId, RefusalReason, RoundAnnouncement, Submission};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
-use crate::local::Refusal;
+use crate::error::Error;
+use crate::refusal::Refusal;
 
 /// Name of the record of answers in the state folder.
 pub const ANSWERS_FILE: &str = "answers.json";
@@ -77,14 +77,6 @@ fn default_max_rounds() -> u64 {
     DEFAULT_MAX_ROUNDS
 }
 
-fn invalid(field: &'static str, detail: impl ToString) -> Error {
-    Error::Config { field: field.to_owned(), detail: detail.to_string() }
-}
-
-fn refuse(reason: RefusalReason, detail: String) -> Refusal {
-    Refusal { reason, detail }
-}
-
 /// What to do with an announcement the policy admits.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
@@ -110,22 +102,22 @@ impl QueryPolicy {
     /// Checks the ranges, naming the key at fault.
     pub fn validate(&self) -> Result<(), Error> {
         if !(self.min_temperature.is_finite() && self.min_temperature > 0.0) {
-            return Err(invalid(
+            return Err(Error::config(
                 "policy.min_temperature",
                 format!("{} must be a positive number", self.min_temperature),
             ));
         }
         if self.encodings.is_empty() {
-            return Err(invalid(
+            return Err(Error::config(
                 "policy.encodings",
                 "allows no encoding: list at least one of \"f16\", \"q8\", \"f32\"",
             ));
         }
         if self.max_samples_per_round == 0 {
-            return Err(invalid("policy.max_samples_per_round", "must be at least 1"));
+            return Err(Error::config("policy.max_samples_per_round", "must be at least 1"));
         }
         if self.max_rounds == 0 {
-            return Err(invalid("policy.max_rounds", "must be at least 1"));
+            return Err(Error::config("policy.max_rounds", "must be at least 1"));
         }
         Ok(())
     }
@@ -133,7 +125,7 @@ impl QueryPolicy {
     /// Refuses a reference set other than the pinned one.
     pub fn check_reference(&self, announced: &ReferenceSetId) -> Result<(), Refusal> {
         if *announced != self.reference_sha256 {
-            return Err(refuse(
+            return Err(Refusal::new(
                 RefusalReason::WrongReferenceSet,
                 format!(
                     "announced reference set {announced}, but this node's policy.reference_sha256 pins {}",
@@ -147,7 +139,7 @@ impl QueryPolicy {
     /// Whether to answer `ann`, given the answers already given.
     pub fn check(&self, ann: &RoundAnnouncement, answers: &Answers) -> Result<Decision, Refusal> {
         self.check_reference(&ann.reference_set)?;
-        let policy = |detail: String| Err(refuse(RefusalReason::Policy, detail));
+        let policy = |detail: String| Err(Refusal::new(RefusalReason::Policy, detail));
         if let Some(last) = &answers.last {
             if ann.round < last.round {
                 return policy(format!(
@@ -224,7 +216,7 @@ impl Answers {
             Err(source) => return Err(Error::Io { path: path.to_owned(), source }),
         };
         serde_json::from_slice(&bytes).map_err(|e| {
-            invalid(
+            Error::config(
                 "state_dir",
                 format!("{} is not a record of answers ({e}); the node will not start without it, since it bounds what the node answers: restore it, or remove it knowingly", path.display()),
             )
@@ -234,7 +226,7 @@ impl Answers {
     /// Writes the record to `path` atomically (a crash leaves the old record or the new one).
     pub fn save(&self, path: &Path) -> Result<(), Error> {
         let bytes = serde_json::to_vec(self)
-            .map_err(|e| invalid("state_dir", format!("cannot encode the record of answers: {e}")))?;
+            .map_err(|e| Error::config("state_dir", format!("cannot encode the record of answers: {e}")))?;
         learning::fs::atomic_write(path, &bytes)?;
         Ok(())
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use net::Client;
 use protocol::{FederationId, Message, ParticipantId, RefSetChunk, RefSetRequest, ReferenceSet, ReferenceSetId};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Largest reference set a node fetches.
 const MAX_REFERENCE_BYTES: u64 = 4 << 30;
@@ -30,13 +30,13 @@ pub(crate) fn read_pinned(path: &Path, pin: ReferenceSetId) -> Result<Option<Ref
     };
     let id = ReferenceSetId::digest(&bytes);
     if id != pin {
-        return Err(Error::Config {
-            field: "policy.reference_sha256".into(),
-            detail: format!(
+        return Err(Error::config(
+            "policy.reference_sha256",
+            format!(
                 "the reference set at {} has SHA-256 {id}, not the pinned {pin}; it is not replaced: correct the pin, or remove the file to fetch the pinned set",
                 path.display()
             ),
-        });
+        ));
     }
     ReferenceSet::from_bytes(&bytes, usize::MAX).map(Some).map_err(|e| bad(format!("{}: {e}", path.display())))
 }

@@ -4,7 +4,13 @@
 //! through the node's [`QueryPolicy`] when it arrives (a refusal goes back in the receipt),
 //! when its work starts and when its answer is ready; an answer is recorded in the state folder
 //! before it is sent.
+//!
+//! One `select!` drives the session: the shutdown, the round's work (a task on the trainer's
+//! thread), the submissions being sent (each a task that resends until acknowledged or the
+//! round's deadline, see [`crate::submit`]) and the network's events. Nothing waits behind a
+//! resend: an announcement or a lost connection is handled as it comes.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,22 +22,41 @@ use protocol::{
     RoundAnnouncement, Submission,
 };
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Error;
 use crate::faults::Faults;
-use crate::local::{self, Refusal, Teacher};
+use crate::local::{self, Answer, Teacher};
 use crate::policy::{Answers, Decision, QueryPolicy};
+use crate::reference;
+use crate::refusal::Refusal;
 use crate::trainer::Trainer;
-use crate::{Error, NodeSummary, reference};
 
 /// How long a finished node waits for the aggregator to close the connection (so that the
 /// receipt it just sent is read before the connection goes).
 const LINGER: Duration = Duration::from_secs(5);
 
+/// What a node did before it stopped.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeSummary {
+    /// Rounds whose submission the aggregator accepted.
+    pub accepted_rounds: Vec<u64>,
+    /// Rounds whose submission was refused, with the reason.
+    pub refused_rounds: Vec<(u64, RefusalReason)>,
+    /// Consensus messages received.
+    pub consensus_received: usize,
+    /// Times the node (re)joined.
+    pub joins: usize,
+    /// The round at which the node left on purpose (a simulated fault).
+    pub left_at: Option<u64>,
+    /// The aggregator declared the federation finished after this many rounds.
+    pub finished_after: Option<u64>,
+}
+
 /// Why the session ended.
 #[derive(Debug)]
-enum Exit {
+pub(crate) enum Exit {
     Shutdown,
     Finished,
     Left,
@@ -40,6 +65,8 @@ enum Exit {
     Failed(Error),
 }
 
+/// The node's side of the federation: what it was configured with, what it learnt from the
+/// aggregator, and what it is doing now.
 pub(crate) struct Session {
     pub(crate) federation: FederationId,
     pub(crate) aggregator: ParticipantId,
@@ -67,13 +94,50 @@ pub(crate) struct Session {
     pub(crate) pending: Option<RoundAnnouncement>,
     pub(crate) summary: NodeSummary,
     pub(crate) telemetry: crate::metrics::Metrics,
+    pub(crate) in_flight: InFlight,
 }
 
-type Work = JoinHandle<(RoundAnnouncement, Result<crate::local::Answer, Error>)>;
+/// The tasks a session runs beside its `select!`.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    /// A round's work. It outlives a lost connection: its training is paid for (privacy budget,
+    /// time), so its answer is sent after the reconnection rather than trained again.
+    work: Option<Work>,
+    /// Submissions being sent, each until acknowledged or its round's deadline (they too
+    /// outlive a lost connection: a resend redials).
+    sends: JoinSet<Sent>,
+    /// The rounds of `sends`.
+    sending: BTreeSet<u64>,
+}
+
+type Work = JoinHandle<(RoundAnnouncement, Result<Answer, Error>)>;
+
+/// A submission's last answer: its round, the samples it abstained on, and the aggregator's
+/// receipt (or why there was none).
+type Sent = (u64, usize, Result<Message, net::Error>);
+
+/// Whether the session goes on after an event.
+enum Flow {
+    /// Keep serving.
+    Serve,
+    /// The connection is lost: join again.
+    Rejoin,
+    /// The session is over.
+    Exit(Exit),
+}
+
+/// The work's outcome, once there is work (pending otherwise).
+async fn work_done(work: &mut Option<Work>) -> Result<(RoundAnnouncement, Result<Answer, Error>), JoinError> {
+    match work {
+        Some(w) => w.await,
+        None => std::future::pending().await,
+    }
+}
 
 impl Session {
-    pub(crate) async fn run(mut self, shutdown: CancellationToken) -> Result<NodeSummary, Error> {
-        let exit = self.converse(&shutdown).await;
+    pub(crate) async fn run(mut self, shutdown: &CancellationToken) -> Result<NodeSummary, Error> {
+        let exit = self.converse(shutdown).await;
+        self.wind_down(&exit).await;
         match exit {
             Exit::Finished => {
                 let last = match (&self.reference, &self.teacher) {
@@ -81,7 +145,7 @@ impl Session {
                     _ => None,
                 };
                 self.trainer.finish(last).await?;
-                self.linger(&shutdown).await;
+                self.linger(shutdown).await;
             }
             Exit::Shutdown | Exit::Left | Exit::NetworkStopped => self.trainer.checkpoint().await?,
             Exit::Failed(e) => return Err(e),
@@ -89,93 +153,133 @@ impl Session {
         Ok(self.summary)
     }
 
+    /// Joins, serves until the connection is lost, joins again, … until the session is over.
     async fn converse(&mut self, shutdown: &CancellationToken) -> Exit {
+        loop {
+            if let Err(exit) = self.join_with_backoff(shutdown).await {
+                return exit;
+            }
+            loop {
+                match self.step(shutdown).await {
+                    Flow::Serve => {}
+                    Flow::Rejoin => break,
+                    Flow::Exit(exit) => return exit,
+                }
+            }
+        }
+    }
+
+    /// Joins the aggregator, retrying with a growing pause until it works; `Err` if the session
+    /// ends first, or on a failure that retrying cannot mend.
+    async fn join_with_backoff(&mut self, shutdown: &CancellationToken) -> Result<(), Exit> {
         let mut backoff = Duration::from_millis(200);
-        // A round's work outlives a lost connection: its training is paid for (privacy budget,
-        // time), so its answer is sent after the reconnection rather than trained again.
-        let mut work: Option<Work> = None;
-        'connect: loop {
+        loop {
             let joined = tokio::select! {
-                _ = shutdown.cancelled() => return Exit::Shutdown,
+                _ = shutdown.cancelled() => return Err(Exit::Shutdown),
                 r = self.join() => r,
             };
-            if let Err(e) = joined {
+            let Err(e) = joined else { return Ok(()) };
+            match &e {
                 // Another peer at the aggregator's address: retrying cannot help.
-                if matches!(e, Error::Net(net::Error::WrongPeer { .. })) {
-                    return Exit::Failed(e);
-                }
-                if let Error::Net(net::Error::Request { peer, closed: true, .. }) = &e {
-                    // An aggregator refuses a key that is not on its roster by closing the
-                    // connection at once: say what the data holder can check.
+                Error::Net(net::Error::WrongPeer { .. }) => return Err(Exit::Failed(e)),
+                // An aggregator refuses a key that is not on its roster by closing the
+                // connection at once: say what the data holder can check.
+                Error::Net(net::Error::Request { peer, failure: net::RequestFailure::ConnectionClosed }) => {
                     tracing::warn!(aggregator = %peer, retry_in_ms = backoff.as_millis() as u64,
-                        "the aggregator closed the connection before answering: if this keeps happening, this node's PeerId (logged at start) is probably not on its roster; send it to the operator (`fd-aggregator roster add`)");
-                } else {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot join the aggregator");
+                        "the aggregator closed the connection before answering: if this keeps happening, this node's PeerId (logged at start) is probably not on its roster; send it to the operator (`fd-aggregator roster add`)")
                 }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Exit::Shutdown,
-                    _ = tokio::time::sleep(backoff) => {}
+                _ => {
+                    tracing::warn!(error = %net::error::Chain(&e), retry_in_ms = backoff.as_millis() as u64, "cannot join the aggregator")
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue 'connect;
             }
-            backoff = Duration::from_millis(200);
-            let exit = loop {
-                if work.is_none()
-                    && let Some(ann) = self.pending.take()
-                {
-                    if self.faults.leaves_at(ann.round) {
-                        tracing::info!(round = ann.round, "leaving the federation (simulation)");
-                        self.summary.left_at = Some(ann.round);
-                        break Exit::Left;
-                    }
-                    // Checked again: an answer given since the announcement arrived counts.
-                    match self.policy.check(&ann, &self.answers) {
-                        Ok(Decision::Answer) => work = Some(self.start_work(ann)),
-                        Ok(Decision::Resend(sub)) => {
-                            tracing::info!(
-                                round = ann.round,
-                                "round asked again with the same question; sending the same answer"
-                            );
-                            self.send_submission(*sub, ann.deadline_unix_ms).await;
-                        }
-                        Err(r) => {
-                            self.telemetry.decline(r.reason);
-                            tracing::warn!(round = ann.round, reason = ?r.reason, detail = %r.detail, "not answering a round")
-                        }
-                    }
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => break Exit::Shutdown,
-                    done = async { work.as_mut().expect("guarded by the condition").await }, if work.is_some() => {
-                        work = None;
-                        match done {
-                            Ok((ann, Ok(answer))) => self.submit(ann, answer).await,
-                            Ok((ann, Err(e))) => tracing::error!(round = ann.round, error = %e, "local round failed"),
-                            Err(e) => tracing::error!(error = %e, "local round task failed"),
-                        }
-                    }
-                    ev = self.events.recv() => match ev {
-                        None => break Exit::NetworkStopped,
-                        Some(Event::Disconnected(p)) if p == self.aggregator => {
-                            tracing::warn!(working = work.is_some(), "aggregator connection lost; reconnecting");
-                            continue 'connect;
-                        }
-                        Some(Event::Request { peer, message, responder }) => {
-                            self.on_request(peer, message, responder).await;
-                            if self.summary.finished_after.is_some() {
-                                break Exit::Finished;
-                            }
-                        }
-                        Some(Event::Refused { peer, reason, detail }) => tracing::warn!(peer = %peer.short(), ?reason, %detail, "refused a message"),
-                        Some(_) => {}
-                    }
-                }
-            };
-            if let Some(w) = work {
-                w.abort();
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(Exit::Shutdown),
+                _ = tokio::time::sleep(backoff) => {}
             }
-            return exit;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Starts the pending announcement's work if none is running, then handles whatever comes
+    /// first: the shutdown, the work's answer, a submission's last receipt, or a network event.
+    async fn step(&mut self, shutdown: &CancellationToken) -> Flow {
+        if self.in_flight.work.is_none()
+            && let Some(ann) = self.pending.take()
+            && let Err(exit) = self.start(ann)
+        {
+            return Flow::Exit(exit);
+        }
+        let InFlight { work, sends, .. } = &mut self.in_flight;
+        tokio::select! {
+            _ = shutdown.cancelled() => Flow::Exit(Exit::Shutdown),
+            done = work_done(work), if work.is_some() => {
+                self.in_flight.work = None;
+                match done {
+                    Ok((ann, Ok(answer))) => self.submit(ann, answer).await,
+                    Ok((ann, Err(e))) => tracing::error!(round = ann.round, error = %net::error::Chain(&e), "local round failed"),
+                    Err(e) => tracing::error!(error = %e, "local round task failed"),
+                }
+                Flow::Serve
+            }
+            Some(sent) = sends.join_next(), if !sends.is_empty() => {
+                self.on_sent(sent);
+                Flow::Serve
+            }
+            ev = self.events.recv() => match ev {
+                None => Flow::Exit(Exit::NetworkStopped),
+                Some(Event::Disconnected(p)) if p == self.aggregator => {
+                    tracing::warn!(working = self.in_flight.work.is_some(), "aggregator connection lost; reconnecting");
+                    Flow::Rejoin
+                }
+                Some(Event::Request { peer, message, responder }) => {
+                    self.on_request(peer, message, responder).await;
+                    if self.summary.finished_after.is_some() { Flow::Exit(Exit::Finished) } else { Flow::Serve }
+                }
+                Some(Event::Refused { peer, reason, detail }) => {
+                    tracing::warn!(peer = %peer.short(), ?reason, %detail, "refused a message");
+                    Flow::Serve
+                }
+                Some(_) => Flow::Serve,
+            }
+        }
+    }
+
+    /// Acts on an announcement taken earlier, now that no work is running: leaves (a simulated
+    /// fault), starts its work, resends the answer already given, or declines it.
+    fn start(&mut self, ann: RoundAnnouncement) -> Result<(), Exit> {
+        if self.faults.leaves_at(ann.round) {
+            tracing::info!(round = ann.round, "leaving the federation (simulation)");
+            self.summary.left_at = Some(ann.round);
+            return Err(Exit::Left);
+        }
+        // Checked again: an answer given since the announcement arrived counts.
+        match self.policy.check(&ann, &self.answers) {
+            Ok(Decision::Answer) => self.in_flight.work = Some(self.start_work(ann)),
+            Ok(Decision::Resend(sub)) => {
+                tracing::info!(round = ann.round, "round asked again with the same question; sending the same answer");
+                self.send_submission(*sub, ann.deadline_unix_ms);
+            }
+            Err(r) => {
+                self.telemetry.decline(r.reason);
+                tracing::warn!(round = ann.round, reason = ?r.reason, detail = %r.detail, "not answering a round")
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends what the session still runs: the work is dropped (its trainer call finishes on the
+    /// trainer's thread); at the federation's end the submissions being sent are awaited (their
+    /// receipts count in the summary), otherwise dropped.
+    async fn wind_down(&mut self, exit: &Exit) {
+        if let Some(w) = self.in_flight.work.take() {
+            w.abort();
+            let _ = w.await;
+        }
+        if !matches!(exit, Exit::Finished) {
+            self.in_flight.sends.abort_all();
+        }
+        while let Some(sent) = self.in_flight.sends.join_next().await {
+            self.on_sent(sent);
         }
     }
 
@@ -219,10 +323,10 @@ impl Session {
         };
         let classes = self.trainer.classes();
         if accepted.classes as usize != classes {
-            return Err(Error::Config {
-                field: "model".into(),
-                detail: format!("the federation predicts {} classes, this node's model {classes}", accepted.classes),
-            });
+            return Err(Error::config(
+                "model",
+                format!("the federation predicts {} classes, this node's model {classes}", accepted.classes),
+            ));
         }
         let pin = self.policy.reference_sha256;
         if let Err(r) = self.policy.check_reference(&accepted.reference_set) {
@@ -275,7 +379,7 @@ impl Session {
         };
         let receipt = Message::Receipt(Receipt { federation: self.federation.clone(), round, status, detail });
         if let Err(e) = responder.respond(receipt).await {
-            tracing::warn!(error = %e, "could not answer");
+            tracing::warn!(error = %net::error::Chain(&e), "could not answer");
         }
     }
 
@@ -341,7 +445,7 @@ impl Session {
 
     /// Records the answer to `ann` (atomically, in the state folder), then sends it. An answer
     /// that cannot be recorded is not sent.
-    async fn submit(&mut self, ann: RoundAnnouncement, answer: crate::local::Answer) {
+    async fn submit(&mut self, ann: RoundAnnouncement, answer: Answer) {
         // The same round announced again meanwhile (after a reconnection) is answered by this.
         if self.pending.as_ref().is_some_and(|p| p.round <= ann.round) {
             self.pending = None;
@@ -371,28 +475,45 @@ impl Session {
             let saved =
                 tokio::task::spawn_blocking(move || record.save(&path)).await.map_err(Error::from).and_then(|r| r);
             if let Err(e) = saved {
-                tracing::error!(round = ann.round, error = %e, "cannot record the answer; not sending it");
+                tracing::error!(round = ann.round, error = %net::error::Chain(&e), "cannot record the answer; not sending it");
                 return;
             }
             self.answers = answers;
         }
-        self.send_submission(sub, ann.deadline_unix_ms).await;
+        self.send_submission(sub, ann.deadline_unix_ms);
     }
 
-    /// Sends `sub` until the aggregator acknowledges it or the round's deadline passes.
-    async fn send_submission(&mut self, sub: Submission, deadline_unix_ms: u64) {
+    /// Starts sending `sub`, in a task that resends it until the aggregator acknowledges it or
+    /// the round's deadline passes; its last answer comes back to [`Session::on_sent`]. A round
+    /// already being sent is not sent twice.
+    fn send_submission(&mut self, sub: Submission, deadline_unix_ms: u64) {
         let round = sub.round;
+        if !self.in_flight.sending.insert(round) {
+            tracing::info!(round, "the answer is being sent already");
+            return;
+        }
         let abstained = sub.abstained.as_ref().map_or(0, protocol::Mask::count);
+        let (client, aggregator, addr) = (self.client.clone(), self.aggregator, self.aggregator_addr.clone());
         let message = Message::Submission(sub);
-        match crate::submit::until_acknowledged(
-            &self.client,
-            &self.aggregator,
-            &self.aggregator_addr,
-            &message,
-            deadline_unix_ms,
-        )
-        .await
-        {
+        self.in_flight.sends.spawn(async move {
+            let answer = crate::submit::until_acknowledged(client, aggregator, addr, message, deadline_unix_ms).await;
+            (round, abstained, answer)
+        });
+    }
+
+    /// Takes a submission's last answer, or notes why it has none.
+    fn on_sent(&mut self, sent: Result<Sent, JoinError>) {
+        let (round, abstained, answer) = match sent {
+            Ok(sent) => sent,
+            Err(e) => {
+                if !e.is_cancelled() {
+                    tracing::error!(error = %e, "submission task failed");
+                }
+                return;
+            }
+        };
+        self.in_flight.sending.remove(&round);
+        match answer {
             Ok(Message::Receipt(r)) => match r.status {
                 ReceiptStatus::Accepted => {
                     tracing::info!(round, abstained, "submission accepted");
@@ -407,7 +528,7 @@ impl Session {
                 }
             },
             Ok(other) => tracing::warn!(kind = ?other.kind(), "unexpected answer to a submission"),
-            Err(e) => tracing::warn!(round, error = %e, "submission failed"),
+            Err(e) => tracing::warn!(round, error = %net::error::Chain(&e), "submission failed"),
         }
     }
 }

@@ -20,19 +20,20 @@ const MAX_PAUSE: Duration = Duration::from_secs(4);
 
 /// Sends `submission` to the aggregator until it is acknowledged or `deadline_unix_ms` passes.
 pub(crate) async fn until_acknowledged(
-    client: &net::Client,
-    aggregator: &ParticipantId,
-    addr: &Multiaddr,
-    submission: &Message,
+    client: net::Client,
+    aggregator: ParticipantId,
+    addr: Multiaddr,
+    submission: Message,
     deadline_unix_ms: u64,
 ) -> Result<Message, net::Error> {
-    let left = Duration::from_millis(deadline_unix_ms.saturating_sub(net::ledger::now_ms()));
+    let left = Duration::from_millis(deadline_unix_ms.saturating_sub(net::clock::now_ms()));
+    let (client, aggregator, addr, submission) = (&client, &aggregator, &addr, &submission);
     retry_until(Instant::now() + left, |attempt| async move {
         if attempt > 0
             && !client.connected().await?.contains(aggregator)
             && let Err(e) = client.dial(addr.clone()).await
         {
-            tracing::debug!(error = %e, "redial before resubmitting failed");
+            tracing::debug!(error = %net::error::Chain(&e), "redial before resubmitting failed");
         }
         client.request(aggregator, submission).await
     })
@@ -69,7 +70,7 @@ where
         }
         match &answer {
             Err(e) => {
-                tracing::warn!(attempt = n, error = %e, retry_in_ms = pause.as_millis() as u64, "submission not acknowledged; sending it again")
+                tracing::warn!(attempt = n, error = %net::error::Chain(e), retry_in_ms = pause.as_millis() as u64, "submission not acknowledged; sending it again")
             }
             Ok(_) => tracing::warn!(
                 attempt = n,
@@ -99,7 +100,7 @@ mod tests {
     }
 
     fn failure() -> net::Error {
-        net::Error::Request { peer: "agg".into(), reason: "connection closed".into(), closed: true }
+        net::Error::Request { peer: "agg".into(), failure: net::RequestFailure::ConnectionClosed }
     }
 
     fn status(m: Result<Message, net::Error>) -> Option<ReceiptStatus> {

@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use learning::Model;
 use learning::data::Dataset;
 use learning::dp::DpSgd;
-use net::owner::Owner;
+use net::owner::{Owner, Thread};
 use protocol::seed::{Stream, derive};
 use protocol::{ReferenceSet, RoundAnnouncement};
 
-use crate::Error;
 use crate::budget::Budget;
 use crate::config::DigestMode;
+use crate::error::Error;
 use crate::faults::Faults;
 use crate::local::{self, Answer, Settings, Teacher};
 
@@ -57,21 +57,21 @@ impl Trainer {
     /// Moves the model and the private data to their own thread. `checkpoint` is where the
     /// model is saved (atomically) after every round and at the end.
     /// With a privacy `budget`, every private training is paid for first, and refused once
-    /// the budget cannot pay.
+    /// the budget cannot pay. The thread is joined once every handle is dropped.
     pub fn start(
         model: Model,
         data: Arc<Dataset>,
         settings: Settings,
         checkpoint: PathBuf,
         budget: Option<Budget>,
-    ) -> Result<Self, Error> {
+    ) -> Result<(Self, Thread), Error> {
         let classes = model.classes;
         let can_train = Arc::new(AtomicBool::new(budget.as_ref().is_none_or(Budget::can_train)));
         let state =
             State { model, data, settings, checkpoint: checkpoint.clone(), budget, can_train: can_train.clone() };
-        let (owner, _thread) =
+        let (owner, thread) =
             Owner::spawn("node-trainer", state, 4).map_err(|source| Error::Io { path: checkpoint, source })?;
-        Ok(Self { owner, classes, can_train })
+        Ok((Self { owner, classes, can_train }, thread))
     }
 
     /// Whether the privacy budget (if any) can pay for one more training.

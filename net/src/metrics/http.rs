@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::Error;
+use crate::error::Error;
 
 /// Largest request head read; a longer one is answered 431.
 pub const MAX_HEAD: usize = 8 << 10;
@@ -59,9 +59,9 @@ impl Drop for Server {
 
 /// Binds `addr` and serves `registry` at `GET /metrics` until `shutdown` is cancelled.
 pub async fn serve(addr: SocketAddr, registry: Arc<Registry>, shutdown: &CancellationToken) -> Result<Server, Error> {
-    let listener =
-        TcpListener::bind(addr).await.map_err(|e| Error::Listen { addr: addr.to_string(), reason: e.to_string() })?;
-    let bound = listener.local_addr().map_err(|e| Error::Listen { addr: addr.to_string(), reason: e.to_string() })?;
+    let listen = |e: std::io::Error| Error::Listen { addr: addr.to_string(), source: e.into() };
+    let listener = TcpListener::bind(addr).await.map_err(listen)?;
+    let bound = listener.local_addr().map_err(listen)?;
     let token = shutdown.child_token();
     let task = tokio::spawn(accept(listener, registry, token.clone()));
     tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");

@@ -19,8 +19,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use protocol::{MessageKind, ParticipantId, RefusalReason};
 
+use crate::ids::participant;
 use crate::nat::Reachability;
-use crate::participant;
 
 /// Labels of one traffic series: the peer (its roster name, else its short id) and the kind.
 type PeerKind = [(&'static str, String); 2];

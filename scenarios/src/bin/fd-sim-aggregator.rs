@@ -38,12 +38,15 @@ async fn main() -> anyhow::Result<()> {
     cli.log.init("info,libp2p=warn");
     let cfg = aggregator::AggregatorConfig::load(&cli.config)?;
     let faults = CheckpointPause { rounds: cli.pause_checkpoints, markers: cli.markers };
-    let agg = aggregator::Aggregator::start_with(cfg, Arc::new(faults)).await.context("aggregator failed to start")?;
+    let shutdown = net::cli::shutdown_signal();
+    let agg = aggregator::Aggregator::start_with(cfg, Arc::new(faults), &shutdown)
+        .await
+        .context("aggregator failed to start")?;
     if let Some(path) = &cli.addr_file {
-        net::cli::write_addr_file(path, &agg.id(), agg.listen_addrs())
+        learning::fs::atomic_write(path, net::cli::addr_file_text(&agg.id(), agg.listen_addrs()).as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let summary = agg.run(net::cli::shutdown_signal()).await.context("aggregator failed")?;
+    let summary = agg.run().await.context("aggregator failed")?;
     tracing::info!(rounds = summary.rounds.len(), completed = summary.completed, "aggregator stopped");
     Ok(())
 }

@@ -17,15 +17,16 @@ use crate::setup::{Prepared, write_configs};
 /// Runs the federation of `p` in this process; returns each round's metrics.
 pub(super) async fn federate(p: &mut Prepared, progress: bool) -> anyhow::Result<Vec<RoundMetrics>> {
     p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
-    let mut agg = Aggregator::start(p.aggregator.clone()).await.context("starting the aggregator")?;
+    let shutdown = CancellationToken::new();
+    let mut agg =
+        Aggregator::start(p.aggregator.clone(), &shutdown.child_token()).await.context("starting the aggregator")?;
     // The run folder's federation.toml names the port actually bound, as its node.toml files do.
     p.aggregator.listen = agg.listen_addrs().to_vec();
     let addr = agg.listen_addrs()[0].clone().with(Protocol::P2p(net::peer_id(&agg.id())));
     write_configs(p, &addr)?;
     let (tx, mut rx) = mpsc::channel(64);
     agg.set_progress(tx);
-    let shutdown = CancellationToken::new();
-    let mut agg_task = tokio::spawn(agg.run(shutdown.child_token()));
+    let mut agg_task = tokio::spawn(agg.run());
     let (round_tx, round_rx) = watch::channel(0u64);
     let node_tasks: Vec<_> = (0..p.nodes.len()).map(|i| spawn_node(p, i, &shutdown, round_rx.clone())).collect();
     let pb = bar(p.scenario.rounds, progress);

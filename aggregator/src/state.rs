@@ -1,0 +1,143 @@
+//! [`Aggregator`]: what start-up built and every round uses (the config, the roster, the
+//! reference set, the network, the student's thread, the metrics), with its small accessors
+//! and the two ways it sends to nodes: [`Aggregator::send`] (in the background) and
+//! [`Aggregator::deliver`] (to every joined node, awaiting the receipts).
+//! The rounds ([`crate::rounds`]) and the answers to the nodes ([`crate::serve`]) are its
+//! methods in modules of their own; [`crate::service`] builds it and runs it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use net::Event;
+use net::multiaddr::Multiaddr;
+use net::owner::Thread;
+use protocol::{FederationId, Limits, Message, ParticipantId, Receipt, ReceiptStatus, ReferenceSet, ReferenceSetId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::RoundMetrics;
+use crate::collect::Declined;
+use crate::config::AggregatorConfig;
+use crate::metrics;
+use crate::student::Student;
+
+/// A bound, ready-to-run aggregator.
+pub struct Aggregator {
+    pub(crate) cfg: AggregatorConfig,
+    pub(crate) roster: HashMap<ParticipantId, String>,
+    pub(crate) reference: Arc<ReferenceSet>,
+    pub(crate) reference_bytes: Arc<Vec<u8>>,
+    pub(crate) reference_id: ReferenceSetId,
+    pub(crate) client: net::Client,
+    pub(crate) events: mpsc::Receiver<Event>,
+    /// Refusals of announcements, from the tasks that sent them, for the round being collected.
+    pub(crate) declines: mpsc::Receiver<Declined>,
+    pub(crate) declines_tx: mpsc::Sender<Declined>,
+    pub(crate) network: net::Handle,
+    pub(crate) listen_addrs: Vec<Multiaddr>,
+    pub(crate) student: Student,
+    /// The student's thread, joined at the end of the shutdown.
+    pub(crate) student_thread: Thread,
+    pub(crate) metrics: Vec<RoundMetrics>,
+    pub(crate) completed: u64,
+    /// Last round whose checkpoint is committed (may lag `completed` after a failed checkpoint).
+    pub(crate) committed: u64,
+    pub(crate) joined: HashSet<ParticipantId>,
+    pub(crate) progress: Option<mpsc::Sender<RoundMetrics>>,
+    pub(crate) limits: Limits,
+    /// Requests sent in the background (announcements), awaited before shutdown.
+    pub(crate) sends: tokio::task::JoinSet<()>,
+    /// Prometheus series (served if `metrics_server` is there).
+    pub(crate) telemetry: metrics::Metrics,
+    /// The `GET /metrics` endpoint, if the config asks for one.
+    pub(crate) metrics_server: Option<net::metrics::http::Server>,
+    /// The token `run` stops on; the network and the metrics endpoint have children of it.
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Aggregator {
+    /// The bound addresses (with real ports).
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen_addrs
+    }
+
+    /// Where the metrics are served (with the real port), if the config asks for them.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_server.as_ref().map(|s| s.local_addr())
+    }
+
+    /// The aggregator's id.
+    pub fn id(&self) -> ParticipantId {
+        self.client.id()
+    }
+
+    /// Sends each round's metrics to `tx` as it completes (dropped if the receiver lags).
+    pub fn set_progress(&mut self, tx: mpsc::Sender<RoundMetrics>) {
+        self.progress = Some(tx);
+    }
+
+    pub(crate) fn federation(&self) -> &FederationId {
+        &self.cfg.federation
+    }
+
+    pub(crate) fn name(&self, p: &ParticipantId) -> String {
+        self.roster.get(p).cloned().unwrap_or_else(|| p.short())
+    }
+
+    /// Sends `message` to every joined node and waits for their receipts, at most one round
+    /// deadline: a node that does not answer in time does not hold up the federation.
+    pub(crate) async fn deliver(&self, message: &Message) {
+        let mut deliveries = tokio::task::JoinSet::new();
+        for peer in self.joined.iter().copied() {
+            let client = self.client.clone();
+            let msg = message.clone();
+            deliveries.spawn(async move { (peer, client.request(&peer, &msg).await) });
+        }
+        let wait = Duration::from_secs_f64(self.cfg.round.deadline_secs);
+        let kind = message.kind();
+        let collected = tokio::time::timeout(wait, async {
+            while let Some(done) = deliveries.join_next().await {
+                match done {
+                    Ok((peer, Err(e))) => {
+                        tracing::warn!(node = %self.name(&peer), ?kind, error = %net::error::Chain(&e), "not delivered")
+                    }
+                    Ok((
+                        peer,
+                        Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, .. })),
+                    )) => {
+                        tracing::warn!(node = %self.name(&peer), ?kind, ?reason, %detail, "not delivered: refused")
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        if collected.is_err() {
+            tracing::warn!(?kind, pending = deliveries.len(), "delivery still pending at the deadline; continuing");
+        }
+        deliveries.detach_all();
+    }
+
+    /// Sends a request in the background and logs a failure.
+    pub(crate) fn send(&mut self, peer: ParticipantId, message: Message) {
+        let client = self.client.clone();
+        let declines = self.declines_tx.clone();
+        while self.sends.try_join_next().is_some() {}
+        self.sends.spawn(async move {
+            match client.request(&peer, &message).await {
+                Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, round, .. })) => {
+                    tracing::warn!(peer = %peer.short(), kind = ?message.kind(), ?reason, %detail, "node refused");
+                    if let Message::RoundAnnouncement(_) = message {
+                        // Full only if refusals pile up unread; the deadline closes the round then.
+                        let _ = declines.try_send(Declined { peer, round, reason });
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(peer = %peer.short(), kind = ?message.kind(), error = %net::error::Chain(&e), "send failed")
+                }
+            }
+        });
+    }
+}
