@@ -56,28 +56,35 @@ pub fn init_logging(default_filter: &str, format: LogFormat) {
 }
 
 /// A token cancelled on the first ctrl-c (SIGINT) or SIGTERM (what `systemctl stop` sends).
-/// Must be called inside a tokio runtime.
+/// Must be called inside a tokio runtime. The handlers are registered before this returns, so a
+/// signal that arrives any time after the call is a clean stop (registered in the spawned task
+/// instead, a SIGTERM that came before the task first ran killed the process).
 pub fn shutdown_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM; ctrl-c only");
-                    let _ = tokio::signal::ctrl_c().await;
-                    t.cancel();
-                    return;
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let handlers = signal(SignalKind::interrupt()).and_then(|int| Ok((int, signal(SignalKind::terminate())?)));
+        tokio::spawn(async move {
+            match handlers {
+                Ok((mut int, mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGINT and SIGTERM; ctrl-c only");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-        }
-        #[cfg(not(unix))]
+            tracing::info!("shutdown requested");
+            t.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutdown requested");
         t.cancel();
