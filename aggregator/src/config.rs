@@ -160,8 +160,9 @@ pub struct RoundConfig {
     /// Payload encoding: `f32`, `f16` or `q8`.
     #[serde(default = "default_encoding")]
     pub encoding: Encoding,
-    /// Submissions needed to close a round after its deadline (default: every roster member);
-    /// at least 3, so that no node's labels can be read back from the consensus.
+    /// Submissions needed to close a round after its deadline (default: [`default_quorum`], every
+    /// roster member but one); at least 3, so that no node's labels can be read back from the
+    /// consensus.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum: Option<usize>,
     /// Seconds from announcement to deadline.
@@ -237,10 +238,21 @@ fn yes() -> bool {
     true
 }
 
+/// The quorum when `round.quorum` is absent: every roster member but one, and never fewer than
+/// [`MIN_PARTICIPANTS`] (nor more than the roster, which validation then refuses if it is under
+/// 3). `max(3, n − 1)` rather than a fraction such as ⌈0.8 n⌉: a fraction of a small roster
+/// rounds up to all of it (⌈0.8 × 4⌉ = 4), so one node with a wrong CSV, a crash or a lost
+/// link would hold every round past its deadline in the federations newcomers start with,
+/// while `n − 1` closes it at the deadline for any roster of 4 or more. Larger federations that
+/// must ride out several absent members set `round.quorum` themselves.
+pub fn default_quorum(roster: usize) -> usize {
+    roster.saturating_sub(1).max(MIN_PARTICIPANTS).min(roster)
+}
+
 impl RoundConfig {
-    /// The quorum for a roster of `roster` nodes.
+    /// The quorum for a roster of `roster` nodes: `round.quorum`, or [`default_quorum`].
     pub fn quorum(&self, roster: usize) -> usize {
-        self.quorum.unwrap_or(roster)
+        self.quorum.unwrap_or_else(|| default_quorum(roster))
     }
 
     /// Checks the ranges, given the roster size.
@@ -440,6 +452,15 @@ mod tests {
         assert!(e.contains("0.334"), "the smallest trim that works is named: {e}");
         assert!(config(10, Some(3), Rule::TrimmedMean { trim: 0.334 }).validate().is_ok());
         assert_eq!(field(config(5, None, Rule::Confidence { power: 1.0, max_share: 0.5 })), "consensus");
+    }
+
+    #[test]
+    fn the_default_quorum_spares_one_member_and_keeps_three() {
+        let quorum = |n: usize| config(n as u8, None, Rule::Mean).round.quorum(n);
+        assert_eq!([3, 4, 5, 10, 100].map(quorum), [3, 3, 4, 9, 99]);
+        assert_eq!(quorum(2), 2, "never more than the roster: validation names the setting");
+        assert_eq!(config(10, Some(10), Rule::Mean).round.quorum(10), 10, "a quorum set is kept");
+        assert!(config(4, None, Rule::Mean).validate().is_ok());
     }
     #[test]
     fn the_metrics_address_is_a_socket_address_off_by_default() {

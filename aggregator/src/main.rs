@@ -169,7 +169,7 @@ fn init(i: aggregator::init::Init) -> anyhow::Result<()> {
     println!("reference_sha256 {}", done.reference_sha256);
     println!("Each data holder needs the address, the hash, the federation and its classes:");
     println!(
-        "  fd-node init --dir DIR --data THEIR.csv --label COLUMN --federation {} --classes {} --aggregator {} --reference-sha256 {}",
+        "  fd-node init --dir DIR --data THEIR.csv --label COLUMN --federation {} --classes {} --features {features} --aggregator {} --reference-sha256 {}",
         i.federation, i.classes, done.address, done.reference_sha256
     );
     println!("and the preprocessing the reference set was built with (--preprocess), if any.");

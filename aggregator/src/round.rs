@@ -198,10 +198,16 @@ impl RoundState {
 
     /// Records that roster member `from` refused this round's announcement for `reason`. A
     /// refusal that will not change within the round (a spent privacy budget, the node's query
-    /// policy, another reference set) means it will not answer: the round stops waiting for it.
+    /// policy, another reference set, data that does not fit) means it will not answer: the round
+    /// stops waiting for it.
     pub fn decline(&mut self, from: ParticipantId, round: u64, reason: RefusalReason) {
-        let settled =
-            matches!(reason, RefusalReason::BudgetSpent | RefusalReason::Policy | RefusalReason::WrongReferenceSet);
+        let settled = matches!(
+            reason,
+            RefusalReason::BudgetSpent
+                | RefusalReason::Policy
+                | RefusalReason::WrongReferenceSet
+                | RefusalReason::DataMismatch
+        );
         if settled && round == self.round() && self.roster.contains(&from) && !self.accepted.contains(&from) {
             self.declined.insert(from);
         }

@@ -57,7 +57,7 @@ impl Aggregator {
         let (started, traffic) = (std::time::Instant::now(), self.client.traffic());
         let ann = self.announcement(round);
         let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.round.deadline_secs);
-        let state = RoundState::new(
+        let mut state = RoundState::new(
             ann.clone(),
             self.roster.keys().copied().collect(),
             self.cfg.round.quorum(self.roster.len()),
@@ -65,6 +65,9 @@ impl Aggregator {
             self.cfg.consensus.clone(),
         )
         .with_sample_counts(self.cfg.sample_counts());
+        for (&peer, &reason) in &self.withdrawn {
+            state.decline(peer, round, reason);
+        }
         for peer in self.joined.clone() {
             self.send(peer, Message::RoundAnnouncement(ann.clone()));
         }

@@ -1,5 +1,6 @@
 //! Answering what nodes ask: joining (`Hello`), submissions (checked by the round's
-//! [`RoundState`], their payload decoded off the runtime), and reference-set chunks.
+//! [`RoundState`], their payload decoded off the runtime), reference-set chunks, and a node's
+//! word that it cannot take part (a receipt refusing with `DataMismatch`).
 
 use net::{Event, Responder};
 use protocol::{
@@ -61,6 +62,12 @@ impl Aggregator {
                 }
             }
             Message::RefSetRequest(req) => self.chunk(&req),
+            Message::Receipt(Receipt { round, status: ReceiptStatus::Refused(reason), detail, .. })
+                if reason == RefusalReason::DataMismatch && self.roster.contains_key(&peer) =>
+            {
+                self.withdraw(peer, round, reason, &detail, state);
+                self.receipt(round, ReceiptStatus::Accepted, "")
+            }
             other => self.receipt(
                 other.round().unwrap_or(0),
                 ReceiptStatus::Refused(RefusalReason::Unavailable),
@@ -92,6 +99,8 @@ impl Aggregator {
         };
         let accepted = outcome.is_ok();
         if accepted {
+            // It may have mended what made it withdraw; if not, it says so again.
+            self.withdrawn.remove(&peer);
             tracing::info!(node = %self.name(&peer), round = state.round(), "node joined");
             self.joined.insert(peer);
             self.telemetry.joined.set(self.joined.len() as i64);
@@ -106,6 +115,21 @@ impl Aggregator {
         if accepted && !state.is_closed() {
             self.send(peer, Message::RoundAnnouncement(state.announcement.clone()));
         }
+    }
+
+    /// Takes a roster member's word that it cannot take part (`reason`, explained by `detail`):
+    /// this round and the next ones stop waiting for it, until it joins again.
+    fn withdraw(
+        &mut self,
+        peer: ParticipantId,
+        round: u64,
+        reason: RefusalReason,
+        detail: &str,
+        state: &mut RoundState,
+    ) {
+        tracing::error!(node = %self.name(&peer), round, ?reason, %detail, "node cannot take part; the rounds no longer wait for it");
+        self.withdrawn.insert(peer, reason);
+        state.decline(peer, state.round(), reason);
     }
 
     /// Checks a submission against the round, decodes its payload off the runtime, and records

@@ -158,6 +158,7 @@ impl Aggregator {
             completed,
             committed: completed,
             joined: HashSet::new(),
+            withdrawn: HashMap::new(),
             progress: None,
             limits,
             sends: tokio::task::JoinSet::new(),

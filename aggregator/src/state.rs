@@ -12,7 +12,9 @@ use std::time::Duration;
 use net::Event;
 use net::multiaddr::Multiaddr;
 use net::owner::Thread;
-use protocol::{FederationId, Limits, Message, ParticipantId, Receipt, ReceiptStatus, ReferenceSet, ReferenceSetId};
+use protocol::{
+    FederationId, Limits, Message, ParticipantId, Receipt, ReceiptStatus, ReferenceSet, ReferenceSetId, RefusalReason,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +46,9 @@ pub struct Aggregator {
     /// Last round whose checkpoint is committed (may lag `completed` after a failed checkpoint).
     pub(crate) committed: u64,
     pub(crate) joined: HashSet<ParticipantId>,
+    /// Roster members that said they cannot take part (their data does not fit the federation),
+    /// with the reason: every round counts them as declined until they join again.
+    pub(crate) withdrawn: HashMap<ParticipantId, RefusalReason>,
     pub(crate) progress: Option<mpsc::Sender<RoundMetrics>>,
     pub(crate) limits: Limits,
     /// Requests sent in the background (announcements), awaited before shutdown.

@@ -57,6 +57,21 @@ pub fn check_data(data: &DataSpec) -> Result<DataCheck, Error> {
     Ok(DataCheck { rows: d.len(), features: d.dim, classes })
 }
 
+/// Refuses data whose rows do not have the federation's `features` (the reference set's, as
+/// `fd-aggregator init` prints them): the node could not take part, so nothing is written.
+pub fn check_features(check: &DataCheck, features: usize) -> Result<(), Error> {
+    if check.features != features {
+        return Err(Error::config(
+            "data",
+            format!(
+                "{} features a row (the columns but the label), the federation's reference set {features}: check the label column (--label) and whether the first line names the columns (--header), and give the data the reference set's columns in the same order",
+                check.features
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Serialize)]
 struct Tables<'a> {
     data: &'a DataSpec,
@@ -120,4 +135,27 @@ max_rounds = 100
 
 fn quote(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use learning::data::{LabelColumn, Preprocess};
+
+    use super::*;
+
+    #[test]
+    fn data_with_another_feature_count_than_the_federations_is_refused_naming_both_and_the_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("data.csv");
+        std::fs::write(&csv, "0.5,1.5,0\n2.5,3.5,1\n4.5,5.5,1\n").unwrap();
+        let mut spec = DataSpec::file(csv, Some(LabelColumn::Index(-1)), false, Preprocess::None);
+        spec.classes = Some(2);
+        let check = check_data(&spec).unwrap();
+        assert_eq!((check.rows, check.features), (3, 2));
+        assert!(check_features(&check, 2).is_ok());
+        let e = check_features(&check, 3).unwrap_err().to_string();
+        for part in ["2 features a row", "reference set 3", "--label", "--header"] {
+            assert!(e.contains(part), "`{part}` missing from: {e}");
+        }
+    }
 }

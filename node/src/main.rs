@@ -50,6 +50,10 @@ enum Command {
         /// The federation's classes: labels must be 0 to CLASSES − 1.
         #[arg(long)]
         classes: usize,
+        /// Features a row of the federation's reference set (printed by `fd-aggregator init`): the
+        /// data must have as many columns besides the label.
+        #[arg(long)]
+        features: Option<usize>,
         /// The reference set's SHA-256, as the operator gives it.
         #[arg(long, value_name = "HEX")]
         reference_sha256: Option<String>,
@@ -99,7 +103,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Privacy { command } => privacy(command)?,
-        Command::Init { dir, data, label, header, aggregator, federation, classes, reference_sha256, preprocess } => {
+        Command::Init {
+            dir,
+            data,
+            label,
+            header,
+            aggregator,
+            federation,
+            classes,
+            features,
+            reference_sha256,
+            preprocess,
+        } => {
             let federation = protocol::FederationId::new(federation).context("--federation")?;
             let reference_sha256 = reference_sha256
                 .map(|h| {
@@ -116,14 +131,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             spec.classes = Some(classes);
             spec = spec.resolved(&std::env::current_dir().context("current folder")?);
-            init(node::init::Init {
-                dir,
-                data: spec,
-                federation,
-                aggregator,
-                reference_sha256,
-                model: learning::Architecture::Mlp { hidden: vec![128], dropout: 0.0 },
-            })?;
+            init(
+                features,
+                node::init::Init {
+                    dir,
+                    data: spec,
+                    federation,
+                    aggregator,
+                    reference_sha256,
+                    model: learning::Architecture::Mlp { hidden: vec![128], dropout: 0.0 },
+                },
+            )?;
         }
         Command::Run { config } => {
             let cfg = node::NodeConfig::load(&config)?;
@@ -140,11 +158,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init(i: node::init::Init) -> anyhow::Result<()> {
+fn init(features: Option<usize>, i: node::init::Init) -> anyhow::Result<()> {
     let path = i.data.path.clone().unwrap_or_default();
     let check =
         node::init::check_data(&i.data).with_context(|| format!("the data file {} cannot be used", path.display()))?;
     println!("data {}: {} rows, {} features and a label", path.display(), check.rows, check.features);
+    if let Some(features) = features {
+        node::init::check_features(&check, features)
+            .with_context(|| format!("the data file {} does not fit the federation", path.display()))?;
+    }
     let found: Vec<String> = check.classes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
     println!("classes found (class: rows): {}", found.join(", "));
     let (peer, config) = node::init::init(&i).with_context(|| format!("cannot initialise {}", i.dir.display()))?;

@@ -49,14 +49,18 @@ pub(crate) fn check_features(data: usize, rs: &ReferenceSet) -> Result<(), Error
     Ok(())
 }
 
-/// Fetches the pinned set `pin` from the aggregator and saves it at `path`, which must not
-/// exist (a copy is never overwritten).
+/// Fetches the pinned set `pin` from the aggregator, checks that its rows have `features`
+/// features (the private data's), and only then saves it at `path`, atomically. A set that does
+/// not fit is not written ([`Error::FeatureCount`]), so nothing is left behind for a later start
+/// to trip over. A copy is never overwritten: a file at `path` that matches the pin (written
+/// meanwhile, e.g. by an earlier attempt) is used, any other is refused.
 pub(crate) async fn fetch(
     client: &Client,
     aggregator: &ParticipantId,
     federation: &FederationId,
     path: &Path,
     pin: ReferenceSetId,
+    features: usize,
 ) -> Result<Arc<ReferenceSet>, Error> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
@@ -84,20 +88,24 @@ pub(crate) async fn fetch(
         }
     }
     let path: PathBuf = path.to_owned();
-    let rs = tokio::task::spawn_blocking(move || {
-        if ReferenceSetId::digest(&buf) != pin {
-            return Err(bad("the fetched reference set does not match the pinned hash"));
-        }
-        let rs = ReferenceSet::from_bytes(&buf, usize::MAX).map_err(|e| bad(e.to_string()))?;
-        if path.exists() {
-            return Err(bad(format!("{} appeared while the set was fetched; it is not overwritten", path.display())));
-        }
-        learning::fs::atomic_write(&path, &buf)?;
-        tracing::info!(bytes = buf.len(), path = %path.display(), "fetched the reference set");
-        Ok(rs)
-    })
-    .await??;
+    let rs = tokio::task::spawn_blocking(move || save_fetched(&path, &buf, pin, features)).await??;
     Ok(Arc::new(rs))
+}
+
+/// Checks fetched bytes against the pin and the private data's feature count, then writes them
+/// at `path` unless a copy of the pinned set is there already. Blocking.
+fn save_fetched(path: &Path, buf: &[u8], pin: ReferenceSetId, features: usize) -> Result<ReferenceSet, Error> {
+    if ReferenceSetId::digest(buf) != pin {
+        return Err(bad("the fetched reference set does not match the pinned hash"));
+    }
+    let rs = ReferenceSet::from_bytes(buf, usize::MAX).map_err(|e| bad(e.to_string()))?;
+    check_features(features, &rs)?;
+    if read_pinned(path, pin)?.is_some() {
+        return Ok(rs);
+    }
+    learning::fs::atomic_write(path, buf)?;
+    tracing::info!(bytes = buf.len(), path = %path.display(), "fetched the reference set");
+    Ok(rs)
 }
 
 #[cfg(test)]
@@ -119,5 +127,24 @@ mod tests {
             other => panic!("a copy that does not match the pin was accepted: {other:?}"),
         }
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "the copy is left as it was");
+    }
+
+    #[test]
+    fn a_fetched_set_that_does_not_fit_the_data_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reference.fdref");
+        let rs = ReferenceSet::new(3, 2, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        let bytes = rs.to_bytes();
+        let pin = ReferenceSetId::digest(&bytes);
+        match save_fetched(&path, &bytes, pin, 1) {
+            Err(Error::FeatureCount { data: 1, reference: 2 }) => {}
+            other => panic!("a set of 2 features was taken for data of 1: {other:?}"),
+        }
+        assert!(!path.exists(), "nothing is written for a later start to trip over");
+        assert_eq!(save_fetched(&path, &bytes, pin, 2).unwrap(), rs);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        // Fetched again (a retry after the first copy was written): the copy is used.
+        assert_eq!(save_fetched(&path, &bytes, pin, 2).unwrap(), rs);
+        assert!(save_fetched(&path, &bytes, ReferenceSetId([9; 32]), 2).is_err(), "a set off the pin");
     }
 }

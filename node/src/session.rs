@@ -3,7 +3,9 @@
 //! connection is lost (then join again), or the node is shut down. Every announcement goes
 //! through the node's [`QueryPolicy`] when it arrives (a refusal goes back in the receipt),
 //! when its work starts and when its answer is ready; an answer is recorded in the state folder
-//! before it is sent.
+//! before it is sent. A node whose data or model does not fit the federation (another feature
+//! count than the reference set's, another class count) tells the aggregator so at its join
+//! (a receipt refusing with `DataMismatch`) and stops with the error: retrying cannot mend it.
 //!
 //! One `select!` drives the session: the shutdown, the round's work (a task on the trainer's
 //! thread), the submissions being sent (each a task that resends until acknowledged or the
@@ -180,8 +182,11 @@ impl Session {
             };
             let Err(e) = joined else { return Ok(()) };
             match &e {
-                // Another peer at the aggregator's address: retrying cannot help.
-                Error::Net(net::Error::WrongPeer { .. }) => return Err(Exit::Failed(e)),
+                // Another peer at the aggregator's address, or data or a config that does not
+                // fit the federation: retrying cannot help.
+                Error::Net(net::Error::WrongPeer { .. }) | Error::FeatureCount { .. } | Error::Config { .. } => {
+                    return Err(Exit::Failed(e));
+                }
                 // An aggregator refuses a key that is not on its roster by closing the
                 // connection at once: say what the data holder can check.
                 Error::Net(net::Error::Request { peer, failure: net::RequestFailure::ConnectionClosed }) => {
@@ -323,19 +328,30 @@ impl Session {
         };
         let classes = self.trainer.classes();
         if accepted.classes as usize != classes {
-            return Err(Error::config(
+            let e = Error::config(
                 "model",
                 format!("the federation predicts {} classes, this node's model {classes}", accepted.classes),
-            ));
+            );
+            return Err(self.withdraw(accepted.current_round, e).await);
         }
         let pin = self.policy.reference_sha256;
         if let Err(r) = self.policy.check_reference(&accepted.reference_set) {
             // Stay joined: each announcement is refused with the reason, which the aggregator logs.
             tracing::error!(announced = %accepted.reference_set, pinned = %pin, detail = %r.detail, "the federation's reference set is not the pinned one; its rounds will be refused");
         } else if self.reference.is_none() {
-            let rs =
-                reference::fetch(&self.client, &self.aggregator, &self.federation, &self.reference_path, pin).await?;
-            reference::check_features(self.features, &rs)?;
+            let fetched = reference::fetch(
+                &self.client,
+                &self.aggregator,
+                &self.federation,
+                &self.reference_path,
+                pin,
+                self.features,
+            )
+            .await;
+            let rs = match fetched {
+                Err(e @ Error::FeatureCount { .. }) => return Err(self.withdraw(accepted.current_round, e).await),
+                other => other?,
+            };
             self.reference = Some((pin, rs));
         }
         self.sample_count_wanted = accepted.sample_count_wanted;
@@ -348,6 +364,26 @@ impl Session {
         self.telemetry.joins.inc();
         tracing::info!(round = accepted.current_round, "joined the federation");
         Ok(())
+    }
+
+    /// Tells the aggregator that this node cannot take part, its data or model not fitting the
+    /// federation (`e` says how): a receipt that refuses round `round` with
+    /// [`RefusalReason::DataMismatch`], so that the rounds stop waiting for it. Waits at most
+    /// [`LINGER`] for the aggregator's answer; returns `e`, which stops the node.
+    async fn withdraw(&self, round: u64, e: Error) -> Error {
+        tracing::error!(round, error = %e, "this node cannot take part; telling the aggregator, then stopping");
+        let refusal = Message::Receipt(Receipt {
+            federation: self.federation.clone(),
+            round,
+            status: ReceiptStatus::Refused(RefusalReason::DataMismatch),
+            detail: protocol::message::short_detail(&e.to_string()),
+        });
+        match tokio::time::timeout(LINGER, self.client.request(&self.aggregator, &refusal)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(error = %net::error::Chain(&err), "could not tell the aggregator"),
+            Err(_) => tracing::warn!("the aggregator did not answer in time"),
+        }
+        e
     }
 
     async fn on_request(&mut self, peer: ParticipantId, message: Message, responder: Responder) {

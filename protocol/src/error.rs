@@ -128,6 +128,12 @@ pub enum RefusalReason {
     WrongAnnouncement,
     /// The node's privacy budget cannot pay for another training: it will not answer rounds.
     BudgetSpent,
+    /// The node's private data does not fit the federation (its rows have another feature
+    /// count than the reference set's, or its model another class count): it cannot take part
+    /// until its data holder corrects the data or the config. A node sends this, unasked, in a
+    /// [`crate::Receipt`] to the aggregator before it stops. Appended last: the reasons before
+    /// it keep their wire codes.
+    DataMismatch,
 }
 
 /// Shorthand for results in this crate.

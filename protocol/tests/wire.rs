@@ -44,6 +44,8 @@ fn reason() -> impl Strategy<Value = RefusalReason> {
         Just(RefusalReason::NotOnRoster),
         Just(RefusalReason::Policy),
         Just(RefusalReason::WrongAnnouncement),
+        Just(RefusalReason::BudgetSpent),
+        Just(RefusalReason::DataMismatch),
     ]
 }
 
@@ -500,4 +502,34 @@ fn a_consensus_with_inconsistent_counts_is_refused() {
         RefusalReason::InvalidValues,
         "a sample nobody contributed to must be masked"
     );
+}
+
+/// Reason codes travel as their position in [`RefusalReason`]: a new reason is appended, and
+/// every older one keeps its code (a peer built before it reads the older ones unchanged).
+#[test]
+fn refusal_reasons_keep_their_wire_codes() {
+    use RefusalReason::*;
+    let reasons = [
+        WrongVersion,
+        WrongFederation,
+        NotOnRoster,
+        Late,
+        Duplicate,
+        WrongRound,
+        WrongReferenceSet,
+        WrongShape,
+        InvalidValues,
+        BadSignature,
+        Malformed,
+        TooLarge,
+        Unavailable,
+        Policy,
+        WrongAnnouncement,
+        BudgetSpent,
+        DataMismatch,
+    ];
+    for (code, reason) in reasons.into_iter().enumerate() {
+        assert_eq!(codec::to_bytes(&reason).unwrap(), vec![code as u8], "{reason:?}");
+        assert_eq!(codec::from_bytes::<RefusalReason>(&[code as u8], 8).unwrap(), reason);
+    }
 }

@@ -196,7 +196,7 @@ fn aggregator_config(
         classes: dataset.classes,
         roster,
         reference: ReferenceConfig { path: dir.reference(), sha256: reference },
-        round: s.round.clone(),
+        round: s.aggregator_round(),
         consensus: s.consensus.clone(),
         student: s.student.clone(),
         validation: Some(validation),

@@ -253,6 +253,13 @@ impl Scenario {
         Ok(s)
     }
 
+    /// The round settings the aggregator is given: `round`, its quorum every node unless the
+    /// scenario sets one (a simulation waits for each node, as it always has; the aggregator's
+    /// own default, [`aggregator::config::default_quorum`], spares one absent member).
+    pub fn aggregator_round(&self) -> RoundConfig {
+        RoundConfig { quorum: Some(self.round.quorum.unwrap_or(self.split.nodes)), ..self.round.clone() }
+    }
+
     /// Checks values that serde cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.rounds == 0 {
@@ -261,7 +268,7 @@ impl Scenario {
         if self.split.nodes == 0 {
             bail!("`split.nodes` must be at least 1");
         }
-        self.round.validate(self.split.nodes)?;
+        self.aggregator_round().validate(self.split.nodes)?;
         if self.round.samples as usize > self.split.reference {
             bail!("`round.samples` = {} exceeds `split.reference` = {}", self.round.samples, self.split.reference);
         }
@@ -276,7 +283,7 @@ impl Scenario {
         }
         self.student.distill.validate().map_err(|e| anyhow::anyhow!("`student.distill`: {e}"))?;
         self.consensus.validate().map_err(|e| anyhow::anyhow!("`consensus`: {e}"))?;
-        self.round.check_consensus(self.split.nodes, &self.consensus)?;
+        self.aggregator_round().check_consensus(self.split.nodes, &self.consensus)?;
         for o in &self.nodes.overrides {
             if o.node >= self.split.nodes {
                 bail!("`nodes.overrides`: node {} does not exist", o.node);

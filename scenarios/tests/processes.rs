@@ -125,6 +125,63 @@ fn three_node_processes_federate_and_a_stranger_is_refused() {
     assert_eq!(submitted(&stranger.state_dir), Vec::<u64>::new());
 }
 
+/// Issue #21: one data holder's CSV has a column too few. On a fresh node, which fetches the
+/// reference set, the node stops at once, non-zero, with the message, having told the
+/// aggregator; the aggregator names it and why, and every round closes without it (under the
+/// default quorum) while the others finish. Before the fix the node retried forever and the
+/// round never closed.
+#[test]
+fn a_node_whose_csv_lacks_a_column_stops_and_the_federation_goes_on_without_it() {
+    let s = scenario("bad-csv", 4, 2);
+    let bad = 3;
+    let mut p = prepare(&s, |p| p.aggregator.round.quorum = None);
+    let dir = p.dir.clone();
+    // Its private rows as a CSV, the last feature column left out.
+    let csv = dir.root().join("bad.csv");
+    let data = p.dataset.subset(&p.parts[bad]);
+    let mut text = String::new();
+    for (i, label) in data.labels.iter().enumerate() {
+        let row = data.row(i);
+        let cells: Vec<String> = row[..row.len() - 1].iter().map(|v| v.to_string()).collect();
+        text.push_str(&format!("{},{label}\n", cells.join(",")));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let mut spec = learning::data::DataSpec::file(
+        csv,
+        Some(learning::data::LabelColumn::Index(-1)),
+        false,
+        learning::data::Preprocess::None,
+    );
+    spec.classes = Some(data.classes);
+    p.nodes[bad].data = spec;
+    let _ = std::fs::remove_file(&p.nodes[bad].reference); // fetched, as a fresh node does
+    let mut procs = Procs(vec![start_aggregator(&mut p)]);
+    for i in 0..4 {
+        procs.0.push(spawn("fd-node", &node_toml(&dir, i), &dir.node_log(i)));
+    }
+    let status = wait_exit(&mut procs.0[1 + bad], Duration::from_secs(120));
+    let log = std::fs::read_to_string(dir.node_log(bad)).unwrap_or_default();
+    assert!(!status.success(), "the node with the wrong CSV stopped cleanly:\n{log}");
+    assert!(log.contains(&format!("the private data has {} features a row", data.dim - 1)), "{log}");
+    assert!(!p.nodes[bad].reference.exists(), "the set that does not fit is not written");
+
+    let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
+    let agg_log = std::fs::read_to_string(dir.aggregator_log()).unwrap_or_default();
+    assert!(status.success(), "aggregator failed: {agg_log}");
+    let named = agg_log.lines().find(|l| l.contains("cannot take part")).unwrap_or_else(|| panic!("{agg_log}"));
+    assert!(named.contains("node-03") && named.contains("DataMismatch"), "{named}");
+    let m = metrics(&p);
+    assert_eq!(m.len(), 2);
+    for r in &m {
+        assert_eq!(r.participants, vec!["node-00", "node-01", "node-02"], "round {}", r.round);
+    }
+    for i in 0..3 {
+        let status = wait_exit(&mut procs.0[i + 1], Duration::from_secs(60));
+        assert!(status.success(), "node {i}: {status}");
+        assert_eq!(submitted(&p.nodes[i].state_dir), vec![1, 2], "node {i}");
+    }
+}
+
 #[test]
 fn a_node_killed_mid_round_misses_it_and_rejoins_later() {
     let s = scenario("killnode", 4, 5);
