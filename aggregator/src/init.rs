@@ -47,6 +47,9 @@ pub struct Initialized {
     pub reference_sha256: ReferenceSetId,
     /// The reference set's rows and features a row.
     pub reference_shape: (usize, usize),
+    /// The preprocessing pinned beside the reference set, if any, which every node applies to
+    /// its data: copied into `dir` beside the set's copy.
+    pub preprocess: Option<learning::data::Preprocess>,
 }
 
 impl Init {
@@ -109,16 +112,27 @@ pub fn init(i: &Init) -> Result<Initialized, Error> {
             format!("{} exists already; init does not overwrite it", config.display()),
         ));
     }
+    let preprocess = crate::reference::read_preprocess(&i.reference, reference_sha256)?;
     let copy = i.dir.join("reference.fdref");
     if !same_file(&i.reference, &copy) {
         std::fs::copy(&i.reference, &copy).map_err(|source| Error::Io { path: copy.clone(), source })?;
+    }
+    if let Some(p) = &preprocess {
+        crate::reference::write_preprocess(&copy, reference_sha256, p)?;
     }
     let key = net::keys::generate(&i.dir.join("aggregator.key")).map_err(|e| Error::config("key", e))?;
     let peer_id = net::keys::peer_id_string(&key.id());
     let text = template(i, samples, &peer_id, reference_sha256);
     learning::fs::atomic_write(&config, text.as_bytes())?;
     let address = i.public_address().with(Protocol::P2p(net::peer_id(&key.id())));
-    Ok(Initialized { config, peer_id, address, reference_sha256, reference_shape: (set.samples, set.features) })
+    Ok(Initialized {
+        config,
+        peer_id,
+        address,
+        reference_sha256,
+        reference_shape: (set.samples, set.features),
+        preprocess,
+    })
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -206,6 +220,7 @@ mod tests {
         };
         let done = init(&i).unwrap();
         assert_eq!(done.reference_sha256, id);
+        assert_eq!(done.preprocess, None, "nothing pinned beside the set");
         assert!(done.address.to_string().starts_with("/dns/fed.example.org/tcp/4001/p2p/12D3KooW"), "{}", done.address);
         assert!(matches!(init(&i), Err(Error::Config { .. })), "never overwrite a federation");
         match AggregatorConfig::load(&done.config) {
@@ -223,6 +238,30 @@ mod tests {
         assert!(matches!(init(&bad), Err(Error::Config { field, .. }) if field == "round.samples"));
         let no_port = Init { listen: "/ip4/0.0.0.0".parse().unwrap(), ..i };
         assert!(no_port.validate().is_err());
+    }
+
+    #[test]
+    fn init_carries_the_preprocessing_pinned_beside_the_reference_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = protocol::ReferenceSet::new(2, 2, vec![-1.0, -1.0, 1.0, 1.0]).unwrap();
+        let reference = dir.path().join("public.fdref");
+        let id = crate::reference::write(&reference, &set).unwrap();
+        let st = learning::data::Preprocess::Standardise { mean: vec![2.0, 2000.0], std: vec![1.0, 1000.0] };
+        crate::reference::write_preprocess(&reference, id, &st).unwrap();
+        let i = Init {
+            dir: dir.path().join("operator"),
+            reference,
+            federation: FederationId::new("clinics").unwrap(),
+            classes: 3,
+            listen: "/ip4/0.0.0.0/tcp/4001".parse().unwrap(),
+            public_host: None,
+            rounds: 2,
+            samples: None,
+        };
+        let done = init(&i).unwrap();
+        assert_eq!(done.preprocess.as_ref(), Some(&st));
+        let copy = i.dir.join("reference.fdref");
+        assert_eq!(crate::reference::read_preprocess(&copy, id).unwrap(), Some(st), "pinned beside the copy");
     }
 
     use crate::AggregatorConfig;
