@@ -55,6 +55,16 @@ enum Command {
         /// Reference samples asked for each round (default: up to 500, at most the set's rows).
         #[arg(long)]
         samples: Option<u32>,
+        /// A labelled holdout CSV the global model is scored on after each round (accuracy in
+        /// output/report.md and output/metrics.csv); preprocessed as the reference set was.
+        #[arg(long, value_name = "CSV")]
+        validation: Option<PathBuf>,
+        /// The holdout's label column: index (negative from the end) or header name.
+        #[arg(long, default_value = "-1", allow_hyphen_values = true, requires = "validation")]
+        validation_label: String,
+        /// The holdout's first line names the columns (implied by a label given by name).
+        #[arg(long, requires = "validation")]
+        validation_header: bool,
     },
     /// Edit the roster of a federation.toml (comments and the rest of the file are kept).
     Roster {
@@ -222,9 +232,37 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Reference { command: ReferenceCommand::Build { from, label, header, preprocess, out } } => {
             reference_build(from, &label, header, &preprocess, &out)?;
         }
-        Command::Init { dir, reference, federation, classes, listen, public_host, rounds, samples } => {
+        Command::Init {
+            dir,
+            reference,
+            federation,
+            classes,
+            listen,
+            public_host,
+            rounds,
+            samples,
+            validation,
+            validation_label,
+            validation_header,
+        } => {
             let federation = protocol::FederationId::new(federation).context("--federation")?;
-            init(aggregator::init::Init { dir, reference, federation, classes, listen, public_host, rounds, samples })?;
+            let here = std::env::current_dir().context("current folder")?;
+            let validation = validation.map(|path| {
+                let label = learning::data::LabelColumn::from_flag(&validation_label);
+                let spec = learning::data::DataSpec::file(path, Some(label), validation_header, Default::default());
+                spec.resolved(&here)
+            });
+            init(aggregator::init::Init {
+                dir,
+                reference,
+                federation,
+                classes,
+                listen,
+                public_host,
+                rounds,
+                samples,
+                validation,
+            })?;
         }
         Command::Roster { config, command } => {
             use aggregator::roster_edit;
