@@ -32,6 +32,10 @@ pub struct Init {
     pub rounds: u64,
     /// Reference samples a round (at most the set's rows); default: up to 500.
     pub samples: Option<u32>,
+    /// A labelled holdout the global model is scored on after each round (the `[validation]`
+    /// table): its file, label column and header. Its classes and preprocessing are set to the
+    /// federation's, and it is read once here, so that a wrong file shows before anything runs.
+    pub validation: Option<learning::data::DataSpec>,
 }
 
 /// What a new federation's folder holds, and what its data holders need.
@@ -47,6 +51,9 @@ pub struct Initialized {
     pub reference_sha256: ReferenceSetId,
     /// The reference set's rows and features a row.
     pub reference_shape: (usize, usize),
+    /// The preprocessing pinned beside the reference set, if any, which every node applies to
+    /// its data: copied into `dir` beside the set's copy.
+    pub preprocess: Option<learning::data::Preprocess>,
 }
 
 impl Init {
@@ -101,6 +108,25 @@ pub fn init(i: &Init) -> Result<Initialized, Error> {
             format!("{samples} samples a round, but the reference set has {} rows", set.samples),
         ));
     }
+    let preprocess = crate::reference::read_preprocess(&i.reference, reference_sha256)?;
+    let validation = match &i.validation {
+        Some(v) => {
+            let v = learning::data::DataSpec {
+                classes: Some(i.classes),
+                preprocess: preprocess.clone().unwrap_or_default(),
+                ..v.clone()
+            };
+            let d = v.load().map_err(|e| Error::config("validation", e))?;
+            if d.dim != set.features {
+                return Err(Error::config(
+                    "validation",
+                    format!("{} features a row, the reference set {}", d.dim, set.features),
+                ));
+            }
+            Some(v)
+        }
+        None => None,
+    };
     learning::fs::create_private_dir(&i.dir)?;
     let config = i.dir.join("federation.toml");
     if config.exists() {
@@ -113,12 +139,33 @@ pub fn init(i: &Init) -> Result<Initialized, Error> {
     if !same_file(&i.reference, &copy) {
         std::fs::copy(&i.reference, &copy).map_err(|source| Error::Io { path: copy.clone(), source })?;
     }
+    if let Some(p) = &preprocess {
+        crate::reference::write_preprocess(&copy, reference_sha256, p)?;
+    }
     let key = net::keys::generate(&i.dir.join("aggregator.key")).map_err(|e| Error::config("key", e))?;
     let peer_id = net::keys::peer_id_string(&key.id());
-    let text = template(i, samples, &peer_id, reference_sha256);
+    let mut text = template(i, samples, &peer_id, reference_sha256);
+    if let Some(v) = &validation {
+        #[derive(serde::Serialize)]
+        struct Table<'a> {
+            validation: &'a learning::data::DataSpec,
+        }
+        let table = toml::to_string(&Table { validation: v }).map_err(|e| Error::config("validation", e))?;
+        text.push_str(&format!(
+            "\n# The labelled holdout the global model is scored on after each round: accuracy in\n\
+             # output/report.md (in %) and output/metrics.csv. Same classes and preprocessing as the nodes.\n{table}"
+        ));
+    }
     learning::fs::atomic_write(&config, text.as_bytes())?;
     let address = i.public_address().with(Protocol::P2p(net::peer_id(&key.id())));
-    Ok(Initialized { config, peer_id, address, reference_sha256, reference_shape: (set.samples, set.features) })
+    Ok(Initialized {
+        config,
+        peer_id,
+        address,
+        reference_sha256,
+        reference_shape: (set.samples, set.features),
+        preprocess,
+    })
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -203,9 +250,11 @@ mod tests {
             public_host: Some("fed.example.org".into()),
             rounds: 2,
             samples: Some(4),
+            validation: None,
         };
         let done = init(&i).unwrap();
         assert_eq!(done.reference_sha256, id);
+        assert_eq!(done.preprocess, None, "nothing pinned beside the set");
         assert!(done.address.to_string().starts_with("/dns/fed.example.org/tcp/4001/p2p/12D3KooW"), "{}", done.address);
         assert!(matches!(init(&i), Err(Error::Config { .. })), "never overwrite a federation");
         match AggregatorConfig::load(&done.config) {
@@ -225,5 +274,47 @@ mod tests {
         assert!(no_port.validate().is_err());
     }
 
+    #[test]
+    fn init_carries_the_preprocessing_pinned_beside_the_reference_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = protocol::ReferenceSet::new(2, 2, vec![-1.0, -1.0, 1.0, 1.0]).unwrap();
+        let reference = dir.path().join("public.fdref");
+        let id = crate::reference::write(&reference, &set).unwrap();
+        let st = learning::data::Preprocess::Standardise { mean: vec![2.0, 2000.0], std: vec![1.0, 1000.0] };
+        crate::reference::write_preprocess(&reference, id, &st).unwrap();
+        let i = Init {
+            dir: dir.path().join("operator"),
+            reference,
+            federation: FederationId::new("clinics").unwrap(),
+            classes: 3,
+            listen: "/ip4/0.0.0.0/tcp/4001".parse().unwrap(),
+            public_host: None,
+            rounds: 2,
+            samples: None,
+            validation: None,
+        };
+        let csv = dir.path().join("test.csv");
+        std::fs::write(&csv, "3,3000,2\n1,1000,0\n").unwrap();
+        let bad = dir.path().join("bad.csv");
+        std::fs::write(&bad, "3,2\n").unwrap();
+        let holdout = |path| Some(DataSpec::file(path, Some(LabelColumn::Index(-1)), false, Preprocess::None));
+        let wrong = Init { validation: holdout(bad), dir: dir.path().join("wrong"), ..i.clone() };
+        assert!(matches!(init(&wrong), Err(Error::Config { field, .. }) if field == "validation"));
+        assert!(!wrong.dir.exists(), "a wrong holdout shows before anything is written");
+        let i = Init { validation: holdout(csv), ..i };
+        let done = init(&i).unwrap();
+        assert_eq!(done.preprocess.as_ref(), Some(&st));
+        for (n, name) in ["a", "b", "c"].iter().enumerate() {
+            let peer = net::keys::keygen(&dir.path().join(format!("{n}.key"))).unwrap();
+            crate::roster_edit::edit_file(&done.config, |t| crate::roster_edit::add(t, name, &peer, None)).unwrap();
+        }
+        let v = AggregatorConfig::load(&done.config).unwrap().validation.expect("the [validation] table");
+        assert_eq!((v.classes, &v.preprocess), (Some(3), &st), "the federation's classes and preprocessing");
+        assert_eq!(v.load().unwrap().features, vec![1.0, 1.0, -1.0, -1.0]);
+        let copy = i.dir.join("reference.fdref");
+        assert_eq!(crate::reference::read_preprocess(&copy, id).unwrap(), Some(st), "pinned beside the copy");
+    }
+
     use crate::AggregatorConfig;
+    use learning::data::{DataSpec, LabelColumn, Preprocess};
 }

@@ -55,6 +55,16 @@ enum Command {
         /// Reference samples asked for each round (default: up to 500, at most the set's rows).
         #[arg(long)]
         samples: Option<u32>,
+        /// A labelled holdout CSV the global model is scored on after each round (accuracy in
+        /// output/report.md and output/metrics.csv); preprocessed as the reference set was.
+        #[arg(long, value_name = "CSV")]
+        validation: Option<PathBuf>,
+        /// The holdout's label column: index (negative from the end) or header name.
+        #[arg(long, default_value = "-1", allow_hyphen_values = true, requires = "validation")]
+        validation_label: String,
+        /// The holdout's first line names the columns (implied by a label given by name).
+        #[arg(long, requires = "validation")]
+        validation_header: bool,
     },
     /// Edit the roster of a federation.toml (comments and the rest of the file are kept).
     Roster {
@@ -111,7 +121,8 @@ enum ReferenceCommand {
         /// The CSV's first line names the columns (implied by a label given by name).
         #[arg(long)]
         header: bool,
-        /// `none` or `scale:FACTOR`: the preprocessing every node applies too.
+        /// `none`, `scale:FACTOR`, or `standardise` (each feature's mean and standard deviation
+        /// on this set, pinned beside it in NAME.preprocess.toml): every node applies it too.
         #[arg(long, default_value = "none")]
         preprocess: String,
         /// Where to write the set.
@@ -140,20 +151,32 @@ enum RosterCommand {
 }
 
 fn reference_build(from: PathBuf, label: &str, header: bool, preprocess: &str, out: &Path) -> anyhow::Result<()> {
-    let preprocess = learning::data::Preprocess::from_flag(preprocess)?;
+    let standardise = preprocess.trim() == "standardise";
+    let preprocess =
+        if standardise { learning::data::Preprocess::None } else { learning::data::Preprocess::from_flag(preprocess)? };
     let label = (label != "none").then(|| learning::data::LabelColumn::from_flag(label));
     let labelled = label.is_some();
     let spec = learning::data::DataSpec::file(from.clone(), label, header, preprocess);
-    let built =
-        aggregator::reference::build(&spec, labelled).with_context(|| format!("cannot read {}", from.display()))?;
+    let built = aggregator::reference::build(&spec, labelled, standardise)
+        .with_context(|| format!("cannot read {}", from.display()))?;
     let id =
         aggregator::reference::write(out, &built.set).with_context(|| format!("cannot write {}", out.display()))?;
+    let pinned = aggregator::reference::write_preprocess(out, id, &built.preprocess)
+        .with_context(|| format!("cannot write the preprocessing beside {}", out.display()))?;
     println!("rows {}", built.set.samples);
     println!("features {}", built.set.features);
     if built.dropped_labels {
         println!("labels dropped: the label column is not part of the reference set");
     }
     println!("sha256 {id}");
+    println!("preprocessing pinned in {}", pinned.display());
+    if let Some(s) = built.spread {
+        eprintln!(
+            "warning: feature scales differ widely (feature {} has standard deviation {}, feature {} {}); \
+             a model learns little from such raw values: consider --preprocess standardise",
+            s.widest.0, s.widest.1, s.narrowest.0, s.narrowest.1
+        );
+    }
     Ok(())
 }
 
@@ -169,10 +192,16 @@ fn init(i: aggregator::init::Init) -> anyhow::Result<()> {
     println!("reference_sha256 {}", done.reference_sha256);
     println!("Each data holder needs the address, the hash, the federation and its classes:");
     println!(
-        "  fd-node init --dir DIR --data THEIR.csv --label COLUMN --federation {} --classes {} --features {features} --aggregator {} --reference-sha256 {}",
-        i.federation, i.classes, done.address, done.reference_sha256
+        "  fd-node init --dir DIR --data THEIR.csv --label COLUMN --preprocess {} --federation {} --classes {} --features {features} --aggregator {} --reference-sha256 {}",
+        done.preprocess.as_ref().map_or_else(|| "PREPROCESS".into(), |p| p.to_flag()),
+        i.federation,
+        i.classes,
+        done.address,
+        done.reference_sha256
     );
-    println!("and the preprocessing the reference set was built with (--preprocess), if any.");
+    if done.preprocess.is_none() {
+        println!("with PREPROCESS the preprocessing the reference set was built with (nothing is pinned beside it).");
+    }
     println!("Add each node's PeerId: fd-aggregator roster add --config {} NAME PEERID", done.config.display());
     Ok(())
 }
@@ -203,9 +232,37 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Reference { command: ReferenceCommand::Build { from, label, header, preprocess, out } } => {
             reference_build(from, &label, header, &preprocess, &out)?;
         }
-        Command::Init { dir, reference, federation, classes, listen, public_host, rounds, samples } => {
+        Command::Init {
+            dir,
+            reference,
+            federation,
+            classes,
+            listen,
+            public_host,
+            rounds,
+            samples,
+            validation,
+            validation_label,
+            validation_header,
+        } => {
             let federation = protocol::FederationId::new(federation).context("--federation")?;
-            init(aggregator::init::Init { dir, reference, federation, classes, listen, public_host, rounds, samples })?;
+            let here = std::env::current_dir().context("current folder")?;
+            let validation = validation.map(|path| {
+                let label = learning::data::LabelColumn::from_flag(&validation_label);
+                let spec = learning::data::DataSpec::file(path, Some(label), validation_header, Default::default());
+                spec.resolved(&here)
+            });
+            init(aggregator::init::Init {
+                dir,
+                reference,
+                federation,
+                classes,
+                listen,
+                public_host,
+                rounds,
+                samples,
+                validation,
+            })?;
         }
         Command::Roster { config, command } => {
             use aggregator::roster_edit;

@@ -32,7 +32,7 @@ fn markdown(federation: &FederationId, facts: &ModelFacts, metrics: &[RoundMetri
     );
     let _ = writeln!(
         r,
-        "| round | participants | bytes in | bytes out | accuracy | agreement | seconds |\n|---|---|---|---|---|---|---|"
+        "| round | participants | bytes in | bytes out | accuracy (%) | agreement | seconds |\n|---|---|---|---|---|---|---|"
     );
     for m in metrics {
         let _ = writeln!(
@@ -42,10 +42,49 @@ fn markdown(federation: &FederationId, facts: &ModelFacts, metrics: &[RoundMetri
             m.participants.len(),
             m.bytes_in,
             m.bytes_out,
-            m.accuracy.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into()),
+            m.accuracy.map(percent).unwrap_or_else(|| "-".into()),
             m.agreement,
             m.seconds
         );
     }
     r
+}
+
+/// A validation accuracy (a fraction) as the report shows it: in %, two decimals.
+fn percent(accuracy: f32) -> String {
+    format!("{:.2}", 100.0 * f64::from(accuracy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_shows_accuracy_in_percent() {
+        assert_eq!(percent(0.975), "97.50");
+        assert_eq!(percent(1.0), "100.00");
+        let facts = ModelFacts {
+            architecture: "mlp".into(),
+            parameters: 1,
+            bytes: 4,
+            latency_us_batch1: 1.0,
+            latency_us_batch256: 1.0,
+        };
+        let m = |round, accuracy| RoundMetrics {
+            round,
+            participants: vec![],
+            bytes_in: 0,
+            bytes_out: 0,
+            samples: 0,
+            masked: 0,
+            abstentions: 0,
+            accuracy,
+            nll: None,
+            agreement: 0.0,
+            seconds: 0.0,
+        };
+        let text = markdown(&FederationId::new("f").unwrap(), &facts, &[m(1, Some(0.5)), m(2, None)]);
+        assert!(text.contains("| accuracy (%) |"), "{text}");
+        assert!(text.contains("| 1 | 0 | 0 | 0 | 50.00 |") && text.contains("| 2 | 0 | 0 | 0 | - |"), "{text}");
+    }
 }

@@ -57,7 +57,8 @@ enum Command {
         /// The reference set's SHA-256, as the operator gives it.
         #[arg(long, value_name = "HEX")]
         reference_sha256: Option<String>,
-        /// `none` or `scale:FACTOR`: the preprocessing the reference set was built with.
+        /// The preprocessing the reference set was built with, as `fd-aggregator init` prints it:
+        /// `none`, `scale:FACTOR` or `standardise:MEAN/STD,…`.
         #[arg(long, default_value = "none")]
         preprocess: String,
     },

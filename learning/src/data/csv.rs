@@ -68,9 +68,10 @@ fn read_csv(path: &Path, opts: &CsvOptions, labelled: bool) -> Result<(Vec<f32>,
     let mut lines = text.lines().enumerate().skip(opts.skip_lines).filter(|(_, l)| !l.trim().is_empty());
     let mut label_col: Option<usize> = None;
     let mut width: Option<usize> = None;
+    let mut names: Vec<String> = Vec::new();
     if opts.header {
         let (no, line) = lines.next().ok_or_else(|| csv_err(opts.skip_lines + 1, 1, "missing header line".into()))?;
-        let names: Vec<&str> = line.split(opts.delimiter).map(|s| s.trim().trim_matches('"')).collect();
+        names = line.split(opts.delimiter).map(|s| s.trim().trim_matches('"').to_owned()).collect();
         width = Some(names.len());
         if let (true, LabelColumn::Name(want)) = (labelled, &opts.label) {
             label_col = Some(names.iter().position(|n| n == want).ok_or_else(|| {
@@ -116,14 +117,16 @@ fn read_csv(path: &Path, opts: &CsvOptions, labelled: bool) -> Result<(Vec<f32>,
         for (c, cell) in cells.iter().enumerate() {
             let cell = cell.trim().trim_matches('"');
             if Some(c) == lc {
-                let v: f64 =
-                    cell.parse().map_err(|_| csv_err(no + 1, c + 1, format!("label `{cell}` is not a number")))?;
+                let v: f64 = cell
+                    .parse()
+                    .map_err(|_| csv_err(no + 1, c + 1, label_not_a_number(cell, names.is_empty(), rows)))?;
                 if v < 0.0 || v.fract() != 0.0 || v > 1e6 {
                     return Err(csv_err(no + 1, c + 1, format!("label `{cell}` is not a class index (0, 1, 2, …)")));
                 }
                 labels.push(v as u32);
             } else {
-                let v: f32 = cell.parse().map_err(|_| csv_err(no + 1, c + 1, format!("`{cell}` is not a number")))?;
+                let v: f32 =
+                    cell.parse().map_err(|_| csv_err(no + 1, c + 1, not_a_number(cell, names.get(c), rows)))?;
                 if !v.is_finite() {
                     return Err(csv_err(no + 1, c + 1, format!("`{cell}` is not finite")));
                 }
@@ -135,6 +138,32 @@ fn read_csv(path: &Path, opts: &CsvOptions, labelled: bool) -> Result<(Vec<f32>,
         return Err(Error::Format { path: path.to_owned(), detail: "no data rows".into() });
     }
     Ok((features, labels, width.unwrap_or(1) - usize::from(labelled)))
+}
+
+/// Why a feature cell that does not parse is refused, with the way out: `--header` for a header
+/// line read as data, the column's name for a categorical column or a missing value (neither is
+/// supported: encode categories as numbers, e.g. one-hot, and fill or drop missing values first).
+fn not_a_number(cell: &str, name: Option<&String>, row: usize) -> String {
+    let column = name.map(|n| format!("column `{n}`: ")).unwrap_or_default();
+    if cell.is_empty() || ["na", "nan", "null", "?", "-"].contains(&cell.to_ascii_lowercase().as_str()) {
+        format!("{column}missing value `{cell}`: missing values are not supported; fill them in or drop the row")
+    } else if row == 1 && name.is_none() {
+        format!("`{cell}` is not a number; if the first line names the columns, add --header (`header = true`)")
+    } else {
+        format!(
+            "{column}`{cell}` is not a number: categorical columns are not supported; encode them as numbers \
+             (e.g. one column a category) or drop the column"
+        )
+    }
+}
+
+fn label_not_a_number(cell: &str, no_header: bool, row: usize) -> String {
+    let hint = if no_header && row == 1 {
+        "; if the first line names the columns, add --header (`header = true`)"
+    } else {
+        ""
+    };
+    format!("label `{cell}` is not a number{hint}")
 }
 
 #[cfg(test)]
@@ -170,6 +199,27 @@ mod tests {
         assert!(load_csv(&bad, &nohead).unwrap_err().to_string().contains("no header"));
         let wrong = CsvOptions { label: LabelColumn::Name("y".into()), header: true, ..Default::default() };
         assert!(load_csv(&p, &wrong).unwrap_err().to_string().contains("no column named `y`"));
+    }
+
+    #[test]
+    fn a_header_read_as_data_a_category_and_a_missing_value_are_named_with_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |name: &str, text: &[u8], header: bool| {
+            let p = tmp(&dir, name, text);
+            let label = if header { LabelColumn::Name("y".into()) } else { LabelColumn::Index(-1) };
+            load_csv(&p, &CsvOptions { label, header, ..Default::default() }).unwrap_err().to_string()
+        };
+        let e = err("h.csv", b"age,income,y\n1,2,0\n", false);
+        assert!(e.contains("h.csv:1: column 1") && e.contains("add --header"), "{e}");
+        let e = err("hl.csv", b"1,2,y\n1,2,0\n", false);
+        assert!(e.contains("label `y`") && e.contains("add --header"), "{e}");
+        let e = err("c.csv", b"age,sex,y\n30,1,0\n41,male,1\n", true);
+        assert!(e.contains("c.csv:3: column 2") && e.contains("column `sex`") && e.contains("categorical"), "{e}");
+        assert!(!e.contains("--header"), "{e}");
+        let e = err("m.csv", b"age,sex,y\n,1,0\n", true);
+        assert!(e.contains("column `age`") && e.contains("missing value"), "{e}");
+        let e = err("m2.csv", b"1,NA,0\n", false);
+        assert!(e.contains("column 2") && e.contains("missing value `NA`"), "{e}");
     }
 
     #[test]

@@ -46,15 +46,58 @@ impl Preprocess {
         Preprocess::Standardise { mean: mean.into_iter().map(|m| m as f32).collect(), std }
     }
 
-    /// Preprocessing as given on a command line: `none` or `scale:FACTOR` (e.g. `scale:0.0625`).
+    /// Preprocessing as given on a command line: `none`, `scale:FACTOR` (e.g. `scale:0.0625`) or
+    /// `standardise:MEAN/STD,MEAN/STD,…` (one pair a feature, as `fd-aggregator reference build
+    /// --preprocess standardise` prints it; [`Preprocess::to_flag`] writes it).
     pub fn from_flag(s: &str) -> Result<Self> {
         match s.trim().split_once(':') {
             None if s.trim() == "none" => Ok(Preprocess::None),
+            None if s.trim() == "standardise" => Err(Error::Config(
+                "`standardise` needs the reference set's statistics: `fd-aggregator reference build --preprocess \
+                 standardise` computes them and prints the `standardise:MEAN/STD,…` flag every node uses"
+                    .into(),
+            )),
             Some(("scale", f)) => match f.trim().parse::<f32>() {
                 Ok(factor) if factor.is_finite() && factor != 0.0 => Ok(Preprocess::Scale { factor }),
                 _ => Err(Error::Config(format!("`{f}` is not a finite, non-zero scale factor"))),
             },
-            _ => Err(Error::Config(format!("preprocessing `{s}`: use `none` or `scale:FACTOR` (e.g. scale:0.0625)"))),
+            Some(("standardise", pairs)) => {
+                let (mut mean, mut std) = (Vec::new(), Vec::new());
+                for (j, pair) in pairs.split(',').enumerate() {
+                    let parsed = pair
+                        .split_once('/')
+                        .and_then(|(m, s)| Some((m.trim().parse::<f32>().ok()?, s.trim().parse::<f32>().ok()?)));
+                    match parsed {
+                        Some((m, s)) if m.is_finite() && s.is_finite() && s >= 0.0 => {
+                            mean.push(m);
+                            std.push(s);
+                        }
+                        _ => {
+                            return Err(Error::Config(format!(
+                                "standardisation of feature {}: `{pair}` is not MEAN/STD (finite, STD ≥ 0)",
+                                j + 1
+                            )));
+                        }
+                    }
+                }
+                Ok(Preprocess::Standardise { mean, std })
+            }
+            _ => Err(Error::Config(format!(
+                "preprocessing `{s}`: use `none`, `scale:FACTOR` (e.g. scale:0.0625) or the `standardise:MEAN/STD,…` \
+                 that `fd-aggregator reference build --preprocess standardise` prints"
+            ))),
+        }
+    }
+
+    /// The command-line form [`Preprocess::from_flag`] reads back to the same value, bit for bit.
+    pub fn to_flag(&self) -> String {
+        match self {
+            Preprocess::None => "none".into(),
+            Preprocess::Scale { factor } => format!("scale:{factor}"),
+            Preprocess::Standardise { mean, std } => {
+                let pairs: Vec<String> = mean.iter().zip(std).map(|(m, s)| format!("{m}/{s}")).collect();
+                format!("standardise:{}", pairs.join(","))
+            }
         }
     }
 
@@ -105,8 +148,12 @@ mod tests {
         assert!(st.apply(&mut y, 3).is_err());
         assert_eq!(Preprocess::from_flag("scale:0.5").unwrap(), Preprocess::Scale { factor: 0.5 });
         assert_eq!(Preprocess::from_flag("none").unwrap(), Preprocess::None);
-        for bad in ["scale:0", "scale:x", "standardise", ""] {
+        for bad in ["scale:0", "scale:x", "standardise", "", "standardise:1", "standardise:1/x", "standardise:1/-1"] {
             assert!(Preprocess::from_flag(bad).is_err(), "{bad}");
+        }
+        let exact = Preprocess::Standardise { mean: vec![0.1, -3.0e-7, 12345.678], std: vec![1.0 / 3.0, 0.0, 2.5e9] };
+        for p in [exact, Preprocess::None, Preprocess::Scale { factor: 0.0625 }] {
+            assert_eq!(Preprocess::from_flag(&p.to_flag()).unwrap(), p, "{}", p.to_flag());
         }
     }
 }
