@@ -111,7 +111,11 @@ impl Aggregator {
         let (telemetry, registry) = metrics::Metrics::new(&roster);
         let net_cfg = net_config(&cfg, &roster, loaded.reference_bytes.len(), telemetry.traffic.clone());
         let limits = net_cfg.limits;
-        let (client, events, network) = net::spawn(loaded.identity, net_cfg, shutdown)?;
+        // The network is not a child of `shutdown`: `run` stops it itself, in its place in the
+        // shutdown order (after the nodes are told the federation is finished and the sends in
+        // flight are drained). As a child it stopped the moment the signal came, and the round
+        // under way failed with "network event loop has stopped" (exit status 1 on SIGTERM).
+        let (client, events, network) = net::spawn(loaded.identity, net_cfg, &CancellationToken::new())?;
         let mut listen_addrs = Vec::new();
         for addr in &cfg.listen {
             let bound =

@@ -268,7 +268,11 @@ async fn fd_aggregator_logs_json_lines_and_serves_metrics_until_sigterm() {
         status = agg.try_wait().unwrap();
         status.is_some()
     });
-    assert!(status.unwrap().success(), "a SIGTERM is a clean stop");
+    assert!(
+        status.unwrap().success(),
+        "a SIGTERM is a clean stop: {status:?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     let lines = json_lines(&std::fs::read_to_string(&log).unwrap());
     assert!(lines.len() >= 3, "start, metrics and shutdown were logged: {lines:?}");
     assert!(lines.iter().all(|v| v["timestamp"].is_string() && v["target"].is_string()));
