@@ -206,6 +206,16 @@ fn init(i: aggregator::init::Init) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `run` prints at the end: where the global model is, or that none was written (no round
+/// completed, e.g. stopped before the first round closed).
+fn summary_line(rounds: usize, model: &Path) -> String {
+    if rounds == 0 {
+        "no round completed; no global model written".into()
+    } else {
+        format!("{rounds} rounds; global model at {}", model.display())
+    }
+}
+
 /// Writes listen addresses with the peer id `who` to `path`, atomically.
 fn write_addr_file(
     path: &Path,
@@ -287,7 +297,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 write_addr_file(&path, &agg.id(), agg.listen_addrs())?;
             }
             let summary = agg.run().await.context("aggregator failed")?;
-            println!("{} rounds; global model at {}", summary.rounds.len(), summary.model.display());
+            println!("{}", summary_line(summary.rounds.len(), &summary.model));
         }
         Command::Relay { key, listen, allow, addr_file } => {
             let identity = net::keys::read(&key).with_context(|| format!("cannot read key {}", key.display()))?;
@@ -302,4 +312,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_model_is_announced_when_no_round_completed() {
+        let model = Path::new("out/global");
+        assert_eq!(summary_line(0, model), "no round completed; no global model written");
+        assert_eq!(summary_line(2, model), "2 rounds; global model at out/global");
+    }
 }

@@ -173,7 +173,9 @@ fn init(features: Option<usize>, i: node::init::Init) -> anyhow::Result<()> {
     let (peer, config) = node::init::init(&i).with_context(|| format!("cannot initialise {}", i.dir.display()))?;
     println!("wrote {} and the node's key", config.display());
     println!("peer_id {peer}");
-    println!("Send this PeerId to the operator, who adds it: fd-aggregator roster add NAME {peer}");
+    println!(
+        "Send this PeerId to the operator, who adds it: fd-aggregator roster add --config federation.toml NAME {peer}"
+    );
     if i.reference_sha256.is_none() {
         println!(
             "policy.reference_sha256 is a placeholder: set it to the hash the operator gives before running the node"

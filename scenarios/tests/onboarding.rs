@@ -80,7 +80,7 @@ fn standardisation_built_on_the_reference_set_reaches_the_node_config_through_th
     assert!(preprocess.starts_with("standardise:"), "{line}");
 
     let (aggregator, sha) = (flag("--aggregator"), flag("--reference-sha256"));
-    run(
+    let node = run(
         "fd-node",
         &[
             "init",
@@ -103,6 +103,8 @@ fn standardisation_built_on_the_reference_set_reaches_the_node_config_through_th
         ],
         d,
     );
+    let printed = String::from_utf8(node.stdout).unwrap();
+    assert!(printed.contains("fd-aggregator roster add --config federation.toml NAME 12D3KooW"), "{printed}");
     let cfg = node::NodeConfig::load(&d.join("alice/node.toml")).unwrap();
     let pinned = std::fs::read_to_string(d.join("operator/reference.preprocess.toml")).unwrap();
     let Preprocess::Standardise { mean, std } = &cfg.data.preprocess else { panic!("{:?}", cfg.data.preprocess) };
