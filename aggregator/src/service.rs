@@ -90,7 +90,7 @@ fn load(cfg: &AggregatorConfig) -> Result<Loaded, Error> {
 
 impl Aggregator {
     /// Validates the config, loads inputs and the checkpoint, binds the listen addresses. The
-    /// aggregator stops when `shutdown` is cancelled (its network and metrics endpoint with it)
+    /// aggregator stops when `shutdown` is cancelled (its metrics endpoint with it; the network in its place in the shutdown order)
     /// or when [`Aggregator::run`] is done.
     pub async fn start(cfg: AggregatorConfig, shutdown: &CancellationToken) -> Result<Self, Error> {
         Self::start_with(cfg, Arc::new(faults::NoFaults), shutdown).await
