@@ -558,6 +558,45 @@ mod tests {
     }
 
     #[test]
+    fn secure_aggregation_refuses_rules_that_need_rows_and_bad_thresholds_naming_the_setting() {
+        let secure = |n: u8, rule: Rule, threshold: Option<usize>| {
+            let mut c = config(n, None, rule);
+            c.round.secure_aggregation =
+                Some(SecureAggregation { threshold, degree: None, scale: 255, stage_secs: 10.0 });
+            c
+        };
+        assert!(secure(5, Rule::Mean, None).validate().is_ok());
+        assert!(secure(5, Rule::Mean, Some(3)).validate().is_ok());
+        for rule in [Rule::Median, Rule::WeightedBySamples, Rule::CONFIDENCE, Rule::TrimmedMean { trim: 0.34 }] {
+            assert_eq!(field(secure(5, rule.clone(), None)), "consensus.rule", "{rule:?}");
+            // The same rule without secure aggregation is accepted.
+            assert!(config(5, None, rule).validate().is_ok());
+        }
+        let mut clipped = secure(5, Rule::Mean, None);
+        clipped.consensus.center_clip = Some(2.0);
+        assert_eq!(field(clipped), "consensus.center_clip");
+        // T above the quorum (4 of 5) could never be met by a round that closes at the quorum.
+        assert_eq!(field(secure(5, Rule::Mean, Some(5))), "round.secure_aggregation.threshold");
+        assert_eq!(field(secure(5, Rule::Mean, Some(1))), "round.secure_aggregation.threshold");
+        let mut wide = secure(5, Rule::Mean, None);
+        if let Some(s) = &mut wide.round.secure_aggregation {
+            s.scale = 1 << 20;
+        }
+        assert_eq!(field(wide), "round.secure_aggregation.scale");
+    }
+
+    #[test]
+    fn secure_aggregation_defaults_pick_a_threshold_below_the_neighbourhood_and_a_word_that_holds_the_sum() {
+        let s = SecureAggregation { threshold: None, degree: None, scale: 255, stage_secs: 10.0 };
+        // 5 members: the complete graph (4 neighbours), T = 3, 16-bit words (5 × 255 < 2¹⁶).
+        assert_eq!(s.params(5).unwrap(), protocol::secagg::Params { threshold: 3, degree: None, bits: 16 });
+        // 100 members: 14 neighbours, T = 8.
+        assert_eq!(s.params(100).unwrap().threshold, 8);
+        let fine = SecureAggregation { scale: 1 << 16, ..s };
+        assert_eq!(fine.params(100).unwrap().bits, 24);
+    }
+
+    #[test]
     fn the_default_quorum_spares_one_member_and_keeps_three() {
         let quorum = |n: usize| config(n as u8, None, Rule::Mean).round.quorum(n);
         assert_eq!([3, 4, 5, 10, 100].map(quorum), [3, 3, 4, 9, 99]);

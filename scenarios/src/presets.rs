@@ -49,6 +49,11 @@ pub const PRESETS: &[Preset] = &[
         build: digits_a05,
     },
     Preset {
+        name: "secure-digits-a05",
+        about: "digits-a05 with secure aggregation: the accuracy secure aggregation costs at convergence",
+        build: secure_digits_a05,
+    },
+    Preset {
         name: "digits-a01",
         about: "UCI digits, 10 nodes, Dirichlet α = 0.1 (strongly non-IID), 30 rounds",
         build: digits_a01,
@@ -231,6 +236,14 @@ pub fn secure_quickstart() -> Scenario {
     s.name = "secure-quickstart".into();
     s.round.secure_aggregation =
         Some(SecureAggregation { threshold: None, degree: None, scale: 255, stage_secs: 10.0 });
+    s
+}
+
+/// [`digits_a05`] with secure aggregation at its defaults.
+pub fn secure_digits_a05() -> Scenario {
+    let mut s = digits_a05();
+    s.name = "secure-digits-a05".into();
+    s.round.secure_aggregation = secure_quickstart().round.secure_aggregation;
     s
 }
 
