@@ -223,7 +223,7 @@ impl SecureAggregation {
     fn validate(&self, roster: usize, quorum: usize) -> Result<(), Error> {
         let key = "round.secure_aggregation";
         if let Some(t) = self.threshold
-            && (t < 2 || t > quorum || t >= roster)
+            && (t < 2 || t >= quorum)
         {
             return Err(Error::config(
                 format!("{key}.threshold"),
@@ -575,7 +575,8 @@ mod tests {
         let mut clipped = secure(5, Rule::Mean, None);
         clipped.consensus.center_clip = Some(2.0);
         assert_eq!(field(clipped), "consensus.center_clip");
-        // T above the quorum (4 of 5) could never be met by a round that closes at the quorum.
+        // T at the quorum (4 of 5): a cohort of the quorum's size could not hold it.
+        assert_eq!(field(secure(5, Rule::Mean, Some(4))), "round.secure_aggregation.threshold");
         assert_eq!(field(secure(5, Rule::Mean, Some(5))), "round.secure_aggregation.threshold");
         assert_eq!(field(secure(5, Rule::Mean, Some(1))), "round.secure_aggregation.threshold");
         let mut wide = secure(5, Rule::Mean, None);

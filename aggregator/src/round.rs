@@ -56,6 +56,11 @@ impl Answer {
         let abstained = sub.abstained.as_ref().map(|m| m.to_bools(samples)).transpose()?;
         Ok(Self { probs, abstained })
     }
+
+    /// The probabilities and the abstentions (one a sample), if any.
+    pub fn parts(&self) -> (&[f32], Option<Vec<bool>>) {
+        (&self.probs, self.abstained.clone())
+    }
 }
 
 /// A submission that passed [`RoundState::admit`]: its sender and where its count comes from.
@@ -281,6 +286,15 @@ impl RoundState {
                 | RefusalReason::DataMismatch
         );
         if settled && round == self.round() && self.roster.contains(&from) && !self.accepted.contains(&from) {
+            self.declined.insert(from);
+        }
+    }
+
+    /// Records that cohort member `from` dropped out of a secure round before its masked vector
+    /// could come (it did not answer a step in time, or its step was refused): the round stops
+    /// waiting for it.
+    pub fn drop_out(&mut self, from: ParticipantId) {
+        if self.roster.contains(&from) && !self.accepted.contains(&from) {
             self.declined.insert(from);
         }
     }

@@ -190,6 +190,12 @@ impl Aggregator {
         }
         let server = state.server_mut().ok_or_else(|| failed("not secure".into()))?;
         let deliveries = server.close_shares().map_err(|e| failed(format!("secure aggregation, shares: {e}")))?;
+        // Members out of the protocol now cannot send a masked vector: the round stops waiting.
+        let alive: HashSet<ParticipantId> = deliveries.iter().map(|(p, _)| *p).collect();
+        for &p in cohort.iter().filter(|p| !alive.contains(p)) {
+            tracing::warn!(round, node = %self.name(&p), "secure round: dropped out before its masked vector");
+            state.drop_out(p);
+        }
         let asks = deliveries.into_iter().map(|(p, d)| (p, Step::Shares(d))).collect();
         if let Err(s) = self.exchange(&mut state, asks, wait, shutdown).await {
             return stopped(s).map(|_| None);
@@ -226,7 +232,7 @@ impl Aggregator {
             }
         }
         let request = server.close_signatures().map_err(|e| failed(format!("secure aggregation, signatures: {e}")))?;
-        let asks = survivors.iter().map(|&p| (p, Step::Unmask(request.clone()))).collect();
+        let asks = survivors.iter().map(|&p| (p, Step::Unmask(server.request_for(&request, &p)))).collect();
         let replies = match self.exchange(state, asks, wait, shutdown).await {
             Ok(r) => r,
             Err(Stop::Shutdown) => return Ok(None),
@@ -360,4 +366,134 @@ fn consensus_of(tally: &secagg::Tally, classes: usize, cfg: &consensus::Consensu
         }
     }
     consensus::postprocess(probs, tally.counts().to_vec(), classes, cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use learning::consensus::ConsensusConfig;
+    use proptest::prelude::*;
+    use protocol::secagg::{Client, FixedPoint, Params, Server, Setup};
+    use protocol::{
+        Encoding, FederationId, Identity, Limits, Mask, ReferenceSetId, RoundAnnouncement, SampleSelection,
+    };
+    use protocol::{SoftLabels, Submission};
+
+    use super::consensus_of;
+    use crate::round::{Answer, RoundState};
+
+    const CLASSES: usize = 3;
+    const SAMPLES: usize = 6;
+
+    fn ann() -> RoundAnnouncement {
+        RoundAnnouncement {
+            federation: FederationId::new("t").unwrap(),
+            round: 1,
+            reference_set: ReferenceSetId([1; 32]),
+            reference_samples: 10,
+            selection: SampleSelection::Seeded { seed: 1, count: SAMPLES as u32 },
+            classes: CLASSES as u32,
+            temperature: 2.0,
+            deadline_unix_ms: 0,
+            encoding: Encoding::Q8,
+            secure: None,
+        }
+    }
+
+    /// A `q8` submission of `rows` (each normalised) abstaining where `abstain` says.
+    fn submission(rows: &[f32], abstain: &[bool]) -> Submission {
+        Submission {
+            federation: FederationId::new("t").unwrap(),
+            round: 1,
+            announcement: ann().digest(),
+            reference_set: ReferenceSetId([1; 32]),
+            temperature: 2.0,
+            local_samples: None,
+            labels: SoftLabels::encode(rows, SAMPLES, CLASSES, Encoding::Q8).unwrap(),
+            abstained: abstain.iter().any(|&a| a).then(|| Mask::from_bools(abstain)),
+        }
+    }
+
+    fn rows() -> impl Strategy<Value = Vec<f32>> {
+        proptest::collection::vec(proptest::collection::vec(0.01f32..1.0, CLASSES), SAMPLES).prop_map(|rows| {
+            rows.into_iter()
+                .flat_map(|r| {
+                    let s: f32 = r.iter().sum();
+                    r.into_iter().map(move |p| p / s)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// The consensus a secure round releases is the plain mean's, on the same answers, up to
+        /// the fixed-point scale (here 2¹⁶), with the same per-sample counts and withheld samples.
+        #[test]
+        fn the_secure_consensus_is_the_plain_mean(
+            answers in proptest::collection::vec((rows(), proptest::collection::vec(proptest::bool::weighted(0.2), SAMPLES)), 4..7),
+            min_count in 0u32..4,
+        ) {
+            let cfg = ConsensusConfig { min_count, ..ConsensusConfig::default() };
+            // Sorted as the cohort is, so that a member's index is its place here.
+            let mut ids: Vec<Identity> = (0..answers.len()).map(|i| Identity::from_seed([i as u8 + 1; 32]).unwrap()).collect();
+            ids.sort_by_key(Identity::id);
+            let subs: Vec<Submission> = answers.iter().map(|(r, a)| submission(r, a)).collect();
+
+            // In the clear.
+            let roster: HashSet<_> = ids.iter().map(Identity::id).collect();
+            let mut plain = RoundState::new(ann(), roster, 3, tokio::time::Instant::now(), cfg.clone());
+            for (id, sub) in ids.iter().zip(&subs) {
+                plain.submit(id.id(), sub, &Limits::default()).unwrap();
+            }
+            let plain = plain.close().unwrap();
+
+            // Masked, every member a survivor.
+            let fixed = FixedPoint::FINE;
+            let cohort = ids.iter().map(Identity::id).collect();
+            let params = Params { threshold: 2, degree: None, bits: fixed.bits_for(ids.len()).unwrap() };
+            let setup = Setup::new(ann().federation, 1, cohort, params, 7, FixedPoint::words(SAMPLES, CLASSES)).unwrap();
+            let mut server = Server::new(setup.clone());
+            let mut clients = Vec::new();
+            for id in &ids {
+                let (c, ad) = Client::start(setup.clone(), id).unwrap();
+                server.receive_keys(&id.id(), ad).unwrap();
+                clients.push(c);
+            }
+            let member = |p: &protocol::ParticipantId| usize::from(setup.member(p).unwrap());
+            for (p, keys) in server.close_keys().unwrap() {
+                let bundle = clients[member(&p)].share(&keys).unwrap();
+                server.receive_shares(&p, bundle).unwrap();
+            }
+            for (p, delivery) in server.close_shares().unwrap() {
+                let i = member(&p);
+                let id = ids.iter().position(|x| x.id() == p).unwrap();
+                let answer = Answer::decode(&subs[id], &Limits::default(), CLASSES as u32).unwrap();
+                let (probs, abstained) = answer.parts();
+                let x = fixed.encode(probs, CLASSES, &abstained.unwrap_or_else(|| vec![false; SAMPLES])).unwrap();
+                server.receive_masked(&p, clients[i].mask(&delivery, &x, &ids[id]).unwrap()).unwrap();
+            }
+            let list = server.close_masked().unwrap();
+            for id in &ids {
+                let sig = clients[member(&id.id())].sign_survivors(&list, id).unwrap();
+                server.receive_signature(&id.id(), sig).unwrap();
+            }
+            let request = server.close_signatures().unwrap();
+            for id in &ids {
+                let resp = clients[member(&id.id())].unmask(&server.request_for(&request, &id.id())).unwrap();
+                server.receive_unmask(&id.id(), resp).unwrap();
+            }
+            let sum = server.finish().unwrap();
+            let tally = fixed.tally(&sum.sum, CLASSES, ids.len()).unwrap();
+            let secure = consensus_of(&tally, CLASSES, &cfg);
+
+            prop_assert_eq!(&secure.counts, &plain.counts);
+            prop_assert_eq!(&secure.weights, &plain.weights);
+            for (s, p) in secure.probs.iter().zip(&plain.probs) {
+                prop_assert!((s - p).abs() < 1e-4, "{} against {}", s, p);
+            }
+        }
+    }
 }

@@ -124,11 +124,11 @@ impl Member {
 
     /// The masked answer, once the member holds both its answer and its shares (the same one if
     /// asked again); `None` before.
-    pub(crate) fn masked(&mut self) -> Result<Option<MaskedInput>, Refusal> {
+    pub(crate) fn masked(&mut self, identity: &Identity) -> Result<Option<MaskedInput>, Refusal> {
         if self.masked.is_none()
             && let (Some(delivery), Some(input)) = (&self.delivery, &self.input)
         {
-            self.masked = Some(self.client.mask(delivery, input).map_err(refusal)?);
+            self.masked = Some(self.client.mask(delivery, input, identity).map_err(refusal)?);
         }
         Ok(self.masked.clone())
     }

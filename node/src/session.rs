@@ -579,7 +579,7 @@ impl Session {
         if self.in_flight.sending.contains(&round) || self.summary.accepted_rounds.contains(&round) {
             return;
         }
-        let masked = match member.masked() {
+        let masked = match member.masked(&self.identity) {
             Ok(Some(m)) => m,
             Ok(None) => return,
             Err(r) => {

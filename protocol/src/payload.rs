@@ -128,12 +128,13 @@ impl Limits {
 
     /// Largest secure-aggregation message these limits admit: a masked vector of 4-byte words
     /// (`max_samples × (max_classes + 1)`), an unmask request signed by every member of the
-    /// largest cohort, or what a member sends its most numerous neighbours (at most 255).
+    /// largest cohort with each one's masking set, or what a member sends its most numerous neighbours (at most 255).
     pub fn max_secure_bytes(&self) -> usize {
         let words = (self.max_samples as usize).saturating_mul(self.max_classes as usize + 1);
-        let masked = words.saturating_mul(4) + 16;
         let cohort = self.max_cohort as usize;
-        let request = cohort.div_ceil(8) + cohort * (3 + 1 + 64) + 32;
+        let set = 9 + cohort.div_ceil(8);
+        let masked = words.saturating_mul(4) + 16 + set + 65;
+        let request = set + cohort * (3 + 1 + 64) + cohort * (3 + set + 65) + 32;
         let neighbours = 255 * (3 + 3 + 9 + 64 + 16) + 255 * (3 + 9 + 32 + 16) + 64;
         masked.max(request).max(neighbours)
     }

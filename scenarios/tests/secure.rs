@@ -16,15 +16,15 @@ use aggregator::config::SecureAggregation;
 use common::{PreparedDir, Procs, egress, metrics, node_toml, scenario, spawn_args, wait_exit, wait_until};
 use scenarios::setup::{self, Prepared};
 
-/// `n` nodes, `rounds` rounds, secure aggregation with threshold `threshold`, quorum 3; node 0 a
+/// `n` nodes, `rounds` rounds, secure aggregation with threshold `threshold`, quorum 4; node 0 a
 /// straggler (each answer 3 s late), so the other members have sent their masked vectors well
 /// before a round can close.
 fn secure(name: &str, n: usize, rounds: u64, threshold: usize) -> (PreparedDir, Procs) {
     let s = scenario(name, n, rounds);
     let mut p = common::prepare(&s, "secure");
     p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    p.aggregator.round.quorum = Some(3);
-    p.aggregator.round.deadline_secs = 20.0;
+    p.aggregator.round.quorum = Some(4);
+    p.aggregator.round.deadline_secs = 10.0;
     p.aggregator.round.secure_aggregation =
         Some(SecureAggregation { threshold: Some(threshold), degree: None, scale: 255, stage_secs: 5.0 });
     setup::write_toml(&p.dir.federation(), &p.aggregator).unwrap();
@@ -116,4 +116,81 @@ fn below_the_threshold_nothing_is_released_and_the_run_says_so() {
         let sent = egress(&p.nodes[i].state_dir);
         assert!(sent.iter().all(|e| e.kind != "Submission"), "node {i} sent soft labels in the clear");
     }
+}
+
+/// The words of a masked vector or of a plaintext one, `bytes` bytes each (little-endian).
+fn words(bytes: &[u8], width: usize) -> Vec<u32> {
+    bytes.chunks_exact(width).map(|w| w.iter().rev().fold(0u32, |acc, &b| (acc << 8) | u32::from(b))).collect()
+}
+
+/// Pearson's χ² of `bytes` against the uniform distribution over 256 values.
+fn chi_square(bytes: &[u8]) -> f64 {
+    let mut bins = [0f64; 256];
+    bytes.iter().for_each(|&b| bins[b as usize] += 1.0);
+    let expected = bytes.len() as f64 / 256.0;
+    bins.iter().map(|&o| (o - expected).powi(2) / expected).sum()
+}
+
+fn correlation(a: &[u32], b: &[u32]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().map(|&x| f64::from(x)).sum::<f64>() / n, b.iter().map(|&x| f64::from(x)).sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - ma) * (f64::from(y) - mb)).sum();
+    let va: f64 = a.iter().map(|&x| (f64::from(x) - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|&y| (f64::from(y) - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
+#[test]
+fn every_byte_the_aggregator_receives_looks_uniform_and_tells_nothing_of_a_nodes_labels() {
+    use protocol::message::Reply;
+    use protocol::secagg::FixedPoint;
+
+    let s = scenario("sees", 4, 1);
+    let mut p = common::prepare(&s, "secure");
+    p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    p.aggregator.round.secure_aggregation =
+        Some(SecureAggregation { threshold: None, degree: None, scale: 255, stage_secs: 5.0 });
+    setup::write_toml(&p.dir.federation(), &p.aggregator).unwrap();
+    for n in &mut p.nodes {
+        n.ledger.keep_bytes = true;
+    }
+    let mut procs = Procs(vec![start(&mut p)]);
+    for i in 0..4 {
+        procs.0.push(common::spawn_run("fd-node", None, &node_toml(&p.dir, i), &p.dir.node_log(i)));
+    }
+    let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
+    assert!(status.success(), "{}", std::fs::read_to_string(p.dir.aggregator_log()).unwrap_or_default());
+
+    // 4 members at scale 255: 16-bit words.
+    let (classes, width) = (10, 2);
+    let (mut masked_bytes, mut plain_bytes) = (Vec::new(), Vec::new());
+    for (i, n) in p.nodes.iter().enumerate() {
+        // Everything the node sent, which is everything the aggregator received from it.
+        let sent = egress(&n.state_dir);
+        assert!(sent.iter().all(|e| e.kind != "Submission"), "node {i} sent soft labels in the clear");
+        let entry = sent.iter().find(|e| e.direction == "request" && e.kind == "SecureReply").unwrap();
+        let wire = std::fs::read(n.state_dir.join(entry.bytes_file.as_ref().unwrap())).unwrap();
+        let envelope = protocol::SignedEnvelope::from_bytes(&wire, &protocol::Limits::default()).unwrap();
+        let Ok(protocol::Message::SecureReply(reply)) = envelope.open(&envelope.signer, &protocol::Limits::default())
+        else {
+            panic!("node {i}: not a secure reply");
+        };
+        let Reply::Masked(m) = reply.reply else { panic!("node {i}: not a masked vector") };
+        // What the node would have sent in the clear: its recorded answer, as fixed-point words.
+        let answers = node::policy::Answers::load(&n.state_dir.join(node::policy::ANSWERS_FILE)).unwrap();
+        let sub = answers.last.unwrap();
+        let probs = sub.labels.decode(&protocol::Limits::default()).unwrap();
+        let samples = probs.len() / classes;
+        let plain = FixedPoint::COARSE.encode(&probs, classes, &vec![false; samples]).unwrap();
+        let masked = words(&m.words, width);
+        assert_eq!(masked.len(), plain.len(), "node {i}");
+        let r = correlation(&masked, &plain);
+        assert!(r.abs() < 0.1, "node {i}: masked words correlate with its soft labels: r = {r}");
+        masked_bytes.extend_from_slice(&m.words);
+        plain_bytes.extend(plain.iter().flat_map(|w| w.to_le_bytes()[..width].to_vec()));
+    }
+    // χ² with 255 degrees of freedom: above 330 has probability 0.1 % for uniform bytes.
+    let (masked, plain) = (chi_square(&masked_bytes), chi_square(&plain_bytes));
+    assert!(masked < 330.0, "masked bytes are not uniform: χ² = {masked}");
+    assert!(plain > 10_000.0, "the same labels in the clear are far from uniform: χ² = {plain}");
 }

@@ -305,6 +305,28 @@ async fn a_private_node_spends_within_its_budget_then_refuses_rounds() {
     assert_eq!(again.global_accuracy, r.global_accuracy);
 }
 
+/// Secure aggregation composes with DP-SGD nodes (issue #22): every node trains privately and
+/// answers masked; every round completes with all four, each node pays one training a round
+/// and its final one, and the seeded run repeats exactly (the masks change, the sum does not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_aggregation_composes_with_dp_sgd_nodes() {
+    let mut s = small("secure-private");
+    s.round.deadline_secs = 8.0;
+    s.round.secure_aggregation = scenarios::presets::secure_quickstart().round.secure_aggregation;
+    s.nodes.privacy =
+        Some(scenarios::spec::NodesPrivacy { epsilon: 8.0, delta: 1e-5, clip_norm: 1.0, rounds: None, nodes: None });
+    let (r, _tmp) = go(&s).await;
+    let participants: Vec<usize> = r.rounds.iter().map(|x| x.participants.len()).collect();
+    assert_eq!(participants, vec![4, 4], "{:?}", r.rounds);
+    let p = r.privacy.as_ref().expect("privacy results");
+    assert_eq!(p.trainings, vec![3; 4], "one training a round and the final one, each paid once");
+    assert!(p.spent.iter().all(|&e| e > 0.0 && e <= 8.0), "{:?}", p.spent);
+    let (again, _) = go_in(&s, "secure-private-again").await;
+    assert_eq!(again.privacy, r.privacy);
+    assert_eq!(again.global_accuracy, r.global_accuracy);
+    assert_eq!(again.node_accuracy, r.node_accuracy);
+}
+
 /// One roster member tries to take the consensus over, twice, and each attack has a control
 /// that shows it biting where it is not stopped.
 /// - It flips its labels and claims 2^20 private rows under `weighted_by_samples` (counts

@@ -11,8 +11,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use super::crypto::{self, Key32, PairSecrets, Sign};
 use super::error::{Error, Result, SecretKind, Stage};
 use super::message::{
-    EncryptedShare, KeyAdvertisement, MaskedInput, PairKey, ShareBundle, ShareDelivery, Signature, SurvivorList,
-    SurvivorSignature, UnmaskRequest, UnmaskResponse, WrappedSeed, check_binding, survivors_digest,
+    EncryptedShare, KeyAdvertisement, MaskedInput, PairKey, ShareBundle, ShareDelivery, Signature, SignedMasking,
+    SurvivorList, SurvivorSignature, UnmaskRequest, UnmaskResponse, WrappedSeed, check_binding, masking_digest,
+    survivors_digest,
 };
 use super::setup::{Member, MemberSet, Setup};
 use super::shamir::{self, Secret};
@@ -190,9 +191,10 @@ impl Client {
     }
 
     /// Takes the shares our neighbours sealed for us and masks `input` (the round's length, each
-    /// word below 2ᵇ) with our self-mask and a pair mask with each of those neighbours. Fails if a
-    /// share does not authenticate, or fewer than T neighbours sent shares.
-    pub fn mask(&mut self, delivery: &ShareDelivery, input: &[u32]) -> Result<MaskedInput> {
+    /// word below 2ᵇ) with our self-mask and a pair mask with each of those neighbours, and signs
+    /// (as `identity`) which neighbours those are. Fails if a share does not authenticate, or
+    /// fewer than T neighbours sent shares.
+    pub fn mask(&mut self, delivery: &ShareDelivery, input: &[u32], identity: &Identity) -> Result<MaskedInput> {
         let State::Shared { pairs, secrets } = &self.state else {
             return Err(Error::Stage { got: Stage::Shares, expected: self.stage() });
         };
@@ -245,9 +247,19 @@ impl Client {
         for w in words {
             packed.extend_from_slice(&w.to_le_bytes()[..width]);
         }
+        if identity.id() != me {
+            return Err(Error::Unexpected { who: identity.id().to_string(), why: "this client's identity" });
+        }
+        let with = MemberSet::new(setup.cohort().len(), held.keys().copied());
+        let signature = Signature(identity.sign(&masking_digest(setup, self.me, &with)));
         self.held = held;
         self.state = State::Masked;
-        Ok(MaskedInput { federation: setup.federation().clone(), round: setup.round(), words: packed })
+        Ok(MaskedInput {
+            federation: setup.federation().clone(),
+            round: setup.round(),
+            words: packed,
+            masking: SignedMasking { with, signature },
+        })
     }
 
     /// Signs the survivor list, once a round: a different list later is refused, so that two
@@ -274,8 +286,14 @@ impl Client {
         })
     }
 
+    /// A list this member may answer: well formed, of at least T members, and naming this
+    /// member (a member the list counts as dropped answers nothing: its shares of a neighbour's
+    /// self-mask seed would unmask that neighbour's vector alone).
     fn check_list(&self, survivors: &MemberSet) -> Result<()> {
         survivors.check(self.setup.cohort().len())?;
+        if !survivors.contains(self.me) {
+            return Err(Error::Unexpected { who: format!("member {}", self.me), why: "a survivor on the list" });
+        }
         let need = self.setup.threshold();
         if survivors.len() < need {
             return Err(Error::TooFewSurvivors { stage: Stage::Masked, have: survivors.len(), need });
@@ -318,9 +336,22 @@ impl Client {
             self_shares: Vec::new(),
             key_shares: Vec::new(),
         };
+        let masking: BTreeMap<Member, &SignedMasking> = request.masking.iter().map(|(m, s)| (*m, s)).collect();
         let mut kinds = Vec::with_capacity(self.held.len());
         for (&v, (self_share, key_share)) in &self.held {
             let asked = if request.survivors.contains(v) { SecretKind::SelfMask } else { SecretKind::PairKeys };
+            if asked == SecretKind::SelfMask {
+                // Only to a holder `v` masked with: see the module's step 5.
+                let named = masking.get(&v).filter(|s| s.with.contains(self.me)).ok_or_else(|| Error::Unexpected {
+                    who: format!("member {v}"),
+                    why: "a survivor whose signed masking set names this member",
+                })?;
+                let digest = masking_digest(setup, v, &named.with);
+                setup
+                    .id(v)
+                    .verify(&digest, &named.signature.0)
+                    .map_err(|_| Error::BadSignature { signer: *setup.id(v) })?;
+            }
             if let Some(&revealed) = self.revealed.get(&v).filter(|&&r| r != asked) {
                 return Err(Error::BothKinds { member: *setup.id(v), asked, revealed });
             }

@@ -32,6 +32,7 @@ pub(crate) const TAG_BYTES: usize = 16;
 
 const PAIR_KEY: &[u8] = b"fedistil/secagg/pair-key/v1\0";
 const SURVIVORS: &[u8] = b"fedistil/secagg/survivors/v1\0";
+const MASKING: &[u8] = b"fedistil/secagg/masking/v1\0";
 const COMMITMENT: &[u8] = b"fedistil/secagg/self-seed/v1\0";
 const AGREEMENT: &[u8] = b"fedistil/secagg/agreement/v1\0";
 const SHARE: &[u8] = b"fedistil/secagg/share/v1\0";
@@ -68,6 +69,24 @@ pub(crate) fn pair_key_digest(
 }
 
 /// What a member signs to say it saw `survivors` as the round's survivors.
+/// What a member signs to say which neighbours it masked with (`with`, by identity).
+pub(crate) fn masking_digest<'a>(
+    federation: &FederationId,
+    round: Round,
+    member: &ParticipantId,
+    with: impl ExactSizeIterator<Item = &'a ParticipantId>,
+) -> Key32 {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(MASKING);
+    bind(&mut ctx, federation, round);
+    ctx.update(&member.0);
+    ctx.update(&(with.len() as u64).to_le_bytes());
+    for id in with {
+        ctx.update(&id.0);
+    }
+    finish(ctx)
+}
+
 pub(crate) fn survivors_digest<'a>(
     federation: &FederationId,
     round: Round,

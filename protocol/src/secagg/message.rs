@@ -136,6 +136,18 @@ pub struct MaskedInput {
     /// The packed words.
     #[serde(with = "crate::bounded::bytes")]
     pub words: Vec<u8>,
+    /// The neighbours the member masked with (those whose shares reached it), signed by it:
+    /// a holder reveals its share of the member's self-mask seed only if it is one of them.
+    pub masking: SignedMasking,
+}
+
+/// A member's signed statement of the neighbours it masked with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedMasking {
+    /// The neighbours.
+    pub with: MemberSet,
+    /// The member's signature over the federation, round, itself and their identities.
+    pub signature: Signature,
 }
 
 /// Server → survivors: who sent a masked vector in time.
@@ -172,6 +184,9 @@ pub struct UnmaskRequest {
     /// Survivors' signatures of the list.
     #[serde(deserialize_with = "crate::bounded::list")]
     pub signatures: Vec<(Member, Signature)>,
+    /// Each survivor's signed masking set ([`MaskedInput::masking`]).
+    #[serde(deserialize_with = "crate::bounded::list")]
+    pub masking: Vec<(Member, SignedMasking)>,
 }
 
 /// Survivor → server: for each neighbour whose shares it holds, the share of one secret.
@@ -200,6 +215,12 @@ pub(crate) fn check_binding(setup: &Setup, federation: &FederationId, round: Rou
     Ok(())
 }
 
+/// What `member` signs to say it masked with `with`.
+pub(crate) fn masking_digest(setup: &Setup, member: Member, with: &MemberSet) -> [u8; 32] {
+    let ids: Vec<_> = with.iter().map(|m| setup.id(m)).collect();
+    super::crypto::masking_digest(setup.federation(), setup.round(), setup.id(member), ids.into_iter())
+}
+
 /// What a member signs to say it saw `survivors` as the round's survivors.
 pub(crate) fn survivors_digest(setup: &Setup, survivors: &MemberSet) -> [u8; 32] {
     let ids: Vec<_> = survivors.iter().map(|m| setup.id(m)).collect();
@@ -218,8 +239,9 @@ impl Setup {
         let keys = k * (3 + 3 + 32 + 1 + 64);
         let shares =
             32 + 18 + k * (3 + 3 + 9 + 64 + super::crypto::TAG_BYTES) + k * (3 + 9 + 32 + super::crypto::TAG_BYTES);
-        let masked = 9 + self.words() * self.word_bytes();
-        let request = 9 + n.div_ceil(8) + 9 + n * (3 + 1 + 64);
+        let set = 9 + n.div_ceil(8);
+        let masked = 9 + self.words() * self.word_bytes() + set + 65;
+        let request = 9 + set + 9 + n * (3 + 1 + 64) + 9 + n * (3 + set + 65);
         let response = 18 + 2 * k * (3 + 32);
         HEAD + keys.max(shares).max(masked).max(request).max(response)
     }

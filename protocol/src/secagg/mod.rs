@@ -29,9 +29,13 @@
 //!    as they arrive: it never holds one unmasked.
 //! 4. **Consistency.** The server sends the survivors `U₃` (who sent `y`) to the survivors; each
 //!    signs the list, once a round. The server needs T signatures.
-//! 5. **Unmasking.** With the list and its signatures, each survivor reveals, for each neighbour
-//!    whose shares it holds, the share of `b_v` if `v` survived and of `c_v` if it dropped, never
-//!    both for one member. The server rebuilds each survivor's `b` (checked against its
+//! 5. **Unmasking.** With the list and its signatures, each survivor on the list reveals, for
+//!    each neighbour whose shares it holds, the share of `b_v` if `v` survived and of `c_v` if it
+//!    dropped, never both for one member. A member the list counts as dropped reveals nothing,
+//!    and a holder reveals its share of `b_v` only if `v`'s signed masking set (the neighbours
+//!    `v` masked with, sent with `y_v` and forwarded in the request) names it: otherwise a server
+//!    that withheld some neighbours' shares from `v`, then listed the others as survivors and the
+//!    withheld ones as dropped, would get `b_v` and every pair seed `v` used. The server rebuilds each survivor's `b` (checked against its
 //!    commitment) and subtracts its mask, and for each member that dropped rebuilds `c`, unwraps
 //!    its seeds with surviving neighbours and takes those pair masks back. Pair masks between
 //!    survivors cancel in the sum.
@@ -85,8 +89,8 @@ pub use client::Client;
 pub use error::{Error, Result, SecretKind, Stage};
 pub use fixed::{FixedPoint, Tally};
 pub use message::{
-    EncryptedShare, KeyAdvertisement, MaskedInput, PairKey, ShareBundle, ShareDelivery, Signature, SurvivorList,
-    SurvivorSignature, UnmaskRequest, UnmaskResponse, WrappedSeed,
+    EncryptedShare, KeyAdvertisement, MaskedInput, PairKey, ShareBundle, ShareDelivery, Signature, SignedMasking,
+    SurvivorList, SurvivorSignature, UnmaskRequest, UnmaskResponse, WrappedSeed,
 };
 pub use server::{Aggregate, Server};
 pub use setup::{MIN_COHORT, Member, MemberSet, Params, Setup, WORD_BITS, default_degree};

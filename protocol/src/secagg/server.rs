@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::crypto::{self, Key32, Sign, TAG_BYTES};
 use super::error::{Error, Result, SecretKind, Stage};
 use super::message::{
-    KeyAdvertisement, MaskedInput, PairKey, ShareBundle, ShareDelivery, Signature, SurvivorList, SurvivorSignature,
-    UnmaskRequest, UnmaskResponse, check_binding, survivors_digest,
+    KeyAdvertisement, MaskedInput, PairKey, ShareBundle, ShareDelivery, Signature, SignedMasking, SurvivorList,
+    SurvivorSignature, UnmaskRequest, UnmaskResponse, check_binding, masking_digest, survivors_digest,
 };
 use super::setup::{Member, MemberSet, Setup};
 use super::shamir::{self, Secret};
@@ -49,6 +49,8 @@ pub struct Server {
     shared: BTreeSet<Member>,
     sum: Vec<u32>,
     signatures: BTreeMap<Member, Signature>,
+    /// Each member's signed masking set, from its masked vector.
+    masking: BTreeMap<Member, SignedMasking>,
     self_shares: BTreeMap<Member, Vec<(u8, Secret)>>,
     key_shares: BTreeMap<Member, Vec<(u8, Secret)>>,
     answered: BTreeSet<Member>,
@@ -67,6 +69,7 @@ impl Server {
             shared: BTreeSet::new(),
             sum: Vec::new(),
             signatures: BTreeMap::new(),
+            masking: BTreeMap::new(),
             self_shares: BTreeMap::new(),
             key_shares: BTreeMap::new(),
             answered: BTreeSet::new(),
@@ -239,9 +242,23 @@ impl Server {
                 self.setup.words()
             )));
         }
-        if !self.alive.insert(m) {
+        let with = &masked.masking.with;
+        with.check(self.setup.cohort().len())?;
+        if with.len() < self.setup.threshold()
+            || with.iter().any(|v| !self.setup.adjacent(m, v) || !self.shared.contains(&v))
+        {
+            return Err(Error::Malformed(format!(
+                "{from} masked with {} members, not T or more of its neighbours that shared",
+                with.len()
+            )));
+        }
+        let digest = masking_digest(&self.setup, m, with);
+        from.verify(&digest, &masked.masking.signature.0).map_err(|_| Error::BadSignature { signer: *from })?;
+        if self.alive.contains(&m) {
             return Err(Error::Malformed(format!("a masked vector from {from} twice")));
         }
+        self.alive.insert(m);
+        self.masking.insert(m, masked.masking);
         for (acc, bytes) in self.sum.iter_mut().zip(masked.words.chunks_exact(width)) {
             let mut word = [0u8; 4];
             word[..width].copy_from_slice(bytes);
@@ -304,7 +321,22 @@ impl Server {
             survivors: self.survivor_set(),
             // T signatures are what a member asks for: more would only make every request longer.
             signatures: self.signatures.iter().take(need).map(|(&m, &s)| (m, s)).collect(),
+            masking: Vec::new(),
         })
+    }
+
+    /// The request of [`Server::close_signatures`] as `to` gets it: with the signed masking sets
+    /// of its surviving neighbours (only those: every survivor's would make the request grow
+    /// with n, each member's with n²).
+    pub fn request_for(&self, request: &UnmaskRequest, to: &ParticipantId) -> UnmaskRequest {
+        let masking = match self.setup.member(to) {
+            Some(m) => self
+                .neighbours_in(m, &self.alive)
+                .filter_map(|v| self.masking.get(&v).map(|s| (v, s.clone())))
+                .collect(),
+            None => Vec::new(),
+        };
+        UnmaskRequest { masking, ..request.clone() }
     }
 
     /// Takes a survivor's shares: of surviving neighbours' self-mask seeds and dropped neighbours'

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::message::survivors_digest;
+use super::message::{masking_digest, survivors_digest};
 use super::*;
 use crate::codec;
 use crate::ids::{FederationId, Identity, ParticipantId};
@@ -111,7 +111,7 @@ fn run(setup: &Setup, ids: &[Identity], inputs: &[Vec<u32>], drops: &[Dropout]) 
             let i = usize::from(setup.member(&id).unwrap());
             let delivery = wire(&delivery, setup, &mut traffic.down[i]);
             if drops[i] != Dropout::BeforeMasked {
-                let y = clients[i].as_mut().unwrap().mask(&delivery, &inputs[i]).unwrap();
+                let y = clients[i].as_mut().unwrap().mask(&delivery, &inputs[i], &ids[i]).unwrap();
                 server.receive_masked(&id, wire(&y, setup, &mut traffic.up[i])).unwrap();
                 masked.insert(i as Member);
             }
@@ -126,7 +126,7 @@ fn run(setup: &Setup, ids: &[Identity], inputs: &[Vec<u32>], drops: &[Dropout]) 
         }
         let request = server.close_signatures()?;
         for &i in &answering {
-            let request = wire(&request, setup, &mut traffic.down[i]);
+            let request = wire(&server.request_for(&request, &ids[i].id()), setup, &mut traffic.down[i]);
             let response = clients[i].as_mut().unwrap().unmask(&request).unwrap();
             server.receive_unmask(&ids[i].id(), wire(&response, setup, &mut traffic.up[i])).unwrap();
         }
@@ -315,7 +315,7 @@ fn masked_round(n: usize, threshold: usize) -> (Vec<Identity>, Setup, Vec<Client
     }
     for (id, delivery) in server.close_shares().unwrap() {
         let i = usize::from(setup.member(&id).unwrap());
-        server.receive_masked(&id, clients[i].mask(&delivery, &inputs[i]).unwrap()).unwrap();
+        server.receive_masked(&id, clients[i].mask(&delivery, &inputs[i], &ids[i]).unwrap()).unwrap();
     }
     (ids, setup, clients, server)
 }
@@ -326,7 +326,16 @@ fn request(setup: &Setup, ids: &[Identity], survivors: &[Member], signers: &[Mem
     let survivors = MemberSet::new(setup.cohort().len(), survivors.iter().copied());
     let digest = survivors_digest(setup, &survivors);
     let signatures = signers.iter().map(|&m| (m, Signature(ids[usize::from(m)].sign(&digest)))).collect();
-    UnmaskRequest { federation: setup.federation().clone(), round: setup.round(), survivors, signatures }
+    // Each survivor masked with every neighbour (every member shared in `masked_round`).
+    let masking = survivors
+        .iter()
+        .map(|v| {
+            let with = MemberSet::new(setup.cohort().len(), setup.neighbours(v).iter().copied());
+            let signature = Signature(ids[usize::from(v)].sign(&masking_digest(setup, v, &with)));
+            (v, SignedMasking { with, signature })
+        })
+        .collect();
+    UnmaskRequest { federation: setup.federation().clone(), round: setup.round(), survivors, signatures, masking }
 }
 
 #[test]
@@ -354,6 +363,29 @@ fn an_honest_member_never_reveals_both_shares_of_one_member() {
     assert_eq!(clients[2].unmask(&request(&setup, &ids, &everyone, &[3, 4, 5])), Err(Error::ListChanged));
     let answer = clients[2].unmask(&request(&setup, &ids, &without_1, &[3, 4, 5])).unwrap();
     assert!(answer.key_shares.iter().any(|&(m, _)| m == 1));
+}
+
+/// A lying server lists member 1 as a survivor with T − 1 members that are not its neighbours,
+/// and asks member 1's neighbours, left off the list, for their shares: if they answered, their
+/// shares of 1's self-mask seed and their neighbours' wrapping keys would unmask 1's vector
+/// alone. A member the list counts as dropped neither signs it nor answers it.
+#[test]
+fn a_member_left_off_the_list_neither_signs_nor_unmasks() {
+    let (ids, setup, mut clients, _) = masked_round(6, 3);
+    let list = [1, 4, 5];
+    let signed = request(&setup, &ids, &list, &list);
+    let survivors = SurvivorList {
+        federation: setup.federation().clone(),
+        round: setup.round(),
+        survivors: signed.survivors.clone(),
+    };
+    for off in [0u16, 2, 3] {
+        let i = usize::from(off);
+        assert!(matches!(clients[i].unmask(&signed), Err(Error::Unexpected { .. })), "member {off} answered");
+        assert!(matches!(clients[i].sign_survivors(&survivors, &ids[i]), Err(Error::Unexpected { .. })));
+    }
+    // Members on the list answer it.
+    assert!(clients[4].unmask(&signed).is_ok());
 }
 
 #[test]
@@ -400,17 +432,17 @@ fn a_tampered_or_misaddressed_share_is_refused() {
     let mut tampered = delivery.clone();
     tampered.shares[1].ciphertext[5] ^= 0x40;
     let from = *setup.id(tampered.shares[1].from);
-    assert_eq!(clients[0].mask(&tampered, &[0; 4]), Err(Error::Decrypt { from }));
+    assert_eq!(clients[0].mask(&tampered, &[0; 4], &ids[0]), Err(Error::Decrypt { from }));
     // Member 1's share for member 0, replayed as if it were member 2's.
     let mut swapped = delivery.clone();
     let (a, b) = (swapped.shares[0].from, swapped.shares[1].from);
     swapped.shares[0].from = b;
     swapped.shares[1].from = a;
-    assert!(matches!(clients[0].mask(&swapped, &[0; 4]), Err(Error::Decrypt { .. })));
+    assert!(matches!(clients[0].mask(&swapped, &[0; 4], &ids[0]), Err(Error::Decrypt { .. })));
     // A share for another member.
-    assert!(matches!(clients[1].mask(delivery, &[0; 4]), Err(Error::Unexpected { .. })));
+    assert!(matches!(clients[1].mask(delivery, &[0; 4], &ids[1]), Err(Error::Unexpected { .. })));
     // The untouched delivery still works: refusals changed nothing.
-    assert!(clients[0].mask(delivery, &[0; 4]).is_ok());
+    assert!(clients[0].mask(delivery, &[0; 4], &ids[0]).is_ok());
 }
 
 #[test]
@@ -493,7 +525,7 @@ fn masked_vectors_look_uniform_and_uncorrelated_with_the_true_soft_labels() {
     let mut received = Vec::new();
     for (id, delivery) in server.close_shares().unwrap() {
         let i = usize::from(setup.member(&id).unwrap());
-        let y = clients[i].mask(&delivery, &inputs[i]).unwrap();
+        let y = clients[i].mask(&delivery, &inputs[i], &ids[i]).unwrap();
         received.push((i, codec::to_bytes(&y).unwrap(), y.words.clone()));
         server.receive_masked(&id, y).unwrap();
     }
@@ -516,6 +548,7 @@ fn masked_vectors_look_uniform_and_uncorrelated_with_the_true_soft_labels() {
     }
     let request = server.close_signatures().unwrap();
     for (i, c) in clients.iter_mut().enumerate() {
+        let request = server.request_for(&request, &ids[i].id());
         server.receive_unmask(&ids[i].id(), c.unmask(&request).unwrap()).unwrap();
     }
     let aggregate = server.finish().unwrap();
@@ -553,12 +586,13 @@ fn bytes_per_member_per_round_grow_with_log_n() {
             overheads.push((n, setup.degree(), overhead));
         }
     }
-    // Everything but the vector grows with k (here 2⌈log₂ n⌉), not with n: about 500 bytes a
+    // Everything but the vector grows with k (here 2⌈log₂ n⌉), not with n: about 590 bytes a
     // neighbour (its key up and down, 101 bytes each; our shares for it, 86, and their copy
-    // down; our wrapped seed, 51; our share of its secret at the end, 34; and T/k of the list's
-    // signatures, 68 bytes each).
+    // down; our wrapped seed, 51; our share of its secret at the end, 34; its signed masking set
+    // in the unmask request, about 80; and T/k of the list's signatures, 68 bytes each). The
+    // masking set's n/8-byte bitmap is the one term that grows with n, by 1 byte in 8 members.
     for (n, k, overhead) in overheads {
-        assert!(overhead < 540 * k, "n = {n}, k = {k}: {overhead} bytes of overhead");
+        assert!(overhead < 640 * k, "n = {n}, k = {k}: {overhead} bytes of overhead");
     }
 }
 
@@ -569,7 +603,13 @@ fn the_server_refuses_what_does_not_fit_the_step_and_a_corrupt_share_spoils_noth
     // Every vector is in: a second one, or one of the wrong length, or a call of another step.
     let (_, fresh) = Client::start(setup.clone(), &ids[0]).unwrap();
     assert!(matches!(server.receive_keys(&id(0), fresh), Err(Error::Stage { got: Stage::Keys, .. })));
-    let y = MaskedInput { federation: setup.federation().clone(), round: setup.round(), words: vec![0; 32] };
+    let nobody = SignedMasking { with: MemberSet::new(6, []), signature: Signature([0; 64]) };
+    let y = MaskedInput {
+        federation: setup.federation().clone(),
+        round: setup.round(),
+        words: vec![0; 32],
+        masking: nobody,
+    };
     assert!(matches!(server.receive_masked(&id(0), y.clone()), Err(Error::Malformed(_))));
     let short = MaskedInput { words: vec![0; 31], ..y.clone() };
     assert!(matches!(server.receive_masked(&id(0), short), Err(Error::Malformed(_))));
@@ -588,7 +628,8 @@ fn the_server_refuses_what_does_not_fit_the_step_and_a_corrupt_share_spoils_noth
     }
     let request = server.close_signatures().unwrap();
     assert_eq!(request.signatures.len(), 3);
-    let mut answers: Vec<UnmaskResponse> = clients.iter_mut().map(|c| c.unmask(&request).unwrap()).collect();
+    let mut answers: Vec<UnmaskResponse> =
+        clients.iter_mut().zip(&ids).map(|(c, i)| c.unmask(&server.request_for(&request, &i.id())).unwrap()).collect();
     // A share of a member that is not the sender's neighbour's, or of the wrong kind, is refused.
     let mut wrong_kind = answers[1].clone();
     wrong_kind.key_shares.push(wrong_kind.self_shares.remove(0));
@@ -615,7 +656,10 @@ fn a_client_takes_each_step_once_and_in_order() {
     let setup = setup_for(&ids, 1, 2, None, 16, 3);
     let (mut client, _) = Client::start(setup.clone(), &ids[0]).unwrap();
     let delivery = ShareDelivery { federation: setup.federation().clone(), round: 1, shares: Vec::new() };
-    assert_eq!(client.mask(&delivery, &[0; 3]), Err(Error::Stage { got: Stage::Shares, expected: Stage::Keys }));
+    assert_eq!(
+        client.mask(&delivery, &[0; 3], &ids[0]),
+        Err(Error::Stage { got: Stage::Shares, expected: Stage::Keys })
+    );
     let request = request(&setup, &ids, &[0, 1, 2, 3], &[1, 2]);
     assert!(matches!(client.unmask(&request), Err(Error::Stage { got: Stage::Unmask, .. })));
     let others: Vec<KeyAdvertisement> = ids[1..].iter().map(|i| Client::start(setup.clone(), i).unwrap().1).collect();
@@ -630,10 +674,10 @@ fn a_client_takes_each_step_once_and_in_order() {
     client.share(&mine).unwrap();
     assert!(matches!(client.share(&mine), Err(Error::Stage { got: Stage::Keys, expected: Stage::Shares })));
     // Words of b bits or more, or a vector of another length, are refused before anything else.
-    assert!(matches!(client.mask(&delivery, &[0, 1 << 16, 0]), Err(Error::Input(_))));
-    assert!(matches!(client.mask(&delivery, &[0; 4]), Err(Error::Input(_))));
+    assert!(matches!(client.mask(&delivery, &[0, 1 << 16, 0], &ids[0]), Err(Error::Input(_))));
+    assert!(matches!(client.mask(&delivery, &[0; 4], &ids[0]), Err(Error::Input(_))));
     assert_eq!(
-        client.mask(&delivery, &[0; 3]),
+        client.mask(&delivery, &[0; 3], &ids[0]),
         Err(Error::TooFewNeighbours { stage: Stage::Shares, have: 0, need: 2 })
     );
     // Someone else's identity cannot start as a member it is not.
