@@ -349,7 +349,7 @@ mod tests {
         )
         .unwrap();
         assert!(c.probs[0] > 0.8, "the confident node dominates: {:?}", c.probs);
-        let flat = vec![0.5f32, 0.5, 0.9, 0.1];
+        let flat = [0.5f32, 0.5, 0.9, 0.1];
         let c = combine(&[(&flat[..], 1); 3], 2, 2, &ConsensusConfig { max_entropy: Some(0.9), ..Default::default() })
             .unwrap();
         assert_eq!(c.weights, vec![0.0, 1.0]);
