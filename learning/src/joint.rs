@@ -15,6 +15,11 @@
 //! the public term's gradient is added to it unclipped and without noise, since it depends on
 //! no private row (only on the model, already private, and on public rows). This function is
 //! the only place in this crate where a gradient of a private row is computed.
+//!
+//! The number of steps grows with the private rows, so the time a training takes tells its row
+//! count to whoever sees when the answer comes. [`fit_joint_padded`] hides it: after training,
+//! it does the work of as many more steps as take the run to a fixed number, on copies of the
+//! model that are thrown away (the model and every figure stay what they would have been).
 
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::GradientsParams;
@@ -120,6 +125,24 @@ pub fn fit_joint(
     dp: Option<&DpSgd>,
     seed: u64,
 ) -> Result<TrainReport, Error> {
+    fit_joint_padded(model, private, teaching, cfg, dp, seed, 0)
+}
+
+/// [`fit_joint`], then padding: when the run took fewer than `pad_to` steps, as many more steps
+/// of the same work (a private batch of the same size, the soft term, under DP-SGD the sampling,
+/// clipping and noise) on a copy of the model that is thrown away, so that every run takes
+/// `pad_to` steps of work whatever the number of private rows ([`TrainReport::padding_steps`]).
+/// The trained model is exactly [`fit_joint`]'s. A run that takes more than `pad_to` steps is not
+/// cut short: its [`TrainReport::steps`] says so.
+pub fn fit_joint_padded(
+    model: &mut Model,
+    private: &Dataset,
+    teaching: Option<Teaching<'_>>,
+    cfg: &TrainConfig,
+    dp: Option<&DpSgd>,
+    seed: u64,
+    pad_to: u64,
+) -> Result<TrainReport, Error> {
     let (teaching, public_rows) = check_run(model, private, teaching, cfg, dp)?;
     let start = std::time::Instant::now();
     let device = model.backend.device().autodiff();
@@ -139,8 +162,8 @@ pub fn fit_joint(
     };
     let mut report = TrainReport::default();
     let layers = match dp {
-        None => run.plain_epochs(layers, &mut report)?,
-        Some(dp) => run.dp_epochs(layers, dp, &mut report)?,
+        None => run.plain_epochs(layers, pad_to, &mut report)?,
+        Some(dp) => run.dp_epochs(layers, dp, pad_to, &mut report)?,
     };
     model.model = layers;
     report.seconds = start.elapsed().as_secs_f64();
@@ -210,7 +233,7 @@ impl Joint<'_> {
     /// Without privacy: every epoch shuffles the private rows and steps through them in batches;
     /// with [`Cover::Both`], for as many steps as one pass over the public rows takes if that is
     /// more, the private batches cycling.
-    fn plain_epochs(&mut self, mut layers: Layers, report: &mut TrainReport) -> Result<Layers, Error> {
+    fn plain_epochs(&mut self, mut layers: Layers, pad_to: u64, report: &mut TrainReport) -> Result<Layers, Error> {
         let ce = CrossEntropyLossConfig::new().init(&self.device);
         let batch_size = self.cfg.batch_size;
         let mut own: Vec<usize> = (0..self.private.len()).collect();
@@ -230,9 +253,18 @@ impl Joint<'_> {
                 let value;
                 (layers, value) = self.plain_step(layers, &ce, idx)?;
                 epoch_loss.add(value);
+                report.steps += 1;
             }
             report.epoch_loss.push(epoch_loss.mean());
             report.epochs_run += 1;
+        }
+        // Padding: full batches in the last order, cycling, on a copy that is thrown away (the
+        // optimiser's state is this run's own and ends with it).
+        for pad in 0..pad_to.saturating_sub(report.steps) as usize {
+            let start = (pad * batch_size) % own.len();
+            let idx: Vec<usize> = (0..batch_size.min(own.len())).map(|k| own[(start + k) % own.len()]).collect();
+            self.plain_step(layers.clone(), &ce, &idx)?;
+            report.padding_steps += 1;
         }
         Ok(layers)
     }
@@ -249,7 +281,13 @@ impl Joint<'_> {
     }
 
     /// Under DP-SGD: every epoch is [`DpSgd::steps_per_epoch`] steps.
-    fn dp_epochs(&mut self, mut layers: Layers, dp: &DpSgd, report: &mut TrainReport) -> Result<Layers, Error> {
+    fn dp_epochs(
+        &mut self,
+        mut layers: Layers,
+        dp: &DpSgd,
+        pad_to: u64,
+        report: &mut TrainReport,
+    ) -> Result<Layers, Error> {
         let generator = dp.generator(self.seed)?;
         let expected = (dp.sample_rate * self.private.len() as f64) as f32;
         let public_batch = (expected.round() as usize).max(1);
@@ -260,9 +298,15 @@ impl Joint<'_> {
             for _ in 0..dp.steps_per_epoch() {
                 layers = self.dp_step(layers, &mut run, &mut epoch_loss)?;
                 report.dp_steps += 1;
+                report.steps += 1;
             }
             report.epoch_loss.push(epoch_loss.mean());
             report.epochs_run += 1;
+        }
+        // Padding: the same DP-SGD steps (sampling, clipping, noise) on a copy thrown away.
+        for _ in report.steps..pad_to {
+            self.dp_step(layers.clone(), &mut run, &mut EpochLoss::default())?;
+            report.padding_steps += 1;
         }
         Ok(layers)
     }
@@ -302,15 +346,25 @@ impl Joint<'_> {
         dropout_seed: u64,
         run: &DpRun<'_>,
     ) -> Result<Option<Tensor<1>>, Error> {
-        if idx.is_empty() {
-            return Ok(None);
+        let mut idx = idx.to_vec();
+        loop {
+            if idx.is_empty() {
+                return Ok(None);
+            }
+            let x = rows_tensor(&self.private.features, &idx, self.model.input_dim, &self.device);
+            let y = one_hot(&self.private.labels, &idx, self.model.classes, &self.device);
+            self.model.reseed_dropout(dropout_seed);
+            let factors = dp::clip_factors(layers, x.clone(), y.clone(), run.dp.clip_norm)?;
+            if factors.iter().all(|f| *f > 0.0) {
+                let factors = Tensor::from_data(TensorData::new(factors, [idx.len()]), &self.device);
+                self.model.reseed_dropout(dropout_seed);
+                return Ok(Some((cross_entropy_rows(layers.forward(x), y) * factors).sum().div_scalar(run.expected)));
+            }
+            // A row with factor 0 adds nothing, and a non-finite one would make the whole sum
+            // non-finite: the batch goes on without them (still divided by the expected batch
+            // size), its other rows measured again since dropout masks follow the batch's shape.
+            idx = idx.iter().zip(&factors).filter(|(_, f)| **f > 0.0).map(|(i, _)| *i).collect();
         }
-        let x = rows_tensor(&self.private.features, idx, self.model.input_dim, &self.device);
-        let y = one_hot(&self.private.labels, idx, self.model.classes, &self.device);
-        self.model.reseed_dropout(dropout_seed);
-        let factors = dp::clip_factors(layers, x.clone(), y.clone(), run.dp.clip_norm, &self.device)?;
-        self.model.reseed_dropout(dropout_seed);
-        Ok(Some((cross_entropy_rows(layers.forward(x), y) * factors).sum().div_scalar(run.expected)))
     }
 
     /// The soft term of a step, on the next `size` public rows (`None` without a teacher).
@@ -430,6 +484,55 @@ mod tests {
             "teacher's class on the public rows: {class1_one} after one private pass an epoch, {class1_cover} covering them"
         );
         assert_eq!(fit(Cover::Both).2, probs, "the same seed gives the same model");
+    }
+
+    fn dp(sample_rate: f64) -> DpSgd {
+        DpSgd { clip_norm: 1.0, noise_multiplier: 1.0, sample_rate, noise_seed: Some(4) }
+    }
+
+    fn fresh() -> Model {
+        Model::new(&Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, 2, 2, BackendKind::Flex, 3).unwrap()
+    }
+
+    #[test]
+    fn a_non_finite_row_under_dp_sgd_adds_nothing_and_the_training_goes_on() {
+        let (mut px, py) = rows(16, 0.0);
+        px[6] = f32::NAN; // row 3
+        px[10] = 1e30; // row 5: overflows
+        let private = Dataset::new(px, py, 2, 2).unwrap();
+        let cfg = TrainConfig { epochs: 2, learning_rate: 1e-2, batch_size: 16, ..Default::default() };
+        // Every row in every step: without the zero factor, the first step would fail.
+        let dp = dp(1.0);
+        let mut m = fresh();
+        let report = fit_joint(&mut m, &private, None, &cfg, Some(&dp), 1).unwrap();
+        assert_eq!(report.dp_steps, dp.steps(2));
+        assert!(m.logits(&[0.5, 0.0, -0.5, 0.1], 2).unwrap().iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn padding_makes_runs_on_different_row_counts_take_the_same_steps_and_changes_no_model() {
+        let cfg = TrainConfig { epochs: 2, learning_rate: 1e-2, batch_size: 20, ..Default::default() };
+        let small = Dataset::new(rows(40, 0.0).0, rows(40, 0.0).1, 2, 2).unwrap();
+        let large = Dataset::new(rows(120, 0.0).0, rows(120, 0.0).1, 2, 2).unwrap();
+        for (name, dp_small, dp_large) in
+            [("plain", None, None), ("dp-sgd", Some(dp(20.0 / 40.0)), Some(dp(20.0 / 120.0)))]
+        {
+            let run = |data: &Dataset, dp: Option<&DpSgd>, pad_to: u64| {
+                let mut m = fresh();
+                let report = fit_joint_padded(&mut m, data, None, &cfg, dp, 7, pad_to).unwrap();
+                (report, m.logits(&data.features, 64).unwrap())
+            };
+            let (a, _) = run(&small, dp_small.as_ref(), 0);
+            let (b, _) = run(&large, dp_large.as_ref(), 0);
+            assert_eq!((a.steps, b.steps, a.padding_steps), (4, 12, 0), "{name}: unpadded, the steps tell the rows");
+            let (a, model_a) = run(&small, dp_small.as_ref(), 30);
+            let (b, _) = run(&large, dp_large.as_ref(), 30);
+            assert_eq!((a.steps + a.padding_steps, b.steps + b.padding_steps), (30, 30), "{name}");
+            assert_eq!((a.steps, a.padding_steps), (4, 26), "{name}");
+            assert_eq!(model_a, run(&small, dp_small.as_ref(), 0).1, "{name}: padding leaves the model as it was");
+            let (long, _) = run(&large, dp_large.as_ref(), 10);
+            assert_eq!((long.steps, long.padding_steps), (12, 0), "{name}: a longer run is not cut short");
+        }
     }
 
     #[test]

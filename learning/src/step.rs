@@ -36,6 +36,13 @@ pub struct TrainReport {
     /// DP-SGD steps taken on private rows (0 without differential privacy).
     #[serde(default)]
     pub dp_steps: u64,
+    /// Steps that trained the model (with or without DP-SGD).
+    #[serde(default)]
+    pub steps: u64,
+    /// Steps of work done after training and thrown away, so that the run takes as long as a
+    /// fixed number of steps whatever its rows (see [`crate::joint::fit_joint_padded`]).
+    #[serde(default)]
+    pub padding_steps: u64,
 }
 
 /// Fails when a loss is not finite: training diverged.

@@ -8,8 +8,15 @@
 //! and keeps a ledger of every training in `state_dir/privacy.json`. An entry is written
 //! (atomically, synced to disk) *before* its training starts, so a crash at any point can only
 //! overcount what was spent, never forget it. A training that would take the composed ε past
-//! the budget is refused; a missing ledger beside a model that has trained, or a corrupt one,
-//! stops the node rather than starting the count again.
+//! the budget is refused; a missing ledger in a state folder that shows the node has trained (a
+//! model checkpoint, or answered rounds in `answers.json`), or a corrupt one, stops the node
+//! rather than starting the count again.
+//!
+//! The ledger pins the budget it counts against, ε and δ, at its first training: a node.toml
+//! whose `[privacy]` says otherwise is refused at start-up, so editing the config cannot quietly
+//! change the guarantee. An operator who means to change the budget says so with `fd-node privacy
+//! repin` ([`repin`]), which pins the config's ε and δ, keeps every training recorded (they are
+//! still counted, at the new δ) and keeps the replaced budget in the ledger's history.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 pub use crate::error::Exhausted;
+use crate::policy::{ANSWERS_FILE, Answers};
 
 /// `[privacy]` of node.toml.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,13 +90,49 @@ pub struct Entry {
     pub segment: Segment,
 }
 
+/// The budget a ledger counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    /// ε of the budget.
+    pub epsilon: f64,
+    /// δ of the budget.
+    pub delta: f64,
+}
+
+impl Pin {
+    fn of(cfg: &PrivacyConfig) -> Self {
+        Self { epsilon: cfg.epsilon, delta: cfg.delta }
+    }
+}
+
+/// A budget replaced on purpose (`fd-node privacy repin`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replaced {
+    /// The budget that was pinned.
+    pub pin: Pin,
+    /// Trainings recorded when it was replaced.
+    pub trainings: usize,
+}
+
 /// `state_dir/privacy.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Ledger {
     version: u32,
+    /// The budget, pinned at the first training (absent in a ledger no training was recorded in,
+    /// and in ledgers written before pinning, which the next training pins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pinned: Option<Pin>,
+    /// Budgets pinned before, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    replaced: Vec<Replaced>,
     entries: Vec<Entry>,
 }
+
+/// The ledger's file in a state folder.
+pub const LEDGER_FILE: &str = "privacy.json";
 
 const LEDGER_VERSION: u32 = 1;
 
@@ -138,8 +182,9 @@ impl Budget {
         trained: bool,
     ) -> Result<Self, Error> {
         cfg.validate()?;
-        let path = state_dir.join("privacy.json");
+        let path = state_dir.join(LEDGER_FILE);
         let ledger = read_ledger(&path, trained)?;
+        check_pin(&path, &ledger, cfg)?;
         let segments: Vec<Segment> = ledger.entries.iter().map(|e| e.segment).collect();
         let accountant = Accountant::from_history(&segments).map_err(|e| ledger_err(&path, e))?;
         let left = trainings.saturating_sub(ledger.entries.len() as u64);
@@ -192,6 +237,7 @@ impl Budget {
         }
         let segment = self.plan.segment(self.steps_per_training);
         let mut ledger = self.ledger.clone();
+        ledger.pinned.get_or_insert(Pin::of(&self.cfg));
         ledger.entries.push(Entry { round, segment });
         write_ledger(&self.path, &ledger)?;
         self.ledger = ledger;
@@ -277,6 +323,73 @@ fn ledger_err(path: &Path, e: impl ToString) -> Error {
     Error::Ledger { path: path.to_owned(), detail: e.to_string() }
 }
 
+/// Refuses a config whose ε or δ is not the ledger's pinned budget.
+fn check_pin(path: &Path, ledger: &Ledger, cfg: &PrivacyConfig) -> Result<(), Error> {
+    let Some(pin) = ledger.pinned else { return Ok(()) };
+    let refuse = |key: &str, pinned: f64, asked: f64| {
+        Err(Error::config(
+            format!("privacy.{key}"),
+            format!(
+                "{asked} is not the {key} {pinned} pinned in {} after {} training(s): the guarantee already given is ({}, {})-DP; to change the budget on purpose, run `fd-node privacy repin --config node.toml`",
+                path.display(),
+                ledger.entries.len(),
+                pin.epsilon,
+                pin.delta
+            ),
+        ))
+    };
+    if pin.epsilon != cfg.epsilon {
+        return refuse("epsilon", pin.epsilon, cfg.epsilon);
+    }
+    if pin.delta != cfg.delta {
+        return refuse("delta", pin.delta, cfg.delta);
+    }
+    Ok(())
+}
+
+/// What [`repin`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Repinned {
+    /// The budget pinned before (`None`: none was).
+    pub before: Option<Pin>,
+    /// The budget pinned now.
+    pub now: Pin,
+    /// Trainings recorded, all still counted.
+    pub trainings: usize,
+}
+
+/// Pins `cfg`'s ε and δ in the ledger of `state_dir` on purpose (`fd-node privacy repin`): the
+/// trainings recorded stay and are counted against the new budget; the budget replaced is kept
+/// in the ledger's history. Without a ledger there is nothing to repin: the first training pins
+/// the config's budget.
+pub fn repin(cfg: &PrivacyConfig, state_dir: &Path) -> Result<Repinned, Error> {
+    cfg.validate()?;
+    let path = state_dir.join(LEDGER_FILE);
+    if !path.exists() {
+        return Err(ledger_err(&path, "no ledger yet: the first training pins the budget in node.toml"));
+    }
+    let mut ledger = read_ledger(&path, true)?;
+    let (before, now) = (ledger.pinned, Pin::of(cfg));
+    if before != Some(now) {
+        if let Some(pin) = before {
+            ledger.replaced.push(Replaced { pin, trainings: ledger.entries.len() });
+        }
+        ledger.pinned = Some(now);
+        write_ledger(&path, &ledger)?;
+    }
+    Ok(Repinned { before, now, trainings: ledger.entries.len() })
+}
+
+/// Whether the node whose state folder is `state_dir` has trained: it holds a model checkpoint,
+/// or its record of answers shows answered rounds (every answer came from a training). Checking
+/// both means that deleting the checkpoint and the ledger cannot start the count again.
+pub fn has_trained(state_dir: &Path) -> Result<bool, Error> {
+    if state_dir.join("model.bpk").exists() {
+        return Ok(true);
+    }
+    Ok(Answers::load(&state_dir.join(ANSWERS_FILE))?.count > 0)
+}
+
 fn read_ledger(path: &Path, trained: bool) -> Result<Ledger, Error> {
     match std::fs::read(path) {
         Ok(bytes) => {
@@ -299,11 +412,11 @@ fn read_ledger(path: &Path, trained: bool) -> Result<Ledger, Error> {
             Ok(ledger)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !trained => {
-            Ok(Ledger { version: LEDGER_VERSION, entries: Vec::new() })
+            Ok(Ledger { version: LEDGER_VERSION, pinned: None, replaced: Vec::new(), entries: Vec::new() })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ledger_err(
             path,
-            "missing, but the model in this state folder has trained: restore the ledger, or start from a fresh state folder (and a fresh model)",
+            "missing, but this state folder shows the node has trained (a model checkpoint, or answered rounds in answers.json): restore the ledger, or start from a fresh state folder (and a fresh model)",
         )),
         Err(source) => Err(Error::Io { path: path.to_owned(), source }),
     }
@@ -324,13 +437,12 @@ pub fn status(
     train: &TrainConfig,
     trainings: u64,
 ) -> Result<Status, Error> {
-    let trained = state_dir.join("model.bpk").exists();
-    Budget::open(cfg, state_dir, rows, train, trainings, trained)?.status()
+    Budget::open(cfg, state_dir, rows, train, trainings, has_trained(state_dir)?)?.status()
 }
 
 /// The entries of the ledger in `state_dir` (none if there is no ledger).
 pub fn read_entries(state_dir: &Path) -> Result<Vec<Entry>, Error> {
-    Ok(read_ledger(&state_dir.join("privacy.json"), false)?.entries)
+    Ok(read_ledger(&state_dir.join(LEDGER_FILE), false)?.entries)
 }
 
 /// ε of a list of entries at `delta` (0 for none).
@@ -394,6 +506,59 @@ mod tests {
         assert_eq!(b.status().unwrap().trainings, 1);
         // Re-planned for the 5 trainings left of the 6 planned.
         assert_eq!(b.status().unwrap().trainings_left, 5);
+    }
+
+    #[test]
+    fn the_budget_is_pinned_at_the_first_training_and_changed_only_on_purpose() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut b = Budget::open(&cfg(), dir, 1000, &train(), 6, false).unwrap();
+        b.spend(Some(1)).unwrap();
+        drop(b);
+        let larger = PrivacyConfig { epsilon: 8.0, ..cfg() };
+        let err = Budget::open(&larger, dir, 1000, &train(), 6, true).unwrap_err();
+        assert!(matches!(&err, Error::Config { field, .. } if field == "privacy.epsilon"), "{err}");
+        assert!(err.to_string().contains("fd-node privacy repin"), "the error says how: {err}");
+        let looser = PrivacyConfig { delta: 1e-3, ..cfg() };
+        let err = Budget::open(&looser, dir, 1000, &train(), 6, true).unwrap_err();
+        assert!(matches!(&err, Error::Config { field, .. } if field == "privacy.delta"), "{err}");
+        let err = status(&larger, dir, 1000, &train(), 6).unwrap_err();
+        assert!(matches!(&err, Error::Config { field, .. } if field == "privacy.epsilon"), "status too: {err}");
+        // Other settings are not pinned: the plan is made again.
+        Budget::open(&PrivacyConfig { clip_norm: 2.0, rounds: 9, ..cfg() }, dir, 1000, &train(), 10, true).unwrap();
+        // On purpose: the training recorded stays and counts against the new budget.
+        let r = repin(&larger, dir).unwrap();
+        assert_eq!((r.before, r.now, r.trainings), (Some(Pin::of(&cfg())), Pin::of(&larger), 1));
+        let b = Budget::open(&larger, dir, 1000, &train(), 6, true).unwrap();
+        let s = b.status().unwrap();
+        assert_eq!((s.trainings, s.epsilon), (1, 8.0));
+        assert!(s.spent > 0.0);
+        let ledger = read_ledger(&dir.join(LEDGER_FILE), true).unwrap();
+        assert_eq!(ledger.replaced, vec![Replaced { pin: Pin::of(&cfg()), trainings: 1 }], "the history is kept");
+        let err = Budget::open(&cfg(), dir, 1000, &train(), 6, true).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { field, .. } if field == "privacy.epsilon"),
+            "and now the old one is refused: {err}"
+        );
+        let fresh = tempfile::tempdir().unwrap();
+        assert!(matches!(repin(&cfg(), fresh.path()), Err(Error::Ledger { .. })), "no ledger, nothing to repin");
+    }
+
+    #[test]
+    fn answered_rounds_without_a_checkpoint_or_a_ledger_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        assert!(!has_trained(dir).unwrap());
+        status(&cfg(), dir, 1000, &train(), 6).unwrap();
+        // model.bpk and privacy.json deleted, but the record of answers shows two rounds.
+        std::fs::write(dir.join(ANSWERS_FILE), br#"{"count": 2, "last": null}"#).unwrap();
+        assert!(has_trained(dir).unwrap());
+        let err = status(&cfg(), dir, 1000, &train(), 6).unwrap_err();
+        assert!(matches!(&err, Error::Ledger { detail, .. } if detail.contains("answers.json")), "{err}");
+        std::fs::write(dir.join(ANSWERS_FILE), br#"{"count": 0, "last": null}"#).unwrap();
+        assert!(!has_trained(dir).unwrap(), "no round answered: a fresh start");
+        std::fs::write(dir.join("model.bpk"), b"").unwrap();
+        assert!(has_trained(dir).unwrap());
     }
 
     #[test]

@@ -68,6 +68,20 @@ pub struct NodeConfig {
     /// The egress ledger (`state_dir/egress.jsonl`).
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// Pad every local training to a fixed number of steps, so that its time does not tell the
+    /// private row count; absent: no padding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding: Option<PaddingConfig>,
+}
+
+/// `[padding]`: every local training does the work of `steps` steps, whatever the number of
+/// private rows (see [`learning::joint::fit_joint_padded`]). It costs the time of those steps in
+/// every round: the node answers as late as the largest training it pads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaddingConfig {
+    /// Steps of work of every local training; at least the steps of the node's own training.
+    pub steps: u64,
 }
 
 /// What the egress ledger records besides one line per message sent.
@@ -183,6 +197,29 @@ impl NodeConfig {
         }
         self.data.source().map_err(|e| Error::config("data", e))?;
         self.policy.validate()?;
+        if self.padding.is_some_and(|p| p.steps == 0) {
+            return Err(Error::config("padding.steps", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Refuses padding that cannot hide this node's training time: fewer steps than a training
+    /// on its `rows` private rows takes (under `[privacy]`, the steps `steps_per_training` of its
+    /// plan). Without `[privacy]`, with `digest.cover = "both"`, a training may still take more
+    /// (one pass over the consensus samples); the node then warns at that training.
+    pub fn check_padding(&self, rows: usize, steps_per_training: Option<u64>) -> Result<(), Error> {
+        let Some(p) = self.padding else { return Ok(()) };
+        let own =
+            steps_per_training.unwrap_or((rows.div_ceil(self.train.batch_size.max(1)) * self.train.epochs) as u64);
+        if own > p.steps {
+            return Err(Error::config(
+                "padding.steps",
+                format!(
+                    "{} is fewer than the {own} steps a training on this node's data takes: padding to it would not hide the row count; raise it (to the steps of the largest training it should hide among) or lower train.epochs",
+                    p.steps
+                ),
+            ));
+        }
         Ok(())
     }
 

@@ -119,7 +119,7 @@ reference = "state/reference.fdref"
 [policy]
 {pin}
 min_temperature = 1.0
-encodings = ["f16", "q8"]
+encodings = ["q8"]
 max_samples_per_round = 10000
 max_rounds = 100
 

@@ -20,7 +20,7 @@
 //! `state_dir/reachability.json` and a metric), [`init`] (`fd-node init`: the data check and a
 //! new `node.toml`).
 //!
-//! Layers: error → refusal → budget/faults/metrics/reachability/submit → policy → config → local/reference/init → trainer → session → run.
+//! Layers: error → refusal → faults/metrics/reachability/submit → policy → budget → config → local/reference/init → trainer → session → run.
 #![deny(missing_docs)]
 
 pub mod budget;
@@ -43,5 +43,5 @@ pub mod trainer;
 pub use config::NodeConfig;
 pub use error::Error;
 pub use faults::{Faults, Honest};
-pub use run::{export, privacy_status, run, run_with};
+pub use run::{export, privacy_repin, privacy_status, run, run_with};
 pub use session::NodeSummary;

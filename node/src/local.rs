@@ -6,8 +6,8 @@ use learning::Model;
 use learning::abstain::{self, Abstain};
 use learning::data::Dataset;
 use learning::dp::DpSgd;
-use learning::joint::{Teaching, fit_joint};
-use learning::train::{self, DistillConfig, DistillSet, TrainConfig};
+use learning::joint::{Teaching, fit_joint_padded};
+use learning::train::{self, DistillConfig, DistillSet, TrainConfig, TrainReport};
 use protocol::seed::{Stream, derive};
 use protocol::{Consensus, Limits, Mask, ReferenceSet, ReferenceSetId, RefusalReason, RoundAnnouncement, SoftLabels};
 
@@ -115,6 +115,8 @@ pub struct Settings {
     pub abstain: Option<Abstain>,
     /// Base seed.
     pub seed: u64,
+    /// Steps every training on private rows pads its work to (`[padding]`); 0: none.
+    pub pad_steps: u64,
 }
 
 /// Fine-tunes the model towards the consensus on its reference rows. Uses no private row.
@@ -152,6 +154,7 @@ pub fn digest(
 /// distillation towards `teacher` in the same steps; in `sequential` mode, [`digest`] then
 /// private epochs; without a teacher (round 1), private epochs alone.
 /// With `dp`, every step on private rows is a DP-SGD step; nothing else here reads a private row.
+/// The training on private rows pads its work to `settings.pad_steps` (its report says how).
 pub fn learn(
     model: &mut Model,
     data: &Dataset,
@@ -160,25 +163,31 @@ pub fn learn(
     settings: &Settings,
     dp: Option<&DpSgd>,
     seed: u64,
-) -> Result<(), learning::Error> {
-    match teacher {
+) -> Result<TrainReport, learning::Error> {
+    let pad = settings.pad_steps;
+    let report = match teacher {
         Some(t) if settings.digest.enabled && settings.digest.mode == DigestMode::Joint && !t.rows.is_empty() => {
             let inputs = t.inputs(reference);
             let set = DistillSet { inputs: &inputs, targets: &t.probs, weights: Some(&t.weights), labels: None };
             let soft = DistillConfig { temperature: t.temperature, ..Default::default() };
             let teaching =
                 Teaching { set, weight: settings.digest.weight, distill: &soft, cover: settings.digest.cover };
-            fit_joint(model, data, Some(teaching), &settings.train, dp, seed)?;
+            fit_joint_padded(model, data, Some(teaching), &settings.train, dp, seed, pad)?
         }
         Some(t) => {
             digest(model, reference, t, settings, seed)?;
-            fit_joint(model, data, None, &settings.train, dp, seed)?;
+            fit_joint_padded(model, data, None, &settings.train, dp, seed, pad)?
         }
-        None => {
-            fit_joint(model, data, None, &settings.train, dp, seed)?;
-        }
+        None => fit_joint_padded(model, data, None, &settings.train, dp, seed, pad)?,
+    };
+    if pad > 0 && report.steps > pad {
+        tracing::warn!(
+            steps = report.steps,
+            padding_steps = pad,
+            "a training took more steps than padding.steps: its time tells more than the padding hides"
+        );
     }
-    Ok(())
+    Ok(report)
 }
 
 /// A node's answer to a round: soft labels on the announced samples, and the samples it
@@ -279,6 +288,7 @@ mod tests {
             digest: DigestConfig::default(),
             abstain: None,
             seed: 5,
+            pad_steps: 0,
         };
         (model, data, reference, settings)
     }
@@ -319,6 +329,36 @@ mod tests {
             local_round(&mut again, &data, None, &ann, &reference, &settings, None, &|_, _| {}).unwrap().labels,
             labels
         );
+    }
+
+    /// Two nodes, 64 and 200 private rows, with and without DP-SGD: padded, their trainings do
+    /// the same number of steps, and the answers are those of the unpadded trainings.
+    #[test]
+    fn with_padding_nodes_of_different_row_counts_do_the_same_steps() {
+        let (model, small, reference, settings) = setup();
+        let (x, y) = blobs(200, 11);
+        let large = Dataset::new(x, y, 4, 2).unwrap();
+        let settings = Settings { train: TrainConfig { epochs: 2, batch_size: 32, ..settings.train }, ..settings };
+        let padded = Settings { pad_steps: 40, ..settings.clone() };
+        let dp = |rows: usize| DpSgd {
+            clip_norm: 1.0,
+            noise_multiplier: 1.0,
+            sample_rate: 32.0 / rows as f64,
+            noise_seed: Some(2),
+        };
+        for private in [false, true] {
+            let steps = |data: &Dataset, settings: &Settings| {
+                let dp = private.then(|| dp(data.len()));
+                let mut m = model.clone();
+                let r = learn(&mut m, data, None, &reference, settings, dp.as_ref(), 3).unwrap();
+                (r.steps, r.steps + r.padding_steps, m.soft_labels(&reference.values, 2.0, 64).unwrap())
+            };
+            let ((own_small, _, plain), (own_large, ..)) = (steps(&small, &settings), steps(&large, &settings));
+            assert_ne!(own_small, own_large, "private {private}: unpadded, the steps follow the rows");
+            let ((_, all_small, padded_labels), (_, all_large, _)) = (steps(&small, &padded), steps(&large, &padded));
+            assert_eq!((all_small, all_large), (40, 40), "private {private}");
+            assert_eq!(padded_labels, plain, "private {private}: padding changes no answer");
+        }
     }
 
     #[test]

@@ -207,6 +207,14 @@ enum PrivacyCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Pin node.toml's epsilon and delta in this node's privacy ledger, replacing the budget
+    /// pinned at its first training: the only way to change a budget once spent from. What was
+    /// spent stays recorded and counts against the new budget.
+    Repin {
+        /// The node's TOML config (with a `[privacy]` section).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print the smallest noise multiplier that keeps STEPS steps within (ε, δ).
     Calibrate {
         /// Target ε, > 0.
@@ -239,6 +247,23 @@ fn privacy(command: PrivacyCommand) -> anyhow::Result<()> {
                 "noise_multiplier {} (epsilon {} at Rényi order {}, delta {delta})",
                 c.noise_multiplier, spent.epsilon, spent.order
             );
+        }
+        PrivacyCommand::Repin { config } => {
+            let cfg = node::NodeConfig::load(&config)?;
+            let r = node::privacy_repin(&cfg)?;
+            match r.before {
+                Some(b) if b == r.now => {
+                    println!("epsilon {} and delta {} were already pinned; nothing changed", r.now.epsilon, r.now.delta)
+                }
+                Some(b) => println!(
+                    "pinned epsilon {} and delta {} (was epsilon {} and delta {}); the {} training(s) recorded still count",
+                    r.now.epsilon, r.now.delta, b.epsilon, b.delta, r.trainings
+                ),
+                None => println!(
+                    "pinned epsilon {} and delta {}; the {} training(s) recorded still count",
+                    r.now.epsilon, r.now.delta, r.trainings
+                ),
+            }
         }
         PrivacyCommand::Status { config } => {
             let cfg = node::NodeConfig::load(&config)?;

@@ -4,9 +4,9 @@
 //! Each answer is a view of a model trained on private rows, so the aggregator's questions are
 //! bounded: only the reference set whose SHA-256 the node pins, rounds strictly increasing (one
 //! answer a round, never an answer to an older round, also after a restart), a temperature no
-//! lower than the node allows, only the payload encodings it allows (f32 is off by default:
-//! softmax is invertible, so exact probabilities at a chosen temperature give exact logit
-//! differences), at most so many samples a round and so many rounds in all. The node's sample
+//! lower than the node allows, only the payload encodings it allows (only q8 by default: softmax
+//! is invertible, so exact probabilities at a chosen temperature give exact logit differences,
+//! and f16's eleven bits of mantissa leave little of what refusing f32 protects), at most so many samples a round and so many rounds in all. The node's sample
 //! count goes out only when the aggregator's consensus rule needs it and the node allows it.
 //!
 //! [`QueryPolicy::check`] is a pure function of an announcement and the [`Answers`] given so
@@ -39,7 +39,7 @@ pub struct QueryPolicy {
     /// Lowest softmax temperature the node answers at.
     #[serde(default = "default_min_temperature")]
     pub min_temperature: f32,
-    /// Payload encodings the node answers in (`f16`, `q8`; `f32` only if listed).
+    /// Payload encodings the node answers in (`q8` by default; `f16` and `f32` only if listed).
     #[serde(default = "default_encodings")]
     pub encodings: Vec<Encoding>,
     /// Most reference samples the node labels in one round.
@@ -70,7 +70,7 @@ fn default_min_temperature() -> f32 {
 }
 
 fn default_encodings() -> Vec<Encoding> {
-    vec![Encoding::F16, Encoding::Q8]
+    vec![Encoding::Q8]
 }
 
 fn default_max_samples_per_round() -> u32 {
@@ -277,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_refuse_f32_low_temperatures_large_rounds_and_other_reference_sets() {
+    fn the_defaults_refuse_f32_f16_low_temperatures_large_rounds_and_other_reference_sets() {
         let p = QueryPolicy::pinned(PIN);
         p.validate().unwrap();
         let none = Answers::default();
@@ -286,7 +286,14 @@ mod tests {
             code(p.check(&RoundAnnouncement { encoding: Encoding::F32, ..ann(1) }, &none)),
             RefusalReason::Policy
         );
-        assert_eq!(p.check(&RoundAnnouncement { encoding: Encoding::F16, ..ann(1) }, &none), Ok(Decision::Answer));
+        assert_eq!(
+            code(p.check(&RoundAnnouncement { encoding: Encoding::F16, ..ann(1) }, &none)),
+            RefusalReason::Policy,
+            "f16 only if listed: its precision leaves little of what refusing f32 protects"
+        );
+        let parsed: QueryPolicy =
+            serde_json::from_str(&format!(r#"{{ "reference_sha256": "{}" }}"#, PIN)).expect("a policy with defaults");
+        assert_eq!(parsed.encodings, vec![Encoding::Q8], "the default when the key is left out");
         assert_eq!(code(p.check(&RoundAnnouncement { temperature: 0.5, ..ann(1) }, &none)), RefusalReason::Policy);
         assert_eq!(
             p.check(&RoundAnnouncement { temperature: 1.0, ..ann(1) }, &none),

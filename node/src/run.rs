@@ -1,8 +1,8 @@
 //! [`run()`]: the whole node, in order: load the key, data and model off the runtime, hand the
 //! model to its [`Trainer`] thread, start the network, converse with the aggregator
 //! ([`crate::session`]) until the federation is finished or `shutdown` fires, then stop the
-//! network and join the trainer's thread. Also the two offline commands, [`privacy_status`] and
-//! [`export`].
+//! network and join the trainer's thread. Also the offline commands, [`privacy_status`],
+//! [`privacy_repin`] and [`export`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,7 +75,7 @@ fn load(cfg: &NodeConfig) -> Result<Loaded, Error> {
                 data.len(),
                 &cfg.train,
                 cfg.planned_trainings(),
-                ckpt.with_extension("bpk").exists(),
+                budget::has_trained(&cfg.state_dir)?,
             )?;
             let s = b.status()?;
             tracing::info!(
@@ -91,6 +91,8 @@ fn load(cfg: &NodeConfig) -> Result<Loaded, Error> {
         }
         None => None,
     };
+    let planned = budget.as_ref().map(budget::Budget::status).transpose()?.map(|s| s.steps_per_training);
+    cfg.check_padding(data.len(), planned)?;
     Ok(Loaded { identity, data: Arc::new(data), model, budget, reference, answers })
 }
 
@@ -118,6 +120,7 @@ pub async fn run_with(
         digest: cfg.digest.clone(),
         abstain: cfg.abstain.clone(),
         seed: cfg.seed,
+        pad_steps: cfg.padding.map_or(0, |p| p.steps),
     };
     let (local_samples, features) = (loaded.data.len() as u64, loaded.data.dim);
     let (trainer, trainer_thread) =
@@ -207,6 +210,15 @@ pub fn privacy_status(cfg: &NodeConfig) -> Result<budget::Status, Error> {
     };
     let data = cfg.data.load().map_err(|e| Error::config("data", e))?;
     budget::status(p, &cfg.state_dir, data.len(), &cfg.train, cfg.planned_trainings())
+}
+
+/// Pins node.toml's ε and δ in the node's privacy ledger on purpose (`fd-node privacy repin`):
+/// what was spent stays recorded and counts against the new budget. Blocking.
+pub fn privacy_repin(cfg: &NodeConfig) -> Result<budget::Repinned, Error> {
+    let Some(p) = &cfg.privacy else {
+        return Err(Error::config("privacy", "node.toml has no [privacy] section: there is no budget to pin"));
+    };
+    budget::repin(p, &cfg.state_dir)
 }
 
 /// Exports the node's checkpointed model (`state_dir/model`) for use outside the federation:

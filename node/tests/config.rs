@@ -45,6 +45,7 @@ fn base(dir: &std::path::Path) -> NodeConfig {
         privacy: None,
         policy: QueryPolicy::pinned(protocol::ReferenceSetId([3; 32])),
         ledger: Default::default(),
+        padding: None,
         metrics: None,
     }
 }
@@ -151,6 +152,12 @@ async fn wrong_fields_are_named() {
     let mut mute = ok.clone();
     mute.policy.encodings.clear();
     assert_eq!(refused(mute).await.0, "policy.encodings");
+    // Padding to fewer steps than the node's own training takes would not hide its row count.
+    let pad = |steps| NodeConfig { padding: Some(node::config::PaddingConfig { steps }), ..ok.clone() };
+    let (field, detail) = refused(pad(10)).await;
+    assert!(field == "padding.steps" && detail.contains("is fewer than the"), "{field}: {detail}");
+    assert_eq!(refused(pad(0)).await.0, "padding.steps");
+    pad(1_000_000).validate().unwrap();
     // A local reference set that is not the pinned one stops the node, and stays as it was.
     let other = protocol::ReferenceSet::new(2, 2, vec![0.0, 1.0, 2.0, 3.0]).unwrap().to_bytes();
     std::fs::write(&ok.reference, &other).unwrap();

@@ -201,6 +201,7 @@ fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetI
         policy: QueryPolicy { max_samples_per_round: 100, max_rounds: 3, ..QueryPolicy::pinned(pin) },
         privacy: None,
         ledger: Default::default(),
+        padding: None,
         metrics: Some("127.0.0.1:0".parse().unwrap()),
     }
 }

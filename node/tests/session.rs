@@ -141,6 +141,7 @@ fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetI
         policy: QueryPolicy { max_samples_per_round: 100, ..QueryPolicy::pinned(pin) },
         privacy: None,
         ledger: Default::default(),
+        padding: None,
         metrics: None,
     }
 }

@@ -155,6 +155,7 @@ fn node_files(
         privacy: s.nodes.privacy.as_ref().and_then(|p| p.node(s.rounds, s.seed, i)),
         policy: policy(s, reference),
         ledger: Default::default(),
+        padding: None,
         metrics: None,
     };
     Ok((entry, config))

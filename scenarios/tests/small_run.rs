@@ -395,7 +395,6 @@ async fn abstentions_travel_as_masks_and_the_consensus_counts_them() {
     s.split.partition = learning::data::Partition::Dirichlet { alpha: 0.1 };
     s.baselines = scenarios::spec::Baselines::NONE;
     s.nodes.abstain = Some(learning::abstain::Abstain { quantile: Some(0.2), ..Default::default() });
-    s.consensus.min_count = 2;
     let (r, tmp) = go(&s).await;
     let dir = RunDir::new(tmp.path());
     assert!(r.rounds.iter().all(|x| x.participants.len() == 4), "a node that abstains still answers");
@@ -419,7 +418,7 @@ async fn abstentions_travel_as_masks_and_the_consensus_counts_them() {
     assert_eq!(last.abstentions, abstentions, "the consensus counts what the masks say");
     assert_eq!(
         last.masked,
-        counts.iter().filter(|&&c| c < 2).count(),
-        "samples known to fewer than min_count nodes are masked: {counts:?}"
+        counts.iter().filter(|&&c| c < 3).count(),
+        "samples known to fewer than min_count (by default 3) nodes are masked: {counts:?}"
     );
 }

@@ -116,7 +116,7 @@ fn coordinatewise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consensus::{Sharpen, renormalise};
+    use crate::consensus::{MIN_PARTICIPANTS, Sharpen, renormalise};
     use proptest::prelude::*;
 
     /// Node matrices, their abstention masks (or none), samples, classes.
@@ -163,7 +163,8 @@ mod tests {
                 prop_assert_eq!(&a.counts, &sample_counts(&views, samples));
                 for (s, row) in a.probs.chunks_exact(classes).enumerate() {
                     prop_assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
-                    prop_assert_eq!(a.weights[s] == 0.0, a.counts[s] == 0, "{:?}", cfg.rule);
+                    // Withheld exactly where fewer than the minimum of nodes answered.
+                    prop_assert_eq!(a.weights[s] == 0.0, a.counts[s] < MIN_PARTICIPANTS as u32, "{:?}", cfg.rule);
                 }
             }
         }
@@ -182,8 +183,8 @@ mod tests {
         let b = [0.8f32, 0.2, 0.3, 0.7];
         let both = [false, true];
         for cfg in every_rule() {
-            let c = combine_abstaining(&[(&a, 1), (&b, 1)], &[Some(&both), Some(&both)], 2, 2, &cfg).unwrap();
-            assert_eq!(c.counts, vec![2, 0], "{:?}", cfg.rule);
+            let c = combine_abstaining(&[(&a, 1), (&b, 1), (&a, 1)], &[Some(&both[..]); 3], 2, 2, &cfg).unwrap();
+            assert_eq!(c.counts, vec![3, 0], "{:?}", cfg.rule);
             assert_eq!(c.weights, vec![1.0, 0.0], "{:?}", cfg.rule);
             assert!(c.probs[2..].iter().all(|p| (p - 0.5).abs() < 1e-6), "{:?}: {:?}", cfg.rule, c.probs);
         }
@@ -222,12 +223,23 @@ mod tests {
     fn samples_known_to_fewer_than_min_count_nodes_are_withheld() {
         let a = [0.9f32, 0.1, 0.8, 0.2];
         let second = [true, false];
-        let cfg = ConsensusConfig { min_count: 3, ..Default::default() };
         let inputs = [(&a[..], 1u64), (&a[..], 1), (&a[..], 1)];
+        // The default: a sample two nodes answered is withheld, as no round is released from two.
+        let cfg = ConsensusConfig::default();
+        assert_eq!(cfg.min_count, MIN_PARTICIPANTS as u32);
         let c = combine_abstaining(&inputs, &[None, None, Some(&second)], 2, 2, &cfg).unwrap();
         assert_eq!(c.counts, vec![2, 3]);
         assert_eq!(c.weights, vec![0.0, 1.0]);
         assert_eq!(&c.probs[..2], &[0.5, 0.5], "a withheld sample's row reveals nothing");
+        let stricter = ConsensusConfig { min_count: 4, ..Default::default() };
+        let c = combine_abstaining(&inputs, &[None, None, Some(&second)], 2, 2, &stricter).unwrap();
+        assert_eq!(c.weights, vec![0.0, 0.0]);
+        // Fewer than the minimum is refused, not quietly raised.
+        for low in 0..MIN_PARTICIPANTS as u32 {
+            let cfg = ConsensusConfig { min_count: low, ..Default::default() };
+            let e = combine_abstaining(&inputs, &[None, None, Some(&second)], 2, 2, &cfg).unwrap_err();
+            assert!(matches!(&e, Error::Config(m) if m.contains("min_count")), "{e}");
+        }
     }
 
     #[test]

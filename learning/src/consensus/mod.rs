@@ -94,7 +94,7 @@ pub fn trimmed_count(n: usize, trim: f32) -> usize {
 }
 
 /// A consensus rule with its post-processing.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsensusConfig {
     /// Combination rule.
@@ -104,14 +104,27 @@ pub struct ConsensusConfig {
     /// Samples whose consensus has a normalised entropy above this get weight 0 (masked).
     pub max_entropy: Option<f32>,
     /// With abstention, samples fewer than this many nodes contributed to are masked and their
-    /// row made uniform, so that no sample's consensus reveals the labels of fewer nodes (0 or
-    /// 1: only the samples nobody contributed to are masked).
+    /// row made uniform, so that no sample's consensus reveals the labels of fewer nodes. At
+    /// least (and by default) [`MIN_PARTICIPANTS`]: the promise that no consensus is released
+    /// from fewer nodes holds sample by sample, not only for the round.
     pub min_count: u32,
     /// Centered clipping ([`center_clip`]): before combining, every node's row of a sample is
     /// pulled to within this multiple (≥ 1) of the median distance of the sample's rows from
     /// their coordinate-wise median row. Bounds what one node's row can do to a sample under
     /// every rule (a one-hot liar under the means and the confidence rule); off by default.
     pub center_clip: Option<f32>,
+}
+
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        Self {
+            rule: Rule::default(),
+            sharpen: Sharpen::default(),
+            max_entropy: None,
+            min_count: MIN_PARTICIPANTS as u32,
+            center_clip: None,
+        }
+    }
 }
 
 impl ConsensusConfig {
@@ -158,6 +171,14 @@ impl ConsensusConfig {
             && !(0.0..=1.0).contains(&h)
         {
             return Err(Error::Config(format!("max_entropy {h} must be in [0, 1]")));
+        }
+        // Refused rather than raised: a federation that asks for 1 expects samples one node
+        // knows to be released, and would be told otherwise by nothing.
+        if (self.min_count as usize) < MIN_PARTICIPANTS {
+            return Err(Error::Config(format!(
+                "min_count {} is below {MIN_PARTICIPANTS}, the fewest nodes a consensus is released from: a sample fewer nodes answered would give their soft labels away (leave min_count out for {MIN_PARTICIPANTS})",
+                self.min_count
+            )));
         }
         Ok(())
     }
@@ -311,7 +332,7 @@ mod tests {
         let a = vec![1.0f32, 0.0];
         let b = vec![0.0f32, 1.0];
         let c = combine(
-            &[(&a, 3), (&b, 1)],
+            &[(&a, 2), (&a, 1), (&b, 1)],
             1,
             2,
             &ConsensusConfig { rule: Rule::WeightedBySamples, ..Default::default() },
@@ -321,16 +342,16 @@ mod tests {
         let sure = vec![0.99f32, 0.01];
         let unsure = vec![0.4f32, 0.6];
         let c = combine(
-            &[(&sure, 1), (&unsure, 1)],
+            &[(&sure, 1), (&sure, 1), (&unsure, 1)],
             1,
             2,
             &ConsensusConfig { rule: Rule::CONFIDENCE, ..Default::default() },
         )
         .unwrap();
         assert!(c.probs[0] > 0.8, "the confident node dominates: {:?}", c.probs);
-        let flat = vec![0.5f32, 0.5, 0.9, 0.1];
-        let c =
-            combine(&[(&flat, 1)], 2, 2, &ConsensusConfig { max_entropy: Some(0.9), ..Default::default() }).unwrap();
+        let flat = [0.5f32, 0.5, 0.9, 0.1];
+        let c = combine(&[(&flat[..], 1); 3], 2, 2, &ConsensusConfig { max_entropy: Some(0.9), ..Default::default() })
+            .unwrap();
         assert_eq!(c.weights, vec![0.0, 1.0]);
         assert!(matches!(combine(&[], 1, 2, &ConsensusConfig::default()), Err(Error::Consensus { .. })));
         assert!(matches!(combine(&[(&a, 1)], 2, 2, &ConsensusConfig::default()), Err(Error::Shape(_))));
@@ -373,6 +394,10 @@ mod tests {
         assert!(bad(Rule::Confidence { power: 1.5, max_share: 2.0 }).contains("power"));
         assert!(bad(Rule::Confidence { power: 1.0, max_share: 0.5 }).contains("max_share"));
         assert!(bad(Rule::Confidence { power: 1.0, max_share: f32::NAN }).contains("max_share"));
+        let low = ConsensusConfig { min_count: 2, ..Default::default() }.validate().unwrap_err().to_string();
+        assert!(low.contains("min_count 2 is below 3"), "{low}");
+        let parsed: ConsensusConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(parsed.min_count, MIN_PARTICIPANTS as u32, "the default is the minimum of participants");
         assert_eq!(trimmed_count(4, 0.2), 0, "a trimmed mean of four at 0.2 trims nothing");
         assert_eq!(trimmed_count(5, 0.2), 1);
         let parsed: ConsensusConfig = serde_json::from_str(r#"{ "rule": { "kind": "confidence" } }"#).unwrap();

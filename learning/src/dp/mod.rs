@@ -25,6 +25,12 @@
 //!
 //! Dropout is supported: both passes of a step reseed burn's generator alike, so they draw the
 //! same masks.
+//!
+//! A row whose loss or gradient norm is not finite (an overflowing feature, a value no
+//! preprocessing caught) gets a clipping factor of 0: it adds nothing to the step, and the step
+//! goes on with the other rows, as for any row whose gradient clipping bounds. Aborting instead
+//! would stop the training after its budget was paid, an event that depends on one record and
+//! that the aggregator sees.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -40,7 +46,6 @@ use crate::Error;
 use crate::arch::{Layers, Tap};
 use crate::loss::cross_entropy_rows;
 use crate::privacy::Segment;
-use crate::step::check_finite;
 
 mod generator;
 
@@ -138,28 +143,33 @@ pub(crate) fn row_sq_norms(taps: &[Tap], grads: &Gradients) -> Result<Tensor<1>,
     total.ok_or_else(|| Error::Shape("the model has no weight layer".into()))
 }
 
-/// Clipping factors `min(1, C/‖∇_i‖)` of the rows of one batch (first pass of a step), as a
-/// constant `[batch]` tensor on `device`.
+/// Clipping factors `min(1, C/‖∇_i‖)` of the rows of one batch (first pass of a step); 0 for a
+/// row whose loss or gradient norm is not finite. Every row's loss and gradient depend on that
+/// row alone, so a non-finite row leaves the others' factors as they are.
 pub(crate) fn clip_factors(
     layers: &Layers,
     x: Tensor<2>,
     one_hot: Tensor<2>,
     clip_norm: f32,
-    device: &Device,
-) -> Result<Tensor<1>, Error> {
+) -> Result<Vec<f32>, Error> {
     let mut taps = Vec::new();
     // Only the taps' gradients are needed: parameters that track none skip their own.
     let logits = layers.clone().no_grad().forward_tapped(x, &mut taps);
-    let loss = cross_entropy_rows(logits, one_hot).sum();
-    let value: f32 = loss.clone().into_scalar();
-    check_finite(value, "private training")?;
-    let grads = loss.backward();
+    let losses = cross_entropy_rows(logits, one_hot);
+    let values: Vec<f32> =
+        losses.clone().try_into_vec_as::<f32>().map_err(|e| Error::Shape(format!("row losses: {e:?}")))?;
+    let grads = losses.sum().backward();
     let norms: Vec<f32> = row_sq_norms(&taps, &grads)?
         .try_into_vec_as::<f32>()
         .map_err(|e| Error::Shape(format!("gradient norms: {e:?}")))?;
-    let factors: Vec<f32> = norms.iter().map(|n| (clip_norm / n.sqrt().max(1e-12)).min(1.0)).collect();
-    let rows = factors.len();
-    Ok(Tensor::from_data(TensorData::new(factors, [rows]), device))
+    Ok(values
+        .iter()
+        .zip(&norms)
+        .map(|(loss, n)| match loss.is_finite() && n.is_finite() {
+            true => (clip_norm / n.sqrt().max(1e-12)).min(1.0),
+            false => 0.0,
+        })
+        .collect())
 }
 
 /// Adds N(0, std²) to every coordinate of the gradient of every parameter of `layers`
@@ -250,16 +260,31 @@ mod tests {
         let labels = [0u32, 1, 2];
         let idx = [0usize, 1, 2];
         let x = rows_tensor(&features, &idx, 4, &device);
-        let tight: Vec<f32> = clip_factors(&layers, x.clone(), one_hot(&labels, &idx, 3, &device), 1e-4, &device)
-            .unwrap()
-            .try_into_vec_as()
-            .unwrap();
+        let tight = clip_factors(&layers, x.clone(), one_hot(&labels, &idx, 3, &device), 1e-4).unwrap();
         assert!(tight.iter().all(|&c| c > 0.0 && c < 1.0), "{tight:?}");
-        let loose: Vec<f32> = clip_factors(&layers, x, one_hot(&labels, &idx, 3, &device), 1e6, &device)
-            .unwrap()
-            .try_into_vec_as()
-            .unwrap();
+        let loose = clip_factors(&layers, x, one_hot(&labels, &idx, 3, &device), 1e6).unwrap();
         assert_eq!(loose, vec![1.0; 3]);
+    }
+
+    #[test]
+    fn a_non_finite_row_gets_factor_zero_and_leaves_the_others_alone() {
+        let model =
+            Model::new(&Architecture::Mlp { hidden: vec![8], dropout: 0.0 }, 4, 3, BackendKind::Flex, 2).unwrap();
+        let device = model.backend.device().autodiff();
+        let layers = model.model.clone().train();
+        let mut features: Vec<f32> = (0..12).map(|i| i as f32 * 0.7 - 3.0).collect();
+        let labels = [0u32, 1, 2];
+        let idx = [0usize, 1, 2];
+        let factors = |features: &[f32], idx: &[usize]| {
+            let x = rows_tensor(features, idx, 4, &device);
+            clip_factors(&layers, x, one_hot(&labels, idx, 3, &device), 0.05).unwrap()
+        };
+        let clean = factors(&features, &idx);
+        for bad in [f32::NAN, f32::INFINITY, 1e30] {
+            features[4] = bad; // row 1
+            let f = factors(&features, &idx);
+            assert_eq!(f, vec![clean[0], 0.0, clean[2]], "feature {bad}");
+        }
     }
 
     #[test]
