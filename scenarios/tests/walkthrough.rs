@@ -102,10 +102,9 @@ fn flag<'a>(words: &[&'a str], flag: &str) -> &'a str {
 
 /// The accuracy column (in %) of the last round in `report.md`.
 fn reported_accuracy(report: &str) -> f64 {
-    let last =
-        report.lines().filter(|l| l.starts_with("| ") && l.split('|').nth(1).unwrap().trim().parse::<u64>().is_ok());
-    let cells: Vec<String> =
-        last.last().expect("a round in report.md").split('|').map(|c| c.trim().to_owned()).collect();
+    let is_round = |l: &&str| l.starts_with("| ") && l.split('|').nth(1).unwrap().trim().parse::<u64>().is_ok();
+    let last = report.lines().rfind(is_round).expect("a round in report.md");
+    let cells: Vec<&str> = last.split('|').map(str::trim).collect();
     cells[5].parse().unwrap_or_else(|_| panic!("no accuracy in report.md:\n{report}"))
 }
 
