@@ -47,6 +47,9 @@ pub struct Initialized {
     pub peer_id: String,
     /// The address nodes dial: the public host, the port, `/p2p/<PeerId>`.
     pub address: Multiaddr,
+    /// The same over QUIC (UDP, the same port number), when `listen` is a TCP address: the
+    /// aggregator listens on both, and a node may dial either.
+    pub quic_address: Option<Multiaddr>,
     /// The reference set's SHA-256, which every node pins.
     pub reference_sha256: ReferenceSetId,
     /// The reference set's rows and features a row.
@@ -77,6 +80,11 @@ impl Init {
             ));
         }
         Ok(())
+    }
+
+    /// Where the aggregator listens: `listen`, and its QUIC twin when `listen` is TCP.
+    fn listens(&self) -> Vec<Multiaddr> {
+        std::iter::once(self.listen.clone()).chain(quic_twin(&self.listen)).collect()
     }
 
     /// The address nodes dial, without its `/p2p/` suffix.
@@ -157,14 +165,30 @@ pub fn init(i: &Init) -> Result<Initialized, Error> {
         ));
     }
     learning::fs::atomic_write(&config, text.as_bytes())?;
-    let address = i.public_address().with(Protocol::P2p(net::peer_id(&key.id())));
+    let p2p = Protocol::P2p(net::peer_id(&key.id()));
+    let address = i.public_address().with(p2p.clone());
+    let quic_address = quic_twin(&i.public_address()).map(|a| a.with(p2p));
     Ok(Initialized {
         config,
         peer_id,
         address,
+        quic_address,
         reference_sha256,
         reference_shape: (set.samples, set.features),
         preprocess,
+    })
+}
+
+/// A TCP address's QUIC twin: the UDP port of the same number with `quic-v1` in place of the
+/// TCP port; `None` for an address without a TCP port.
+fn quic_twin(addr: &Multiaddr) -> Option<Multiaddr> {
+    addr.iter().any(|p| matches!(p, Protocol::Tcp(_))).then(|| {
+        addr.iter()
+            .flat_map(|p| match p {
+                Protocol::Tcp(port) => vec![Protocol::Udp(port), Protocol::QuicV1],
+                p => vec![p],
+            })
+            .collect()
     })
 }
 
@@ -179,8 +203,8 @@ fn quoted(s: &str) -> String {
 
 fn template(i: &Init, samples: u32, peer_id: &str, sha: ReferenceSetId) -> String {
     let last = i.classes - 1;
-    let (fed, listen, rounds, classes) =
-        (quoted(i.federation.as_str()), quoted(&i.listen.to_string()), i.rounds, i.classes);
+    let listen = i.listens().iter().map(|a| quoted(&a.to_string())).collect::<Vec<_>>().join(", ");
+    let (fed, rounds, classes) = (quoted(i.federation.as_str()), i.rounds, i.classes);
     format!(
         r#"# federation.toml, written by `fd-aggregator init`. Relative paths are relative to this file.
 # Run the federation with `fd-aggregator run --config federation.toml` once the roster below
@@ -193,7 +217,8 @@ fn template(i: &Init, samples: u32, peer_id: &str, sha: ReferenceSetId) -> Strin
 federation = {fed}
 # The aggregator's secret key (mode 0600, never share it). Its PeerId is {peer_id}.
 key = "aggregator.key"
-# Where the aggregator listens: a fixed port that nodes can reach (open it in the firewall).
+# Where the aggregator listens: a fixed port that nodes can reach (open it in the firewall), over
+# TCP and over QUIC (UDP, the same port number); a node dials either.
 listen = [{listen}]
 # Checkpoints, metrics, the global model and the report.
 output = "output"
@@ -210,8 +235,9 @@ sha256 = "{sha}"
 
 # Each round: reference samples asked for, softmax temperature of the soft labels, payload
 # encoding (q8 or f16; a node answers in f32 only if its policy lists it) and the seconds the
-# nodes have to answer. The quorum (`quorum = N`, default: every node on the roster) is at
-# least 3, so that no node's labels can be read back from the consensus.
+# nodes have to answer. The quorum (`quorum = N`, default: every node on the roster but one, so
+# that one absent or unfit node cannot stall a round) is at least 3, so that no node's labels
+# can be read back from the consensus.
 [round]
 samples = {samples}
 temperature = 3.0
@@ -256,6 +282,8 @@ mod tests {
         assert_eq!(done.reference_sha256, id);
         assert_eq!(done.preprocess, None, "nothing pinned beside the set");
         assert!(done.address.to_string().starts_with("/dns/fed.example.org/tcp/4001/p2p/12D3KooW"), "{}", done.address);
+        let quic = done.quic_address.as_ref().expect("a QUIC address beside the TCP one").to_string();
+        assert_eq!(quic, done.address.to_string().replace("/tcp/4001/", "/udp/4001/quic-v1/"));
         assert!(matches!(init(&i), Err(Error::Config { .. })), "never overwrite a federation");
         match AggregatorConfig::load(&done.config) {
             Err(Error::Config { field, .. }) => assert_eq!(field, "roster"),
@@ -267,6 +295,8 @@ mod tests {
         }
         let cfg = AggregatorConfig::load(&done.config).unwrap();
         assert_eq!((cfg.roster.len(), cfg.classes, cfg.reference.sha256), (3, 3, id));
+        let listen: Vec<String> = cfg.listen.iter().map(|a| a.to_string()).collect();
+        assert_eq!(listen, ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"], "it listens on both");
         assert!(std::fs::read_to_string(&done.config).unwrap().contains("# The federation's name"), "comments kept");
         let bad = Init { samples: Some(5), dir: dir.path().join("other"), ..i.clone() };
         assert!(matches!(init(&bad), Err(Error::Config { field, .. }) if field == "round.samples"));

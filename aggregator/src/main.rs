@@ -189,6 +189,9 @@ fn init(i: aggregator::init::Init) -> anyhow::Result<()> {
     );
     println!("peer_id {}", done.peer_id);
     println!("aggregator {}", done.address);
+    if let Some(quic) = &done.quic_address {
+        println!("aggregator_quic {quic}");
+    }
     println!("reference_sha256 {}", done.reference_sha256);
     println!("Each data holder needs the address, the hash, the federation and its classes:");
     println!(
@@ -199,6 +202,9 @@ fn init(i: aggregator::init::Init) -> anyhow::Result<()> {
         done.address,
         done.reference_sha256
     );
+    if let Some(quic) = &done.quic_address {
+        println!("(or --aggregator {quic} to reach it over QUIC)");
+    }
     if done.preprocess.is_none() {
         println!("with PREPROCESS the preprocessing the reference set was built with (nothing is pinned beside it).");
     }

@@ -46,7 +46,9 @@ impl Relay {
         let (client, events, network) = net::spawn(identity, cfg, shutdown)?;
         let mut addrs = Vec::new();
         for addr in listen {
-            addrs.push(client.listen(addr.clone()).await.map_err(|e| Error::config("listen", net::error::Chain(&e)))?);
+            let bound =
+                client.listen(addr.clone()).await.map_err(|e| Error::config("listen", net::error::Chain(&e)))?;
+            addrs.extend(net::interfaces::expand(addr, &bound));
         }
         tracing::info!(peer = %net::keys::peer_id_string(&client.id()), addrs = ?addrs, "relay listening");
         Ok(Self { client, events, network, addrs, shutdown: shutdown.clone() })

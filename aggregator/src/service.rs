@@ -120,7 +120,9 @@ impl Aggregator {
         for addr in &cfg.listen {
             let bound =
                 client.listen(addr.clone()).await.map_err(|e| Error::config("listen", net::error::Chain(&e)))?;
-            listen_addrs.push(bound);
+            // Bound to every interface (0.0.0.0, ::): each interface's address, for the log and
+            // `--addr-file`, not only the first one the swarm reported.
+            listen_addrs.extend(net::interfaces::expand(addr, &bound));
         }
         let metrics_server = match cfg.metrics {
             Some(addr) => Some(

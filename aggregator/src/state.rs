@@ -62,7 +62,8 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    /// The bound addresses (with real ports).
+    /// The bound addresses (with real ports); an address bound to every interface (0.0.0.0,
+    /// ::) is listed once for each interface address of its family.
     pub fn listen_addrs(&self) -> &[Multiaddr] {
         &self.listen_addrs
     }

@@ -279,6 +279,90 @@ async fn fd_aggregator_logs_json_lines_and_serves_metrics_until_sigterm() {
     assert!(tokio::net::TcpStream::connect(metrics).await.is_err(), "the endpoint stops with the process");
 }
 
+/// This host's IPv4 addresses, as `ip -4 -o addr show` lists them (iproute2, which the test
+/// machines have: the long tier's namespaces need it).
+fn host_ipv4() -> Vec<std::net::Ipv4Addr> {
+    let out = Command::new("ip").args(["-4", "-o", "addr", "show"]).output().expect("iproute2's `ip`");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut ips: Vec<std::net::Ipv4Addr> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1))
+        .map(|cidr| cidr.split('/').next().unwrap().parse().unwrap())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// Listening on 0.0.0.0, `fd-aggregator run` reports every interface's address in its log and
+/// in `--addr-file` (it reported the first the swarm found, 127.0.0.1); a peer off the roster
+/// that connects three times is named by its PeerId, once ("connection denied" was all it said).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_every_interface_it_lists_each_address_and_names_an_off_roster_peer_once() {
+    let tmp = dir("interfaces");
+    let d = tmp.path();
+    let mut cfg = setup(d, &d.join("n.key"));
+    cfg.listen = vec!["/ip4/0.0.0.0/tcp/0".parse().unwrap()];
+    let config = d.join("federation.toml");
+    std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
+    let (log, addrs) = (d.join("stderr.log"), d.join("addrs"));
+    let mut agg = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_fd-aggregator"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--addr-file")
+            .arg(&addrs)
+            .env("RUST_LOG", "info,libp2p=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut agg.0;
+    wait_until("the aggregator's addresses", || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the aggregator exited ({status}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        addrs.exists()
+    });
+    let listed: Vec<net::multiaddr::Multiaddr> =
+        std::fs::read_to_string(&addrs).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    let ips: Vec<std::net::Ipv4Addr> = listed
+        .iter()
+        .map(|a| match a.iter().next() {
+            Some(net::multiaddr::Protocol::Ip4(ip)) => ip,
+            _ => panic!("not an IPv4 address: {a}"),
+        })
+        .collect();
+    let mut sorted = ips.clone();
+    sorted.sort();
+    assert_eq!(sorted, host_ipv4(), "one address an interface: {listed:?}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let line = logged.lines().find(|l| l.contains("aggregator listening")).unwrap();
+    assert!(ips.iter().all(|ip| line.contains(&format!("/ip4/{ip}/tcp/"))), "{line}");
+
+    let agg_id = cfg.key.clone();
+    let agg_id = net::keys::read(&agg_id).unwrap().id();
+    let dial = listed.iter().find(|a| a.to_string().starts_with("/ip4/127.0.0.1/")).unwrap().clone();
+    let shutdown = CancellationToken::new();
+    let stranger = net::keys::generate(&d.join("stranger.key")).unwrap();
+    let stranger_id = net::keys::peer_id_string(&stranger.id());
+    let (client, _events, _network) =
+        net::spawn(stranger, net::NetConfig::new(cfg.federation.clone(), vec![agg_id]), &shutdown).unwrap();
+    for _ in 0..3 {
+        // Refused once the handshake names it: the dial itself may succeed before the close.
+        let _ = client.dial(dial.clone()).await;
+    }
+    // A member joins after the stranger's three attempts: by then all three were refused.
+    support::member(&d.join("m1.key"), dial, agg_id, &cfg.federation, &shutdown).await;
+    let named = format!("PeerId {stranger_id} is not on the roster");
+    wait_until("the member's join to be logged", || std::fs::read_to_string(&log).unwrap().contains("node joined"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches(&named).count(), 1, "named once, not once a connection:\n{text}");
+    shutdown.cancel();
+}
+
 #[test]
 fn with_json_logs_a_failure_is_one_json_line_on_stderr() {
     let out = Command::new(env!("CARGO_BIN_EXE_fd-aggregator"))

@@ -109,10 +109,15 @@ impl Model {
         Ok(z.chunks_exact(self.classes).map(|r| argmax(r) as u32).collect())
     }
 
-    /// Burnpack bytes of the weights.
+    /// Burnpack bytes of the weights. Burnpack stores each parameter's id beside its values, and
+    /// burn draws a new id at random for every parameter it makes (from the thread's generator,
+    /// not from the model's seed), so two runs of one seed wrote different files for the same
+    /// values. Here the ids are numbered in the order the layers hold the parameters (0, 1, …):
+    /// the same values give the same bytes. A model loaded from them gets these ids; they only
+    /// have to be unique within the model (what an optimizer keys its state by).
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
-        let bytes =
-            self.model.valid().into_record().into_bytes().map_err(|source| Error::Weights { path: None, source })?;
+        let numbered = self.model.valid().map(&mut NumberIds(0));
+        let bytes = numbered.into_record().into_bytes().map_err(|source| Error::Weights { path: None, source })?;
         Ok(bytes.to_vec())
     }
 
@@ -285,9 +290,58 @@ impl ModuleMapper for Replace {
     }
 }
 
+/// Gives every parameter, in visiting order, the id 0, 1, … (see [`Model::to_bytes`]).
+struct NumberIds(u64);
+
+impl NumberIds {
+    fn next(&mut self) -> burn::module::ParamId {
+        self.0 += 1;
+        burn::module::ParamId::from(self.0 - 1)
+    }
+}
+
+impl ModuleMapper for NumberIds {
+    fn map_float<const D: usize>(&mut self, mut param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.id = self.next();
+        param
+    }
+
+    fn map_int<const D: usize>(&mut self, mut param: Param<Tensor<D, Int>>) -> Param<Tensor<D, Int>> {
+        param.id = self.next();
+        param
+    }
+
+    fn map_bool<const D: usize>(&mut self, mut param: Param<Tensor<D, Bool>>) -> Param<Tensor<D, Bool>> {
+        param.id = self.next();
+        param
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_weight_file() {
+        let arch = Architecture::Mlp { hidden: vec![8], dropout: 0.0 };
+        let tmp = tempfile::tempdir().unwrap();
+        let save = |name: &str, seed: u64| {
+            let m = Model::new(&arch, 5, 3, BackendKind::Flex, seed).unwrap();
+            m.save(&tmp.path().join(name)).unwrap();
+            std::fs::read(tmp.path().join(name).with_extension("bpk")).unwrap()
+        };
+        let (a, b) = (save("a", 7), save("b", 7));
+        // What was written before: burn's record holds the random ids, so its bytes differ.
+        let burn_bytes = || {
+            let m = Model::new(&arch, 5, 3, BackendKind::Flex, 7).unwrap();
+            m.model.valid().into_record().into_bytes().unwrap().to_vec()
+        };
+        assert_ne!(burn_bytes(), burn_bytes(), "burn draws parameter ids at random");
+        assert_eq!(a, b, "two models of one seed, built apart, are saved byte for byte alike");
+        assert_ne!(a, save("c", 8), "another seed, other values");
+        let loaded = Model::load(&tmp.path().join("a"), BackendKind::Flex).unwrap();
+        assert_eq!(loaded.to_bytes().unwrap(), a, "a loaded model saves the file it was loaded from");
+    }
 
     #[test]
     fn parameters_round_trip_and_replacements_are_checked() {

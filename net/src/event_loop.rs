@@ -83,8 +83,11 @@ struct PendingRequest {
     attempt: u8,
 }
 
-/// Off-roster connection attempts are logged once per peer (or address) per this interval.
+/// Connections refused by the limits are logged once per peer (or address) per this interval.
 const DENIED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Peers off the allow-list remembered as logged; beyond that many the memory starts again.
+const OFF_ROSTER_LOGGED: usize = 4096;
 
 struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -100,6 +103,8 @@ struct EventLoop {
     backlog: VecDeque<ParticipantId>,
     rate: Limiter,
     denied_logged: HashMap<String, Instant>,
+    /// Peers off the allow-list already logged (see [`EventLoop::log_off_roster`]).
+    off_roster_logged: HashSet<PeerId>,
     pending_listen: HashMap<ListenerId, (String, oneshot::Sender<Result<Multiaddr, Error>>)>,
     pending_dial: HashMap<ConnectionId, (String, oneshot::Sender<Result<PeerId, Error>>)>,
     pending_request: HashMap<OutboundRequestId, PendingRequest>,
@@ -136,6 +141,7 @@ pub fn spawn(
         backlog: VecDeque::new(),
         rate: Limiter::new(&cfg.rate_limits),
         denied_logged: HashMap::new(),
+        off_roster_logged: HashSet::new(),
         pending_listen: HashMap::new(),
         pending_dial: HashMap::new(),
         pending_request: HashMap::new(),
@@ -367,8 +373,15 @@ impl EventLoop {
                 send_back_addr,
                 ..
             } => {
-                let who = peer_id.map(|p| p.to_base58()).unwrap_or_else(|| send_back_addr.to_string());
-                self.log_denied(who, &error.to_string());
+                let off_roster = matches!(&error, ListenError::Denied { cause }
+                    if cause.downcast_ref::<allow_block_list::NotAllowed>().is_some());
+                match peer_id {
+                    Some(peer) if off_roster => self.log_off_roster(peer),
+                    _ => {
+                        let who = peer_id.map(|p| p.to_base58()).unwrap_or_else(|| send_back_addr.to_string());
+                        self.log_denied(who, &error.to_string());
+                    }
+                }
             }
             SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
                 tracing::debug!(peer = %send_back_addr, %error, "incoming connection failed")
@@ -405,6 +418,18 @@ impl EventLoop {
             error => Error::Dial { addr, source: error.into() },
         };
         let _ = reply.send(Err(e));
+    }
+
+    /// Logs once per peer (not once per connection: such a peer keeps dialling) that a peer
+    /// whose key is not on the allow-list, the aggregator's roster, was refused, naming its
+    /// PeerId so that the operator can tell a mistyped roster entry from a stranger.
+    fn log_off_roster(&mut self, peer: PeerId) {
+        if self.off_roster_logged.len() >= OFF_ROSTER_LOGGED {
+            self.off_roster_logged.clear();
+        }
+        if self.off_roster_logged.insert(peer) {
+            tracing::warn!(%peer, "PeerId {peer} is not on the roster: its connections are refused");
+        }
     }
 
     /// Logs a refused connection once per peer per [`DENIED_LOG_INTERVAL`], so that a peer off

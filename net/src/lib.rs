@@ -23,13 +23,14 @@
 //! themselves if asked) before it leaves. Identify tells peers neither our listen addresses nor
 //! our version.
 //!
-//! Modules: [`error`], [`ids`] (a participant's two names), [`clock`] (Unix milliseconds),
+//! Modules: [`error`], [`ids`] (a participant's two names), [`interfaces`] (the addresses a
+//! listener on every interface is reached at), [`clock`] (Unix milliseconds),
 //! [`codec`], [`rate`], [`keys`], [`ledger`], [`owner`] (state owned by a dedicated thread),
 //! [`cli`] (what the binaries set up alike), [`nat`] (relay, hole punching, reachability),
 //! [`metrics`] (traffic counters and the `GET /metrics` endpoint), [`config`], [`client`] (the
 //! handle and responder), [`event`], [`event_loop`] (the Swarm's owner).
 //!
-//! Layers: error → ids/clock → codec/rate/keys/ledger/owner/pending/per_peer/cli → nat → metrics → config → client → event → event_loop.
+//! Layers: error → ids/clock/interfaces → codec/rate/keys/ledger/owner/pending/per_peer/cli → nat → metrics → config → client → event → event_loop.
 #![deny(missing_docs)]
 
 pub mod cli;
@@ -41,6 +42,7 @@ pub mod error;
 pub mod event;
 pub mod event_loop;
 pub mod ids;
+pub mod interfaces;
 pub mod keys;
 pub mod ledger;
 pub mod metrics;

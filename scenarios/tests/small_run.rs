@@ -133,6 +133,14 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
         v
     };
     assert_eq!(strip(&r), strip(&again));
+    // And the model files byte for byte: every node's model.bpk and the global one (burn's
+    // random parameter ids made the node files differ, issue #21 item 5).
+    let mut files: Vec<(PathBuf, PathBuf)> =
+        (0..4).map(|i| (run_dir.node(i).state().join("model.bpk"), rel.node(i).state().join("model.bpk"))).collect();
+    files.push((run_dir.global_model().with_extension("bpk"), rel.global_model().with_extension("bpk")));
+    for (a, b) in files {
+        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "{} and {} differ", a.display(), b.display());
+    }
 }
 
 /// `fd-scenarios run FILE --seeds 0,1` records its command, day and commit in `results.json`,
