@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{Client, Command, Responder, Shared};
 use crate::codec::{self, Written};
 use crate::config::NetConfig;
+use crate::denied::{DeniedLog, Who};
 use crate::error::{Error, RequestFailure};
 use crate::event::Event;
 use crate::ids::{participant, peer_id};
@@ -83,8 +84,10 @@ struct PendingRequest {
     attempt: u8,
 }
 
-/// Off-roster connection attempts are logged once per peer (or address) per this interval.
+/// Refused connections are logged once per peer (or IP address) per this interval…
 const DENIED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// …and for at most this many peers and addresses at once (see [`crate::denied`]).
+const DENIED_LOG_KEYS: usize = 4096;
 
 struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -99,7 +102,7 @@ struct EventLoop {
     /// Disconnections the owner has not taken yet (at most one per peer).
     backlog: VecDeque<ParticipantId>,
     rate: Limiter,
-    denied_logged: HashMap<String, Instant>,
+    denied: DeniedLog,
     pending_listen: HashMap<ListenerId, (String, oneshot::Sender<Result<Multiaddr, Error>>)>,
     pending_dial: HashMap<ConnectionId, (String, oneshot::Sender<Result<PeerId, Error>>)>,
     pending_request: HashMap<OutboundRequestId, PendingRequest>,
@@ -135,7 +138,7 @@ pub fn spawn(
         inbound: Arc::new(Semaphore::new(cfg.max_inbound.max(1))),
         backlog: VecDeque::new(),
         rate: Limiter::new(&cfg.rate_limits),
-        denied_logged: HashMap::new(),
+        denied: DeniedLog::new(DENIED_LOG_INTERVAL, DENIED_LOG_KEYS),
         pending_listen: HashMap::new(),
         pending_dial: HashMap::new(),
         pending_request: HashMap::new(),
@@ -367,8 +370,7 @@ impl EventLoop {
                 send_back_addr,
                 ..
             } => {
-                let who = peer_id.map(|p| p.to_base58()).unwrap_or_else(|| send_back_addr.to_string());
-                self.log_denied(who, &error.to_string());
+                self.log_denied(Who::of(peer_id, &send_back_addr), &error);
             }
             SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
                 tracing::debug!(peer = %send_back_addr, %error, "incoming connection failed")
@@ -407,19 +409,12 @@ impl EventLoop {
         let _ = reply.send(Err(e));
     }
 
-    /// Logs a refused connection once per peer per [`DENIED_LOG_INTERVAL`], so that a peer off
-    /// the roster that keeps dialling cannot flood the log.
-    fn log_denied(&mut self, who: String, error: &str) {
-        let now = Instant::now();
-        if self.denied_logged.len() > 4096 {
-            self.denied_logged.retain(|_, t| now.duration_since(*t) < DENIED_LOG_INTERVAL);
-        }
-        match self.denied_logged.get(&who) {
-            Some(t) if now.duration_since(*t) < DENIED_LOG_INTERVAL => {}
-            _ => {
-                tracing::warn!(peer = %who, %error, "incoming connection refused");
-                self.denied_logged.insert(who, now);
-            }
+    /// Logs a refused connection once per peer (or IP address) per [`DENIED_LOG_INTERVAL`], so
+    /// that a peer off the roster that keeps dialling, or a host that keeps reconnecting from new
+    /// ports, can flood neither the log nor the swarm task.
+    fn log_denied(&mut self, who: Who, error: &ListenError) {
+        if let Some(suppressed) = self.denied.admit(&who, Instant::now()) {
+            tracing::warn!(peer = %who, %error, suppressed, "incoming connection refused");
         }
     }
 

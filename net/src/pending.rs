@@ -57,7 +57,7 @@ impl PendingPerIp {
 }
 
 /// The IP address of a direct (not relayed) connection's remote address.
-fn direct_ip(addr: &Multiaddr) -> Option<IpAddr> {
+pub(crate) fn direct_ip(addr: &Multiaddr) -> Option<IpAddr> {
     if addr.iter().any(|p| p == Protocol::P2pCircuit) {
         return None;
     }
