@@ -1,13 +1,16 @@
-//! Which refused connections are logged: one line per peer (or, before its key is known, per IP
-//! address) per interval, in bounded memory and constant time per refusal.
+//! Which refused connections are logged: one line per IP address (or, through a relay, per peer)
+//! per interval, at most a fixed number of lines an interval in all, in bounded memory and
+//! constant time per refusal; the rest are counted and summed up in one line an interval.
 //!
 //! Refusals come at the rate a flood makes them, on the swarm task. A host that holds silent
 //! connections from one address is refused at every reconnection, each from another port: keyed by
-//! the whole address, every refusal was new and logged (tens of thousands of lines a minute), and
-//! the table of keys, pruned by a scan of all of it on every refusal once it held 4096, cost the
-//! swarm task most of its time (the flood test's aggregator spent 58% of it there). Keys are now
-//! the peer or the IP address; they expire oldest first from a queue, and while the table is full
-//! a new key is counted, not logged.
+//! the whole address, every refusal was new and logged (300 quick connects logged 300 WARN lines in
+//! a second), and the table of keys, pruned by a scan of all of it on every refusal once it held
+//! 4096, cost the swarm task most of its time (the flood test's aggregator spent 58% of it there).
+//! A host with many addresses (an IPv6 /64, a botnet) or many keys still made a line per address
+//! or key. Keys are now the IP address of a direct connection (whatever its port or key) and the
+//! peer of a relayed one; they expire oldest first from a queue; and the lines of all keys share
+//! one budget an interval. What is not logged is counted ([`DeniedLog::summary`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -19,20 +22,20 @@ use libp2p::{Multiaddr, PeerId};
 /// Who a refused connection came from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Who {
-    /// Its key, once the handshake has told it.
-    Peer(PeerId),
-    /// Its IP address, before that (whatever the port).
+    /// The IP address of a direct connection (whatever its port, whatever key it shows).
     Ip(IpAddr),
-    /// Its whole address, when it has no IP address of its own (through a relay).
+    /// The key of a relayed connection, once the handshake has told it (its address is the relay's).
+    Peer(PeerId),
+    /// Its whole address, when it has neither (through a relay, before the handshake).
     Addr(Multiaddr),
 }
 
 impl Who {
-    /// The peer if known, else the IP address of a direct connection, else the address.
+    /// The IP address of a direct connection, else the peer if known, else the address.
     pub(crate) fn of(peer: Option<PeerId>, remote: &Multiaddr) -> Self {
-        match (peer, crate::pending::direct_ip(remote)) {
-            (Some(p), _) => Self::Peer(p),
-            (None, Some(ip)) => Self::Ip(ip),
+        match (crate::pending::direct_ip(remote), peer) {
+            (Some(ip), _) => Self::Ip(ip),
+            (None, Some(p)) => Self::Peer(p),
             (None, None) => Self::Addr(remote.clone()),
         }
     }
@@ -41,36 +44,41 @@ impl Who {
 impl fmt::Display for Who {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Peer(p) => p.fmt(f),
             Self::Ip(ip) => ip.fmt(f),
+            Self::Peer(p) => p.fmt(f),
             Self::Addr(a) => a.fmt(f),
         }
     }
 }
 
-/// The keys logged within the last interval.
+/// The keys logged within the last interval, and the lines left in this one.
 #[derive(Debug)]
 pub(crate) struct DeniedLog {
     interval: Duration,
     capacity: usize,
+    /// Lines an interval, all keys together.
+    budget: u32,
     /// The keys logged within the interval (each also once in `order`).
     logged: HashMap<Who, Instant>,
     /// The same keys, oldest first.
     order: VecDeque<(Instant, Who)>,
-    /// Refusals not logged since the last line that was.
+    /// When the budget's current interval began, and the lines logged in it.
+    window: Option<(Instant, u32)>,
+    /// Refusals not logged since the last summary.
     suppressed: u64,
 }
 
 impl DeniedLog {
-    /// One line per key per `interval`, at most `capacity` keys at once.
-    pub(crate) fn new(interval: Duration, capacity: usize) -> Self {
-        Self { interval, capacity, logged: HashMap::new(), order: VecDeque::new(), suppressed: 0 }
+    /// One line per key per `interval`, at most `capacity` keys at once and `budget` lines an
+    /// interval in all.
+    pub(crate) fn new(interval: Duration, capacity: usize, budget: u32) -> Self {
+        Self { interval, capacity, budget, logged: HashMap::new(), order: VecDeque::new(), window: None, suppressed: 0 }
     }
 
-    /// Whether a refusal of `who` at `now` is to be logged: `Some(n)` with the refusals left
-    /// unlogged since the last line, `None` if `who` was logged within the interval or the table
-    /// is full of keys that were.
-    pub(crate) fn admit(&mut self, who: &Who, now: Instant) -> Option<u64> {
+    /// Whether a refusal of `who` at `now` is to be logged: not if `who` was logged within the
+    /// interval, if the table is full of keys that were, or if this interval's lines are spent;
+    /// then it is counted for the next [`DeniedLog::summary`].
+    pub(crate) fn admit(&mut self, who: &Who, now: Instant) -> bool {
         while let Some((at, _)) = self.order.front()
             && now.saturating_duration_since(*at) >= self.interval
         {
@@ -78,13 +86,27 @@ impl DeniedLog {
                 self.logged.remove(&old);
             }
         }
-        if self.logged.contains_key(who) || self.logged.len() >= self.capacity {
+        let lines = match self.window {
+            Some((start, lines)) if now.saturating_duration_since(start) < self.interval => lines,
+            _ => {
+                self.window = Some((now, 0));
+                0
+            }
+        };
+        if self.logged.contains_key(who) || self.logged.len() >= self.capacity || lines >= self.budget {
             self.suppressed += 1;
-            return None;
+            return false;
         }
+        self.window = self.window.map(|(start, n)| (start, n + 1));
         self.logged.insert(who.clone(), now);
         self.order.push_back((now, who.clone()));
-        Some(std::mem::take(&mut self.suppressed))
+        true
+    }
+
+    /// The refusals not logged since the last call, if there were any (the event loop calls it
+    /// once an interval and logs one line with the number).
+    pub(crate) fn summary(&mut self) -> Option<u64> {
+        Some(std::mem::take(&mut self.suppressed)).filter(|n| *n > 0)
     }
 }
 
@@ -99,46 +121,68 @@ mod tests {
     const MINUTE: Duration = Duration::from_secs(60);
 
     #[test]
-    fn one_address_is_one_key_whatever_its_port() {
+    fn one_address_is_one_key_whatever_its_port_or_key() {
         let (a, b) = (addr("/ip4/127.0.0.2/tcp/40001"), addr("/ip4/127.0.0.2/tcp/40002"));
         assert_eq!(Who::of(None, &a), Who::of(None, &b));
         assert_eq!(Who::of(None, &a).to_string(), "127.0.0.2");
+        assert_eq!(Who::of(Some(PeerId::random()), &a), Who::of(Some(PeerId::random()), &b), "fresh keys");
         let peer = PeerId::random();
-        assert_eq!(Who::of(Some(peer), &a), Who::Peer(peer), "the key, once known, names the peer");
         let relayed =
             addr("/ip4/10.0.0.9/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit");
         assert_eq!(Who::of(None, &relayed), Who::Addr(relayed.clone()));
+        assert_eq!(Who::of(Some(peer), &relayed), Who::Peer(peer), "through a relay, the key names it");
     }
 
     /// The half-open flood: one address reconnecting from every port logs one line a minute,
-    /// and the lines say how many refusals they stand for.
+    /// and the summaries count the rest.
     #[test]
     fn a_flood_from_one_address_logs_once_an_interval() {
-        let mut log = DeniedLog::new(MINUTE, 4096);
+        let mut log = DeniedLog::new(MINUTE, 4096, 20);
         let t0 = Instant::now();
-        let logged: Vec<(u64, u64)> = (0..30_000u64)
-            .filter_map(|i| {
+        let mut summaries = Vec::new();
+        let logged: Vec<u64> = (0..30_000u64)
+            .filter(|i| {
                 let who = Who::of(None, &addr(&format!("/ip4/127.0.0.2/tcp/{}", 30_000 + i)));
-                log.admit(&who, t0 + Duration::from_millis(10 * i)).map(|n| (i, n))
+                let logged = log.admit(&who, t0 + Duration::from_millis(10 * i));
+                if i % 6000 == 5999 {
+                    summaries.extend(log.summary());
+                }
+                logged
             })
             .collect();
         // 300 s of refusals, 100 a second: at 0, 60, 120, 180 and 240 s.
-        assert_eq!(logged, vec![(0, 0), (6000, 5999), (12_000, 5999), (18_000, 5999), (24_000, 5999)]);
+        assert_eq!(logged, vec![0, 6000, 12_000, 18_000, 24_000]);
+        assert_eq!(summaries, vec![5999; 5]);
+        assert_eq!(log.summary(), None, "nothing since the last summary");
+    }
+
+    /// Many addresses (one each) share the budget: 20 lines a minute whatever their number.
+    #[test]
+    fn many_addresses_share_one_budget() {
+        let mut log = DeniedLog::new(MINUTE, 4096, 20);
+        let t0 = Instant::now();
+        let ip = |i: u32| Who::Ip(IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+        let logged = (0..3000).filter(|&i| log.admit(&ip(i), t0 + Duration::from_millis(u64::from(i)))).count();
+        assert_eq!(logged, 20);
+        assert_eq!(log.summary(), Some(2980));
+        // A new interval, a new budget.
+        assert!(log.admit(&ip(5000), t0 + MINUTE));
     }
 
     #[test]
     fn keys_expire_oldest_first_and_a_full_table_counts_new_keys() {
-        let mut log = DeniedLog::new(MINUTE, 2);
+        let mut log = DeniedLog::new(MINUTE, 2, 100);
         let t0 = Instant::now();
         let ip = |i: u8| Who::Ip(IpAddr::from([10, 0, 0, i]));
-        assert_eq!(log.admit(&ip(1), t0), Some(0));
-        assert_eq!(log.admit(&ip(2), t0 + Duration::from_secs(30)), Some(0));
-        assert_eq!(log.admit(&ip(1), t0 + Duration::from_secs(59)), None, "within its interval");
-        assert_eq!(log.admit(&ip(3), t0 + Duration::from_secs(59)), None, "the table is full");
+        assert!(log.admit(&ip(1), t0));
+        assert!(log.admit(&ip(2), t0 + Duration::from_secs(30)));
+        assert!(!log.admit(&ip(1), t0 + Duration::from_secs(59)), "within its interval");
+        assert!(!log.admit(&ip(3), t0 + Duration::from_secs(59)), "the table is full");
         // ip(1) has expired; ip(2) has not.
-        assert_eq!(log.admit(&ip(3), t0 + MINUTE), Some(2));
-        assert_eq!(log.admit(&ip(2), t0 + MINUTE), None);
+        assert!(log.admit(&ip(3), t0 + MINUTE));
+        assert!(!log.admit(&ip(2), t0 + MINUTE));
         assert_eq!((log.logged.len(), log.order.len()), (2, 2));
-        assert_eq!(log.admit(&ip(2), t0 + Duration::from_secs(90)), Some(1));
+        assert!(log.admit(&ip(2), t0 + Duration::from_secs(90)));
+        assert_eq!(log.summary(), Some(3));
     }
 }

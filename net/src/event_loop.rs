@@ -84,10 +84,13 @@ struct PendingRequest {
     attempt: u8,
 }
 
-/// Refused connections are logged once per peer (or IP address) per this interval…
+/// Refused connections are logged once per IP address (or relayed peer) per this interval…
 const DENIED_LOG_INTERVAL: Duration = Duration::from_secs(60);
-/// …and for at most this many peers and addresses at once (see [`crate::denied`]).
+/// …for at most this many addresses and peers at once (see [`crate::denied`])…
 const DENIED_LOG_KEYS: usize = 4096;
+/// …in at most this many lines an interval in all; the rest are counted, and summed up in one
+/// line an interval.
+const DENIED_LOG_LINES: u32 = 20;
 
 struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -138,7 +141,7 @@ pub fn spawn(
         inbound: Arc::new(Semaphore::new(cfg.max_inbound.max(1))),
         backlog: VecDeque::new(),
         rate: Limiter::new(&cfg.rate_limits),
-        denied: DeniedLog::new(DENIED_LOG_INTERVAL, DENIED_LOG_KEYS),
+        denied: DeniedLog::new(DENIED_LOG_INTERVAL, DENIED_LOG_KEYS, DENIED_LOG_LINES),
         pending_listen: HashMap::new(),
         pending_dial: HashMap::new(),
         pending_request: HashMap::new(),
@@ -211,8 +214,11 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
 
 impl EventLoop {
     async fn run(mut self, token: CancellationToken) {
+        let mut summary =
+            tokio::time::interval_at(tokio::time::Instant::now() + DENIED_LOG_INTERVAL, DENIED_LOG_INTERVAL);
         loop {
             tokio::select! {
+                _ = summary.tick() => self.summarise_denied(),
                 _ = token.cancelled() => break,
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd),
@@ -230,6 +236,7 @@ impl EventLoop {
                 _ = self.events.closed() => break,
             }
         }
+        self.summarise_denied();
         self.shutdown().await;
     }
 
@@ -370,7 +377,8 @@ impl EventLoop {
                 send_back_addr,
                 ..
             } => {
-                self.log_denied(Who::of(peer_id, &send_back_addr), &error);
+                self.shared.count_refused_connection();
+                self.log_denied(Who::of(peer_id, &send_back_addr), peer_id, &error);
             }
             SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
                 tracing::debug!(peer = %send_back_addr, %error, "incoming connection failed")
@@ -409,12 +417,24 @@ impl EventLoop {
         let _ = reply.send(Err(e));
     }
 
-    /// Logs a refused connection once per peer (or IP address) per [`DENIED_LOG_INTERVAL`], so
-    /// that a peer off the roster that keeps dialling, or a host that keeps reconnecting from new
-    /// ports, can flood neither the log nor the swarm task.
-    fn log_denied(&mut self, who: Who, error: &ListenError) {
-        if let Some(suppressed) = self.denied.admit(&who, Instant::now()) {
-            tracing::warn!(peer = %who, %error, suppressed, "incoming connection refused");
+    /// Logs a refused connection once per IP address (or relayed peer) per
+    /// [`DENIED_LOG_INTERVAL`], and no more than [`DENIED_LOG_LINES`] lines an interval in all, so
+    /// that a peer off the roster that keeps dialling, a host that keeps reconnecting from new
+    /// ports, or many hosts at once, can flood neither the log nor the swarm task.
+    fn log_denied(&mut self, who: Who, peer: Option<PeerId>, error: &ListenError) {
+        if self.denied.admit(&who, Instant::now()) {
+            tracing::warn!(from = %who, peer = peer.map(tracing::field::display), %error, "incoming connection refused");
+        }
+    }
+
+    /// The one line an interval that counts the refused connections not logged.
+    fn summarise_denied(&mut self) {
+        if let Some(suppressed) = self.denied.summary() {
+            tracing::warn!(
+                suppressed,
+                interval_s = DENIED_LOG_INTERVAL.as_secs(),
+                "incoming connections refused and not logged"
+            );
         }
     }
 
