@@ -158,9 +158,11 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
     let key = identity::Keypair::ed25519_from_bytes(&mut seed).map_err(|e| Error::Setup(e.into()))?;
     let timeout = cfg.request_timeout;
     let streams = cfg.max_streams_per_connection.max(1);
-    // Muxer streams: request-response's, plus identify, ping and their negotiation. A peer that
-    // opens more has its connection closed by the muxer.
-    let muxer_streams = streams + 8;
+    // Muxer streams: request-response's, plus identify, ping and their negotiation, plus one a
+    // relayed circuit where there are any (a relay's connection to the aggregator carries every
+    // node's). A peer that opens more has its connection closed by the muxer; request-response
+    // keeps its own cap on its streams.
+    let muxer_streams = streams + 8 + cfg.circuit_streams;
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established_per_peer(Some(cfg.connections_per_peer()))
         .with_max_pending_incoming(Some(cfg.max_pending_incoming.max(1)));
