@@ -22,7 +22,8 @@ use libp2p::{Multiaddr, PeerId};
 /// Who a refused connection came from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Who {
-    /// The IP address of a direct connection (whatever its port, whatever key it shows).
+    /// The IP address of a direct connection (whatever its port, whatever key it shows; an IPv6
+    /// address's /64).
     Ip(IpAddr),
     /// The key of a relayed connection, once the handshake has told it (its address is the relay's).
     Peer(PeerId),
@@ -34,7 +35,7 @@ impl Who {
     /// The IP address of a direct connection, else the peer if known, else the address.
     pub(crate) fn of(peer: Option<PeerId>, remote: &Multiaddr) -> Self {
         match (crate::pending::direct_ip(remote), peer) {
-            (Some(ip), _) => Self::Ip(ip),
+            (Some(ip), _) => Self::Ip(crate::pending::prefix(ip)),
             (None, Some(p)) => Self::Peer(p),
             (None, None) => Self::Addr(remote.clone()),
         }
