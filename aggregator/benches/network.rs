@@ -60,6 +60,7 @@ fn config(dir: &Path, nodes: &[Identity], rounds: u64) -> AggregatorConfig {
             quorum: Some(nodes.len()),
             deadline_secs: 60.0,
             sample_count_clip: 2.0,
+            secure_aggregation: None,
         },
         consensus: Default::default(),
         student: StudentConfig {

@@ -172,6 +172,80 @@ pub struct RoundConfig {
     /// for it) counts at most this multiple of the median count of the round; ≥ 1.
     #[serde(default = "default_sample_count_clip")]
     pub sample_count_clip: f64,
+    /// Secure aggregation: the aggregator learns only the sum of the round's soft labels, never
+    /// one node's ([`SecureAggregation`]). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_aggregation: Option<SecureAggregation>,
+}
+
+/// `[round.secure_aggregation]`: each round's cohort masks its soft labels in pairs (SecAgg+,
+/// [`protocol::secagg`]); the aggregator unmasks only the sum over the members that stayed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureAggregation {
+    /// T: shares that rebuild a member's secrets, and members that must survive the round (and
+    /// sign its survivor list). Default: half a member's neighbours, plus one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<usize>,
+    /// k: neighbours each member masks with (default 2⌈log₂ n⌉, the complete graph when that is
+    /// not smaller than the cohort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degree: Option<usize>,
+    /// Fixed-point scale S of the soft labels: 255 (the `q8` encoding's precision, 2-byte words
+    /// up to 257 members) or up to 2¹⁶ (finer, 3- or 4-byte words).
+    #[serde(default = "default_secure_scale")]
+    pub scale: u32,
+    /// Seconds the aggregator waits for the members' answers at each of the protocol's steps
+    /// (keys, shares, signatures, unmasking); a member that does not answer in time drops out.
+    #[serde(default = "default_stage_secs")]
+    pub stage_secs: f64,
+}
+
+fn default_secure_scale() -> u32 {
+    255
+}
+
+fn default_stage_secs() -> f64 {
+    10.0
+}
+
+impl SecureAggregation {
+    /// The protocol's parameters for a cohort of `n`.
+    pub fn params(&self, n: usize) -> Result<protocol::secagg::Params, Error> {
+        let fixed = protocol::secagg::FixedPoint::new(self.scale)
+            .map_err(|e| Error::config("round.secure_aggregation.scale", e))?;
+        let bits = fixed.bits_for(n).map_err(|e| Error::config("round.secure_aggregation.scale", e))?;
+        let k = self.degree.unwrap_or_else(|| protocol::secagg::default_degree(n)).min(n.saturating_sub(1));
+        let threshold = self.threshold.unwrap_or(k / 2 + 1).max(2);
+        Ok(protocol::secagg::Params { threshold, degree: self.degree, bits })
+    }
+
+    fn validate(&self, roster: usize, quorum: usize) -> Result<(), Error> {
+        let key = "round.secure_aggregation";
+        if let Some(t) = self.threshold
+            && (t < 2 || t > quorum || t >= roster)
+        {
+            return Err(Error::config(
+                format!("{key}.threshold"),
+                format!(
+                    "{t} must be at least 2, at most the quorum ({quorum}) and below the roster size ({roster}): a round closes with the quorum, and T of its members must survive to unmask the sum"
+                ),
+            ));
+        }
+        if let Some(k) = self.degree
+            && (k < 2 || k > 255)
+        {
+            return Err(Error::config(format!("{key}.degree"), format!("{k} must be 2 to 255")));
+        }
+        if self.scale == 0 || self.scale > 1 << 16 {
+            return Err(Error::config(format!("{key}.scale"), format!("{} must be 1 to 65536", self.scale)));
+        }
+        self.params(roster)?;
+        if !(self.stage_secs.is_finite() && self.stage_secs > 0.0) {
+            return Err(Error::config(format!("{key}.stage_secs"), "must be positive"));
+        }
+        Ok(())
+    }
 }
 
 fn default_sample_count_clip() -> f64 {
@@ -281,6 +355,9 @@ impl RoundConfig {
                 format!("{} must be a number ≥ 1", self.sample_count_clip),
             ));
         }
+        if let Some(secure) = &self.secure_aggregation {
+            secure.validate(roster, quorum)?;
+        }
         Ok(())
     }
 
@@ -298,6 +375,31 @@ impl RoundConfig {
                     (1000.0 / quorum as f32).ceil() / 1000.0
                 ),
             ));
+        }
+        if self.secure_aggregation.is_some() {
+            // The aggregator only ever holds the sum: a rule that needs each node's row, or its
+            // weight, cannot run on it.
+            let needs_rows = match consensus.rule {
+                Rule::Mean => None,
+                Rule::WeightedBySamples => Some("weighted_by_samples (each node's weight multiplies its row)"),
+                Rule::Median => Some("median"),
+                Rule::TrimmedMean { .. } => Some("trimmed_mean"),
+                Rule::Confidence { .. } => Some("confidence (each node's row is weighted by its own entropy)"),
+            };
+            if let Some(rule) = needs_rows {
+                return Err(Error::config(
+                    "consensus.rule",
+                    format!(
+                        "{rule} needs every node's soft labels, but round.secure_aggregation lets the aggregator see only their sum: use `mean` (abstention-aware), or turn secure aggregation off"
+                    ),
+                ));
+            }
+            if consensus.center_clip.is_some() {
+                return Err(Error::config(
+                    "consensus.center_clip",
+                    "centered clipping needs every node's row of a sample, but round.secure_aggregation lets the aggregator see only their sum: remove it, or turn secure aggregation off",
+                ));
+            }
         }
         Ok(())
     }
@@ -417,6 +519,7 @@ mod tests {
                 quorum,
                 deadline_secs: 5.0,
                 sample_count_clip: 2.0,
+                secure_aggregation: None,
             },
             consensus: ConsensusConfig { rule, ..Default::default() },
             student: StudentConfig {
@@ -452,6 +555,45 @@ mod tests {
         assert!(e.contains("0.334"), "the smallest trim that works is named: {e}");
         assert!(config(10, Some(3), Rule::TrimmedMean { trim: 0.334 }).validate().is_ok());
         assert_eq!(field(config(5, None, Rule::Confidence { power: 1.0, max_share: 0.5 })), "consensus");
+    }
+
+    #[test]
+    fn secure_aggregation_refuses_rules_that_need_rows_and_bad_thresholds_naming_the_setting() {
+        let secure = |n: u8, rule: Rule, threshold: Option<usize>| {
+            let mut c = config(n, None, rule);
+            c.round.secure_aggregation =
+                Some(SecureAggregation { threshold, degree: None, scale: 255, stage_secs: 10.0 });
+            c
+        };
+        assert!(secure(5, Rule::Mean, None).validate().is_ok());
+        assert!(secure(5, Rule::Mean, Some(3)).validate().is_ok());
+        for rule in [Rule::Median, Rule::WeightedBySamples, Rule::CONFIDENCE, Rule::TrimmedMean { trim: 0.34 }] {
+            assert_eq!(field(secure(5, rule.clone(), None)), "consensus.rule", "{rule:?}");
+            // The same rule without secure aggregation is accepted.
+            assert!(config(5, None, rule).validate().is_ok());
+        }
+        let mut clipped = secure(5, Rule::Mean, None);
+        clipped.consensus.center_clip = Some(2.0);
+        assert_eq!(field(clipped), "consensus.center_clip");
+        // T above the quorum (4 of 5) could never be met by a round that closes at the quorum.
+        assert_eq!(field(secure(5, Rule::Mean, Some(5))), "round.secure_aggregation.threshold");
+        assert_eq!(field(secure(5, Rule::Mean, Some(1))), "round.secure_aggregation.threshold");
+        let mut wide = secure(5, Rule::Mean, None);
+        if let Some(s) = &mut wide.round.secure_aggregation {
+            s.scale = 1 << 20;
+        }
+        assert_eq!(field(wide), "round.secure_aggregation.scale");
+    }
+
+    #[test]
+    fn secure_aggregation_defaults_pick_a_threshold_below_the_neighbourhood_and_a_word_that_holds_the_sum() {
+        let s = SecureAggregation { threshold: None, degree: None, scale: 255, stage_secs: 10.0 };
+        // 5 members: the complete graph (4 neighbours), T = 3, 16-bit words (5 × 255 < 2¹⁶).
+        assert_eq!(s.params(5).unwrap(), protocol::secagg::Params { threshold: 3, degree: None, bits: 16 });
+        // 100 members: 14 neighbours, T = 8.
+        assert_eq!(s.params(100).unwrap().threshold, 8);
+        let fine = SecureAggregation { scale: 1 << 16, ..s };
+        assert_eq!(fine.params(100).unwrap().bits, 24);
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub mod report;
 pub mod roster_edit;
 pub mod round;
 mod rounds;
+mod secure;
 mod serve;
 mod service;
 mod state;

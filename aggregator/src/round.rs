@@ -20,6 +20,8 @@
 use std::collections::{BTreeSet, HashSet};
 
 use learning::consensus::{self, Combined, ConsensusConfig, MIN_PARTICIPANTS, MeanAccumulator, Rule};
+use protocol::message::{Reply, SecureReply};
+use protocol::secagg;
 use protocol::{Limits, ParticipantId, RefusalReason, RoundAnnouncement, Submission};
 use tokio::time::Instant;
 
@@ -32,6 +34,9 @@ type Kept = (Vec<f32>, Count, Option<Vec<bool>>);
 enum Collector {
     Stream(MeanAccumulator),
     Keep(Vec<Kept>),
+    /// Secure aggregation: the masked vectors are summed by the protocol's server, which never
+    /// holds one unmasked.
+    Secure(Box<secagg::Server>),
 }
 
 /// A submission's payload, decoded: its probabilities (`samples × classes`) and the samples it
@@ -115,6 +120,56 @@ impl RoundState {
         self
     }
 
+    /// The secure round whose masked vectors `server` sums (before any submission): plain
+    /// submissions are refused from then on.
+    pub fn with_secure(mut self, server: secagg::Server) -> Self {
+        debug_assert!(self.accepted.is_empty(), "the server is set before the first submission");
+        self.collector = Collector::Secure(Box::new(server));
+        self
+    }
+
+    /// The secure round's server, if the round is secure.
+    pub fn server_mut(&mut self) -> Option<&mut secagg::Server> {
+        match &mut self.collector {
+            Collector::Secure(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Takes a member's masked vector: the checks of [`RoundState::admit`] (roster, round,
+    /// duplicate, announcement), then the server's; the error carries the reason code.
+    pub fn submit_masked(&mut self, from: ParticipantId, reply: SecureReply) -> Result<(), protocol::Error> {
+        let Reply::Masked(masked) = reply.reply else {
+            return Err(refused(
+                RefusalReason::Unavailable,
+                format!("a {} reply is not a request", reply.reply.name()),
+            ));
+        };
+        self.check_sender(from, reply.round)?;
+        if reply.announcement != self.announcement.digest() || reply.federation != self.announcement.federation {
+            return Err(refused(RefusalReason::WrongAnnouncement, "answers another announcement"));
+        }
+        let Collector::Secure(server) = &mut self.collector else {
+            return Err(refused(RefusalReason::Policy, "this round is not secure: send a submission"));
+        };
+        server.receive_masked(&from, masked).map_err(|e| refused(RefusalReason::InvalidValues, e.to_string()))?;
+        self.accepted.insert(from);
+        self.declined.remove(&from);
+        Ok(())
+    }
+
+    /// Closes a secure round and hands its server over for unmasking (`None`: not secure).
+    pub fn close_secure(&mut self) -> Option<Box<secagg::Server>> {
+        self.closed = true;
+        match std::mem::replace(&mut self.collector, Collector::Keep(Vec::new())) {
+            Collector::Secure(s) => Some(s),
+            other => {
+                self.collector = other;
+                None
+            }
+        }
+    }
+
     /// Streams the mean rules, except `weighted_by_samples` while a roster member has no
     /// declared count (its weight depends on the round's median).
     fn empty_collector(&self) -> Collector {
@@ -144,23 +199,32 @@ impl RoundState {
     /// The checks that do not read the payload: `from` is on the roster and has not answered
     /// yet, the round is open, and `sub` answers its announcement. Cheap.
     pub fn admit(&self, from: ParticipantId, sub: &Submission) -> Result<Admitted, protocol::Error> {
-        if !self.roster.contains(&from) {
-            return Err(refused(RefusalReason::NotOnRoster, "this key is not on the roster"));
-        }
-        if sub.round < self.round() || (sub.round == self.round() && self.closed) {
-            return Err(refused(RefusalReason::Late, format!("round {} is closed", sub.round)));
-        }
-        if sub.round > self.round() {
+        self.check_sender(from, sub.round)?;
+        if matches!(self.collector, Collector::Secure(_)) {
             return Err(refused(
-                RefusalReason::WrongRound,
-                format!("round {} is open, not {}", self.round(), sub.round),
+                RefusalReason::Policy,
+                "this round is secure: soft labels are taken masked only, never in the clear",
             ));
-        }
-        if self.accepted.contains(&from) {
-            return Err(refused(RefusalReason::Duplicate, format!("already submitted for round {}", sub.round)));
         }
         sub.check_against(&self.announcement)?;
         Ok(Admitted { from, count: self.counts.count(&from, sub.local_samples) })
+    }
+
+    /// `from` is on the roster (the cohort), has not answered `round` yet, and `round` is open.
+    fn check_sender(&self, from: ParticipantId, round: u64) -> Result<(), protocol::Error> {
+        if !self.roster.contains(&from) {
+            return Err(refused(RefusalReason::NotOnRoster, "this key is not on the roster"));
+        }
+        if round < self.round() || (round == self.round() && self.closed) {
+            return Err(refused(RefusalReason::Late, format!("round {round} is closed")));
+        }
+        if round > self.round() {
+            return Err(refused(RefusalReason::WrongRound, format!("round {} is open, not {round}", self.round())));
+        }
+        if self.accepted.contains(&from) {
+            return Err(refused(RefusalReason::Duplicate, format!("already submitted for round {round}")));
+        }
+        Ok(())
     }
 
     /// Records an admitted submission's decoded answer. Refused as late or duplicate if the
@@ -185,10 +249,18 @@ impl RoundState {
                 acc.add_rows(&probs, &rows).map_err(|e| refused(RefusalReason::WrongShape, e.to_string()))?;
             }
             Collector::Keep(v) => v.push((probs, count, abstained)),
+            Collector::Secure(_) => {
+                return Err(refused(RefusalReason::Policy, "this round is secure: soft labels are taken masked only"));
+            }
         }
         self.accepted.insert(from);
         self.declined.remove(&from);
         Ok(())
+    }
+
+    /// Whether `peer` is asked this round (a roster member; in a secure round, a cohort member).
+    pub fn asks(&self, peer: &ParticipantId) -> bool {
+        self.roster.contains(peer)
     }
 
     /// Participants whose submission was accepted.
@@ -254,6 +326,7 @@ impl RoundState {
             )));
         }
         match &self.collector {
+            Collector::Secure(_) => Err(failed("a secure round is closed by unmasking its sum".into())),
             Collector::Stream(acc) => {
                 if acc.nodes() == 0 {
                     return Err(failed("no submissions".into()));
@@ -319,6 +392,7 @@ pub(crate) mod tests {
             temperature: 2.0,
             deadline_unix_ms: 0,
             encoding: Encoding::F32,
+            secure: None,
         }
     }
 

@@ -2,7 +2,9 @@
 //! [`Aggregator::collect`] (until everyone answered or declined, or the deadline passed with a
 //! quorum, see [`crate::collect`]; then combine, off the runtime) → [`Aggregator::distil`] (the
 //! student learns on its thread; late submissions are answered meanwhile) →
-//! [`Aggregator::publish`] (deliver the consensus → checkpoint → one log line).
+//! [`Aggregator::publish`] (deliver the consensus → checkpoint → one log line). A secure round
+//! opens with [`Aggregator::open_secure`] and closes with [`Aggregator::unmask`] instead
+//! ([`crate::secure`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +46,14 @@ impl Aggregator {
     /// Runs the rounds not yet completed. `Ok(false)`: stopped by `shutdown`.
     pub(crate) async fn rounds(&mut self, shutdown: &CancellationToken) -> Result<bool, Error> {
         for round in self.completed + 1..=self.cfg.rounds {
-            let open = self.open(round);
+            let open = if self.cfg.round.secure_aggregation.is_some() {
+                let Some((state, started, traffic)) = self.open_secure(round, shutdown).await? else {
+                    return Ok(false);
+                };
+                Round { state, started, traffic }
+            } else {
+                self.open(round)
+            };
             let Some(mut closed) = self.collect(open, shutdown).await? else { return Ok(false) };
             let Some(learnt) = self.distil(&mut closed, shutdown).await? else { return Ok(false) };
             self.publish(closed, learnt, shutdown).await?;
@@ -100,11 +109,16 @@ impl Aggregator {
                 }
             }
         }
-        let (state, combined) = tokio::task::spawn_blocking(move || {
-            let combined = state.close();
-            (state, combined)
-        })
-        .await?;
+        let (state, combined) = if self.cfg.round.secure_aggregation.is_some() {
+            let Some((combined, _survivors)) = self.unmask(&mut state, shutdown).await? else { return Ok(None) };
+            (state, Ok(combined))
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let combined = state.close();
+                (state, combined)
+            })
+            .await?
+        };
         let ann = &state.announcement;
         let rows = ann.selection.resolve(ann.reference_samples)?;
         Ok(Some(Closed { round: Round { state, started, traffic }, combined: Arc::new(combined?), rows }))
@@ -246,7 +260,7 @@ impl Aggregator {
         }
     }
 
-    fn announcement(&self, round: u64) -> RoundAnnouncement {
+    pub(crate) fn announcement(&self, round: u64) -> RoundAnnouncement {
         let deadline_ms = net::clock::now_ms() + (self.cfg.round.deadline_secs * 1000.0) as u64;
         RoundAnnouncement {
             federation: self.federation().clone(),
@@ -261,6 +275,7 @@ impl Aggregator {
             temperature: self.cfg.round.temperature,
             deadline_unix_ms: deadline_ms,
             encoding: self.cfg.round.encoding,
+            secure: None,
         }
     }
 }

@@ -69,6 +69,21 @@ impl Aggregator {
                 ReceiptStatus::Refused(RefusalReason::NotOnRoster),
                 "the reference set is served to the roster only",
             ),
+            Message::SecureReply(reply) => {
+                let round = reply.round;
+                match state.submit_masked(peer, reply) {
+                    Ok(()) => {
+                        self.telemetry.submissions.accepted.inc();
+                        tracing::info!(node = %self.name(&peer), round, "masked submission accepted");
+                        self.receipt(round, ReceiptStatus::Accepted, "")
+                    }
+                    Err(e) => {
+                        self.telemetry.submissions.refuse(e.refusal_reason());
+                        tracing::warn!(node = %self.name(&peer), round, reason = ?e.refusal_reason(), error = %e, "masked submission refused");
+                        self.receipt(round, ReceiptStatus::Refused(e.refusal_reason()), &e.to_string())
+                    }
+                }
+            }
             Message::Receipt(Receipt { round, status: ReceiptStatus::Refused(reason), detail, .. })
                 if reason == RefusalReason::DataMismatch && self.roster.contains_key(&peer) =>
             {
@@ -119,7 +134,7 @@ impl Aggregator {
         if let Err(e) = responder.respond(reply).await {
             tracing::warn!(error = %net::error::Chain(&e), "could not answer a hello");
         }
-        if accepted && !state.is_closed() {
+        if accepted && !state.is_closed() && state.asks(&peer) {
             self.send(peer, Message::RoundAnnouncement(state.announcement.clone()));
         }
     }

@@ -264,6 +264,7 @@ fn inbound_limits(cfg: &AggregatorConfig) -> Limits {
         max_samples: cfg.round.samples,
         max_classes: cfg.classes as u32,
         encoding: Some(cfg.round.encoding),
+        max_cohort: cfg.roster.len().max(protocol::secagg::MIN_COHORT) as u32,
         ..Limits::default()
     }
 }

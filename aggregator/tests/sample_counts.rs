@@ -113,6 +113,7 @@ async fn a_claimed_sample_count_is_clipped_and_a_declared_one_is_taken() {
             quorum: None,
             deadline_secs: 60.0,
             sample_count_clip: 2.0,
+            secure_aggregation: None,
         },
         consensus: ConsensusConfig { rule: Rule::WeightedBySamples, ..Default::default() },
         student: StudentConfig {

@@ -35,6 +35,7 @@ pub mod reachability;
 mod reference;
 pub mod refusal;
 mod run;
+mod secure;
 mod session;
 mod submit;
 pub mod trainer;

@@ -294,6 +294,7 @@ mod tests {
             temperature: 2.0,
             deadline_unix_ms: 0,
             encoding: Encoding::F32,
+            secure: None,
         }
     }
 

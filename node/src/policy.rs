@@ -57,6 +57,10 @@ pub struct QueryPolicy {
     /// rule asks for it (`weighted_by_samples` with no count declared in the roster).
     #[serde(default)]
     pub share_sample_count: bool,
+    /// Whether the node answers only rounds with secure aggregation: a round that would take
+    /// its soft labels in the clear is refused.
+    #[serde(default)]
+    pub require_secure_aggregation: bool,
 }
 
 /// Default of [`QueryPolicy::min_temperature`].
@@ -102,6 +106,7 @@ impl QueryPolicy {
             max_samples_per_round: DEFAULT_MAX_SAMPLES_PER_ROUND,
             max_rounds: DEFAULT_MAX_ROUNDS,
             share_sample_count: false,
+            require_secure_aggregation: false,
         }
     }
 
@@ -256,6 +261,7 @@ mod tests {
             temperature: 2.0,
             deadline_unix_ms: 0,
             encoding: Encoding::Q8,
+            secure: None,
         }
     }
 

@@ -132,6 +132,8 @@ pub async fn run_with(
         ),
         None => None,
     };
+    let identity =
+        Arc::new(protocol::Identity::from_seed(*loaded.identity.seed()).map_err(|e| Error::config("key", e))?);
     let (client, events, network) = net::spawn(loaded.identity, net_cfg, &shutdown)?;
     reachability::follow(client.reachability(), telemetry.reachability.clone(), cfg.state_dir.join(reachability::FILE));
     for addr in &cfg.listen {
@@ -160,6 +162,8 @@ pub async fn run_with(
         summary: NodeSummary::default(),
         telemetry,
         in_flight: Default::default(),
+        identity,
+        secure: None,
     };
     let result = session.run(&shutdown).await;
     // Shutdown, in order: the network (it drains what is in flight), the metrics endpoint, then

@@ -22,9 +22,10 @@ use std::time::Duration;
 
 use net::multiaddr::Multiaddr;
 use net::{Event, Responder};
+use protocol::message::{Reply, SecureReply, SecureStep};
 use protocol::{
-    FederationId, Hello, Message, ParticipantId, Receipt, ReceiptStatus, ReferenceSet, ReferenceSetId, RefusalReason,
-    RoundAnnouncement, Submission,
+    FederationId, Hello, Identity, Message, ParticipantId, Receipt, ReceiptStatus, ReferenceSet, ReferenceSetId,
+    RefusalReason, RoundAnnouncement, Submission,
 };
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
@@ -36,6 +37,7 @@ use crate::local::{self, Answer, Teacher};
 use crate::policy::{Answers, Decision, QueryPolicy};
 use crate::reference;
 use crate::refusal::Refusal;
+use crate::secure::Member;
 use crate::trainer::Trainer;
 
 /// How long a finished node waits for the aggregator to close the connection (so that the
@@ -103,6 +105,10 @@ pub(crate) struct Session {
     pub(crate) summary: NodeSummary,
     pub(crate) telemetry: crate::metrics::Metrics,
     pub(crate) in_flight: InFlight,
+    /// The node's signing key: it signs its pair keys and survivor lists in secure rounds.
+    pub(crate) identity: Arc<Identity>,
+    /// This node's side of the secure round under way, if any.
+    pub(crate) secure: Option<Member>,
 }
 
 /// The tasks a session runs beside its `select!`.
@@ -288,7 +294,7 @@ impl Session {
             }
             Ok(Decision::Resend(sub)) => {
                 tracing::info!(round = ann.round, "round asked again with the same question; sending the same answer");
-                self.send_submission(*sub, ann.deadline_unix_ms);
+                self.answer(&ann, *sub);
             }
             Err(r) => {
                 self.telemetry.decline(r.reason);
@@ -421,12 +427,13 @@ impl Session {
                 reason: RefusalReason::NotOnRoster,
                 detail: "only the aggregator may send requests".into(),
             }),
-            Message::RoundAnnouncement(ann) => self.take_announcement(ann),
-            Message::Consensus(c) => self.take_consensus(&c),
+            Message::RoundAnnouncement(ann) => self.take_announcement(ann).map(|()| None),
+            Message::Consensus(c) => self.take_consensus(&c).map(|()| None),
+            Message::SecureStep(step) if step.federation == self.federation => self.take_step(step),
             Message::Finished(f) => {
                 tracing::info!(rounds = f.rounds, detail = %f.detail, "the aggregator finished the federation");
                 self.summary.finished_after = Some(f.rounds);
-                Ok(())
+                Ok(None)
             }
             other => Err(Refusal {
                 reason: RefusalReason::Unavailable,
@@ -434,7 +441,13 @@ impl Session {
             }),
         };
         let (status, detail) = match outcome {
-            Ok(()) => (ReceiptStatus::Accepted, String::new()),
+            Ok(Some(reply)) => {
+                if let Err(e) = responder.respond(reply).await {
+                    tracing::warn!(error = %net::error::Chain(&e), "could not answer");
+                }
+                return;
+            }
+            Ok(None) => (ReceiptStatus::Accepted, String::new()),
             Err(r) => {
                 self.telemetry.decline(r.reason);
                 tracing::warn!(round, reason = ?r.reason, detail = %r.detail, "refusing a request");
@@ -463,7 +476,25 @@ impl Session {
                 detail: "this node's privacy budget cannot pay for another training".into(),
             });
         }
-        tracing::info!(round = ann.round, samples = ann.selection.len(), "round announced");
+        match &ann.secure {
+            Some(_) if self.secure.as_ref().is_none_or(|m| m.digest() != ann.digest()) => {
+                self.secure = Some(Member::new(&ann, &self.identity)?);
+            }
+            Some(_) => {}
+            None if self.policy.require_secure_aggregation => {
+                return Err(Refusal::new(
+                    RefusalReason::Policy,
+                    "this node answers only rounds with secure aggregation (policy.require_secure_aggregation)",
+                ));
+            }
+            None => {}
+        }
+        tracing::info!(
+            round = ann.round,
+            samples = ann.selection.len(),
+            secure = ann.secure.is_some(),
+            "round announced"
+        );
         if self.pending.as_ref().is_none_or(|p| p.round < ann.round) {
             self.pending = Some(ann);
         }
@@ -544,7 +575,91 @@ impl Session {
             }
             self.answers = answers;
         }
-        self.send_submission(sub, ann.deadline_unix_ms);
+        self.answer(&ann, sub);
+    }
+
+    /// Sends the answer `sub` to `ann`: as it is, or in a secure round masked, never in the
+    /// clear.
+    fn answer(&mut self, ann: &RoundAnnouncement, sub: Submission) {
+        if ann.secure.is_none() {
+            return self.send_submission(sub, ann.deadline_unix_ms);
+        }
+        match &mut self.secure {
+            Some(member) if member.digest() == ann.digest() => {
+                if let Err(r) = member.set_answer(&sub) {
+                    tracing::error!(round = ann.round, detail = %r.detail, "cannot mask the answer; not sending it");
+                    return;
+                }
+                self.send_masked();
+            }
+            _ => tracing::warn!(
+                round = ann.round,
+                "no secure-aggregation state for this round (the node restarted after the round began): the answer is not sent, and never in the clear"
+            ),
+        }
+    }
+
+    /// Sends the masked answer of the secure round under way, once the member holds both its
+    /// answer and its shares (and it is not being sent already).
+    fn send_masked(&mut self) {
+        let Some(member) = &mut self.secure else { return };
+        let round = member.round();
+        if self.in_flight.sending.contains(&round) || self.summary.accepted_rounds.contains(&round) {
+            return;
+        }
+        let masked = match member.masked() {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(r) => {
+                tracing::error!(round, detail = %r.detail, "cannot mask the answer; not sending it");
+                return;
+            }
+        };
+        let (threshold, neighbours, cohort) = member.protection();
+        tracing::info!(
+            round,
+            threshold,
+            neighbours,
+            cohort,
+            bytes = masked.words.len(),
+            "sending the answer masked (secure aggregation): the aggregator can remove the masks only from the sum of at least the threshold's members"
+        );
+        let message = Message::SecureReply(SecureReply {
+            federation: self.federation.clone(),
+            round,
+            announcement: member.digest(),
+            reply: Reply::Masked(masked),
+        });
+        let deadline = member.deadline_unix_ms();
+        self.in_flight.sending.insert(round);
+        let (client, aggregator, addr) = (self.client.clone(), self.aggregator, self.aggregator_addr.clone());
+        self.in_flight.sends.spawn(async move {
+            let answer = crate::submit::until_acknowledged(client, aggregator, addr, message, deadline).await;
+            (round, 0, answer)
+        });
+    }
+
+    /// Answers a step of the secure round under way.
+    fn take_step(&mut self, step: SecureStep) -> Result<Option<Message>, Refusal> {
+        let Some(member) = self.secure.as_mut().filter(|m| m.digest() == step.announcement && m.round() == step.round)
+        else {
+            return Err(Refusal::new(
+                RefusalReason::WrongAnnouncement,
+                "no secure round of this announcement under way",
+            ));
+        };
+        let name = step.step.name();
+        let reply = member.step(step.step, &self.identity)?;
+        tracing::debug!(round = step.round, step = name, "secure-aggregation step answered");
+        let round = member.round();
+        let announcement = member.digest();
+        if reply.is_none() {
+            // The shares arrived: the answer can go if it is ready.
+            self.send_masked();
+        }
+        Ok(reply.map(|reply| {
+            Message::SecureReply(SecureReply { federation: self.federation.clone(), round, announcement, reply })
+        }))
     }
 
     /// Starts sending `sub`, in a task that resends it until the aggregator acknowledges it or

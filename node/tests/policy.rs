@@ -169,6 +169,7 @@ fn announcement(round: u64, reference: ReferenceSetId) -> RoundAnnouncement {
         temperature: 2.0,
         deadline_unix_ms: 1,
         encoding: Encoding::Q8,
+        secure: None,
     }
 }
 

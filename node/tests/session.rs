@@ -113,6 +113,7 @@ fn announcement(round: u64, reference: ReferenceSetId) -> RoundAnnouncement {
         temperature: 2.0,
         deadline_unix_ms: net::clock::now_ms() + DEADLINE.as_millis() as u64,
         encoding: Encoding::Q8,
+        secure: None,
     }
 }
 

@@ -88,6 +88,8 @@ pub fn encode_body(message: &Message) -> Result<Vec<u8>> {
         Message::RefSetRequest(m) => to_bytes(m),
         Message::RefSetChunk(m) => to_bytes(m),
         Message::Finished(m) => to_bytes(m),
+        Message::SecureStep(m) => to_bytes(m),
+        Message::SecureReply(m) => to_bytes(m),
     }
 }
 
@@ -103,5 +105,7 @@ pub fn decode_body(kind: MessageKind, body: &[u8], cap: usize) -> Result<Message
         MessageKind::RefSetRequest => Message::RefSetRequest(from_bytes(body, cap)?),
         MessageKind::RefSetChunk => Message::RefSetChunk(from_bytes(body, cap)?),
         MessageKind::Finished => Message::Finished(from_bytes(body, cap)?),
+        MessageKind::SecureStep => Message::SecureStep(from_bytes(body, cap)?),
+        MessageKind::SecureReply => Message::SecureReply(from_bytes(body, cap)?),
     })
 }

@@ -92,11 +92,19 @@ pub struct Limits {
     pub max_classes: u32,
     /// The one encoding soft-label matrices may use, when the receiver knows it (None: any).
     pub encoding: Option<Encoding>,
+    /// Most members in a secure-aggregation cohort.
+    pub max_cohort: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_message_bytes: MAX_MESSAGE_BYTES, max_samples: 200_000, max_classes: 1_000, encoding: None }
+        Self {
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            max_samples: 200_000,
+            max_classes: 1_000,
+            encoding: None,
+            max_cohort: 1_024,
+        }
     }
 }
 
@@ -118,6 +126,18 @@ impl Limits {
         (self.max_samples as usize).saturating_mul(row)
     }
 
+    /// Largest secure-aggregation message these limits admit: a masked vector of 4-byte words
+    /// (`max_samples × (max_classes + 1)`), an unmask request signed by every member of the
+    /// largest cohort, or what a member sends its most numerous neighbours (at most 255).
+    pub fn max_secure_bytes(&self) -> usize {
+        let words = (self.max_samples as usize).saturating_mul(self.max_classes as usize + 1);
+        let masked = words.saturating_mul(4) + 16;
+        let cohort = self.max_cohort as usize;
+        let request = cohort.div_ceil(8) + cohort * (3 + 1 + 64) + 32;
+        let neighbours = 255 * (3 + 3 + 9 + 64 + 16) + 255 * (3 + 9 + 32 + 16) + 64;
+        masked.max(request).max(neighbours)
+    }
+
     /// Largest encoded body of a message of `kind`, never above `max_message_bytes`.
     pub fn body_cap(&self, kind: MessageKind) -> usize {
         let samples = self.max_samples as usize;
@@ -129,12 +149,14 @@ impl Limits {
             | MessageKind::Receipt
             | MessageKind::Finished
             | MessageKind::RefSetRequest => 0,
-            MessageKind::RoundAnnouncement => selection,
+            // The selection, and a secure round's cohort.
+            MessageKind::RoundAnnouncement => selection + 32 * self.max_cohort as usize,
             // The labels and an abstention mask of one bit a sample.
             MessageKind::Submission => self.max_labels_bytes() + crate::mask::mask_bytes(samples),
             // The selection, a weight byte and a count (a varint of at most 3 bytes) a sample.
             MessageKind::Consensus => selection + 4 * samples + self.max_labels_bytes(),
             MessageKind::RefSetChunk => MAX_CHUNK_BYTES as usize,
+            MessageKind::SecureStep | MessageKind::SecureReply => self.max_secure_bytes(),
         };
         cap.saturating_add(SMALL_BODY_BYTES).min(self.max_message_bytes)
     }

@@ -26,6 +26,8 @@ pub enum Stream {
     Shuffle = 8,
     /// Differentially private noise (index: step).
     Noise = 9,
+    /// The neighbourhood graph of a secure-aggregation round (index: round).
+    SecureGraph = 10,
 }
 
 /// The seed for `stream` and `index` under the base `seed`: SplitMix64's finaliser applied in

@@ -37,11 +37,15 @@ pub enum MessageKind {
     RefSetChunk = 8,
     /// [`Finished`](crate::Finished)
     Finished = 9,
+    /// [`SecureStep`](crate::message::SecureStep)
+    SecureStep = 10,
+    /// [`SecureReply`](crate::message::SecureReply)
+    SecureReply = 11,
 }
 
 impl MessageKind {
     /// Every kind.
-    pub const ALL: [MessageKind; 9] = [
+    pub const ALL: [MessageKind; 11] = [
         Self::Hello,
         Self::JoinReply,
         Self::RoundAnnouncement,
@@ -51,6 +55,8 @@ impl MessageKind {
         Self::RefSetRequest,
         Self::RefSetChunk,
         Self::Finished,
+        Self::SecureStep,
+        Self::SecureReply,
     ];
 
     /// Parses a kind byte.
@@ -65,6 +71,8 @@ impl MessageKind {
             7 => Self::RefSetRequest,
             8 => Self::RefSetChunk,
             9 => Self::Finished,
+            10 => Self::SecureStep,
+            11 => Self::SecureReply,
             other => return Err(Error::Kind(other)),
         })
     }

@@ -90,6 +90,7 @@ fn message() -> impl Strategy<Value = Message> {
                     temperature,
                     deadline_unix_ms,
                     encoding,
+                    secure: None,
                 })
             }
         ),
@@ -427,6 +428,7 @@ fn submissions_are_checked_against_the_announcement() {
         temperature: 2.0,
         deadline_unix_ms: 0,
         encoding: Encoding::Q8,
+        secure: None,
     };
     let good = Submission {
         federation: fed(),

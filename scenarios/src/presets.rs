@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aggregator::config::{DEFAULT_SAMPLE_COUNT_CLIP, RoundConfig, StudentConfig, Teaching};
+use aggregator::config::{DEFAULT_SAMPLE_COUNT_CLIP, RoundConfig, SecureAggregation, StudentConfig, Teaching};
 use learning::abstain::Abstain;
 use learning::consensus::{ConsensusConfig, Rule};
 use learning::data::{DataFormat, DataSpec, LabelColumn, Partition, Preprocess};
@@ -39,9 +39,19 @@ pub const PRESETS: &[Preset] = &[
         build: quickstart,
     },
     Preset {
+        name: "secure-quickstart",
+        about: "quickstart with secure aggregation: the aggregator sees only the sum of the nodes' soft labels (SecAgg+)",
+        build: secure_quickstart,
+    },
+    Preset {
         name: "digits-a05",
         about: "quickstart run to convergence: 30 rounds, every node learning every consensus sample each round (digest.cover)",
         build: digits_a05,
+    },
+    Preset {
+        name: "secure-digits-a05",
+        about: "digits-a05 with secure aggregation: the accuracy secure aggregation costs at convergence",
+        build: secure_digits_a05,
     },
     Preset {
         name: "digits-a01",
@@ -183,6 +193,7 @@ fn round(samples: u32, temperature: f32, encoding: Encoding, deadline_secs: f64)
         quorum: None,
         deadline_secs,
         sample_count_clip: DEFAULT_SAMPLE_COUNT_CLIP,
+        secure_aggregation: None,
     }
 }
 
@@ -217,6 +228,23 @@ fn mnist() -> DataSpec {
 /// MNIST's split: 5,000 test rows, 5,000 reference rows, at least 100 private rows a node.
 fn mnist_split(nodes: usize, partition: Partition) -> SplitSpec {
     SplitSpec { test: 5000, reference: 5000, nodes, partition, min_size: 100 }
+}
+
+/// [`quickstart`] with secure aggregation at its defaults (threshold, degree, scale 255).
+pub fn secure_quickstart() -> Scenario {
+    let mut s = quickstart();
+    s.name = "secure-quickstart".into();
+    s.round.secure_aggregation =
+        Some(SecureAggregation { threshold: None, degree: None, scale: 255, stage_secs: 10.0 });
+    s
+}
+
+/// [`digits_a05`] with secure aggregation at its defaults.
+pub fn secure_digits_a05() -> Scenario {
+    let mut s = digits_a05();
+    s.name = "secure-digits-a05".into();
+    s.round.secure_aggregation = secure_quickstart().round.secure_aggregation;
+    s
 }
 
 /// UCI digits, 10 nodes, Dirichlet α = 0.5, MLP nodes and student, 10 rounds.

@@ -50,6 +50,7 @@ pub fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
             quorum: Some(3),
             deadline_secs: 60.0,
             sample_count_clip: 2.0,
+            secure_aggregation: None,
         },
         consensus: Default::default(),
         student: StudentConfig {

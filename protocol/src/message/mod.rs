@@ -13,6 +13,9 @@
 //! aggregator → node   RefSetChunk
 //! ```
 //!
+//! With secure aggregation the announcement carries the round's cohort and the submission is
+//! replaced by the steps of [`secure`] ([`SecureStep`], [`SecureReply`]).
+//!
 //! One module per exchange: [`join`], [`round`], [`receipt`], [`transfer`]; [`selection`] is how a
 //! round names its samples and [`query`] the digest of what it asks. This module ties them into
 //! [`Message`] and validates structure. The kind byte of each message, [`MessageKind`], and the
@@ -23,6 +26,7 @@ mod join;
 mod query;
 mod receipt;
 mod round;
+mod secure;
 mod selection;
 mod transfer;
 
@@ -30,6 +34,7 @@ pub use join::{Hello, JoinAccepted, JoinReply};
 pub use query::AnnouncementDigest;
 pub use receipt::{Finished, MAX_DETAIL_LEN, Receipt, ReceiptStatus, short_detail};
 pub use round::{Consensus, RoundAnnouncement, Submission};
+pub use secure::{Reply, SecureReply, SecureRound, SecureStep, Step};
 pub use selection::SampleSelection;
 pub use transfer::{RefSetChunk, RefSetRequest};
 
@@ -64,6 +69,10 @@ pub enum Message {
     RefSetChunk(RefSetChunk),
     /// See [`Finished`].
     Finished(Finished),
+    /// See [`SecureStep`].
+    SecureStep(SecureStep),
+    /// See [`SecureReply`].
+    SecureReply(SecureReply),
 }
 
 impl Message {
@@ -79,6 +88,8 @@ impl Message {
             Self::RefSetRequest(_) => MessageKind::RefSetRequest,
             Self::RefSetChunk(_) => MessageKind::RefSetChunk,
             Self::Finished(_) => MessageKind::Finished,
+            Self::SecureStep(_) => MessageKind::SecureStep,
+            Self::SecureReply(_) => MessageKind::SecureReply,
         }
     }
 
@@ -94,6 +105,8 @@ impl Message {
             Self::RefSetRequest(m) => &m.federation,
             Self::RefSetChunk(m) => &m.federation,
             Self::Finished(m) => &m.federation,
+            Self::SecureStep(m) => &m.federation,
+            Self::SecureReply(m) => &m.federation,
         }
     }
 
@@ -105,6 +118,8 @@ impl Message {
             Self::Consensus(m) => Some(m.round),
             Self::Receipt(m) => Some(m.round),
             Self::Finished(m) => Some(m.rounds),
+            Self::SecureStep(m) => Some(m.round),
+            Self::SecureReply(m) => Some(m.round),
             _ => None,
         }
     }
@@ -139,7 +154,7 @@ impl Message {
                 if m.selection.len() > m.reference_samples as usize {
                     return Err(Error::field("selection", "more samples than the reference set has"));
                 }
-                Ok(())
+                m.secure.as_ref().map_or(Ok(()), |s| s.check(limits.max_cohort))
             }
             Self::Submission(m) => {
                 check_temperature(m.temperature)?;
@@ -160,6 +175,8 @@ impl Message {
                 m.check_counts()
             }
             Self::Receipt(m) => check_text("detail", &m.detail),
+            // The secure-aggregation state machines check their messages against the round.
+            Self::SecureStep(_) | Self::SecureReply(_) => Ok(()),
             Self::Finished(m) => check_text("detail", &m.detail),
             Self::RefSetRequest(m) => {
                 if m.len == 0 || m.len > MAX_CHUNK_BYTES {

@@ -4,7 +4,9 @@
 //! u64 LE ‖ federation ‖ round u64 LE ‖ reference set (32 bytes) ‖ reference samples u32 LE ‖
 //! selection ‖ classes u32 LE ‖ temperature (f32 bits, LE) ‖ encoding u8)`, where the selection
 //! is `0 ‖ count u64 LE ‖ each index u32 LE` for explicit indices and `1 ‖ seed u64 LE ‖ count
-//! u32 LE` for a seeded draw. It covers every field an answer depends on and leaves out the
+//! u32 LE` for a seeded draw; a secure round appends `"secure" ‖ cohort length u64 LE ‖ each
+//! member (32 bytes) ‖ threshold u64 LE ‖ degree + 1 u64 LE (0: default) ‖ bits u32 LE ‖ graph
+//! seed u64 LE ‖ scale u32 LE`. It covers every field an answer depends on and leaves out the
 //! deadline, which only schedules the round: an aggregator that resumes a round after a restart
 //! announces the same question with a new deadline, and a node that already answered it can tell
 //! that it is the same question.
@@ -82,6 +84,10 @@ impl RoundAnnouncement {
             Encoding::F16 => 1,
             Encoding::Q8 => 2,
         }]);
+        if let Some(secure) = &self.secure {
+            ctx.update(b"secure");
+            secure.digest_into(&mut ctx);
+        }
         let mut out = [0u8; 32];
         out.copy_from_slice(ctx.finish().as_ref());
         AnnouncementDigest(out)
@@ -105,6 +111,7 @@ mod tests {
             temperature: 2.0,
             deadline_unix_ms: 1_000,
             encoding: Encoding::Q8,
+            secure: None,
         }
     }
 

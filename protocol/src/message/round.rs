@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AnnouncementDigest, RefusalReason, SampleSelection};
+use super::{AnnouncementDigest, RefusalReason, SampleSelection, SecureRound};
 use crate::error::{Error, Result};
 use crate::ids::{FederationId, ReferenceSetId, Round};
 use crate::mask::Mask;
@@ -29,6 +29,9 @@ pub struct RoundAnnouncement {
     pub deadline_unix_ms: u64,
     /// Payload encoding expected.
     pub encoding: Encoding,
+    /// With secure aggregation: the round's cohort and parameters. The node then never sends
+    /// its soft labels in the clear; it masks them ([`super::SecureReply`]).
+    pub secure: Option<SecureRound>,
 }
 
 /// A node's soft labels for a round.

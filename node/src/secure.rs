@@ -1,0 +1,135 @@
+//! A node's part in a secure round ([`protocol::secagg`]): it never sends its soft labels in
+//! the clear, only masked so that the aggregator can remove the masks from the cohort's sum
+//! alone.
+//!
+//! [`Member`] is the node's side of one secure round, without I/O: made when the announcement
+//! arrives (fresh pair keys, fresh secrets), it answers the aggregator's steps
+//! ([`Member::step`]) and masks the node's answer once it holds both the answer
+//! ([`Member::set_answer`]) and its neighbours' shares. A step asked again (the aggregator
+//! retried) gets the same answer. A member's secrets live in memory only: a node that restarts
+//! mid-round has dropped out of it, which the protocol tolerates.
+
+use protocol::message::{Reply, Step};
+use protocol::secagg::{self, FixedPoint, KeyAdvertisement, MaskedInput, ShareBundle, ShareDelivery};
+use protocol::{AnnouncementDigest, Identity, Limits, RefusalReason, RoundAnnouncement, Submission};
+
+use crate::refusal::Refusal;
+
+/// The node's side of one secure round.
+pub(crate) struct Member {
+    digest: AnnouncementDigest,
+    round: u64,
+    deadline_unix_ms: u64,
+    client: secagg::Client,
+    fixed: FixedPoint,
+    classes: usize,
+    advertisement: KeyAdvertisement,
+    bundle: Option<ShareBundle>,
+    delivery: Option<ShareDelivery>,
+    input: Option<Vec<u32>>,
+    masked: Option<MaskedInput>,
+}
+
+fn refusal(e: impl std::fmt::Display) -> Refusal {
+    Refusal::new(RefusalReason::InvalidValues, format!("secure aggregation: {e}"))
+}
+
+impl Member {
+    /// Joins the secure round `ann` announces, as `identity`; refused if `ann` is not secure or
+    /// this node is not in its cohort.
+    pub(crate) fn new(ann: &RoundAnnouncement, identity: &Identity) -> Result<Self, Refusal> {
+        let secure = ann.secure.as_ref().ok_or_else(|| refusal("the round is not secure"))?;
+        if !secure.cohort.contains(&identity.id()) {
+            return Err(Refusal::new(RefusalReason::Policy, "this node is not in the round's cohort"));
+        }
+        let setup = secure.setup(ann).map_err(refusal)?;
+        let fixed = secure.fixed().map_err(refusal)?;
+        let (client, advertisement) = secagg::Client::start(setup, identity).map_err(refusal)?;
+        Ok(Self {
+            digest: ann.digest(),
+            round: ann.round,
+            deadline_unix_ms: ann.deadline_unix_ms,
+            client,
+            fixed,
+            classes: ann.classes as usize,
+            advertisement,
+            bundle: None,
+            delivery: None,
+            input: None,
+            masked: None,
+        })
+    }
+
+    /// The digest of the announcement this member answers.
+    pub(crate) fn digest(&self) -> AnnouncementDigest {
+        self.digest
+    }
+
+    /// The round.
+    pub(crate) fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// The round's deadline (Unix milliseconds), until which the masked answer is resent.
+    pub(crate) fn deadline_unix_ms(&self) -> u64 {
+        self.deadline_unix_ms
+    }
+
+    /// The threshold, this member's neighbours, and the cohort's size: what the node's operator
+    /// is told about how its answer was protected.
+    pub(crate) fn protection(&self) -> (usize, usize, usize) {
+        let setup = self.client.setup();
+        (setup.threshold(), setup.neighbours(self.client.member()).len(), setup.cohort().len())
+    }
+
+    /// Answers a step of the aggregator: `Some` reply, or `None` (a receipt) for the delivery
+    /// of the shares.
+    pub(crate) fn step(&mut self, step: Step, identity: &Identity) -> Result<Option<Reply>, Refusal> {
+        Ok(match step {
+            Step::Keys => Some(Reply::Keys(self.advertisement.clone())),
+            Step::Neighbours(keys) => {
+                if self.bundle.is_none() {
+                    self.bundle = Some(self.client.share(&keys).map_err(refusal)?);
+                }
+                self.bundle.clone().map(Reply::Shares)
+            }
+            Step::Shares(delivery) => {
+                if self.delivery.is_none() {
+                    self.delivery = Some(delivery);
+                }
+                None
+            }
+            Step::Survivors(list) => {
+                Some(Reply::Signature(self.client.sign_survivors(&list, identity).map_err(refusal)?))
+            }
+            Step::Unmask(request) => Some(Reply::Unmask(self.client.unmask(&request).map_err(refusal)?)),
+        })
+    }
+
+    /// Takes the node's answer (its submission as recorded, soft labels and abstentions) as
+    /// fixed-point words.
+    pub(crate) fn set_answer(&mut self, sub: &Submission) -> Result<(), Refusal> {
+        if self.input.is_some() {
+            return Ok(());
+        }
+        let probs = sub.labels.decode(&Limits::default()).map_err(refusal)?;
+        let samples = probs.len() / self.classes.max(1);
+        let abstained = match &sub.abstained {
+            Some(m) => m.to_bools(samples).map_err(refusal)?,
+            None => vec![false; samples],
+        };
+        self.input = Some(self.fixed.encode(&probs, self.classes, &abstained).map_err(refusal)?);
+        Ok(())
+    }
+
+    /// The masked answer, once the member holds both its answer and its shares (the same one if
+    /// asked again); `None` before.
+    pub(crate) fn masked(&mut self) -> Result<Option<MaskedInput>, Refusal> {
+        if self.masked.is_none()
+            && let (Some(delivery), Some(input)) = (&self.delivery, &self.input)
+        {
+            self.masked = Some(self.client.mask(delivery, input).map_err(refusal)?);
+        }
+        Ok(self.masked.clone())
+    }
+}

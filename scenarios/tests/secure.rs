@@ -1,0 +1,119 @@
+//! Secure aggregation in real `fd-aggregator` and `fd-node` processes on 127.0.0.1 (issue #22):
+//! members killed after sending their masked vector, the round completing with the survivors'
+//! sum, and below the threshold nothing released; what leaves a node in a secure round.
+//!
+//! The tests wait for files the processes write (the nodes' egress ledgers, the aggregator's
+//! metrics) and for exit statuses, with deadlines.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::path::Path;
+use std::process::Child;
+use std::time::Duration;
+
+use aggregator::config::SecureAggregation;
+use common::{PreparedDir, Procs, egress, metrics, node_toml, scenario, spawn_args, wait_exit, wait_until};
+use scenarios::setup::{self, Prepared};
+
+/// `n` nodes, `rounds` rounds, secure aggregation with threshold `threshold`, quorum 3; node 0 a
+/// straggler (each answer 3 s late), so the other members have sent their masked vectors well
+/// before a round can close.
+fn secure(name: &str, n: usize, rounds: u64, threshold: usize) -> (PreparedDir, Procs) {
+    let s = scenario(name, n, rounds);
+    let mut p = common::prepare(&s, "secure");
+    p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    p.aggregator.round.quorum = Some(3);
+    p.aggregator.round.deadline_secs = 20.0;
+    p.aggregator.round.secure_aggregation =
+        Some(SecureAggregation { threshold: Some(threshold), degree: None, scale: 255, stage_secs: 5.0 });
+    setup::write_toml(&p.dir.federation(), &p.aggregator).unwrap();
+    let procs = Procs(vec![start(&mut p)]);
+    let dir = p.dir.clone();
+    let straggler = scenarios::faults::Simulation { delay_ms: 3000, ..Default::default() };
+    let sim = dir.root().join("straggler.toml");
+    setup::write_toml(&sim, &straggler).unwrap();
+    let mut procs = procs;
+    procs.0.push(spawn_args(
+        "fd-sim-node",
+        &["--config".as_ref(), node_toml(&dir, 0).as_os_str(), "--simulation".as_ref(), sim.as_os_str()],
+        &dir.node_log(0),
+    ));
+    for i in 1..n {
+        procs.0.push(common::spawn_run("fd-node", None, &node_toml(&dir, i), &dir.node_log(i)));
+    }
+    (p, procs)
+}
+
+/// Starts the aggregator and writes each node's config with its address.
+fn start(p: &mut Prepared) -> Child {
+    let addr_file = p.dir.aggregator_addrs();
+    let mut agg = common::spawn_aggregator_in(p, None, &addr_file);
+    let addrs = common::wait_for_addrs(&mut agg, &addr_file, &p.dir.aggregator_log());
+    for (i, n) in p.nodes.iter_mut().enumerate() {
+        n.aggregator = addrs[0].clone();
+        setup::write_toml(&node_toml(&p.dir, i), n).unwrap();
+    }
+    agg
+}
+
+/// Whether the node has sent its masked vector for `round` (its one request of that kind).
+fn sent_masked(state_dir: &Path, round: u64) -> bool {
+    egress(state_dir).iter().any(|e| e.direction == "request" && e.kind == "SecureReply" && e.round == Some(round))
+}
+
+fn names(m: &aggregator::RoundMetrics) -> Vec<&str> {
+    m.participants.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn members_killed_after_their_masked_vector_are_still_summed_and_never_sent_labels_in_the_clear() {
+    let (p, mut procs) = secure("dropouts", 5, 3, 3);
+    // Node 4 dies once its masked vector of round 2 has left, before the straggler answers and
+    // so before the round asks the survivors to unmask.
+    let state = p.nodes[4].state_dir.clone();
+    wait_until("node 4's masked vector of round 2", Duration::from_secs(180), || sent_masked(&state, 2));
+    procs.0[5].kill().unwrap();
+    procs.0[5].wait().unwrap();
+    let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
+    let log = std::fs::read_to_string(p.dir.aggregator_log()).unwrap_or_default();
+    assert!(status.success(), "aggregator: {status}\n{log}");
+    let m = metrics(&p);
+    assert_eq!(m.len(), 3, "{m:?}");
+    let all = ["node-00", "node-01", "node-02", "node-03", "node-04"];
+    assert_eq!(names(&m[0]), all);
+    // Round 2 sums node 4's vector: its self-mask was rebuilt from its neighbours' shares.
+    assert_eq!(names(&m[1]), all, "round 2 counts the member that died after sending");
+    assert_eq!(names(&m[2]), &all[..4], "round 3 goes on without it");
+    // No node ever sent a plain submission: only masked vectors and the protocol's replies.
+    for (i, n) in p.nodes.iter().enumerate() {
+        let sent = egress(&n.state_dir);
+        assert!(sent.iter().all(|e| e.kind != "Submission"), "node {i} sent soft labels in the clear");
+        assert!(sent_masked(&n.state_dir, 1), "node {i} took part in round 1");
+    }
+}
+
+#[test]
+fn below_the_threshold_nothing_is_released_and_the_run_says_so() {
+    let (p, mut procs) = secure("threshold", 4, 3, 3);
+    // Nodes 2 and 3 die after sending their masked vectors of round 2: two survivors remain to
+    // unmask, one fewer than the threshold.
+    for i in [2, 3] {
+        let state = p.nodes[i].state_dir.clone();
+        wait_until("a masked vector of round 2", Duration::from_secs(180), || sent_masked(&state, 2));
+    }
+    for c in [3, 4] {
+        procs.0[c].kill().unwrap();
+        procs.0[c].wait().unwrap();
+    }
+    let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
+    assert!(!status.success(), "the aggregator released a round it could not unmask");
+    // Round 1 completed; round 2 released nothing: no metrics, no consensus (its receipt would
+    // be in the survivors' ledgers as an answer to a round-2 consensus, after their signature).
+    let m = metrics(&p);
+    assert_eq!(m.len(), 1, "{m:?}");
+    for i in [0, 1] {
+        let sent = egress(&p.nodes[i].state_dir);
+        assert!(sent.iter().all(|e| e.kind != "Submission"), "node {i} sent soft labels in the clear");
+    }
+}
