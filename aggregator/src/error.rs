@@ -98,4 +98,7 @@ pub enum RosterError {
     /// A declared sample count of 0.
     #[error("a node with 0 samples cannot be weighed; leave --samples out if the count is unknown")]
     ZeroSamples,
+    /// Another roster edit holds the file's lock.
+    #[error("another roster edit of this file is under way (it holds {}); try again once it is done", .0.display())]
+    Busy(std::path::PathBuf),
 }

@@ -52,6 +52,8 @@ pub struct Initialized {
     pub quic_address: Option<Multiaddr>,
     /// The reference set's SHA-256, which every node pins.
     pub reference_sha256: ReferenceSetId,
+    /// The reference set's size in bytes, which every node pins too (`policy.reference_bytes`).
+    pub reference_bytes: u64,
     /// The reference set's rows and features a row.
     pub reference_shape: (usize, usize),
     /// The preprocessing pinned beside the reference set, if any, which every node applies to
@@ -174,6 +176,7 @@ pub fn init(i: &Init) -> Result<Initialized, Error> {
         address,
         quic_address,
         reference_sha256,
+        reference_bytes: set.to_bytes().len() as u64,
         reference_shape: (set.samples, set.features),
         preprocess,
     })

@@ -94,9 +94,14 @@ enum Command {
         /// A public address to listen on, e.g. `/ip4/0.0.0.0/tcp/4002` (repeatable).
         #[arg(long, required = true)]
         listen: Vec<net::multiaddr::Multiaddr>,
-        /// A PeerId it relays for: the aggregator's and each node's (repeatable).
-        #[arg(long, required = true, value_parser = parse_peer)]
+        /// A PeerId it relays for: each node's (repeatable).
+        #[arg(long, value_parser = parse_peer)]
         allow: Vec<protocol::ParticipantId>,
+        /// The aggregator's PeerId (repeatable, one a federation): the only peers that may
+        /// reserve a slot, that is, be reached through the relay (allowed too). Without it every
+        /// allowed peer may.
+        #[arg(long, value_parser = parse_peer)]
+        aggregator: Vec<protocol::ParticipantId>,
         /// Once listening, write its addresses, each with `/p2p/<relay peer id>`, to this file.
         #[arg(long, value_name = "PATH")]
         addr_file: Option<PathBuf>,
@@ -193,14 +198,16 @@ fn init(i: aggregator::init::Init) -> anyhow::Result<()> {
         println!("aggregator_quic {quic}");
     }
     println!("reference_sha256 {}", done.reference_sha256);
-    println!("Each data holder needs the address, the hash, the federation and its classes:");
+    println!("reference_bytes {}", done.reference_bytes);
+    println!("Each data holder needs the address, the hash and size, the federation and its classes:");
     println!(
-        "  fd-node init --dir DIR --data THEIR.csv --label COLUMN --preprocess {} --federation {} --classes {} --features {features} --aggregator {} --reference-sha256 {}",
+        "  fd-node init --dir DIR --data THEIR.csv --label COLUMN --preprocess {} --federation {} --classes {} --features {features} --aggregator {} --reference-sha256 {} --reference-bytes {}",
         done.preprocess.as_ref().map_or_else(|| "PREPROCESS".into(), |p| p.to_flag()),
         i.federation,
         i.classes,
         done.address,
-        done.reference_sha256
+        done.reference_sha256,
+        done.reference_bytes
     );
     if let Some(quic) = &done.quic_address {
         println!("(or --aggregator {quic} to reach it over QUIC)");
@@ -287,11 +294,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     roster_edit::edit_file(&config, |t| roster_edit::add(t, &name, &peer_id, samples))
                         .with_context(|| format!("cannot add {name} to {}", config.display()))?;
                     println!("added {name} to {}", config.display());
+                    println!("a running fd-aggregator reads its roster when it starts: restart it to admit {name}");
                 }
                 RosterCommand::Remove { name } => {
                     roster_edit::edit_file(&config, |t| roster_edit::remove(t, &name))
                         .with_context(|| format!("cannot remove {name} from {}", config.display()))?;
                     println!("removed {name} from {}", config.display());
+                    println!(
+                        "a running fd-aggregator reads its roster when it starts: restart it so that {name} can no longer connect (it resumes from its checkpoint)"
+                    );
                 }
             }
         }
@@ -305,10 +316,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let summary = agg.run().await.context("aggregator failed")?;
             println!("{}", summary_line(summary.rounds.len(), &summary.model));
         }
-        Command::Relay { key, listen, allow, addr_file } => {
+        Command::Relay { key, listen, allow, aggregator, addr_file } => {
             let identity = net::keys::read(&key).with_context(|| format!("cannot read key {}", key.display()))?;
             let shutdown = net::cli::shutdown_signal();
-            let relay = aggregator::relay::Relay::start(identity, &listen, allow, &shutdown)
+            let relay = aggregator::relay::Relay::start(identity, &listen, allow, aggregator, &shutdown)
                 .await
                 .context("relay failed to start")?;
             if let Some(path) = addr_file {

@@ -26,21 +26,47 @@ pub struct Relay {
 
 impl Relay {
     /// Starts serving `allow` on `listen` (the relay's public addresses), until `shutdown`.
+    /// Only `aggregators` (allowed too) may reserve a slot, that is, be reached through the
+    /// relay; none given: every allowed peer may (a member could then pose as reachable here).
+    /// The circuits are sized to the peers allowed (see [`RelayService::for_federation`]), and
+    /// requests to the relay itself are capped at the smallest message and one at a time.
     pub async fn start(
         identity: Identity,
         listen: &[Multiaddr],
         allow: Vec<ParticipantId>,
+        aggregators: Vec<ParticipantId>,
         shutdown: &CancellationToken,
     ) -> Result<Self, Error> {
         if listen.is_empty() {
             return Err(Error::config("listen", "no address"));
         }
+        let mut allow = allow;
+        for a in &aggregators {
+            if !allow.contains(a) {
+                allow.push(*a);
+            }
+        }
         if allow.is_empty() {
             return Err(Error::config("allow", "no peer to relay for"));
         }
+        let service = RelayService {
+            reservers: if aggregators.is_empty() {
+                tracing::warn!("no --aggregator given: every allowed peer may reserve a slot on this relay");
+                allow.clone()
+            } else {
+                aggregators
+            },
+            ..RelayService::for_federation(allow[0], allow.len())
+        };
+        let service_circuits = service.max_circuits;
         // The federation id only names the refusal receipts the relay would send.
         let mut cfg = NetConfig::new(FederationId::new("relay")?, allow);
-        cfg.relay = Some(RelayService::default());
+        cfg.relay = Some(service);
+        // The relay answers no request: the smallest frames, one at a time.
+        cfg.limits.max_message_bytes = protocol::payload::SMALL_BODY_BYTES + protocol::payload::ENVELOPE_OVERHEAD;
+        cfg.max_inbound = 1;
+        // Every circuit to the aggregator is a stream on the relay's connection to it.
+        cfg.circuit_streams = service_circuits;
         // Answers AutoNAT probes: a node behind a relay asks the relay whether it is reachable.
         cfg.autonat = Some(net::nat::AutoNat::new(Vec::new()));
         let (client, events, network) = net::spawn(identity, cfg, shutdown)?;

@@ -79,12 +79,38 @@ pub fn remove(text: &str, name: &str) -> Result<String, RosterError> {
 
 /// Applies `edit` to the config file at `path`: checks that the result still reads as a
 /// federation config, then replaces the file atomically. Blocking.
+///
+/// Two edits at once would each read the file and the second write would drop the first's
+/// node: an edit holds an exclusive lock on `.NAME.lock` beside the file from its read to its
+/// rename, and one that finds it held is refused ([`RosterError::Busy`]). A `path` that is a
+/// symbolic link stays one: the file it points to is replaced.
 pub fn edit_file(path: &Path, edit: impl FnOnce(&str) -> Result<String, RosterError>) -> Result<(), Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let target = std::fs::canonicalize(path).map_err(io)?;
+    let lock_path = lock_file(&target);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| Error::Io { path: lock_path.clone(), source })?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(RosterError::Busy(lock_path).into()),
+        Err(std::fs::TryLockError::Error(source)) => return Err(Error::Io { path: lock_path, source }),
+    }
+    let text = std::fs::read_to_string(&target).map_err(io)?;
     let edited = edit(&text)?;
     net::cli::parse_toml::<AggregatorConfig>(path, &edited)?;
-    learning::fs::atomic_write(path, edited.as_bytes())?;
+    learning::fs::atomic_write(&target, edited.as_bytes())?;
+    drop(lock);
     Ok(())
+}
+
+/// The lock file of roster edits of the config file `target`: `.NAME.lock` beside it.
+fn lock_file(target: &Path) -> std::path::PathBuf {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    target.with_file_name(format!(".{name}.lock"))
 }
 
 #[cfg(test)]
@@ -115,5 +141,50 @@ mod tests {
         assert_eq!(back.trim_end(), FILE.trim_end(), "adding and removing every node gives the file back");
         let inline = add("roster = []\n", "alice", PEER_A, None).unwrap();
         assert!(toml::from_str::<toml::Table>(&inline).unwrap()["roster"].as_array().unwrap().len() == 1, "{inline}");
+    }
+
+    fn federation_file(dir: &Path) -> std::path::PathBuf {
+        let path = dir.join("federation.toml");
+        let text = format!(
+            "federation = \"f\"\nkey = \"k\"\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\noutput = \"out\"\nrounds = 1\nclasses = 2\n[reference]\npath = \"r.fdref\"\nsha256 = \"{}\"\n[round]\nsamples = 2\ntemperature = 3.0\n[student.architecture]\nkind = \"mlp\"\nhidden = [4]\n",
+            "00".repeat(32)
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A second edit while one holds the lock is refused, so that it cannot drop the first's
+    /// node; once the lock is free it goes through.
+    #[test]
+    fn an_edit_while_another_holds_the_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = federation_file(dir.path());
+        let held = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock_file(&std::fs::canonicalize(&path).unwrap()))
+            .unwrap();
+        held.lock().unwrap();
+        match edit_file(&path, |t| add(t, "alice", PEER_A, None)) {
+            Err(Error::Roster(RosterError::Busy(_))) => {}
+            other => panic!("an edit went ahead while another held the lock: {other:?}"),
+        }
+        drop(held);
+        edit_file(&path, |t| add(t, "alice", PEER_A, None)).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains(PEER_A));
+    }
+
+    /// A config that is a symbolic link (e.g. into a configuration repository) stays one.
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_config_stays_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = federation_file(dir.path());
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        edit_file(&link, |t| add(t, "alice", PEER_A, None)).unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced by a file");
+        assert!(std::fs::read_to_string(&real).unwrap().contains(PEER_A), "the file it points to was edited");
     }
 }

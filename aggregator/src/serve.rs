@@ -61,7 +61,14 @@ impl Aggregator {
                     }
                 }
             }
-            Message::RefSetRequest(req) => self.chunk(&req),
+            // Only for the roster: a relay is allowed to connect (it carries the circuits), not to
+            // take the reference set.
+            Message::RefSetRequest(req) if self.roster.contains_key(&peer) => self.chunk(&req),
+            Message::RefSetRequest(_) => self.receipt(
+                0,
+                ReceiptStatus::Refused(RefusalReason::NotOnRoster),
+                "the reference set is served to the roster only",
+            ),
             Message::SecureReply(reply) => {
                 let round = reply.round;
                 match state.submit_masked(peer, reply) {

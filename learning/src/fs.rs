@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 
 use crate::Error;
 
-/// Creates `dir` and any missing parents as private folders (0700 on Unix), and makes `dir`
-/// itself private if it already existed. The folders it creates are durable when it returns
-/// (the folder holding each one is synced).
+/// Creates `dir` and any missing parents as private folders (0700 on Unix). A folder that
+/// already existed is left as it is: `init --dir .` must not change who can read the current
+/// folder (the files written in it are private in any case). The folders it creates are durable
+/// when it returns (the folder holding each one is synced).
 pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
     let io = |e| Error::Io { path: dir.to_owned(), source: e };
     // The folders this call creates, deepest first.
@@ -30,7 +31,10 @@ pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         builder.mode(0o700);
         builder.create(dir).map_err(io)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        // The umask may have taken bits from the mode; only the folders created here are set.
+        for created in &missing {
+            std::fs::set_permissions(created, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
     }
     #[cfg(not(unix))]
     builder.create(dir).map_err(io)?;
@@ -46,23 +50,60 @@ pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
 /// old file or the new one, never a mix; on an error the temporary file is removed and `path`
 /// is untouched. Missing parent folders are created private (and durable).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let io = |e| Error::Io { path: path.to_owned(), source: e };
-    let dir = folder_of(path);
-    let name =
-        path.file_name().ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name")))?;
-    if !dir.is_dir() {
-        create_private_dir(dir)?;
+    let mut file = AtomicFile::create(path)?;
+    file.write(bytes)?;
+    file.commit()
+}
+
+/// [`atomic_write`] in pieces, for a file too large to hold in memory: the temporary file is
+/// created at once, written as the pieces come, and renamed over the target only by
+/// [`AtomicFile::commit`]; dropped before that, it is removed and the target left as it was.
+#[derive(Debug)]
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: tempfile::NamedTempFile,
+}
+
+impl AtomicFile {
+    /// Creates the temporary file beside `path` (private, at an unpredictable name, created
+    /// exclusively), and missing parent folders private.
+    pub fn create(path: &Path) -> Result<Self, Error> {
+        let io = |e| Error::Io { path: path.to_owned(), source: e };
+        let dir = folder_of(path);
+        let name = path
+            .file_name()
+            .ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name")))?;
+        if !dir.is_dir() {
+            create_private_dir(dir)?;
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(io)?;
+        Ok(Self { path: path.to_owned(), tmp })
     }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.to_string_lossy()))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    // On failure the temporary file is removed when `tmp` drops.
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    sync_dir(dir).map_err(io)
+
+    /// Appends `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.tmp.write_all(bytes).map_err(|e| Error::Io { path: self.path.clone(), source: e })
+    }
+
+    /// The temporary file, to read back what was written before it is committed.
+    pub fn temporary(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Syncs the file, renames it over the target and syncs the folder: from then on the new
+    /// bytes are durable.
+    pub fn commit(self) -> Result<(), Error> {
+        let Self { path, tmp } = self;
+        let io = |e| Error::Io { path: path.clone(), source: e };
+        tmp.as_file().sync_all().map_err(io)?;
+        // On failure the temporary file is removed when it drops.
+        tmp.persist(&path).map_err(|e| io(e.error))?;
+        sync_dir(folder_of(&path)).map_err(io)
+    }
 }
 
 /// The folder that holds `path` (`.` for a bare file name).
@@ -142,11 +183,14 @@ mod tests {
         assert_eq!(mode(&file), 0o600);
         assert_eq!(mode(&base.join("state")), 0o700);
         assert_eq!(mode(&base.join("state").join("deep")), 0o700);
-        // A folder that already existed loosely is made private.
+        // A folder that already existed (`init --dir .`) is left as it is; what is made in it
+        // is private.
         let loose = base.join("loose");
         std::fs::create_dir_all(&loose).unwrap();
         std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).unwrap();
         create_private_dir(&loose).unwrap();
-        assert_eq!(mode(&loose), 0o700);
+        assert_eq!(mode(&loose), 0o755, "an existing folder's mode was changed");
+        create_private_dir(&loose.join("new")).unwrap();
+        assert_eq!((mode(&loose), mode(&loose.join("new"))), (0o755, 0o700));
     }
 }

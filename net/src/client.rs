@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     sent: AtomicU64,
     received: AtomicU64,
     retries: AtomicU64,
+    /// Incoming connections refused (allow-list, limits), logged or not.
+    refused: watch::Sender<u64>,
     pub(crate) reachability: watch::Sender<Reachability>,
 }
 
@@ -66,6 +68,7 @@ impl Shared {
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            refused: watch::Sender::new(0),
             reachability: watch::Sender::new(Reachability::Unknown),
         }
     }
@@ -88,6 +91,14 @@ impl Shared {
     /// Counts a request sent again for want of a free stream.
     pub(crate) fn count_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an incoming connection refused by the allow-list or the limits.
+    pub(crate) fn count_refused_connection(&self) {
+        self.refused.send_modify(|n| *n += 1);
+        if let Some(t) = &self.traffic {
+            t.refused_connection();
+        }
     }
 
     /// Counts a frame received from `peer`, before it is verified.
@@ -126,6 +137,12 @@ impl Client {
     /// peer's own requests (each is retried for about 11 s before it fails).
     pub fn stream_retries(&self) -> u64 {
         self.shared.retries.load(Ordering::Relaxed)
+    }
+
+    /// The incoming connections refused so far by the allow-list or the connection limits
+    /// (each counted, whether it was logged or not), as a value that can be waited on.
+    pub fn refused_connections(&self) -> watch::Receiver<u64> {
+        self.shared.refused.subscribe()
     }
 
     /// AutoNAT's verdict on this peer's reachability, now and as it changes (see [`crate::nat`]).

@@ -49,6 +49,11 @@ pub struct NetConfig {
     /// Serve as a circuit relay v2 for the allowed peers (None: do not). Relayed dialling and
     /// listening, and DCUtR, are always on (see [`crate::nat`]).
     pub relay: Option<RelayService>,
+    /// Streams one connection may carry for relayed circuits, beyond the request-response ones:
+    /// each circuit is a stream on the connection between the relay and the peer reached
+    /// through it. Set by [`NetConfig::through_relays`] (one a peer allowed) and for a relay
+    /// (its circuits); 0 otherwise.
+    pub circuit_streams: usize,
     /// Run AutoNAT (None: do not); a peer may then hold one more connection, for a dial-back.
     pub autonat: Option<AutoNat>,
     /// Where to count the bytes and messages sent and received, per peer and kind (None: not
@@ -80,6 +85,7 @@ impl NetConfig {
             max_pending_incoming_per_ip: Self::DEFAULT_MAX_PENDING_INCOMING_PER_IP,
             rate_limits: Vec::new(),
             relay: None,
+            circuit_streams: 0,
             autonat: None,
             traffic: None,
         }
@@ -93,6 +99,7 @@ impl NetConfig {
         if !relays.is_empty() {
             self.allowed.extend(relays);
             self.max_connections_per_peer = self.max_connections_per_peer.max(2);
+            self.circuit_streams = self.circuit_streams.max(self.allowed.len());
         }
     }
 

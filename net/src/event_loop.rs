@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{Client, Command, Responder, Shared};
 use crate::codec::{self, Written};
 use crate::config::NetConfig;
+use crate::denied::{DeniedLog, Who};
 use crate::error::{Error, RequestFailure};
 use crate::event::Event;
 use crate::ids::{participant, peer_id};
@@ -83,8 +84,13 @@ struct PendingRequest {
     attempt: u8,
 }
 
-/// Connections refused by the limits are logged once per peer (or address) per this interval.
+/// Refused connections are logged once per IP address (or relayed peer) per this interval…
 const DENIED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// …for at most this many addresses and peers at once (see [`crate::denied`])…
+const DENIED_LOG_KEYS: usize = 4096;
+/// …in at most this many lines an interval in all; the rest are counted, and summed up in one
+/// line an interval.
+const DENIED_LOG_LINES: u32 = 20;
 
 /// Peers off the allow-list remembered as logged; beyond that many the memory starts again.
 const OFF_ROSTER_LOGGED: usize = 4096;
@@ -102,7 +108,7 @@ struct EventLoop {
     /// Disconnections the owner has not taken yet (at most one per peer).
     backlog: VecDeque<ParticipantId>,
     rate: Limiter,
-    denied_logged: HashMap<String, Instant>,
+    denied: DeniedLog,
     /// Peers off the allow-list already logged (see [`EventLoop::log_off_roster`]).
     off_roster_logged: HashSet<PeerId>,
     pending_listen: HashMap<ListenerId, (String, oneshot::Sender<Result<Multiaddr, Error>>)>,
@@ -140,7 +146,7 @@ pub fn spawn(
         inbound: Arc::new(Semaphore::new(cfg.max_inbound.max(1))),
         backlog: VecDeque::new(),
         rate: Limiter::new(&cfg.rate_limits),
-        denied_logged: HashMap::new(),
+        denied: DeniedLog::new(DENIED_LOG_INTERVAL, DENIED_LOG_KEYS, DENIED_LOG_LINES),
         off_roster_logged: HashSet::new(),
         pending_listen: HashMap::new(),
         pending_dial: HashMap::new(),
@@ -158,9 +164,11 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
     let key = identity::Keypair::ed25519_from_bytes(&mut seed).map_err(|e| Error::Setup(e.into()))?;
     let timeout = cfg.request_timeout;
     let streams = cfg.max_streams_per_connection.max(1);
-    // Muxer streams: request-response's, plus identify, ping and their negotiation. A peer that
-    // opens more has its connection closed by the muxer.
-    let muxer_streams = streams + 8;
+    // Muxer streams: request-response's, plus identify, ping and their negotiation, plus one a
+    // relayed circuit where there are any (a relay's connection to the aggregator carries every
+    // node's). A peer that opens more has its connection closed by the muxer; request-response
+    // keeps its own cap on its streams.
+    let muxer_streams = streams + 8 + cfg.circuit_streams;
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established_per_peer(Some(cfg.connections_per_peer()))
         .with_max_pending_incoming(Some(cfg.max_pending_incoming.max(1)));
@@ -214,8 +222,11 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
 
 impl EventLoop {
     async fn run(mut self, token: CancellationToken) {
+        let mut summary =
+            tokio::time::interval_at(tokio::time::Instant::now() + DENIED_LOG_INTERVAL, DENIED_LOG_INTERVAL);
         loop {
             tokio::select! {
+                _ = summary.tick() => self.summarise_denied(),
                 _ = token.cancelled() => break,
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd),
@@ -233,6 +244,7 @@ impl EventLoop {
                 _ = self.events.closed() => break,
             }
         }
+        self.summarise_denied();
         self.shutdown().await;
     }
 
@@ -373,14 +385,12 @@ impl EventLoop {
                 send_back_addr,
                 ..
             } => {
+                self.shared.count_refused_connection();
                 let off_roster = matches!(&error, ListenError::Denied { cause }
                     if cause.downcast_ref::<allow_block_list::NotAllowed>().is_some());
                 match peer_id {
                     Some(peer) if off_roster => self.log_off_roster(peer),
-                    _ => {
-                        let who = peer_id.map(|p| p.to_base58()).unwrap_or_else(|| send_back_addr.to_string());
-                        self.log_denied(who, &error.to_string());
-                    }
+                    _ => self.log_denied(Who::of(peer_id, &send_back_addr), peer_id, &error),
                 }
             }
             SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
@@ -427,24 +437,31 @@ impl EventLoop {
         if self.off_roster_logged.len() >= OFF_ROSTER_LOGGED {
             self.off_roster_logged.clear();
         }
-        if self.off_roster_logged.insert(peer) {
+        // Within the refusals' line budget: a flood of fresh keys is counted, not logged.
+        if !self.off_roster_logged.contains(&peer) && self.denied.admit(&Who::Peer(peer), Instant::now()) {
+            self.off_roster_logged.insert(peer);
             tracing::warn!(%peer, "PeerId {peer} is not on the roster: its connections are refused");
         }
     }
 
-    /// Logs a refused connection once per peer per [`DENIED_LOG_INTERVAL`], so that a peer off
-    /// the roster that keeps dialling cannot flood the log.
-    fn log_denied(&mut self, who: String, error: &str) {
-        let now = Instant::now();
-        if self.denied_logged.len() > 4096 {
-            self.denied_logged.retain(|_, t| now.duration_since(*t) < DENIED_LOG_INTERVAL);
+    /// Logs a refused connection once per IP address (or relayed peer) per
+    /// [`DENIED_LOG_INTERVAL`], and no more than [`DENIED_LOG_LINES`] lines an interval in all, so
+    /// that a peer off the roster that keeps dialling, a host that keeps reconnecting from new
+    /// ports, or many hosts at once, can flood neither the log nor the swarm task.
+    fn log_denied(&mut self, who: Who, peer: Option<PeerId>, error: &ListenError) {
+        if self.denied.admit(&who, Instant::now()) {
+            tracing::warn!(from = %who, peer = peer.map(tracing::field::display), %error, "incoming connection refused");
         }
-        match self.denied_logged.get(&who) {
-            Some(t) if now.duration_since(*t) < DENIED_LOG_INTERVAL => {}
-            _ => {
-                tracing::warn!(peer = %who, %error, "incoming connection refused");
-                self.denied_logged.insert(who, now);
-            }
+    }
+
+    /// The one line an interval that counts the refused connections not logged.
+    fn summarise_denied(&mut self) {
+        if let Some(suppressed) = self.denied.summary() {
+            tracing::warn!(
+                suppressed,
+                interval_s = DENIED_LOG_INTERVAL.as_secs(),
+                "incoming connections refused and not logged"
+            );
         }
     }
 

@@ -118,6 +118,10 @@ impl Ledger {
             None
         };
         let mut file = private_file(OpenOptions::new().create(true).append(true)).open(path)?;
+        // The mode above applies only to a file created now: one left readable by others (copied
+        // in, restored from a backup) is made private too, through the open file.
+        #[cfg(unix)]
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         let (jobs, mut rx) = mpsc::channel::<Job>(BATCH);
         std::thread::Builder::new().name("egress-ledger".into()).spawn(move || {
             let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
@@ -242,5 +246,19 @@ mod tests {
             assert_eq!(mode(&dir.join("egress")), 0o700);
             assert_eq!(mode(&dir.join(entries[0].bytes_file.as_ref().unwrap())), 0o600);
         }
+    }
+
+    /// A ledger file that exists already, readable by others (copied in, restored from a
+    /// backup), is made private when the ledger opens it; its records are kept.
+    #[cfg(unix)]
+    #[test]
+    fn an_existing_ledger_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("egress.jsonl");
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Ledger::open(&path, false).unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

@@ -30,7 +30,7 @@
 //! [`metrics`] (traffic counters and the `GET /metrics` endpoint), [`config`], [`client`] (the
 //! handle and responder), [`event`], [`event_loop`] (the Swarm's owner).
 //!
-//! Layers: error → ids/clock/interfaces → codec/rate/keys/ledger/owner/pending/per_peer/cli → nat → metrics → config → client → event → event_loop.
+//! Layers: error → ids/clock/interfaces → codec/rate/keys/ledger/owner/pending/per_peer/cli → denied/nat → metrics → config → client → event → event_loop.
 #![deny(missing_docs)]
 
 pub mod cli;
@@ -38,6 +38,7 @@ pub mod client;
 pub mod clock;
 pub mod codec;
 pub mod config;
+mod denied;
 pub mod error;
 pub mod event;
 pub mod event_loop;

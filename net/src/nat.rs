@@ -33,19 +33,65 @@ use crate::ids::peer_id;
 
 /// Serving as a circuit relay v2 for the peers on the allow-list. The relay's own listen
 /// addresses are taken as its external addresses: a relay is, by definition, reachable there.
+///
+/// libp2p's defaults (16 circuits in all, 5 a source, any peer may reserve) refuse honest
+/// federations of more than about 15 relayed nodes and let three members fill every circuit.
+/// [`RelayService::for_federation`] sizes them to the roster: a circuit or two a node, only the
+/// aggregator reserves (is reachable through the relay), and caps on a circuit's bytes and
+/// lifetime that fit a federation's connection (it reconnects when one closes).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RelayService {
     /// Bytes one relayed connection may carry before the relay closes it.
     pub max_circuit_bytes: u64,
     /// How long one relayed connection may last before the relay closes it.
     pub max_circuit_duration: Duration,
+    /// Circuits open at once, all sources together.
+    pub max_circuits: usize,
+    /// Circuits one source may hold at once (at least 1).
+    pub max_circuits_per_source: usize,
+    /// The only peers that may reserve a slot, that is, be reached through the relay.
+    pub reservers: Vec<ParticipantId>,
 }
 
-impl Default for RelayService {
-    /// Sized for a federation's connection, which lasts the whole run (libp2p's own defaults,
-    /// 128 KiB and 2 minutes, suit only short hole-punching set-ups).
-    fn default() -> Self {
-        Self { max_circuit_bytes: 1 << 34, max_circuit_duration: Duration::from_secs(7 * 24 * 3600) }
+impl RelayService {
+    /// Bytes a circuit may carry by default: a federation's connection carries a reference set
+    /// (usually some MiB) and a few KiB to MiB a round.
+    pub const DEFAULT_CIRCUIT_BYTES: u64 = 1 << 30;
+    /// How long a circuit may last by default; the node reconnects when it closes.
+    pub const DEFAULT_CIRCUIT_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+    /// For a federation of `nodes` relayed nodes whose aggregator is `aggregator`: two circuits
+    /// a node (the relayed connection and one while it reconnects), twice as many in all plus
+    /// two, and only the aggregator reserves.
+    pub fn for_federation(aggregator: ParticipantId, nodes: usize) -> Self {
+        Self {
+            max_circuit_bytes: Self::DEFAULT_CIRCUIT_BYTES,
+            max_circuit_duration: Self::DEFAULT_CIRCUIT_DURATION,
+            max_circuits: 2 * nodes + 2,
+            max_circuits_per_source: 2,
+            reservers: vec![aggregator],
+        }
+    }
+
+    /// libp2p's relay configuration for these limits.
+    pub(crate) fn config(&self) -> relay::Config {
+        let reservers: std::collections::HashSet<PeerId> = self.reservers.iter().map(peer_id).collect();
+        let mut config = relay::Config {
+            // Each reserver may reserve on each of a few relay addresses.
+            max_reservations: 4 * reservers.len().max(1),
+            max_reservations_per_peer: 4,
+            max_circuits: self.max_circuits.max(1),
+            // libp2p refuses a source once it holds *more* than this many circuits.
+            max_circuits_per_peer: self.max_circuits_per_source.max(1) - 1,
+            max_circuit_bytes: self.max_circuit_bytes,
+            max_circuit_duration: self.max_circuit_duration,
+            ..Default::default()
+        };
+        // A reservation from anyone else is refused (as if it were over a rate limit).
+        config
+            .reservation_rate_limiters
+            .push(Box::new(move |peer: PeerId, _: &Multiaddr, _: std::time::Instant| reservers.contains(&peer)));
+        config
     }
 }
 
@@ -137,14 +183,7 @@ impl Nat {
         service: Option<&RelayService>,
         autonat: Option<&AutoNat>,
     ) -> Self {
-        let relay = service.map(|s| {
-            let config = relay::Config {
-                max_circuit_bytes: s.max_circuit_bytes,
-                max_circuit_duration: s.max_circuit_duration,
-                ..Default::default()
-            };
-            relay::Behaviour::new(local, config)
-        });
+        let relay = service.map(|s| relay::Behaviour::new(local, s.config()));
         let autonat = autonat.map(|a| a.behaviour(local));
         Self { relay_client, relay: relay.into(), dcutr: dcutr::Behaviour::new(local), autonat: autonat.into() }
     }
@@ -239,5 +278,21 @@ mod tests {
             local_addr: address.clone(),
             send_back_addr: address.clone()
         }));
+    }
+
+    #[test]
+    fn the_relay_is_sized_to_the_roster_and_only_the_aggregator_reserves() {
+        let aggregator = protocol::Identity::from_seed([1; 32]).unwrap().id();
+        let service = RelayService::for_federation(aggregator, 30);
+        let mut c = service.config();
+        assert_eq!((c.max_circuits, c.max_circuits_per_peer), (62, 1), "30 nodes fit, 2 circuits a source");
+        assert!(c.max_circuit_bytes <= 1 << 30 && c.max_circuit_duration <= Duration::from_secs(24 * 3600));
+        let addr: Multiaddr = "/ip4/10.0.0.1/tcp/1".parse().unwrap();
+        let now = std::time::Instant::now();
+        let allowed = |c: &mut relay::Config, p: PeerId| {
+            c.reservation_rate_limiters.iter_mut().all(|l| l.try_next(p, &addr, now))
+        };
+        assert!(allowed(&mut c, peer_id(&aggregator)), "the aggregator reserves");
+        assert!(!allowed(&mut c, PeerId::random()), "a member does not");
     }
 }

@@ -8,6 +8,12 @@
 //! [`crate::NetConfig::max_pending_incoming_per_ip`] in their handshake, so such a host holds at
 //! most that many of the slots. Connections through a relay are not counted here (their address
 //! is the relay's; the relay limits its own circuits).
+//!
+//! An IPv6 host holds a whole /64 (often a /48): keyed by the exact address, it could fill every
+//! slot from its prefix. IPv6 addresses are therefore counted by their /64 ([`Bucket`]). QUIC
+//! connections are counted apart from TCP ones: a spoofed QUIC Initial costs the sender nothing
+//! (no handshake with the claimed address happens before it counts), so spoofed Initials in the
+//! name of an address cannot take that address's TCP slots.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,17 +31,33 @@ use libp2p::{Multiaddr, PeerId};
 
 /// Refused: too many handshakes in flight from one address.
 #[derive(Debug, thiserror::Error)]
-#[error("{ip} already has {max} incoming connections in their handshake")]
+#[error("{ip} already has {max} incoming connections in their handshake (counted by {bucket:?})")]
 pub struct TooManyFromIp {
     ip: IpAddr,
+    bucket: Bucket,
     max: usize,
+}
+
+/// What the handshakes in flight are counted by: an IPv4 address, or an IPv6 address's /64,
+/// and the transport (QUIC apart from TCP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Bucket {
+    /// The address, an IPv6 one with its last 64 bits zeroed.
+    prefix: IpAddr,
+    quic: bool,
+}
+
+impl Bucket {
+    fn of(ip: IpAddr, addr: &Multiaddr) -> Self {
+        Self { prefix: prefix(ip), quic: addr.iter().any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic)) }
+    }
 }
 
 /// See the module docs.
 pub struct PendingPerIp {
     max: usize,
-    per_ip: HashMap<IpAddr, usize>,
-    by_connection: HashMap<ConnectionId, IpAddr>,
+    per_ip: HashMap<Bucket, usize>,
+    by_connection: HashMap<ConnectionId, Bucket>,
 }
 
 impl PendingPerIp {
@@ -56,8 +78,16 @@ impl PendingPerIp {
     }
 }
 
+/// An IPv4 address, or an IPv6 address's /64 (its last 64 bits zeroed): what one host holds.
+pub(crate) fn prefix(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+    }
+}
+
 /// The IP address of a direct (not relayed) connection's remote address.
-fn direct_ip(addr: &Multiaddr) -> Option<IpAddr> {
+pub(crate) fn direct_ip(addr: &Multiaddr) -> Option<IpAddr> {
     if addr.iter().any(|p| p == Protocol::P2pCircuit) {
         return None;
     }
@@ -79,12 +109,13 @@ impl NetworkBehaviour for PendingPerIp {
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
         let Some(ip) = direct_ip(remote) else { return Ok(()) };
-        let n = self.per_ip.entry(ip).or_default();
+        let bucket = Bucket::of(ip, remote);
+        let n = self.per_ip.entry(bucket).or_default();
         if *n >= self.max {
-            return Err(ConnectionDenied::new(TooManyFromIp { ip, max: self.max }));
+            return Err(ConnectionDenied::new(TooManyFromIp { ip, bucket, max: self.max }));
         }
         *n += 1;
-        self.by_connection.insert(id, ip);
+        self.by_connection.insert(id, bucket);
         Ok(())
     }
 
@@ -148,10 +179,30 @@ mod tests {
         b.done(ids[1]);
         assert!(b.handle_pending_inbound_connection(ids[4], &local, &a).is_ok());
         assert!(b.handle_pending_inbound_connection(ids[5], &local, &a).is_ok());
-        assert_eq!(b.per_ip.get(&"10.0.0.9".parse::<IpAddr>().unwrap()), Some(&2));
+        assert_eq!(b.per_ip.get(&Bucket::of("10.0.0.9".parse().unwrap(), &a)), Some(&2));
         // Relayed connections are the relay's business.
         let relayed =
             addr("/ip4/10.0.0.9/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit");
         assert!(b.handle_pending_inbound_connection(ConnectionId::new_unchecked(200), &local, &relayed).is_ok());
+    }
+
+    /// One IPv6 host holds its whole /64: its addresses share one count, and another /64 is not
+    /// held up. QUIC is counted apart from TCP.
+    #[test]
+    fn an_ipv6_prefix_is_one_address_and_quic_is_counted_apart() {
+        let mut b = PendingPerIp::new(2);
+        let local = addr("/ip6/::1/tcp/4001");
+        let mut id = 0;
+        let mut pending = |b: &mut PendingPerIp, remote: &str| {
+            id += 1;
+            b.handle_pending_inbound_connection(ConnectionId::new_unchecked(id), &local, &addr(remote)).is_ok()
+        };
+        assert!(pending(&mut b, "/ip6/2001:db8:1:2::1/tcp/50000"));
+        assert!(pending(&mut b, "/ip6/2001:db8:1:2::2/tcp/50000"));
+        assert!(!pending(&mut b, "/ip6/2001:db8:1:2:ffff::3/tcp/50000"), "a third address of the same /64");
+        assert!(pending(&mut b, "/ip6/2001:db8:1:3::1/tcp/50000"), "another /64");
+        assert!(pending(&mut b, "/ip6/2001:db8:1:2::1/udp/50000/quic-v1"), "QUIC apart");
+        assert!(pending(&mut b, "/ip4/10.0.0.9/udp/50000/quic-v1"));
+        assert!(pending(&mut b, "/ip4/10.0.0.9/tcp/50000"), "TCP slots left by QUIC Initials");
     }
 }

@@ -6,6 +6,8 @@
 //! streams and connections of its own), so that what is refused is refused by `target`.
 #![allow(clippy::unwrap_used)] // tests and benches: a panic is the failure report
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use libp2p::futures::StreamExt;
@@ -258,5 +260,63 @@ async fn one_connection_per_peer_and_identify_gives_nothing_away() {
     let info = info.unwrap();
     assert!(info.listen_addrs.is_empty(), "listen addresses given away: {:?}", info.listen_addrs);
     assert_eq!(info.agent_version, "fedistil");
+    shutdown.cancel();
+}
+
+/// Counts the events at WARN or above, whatever they say.
+struct CountWarnings(Arc<AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountWarnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() <= tracing::Level::WARN {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// 300 quick connections from 150 loopback addresses, two each, against a target that takes 4
+/// handshakes at once: every refusal is counted (the client's count and `fd_refused_connections`),
+/// and the log gets a bounded number of lines, not one per address (150) or per port (296).
+/// One thread: the subscriber set here sees the event loop's lines.
+#[tokio::test(flavor = "current_thread")]
+async fn a_connection_flood_is_counted_and_logs_a_bounded_number_of_lines() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let warnings = Arc::new(AtomicUsize::new(0));
+    let _log = tracing::subscriber::set_default(tracing_subscriber::registry().with(CountWarnings(warnings.clone())));
+    let shutdown = CancellationToken::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let traffic = net::metrics::Traffic::register(&mut registry, Default::default());
+    let (target, _events, addr) = target(
+        |c| {
+            c.max_pending_incoming = 4;
+            c.traffic = Some(traffic);
+        },
+        vec![],
+        &shutdown,
+    )
+    .await;
+    let port = addr
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    let mut refused = target.refused_connections();
+    let mut held = Vec::new();
+    for i in 0..300u16 {
+        let from = std::net::Ipv4Addr::new(127, 0, 1 + (i / 2 / 100) as u8, (i / 2 % 100) as u8 + 1);
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((from, 0).into()).unwrap();
+        held.push(socket.connect((std::net::Ipv4Addr::LOCALHOST, port).into()).await.unwrap());
+    }
+    // Four silent connections hold the handshake slots: the other 296 are refused.
+    tokio::time::timeout(WAIT, refused.wait_for(|n| *n >= 296)).await.expect("every refusal counted").unwrap();
+    let lines = warnings.load(Ordering::Relaxed);
+    assert!((1..=20).contains(&lines), "{lines} lines logged for 296 refusals");
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("fd_refused_connections_total 296"), "{text}");
+    drop(held);
     shutdown.cancel();
 }

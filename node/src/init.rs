@@ -30,6 +30,9 @@ pub struct Init {
     /// The reference set's SHA-256, as the operator gives it; without it, `node.toml` holds a
     /// placeholder that the node refuses to start with.
     pub reference_sha256: Option<ReferenceSetId>,
+    /// The reference set's size in bytes, as the operator gives it (`policy.reference_bytes`);
+    /// without it, any size up to 4 GiB is fetched.
+    pub reference_bytes: Option<u64>,
     /// The local model.
     pub model: Architecture,
 }
@@ -96,6 +99,14 @@ pub fn init(i: &Init) -> Result<(String, PathBuf), Error> {
     let pin = match i.reference_sha256 {
         Some(id) => format!("reference_sha256 = \"{id}\""),
         None => "# Required: the SHA-256 the operator gives (`reference_sha256` printed by `fd-aggregator init`).\nreference_sha256 = \"ask the operator\"".to_owned(),
+    };
+    let pin = match i.reference_bytes {
+        Some(n) => {
+            format!("{pin}\n# Its size in bytes: a download of another size is refused at once.\nreference_bytes = {n}")
+        }
+        None => format!(
+            "{pin}\n# Its size in bytes (`reference_bytes` printed by `fd-aggregator init`): a download of\n# another size is refused at once. Without it, any size up to 4 GiB is fetched.\n# reference_bytes = 0"
+        ),
     };
     let text = format!(
         r#"# node.toml, written by `fd-node init`. Relative paths are relative to this file.

@@ -57,6 +57,10 @@ enum Command {
         /// The reference set's SHA-256, as the operator gives it.
         #[arg(long, value_name = "HEX")]
         reference_sha256: Option<String>,
+        /// The reference set's size in bytes, as the operator gives it (`reference_bytes`
+        /// printed by `fd-aggregator init`): a download of another size is refused at once.
+        #[arg(long, value_name = "BYTES")]
+        reference_bytes: Option<u64>,
         /// The preprocessing the reference set was built with, as `fd-aggregator init` prints it:
         /// `none`, `scale:FACTOR` or `standardise:MEAN/STD,…`.
         #[arg(long, default_value = "none")]
@@ -114,6 +118,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             classes,
             features,
             reference_sha256,
+            reference_bytes,
             preprocess,
         } => {
             let federation = protocol::FederationId::new(federation).context("--federation")?;
@@ -140,6 +145,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     federation,
                     aggregator,
                     reference_sha256,
+                    reference_bytes,
                     model: learning::Architecture::Mlp { hidden: vec![128], dropout: 0.0 },
                 },
             )?;

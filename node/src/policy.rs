@@ -36,6 +36,11 @@ pub struct QueryPolicy {
     /// announces another is refused, and the local copy is never replaced by another set.
     #[serde(with = "protocol::ids::reference_set_hex")]
     pub reference_sha256: ReferenceSetId,
+    /// Size in bytes of that reference set (`reference_bytes` printed by `fd-aggregator init`):
+    /// a download that announces another size is refused at its first chunk. Absent: any size up
+    /// to 4 GiB is fetched (to a temporary file, hashed as it comes) and checked at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_bytes: Option<u64>,
     /// Lowest softmax temperature the node answers at.
     #[serde(default = "default_min_temperature")]
     pub min_temperature: f32,
@@ -95,6 +100,7 @@ impl QueryPolicy {
     pub fn pinned(reference_sha256: ReferenceSetId) -> Self {
         Self {
             reference_sha256,
+            reference_bytes: None,
             min_temperature: DEFAULT_MIN_TEMPERATURE,
             encodings: default_encodings(),
             max_samples_per_round: DEFAULT_MAX_SAMPLES_PER_ROUND,

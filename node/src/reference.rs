@@ -50,62 +50,124 @@ pub(crate) fn check_features(data: usize, rs: &ReferenceSet) -> Result<(), Error
 }
 
 /// Fetches the pinned set `pin` from the aggregator, checks that its rows have `features`
-/// features (the private data's), and only then saves it at `path`, atomically. A set that does
-/// not fit is not written ([`Error::FeatureCount`]), so nothing is left behind for a later start
-/// to trip over. A copy is never overwritten: a file at `path` that matches the pin (written
-/// meanwhile, e.g. by an earlier attempt) is used, any other is refused.
+/// features (the private data's), and only then saves it at `path`, atomically. The chunks go to
+/// a temporary file beside `path` and are hashed as they come: memory holds one chunk, and a
+/// size other than `size` (the pinned `policy.reference_bytes`, when set; else at most 4 GiB)
+/// is refused at the first chunk. A set that does not fit is not written
+/// ([`Error::FeatureCount`]), so nothing is left behind for a later start to trip over. A copy
+/// is never overwritten: a file at `path` that matches the pin (written meanwhile, e.g. by an
+/// earlier attempt) is used, any other is refused.
 pub(crate) async fn fetch(
     client: &Client,
     aggregator: &ParticipantId,
     federation: &FederationId,
     path: &Path,
     pin: ReferenceSetId,
+    size: Option<u64>,
     features: usize,
 ) -> Result<Arc<ReferenceSet>, Error> {
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
+    let mut download = Download::start(path.to_owned(), pin, size).await?;
+    while let Some(offset) = download.next_offset() {
         let req = Message::RefSetRequest(RefSetRequest {
             federation: federation.clone(),
             reference_set: pin,
-            offset: buf.len() as u64,
+            offset,
             len: CHUNK,
         });
         match client.request(aggregator, &req).await? {
-            Message::RefSetChunk(RefSetChunk { offset, total_len, data, reference_set, .. }) => {
-                if reference_set != pin
-                    || offset != buf.len() as u64
-                    || total_len > MAX_REFERENCE_BYTES
-                    || (data.is_empty() && (buf.len() as u64) < total_len)
-                {
-                    return Err(bad("inconsistent reference-set chunk"));
-                }
-                buf.extend_from_slice(&data);
-                if buf.len() as u64 >= total_len {
-                    break;
-                }
-            }
+            Message::RefSetChunk(chunk) => download = download.take(chunk).await?,
             other => return Err(Error::Unexpected { request: "RefSetRequest", got: other.kind() }),
         }
     }
-    let path: PathBuf = path.to_owned();
-    let rs = tokio::task::spawn_blocking(move || save_fetched(&path, &buf, pin, features)).await??;
+    let rs = tokio::task::spawn_blocking(move || download.finish(features)).await??;
     Ok(Arc::new(rs))
 }
 
-/// Checks fetched bytes against the pin and the private data's feature count, then writes them
-/// at `path` unless a copy of the pinned set is there already. Blocking.
-fn save_fetched(path: &Path, buf: &[u8], pin: ReferenceSetId, features: usize) -> Result<ReferenceSet, Error> {
-    if ReferenceSetId::digest(buf) != pin {
-        return Err(bad("the fetched reference set does not match the pinned hash"));
+/// A reference set being fetched: the chunks so far, in a temporary file beside its path, and
+/// their hash.
+#[derive(Debug)]
+pub(crate) struct Download {
+    path: PathBuf,
+    pin: ReferenceSetId,
+    size: Option<u64>,
+    file: learning::fs::AtomicFile,
+    hasher: protocol::ReferenceSetHasher,
+    /// Bytes taken so far.
+    taken: u64,
+    /// The size the first chunk announced.
+    total: Option<u64>,
+}
+
+impl Download {
+    /// Creates the temporary file. `size`: the pinned size, if any.
+    pub(crate) async fn start(path: PathBuf, pin: ReferenceSetId, size: Option<u64>) -> Result<Self, Error> {
+        let at = path.clone();
+        let file = tokio::task::spawn_blocking(move || learning::fs::AtomicFile::create(&at)).await??;
+        Ok(Self { path, pin, size, file, hasher: ReferenceSetId::hasher(), taken: 0, total: None })
     }
-    let rs = ReferenceSet::from_bytes(buf, usize::MAX).map_err(|e| bad(e.to_string()))?;
-    check_features(features, &rs)?;
-    if read_pinned(path, pin)?.is_some() {
-        return Ok(rs);
+
+    /// Where the next chunk starts, or `None` once every byte has come.
+    pub(crate) fn next_offset(&self) -> Option<u64> {
+        match self.total {
+            Some(total) if self.taken >= total => None,
+            _ => Some(self.taken),
+        }
     }
-    learning::fs::atomic_write(path, buf)?;
-    tracing::info!(bytes = buf.len(), path = %path.display(), "fetched the reference set");
-    Ok(rs)
+
+    /// Checks a chunk against the pin, the size and what came before, hashes it and appends it
+    /// to the temporary file.
+    pub(crate) async fn take(mut self, chunk: RefSetChunk) -> Result<Self, Error> {
+        let RefSetChunk { offset, total_len, data, reference_set, .. } = chunk;
+        let total = *self.total.get_or_insert(total_len);
+        match self.size {
+            Some(pinned) if total_len != pinned => {
+                return Err(Error::config(
+                    "policy.reference_bytes",
+                    format!("the aggregator offers a reference set of {total_len} bytes, not the pinned {pinned}"),
+                ));
+            }
+            None if total_len > MAX_REFERENCE_BYTES => {
+                return Err(bad(format!(
+                    "the aggregator offers a reference set of {total_len} bytes; at most {MAX_REFERENCE_BYTES} are fetched"
+                )));
+            }
+            _ => {}
+        }
+        if reference_set != self.pin
+            || offset != self.taken
+            || total_len != total
+            || (data.is_empty() && self.taken < total)
+            || data.len() as u64 > total - self.taken
+        {
+            return Err(bad("inconsistent reference-set chunk"));
+        }
+        self.hasher.update(&data);
+        self.taken += data.len() as u64;
+        tokio::task::spawn_blocking(move || {
+            self.file.write(&data)?;
+            Ok::<_, Error>(self)
+        })
+        .await?
+    }
+
+    /// Once every byte has come: checks the hash, then reads the set back and checks its rows
+    /// against the private data's `features`, then renames the file into place unless a copy of
+    /// the pinned set is there already. Blocking.
+    pub(crate) fn finish(self, features: usize) -> Result<ReferenceSet, Error> {
+        if self.hasher.finish() != self.pin {
+            return Err(bad("the fetched reference set does not match the pinned hash"));
+        }
+        let temporary = self.file.temporary().to_owned();
+        let bytes = std::fs::read(&temporary).map_err(|source| Error::Io { path: temporary, source })?;
+        let rs = ReferenceSet::from_bytes(&bytes, usize::MAX).map_err(|e| bad(e.to_string()))?;
+        check_features(features, &rs)?;
+        if read_pinned(&self.path, self.pin)?.is_some() {
+            return Ok(rs);
+        }
+        self.file.commit()?;
+        tracing::info!(bytes = bytes.len(), path = %self.path.display(), "fetched the reference set");
+        Ok(rs)
+    }
 }
 
 #[cfg(test)]
@@ -129,22 +191,76 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "the copy is left as it was");
     }
 
-    #[test]
-    fn a_fetched_set_that_does_not_fit_the_data_is_not_written() {
+    fn chunk(pin: ReferenceSetId, offset: u64, total_len: u64, data: &[u8]) -> RefSetChunk {
+        RefSetChunk {
+            federation: FederationId::new("f").unwrap(),
+            reference_set: pin,
+            offset,
+            total_len,
+            data: data.to_vec(),
+        }
+    }
+
+    /// Everything in `dir`, temporary files included.
+    fn entries(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    }
+
+    /// Fetches `bytes` in chunks of 7 through a [`Download`].
+    async fn download(path: &Path, bytes: &[u8], pin: ReferenceSetId, features: usize) -> Result<ReferenceSet, Error> {
+        let mut d = Download::start(path.to_owned(), pin, Some(bytes.len() as u64)).await?;
+        while let Some(offset) = d.next_offset() {
+            let at = offset as usize;
+            d = d.take(chunk(pin, offset, bytes.len() as u64, &bytes[at..(at + 7).min(bytes.len())])).await?;
+        }
+        d.finish(features)
+    }
+
+    #[tokio::test]
+    async fn a_fetched_set_that_does_not_fit_the_data_is_not_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reference.fdref");
         let rs = ReferenceSet::new(3, 2, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
         let bytes = rs.to_bytes();
         let pin = ReferenceSetId::digest(&bytes);
-        match save_fetched(&path, &bytes, pin, 1) {
+        match download(&path, &bytes, pin, 1).await {
             Err(Error::FeatureCount { data: 1, reference: 2 }) => {}
             other => panic!("a set of 2 features was taken for data of 1: {other:?}"),
         }
-        assert!(!path.exists(), "nothing is written for a later start to trip over");
-        assert_eq!(save_fetched(&path, &bytes, pin, 2).unwrap(), rs);
+        assert!(entries(dir.path()).is_empty(), "nothing is left for a later start to trip over");
+        assert_eq!(download(&path, &bytes, pin, 2).await.unwrap(), rs);
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         // Fetched again (a retry after the first copy was written): the copy is used.
-        assert_eq!(save_fetched(&path, &bytes, pin, 2).unwrap(), rs);
-        assert!(save_fetched(&path, &bytes, ReferenceSetId([9; 32]), 2).is_err(), "a set off the pin");
+        assert_eq!(download(&path, &bytes, pin, 2).await.unwrap(), rs);
+        assert!(download(&path, &bytes, ReferenceSetId([9; 32]), 2).await.is_err(), "a set off the pin");
+        assert_eq!(entries(dir.path()), vec!["reference.fdref".to_owned()]);
+    }
+
+    /// A malicious aggregator that offers 4 GiB is refused at the first chunk when the size is
+    /// pinned; the chunks go to a temporary file as they come, not to memory.
+    #[tokio::test]
+    async fn the_pinned_size_is_enforced_and_chunks_go_to_disk_as_they_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reference.fdref");
+        let pin = ReferenceSetId([3; 32]);
+        let d = Download::start(path.clone(), pin, Some(1000)).await.unwrap();
+        match d.take(chunk(pin, 0, 4 << 30, &[0; 100])).await {
+            Err(Error::Config { field, .. }) => assert_eq!(field, "policy.reference_bytes"),
+            other => panic!("a 4-GiB set was taken for a pinned 1000 bytes: {other:?}"),
+        }
+        assert!(entries(dir.path()).is_empty(), "the temporary file is removed");
+        let d = Download::start(path.clone(), pin, None).await.unwrap();
+        assert!(d.take(chunk(pin, 0, (4 << 30) + 1, &[0; 100])).await.is_err(), "beyond 4 GiB unpinned");
+        let mut d = Download::start(path.clone(), pin, Some(1000)).await.unwrap();
+        for i in 0..3u8 {
+            d = d.take(chunk(pin, u64::from(i) * 100, 1000, &[i; 100])).await.unwrap();
+        }
+        assert_eq!(std::fs::metadata(d.file.temporary()).unwrap().len(), 300, "on disk as they came");
+        assert!(d.take(chunk(pin, 300, 1000, &[0; 701])).await.is_err(), "more than announced");
+        let mut d = Download::start(path.clone(), pin, Some(200)).await.unwrap();
+        d = d.take(chunk(pin, 0, 200, &[1; 200])).await.unwrap();
+        assert_eq!(d.next_offset(), None);
+        assert!(d.finish(2).is_err(), "the hash does not match");
+        assert!(entries(dir.path()).is_empty());
     }
 }

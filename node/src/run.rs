@@ -160,6 +160,7 @@ pub async fn run_with(
         policy: cfg.policy.clone(),
         reference: loaded.reference.map(|rs| (cfg.policy.reference_sha256, Arc::new(rs))),
         teacher: None,
+        learnt: None,
         pending: None,
         summary: NodeSummary::default(),
         telemetry,

@@ -10,7 +10,10 @@
 //! One `select!` drives the session: the shutdown, the round's work (a task on the trainer's
 //! thread), the submissions being sent (each a task that resends until acknowledged or the
 //! round's deadline, see [`crate::submit`]) and the network's events. Nothing waits behind a
-//! resend: an announcement or a lost connection is handled as it comes.
+//! resend: an announcement or a lost connection is handled as it comes. The federation's end
+//! (`Finished`) while a round is being trained waits for it: its training is paid for, so its
+//! answer is recorded and sent; no new round starts, and the final training does not learn again
+//! from a consensus that round's training learnt from.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -94,6 +97,9 @@ pub(crate) struct Session {
     pub(crate) reference: Option<(ReferenceSetId, Arc<ReferenceSet>)>,
     /// The last consensus, with its round.
     pub(crate) teacher: Option<(Arc<Teacher>, u64)>,
+    /// The round of the consensus the last completed round's training learnt from: the final
+    /// training at the federation's end does not learn (nor pay for) the same one again.
+    pub(crate) learnt: Option<u64>,
     /// The newest announcement not yet worked on.
     pub(crate) pending: Option<RoundAnnouncement>,
     pub(crate) summary: NodeSummary,
@@ -108,9 +114,12 @@ pub(crate) struct Session {
 /// The tasks a session runs beside its `select!`.
 #[derive(Default)]
 pub(crate) struct InFlight {
-    /// A round's work. It outlives a lost connection: its training is paid for (privacy budget,
-    /// time), so its answer is sent after the reconnection rather than trained again.
+    /// A round's work. It outlives a lost connection and the federation's end: its training is
+    /// paid for (privacy budget, time), so its answer is recorded and sent after the reconnection
+    /// rather than trained again, or dropped unrecorded.
     work: Option<Work>,
+    /// The round of the consensus `work` learns from.
+    teacher: Option<u64>,
     /// Submissions being sent, each until acknowledged or its round's deadline (they too
     /// outlive a lost connection: a resend redials).
     sends: JoinSet<Sent>,
@@ -149,7 +158,9 @@ impl Session {
         match exit {
             Exit::Finished => {
                 let last = match (&self.reference, &self.teacher) {
-                    (Some((_, rs)), Some((t, round))) => Some((rs.clone(), t.clone(), *round)),
+                    (Some((_, rs)), Some((t, round))) if self.learnt != Some(*round) => {
+                        Some((rs.clone(), t.clone(), *round))
+                    }
                     _ => None,
                 };
                 self.trainer.finish(last).await?;
@@ -214,7 +225,12 @@ impl Session {
     /// Starts the pending announcement's work if none is running, then handles whatever comes
     /// first: the shutdown, the work's answer, a submission's last receipt, or a network event.
     async fn step(&mut self, shutdown: &CancellationToken) -> Flow {
+        let finished = self.summary.finished_after.is_some();
+        if finished && self.in_flight.work.is_none() {
+            return Flow::Exit(Exit::Finished);
+        }
         if self.in_flight.work.is_none()
+            && !finished
             && let Some(ann) = self.pending.take()
             && let Err(exit) = self.start(ann)
         {
@@ -225,8 +241,12 @@ impl Session {
             _ = shutdown.cancelled() => Flow::Exit(Exit::Shutdown),
             done = work_done(work), if work.is_some() => {
                 self.in_flight.work = None;
+                let teacher = self.in_flight.teacher.take();
                 match done {
-                    Ok((ann, Ok(answer))) => self.submit(ann, answer).await,
+                    Ok((ann, Ok(answer))) => {
+                        self.learnt = teacher;
+                        self.submit(ann, answer).await
+                    }
                     Ok((ann, Err(e))) => tracing::error!(round = ann.round, error = %net::error::Chain(&e), "local round failed"),
                     Err(e) => tracing::error!(error = %e, "local round task failed"),
                 }
@@ -238,13 +258,16 @@ impl Session {
             }
             ev = self.events.recv() => match ev {
                 None => Flow::Exit(Exit::NetworkStopped),
-                Some(Event::Disconnected(p)) if p == self.aggregator => {
+                // After the federation's end there is nothing to join again: the work's answer is
+                // recorded, and its send redials.
+                Some(Event::Disconnected(p)) if p == self.aggregator && !finished => {
                     tracing::warn!(working = self.in_flight.work.is_some(), "aggregator connection lost; reconnecting");
                     Flow::Rejoin
                 }
+                // The federation's end waits for the round being trained (see `InFlight::work`).
                 Some(Event::Request { peer, message, responder }) => {
                     self.on_request(peer, message, responder).await;
-                    if self.summary.finished_after.is_some() { Flow::Exit(Exit::Finished) } else { Flow::Serve }
+                    Flow::Serve
                 }
                 Some(Event::Refused { peer, reason, detail }) => {
                     tracing::warn!(peer = %peer.short(), ?reason, %detail, "refused a message");
@@ -265,7 +288,10 @@ impl Session {
         }
         // Checked again: an answer given since the announcement arrived counts.
         match self.policy.check(&ann, &self.answers) {
-            Ok(Decision::Answer) => self.in_flight.work = Some(self.start_work(ann)),
+            Ok(Decision::Answer) => {
+                self.in_flight.teacher = self.teacher.as_ref().map(|(_, round)| *round);
+                self.in_flight.work = Some(self.start_work(ann));
+            }
             Ok(Decision::Resend(sub)) => {
                 tracing::info!(round = ann.round, "round asked again with the same question; sending the same answer");
                 self.answer(&ann, *sub);
@@ -278,9 +304,10 @@ impl Session {
         Ok(())
     }
 
-    /// Ends what the session still runs: the work is dropped (its trainer call finishes on the
-    /// trainer's thread); at the federation's end the submissions being sent are awaited (their
-    /// receipts count in the summary), otherwise dropped.
+    /// Ends what the session still runs: work still running (only at a shutdown: the
+    /// federation's end waits for it) is dropped (its trainer call finishes on the trainer's
+    /// thread); at the federation's end the submissions being sent are awaited (their receipts
+    /// count in the summary), otherwise dropped.
     async fn wind_down(&mut self, exit: &Exit) {
         if let Some(w) = self.in_flight.work.take() {
             w.abort();
@@ -351,6 +378,7 @@ impl Session {
                 &self.federation,
                 &self.reference_path,
                 pin,
+                self.policy.reference_bytes,
                 self.features,
             )
             .await;

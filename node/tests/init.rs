@@ -38,12 +38,15 @@ fn initialised(dir: &Path, pin: ReferenceSetId) -> NodeConfig {
         federation: protocol::FederationId::new("f").unwrap(),
         aggregator: aggregator(),
         reference_sha256: Some(pin),
+        reference_bytes: Some(1234),
         model: learning::Architecture::Mlp { hidden: vec![4], dropout: 0.0 },
     };
     let (peer, config) = init(&i).unwrap();
     assert!(peer.starts_with("12D3KooW"));
     assert!(matches!(init(&i), Err(Error::Config { .. })), "never overwrite a node.toml");
-    NodeConfig::load(&config).unwrap()
+    let cfg = NodeConfig::load(&config).unwrap();
+    assert_eq!(cfg.policy.reference_bytes, Some(1234), "the size is pinned beside the hash");
+    cfg
 }
 
 #[test]
@@ -64,6 +67,7 @@ fn the_data_check_counts_rows_and_classes_and_refuses_labels_beyond_the_federati
         federation: protocol::FederationId::new("f").unwrap(),
         aggregator: "/ip4/127.0.0.1/tcp/9".parse().unwrap(),
         reference_sha256: None,
+        reference_bytes: None,
         model: learning::Architecture::Mlp { hidden: vec![4], dropout: 0.0 },
     };
     assert!(matches!(init(&no_p2p), Err(Error::Config { field, .. }) if field == "aggregator"));

@@ -205,3 +205,50 @@ async fn an_announcement_is_answered_while_a_submission_is_being_resent() {
     assert_eq!(rounds, [1, 2], "{summary:?}");
     assert_eq!(summary.finished_after, Some(2));
 }
+
+/// Holds the node's training of a round (on the trainer's thread) until told to go on, and says
+/// when it got there.
+struct Held {
+    reached: mpsc::Sender<u64>,
+    go: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl node::Faults for Held {
+    fn tamper(&self, round: u64, _: &mut [f32], _: usize) {
+        let _ = self.reached.blocking_send(round);
+        let _ = self.go.lock().unwrap().recv_timeout(WAIT);
+    }
+}
+
+/// The aggregator declares the federation finished while the node trains round 1: the training
+/// is paid for, so its answer is still recorded and sent (it was dropped, and the node stopped
+/// with round 1 unanswered), and the node then stops on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_being_trained_when_the_federation_finishes_is_still_answered() {
+    let tmp = tempfile::Builder::new().prefix("node-session-").tempdir().unwrap();
+    let dir = tmp.path();
+    let node_id = net::keys::generate(&dir.join("node.key")).unwrap().id();
+    let values: Vec<f32> = (0..REFERENCE_ROWS * 64).map(|i| ((i * 7) % 17) as f32 / 16.0).collect();
+    let reference = ReferenceSet::new(REFERENCE_ROWS, 64, values).unwrap().to_bytes();
+    let pin = ReferenceSetId::digest(&reference);
+    let shutdown = CancellationToken::new();
+    let (agg, mut seen, addr) = aggregator(node_id, reference, Arc::new(AtomicBool::new(false)), &shutdown).await;
+    let (reached, mut training) = mpsc::channel(4);
+    let (go, held) = std::sync::mpsc::channel();
+    let faults = Arc::new(Held { reached, go: std::sync::Mutex::new(held) });
+    let node = tokio::spawn(node::run_with(config(dir, &addr, pin), faults, shutdown.child_token()));
+
+    assert_eq!(next(&mut seen).await, Seen::Joined);
+    assert_eq!(ask(&agg, &node_id, Message::RoundAnnouncement(announcement(1, pin))).await, None);
+    let round = tokio::time::timeout(WAIT, training.recv()).await.expect("training started").unwrap();
+    assert_eq!(round, 1);
+    let finished = Finished { federation: fed(), rounds: 1, detail: String::new() };
+    assert_eq!(ask(&agg, &node_id, Message::Finished(finished)).await, None);
+    go.send(()).unwrap();
+    assert_eq!(next(&mut seen).await, Seen::Submission(1, true), "the paid-for answer is sent");
+    let summary = tokio::time::timeout(WAIT, node).await.expect("the node stops on its own").unwrap().unwrap();
+    assert_eq!((summary.accepted_rounds, summary.finished_after), (vec![1], Some(1)));
+    let answers = std::fs::read_to_string(dir.join("state").join(node::policy::ANSWERS_FILE)).unwrap();
+    assert!(!answers.is_empty(), "the answer is recorded");
+    shutdown.cancel();
+}

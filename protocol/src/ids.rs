@@ -177,7 +177,36 @@ impl fmt::Debug for Identity {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ReferenceSetId(pub [u8; 32]);
 
+/// The SHA-256 of a reference set taken in pieces, as they arrive (see
+/// [`ReferenceSetId::hasher`]).
+pub struct ReferenceSetHasher(ring::digest::Context);
+
+impl std::fmt::Debug for ReferenceSetHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReferenceSetHasher")
+    }
+}
+
+impl ReferenceSetHasher {
+    /// Takes the next piece.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The id of every piece taken, in order.
+    pub fn finish(self) -> ReferenceSetId {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        ReferenceSetId(out)
+    }
+}
+
 impl ReferenceSetId {
+    /// A hasher that gives the same id as [`ReferenceSetId::digest`] of its pieces put together.
+    pub fn hasher() -> ReferenceSetHasher {
+        ReferenceSetHasher(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+
     /// SHA-256 of `bytes`.
     pub fn digest(bytes: &[u8]) -> Self {
         let d = ring::digest::digest(&ring::digest::SHA256, bytes);

@@ -46,7 +46,7 @@ pub mod wire;
 
 pub use envelope::SignedEnvelope;
 pub use error::{Error, RefusalReason, Result};
-pub use ids::{FederationId, Identity, ParticipantId, ReferenceSetId, Round};
+pub use ids::{FederationId, Identity, ParticipantId, ReferenceSetHasher, ReferenceSetId, Round};
 pub use mask::Mask;
 pub use message::{
     AnnouncementDigest, Consensus, Finished, Hello, JoinAccepted, JoinReply, Message, Receipt, ReceiptStatus,

@@ -348,10 +348,10 @@ fn an_aggregator_behind_a_nat_is_reached_through_a_relay() {
         args.extend(["--listen".into(), a.to_string()]);
     }
     for p in &runs {
-        let allow = std::iter::once(net::keys::read(&p.aggregator.key).unwrap().id())
-            .chain(p.aggregator.roster.iter().map(|e| e.peer_id));
-        for id in allow {
-            args.extend(["--allow".into(), net::keys::peer_id_string(&id)]);
+        let aggregator = net::keys::read(&p.aggregator.key).unwrap().id();
+        args.extend(["--aggregator".into(), net::keys::peer_id_string(&aggregator)]);
+        for e in &p.aggregator.roster {
+            args.extend(["--allow".into(), net::keys::peer_id_string(&e.peer_id)]);
         }
     }
     let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();

@@ -79,7 +79,7 @@ fn standardisation_built_on_the_reference_set_reaches_the_node_config_through_th
     let preprocess = flag("--preprocess");
     assert!(preprocess.starts_with("standardise:"), "{line}");
 
-    let (aggregator, sha) = (flag("--aggregator"), flag("--reference-sha256"));
+    let (aggregator, sha, size) = (flag("--aggregator"), flag("--reference-sha256"), flag("--reference-bytes"));
     let node = run(
         "fd-node",
         &[
@@ -100,12 +100,16 @@ fn standardisation_built_on_the_reference_set_reaches_the_node_config_through_th
             aggregator,
             "--reference-sha256",
             sha,
+            "--reference-bytes",
+            size,
         ],
         d,
     );
     let printed = String::from_utf8(node.stdout).unwrap();
     assert!(printed.contains("fd-aggregator roster add --config federation.toml NAME 12D3KooW"), "{printed}");
     let cfg = node::NodeConfig::load(&d.join("alice/node.toml")).unwrap();
+    let reference_bytes = std::fs::metadata(d.join("operator/reference.fdref")).unwrap().len();
+    assert_eq!(cfg.policy.reference_bytes, Some(reference_bytes), "the size printed is the set's");
     let pinned = std::fs::read_to_string(d.join("operator/reference.preprocess.toml")).unwrap();
     let Preprocess::Standardise { mean, std } = &cfg.data.preprocess else { panic!("{:?}", cfg.data.preprocess) };
     assert_eq!(mean.len(), 3);

@@ -90,6 +90,7 @@ pub struct Traffic {
     received_bytes: Family<PeerKind, Counter>,
     sent_messages: Family<PeerKind, Counter>,
     received_messages: Family<PeerKind, Counter>,
+    refused_connections: Counter,
     names: Arc<HashMap<ParticipantId, String>>,
 }
 
@@ -122,6 +123,12 @@ impl Traffic {
                 "Messages received, by peer and message kind",
                 Family::default(),
             ),
+            refused_connections: registered(
+                r,
+                "fd_refused_connections",
+                "Incoming connections refused by the allow-list or the connection limits, logged or not",
+                Counter::default(),
+            ),
             names: Arc::new(names),
         }
     }
@@ -140,6 +147,11 @@ impl Traffic {
         let labels = self.labels(peer, Some(kind));
         self.sent_bytes.get_or_create(&labels).inc_by(bytes as u64);
         self.sent_messages.get_or_create(&labels).inc();
+    }
+
+    /// Counts an incoming connection refused by the allow-list or the connection limits.
+    pub fn refused_connection(&self) {
+        self.refused_connections.inc();
     }
 
     /// Counts one frame received from `peer` (its kind read from the envelope's header).
