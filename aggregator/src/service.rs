@@ -19,7 +19,7 @@ use crate::config::AggregatorConfig;
 use crate::error::Error;
 use crate::state::Aggregator;
 use crate::student::{Student, StudentSetup};
-use crate::{faults, metrics};
+use crate::{faults, metrics, status};
 
 /// What a finished run produced.
 #[derive(Clone, Debug)]
@@ -122,9 +122,19 @@ impl Aggregator {
                 client.listen(addr.clone()).await.map_err(|e| Error::config("listen", net::error::Chain(&e)))?;
             listen_addrs.push(bound);
         }
+        let board = status::Board::new(
+            cfg.federation.as_str(),
+            cfg.rounds,
+            cfg.round.quorum(roster.len()),
+            cfg.validation.is_some(),
+            &roster,
+            &loaded.restored.metrics,
+        );
         let metrics_server = match cfg.metrics {
             Some(addr) => Some(
-                net::metrics::http::serve(addr, Arc::new(registry), shutdown)
+                net::http::Endpoint::new(addr, cfg.http.clone(), Arc::new(registry))
+                    .with_view(|| board.view())
+                    .serve(shutdown)
                     .await
                     .map_err(|e| Error::config("metrics", net::error::Chain(&e)))?,
             ),
@@ -168,6 +178,7 @@ impl Aggregator {
             sends: tokio::task::JoinSet::new(),
             telemetry,
             metrics_server,
+            board,
             shutdown: shutdown.clone(),
             cfg,
         })
@@ -183,6 +194,8 @@ impl Aggregator {
             Ok(completed) => self.finish(completed, &shutdown).await,
             Err(e) => Err(e),
         };
+        let done = matches!(summary, Ok(RunSummary { completed: true, .. }));
+        self.board.phase(if done { status::Phase::Finished } else { status::Phase::Stopped });
         let drain = async { while self.sends.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
         drop(self.events);

@@ -96,6 +96,8 @@ pub(crate) struct Session {
     pub(crate) pending: Option<RoundAnnouncement>,
     pub(crate) summary: NodeSummary,
     pub(crate) telemetry: crate::metrics::Metrics,
+    /// The live view's snapshot ([`crate::status`]).
+    pub(crate) board: crate::status::Board,
     pub(crate) in_flight: InFlight,
 }
 
@@ -233,6 +235,7 @@ impl Session {
             ev = self.events.recv() => match ev {
                 None => Flow::Exit(Exit::NetworkStopped),
                 Some(Event::Disconnected(p)) if p == self.aggregator => {
+                    self.board.left();
                     tracing::warn!(working = self.in_flight.work.is_some(), "aggregator connection lost; reconnecting");
                     Flow::Rejoin
                 }
@@ -266,6 +269,7 @@ impl Session {
             }
             Err(r) => {
                 self.telemetry.decline(r.reason);
+                self.board.declined(ann.round, r.reason, &r.detail);
                 tracing::warn!(round = ann.round, reason = ?r.reason, detail = %r.detail, "not answering a round")
             }
         }
@@ -362,6 +366,7 @@ impl Session {
         }
         self.summary.joins += 1;
         self.telemetry.joins.inc();
+        self.board.joined(accepted.current_round);
         tracing::info!(round = accepted.current_round, "joined the federation");
         Ok(())
     }
@@ -398,6 +403,7 @@ impl Session {
             Message::Finished(f) => {
                 tracing::info!(rounds = f.rounds, detail = %f.detail, "the aggregator finished the federation");
                 self.summary.finished_after = Some(f.rounds);
+                self.board.finished();
                 Ok(())
             }
             other => Err(Refusal {
@@ -409,6 +415,7 @@ impl Session {
             Ok(()) => (ReceiptStatus::Accepted, String::new()),
             Err(r) => {
                 self.telemetry.decline(r.reason);
+                self.board.declined(round, r.reason, &r.detail);
                 tracing::warn!(round, reason = ?r.reason, detail = %r.detail, "refusing a request");
                 (ReceiptStatus::Refused(r.reason), protocol::message::short_detail(&r.detail))
             }
@@ -436,6 +443,7 @@ impl Session {
             });
         }
         tracing::info!(round = ann.round, samples = ann.selection.len(), "round announced");
+        self.board.announced(ann.round);
         if self.pending.as_ref().is_none_or(|p| p.round < ann.round) {
             self.pending = Some(ann);
         }
@@ -455,6 +463,7 @@ impl Session {
         self.teacher = Some((Arc::new(teacher), c.round));
         self.summary.consensus_received += 1;
         self.telemetry.consensus.inc();
+        self.board.consensus();
         Ok(())
     }
 
@@ -556,11 +565,13 @@ impl Session {
                     self.summary.accepted_rounds.push(round);
                     self.telemetry.submissions.accepted.inc();
                     self.telemetry.round.set(round as i64);
+                    self.board.answered(round);
                 }
                 ReceiptStatus::Refused(reason) => {
                     tracing::warn!(round, ?reason, detail = %r.detail, "submission refused");
                     self.summary.refused_rounds.push((round, reason));
                     self.telemetry.submissions.refuse(reason);
+                    self.board.refused(round, reason, &r.detail);
                 }
             },
             Ok(other) => tracing::warn!(kind = ?other.kind(), "unexpected answer to a submission"),

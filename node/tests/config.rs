@@ -46,6 +46,7 @@ fn base(dir: &std::path::Path) -> NodeConfig {
         policy: QueryPolicy::pinned(protocol::ReferenceSetId([3; 32])),
         ledger: Default::default(),
         metrics: None,
+        http: Default::default(),
     }
 }
 

@@ -201,6 +201,7 @@ fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetI
         privacy: None,
         ledger: Default::default(),
         metrics: Some("127.0.0.1:0".parse().unwrap()),
+        http: Default::default(),
     }
 }
 

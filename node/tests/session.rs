@@ -141,6 +141,7 @@ fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetI
         privacy: None,
         ledger: Default::default(),
         metrics: None,
+        http: Default::default(),
     }
 }
 

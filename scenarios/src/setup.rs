@@ -156,6 +156,7 @@ fn node_files(
         policy: policy(s, reference),
         ledger: Default::default(),
         metrics: None,
+        http: Default::default(),
     };
     Ok((entry, config))
 }
@@ -201,6 +202,7 @@ fn aggregator_config(
         student: s.student.clone(),
         validation: Some(validation),
         metrics: None,
+        http: Default::default(),
         // Every node of a simulation dials from the same address (127.0.0.1): room for all of
         // them to be in their handshake at once, rather than refusals and redials.
         connections: aggregator::config::ConnectionsConfig::for_one_address(s.split.nodes),
