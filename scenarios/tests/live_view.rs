@@ -101,9 +101,12 @@ fn endpoint(log: &Path, limit: Duration) -> String {
 #[ignore = "long tier: opens the live view in headless Chromium during a real federation"]
 fn the_live_view_follows_the_rounds_in_chromium() {
     let chromium = chromium();
-    const ROUNDS: u64 = 6;
-    let s = scenario("live-view", 3, ROUNDS);
+    const ROUNDS: u64 = 5;
+    // Four on the roster, three running: each round waits for the fourth until its deadline
+    // (the quorum is 3), long enough for several renders of the page while the rounds run.
+    let s = scenario("live-view", 4, ROUNDS);
     let mut p = common::prepare(&s, "live");
+    p.aggregator.round.deadline_secs = 4.0;
     p.aggregator.metrics = Some("127.0.0.1:0".parse().unwrap());
     p.aggregator.http.status = true;
     p.nodes[0].metrics = Some("127.0.0.1:0".parse().unwrap());
@@ -133,12 +136,12 @@ fn the_live_view_follows_the_rounds_in_chromium() {
             seen.push((round, points));
         }
         if points >= 2 && !shot {
-            screenshot(&chromium, &url, &dir.root().join("live-view-aggregator.png"));
             let node = dump_dom(&chromium, &node_url);
             let answered: usize = text_of(&node, "answered").unwrap_or_default().parse().unwrap_or(0);
             assert!(answered >= 1, "node 0's page shows no answered round:\n{node}");
             assert!(text_of(&node, "sent").is_some_and(|t| t.ends_with('B')), "no egress total:\n{node}");
             screenshot(&chromium, &node_url, &dir.root().join("live-view-node.png"));
+            screenshot(&chromium, &url, &dir.root().join("live-view-aggregator.png"));
             shot = true;
         }
         assert!(start.elapsed() < Duration::from_secs(600), "the federation did not finish; the page showed {seen:?}");
