@@ -72,6 +72,7 @@ fn config(dir: &Path, nodes: &[Identity], rounds: u64) -> AggregatorConfig {
         validation: None,
         connections: Default::default(),
         metrics: None,
+        http: Default::default(),
     }
 }
 

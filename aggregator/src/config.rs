@@ -41,6 +41,10 @@ pub struct AggregatorConfig {
     /// Serve Prometheus metrics at `http://ADDR/metrics` (e.g. `"127.0.0.1:9464"`); absent: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// How the endpoint at `metrics` is served (`[http]`): the live view, an address other than
+    /// loopback, the host names it answers to.
+    #[serde(default, skip_serializing_if = "net::http::HttpConfig::is_default")]
+    pub http: net::http::HttpConfig,
     /// Number of classes every model predicts.
     pub classes: usize,
     /// Nodes allowed to join (`[[roster]]` tables; `fd-aggregator roster add` writes them).
@@ -441,6 +445,7 @@ impl AggregatorConfig {
 
     /// Checks every field that can be checked without I/O, naming the first one at fault.
     pub fn validate(&self) -> Result<(), Error> {
+        self.http.validate(self.metrics).map_err(|(key, why)| Error::config(key, why))?;
         if self.listen.is_empty() {
             return Err(Error::config("listen", "no address"));
         }
@@ -531,6 +536,7 @@ mod tests {
             validation: None,
             connections: Default::default(),
             metrics: None,
+            http: Default::default(),
         }
     }
 

@@ -11,7 +11,8 @@
 //! every node that the federation is finished. A restart with the same output folder resumes
 //! after the last completed round. Under `weighted_by_samples`, nodes weigh what the roster
 //! declares or, failing that, what they report, clipped ([`weights`]). With a `metrics` address in
-//! the config, [`metrics`] are served at `http://ADDR/metrics` until the run ends. An aggregator
+//! the config, [`metrics`] are served at `http://ADDR/metrics` until the run ends, and with
+//! `http.status` the operator's live view ([`status`]: a page at `/`, its data at `/api/status`). An aggregator
 //! with no open port listens through a circuit relay, which `fd-aggregator relay` runs ([`relay`]).
 //!
 //! Simulations can hold the aggregator at points where a test kills it ([`faults`]; the
@@ -31,7 +32,7 @@
 //! is) → drain the sends in flight → stop the network → stop serving metrics → join the
 //! student's thread.
 //!
-//! Layers: error → weights → config → faults/metrics/reference/checkpoint/report → round → collect → student → init/relay/roster_edit → state → serve → rounds → service.
+//! Layers: error → weights → config → faults/metrics/reference/checkpoint/report/status → round → collect → student → init/relay/roster_edit → state → serve → rounds → service.
 #![deny(missing_docs)]
 
 pub mod checkpoint;
@@ -51,6 +52,7 @@ mod secure;
 mod serve;
 mod service;
 mod state;
+pub mod status;
 pub mod student;
 pub mod weights;
 

@@ -20,6 +20,7 @@ use crate::collect::{Collected, Collection, Step};
 use crate::error::Error;
 use crate::round::RoundState;
 use crate::state::Aggregator;
+use crate::status::Phase;
 use crate::student::Learnt;
 
 /// Attempts at a round's checkpoint before the round goes on uncommitted.
@@ -80,6 +81,7 @@ impl Aggregator {
         for peer in self.joined.clone() {
             self.send(peer, Message::RoundAnnouncement(ann.clone()));
         }
+        self.board.open(round, ann.deadline_unix_ms);
         tracing::info!(round, joined = self.joined.len(), samples = ann.selection.len(), "round open");
         while self.declines.try_recv().is_ok() {} // refusals of earlier rounds
         Round { state, started, traffic }
@@ -109,6 +111,7 @@ impl Aggregator {
                 }
             }
         }
+        self.board.phase(Phase::Distilling);
         let (state, combined) = if self.cfg.round.secure_aggregation.is_some() {
             let Some((combined, _survivors)) = self.unmask(&mut state, shutdown).await? else { return Ok(None) };
             (state, Ok(combined))
@@ -174,6 +177,7 @@ impl Aggregator {
             participants: participants.len() as u32,
             counts: combined.counts.iter().map(|&n| n.min(u16::MAX as u32) as u16).collect(),
         });
+        self.board.phase(Phase::Publishing);
         // Wait for the nodes' receipts so that every node holds this consensus before the
         // next round is announced: its digest step is then the same whatever the timing.
         self.deliver(&consensus).await;
@@ -197,6 +201,7 @@ impl Aggregator {
         self.checkpoint(round, shutdown).await;
         self.completed = round;
         self.record(&m);
+        self.board.completed(&m);
         tracing::info!(
             round,
             participants = m.participants.len(),

@@ -17,6 +17,7 @@ impl Aggregator {
         match ev {
             Event::Request { peer, message, responder } => self.on_request(peer, message, responder, state).await,
             Event::Disconnected(p) if self.joined.remove(&p) => {
+                self.board.joined(&p, false);
                 tracing::info!(node = %self.name(&p), "node left");
                 self.telemetry.joined.set(self.joined.len() as i64);
             }
@@ -44,6 +45,7 @@ impl Aggregator {
         responder: Responder,
         state: &mut RoundState,
     ) {
+        self.board.contact(&peer);
         let reply = match message {
             Message::Hello(h) => return self.on_hello(peer, &h, responder, state).await,
             Message::Submission(sub) => {
@@ -51,11 +53,13 @@ impl Aggregator {
                 match self.take_submission(peer, sub, state).await {
                     Ok(()) => {
                         self.telemetry.submissions.accepted.inc();
+                        self.board.answered(&peer);
                         tracing::info!(node = %self.name(&peer), round, "submission accepted");
                         self.receipt(round, ReceiptStatus::Accepted, "")
                     }
                     Err(e) => {
                         self.telemetry.submissions.refuse(e.refusal_reason());
+                        self.board.refused(&peer, round, e.refusal_reason());
                         tracing::warn!(node = %self.name(&peer), round, reason = ?e.refusal_reason(), error = %e, "submission refused");
                         self.receipt(round, ReceiptStatus::Refused(e.refusal_reason()), &e.to_string())
                     }
@@ -125,6 +129,7 @@ impl Aggregator {
             self.withdrawn.remove(&peer);
             tracing::info!(node = %self.name(&peer), round = state.round(), "node joined");
             self.joined.insert(peer);
+            self.board.joined(&peer, true);
             self.telemetry.joined.set(self.joined.len() as i64);
         } else {
             tracing::warn!(peer = %peer.short(), ?outcome, "join refused");
@@ -151,6 +156,7 @@ impl Aggregator {
     ) {
         tracing::error!(node = %self.name(&peer), round, ?reason, %detail, "node cannot take part; the rounds no longer wait for it");
         self.withdrawn.insert(peer, reason);
+        self.board.withdrawn(&peer, reason);
         state.decline(peer, state.round(), reason);
     }
 

@@ -19,7 +19,7 @@ use crate::config::AggregatorConfig;
 use crate::error::Error;
 use crate::state::Aggregator;
 use crate::student::{Student, StudentSetup};
-use crate::{faults, metrics};
+use crate::{faults, metrics, status};
 
 /// What a finished run produced.
 #[derive(Clone, Debug)]
@@ -124,9 +124,19 @@ impl Aggregator {
             // `--addr-file`, not only the first one the swarm reported.
             listen_addrs.extend(net::interfaces::expand(addr, &bound));
         }
+        let board = status::Board::new(
+            cfg.federation.as_str(),
+            cfg.rounds,
+            cfg.round.quorum(roster.len()),
+            cfg.validation.is_some(),
+            &roster,
+            &loaded.restored.metrics,
+        );
         let metrics_server = match cfg.metrics {
             Some(addr) => Some(
-                net::metrics::http::serve(addr, Arc::new(registry), shutdown)
+                net::http::Endpoint::new(addr, cfg.http.clone(), Arc::new(registry))
+                    .with_view(|| board.view())
+                    .serve(shutdown)
                     .await
                     .map_err(|e| Error::config("metrics", net::error::Chain(&e)))?,
             ),
@@ -170,6 +180,7 @@ impl Aggregator {
             sends: tokio::task::JoinSet::new(),
             telemetry,
             metrics_server,
+            board,
             shutdown: shutdown.clone(),
             cfg,
         })
@@ -185,6 +196,8 @@ impl Aggregator {
             Ok(completed) => self.finish(completed, &shutdown).await,
             Err(e) => Err(e),
         };
+        let done = matches!(summary, Ok(RunSummary { completed: true, .. }));
+        self.board.phase(if done { status::Phase::Finished } else { status::Phase::Stopped });
         let drain = async { while self.sends.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
         drop(self.events);

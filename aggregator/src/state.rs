@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::RoundMetrics;
 use crate::collect::Declined;
 use crate::config::AggregatorConfig;
-use crate::metrics;
 use crate::student::Student;
+use crate::{metrics, status};
 
 /// A bound, ready-to-run aggregator.
 pub struct Aggregator {
@@ -57,6 +57,8 @@ pub struct Aggregator {
     pub(crate) telemetry: metrics::Metrics,
     /// The `GET /metrics` endpoint, if the config asks for one.
     pub(crate) metrics_server: Option<net::metrics::http::Server>,
+    /// The live view's snapshot, updated at a few points of the rounds ([`crate::status`]).
+    pub(crate) board: status::Board,
     /// The token `run` stops on; the network and the metrics endpoint have children of it.
     pub(crate) shutdown: CancellationToken,
 }
@@ -129,12 +131,14 @@ impl Aggregator {
     pub(crate) fn send(&mut self, peer: ParticipantId, message: Message) {
         let client = self.client.clone();
         let declines = self.declines_tx.clone();
+        let board = self.board.clone();
         while self.sends.try_join_next().is_some() {}
         self.sends.spawn(async move {
             match client.request(&peer, &message).await {
                 Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, round, .. })) => {
                     tracing::warn!(peer = %peer.short(), kind = ?message.kind(), ?reason, %detail, "node refused");
                     if let Message::RoundAnnouncement(_) = message {
+                        board.declined(&peer, round, reason);
                         // Full only if refusals pile up unread; the deadline closes the round then.
                         let _ = declines.try_send(Declined { peer, round, reason });
                     }

@@ -125,6 +125,7 @@ async fn a_claimed_sample_count_is_clipped_and_a_declared_one_is_taken() {
         validation: None,
         connections: Default::default(),
         metrics: None,
+        http: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let agg = Aggregator::start(cfg, &shutdown).await.unwrap();

@@ -1,6 +1,7 @@
 //! [`Client`]: the clonable handle through which the owner talks to the event loop, and
 //! [`Responder`], which answers one inbound request.
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,6 +41,23 @@ pub(crate) enum Command {
     Connected {
         reply: oneshot::Sender<Vec<ParticipantId>>,
     },
+}
+
+/// The byte counters of a [`Client`], read-only ([`Client::meter`]).
+#[derive(Clone)]
+pub struct Meter(Arc<Shared>);
+
+impl Meter {
+    /// (bytes sent, bytes received) so far, counting encoded envelopes.
+    pub fn traffic(&self) -> (u64, u64) {
+        (self.0.sent.load(Ordering::Relaxed), self.0.received.load(Ordering::Relaxed))
+    }
+}
+
+impl fmt::Debug for Meter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Meter").field(&self.traffic()).finish()
+    }
 }
 
 /// What clients and the event loop share: the signing identity, the caps, the ledger, the
@@ -131,6 +149,12 @@ impl Client {
     /// (bytes sent, bytes received) so far, counting encoded envelopes.
     pub fn traffic(&self) -> (u64, u64) {
         (self.shared.sent.load(Ordering::Relaxed), self.shared.received.load(Ordering::Relaxed))
+    }
+
+    /// A read-only view of the byte counters of [`Client::traffic`] that does not keep the event
+    /// loop running (for a status page that outlives the network).
+    pub fn meter(&self) -> Meter {
+        Meter(self.shared.clone())
     }
 
     /// Requests sent again so far because every stream of the connection was busy with the

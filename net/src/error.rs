@@ -22,6 +22,15 @@ pub enum Error {
         #[source]
         source: Cause,
     },
+    /// The HTTP endpoint was asked to bind an address other than loopback without the
+    /// operator's explicit `http.public = true`.
+    #[error(
+        "{addr} is not a loopback address, and the HTTP endpoint has no authentication: bind it to 127.0.0.1 or ::1, or set `public = true` in the config's [http] table to serve it there"
+    )]
+    NotLoopback {
+        /// The address asked for.
+        addr: String,
+    },
     /// Dialling failed.
     #[error("cannot connect to {addr}")]
     Dial {

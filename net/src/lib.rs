@@ -27,10 +27,11 @@
 //! listener on every interface is reached at), [`clock`] (Unix milliseconds),
 //! [`codec`], [`rate`], [`keys`], [`ledger`], [`owner`] (state owned by a dedicated thread),
 //! [`cli`] (what the binaries set up alike), [`nat`] (relay, hole punching, reachability),
-//! [`metrics`] (traffic counters and the `GET /metrics` endpoint), [`config`], [`client`] (the
+//! [`http`] (the HTTP endpoint: `GET /metrics` and an owner's live view, bounded and guarded),
+//! [`metrics`] (traffic counters), [`config`], [`client`] (the
 //! handle and responder), [`event`], [`event_loop`] (the Swarm's owner).
 //!
-//! Layers: error → ids/clock/interfaces → codec/rate/keys/ledger/owner/pending/per_peer/cli → denied/nat → metrics → config → client → event → event_loop.
+//! Layers: error → ids/clock/interfaces → codec/rate/keys/ledger/owner/pending/per_peer/cli/http → denied/nat → metrics → config → client → event → event_loop.
 #![deny(missing_docs)]
 
 pub mod cli;
@@ -42,6 +43,7 @@ mod denied;
 pub mod error;
 pub mod event;
 pub mod event_loop;
+pub mod http;
 pub mod ids;
 pub mod interfaces;
 pub mod keys;

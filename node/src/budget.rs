@@ -250,7 +250,13 @@ impl Budget {
         self.after_one().is_ok_and(|e| e <= self.cfg.epsilon * (1.0 + 1e-9))
     }
 
-    fn spent(&self) -> Result<f64, Error> {
+    /// The budget: ε at δ.
+    pub fn epsilon(&self) -> (f64, f64) {
+        (self.cfg.epsilon, self.cfg.delta)
+    }
+
+    /// ε spent so far at the configured δ.
+    pub fn spent(&self) -> Result<f64, Error> {
         if self.ledger.entries.is_empty() {
             return Ok(0.0);
         }

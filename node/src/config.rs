@@ -45,6 +45,10 @@ pub struct NodeConfig {
     /// Serve Prometheus metrics at `http://ADDR/metrics` (e.g. `"127.0.0.1:9464"`); absent: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// How the endpoint at `metrics` is served (`[http]`): the live view, an address other than
+    /// loopback, the host names it answers to.
+    #[serde(default, skip_serializing_if = "net::http::HttpConfig::is_default")]
+    pub http: net::http::HttpConfig,
     /// Private data.
     pub data: DataSpec,
     /// Local model.
@@ -173,6 +177,7 @@ impl NodeConfig {
     /// Checks every field that can be checked without I/O, naming the first one at fault.
     pub fn validate(&self) -> Result<(), Error> {
         self.aggregator_id()?;
+        self.http.validate(self.metrics).map_err(|(key, why)| Error::config(key, why))?;
         if let Some(p) = &self.privacy {
             p.validate()?;
         }

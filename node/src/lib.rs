@@ -17,10 +17,11 @@
 //! `run` (the whole node), [`faults`] (hooks for simulations; the production binary is always
 //! honest), [`metrics`] (Prometheus series, served at `http://ADDR/metrics` when the config names a
 //! `metrics` address), [`reachability`] (AutoNAT's verdict on this node, in
-//! `state_dir/reachability.json` and a metric), [`init`] (`fd-node init`: the data check and a
+//! `state_dir/reachability.json` and a metric), [`status`] (the operator's live view, served
+//! beside the metrics when `http.status` asks for it), [`init`] (`fd-node init`: the data check and a
 //! new `node.toml`).
 //!
-//! Layers: error → refusal → faults/metrics/reachability/submit → policy → budget → config → local/reference/init → trainer → session → run.
+//! Layers: error → refusal → faults/metrics/reachability/secure/submit → policy → budget → config → local/reference/init → trainer → status → session → run.
 #![deny(missing_docs)]
 
 pub mod budget;
@@ -37,6 +38,7 @@ pub mod refusal;
 mod run;
 mod secure;
 mod session;
+pub mod status;
 mod submit;
 pub mod trainer;
 

@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::faults::{Faults, Honest};
 use crate::session::{NodeSummary, Session};
 use crate::trainer::Trainer;
-use crate::{budget, local, metrics, policy, reachability, reference};
+use crate::{budget, local, metrics, policy, reachability, reference, status};
 
 /// Validated, loaded inputs of a node.
 struct Loaded {
@@ -127,17 +127,20 @@ pub async fn run_with(
         Trainer::start(loaded.model, loaded.data, settings, cfg.state_dir.join("model"), loaded.budget)?;
     let (telemetry, registry) = metrics::Metrics::new(aggregator);
     let net_cfg = net_config(&cfg, aggregator, trainer.classes(), telemetry.traffic.clone());
+    let identity =
+        Arc::new(protocol::Identity::from_seed(*loaded.identity.seed()).map_err(|e| Error::config("key", e))?);
+    let (client, events, network) = net::spawn(loaded.identity, net_cfg, &shutdown)?;
+    let board = status::Board::new(cfg.federation.as_str(), &aggregator, trainer.privacy()).with_meter(client.meter());
     let metrics_server = match cfg.metrics {
         Some(addr) => Some(
-            net::metrics::http::serve(addr, Arc::new(registry), &shutdown)
+            net::http::Endpoint::new(addr, cfg.http.clone(), Arc::new(registry))
+                .with_view(|| board.view())
+                .serve(&shutdown)
                 .await
                 .map_err(|e| Error::config("metrics", net::error::Chain(&e)))?,
         ),
         None => None,
     };
-    let identity =
-        Arc::new(protocol::Identity::from_seed(*loaded.identity.seed()).map_err(|e| Error::config("key", e))?);
-    let (client, events, network) = net::spawn(loaded.identity, net_cfg, &shutdown)?;
     reachability::follow(client.reachability(), telemetry.reachability.clone(), cfg.state_dir.join(reachability::FILE));
     for addr in &cfg.listen {
         let bound = client.listen(addr.clone()).await?;
@@ -164,6 +167,7 @@ pub async fn run_with(
         pending: None,
         summary: NodeSummary::default(),
         telemetry,
+        board,
         in_flight: Default::default(),
         identity,
         secure: None,

@@ -104,6 +104,8 @@ pub(crate) struct Session {
     pub(crate) pending: Option<RoundAnnouncement>,
     pub(crate) summary: NodeSummary,
     pub(crate) telemetry: crate::metrics::Metrics,
+    /// The live view's snapshot ([`crate::status`]).
+    pub(crate) board: crate::status::Board,
     pub(crate) in_flight: InFlight,
     /// The node's signing key: it signs its pair keys and survivor lists in secure rounds.
     pub(crate) identity: Arc<Identity>,
@@ -261,6 +263,7 @@ impl Session {
                 // After the federation's end there is nothing to join again: the work's answer is
                 // recorded, and its send redials.
                 Some(Event::Disconnected(p)) if p == self.aggregator && !finished => {
+                    self.board.left();
                     tracing::warn!(working = self.in_flight.work.is_some(), "aggregator connection lost; reconnecting");
                     Flow::Rejoin
                 }
@@ -298,6 +301,7 @@ impl Session {
             }
             Err(r) => {
                 self.telemetry.decline(r.reason);
+                self.board.declined(ann.round, r.reason, &r.detail);
                 tracing::warn!(round = ann.round, reason = ?r.reason, detail = %r.detail, "not answering a round")
             }
         }
@@ -396,6 +400,7 @@ impl Session {
         }
         self.summary.joins += 1;
         self.telemetry.joins.inc();
+        self.board.joined(accepted.current_round);
         tracing::info!(round = accepted.current_round, "joined the federation");
         Ok(())
     }
@@ -433,6 +438,7 @@ impl Session {
             Message::Finished(f) => {
                 tracing::info!(rounds = f.rounds, detail = %f.detail, "the aggregator finished the federation");
                 self.summary.finished_after = Some(f.rounds);
+                self.board.finished();
                 Ok(None)
             }
             other => Err(Refusal {
@@ -450,6 +456,7 @@ impl Session {
             Ok(None) => (ReceiptStatus::Accepted, String::new()),
             Err(r) => {
                 self.telemetry.decline(r.reason);
+                self.board.declined(round, r.reason, &r.detail);
                 tracing::warn!(round, reason = ?r.reason, detail = %r.detail, "refusing a request");
                 (ReceiptStatus::Refused(r.reason), protocol::message::short_detail(&r.detail))
             }
@@ -495,6 +502,7 @@ impl Session {
             secure = ann.secure.is_some(),
             "round announced"
         );
+        self.board.announced(ann.round);
         if self.pending.as_ref().is_none_or(|p| p.round < ann.round) {
             self.pending = Some(ann);
         }
@@ -514,6 +522,7 @@ impl Session {
         self.teacher = Some((Arc::new(teacher), c.round));
         self.summary.consensus_received += 1;
         self.telemetry.consensus.inc();
+        self.board.consensus();
         Ok(())
     }
 
@@ -699,11 +708,13 @@ impl Session {
                     self.summary.accepted_rounds.push(round);
                     self.telemetry.submissions.accepted.inc();
                     self.telemetry.round.set(round as i64);
+                    self.board.answered(round);
                 }
                 ReceiptStatus::Refused(reason) => {
                     tracing::warn!(round, ?reason, detail = %r.detail, "submission refused");
                     self.summary.refused_rounds.push((round, reason));
                     self.telemetry.submissions.refuse(reason);
+                    self.board.refused(round, reason, &r.detail);
                 }
             },
             Ok(other) => tracing::warn!(kind = ?other.kind(), "unexpected answer to a submission"),

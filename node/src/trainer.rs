@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use learning::Model;
 use learning::data::Dataset;
@@ -26,6 +26,29 @@ struct State {
     checkpoint: PathBuf,
     budget: Option<Budget>,
     can_train: Arc<AtomicBool>,
+    privacy: Privacy,
+}
+
+/// ε spent of the privacy budget, as the trainer's thread last recorded it: readable from any
+/// thread without asking the trainer (the live view reads it).
+#[derive(Clone, Debug, Default)]
+pub struct Privacy {
+    /// The budget (ε, δ), if there is one.
+    pub budget: Option<(f64, f64)>,
+    spent: Arc<AtomicU64>,
+}
+
+impl Privacy {
+    /// ε spent so far (0 without a budget).
+    pub fn spent(&self) -> f64 {
+        f64::from_bits(self.spent.load(Ordering::Acquire))
+    }
+
+    fn record(&self, budget: &Budget) {
+        if let Ok(e) = budget.spent() {
+            self.spent.store(e.to_bits(), Ordering::Release);
+        }
+    }
 }
 
 impl State {
@@ -40,6 +63,7 @@ impl State {
         let Some(budget) = &mut self.budget else { return Ok(None) };
         let paid = budget.spend(round);
         self.can_train.store(budget.can_train(), Ordering::Release);
+        self.privacy.record(budget);
         paid.map(Some)
     }
 }
@@ -51,6 +75,7 @@ pub struct Trainer {
     owner: Owner<State>,
     classes: usize,
     can_train: Arc<AtomicBool>,
+    privacy: Privacy,
 }
 
 impl Trainer {
@@ -67,16 +92,32 @@ impl Trainer {
     ) -> Result<(Self, Thread), Error> {
         let classes = model.classes;
         let can_train = Arc::new(AtomicBool::new(budget.as_ref().is_none_or(Budget::can_train)));
-        let state =
-            State { model, data, settings, checkpoint: checkpoint.clone(), budget, can_train: can_train.clone() };
+        let privacy = Privacy { budget: budget.as_ref().map(Budget::epsilon), ..Default::default() };
+        if let Some(b) = &budget {
+            privacy.record(b);
+        }
+        let state = State {
+            model,
+            data,
+            settings,
+            checkpoint: checkpoint.clone(),
+            budget,
+            can_train: can_train.clone(),
+            privacy: privacy.clone(),
+        };
         let (owner, thread) =
             Owner::spawn("node-trainer", state, 4).map_err(|source| Error::Io { path: checkpoint, source })?;
-        Ok((Self { owner, classes, can_train }, thread))
+        Ok((Self { owner, classes, can_train, privacy }, thread))
     }
 
     /// Whether the privacy budget (if any) can pay for one more training.
     pub fn can_train(&self) -> bool {
         self.can_train.load(Ordering::Acquire)
+    }
+
+    /// ε spent of the privacy budget, readable at any time.
+    pub fn privacy(&self) -> Privacy {
+        self.privacy.clone()
     }
 
     /// Classes the model predicts.

@@ -47,6 +47,7 @@ fn base(dir: &std::path::Path) -> NodeConfig {
         ledger: Default::default(),
         padding: None,
         metrics: None,
+        http: Default::default(),
     }
 }
 

@@ -203,6 +203,7 @@ fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetI
         ledger: Default::default(),
         padding: None,
         metrics: Some("127.0.0.1:0".parse().unwrap()),
+        http: Default::default(),
     }
 }
 

@@ -143,6 +143,7 @@ fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetI
         ledger: Default::default(),
         padding: None,
         metrics: None,
+        http: Default::default(),
     }
 }
 

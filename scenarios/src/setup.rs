@@ -157,6 +157,7 @@ fn node_files(
         ledger: Default::default(),
         padding: None,
         metrics: None,
+        http: Default::default(),
     };
     Ok((entry, config))
 }
@@ -202,6 +203,7 @@ fn aggregator_config(
         student: s.student.clone(),
         validation: Some(validation),
         metrics: None,
+        http: Default::default(),
         // Every node of a simulation dials from the same address (127.0.0.1): room for all of
         // them to be in their handshake at once, rather than refusals and redials.
         connections: aggregator::config::ConnectionsConfig::for_one_address(s.split.nodes),

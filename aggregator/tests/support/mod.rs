@@ -62,6 +62,7 @@ pub fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
         validation: None,
         connections: Default::default(),
         metrics: None,
+        http: Default::default(),
     }
 }
 

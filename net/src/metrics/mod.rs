@@ -1,12 +1,13 @@
 //! Prometheus metrics, shared by node and aggregator: what crossed the wire ([`Traffic`], bytes
 //! and messages per peer, kind and direction, counted where messages are sealed and read),
-//! AutoNAT's verdict ([`ReachabilityGauge`]) and the HTTP endpoint that serves a registry ([`http::serve`], `GET /metrics`).
+//! AutoNAT's verdict ([`ReachabilityGauge`]); the HTTP endpoint that serves a registry is
+//! [`crate::http`] (also reachable as `metrics::http`).
 //!
 //! The owner (node or aggregator) builds one [`Registry`], registers its own metrics and a
 //! [`Traffic`] in it, hands the `Traffic` to the network in [`crate::NetConfig::traffic`] and the
-//! registry to [`http::serve`]. The event loop never serves HTTP; it only counts.
+//! registry to [`http::Endpoint`]. The event loop never serves HTTP; it only counts.
 
-pub mod http;
+pub use crate::http;
 
 use std::collections::HashMap;
 use std::sync::Arc;
