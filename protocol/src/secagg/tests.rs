@@ -558,7 +558,7 @@ fn masked_vectors_look_uniform_and_uncorrelated_with_the_true_soft_labels() {
 }
 
 /// Bytes a member sends and receives in a round, at 10, 50 and 100 members: run with
-/// `cargo test --release -p protocol bytes_per_member -- --nocapture` to see the table.
+/// `cargo test --workspace --release bytes_per_member -- --nocapture` to see the table.
 #[test]
 fn bytes_per_member_per_round_grow_with_log_n() {
     println!("members  k   T  b   words  vector  up/member  down/member  overhead/member  round ms");
