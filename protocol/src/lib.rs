@@ -4,7 +4,7 @@
 //! speak through these types.
 //!
 //! Layers (a module uses only modules to its left): `bounded → hex → seed → error → wire → ids →
-//! mask → refset → payload → message → codec → envelope`.
+//! mask → refset → payload → secagg → message → codec → envelope`.
 //!
 //! - [`error`]: why a message was refused ([`Error`]) and the reason code sent back
 //!   ([`RefusalReason`]).
