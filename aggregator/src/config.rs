@@ -237,7 +237,7 @@ impl SecureAggregation {
             ));
         }
         if let Some(k) = self.degree
-            && (k < 2 || k > 255)
+            && !(2..=255).contains(&k)
         {
             return Err(Error::config(format!("{key}.degree"), format!("{k} must be 2 to 255")));
         }
