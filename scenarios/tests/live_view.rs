@@ -85,16 +85,16 @@ fn points_in(dom: &str, id: &str) -> usize {
 
 /// The address the process whose log is `log` serves its HTTP endpoint at.
 fn endpoint(log: &Path, limit: Duration) -> String {
-    let start = Instant::now();
-    loop {
+    let mut found = None;
+    common::wait_until(&format!("the HTTP endpoint in {}", log.display()), limit, || {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(i) = text.find("metrics at http://") {
+        found = text.find("metrics at http://").map(|i| {
             let rest = &text[i + "metrics at http://".len()..];
-            return rest[..rest.find('/').unwrap()].to_owned();
-        }
-        assert!(start.elapsed() < limit, "no HTTP endpoint logged in {}:\n{text}", log.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            rest[..rest.find('/').unwrap_or(rest.len())].to_owned()
+        });
+        found.is_some()
+    });
+    found.unwrap()
 }
 
 #[test]
@@ -132,8 +132,11 @@ fn the_live_view_follows_the_rounds_in_chromium() {
         }
         assert!(start.elapsed() < Duration::from_secs(600), "the federation did not finish; the page showed {seen:?}");
         let dom = dump_dom(&chromium, &url);
-        let Some(round) = text_of(&dom, "round").filter(|r| !r.is_empty()) else {
-            continue; // no page: the aggregator is stopping (the loop's top sees it exit)
+        // No page, or the page without its data ("–": its status request failed) after rounds
+        // were shown: the aggregator is stopping (the loop's top sees it exit).
+        let stopping = |r: &String| r.is_empty() || (r == "–" && seen.iter().any(|(s, _)| s != "–"));
+        let Some(round) = text_of(&dom, "round").filter(|r| !stopping(r)) else {
+            continue;
         };
         let points = points_in(&dom, "accuracy-plot");
         if seen.last() != Some(&(round.clone(), points)) {
