@@ -39,6 +39,23 @@ pub(crate) enum Stop {
     Closed,
 }
 
+impl Stop {
+    /// What the round's caller returns: `Ok(None)` when stopped on purpose, an error when the
+    /// network is gone.
+    fn ended<T>(self) -> Result<Option<T>, Error> {
+        match self {
+            Stop::Shutdown => Ok(None),
+            Stop::Closed => Err(Error::Net(net::Error::Stopped)),
+        }
+    }
+}
+
+/// The secure round's server (a round that is not secure is a bug of the caller's).
+fn server_of(state: &mut RoundState) -> Result<&mut Server, Error> {
+    let round = state.round();
+    state.server_mut().ok_or_else(|| Error::Round { round, detail: "not a secure round".into() })
+}
+
 impl Aggregator {
     fn secure_cfg(&self) -> Option<&SecureAggregation> {
         self.cfg.round.secure_aggregation.as_ref()
@@ -106,13 +123,9 @@ impl Aggregator {
             self.cfg.consensus.clone(),
         );
         gathering.close_secure();
-        let stopped = |s: Stop| match s {
-            Stop::Shutdown => Ok(None),
-            Stop::Closed => Err(Error::Net(net::Error::Stopped)),
-        };
         let cohort = match self.gather(&mut gathering, quorum, shutdown).await {
             Ok(c) => c,
-            Err(s) => return stopped(s),
+            Err(s) => return s.ended(),
         };
         let (started, traffic) = (std::time::Instant::now(), self.client.traffic());
         let params = secure.params(cohort.len())?;
@@ -154,16 +167,16 @@ impl Aggregator {
         let asks = cohort.iter().map(|&p| (p, Message::RoundAnnouncement(ann.clone()))).collect();
         let acknowledged = match self.ask(&mut state, asks, wait, shutdown).await {
             Ok(a) => a,
-            Err(s) => return stopped(s).map(|_| None),
+            Err(s) => return s.ended(),
         };
 
         // Keys.
         let asks = acknowledged.iter().map(|&(p, _)| (p, Step::Keys)).collect();
         let replies = match self.exchange(&mut state, asks, wait, shutdown).await {
             Ok(r) => r,
-            Err(s) => return stopped(s).map(|_| None),
+            Err(s) => return s.ended(),
         };
-        let server = state.server_mut().ok_or_else(|| failed("not secure".into()))?;
+        let server = server_of(&mut state)?;
         for (peer, reply) in replies {
             if let Reply::Keys(ad) = reply
                 && let Err(e) = server.receive_keys(&peer, ad)
@@ -171,16 +184,16 @@ impl Aggregator {
                 tracing::warn!(round, node = %self.name(&peer), error = %e, "secure round: keys refused");
             }
         }
-        let server = state.server_mut().ok_or_else(|| failed("not secure".into()))?;
+        let server = server_of(&mut state)?;
         let neighbours = server.close_keys().map_err(|e| failed(format!("secure aggregation, keys: {e}")))?;
 
         // Shares.
         let asks = neighbours.into_iter().map(|(p, ad)| (p, Step::Neighbours(ad))).collect();
         let replies = match self.exchange(&mut state, asks, wait, shutdown).await {
             Ok(r) => r,
-            Err(s) => return stopped(s).map(|_| None),
+            Err(s) => return s.ended(),
         };
-        let server = state.server_mut().ok_or_else(|| failed("not secure".into()))?;
+        let server = server_of(&mut state)?;
         for (peer, reply) in replies {
             if let Reply::Shares(bundle) = reply
                 && let Err(e) = server.receive_shares(&peer, bundle)
@@ -188,7 +201,7 @@ impl Aggregator {
                 tracing::warn!(round, node = %self.name(&peer), error = %e, "secure round: shares refused");
             }
         }
-        let server = state.server_mut().ok_or_else(|| failed("not secure".into()))?;
+        let server = server_of(&mut state)?;
         let deliveries = server.close_shares().map_err(|e| failed(format!("secure aggregation, shares: {e}")))?;
         // Members out of the protocol now cannot send a masked vector: the round stops waiting.
         let alive: HashSet<ParticipantId> = deliveries.iter().map(|(p, _)| *p).collect();
@@ -198,7 +211,7 @@ impl Aggregator {
         }
         let asks = deliveries.into_iter().map(|(p, d)| (p, Step::Shares(d))).collect();
         if let Err(s) = self.exchange(&mut state, asks, wait, shutdown).await {
-            return stopped(s).map(|_| None);
+            return s.ended();
         }
         Ok(Some((state, started, traffic)))
     }
@@ -221,8 +234,7 @@ impl Aggregator {
         let asks = survivors.iter().map(|&p| (p, Step::Survivors(list.clone()))).collect();
         let replies = match self.exchange(state, asks, wait, shutdown).await {
             Ok(r) => r,
-            Err(Stop::Shutdown) => return Ok(None),
-            Err(Stop::Closed) => return Err(Error::Net(net::Error::Stopped)),
+            Err(s) => return s.ended(),
         };
         for (peer, reply) in replies {
             if let Reply::Signature(sig) = reply
@@ -235,8 +247,7 @@ impl Aggregator {
         let asks = survivors.iter().map(|&p| (p, Step::Unmask(server.request_for(&request, &p)))).collect();
         let replies = match self.exchange(state, asks, wait, shutdown).await {
             Ok(r) => r,
-            Err(Stop::Shutdown) => return Ok(None),
-            Err(Stop::Closed) => return Err(Error::Net(net::Error::Stopped)),
+            Err(s) => return s.ended(),
         };
         for (peer, reply) in replies {
             if let Reply::Unmask(resp) = reply
