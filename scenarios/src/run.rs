@@ -1,7 +1,7 @@
 //! Runs a prepared scenario: the federation (in-process or as processes), then the baselines,
 //! then the outputs (`results.json`, `rounds.csv`, `report.md`, `config.toml`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use aggregator::RoundMetrics;
@@ -36,17 +36,30 @@ impl Default for RunOptions {
     }
 }
 
-/// Runs a scenario end to end and writes its outputs.
-pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Results> {
+/// Writes a scenario's files into the run folder `out`: its data, keys and configs, and the
+/// resolved scenario (`config.toml`).
+async fn prepare(scenario: &Scenario, out: &Path) -> anyhow::Result<Prepared> {
     scenario.validate()?;
     // Absolute, so that the federation.toml and node.toml written inside hold from anywhere
     // (their relative paths are resolved against their own folder).
-    let dir = &std::path::absolute(&opts.out)?;
-    let mut prepared = {
-        let (s, d) = (scenario.clone(), dir.clone());
-        tokio::task::spawn_blocking(move || setup::prepare(&s, &d)).await??
+    let dir = std::path::absolute(out)?;
+    let prepared = {
+        let s = scenario.clone();
+        tokio::task::spawn_blocking(move || setup::prepare(&s, &dir)).await??
     };
     setup::write_toml(&prepared.dir.config(), &prepared.scenario)?;
+    Ok(prepared)
+}
+
+/// Writes a scenario into the run folder `out` as a Slurm job, without submitting it (see
+/// [`crate::federate::slurm`]); returns the script to submit with `sbatch`.
+pub async fn export_slurm(scenario: &Scenario, out: &Path) -> anyhow::Result<PathBuf> {
+    crate::federate::slurm::write_job(&mut prepare(scenario, out).await?)
+}
+
+/// Runs a scenario end to end and writes its outputs.
+pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Results> {
+    let mut prepared = prepare(scenario, &opts.out).await?;
     let started = Instant::now();
     let metrics = crate::federate::federate(&mut prepared, opts.progress).await?;
     let federation_seconds = started.elapsed().as_secs_f64();
