@@ -84,6 +84,12 @@ enum Command {
         /// The run folder.
         dir: PathBuf,
     },
+    /// The outputs of a run exported as a cluster's job (`export slurm`), once the job has
+    /// ended: the baselines, results.json, rounds.csv and report.md, as `run` writes them.
+    Collect {
+        /// The run folder.
+        dir: PathBuf,
+    },
     /// Print the results table of a finished run (one run, several seeds, a sweep or an
     /// ablation), made from its `results.json`: the setting, the figures as mean ± std over the
     /// seeds, and the command, day and commit that measured them.
@@ -146,6 +152,11 @@ fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// This command, the day and the commit, for `results.json`.
+fn provenance() -> Provenance {
+    Provenance::now(&std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -167,9 +178,7 @@ async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
                 out: out.unwrap_or_else(|| scenarios::layout::default_out(&scenario.name)),
                 progress: !quiet && text,
                 notify: if text { note_text } else { note_json },
-                provenance: Some(Provenance::now(
-                    &std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
-                )),
+                provenance: Some(provenance()),
             };
             let outcome = scenarios::job::run(&Job { scenario, seeds, budgets: epsilons }, &opts).await?;
             emit(&outcome.summary())?;
@@ -180,11 +189,20 @@ async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
             let scenario = overrides.apply(scenarios::job::load(&scenario)?)?;
             let out = out.unwrap_or_else(|| scenarios::layout::default_out(&scenario.name));
             let script = scenarios::run::export_slurm(&scenario, &out).await?;
-            emit(&format!("submit: sbatch {}\n", script.display()))
+            emit(&format!(
+                "submit: sbatch {}\nonce it has ended: fd-scenarios collect {}\n",
+                script.display(),
+                out.display()
+            ))
         }
         Command::Connect { dir } => {
             let addr = scenarios::federate::slurm::connect(&RunDir::new(dir))?;
             emit(&format!("the nodes dial {addr}\n"))
+        }
+        Command::Collect { dir } => {
+            let results = scenarios::run::collect(&dir, Some(provenance())).await?;
+            emit(&Outcome::Single(Box::new(results)).summary())?;
+            emit(&format!("outputs: {}\n", dir.display()))
         }
         Command::Table { dir, markdown } => {
             let table = Table::of(&Outcome::read(&RunDir::new(dir))?);

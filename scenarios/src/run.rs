@@ -57,13 +57,33 @@ pub async fn export_slurm(scenario: &Scenario, out: &Path) -> anyhow::Result<Pat
     crate::federate::slurm::write_job(&mut prepare(scenario, out).await?)
 }
 
+/// The outputs of a run whose federation ran elsewhere (a Slurm job written by
+/// [`export_slurm`], once it has ended), from what it left in the run folder `dir`: the
+/// baselines, `results.json`, `rounds.csv` and `report.md`, as [`run`] writes them. The
+/// federation's time is the sum of its rounds' (the job's start-up left out).
+pub async fn collect(dir: &Path, provenance: Option<Provenance>) -> anyhow::Result<Results> {
+    let dir = std::path::absolute(dir)?;
+    let prepared = tokio::task::spawn_blocking(move || setup::reopen(&dir)).await??;
+    let metrics = crate::federate::read_metrics(&prepared.dir)?;
+    let seconds = metrics.iter().map(|m| m.seconds).sum();
+    finish(prepared, metrics, seconds, provenance).await
+}
+
 /// Runs a scenario end to end and writes its outputs.
 pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Results> {
     let mut prepared = prepare(scenario, &opts.out).await?;
     let started = Instant::now();
     let metrics = crate::federate::federate(&mut prepared, opts.progress).await?;
-    let federation_seconds = started.elapsed().as_secs_f64();
-    let provenance = opts.provenance.clone();
+    finish(prepared, metrics, started.elapsed().as_secs_f64(), opts.provenance.clone()).await
+}
+
+/// Evaluates a finished federation, runs the baselines and writes the outputs.
+async fn finish(
+    prepared: Prepared,
+    metrics: Vec<RoundMetrics>,
+    federation_seconds: f64,
+    provenance: Option<Provenance>,
+) -> anyhow::Result<Results> {
     tokio::task::spawn_blocking(move || {
         let results = Results { provenance, ..evaluate(&prepared, &metrics, federation_seconds)? };
         crate::report::write(&prepared, &results)?;

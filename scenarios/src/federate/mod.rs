@@ -46,7 +46,7 @@ async fn follow<T>(ended: impl Future<Output = T>, metrics: &Path, pb: indicatif
 }
 
 /// The aggregator's metrics of each round, from the `metrics.jsonl` of the run folder `dir`.
-fn read_metrics(dir: &RunDir) -> anyhow::Result<Vec<RoundMetrics>> {
+pub(crate) fn read_metrics(dir: &RunDir) -> anyhow::Result<Vec<RoundMetrics>> {
     let text = std::fs::read_to_string(dir.metrics()).context("reading the aggregator's metrics")?;
     text.lines().map(|l| serde_json::from_str(l).context("metrics line")).collect()
 }
