@@ -4,13 +4,16 @@
 //! waits for it) and through the steps docs/slurm.md gives for a real cluster
 //! (`fd-scenarios export slurm`, `sbatch --wait`, `fd-scenarios collect`).
 //!
-//! Long tier (`--ignored`), as root: where no Slurm controller answers, the test starts a
-//! single-host cluster with `.ci/slurm-cluster` (munged, slurmctld, slurmd), which fails, and so
-//! does the test, where Slurm or munge is not installed (`.ci/run` installs Debian's packages).
+//! Long tier (`--ignored`), as root: where no Slurm controller answers, the test starts a cluster
+//! on this machine with `.ci/slurm-cluster` (munged, slurmctld, and two slurmd, each in a network
+//! namespace of its own, so that the nodes on one dial the aggregator on the other), which fails,
+//! and so does the test, where Slurm or munge is not installed (`.ci/run` installs Debian's
+//! packages).
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Output;
 
@@ -24,6 +27,10 @@ fn cluster() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/slurm-cluster");
     let out = std::process::Command::new(&script).output().unwrap();
     assert!(out.status.success(), "{} failed: {}", script.display(), text(&out));
+}
+
+fn text_of(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap()
 }
 
 fn text(out: &Output) -> String {
@@ -64,6 +71,17 @@ async fn twenty_nodes_as_a_slurm_job_give_the_figures_of_twenty_processes() {
     // The aggregator was a step of the federation's job, and the nodes its job array.
     let out = std::fs::read_to_string(dir.slurm_log()).unwrap();
     assert!(out.contains("the nodes dial /ip4/") && out.contains("the nodes: job array "), "{out}");
+    // On a cluster of several hosts (.ci/slurm-cluster's two slurmd, each in a network namespace
+    // of its own), the array's tasks ran on more than one: nodes dialled the aggregator across
+    // hosts.
+    let array = out.split("the nodes: job array ").nth(1).unwrap().split_whitespace().next().unwrap();
+    let tasks = ok(tokio::process::Command::new("scontrol").args(["show", "job", "--oneliner", array])).await;
+    let hosts: BTreeSet<&str> =
+        text_of(&tasks.stdout).split_whitespace().filter_map(|f| f.strip_prefix("NodeList=")).collect();
+    let cluster = ok(tokio::process::Command::new("sinfo").args(["-h", "-N", "-o", "%N"])).await;
+    let cluster: BTreeSet<&str> = text_of(&cluster.stdout).split_whitespace().collect();
+    eprintln!("the nodes ran on {hosts:?}, of the cluster's {cluster:?}");
+    assert!(hosts.len() >= cluster.len().min(2), "the nodes ran on {hosts:?}, of {cluster:?}");
     assert_eq!(common::figures(&got), common::figures(&expected));
 
     // As docs/slurm.md runs it on a cluster: export, submit, collect.
