@@ -22,7 +22,7 @@ use scenarios::layout::RunDir;
 use scenarios::run::{Results, RunOptions, run, sibling_binary};
 use scenarios::spec::{Baselines, Transport};
 
-/// Starts the single-host cluster unless a controller answers already.
+/// Starts the cluster of `.ci/slurm-cluster` unless a controller answers already.
 fn cluster() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/slurm-cluster");
     let out = std::process::Command::new(&script).output().unwrap();
