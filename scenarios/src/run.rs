@@ -1,5 +1,7 @@
-//! Runs a prepared scenario: the federation (in-process or as processes), then the baselines,
-//! then the outputs (`results.json`, `rounds.csv`, `report.md`, `config.toml`).
+//! Runs a prepared scenario: the federation (in-process, as processes or as a Slurm job), then
+//! the baselines, then the outputs (`results.json`, `rounds.csv`, `report.md`, `config.toml`).
+//! A scenario exported as a Slurm job ([`export_slurm`]) runs without us; [`collect`] then
+//! writes its outputs.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -65,6 +67,15 @@ pub async fn collect(dir: &Path, provenance: Option<Provenance>) -> anyhow::Resu
     let dir = std::path::absolute(dir)?;
     let prepared = tokio::task::spawn_blocking(move || setup::reopen(&dir)).await??;
     let metrics = crate::federate::read_metrics(&prepared.dir)?;
+    let rounds = prepared.scenario.rounds;
+    if metrics.len() as u64 != rounds {
+        anyhow::bail!(
+            "the federation in {} has completed {} of its {rounds} rounds: has its job ended? (see {})",
+            prepared.dir.root().display(),
+            metrics.len(),
+            prepared.dir.slurm_log().display()
+        );
+    }
     let seconds = metrics.iter().map(|m| m.seconds).sum();
     finish(prepared, metrics, seconds, provenance).await
 }
