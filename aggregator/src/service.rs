@@ -103,10 +103,11 @@ impl Aggregator {
         shutdown: &CancellationToken,
     ) -> Result<Self, Error> {
         cfg.validate()?;
-        let loaded = {
+        let mut loaded = {
             let cfg = cfg.clone();
             tokio::task::spawn_blocking(move || load(&cfg)).await??
         };
+        let consensus = loaded.restored.consensus.take().map(Arc::new);
         let roster: HashMap<ParticipantId, String> = cfg.roster.iter().map(|e| (e.peer_id, e.name.clone())).collect();
         let (telemetry, registry) = metrics::Metrics::new(&roster);
         let net_cfg = net_config(&cfg, &roster, loaded.reference_bytes.len(), telemetry.traffic.clone());
@@ -175,6 +176,8 @@ impl Aggregator {
             committed: completed,
             joined: HashSet::new(),
             withdrawn: HashMap::new(),
+            consensus,
+            taught: HashMap::new(),
             progress: None,
             limits,
             sends: tokio::task::JoinSet::new(),
@@ -218,7 +221,7 @@ impl Aggregator {
         let mut written = Ok(());
         if completed {
             if self.committed < self.completed {
-                self.checkpoint(self.completed, shutdown).await;
+                self.checkpoint(self.completed, self.consensus.clone(), shutdown).await;
             }
             written = self.student.finish(self.metrics.clone()).await;
             // Tell the nodes, so that they checkpoint and stop instead of waiting for a round
@@ -230,7 +233,7 @@ impl Aggregator {
             };
             let done =
                 Message::Finished(Finished { federation: self.federation().clone(), rounds: self.completed, detail });
-            self.deliver(&done).await;
+            self.deliver(self.joined.clone(), &done).await;
         }
         written.map(|()| RunSummary { rounds: self.metrics.clone(), model: self.cfg.output.join("global"), completed })
     }

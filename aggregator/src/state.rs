@@ -1,7 +1,7 @@
 //! [`Aggregator`]: what start-up built and every round uses (the config, the roster, the
 //! reference set, the network, the student's thread, the metrics), with its small accessors
 //! and the two ways it sends to nodes: [`Aggregator::send`] (in the background) and
-//! [`Aggregator::deliver`] (to every joined node, awaiting the receipts).
+//! [`Aggregator::deliver`] (to joined nodes, awaiting the receipts).
 //! The rounds ([`crate::rounds`]) and the answers to the nodes ([`crate::serve`]) are its
 //! methods in modules of their own; [`crate::service`] builds it and runs it.
 
@@ -13,7 +13,8 @@ use net::Event;
 use net::multiaddr::Multiaddr;
 use net::owner::Thread;
 use protocol::{
-    FederationId, Limits, Message, ParticipantId, Receipt, ReceiptStatus, ReferenceSet, ReferenceSetId, RefusalReason,
+    Consensus, FederationId, Limits, Message, ParticipantId, Receipt, ReceiptStatus, ReferenceSet, ReferenceSetId,
+    RefusalReason,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +50,11 @@ pub struct Aggregator {
     /// Roster members that said they cannot take part (their data does not fit the federation),
     /// with the reason: every round counts them as declined until they join again.
     pub(crate) withdrawn: HashMap<ParticipantId, RefusalReason>,
+    /// The last consensus sent (restored from the checkpoint at a restart).
+    pub(crate) consensus: Option<Arc<Consensus>>,
+    /// The round of the last consensus each node acknowledged in this run: a cohort member that
+    /// lacks [`Aggregator::consensus`] is sent it before its announcement ([`crate::rounds`]).
+    pub(crate) taught: HashMap<ParticipantId, u64>,
     pub(crate) progress: Option<mpsc::Sender<RoundMetrics>>,
     pub(crate) limits: Limits,
     /// Requests sent in the background (announcements), awaited before shutdown.
@@ -93,11 +99,17 @@ impl Aggregator {
         self.roster.get(p).cloned().unwrap_or_else(|| p.short())
     }
 
-    /// Sends `message` to every joined node and waits for their receipts, at most one round
-    /// deadline: a node that does not answer in time does not hold up the federation.
-    pub(crate) async fn deliver(&self, message: &Message) {
+    /// Sends `message` to the nodes of `peers` that have joined and waits for their receipts, at
+    /// most one round deadline: a node that does not answer in time does not hold up the
+    /// federation. Returns the nodes that accepted it.
+    pub(crate) async fn deliver(
+        &self,
+        peers: impl IntoIterator<Item = ParticipantId>,
+        message: &Message,
+    ) -> Vec<ParticipantId> {
         let mut deliveries = tokio::task::JoinSet::new();
-        for peer in self.joined.iter().copied() {
+        let mut accepted = Vec::new();
+        for peer in peers.into_iter().filter(|p| self.joined.contains(p)) {
             let client = self.client.clone();
             let msg = message.clone();
             deliveries.spawn(async move { (peer, client.request(&peer, &msg).await) });
@@ -116,7 +128,8 @@ impl Aggregator {
                     )) => {
                         tracing::warn!(node = %self.name(&peer), ?kind, ?reason, %detail, "not delivered: refused")
                     }
-                    _ => {}
+                    Ok((peer, Ok(_))) => accepted.push(peer),
+                    Err(_) => {}
                 }
             }
         })
@@ -125,6 +138,7 @@ impl Aggregator {
             tracing::warn!(?kind, pending = deliveries.len(), "delivery still pending at the deadline; continuing");
         }
         deliveries.detach_all();
+        accepted
     }
 
     /// Sends a request in the background and logs a failure.

@@ -194,6 +194,7 @@ fn round(samples: u32, temperature: f32, encoding: Encoding, deadline_secs: f64)
         deadline_secs,
         sample_count_clip: DEFAULT_SAMPLE_COUNT_CLIP,
         secure_aggregation: None,
+        cohort: None,
     }
 }
 

@@ -117,6 +117,7 @@ fn evaluate(p: &Prepared, metrics: &[RoundMetrics], federation_seconds: f64) -> 
             bytes_down: m.bytes_out,
             fedavg_accuracy: fedavg.as_ref().and_then(|f| f.per_round.get(m.round as usize - 1).copied()),
             seconds: m.seconds,
+            cohort: m.cohort.clone(),
         })
         .collect();
     let bytes_total: u64 = rounds.iter().map(|r| r.bytes_up + r.bytes_down).sum();
