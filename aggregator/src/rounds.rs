@@ -64,7 +64,7 @@ impl Aggregator {
                 };
                 Round { state, members, started, traffic }
             } else {
-                self.open(round, members).await
+                self.open(round, members)
             };
             let Some(mut closed) = self.collect(open, shutdown).await? else { return Ok(false) };
             let Some(learnt) = self.distil(&mut closed, shutdown).await? else { return Ok(false) };
@@ -83,7 +83,9 @@ impl Aggregator {
 
     /// Sends the last consensus to the nodes of `members` that joined and have not acknowledged
     /// it in this run (they were left out of the rounds since, joined late, or the aggregator
-    /// restarted), and waits for their receipts: they then train on it when announced.
+    /// restarted), and waits for their receipts: they then train on it when announced. A secure
+    /// round's announcement is a request it waits on ([`Aggregator::open_secure`]); a plain
+    /// round's goes after the consensus in the same background task ([`Aggregator::announce`]).
     pub(crate) async fn catch_up(&mut self, members: &[ParticipantId]) {
         let Some(c) = self.consensus.clone() else { return };
         let behind: Vec<ParticipantId> = members
@@ -104,11 +106,10 @@ impl Aggregator {
         }
     }
 
-    /// Opens round `round`: sends the last consensus to the members that missed it, then
-    /// announces the round to the members that have joined.
-    async fn open(&mut self, round: u64, members: Vec<ParticipantId>) -> Round {
+    /// Opens round `round`: announces it to the members that have joined, each after the last
+    /// consensus if it missed that one ([`Aggregator::announce`]).
+    fn open(&mut self, round: u64, members: Vec<ParticipantId>) -> Round {
         let (started, traffic) = (std::time::Instant::now(), self.client.traffic());
-        self.catch_up(&members).await;
         let ann = self.announcement(round);
         let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.round.deadline_secs);
         let mut state = RoundState::new(
@@ -124,7 +125,7 @@ impl Aggregator {
         }
         let asked: Vec<ParticipantId> = members.iter().copied().filter(|p| self.joined.contains(p)).collect();
         for &peer in &asked {
-            self.send(peer, Message::RoundAnnouncement(ann.clone()));
+            self.announce(peer, &ann);
         }
         self.board.open(round, ann.deadline_unix_ms);
         tracing::info!(

@@ -106,7 +106,8 @@ impl Aggregator {
     }
 
     /// Joins a roster member that speaks this protocol version; a node that joins while a round
-    /// is open gets its announcement at once.
+    /// that asks it is open gets its announcement at once (after the last consensus, if it
+    /// lacks that one).
     async fn on_hello(&mut self, peer: ParticipantId, h: &Hello, responder: Responder, state: &RoundState) {
         let outcome = if !self.roster.contains_key(&peer) {
             Err(RefusalReason::NotOnRoster)
@@ -140,7 +141,7 @@ impl Aggregator {
             tracing::warn!(error = %net::error::Chain(&e), "could not answer a hello");
         }
         if accepted && !state.is_closed() && state.asks(&peer) {
-            self.send(peer, Message::RoundAnnouncement(state.announcement.clone()));
+            self.announce(peer, &state.announcement);
         }
     }
 

@@ -1,6 +1,6 @@
 //! [`Aggregator`]: what start-up built and every round uses (the config, the roster, the
 //! reference set, the network, the student's thread, the metrics), with its small accessors
-//! and the two ways it sends to nodes: [`Aggregator::send`] (in the background) and
+//! and the two ways it sends to nodes: [`Aggregator::announce`] (in the background) and
 //! [`Aggregator::deliver`] (to joined nodes, awaiting the receipts).
 //! The rounds ([`crate::rounds`]) and the answers to the nodes ([`crate::serve`]) are its
 //! methods in modules of their own; [`crate::service`] builds it and runs it.
@@ -14,7 +14,7 @@ use net::multiaddr::Multiaddr;
 use net::owner::Thread;
 use protocol::{
     Consensus, FederationId, Limits, Message, ParticipantId, Receipt, ReceiptStatus, ReferenceSet, ReferenceSetId,
-    RefusalReason,
+    RefusalReason, RoundAnnouncement,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -141,25 +141,45 @@ impl Aggregator {
         accepted
     }
 
-    /// Sends a request in the background and logs a failure.
-    pub(crate) fn send(&mut self, peer: ParticipantId, message: Message) {
+    /// Announces a round to `peer` in the background, sending it the last consensus first if it
+    /// has not acknowledged that one in this run (it missed rounds, or joined late).
+    pub(crate) fn announce(&mut self, peer: ParticipantId, announcement: &RoundAnnouncement) {
+        let mut messages = Vec::with_capacity(2);
+        if let Some(c) = &self.consensus
+            && self.taught.get(&peer).is_none_or(|&r| r < c.round)
+        {
+            // Counted as taught now: an announcement sent again (a rejoin) need not resend it.
+            self.taught.insert(peer, c.round);
+            messages.push(Message::Consensus(Consensus::clone(c)));
+        }
+        messages.push(Message::RoundAnnouncement(announcement.clone()));
+        self.send(peer, messages);
+    }
+
+    /// Sends `messages` to `peer` in order in the background, each once the one before it is
+    /// answered; a failure or a refusal is logged and ends the sequence.
+    fn send(&mut self, peer: ParticipantId, messages: Vec<Message>) {
         let client = self.client.clone();
         let declines = self.declines_tx.clone();
         let board = self.board.clone();
         while self.sends.try_join_next().is_some() {}
         self.sends.spawn(async move {
-            match client.request(&peer, &message).await {
-                Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, round, .. })) => {
-                    tracing::warn!(peer = %peer.short(), kind = ?message.kind(), ?reason, %detail, "node refused");
-                    if let Message::RoundAnnouncement(_) = message {
-                        board.declined(&peer, round, reason);
-                        // Full only if refusals pile up unread; the deadline closes the round then.
-                        let _ = declines.try_send(Declined { peer, round, reason });
+            for message in messages {
+                match client.request(&peer, &message).await {
+                    Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, round, .. })) => {
+                        tracing::warn!(peer = %peer.short(), kind = ?message.kind(), ?reason, %detail, "node refused");
+                        if let Message::RoundAnnouncement(_) = message {
+                            board.declined(&peer, round, reason);
+                            // Full only if refusals pile up unread; the deadline closes the round then.
+                            let _ = declines.try_send(Declined { peer, round, reason });
+                        }
+                        return;
                     }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(peer = %peer.short(), kind = ?message.kind(), error = %net::error::Chain(&e), "send failed")
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(peer = %peer.short(), kind = ?message.kind(), error = %net::error::Chain(&e), "send failed");
+                        return;
+                    }
                 }
             }
         });
