@@ -27,10 +27,10 @@ pub fn positions(roster: usize, size: usize, seed: u64, round: u64) -> Vec<usize
 
 /// The members of `roster` (in the config's order) that round `round` asks: a cohort of `size`,
 /// or everyone when `size` is `None`.
-pub fn draw<T: Copy>(roster: &[T], size: Option<usize>, seed: u64, round: u64) -> Vec<T> {
+pub fn draw<T: Clone>(roster: &[T], size: Option<usize>, seed: u64, round: u64) -> Vec<T> {
     match size {
         None => roster.to_vec(),
-        Some(k) => positions(roster.len(), k, seed, round).into_iter().map(|i| roster[i]).collect(),
+        Some(k) => positions(roster.len(), k, seed, round).into_iter().map(|i| roster[i].clone()).collect(),
     }
 }
 

@@ -252,6 +252,11 @@ fn net_config(
     net_cfg.max_pending_incoming_per_ip = cfg.connections.pending_per_ip;
     net_cfg.limits = inbound_limits(cfg);
     net_cfg.rate_limits = rate_limits(reference_bytes);
+    // Room for one request of every roster member at once (everyone joins together at the
+    // start, and a cohort's answers come together): beyond it a request is closed and sent
+    // again, which at 300 nodes refused more than half of the first round's submissions. Each
+    // request in flight is capped by `limits`, and a peer's requests by its rate limits.
+    net_cfg.max_inbound = net_cfg.max_inbound.max(roster.len() + 16);
     net_cfg.through_relays(&cfg.listen);
     // Answers the nodes' AutoNAT probes (dials them back); asks no one about itself.
     net_cfg.autonat = Some(net::nat::AutoNat::new(Vec::new()));

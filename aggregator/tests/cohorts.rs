@@ -125,7 +125,7 @@ async fn run(d: &Path, cfg: &AggregatorConfig) -> (RunSummary, Vec<Vec<Seen>>) {
 /// The names round `round`'s seed draws.
 fn drawn(cfg: &AggregatorConfig, round: u64) -> Vec<String> {
     let names: Vec<String> = cfg.roster.iter().map(|e| e.name.clone()).collect();
-    aggregator::cohort::draw(&names.iter().collect::<Vec<_>>(), Some(4), cfg.seed, round).into_iter().cloned().collect()
+    aggregator::cohort::draw(&names, Some(4), cfg.seed, round)
 }
 
 /// Each announcement a member saw comes after the consensus of the round before it (if any),

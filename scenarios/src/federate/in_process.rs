@@ -41,7 +41,7 @@ pub(super) async fn federate(p: &mut Prepared, progress: bool) -> anyhow::Result
                 pb.set_message(format!("{} nodes, accuracy {:.3}", m.participants.len(), m.accuracy.unwrap_or(0.0)));
                 let _ = round_tx.send(m.round);
                 metrics.push(m);
-                hold = None;
+                drop(hold.take());
             },
             r = &mut agg_task => break r.context("aggregator task")?.context("aggregator")?,
         }
