@@ -143,10 +143,14 @@ pub fn public_labels(p: &Prepared, test: &Dataset) -> anyhow::Result<(Baseline, 
 }
 
 /// Accuracy of the mean of the nodes' final predictions on the test set (what the student distils).
-pub fn ensemble(nodes: &[Model], test: &Dataset) -> anyhow::Result<(f32, Vec<f32>)> {
+pub fn ensemble(
+    nodes: impl IntoIterator<Item = anyhow::Result<Model>>,
+    test: &Dataset,
+) -> anyhow::Result<(f32, Vec<f32>)> {
     let mut acc = learning::consensus::MeanAccumulator::new(test.len(), test.classes);
     let mut each = Vec::new();
     for n in nodes {
+        let n = n?;
         let probs = n.soft_labels(&test.features, 1.0, 256)?;
         each.push(eval::evaluate(&probs, &test.labels, test.classes).accuracy);
         acc.add(&probs, 1.0)?;

@@ -547,9 +547,9 @@ pub fn scale_100() -> Scenario {
     }
 }
 
-/// MNIST, 1,000 nodes, IID (50 private rows each), the small MLP nodes of [`scale_100`], 20
-/// rounds of a cohort of 100 drawn from the seed (each node asked twice on average), and FedAvg
-/// with the same cohorts: how far one machine goes, against Flower's simulation of 1,000
+/// MNIST, 1,000 nodes, IID (50 private rows each), the small MLP nodes and student of
+/// [`scale_100`], 20 rounds of a cohort of 100 drawn from the seed (each node asked twice on
+/// average), and FedAvg with the same cohorts: how far one machine goes, against Flower's simulation of 1,000
 /// virtual clients.
 pub fn scale_1000() -> Scenario {
     let s = scale_100();
@@ -560,6 +560,9 @@ pub fn scale_1000() -> Scenario {
         split: SplitSpec { min_size: 40, ..mnist_split(1000, Partition::Iid) },
         // Five passes over 50 rows in batches of 16: 20 steps a round, as Flower's clients take.
         nodes: NodesSpec { train: train(5, 0.003, 16), ..s.nodes },
+        // One pass over the pool a round: the pool grows by 1,000 rows a round, and three passes
+        // over 20,000 rows would make the late rounds the student's.
+        student: StudentConfig { distill: distill(3.0, train(1, 0.002, 64)), ..s.student },
         round: RoundConfig { quorum: None, cohort: Some(Cohort::Count(100)), ..s.round },
         baselines: Baselines { local: false, centralized: false, fedavg: true, public_labels: false },
         ..s
