@@ -231,7 +231,7 @@ fn a_cohort_smaller_than_the_roster_is_each_rounds_masking_group() {
             // A member left out of the round before acknowledges that round's consensus (sent to
             // it before this round's announcement) before its masked vector.
             if member && r.round > 1 && !m[r.round as usize - 2].cohort.contains(&names[i]) {
-                let at = |f: &dyn Fn(&net::ledger::LedgerEntry) -> bool| sent.iter().position(|e| f(e));
+                let at = |f: &dyn Fn(&net::ledger::LedgerEntry) -> bool| sent.iter().position(f);
                 let taught = at(&|e| e.direction == "response" && e.kind == "Receipt" && e.round == Some(r.round - 1));
                 let masked = at(&|e| e.kind == "SecureReply" && e.direction == "request" && e.round == Some(r.round));
                 assert!(
