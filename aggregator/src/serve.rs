@@ -17,6 +17,9 @@ impl Aggregator {
         match ev {
             Event::Request { peer, message, responder } => self.on_request(peer, message, responder, state).await,
             Event::Disconnected(p) if self.joined.remove(&p) => {
+                // It may come back without the last consensus (restarted, or its copy was in a
+                // request the lost connection failed): it is sent that one before its next round.
+                self.taught.remove(&p);
                 self.board.joined(&p, false);
                 tracing::info!(node = %self.name(&p), "node left");
                 self.telemetry.joined.set(self.joined.len() as i64);

@@ -52,8 +52,10 @@ pub struct Aggregator {
     pub(crate) withdrawn: HashMap<ParticipantId, RefusalReason>,
     /// The last consensus sent (restored from the checkpoint at a restart).
     pub(crate) consensus: Option<Arc<Consensus>>,
-    /// The round of the last consensus each node acknowledged in this run: a cohort member that
-    /// lacks [`Aggregator::consensus`] is sent it before its announcement ([`crate::rounds`]).
+    /// The round of the last consensus each node acknowledged (or was sent, for an announcement
+    /// in the background) since it joined: a cohort member that lacks [`Aggregator::consensus`]
+    /// is sent it before its announcement ([`crate::rounds`]); a node that disconnects is
+    /// forgotten here.
     pub(crate) taught: HashMap<ParticipantId, u64>,
     pub(crate) progress: Option<mpsc::Sender<RoundMetrics>>,
     pub(crate) limits: Limits,
