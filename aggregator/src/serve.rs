@@ -17,9 +17,6 @@ impl Aggregator {
         match ev {
             Event::Request { peer, message, responder } => self.on_request(peer, message, responder, state).await,
             Event::Disconnected(p) if self.joined.remove(&p) => {
-                // It may come back without the last consensus (restarted, or its copy was in a
-                // request the lost connection failed): it is sent that one before its next round.
-                self.taught.remove(&p);
                 self.board.joined(&p, false);
                 tracing::info!(node = %self.name(&p), "node left");
                 self.telemetry.joined.set(self.joined.len() as i64);
@@ -109,8 +106,7 @@ impl Aggregator {
     }
 
     /// Joins a roster member that speaks this protocol version; a node that joins while a round
-    /// that asks it is open gets its announcement at once (after the last consensus, if it
-    /// lacks that one).
+    /// is open gets its announcement at once.
     async fn on_hello(&mut self, peer: ParticipantId, h: &Hello, responder: Responder, state: &RoundState) {
         let outcome = if !self.roster.contains_key(&peer) {
             Err(RefusalReason::NotOnRoster)
@@ -144,7 +140,7 @@ impl Aggregator {
             tracing::warn!(error = %net::error::Chain(&e), "could not answer a hello");
         }
         if accepted && !state.is_closed() && state.asks(&peer) {
-            self.announce(peer, &state.announcement);
+            self.send(peer, Message::RoundAnnouncement(state.announcement.clone()));
         }
     }
 
