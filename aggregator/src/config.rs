@@ -246,7 +246,7 @@ impl SecureAggregation {
         }
         let params = self.params(roster)?;
         let k = params.degree_for(roster.max(2));
-        if 2 * params.threshold <= k {
+        if !protocol::secagg::is_majority(params.threshold, k) {
             return Err(Error::config(
                 format!("{key}.threshold"),
                 format!(

@@ -45,7 +45,7 @@ impl Member {
         }
         let setup = secure.setup(ann).map_err(refusal)?;
         let (t, k) = (setup.threshold(), setup.degree());
-        if t < min_threshold || 2 * t <= k {
+        if t < min_threshold || !secagg::is_majority(t, k) {
             return Err(Refusal::new(
                 RefusalReason::Policy,
                 format!(
@@ -54,9 +54,11 @@ impl Member {
             ));
         }
         let fixed = secure.fixed().map_err(refusal)?;
+        // The setup's session is the announcement's digest.
+        let digest = AnnouncementDigest(*setup.session());
         let (client, advertisement) = secagg::Client::start(setup, identity).map_err(refusal)?;
         Ok(Self {
-            digest: ann.digest(),
+            digest,
             round: ann.round,
             deadline_unix_ms: ann.deadline_unix_ms,
             client,

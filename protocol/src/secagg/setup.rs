@@ -45,6 +45,12 @@ impl Params {
     }
 }
 
+/// Whether T is more than half of a member's `degree` neighbours: below that, two disjoint
+/// groups of members could each sign a different survivor list, and nodes refuse the round.
+pub fn is_majority(threshold: usize, degree: usize) -> bool {
+    2 * threshold > degree
+}
+
 /// SecAgg+'s neighbourhood size for a cohort of `n`: 2⌈log₂ n⌉ (before [`Params::degree`]'s
 /// adjustments).
 pub fn default_degree(n: usize) -> usize {
