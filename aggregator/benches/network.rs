@@ -61,6 +61,7 @@ fn config(dir: &Path, nodes: &[Identity], rounds: u64) -> AggregatorConfig {
             deadline_secs: 60.0,
             sample_count_clip: 2.0,
             secure_aggregation: None,
+            cohort: None,
         },
         consensus: Default::default(),
         student: StudentConfig {

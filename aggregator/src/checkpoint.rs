@@ -1,5 +1,6 @@
 //! The output folder's crash-safe state: per-round checkpoints (global model, distillation pool,
-//! the metrics so far, and `meta.json` written last) under `checkpoints/round-N/`, the metrics
+//! the consensus sent to the nodes, the metrics so far, and `meta.json` written last) under
+//! `checkpoints/round-N/`, the metrics
 //! files, and `state.json`, the commit point rewritten last. A crash at any moment leaves the
 //! previous commit intact. A checkpoint that fails part-way (disk full, too many open files)
 //! leaves the last good one as the commit point. On restore, a committed round whose files do
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use learning::fs::atomic_write;
 use learning::{BackendKind, Model};
-use protocol::ReferenceSetId;
+use protocol::{Consensus, ReferenceSetId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -44,6 +45,10 @@ pub struct RoundMetrics {
     pub agreement: f32,
     /// Wall-clock seconds of the round, announcement to checkpoint.
     pub seconds: f64,
+    /// With `round.cohort`: the names of the roster members drawn for the round, in roster
+    /// order (empty without a cohort: every member was asked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cohort: Vec<String>,
 }
 
 /// The commit point of the output folder; each checkpoint folder holds its own copy
@@ -72,6 +77,9 @@ pub struct Restored {
     pub pool: Pool,
     /// Metrics of rounds 1..=completed.
     pub metrics: Vec<RoundMetrics>,
+    /// The consensus sent after that round: nodes of a later cohort that missed it learn it
+    /// before their announcement (absent in checkpoints written before it was kept).
+    pub consensus: Option<Consensus>,
 }
 
 fn corrupt(path: &Path, detail: impl ToString) -> Error {
@@ -119,7 +127,19 @@ fn load_round(out: &Path, round: u64, reference: &ReferenceSetId, backend: Backe
     if metrics.last().map(|m| m.round) != Some(round) {
         return Err(corrupt(&dir, format!("its metrics do not reach round {round}")));
     }
-    Ok(Restored { completed: round, student: Some(student), pool, metrics })
+    let consensus_path = dir.join(CONSENSUS_FILE);
+    let consensus = match std::fs::read(&consensus_path) {
+        Ok(bytes) => {
+            let c: Consensus = protocol::codec::from_file_bytes(&bytes).map_err(|e| corrupt(&consensus_path, e))?;
+            if c.round != round {
+                return Err(corrupt(&consensus_path, format!("the consensus of round {}, not {round}", c.round)));
+            }
+            Some(c)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(corrupt(&consensus_path, e)),
+    };
+    Ok(Restored { completed: round, student: Some(student), pool, metrics, consensus })
 }
 
 /// Reads the last commit of `out`, if any. If the committed round's files do not load, the
@@ -157,6 +177,9 @@ pub fn restore(out: &Path, reference: &ReferenceSetId, backend: BackendKind) -> 
         .unwrap_or_else(|| corrupt(&state_path, "no checkpoint folder of the committed round or an earlier one")))
 }
 
+/// The file of a checkpoint folder that holds the consensus sent after its round.
+const CONSENSUS_FILE: &str = "consensus.bin";
+
 /// Writes round `all.last()`'s checkpoint, then commits it by rewriting `state.json`; keeps the
 /// committed round and the newest complete one before it. A failure leaves the previous commit
 /// in force.
@@ -167,15 +190,17 @@ pub fn save(
     pool: &Pool,
     all: &[RoundMetrics],
 ) -> Result<(), Error> {
-    save_with(out, reference, student, pool, all, &crate::faults::NoFaults)
+    save_with(out, reference, student, pool, None, all, &crate::faults::NoFaults)
 }
 
-/// [`save`], calling `faults` half-way ([`crate::faults::Faults::mid_checkpoint`]).
+/// [`save`] with the consensus sent after the round, calling `faults` half-way
+/// ([`crate::faults::Faults::mid_checkpoint`]).
 pub fn save_with(
     out: &Path,
     reference: &ReferenceSetId,
     student: &Model,
     pool: &Pool,
+    consensus: Option<&Consensus>,
     all: &[RoundMetrics],
     faults: &dyn crate::faults::Faults,
 ) -> Result<(), Error> {
@@ -192,6 +217,15 @@ pub fn save_with(
     student.save(&dir.join("global"))?;
     let pool = protocol::codec::to_file_bytes(pool)?;
     atomic_write(&dir.join("pool.bin"), &pool)?;
+    match consensus {
+        Some(c) => atomic_write(&dir.join(CONSENSUS_FILE), &protocol::codec::to_file_bytes(c)?)?,
+        None => match std::fs::remove_file(dir.join(CONSENSUS_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::Io { path: dir.join(CONSENSUS_FILE), source: e });
+            }
+            _ => {}
+        },
+    }
     let mut jsonl = String::new();
     for r in all {
         jsonl.push_str(&serde_json::to_string(r).map_err(|e| corrupt(out, e))?);
@@ -266,6 +300,7 @@ mod tests {
                 nll: None,
                 agreement: 1.0,
                 seconds: 0.1,
+                cohort: Vec::new(),
             })
             .collect()
     }

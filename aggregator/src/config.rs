@@ -180,6 +180,47 @@ pub struct RoundConfig {
     /// one node's ([`SecureAggregation`]). Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_aggregation: Option<SecureAggregation>,
+    /// Roster members asked each round: a count (`cohort = 100`) or a fraction of the roster
+    /// (`cohort = 0.1`), drawn afresh each round from the round's seed ([`crate::cohort`]); the
+    /// quorum is counted within the cohort. Absent: every roster member, every round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<Cohort>,
+}
+
+/// `round.cohort`: how many roster members a round asks.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Cohort {
+    /// This many members (at most the roster).
+    Count(usize),
+    /// This fraction of the roster, in (0, 1], rounded up.
+    Fraction(f64),
+}
+
+impl Cohort {
+    /// The cohort's size for a roster of `roster` members (never more than the roster).
+    pub fn size(&self, roster: usize) -> usize {
+        match *self {
+            Cohort::Count(k) => k.min(roster),
+            Cohort::Fraction(f) => ((f * roster as f64).ceil() as usize).min(roster),
+        }
+    }
+
+    fn validate(&self, roster: usize) -> Result<(), Error> {
+        match *self {
+            Cohort::Fraction(f) if !(f.is_finite() && f > 0.0 && f <= 1.0) => {
+                Err(Error::config("round.cohort", format!("{f}: a fraction of the roster must be in (0, 1]")))
+            }
+            c if c.size(roster) < MIN_PARTICIPANTS => Err(Error::config(
+                "round.cohort",
+                format!(
+                    "{} members of a roster of {roster}: a round needs at least {MIN_PARTICIPANTS} (a consensus of fewer gives each one's labels away)",
+                    c.size(roster)
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `[round.secure_aggregation]`: each round's cohort masks its soft labels in pairs (SecAgg+,
@@ -232,7 +273,7 @@ impl SecureAggregation {
             return Err(Error::config(
                 format!("{key}.threshold"),
                 format!(
-                    "{t} must be at least 2, at most the quorum ({quorum}) and below the roster size ({roster}): a round closes with the quorum, and T of its members must survive to unmask the sum"
+                    "{t} must be at least 2, at most the quorum ({quorum}) and below the members a round asks ({roster}: the roster, or round.cohort): a round closes with the quorum, and T of its members must survive to unmask the sum"
                 ),
             ));
         }
@@ -338,19 +379,29 @@ pub fn default_quorum(roster: usize) -> usize {
 }
 
 impl RoundConfig {
-    /// The quorum for a roster of `roster` nodes: `round.quorum`, or [`default_quorum`].
+    /// The members a round asks, of a roster of `roster`: the cohort's size, or the roster.
+    pub fn asked(&self, roster: usize) -> usize {
+        self.cohort.map_or(roster, |c| c.size(roster))
+    }
+
+    /// The quorum for a roster of `roster` nodes, counted within the round's cohort:
+    /// `round.quorum`, or [`default_quorum`] of the cohort (of the roster without one).
     pub fn quorum(&self, roster: usize) -> usize {
-        self.quorum.unwrap_or_else(|| default_quorum(roster))
+        self.quorum.unwrap_or_else(|| default_quorum(self.asked(roster)))
     }
 
     /// Checks the ranges, given the roster size.
     pub fn validate(&self, roster: usize) -> Result<(), Error> {
-        let quorum = self.quorum(roster);
-        if quorum < MIN_PARTICIPANTS || quorum > roster {
+        if let Some(c) = &self.cohort {
+            c.validate(roster)?;
+        }
+        let (quorum, asked) = (self.quorum(roster), self.asked(roster));
+        if quorum < MIN_PARTICIPANTS || quorum > asked {
+            let of = if self.cohort.is_some() { "the cohort's size" } else { "the roster size" };
             return Err(Error::config(
                 "round.quorum",
                 format!(
-                    "{quorum} is not between {MIN_PARTICIPANTS} and the roster size {roster} (a consensus of fewer than {MIN_PARTICIPANTS} nodes gives each one's labels away)"
+                    "{quorum} is not between {MIN_PARTICIPANTS} and {of} {asked} (a consensus of fewer than {MIN_PARTICIPANTS} nodes gives each one's labels away)"
                 ),
             ));
         }
@@ -370,7 +421,7 @@ impl RoundConfig {
             ));
         }
         if let Some(secure) = &self.secure_aggregation {
-            secure.validate(roster, quorum)?;
+            secure.validate(asked, quorum)?;
         }
         Ok(())
     }
@@ -535,6 +586,7 @@ mod tests {
                 deadline_secs: 5.0,
                 sample_count_clip: 2.0,
                 secure_aggregation: None,
+                cohort: None,
             },
             consensus: ConsensusConfig { rule, ..Default::default() },
             student: StudentConfig {

@@ -9,7 +9,9 @@
 //! consensus → distil the global student → send the consensus → checkpoint atomically → one log
 //! line. After the last round it writes the global model and the report ([`report`]) and tells
 //! every node that the federation is finished. A restart with the same output folder resumes
-//! after the last completed round. Under `weighted_by_samples`, nodes weigh what the roster
+//! after the last completed round. With `round.cohort`, each round asks only the cohort its seed
+//! draws ([`cohort`]), and a member that missed consensus rounds is sent the last one first.
+//! Under `weighted_by_samples`, nodes weigh what the roster
 //! declares or, failing that, what they report, clipped ([`weights`]). With a `metrics` address in
 //! the config, [`metrics`] are served at `http://ADDR/metrics` until the run ends, and with
 //! `http.status` the operator's live view ([`status`]: a page at `/`, its data at `/api/status`). An aggregator
@@ -32,10 +34,11 @@
 //! is) → drain the sends in flight → stop the network → stop serving metrics → join the
 //! student's thread.
 //!
-//! Layers: error → weights → config → faults/metrics/reference/checkpoint/report/status → round → collect → student → init/relay/roster_edit → state → serve → rounds → service.
+//! Layers: error → weights/cohort → config → faults/metrics/reference/checkpoint/report/status → round → collect → student → init/relay/roster_edit → state → serve → rounds → service.
 #![deny(missing_docs)]
 
 pub mod checkpoint;
+pub mod cohort;
 mod collect;
 pub mod config;
 pub mod error;

@@ -82,6 +82,7 @@ mod tests {
             nll: None,
             agreement: 0.0,
             seconds: 0.0,
+            cohort: Vec::new(),
         };
         let text = markdown(&FederationId::new("f").unwrap(), &facts, &[m(1, Some(0.5)), m(2, None)]);
         assert!(text.contains("| accuracy (%) |"), "{text}");

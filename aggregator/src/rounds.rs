@@ -1,17 +1,25 @@
-//! Driving the rounds, each a table of contents: [`Aggregator::open`] (announce) →
+//! Driving the rounds, each a table of contents: [`Aggregator::open`] (draw the cohort, send
+//! the last consensus to its members that missed it, announce) →
 //! [`Aggregator::collect`] (until everyone answered or declined, or the deadline passed with a
 //! quorum, see [`crate::collect`]; then combine, off the runtime) → [`Aggregator::distil`] (the
 //! student learns on its thread; late submissions are answered meanwhile) →
 //! [`Aggregator::publish`] (deliver the consensus → checkpoint → one log line). A secure round
 //! opens with [`Aggregator::open_secure`] and closes with [`Aggregator::unmask`] instead
 //! ([`crate::secure`]).
+//!
+//! With `round.cohort`, a round asks only its cohort ([`crate::cohort`]): the announcement and
+//! the consensus go to its members, and the quorum is counted among them. The other nodes stay
+//! connected and idle (their connection is kept for an hour without traffic, and a node whose
+//! connection closes joins again): joining costs a handshake, and an idle connection costs the
+//! aggregator a few kilobytes. A member that missed consensus rounds is sent the last consensus
+//! before its announcement, so it trains on the latest one, as if it had never been left out.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use learning::consensus::Combined;
 use protocol::seed::{Stream, derive};
-use protocol::{Consensus, Message, RoundAnnouncement, SampleSelection, SoftLabels};
+use protocol::{Consensus, Message, ParticipantId, RoundAnnouncement, SampleSelection, SoftLabels};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -28,9 +36,11 @@ const CHECKPOINT_ATTEMPTS: u32 = 3;
 /// Pause before the second attempt; it doubles before each further one.
 const CHECKPOINT_FIRST_PAUSE: Duration = Duration::from_millis(500);
 
-/// A round being run: its state, when it opened, and the bytes (sent, received) then.
+/// A round being run: its state, the members it asks, when it opened, and the bytes (sent,
+/// received) then.
 struct Round {
     state: RoundState,
+    members: Vec<ParticipantId>,
     started: std::time::Instant,
     traffic: (u64, u64),
 }
@@ -47,13 +57,14 @@ impl Aggregator {
     /// Runs the rounds not yet completed. `Ok(false)`: stopped by `shutdown`.
     pub(crate) async fn rounds(&mut self, shutdown: &CancellationToken) -> Result<bool, Error> {
         for round in self.completed + 1..=self.cfg.rounds {
+            let members = self.cohort(round);
             let open = if self.cfg.round.secure_aggregation.is_some() {
-                let Some((state, started, traffic)) = self.open_secure(round, shutdown).await? else {
+                let Some((state, started, traffic)) = self.open_secure(round, &members, shutdown).await? else {
                     return Ok(false);
                 };
-                Round { state, started, traffic }
+                Round { state, members, started, traffic }
             } else {
-                self.open(round)
+                self.open(round, members)
             };
             let Some(mut closed) = self.collect(open, shutdown).await? else { return Ok(false) };
             let Some(learnt) = self.distil(&mut closed, shutdown).await? else { return Ok(false) };
@@ -62,14 +73,48 @@ impl Aggregator {
         Ok(true)
     }
 
-    /// Opens round `round`: announces it to every node that has joined.
-    fn open(&mut self, round: u64) -> Round {
+    /// The roster members round `round` asks, in roster order: its cohort with `round.cohort`
+    /// ([`crate::cohort`]), everyone without.
+    pub(crate) fn cohort(&self, round: u64) -> Vec<ParticipantId> {
+        let roster: Vec<ParticipantId> = self.cfg.roster.iter().map(|e| e.peer_id).collect();
+        let size = self.cfg.round.cohort.map(|c| c.size(roster.len()));
+        crate::cohort::draw(&roster, size, self.cfg.seed, round)
+    }
+
+    /// Sends the last consensus to the nodes of `members` that joined and have not acknowledged
+    /// it in this run (they were left out of the rounds since, joined late, or the aggregator
+    /// restarted), and waits for their receipts: they then train on it when announced. A secure
+    /// round's announcement is a request it waits on ([`Aggregator::open_secure`]); a plain
+    /// round's goes after the consensus in the same background task ([`Aggregator::announce`]).
+    pub(crate) async fn catch_up(&mut self, members: &[ParticipantId]) {
+        let Some(c) = self.consensus.clone() else { return };
+        let behind: Vec<ParticipantId> = members
+            .iter()
+            .copied()
+            .filter(|p| self.joined.contains(p) && self.taught.get(p).is_none_or(|&r| r < c.round))
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        tracing::info!(
+            consensus = c.round,
+            nodes = behind.len(),
+            "sending the last consensus to members that missed it"
+        );
+        for peer in self.deliver(behind, &Message::Consensus(Consensus::clone(&c))).await {
+            self.taught.insert(peer, c.round);
+        }
+    }
+
+    /// Opens round `round`: announces it to the members that have joined, each after the last
+    /// consensus if it missed that one ([`Aggregator::announce`]).
+    fn open(&mut self, round: u64, members: Vec<ParticipantId>) -> Round {
         let (started, traffic) = (std::time::Instant::now(), self.client.traffic());
         let ann = self.announcement(round);
         let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.round.deadline_secs);
         let mut state = RoundState::new(
             ann.clone(),
-            self.roster.keys().copied().collect(),
+            members.iter().copied().collect(),
             self.cfg.round.quorum(self.roster.len()),
             deadline,
             self.cfg.consensus.clone(),
@@ -78,19 +123,26 @@ impl Aggregator {
         for (&peer, &reason) in &self.withdrawn {
             state.decline(peer, round, reason);
         }
-        for peer in self.joined.clone() {
-            self.send(peer, Message::RoundAnnouncement(ann.clone()));
+        let asked: Vec<ParticipantId> = members.iter().copied().filter(|p| self.joined.contains(p)).collect();
+        for &peer in &asked {
+            self.announce(peer, &ann);
         }
         self.board.open(round, ann.deadline_unix_ms);
-        tracing::info!(round, joined = self.joined.len(), samples = ann.selection.len(), "round open");
+        tracing::info!(
+            round,
+            joined = self.joined.len(),
+            asked = asked.len(),
+            samples = ann.selection.len(),
+            "round open"
+        );
         while self.declines.try_recv().is_ok() {} // refusals of earlier rounds
-        Round { state, started, traffic }
+        Round { state, members, started, traffic }
     }
 
     /// Collects the round's answers until it may close, then closes it and combines them off the
     /// runtime. `None`: stopped by `shutdown`.
     async fn collect(&mut self, open: Round, shutdown: &CancellationToken) -> Result<Option<Closed>, Error> {
-        let Round { mut state, started, traffic } = open;
+        let Round { mut state, members, started, traffic } = open;
         let round = state.round();
         let mut collection = Collection::default();
         loop {
@@ -103,7 +155,7 @@ impl Aggregator {
                     let detail = format!(
                         "{} of {} nodes answered and {} declined: the quorum of {} cannot be met",
                         state.participants().len(),
-                        self.roster.len(),
+                        members.len(),
                         state.declined(),
                         self.cfg.round.quorum(self.roster.len())
                     );
@@ -124,7 +176,7 @@ impl Aggregator {
         };
         let ann = &state.announcement;
         let rows = ann.selection.resolve(ann.reference_samples)?;
-        Ok(Some(Closed { round: Round { state, started, traffic }, combined: Arc::new(combined?), rows }))
+        Ok(Some(Closed { round: Round { state, members, started, traffic }, combined: Arc::new(combined?), rows }))
     }
 
     /// Distils the global student on its thread; late submissions are answered meanwhile.
@@ -152,10 +204,10 @@ impl Aggregator {
         }
     }
 
-    /// Sends the consensus to every node (and waits for their receipts), checkpoints, and
-    /// reports the round.
+    /// Sends the consensus to the round's members (and waits for their receipts), checkpoints,
+    /// and reports the round.
     async fn publish(&mut self, closed: Closed, learnt: Learnt, shutdown: &CancellationToken) -> Result<(), Error> {
-        let Closed { round: Round { state, started, traffic: (sent0, recv0) }, combined, rows } = closed;
+        let Closed { round: Round { state, members, started, traffic: (sent0, recv0) }, combined, rows } = closed;
         let (round, ann, participants) = (state.round(), &state.announcement, state.participants());
         let Learnt { agreement, validation, labels: student } = learnt;
         let (teaching, classes, encoding) = (self.cfg.student.teaching, self.cfg.classes, self.cfg.round.encoding);
@@ -166,7 +218,7 @@ impl Aggregator {
             SoftLabels::encode(&taught, samples, classes, encoding)
         })
         .await??;
-        let consensus = Message::Consensus(Consensus {
+        let consensus = Arc::new(Consensus {
             federation: self.federation().clone(),
             round,
             reference_set: self.reference_id,
@@ -178,9 +230,13 @@ impl Aggregator {
             counts: combined.counts.iter().map(|&n| n.min(u16::MAX as u32) as u16).collect(),
         });
         self.board.phase(Phase::Publishing);
-        // Wait for the nodes' receipts so that every node holds this consensus before the
+        // Wait for the nodes' receipts so that every member holds this consensus before the
         // next round is announced: its digest step is then the same whatever the timing.
-        self.deliver(&consensus).await;
+        let message = Message::Consensus(Consensus::clone(&consensus));
+        for peer in self.deliver(members.iter().copied(), &message).await {
+            self.taught.insert(peer, round);
+        }
+        self.consensus = Some(consensus.clone());
         let (sent1, recv1) = self.client.traffic();
         let mut names: Vec<String> = participants.iter().map(|p| self.name(p)).collect();
         names.sort();
@@ -196,9 +252,13 @@ impl Aggregator {
             nll: validation.as_ref().map(|v| v.nll),
             agreement,
             seconds: started.elapsed().as_secs_f64(),
+            cohort: match self.cfg.round.cohort {
+                Some(_) => members.iter().map(|p| self.name(p)).collect(),
+                None => Vec::new(),
+            },
         };
         self.metrics.push(m.clone());
-        self.checkpoint(round, shutdown).await;
+        self.checkpoint(round, Some(consensus), shutdown).await;
         self.completed = round;
         self.record(&m);
         self.board.completed(&m);
@@ -221,10 +281,15 @@ impl Aggregator {
     /// many open files) does not end the run: it is reported and retried a few times, and if it
     /// persists the last good checkpoint stays the commit point and the next round's
     /// checkpoint tries again. Returns whether this round is committed.
-    pub(crate) async fn checkpoint(&mut self, round: u64, shutdown: &CancellationToken) -> bool {
+    pub(crate) async fn checkpoint(
+        &mut self,
+        round: u64,
+        consensus: Option<Arc<Consensus>>,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let mut pause = CHECKPOINT_FIRST_PAUSE;
         for attempt in 1..=CHECKPOINT_ATTEMPTS {
-            match self.student.checkpoint(self.metrics.clone()).await {
+            match self.student.checkpoint(self.metrics.clone(), consensus.clone()).await {
                 Ok(()) => {
                     if attempt > 1 {
                         tracing::info!(round, attempt, "checkpoint written");

@@ -1,8 +1,10 @@
 //! A secure round ([`crate::config::SecureAggregation`]): the aggregator runs the server of
 //! [`protocol::secagg`] and learns only the sum of the cohort's soft labels.
 //!
-//! [`Aggregator::open_secure`] gathers the round's cohort (the roster members that joined:
-//! all of them, or at the deadline at least the quorum), announces the round with its secure
+//! [`Aggregator::open_secure`] gathers the round's cohort (the members the round asks, the
+//! whole roster or the cohort `round.cohort` draws, that joined: all of them, or at the deadline
+//! at least the quorum): it is the masking group that the announcement's `SecureRound` lists.
+//! It announces the round with its secure
 //! setup, and runs the two steps that need no training (keys, then shares). The round's masked
 //! vectors then arrive as requests, like plain submissions, and the round closes by the same
 //! rule (everyone, or the quorum at the deadline). [`Aggregator::unmask`] asks the survivors to
@@ -73,20 +75,24 @@ impl Aggregator {
         v
     }
 
-    /// Waits until every roster member that has not withdrawn has joined, or the round's
-    /// deadline has passed with at least `needed` joined; `gathering` (a closed round of the
-    /// same number) answers the events meanwhile.
+    /// Waits until every member of `members` (the round's cohort, see [`crate::cohort`]) that
+    /// has not withdrawn has joined, or the round's deadline has passed with at least `needed`
+    /// of them joined; `gathering` (a closed round of the same number) answers the events
+    /// meanwhile.
     async fn gather(
         &mut self,
         gathering: &mut RoundState,
+        members: &[ParticipantId],
         needed: usize,
         shutdown: &CancellationToken,
     ) -> Result<Vec<ParticipantId>, Stop> {
         let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.round.deadline_secs);
         let mut past = false;
+        let members: HashSet<ParticipantId> = members.iter().copied().collect();
         loop {
-            let available = self.available();
-            let everyone = self.roster.len() - self.withdrawn.len();
+            let mut available = self.available();
+            available.retain(|p| members.contains(p));
+            let everyone = members.iter().filter(|p| !self.withdrawn.contains_key(p)).count();
             if available.len() >= everyone.max(1) || (past && available.len() >= needed) {
                 return Ok(available);
             }
@@ -98,19 +104,22 @@ impl Aggregator {
                 },
                 _ = tokio::time::sleep_until(deadline), if !past => {
                     past = true;
-                    if self.available().len() < needed {
-                        tracing::warn!(round = gathering.round(), joined = self.available().len(), needed, "secure round: too few nodes have joined to form a cohort; waiting");
+                    let joined = self.available().iter().filter(|p| members.contains(p)).count();
+                    if joined < needed {
+                        tracing::warn!(round = gathering.round(), joined, needed, "secure round: too few nodes have joined to form a cohort; waiting");
                     }
                 }
             }
         }
     }
 
-    /// Opens secure round `round`: gathers its cohort, announces it, and runs the keys and
-    /// shares steps. `Ok(None)`: stopped by `shutdown`.
+    /// Opens secure round `round`: gathers its cohort (the members of `members` that joined),
+    /// sends the last consensus to those that missed it, announces the round, and runs the keys
+    /// and shares steps. `Ok(None)`: stopped by `shutdown`.
     pub(crate) async fn open_secure(
         &mut self,
         round: u64,
+        members: &[ParticipantId],
         shutdown: &CancellationToken,
     ) -> Result<Option<(RoundState, std::time::Instant, (u64, u64))>, Error> {
         let secure = self.secure_cfg().cloned().ok_or_else(|| Error::config("round.secure_aggregation", "off"))?;
@@ -123,11 +132,12 @@ impl Aggregator {
             self.cfg.consensus.clone(),
         );
         gathering.close_secure();
-        let cohort = match self.gather(&mut gathering, quorum, shutdown).await {
+        let cohort = match self.gather(&mut gathering, members, quorum, shutdown).await {
             Ok(c) => c,
             Err(s) => return s.ended(),
         };
         let (started, traffic) = (std::time::Instant::now(), self.client.traffic());
+        self.catch_up(&cohort).await;
         let params = secure.params(cohort.len())?;
         let mut ann = self.announcement(round);
         ann.secure = Some(SecureRound {

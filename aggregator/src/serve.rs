@@ -17,6 +17,9 @@ impl Aggregator {
         match ev {
             Event::Request { peer, message, responder } => self.on_request(peer, message, responder, state).await,
             Event::Disconnected(p) if self.joined.remove(&p) => {
+                // It may come back without the last consensus (restarted, or its copy was in a
+                // request the lost connection failed): it is sent that one before its next round.
+                self.taught.remove(&p);
                 self.board.joined(&p, false);
                 tracing::info!(node = %self.name(&p), "node left");
                 self.telemetry.joined.set(self.joined.len() as i64);
@@ -106,7 +109,8 @@ impl Aggregator {
     }
 
     /// Joins a roster member that speaks this protocol version; a node that joins while a round
-    /// is open gets its announcement at once.
+    /// that asks it is open gets its announcement at once (after the last consensus, if it
+    /// lacks that one).
     async fn on_hello(&mut self, peer: ParticipantId, h: &Hello, responder: Responder, state: &RoundState) {
         let outcome = if !self.roster.contains_key(&peer) {
             Err(RefusalReason::NotOnRoster)
@@ -140,7 +144,7 @@ impl Aggregator {
             tracing::warn!(error = %net::error::Chain(&e), "could not answer a hello");
         }
         if accepted && !state.is_closed() && state.asks(&peer) {
-            self.send(peer, Message::RoundAnnouncement(state.announcement.clone()));
+            self.announce(peer, &state.announcement);
         }
     }
 

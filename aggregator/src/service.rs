@@ -103,10 +103,11 @@ impl Aggregator {
         shutdown: &CancellationToken,
     ) -> Result<Self, Error> {
         cfg.validate()?;
-        let loaded = {
+        let mut loaded = {
             let cfg = cfg.clone();
             tokio::task::spawn_blocking(move || load(&cfg)).await??
         };
+        let consensus = loaded.restored.consensus.take().map(Arc::new);
         let roster: HashMap<ParticipantId, String> = cfg.roster.iter().map(|e| (e.peer_id, e.name.clone())).collect();
         let (telemetry, registry) = metrics::Metrics::new(&roster);
         let net_cfg = net_config(&cfg, &roster, loaded.reference_bytes.len(), telemetry.traffic.clone());
@@ -175,6 +176,8 @@ impl Aggregator {
             committed: completed,
             joined: HashSet::new(),
             withdrawn: HashMap::new(),
+            consensus,
+            taught: HashMap::new(),
             progress: None,
             limits,
             sends: tokio::task::JoinSet::new(),
@@ -218,7 +221,7 @@ impl Aggregator {
         let mut written = Ok(());
         if completed {
             if self.committed < self.completed {
-                self.checkpoint(self.completed, shutdown).await;
+                self.checkpoint(self.completed, self.consensus.clone(), shutdown).await;
             }
             written = self.student.finish(self.metrics.clone()).await;
             // Tell the nodes, so that they checkpoint and stop instead of waiting for a round
@@ -230,7 +233,7 @@ impl Aggregator {
             };
             let done =
                 Message::Finished(Finished { federation: self.federation().clone(), rounds: self.completed, detail });
-            self.deliver(&done).await;
+            self.deliver(self.joined.clone(), &done).await;
         }
         written.map(|()| RunSummary { rounds: self.metrics.clone(), model: self.cfg.output.join("global"), completed })
     }
@@ -249,6 +252,11 @@ fn net_config(
     net_cfg.max_pending_incoming_per_ip = cfg.connections.pending_per_ip;
     net_cfg.limits = inbound_limits(cfg);
     net_cfg.rate_limits = rate_limits(reference_bytes);
+    // Room for one request of every roster member at once (everyone joins together at the
+    // start, and a cohort's answers come together): beyond it a request is closed and sent
+    // again, which at 300 nodes refused more than half of the first round's submissions. Each
+    // request in flight is capped by `limits`, and a peer's requests by its rate limits.
+    net_cfg.max_inbound = net_cfg.max_inbound.max(roster.len() + 16);
     net_cfg.through_relays(&cfg.listen);
     // Answers the nodes' AutoNAT probes (dials them back); asks no one about itself.
     net_cfg.autonat = Some(net::nat::AutoNat::new(Vec::new()));

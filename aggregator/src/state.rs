@@ -1,7 +1,7 @@
 //! [`Aggregator`]: what start-up built and every round uses (the config, the roster, the
 //! reference set, the network, the student's thread, the metrics), with its small accessors
-//! and the two ways it sends to nodes: [`Aggregator::send`] (in the background) and
-//! [`Aggregator::deliver`] (to every joined node, awaiting the receipts).
+//! and the two ways it sends to nodes: [`Aggregator::announce`] (in the background) and
+//! [`Aggregator::deliver`] (to joined nodes, awaiting the receipts).
 //! The rounds ([`crate::rounds`]) and the answers to the nodes ([`crate::serve`]) are its
 //! methods in modules of their own; [`crate::service`] builds it and runs it.
 
@@ -13,7 +13,8 @@ use net::Event;
 use net::multiaddr::Multiaddr;
 use net::owner::Thread;
 use protocol::{
-    FederationId, Limits, Message, ParticipantId, Receipt, ReceiptStatus, ReferenceSet, ReferenceSetId, RefusalReason,
+    Consensus, FederationId, Limits, Message, ParticipantId, Receipt, ReceiptStatus, ReferenceSet, ReferenceSetId,
+    RefusalReason, RoundAnnouncement,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +50,13 @@ pub struct Aggregator {
     /// Roster members that said they cannot take part (their data does not fit the federation),
     /// with the reason: every round counts them as declined until they join again.
     pub(crate) withdrawn: HashMap<ParticipantId, RefusalReason>,
+    /// The last consensus sent (restored from the checkpoint at a restart).
+    pub(crate) consensus: Option<Arc<Consensus>>,
+    /// The round of the last consensus each node acknowledged (or was sent, for an announcement
+    /// in the background) since it joined: a cohort member that lacks [`Aggregator::consensus`]
+    /// is sent it before its announcement ([`crate::rounds`]); a node that disconnects is
+    /// forgotten here.
+    pub(crate) taught: HashMap<ParticipantId, u64>,
     pub(crate) progress: Option<mpsc::Sender<RoundMetrics>>,
     pub(crate) limits: Limits,
     /// Requests sent in the background (announcements), awaited before shutdown.
@@ -93,11 +101,17 @@ impl Aggregator {
         self.roster.get(p).cloned().unwrap_or_else(|| p.short())
     }
 
-    /// Sends `message` to every joined node and waits for their receipts, at most one round
-    /// deadline: a node that does not answer in time does not hold up the federation.
-    pub(crate) async fn deliver(&self, message: &Message) {
+    /// Sends `message` to the nodes of `peers` that have joined and waits for their receipts, at
+    /// most one round deadline: a node that does not answer in time does not hold up the
+    /// federation. Returns the nodes that accepted it.
+    pub(crate) async fn deliver(
+        &self,
+        peers: impl IntoIterator<Item = ParticipantId>,
+        message: &Message,
+    ) -> Vec<ParticipantId> {
         let mut deliveries = tokio::task::JoinSet::new();
-        for peer in self.joined.iter().copied() {
+        let mut accepted = Vec::new();
+        for peer in peers.into_iter().filter(|p| self.joined.contains(p)) {
             let client = self.client.clone();
             let msg = message.clone();
             deliveries.spawn(async move { (peer, client.request(&peer, &msg).await) });
@@ -116,7 +130,8 @@ impl Aggregator {
                     )) => {
                         tracing::warn!(node = %self.name(&peer), ?kind, ?reason, %detail, "not delivered: refused")
                     }
-                    _ => {}
+                    Ok((peer, Ok(_))) => accepted.push(peer),
+                    Err(_) => {}
                 }
             }
         })
@@ -125,27 +140,48 @@ impl Aggregator {
             tracing::warn!(?kind, pending = deliveries.len(), "delivery still pending at the deadline; continuing");
         }
         deliveries.detach_all();
+        accepted
     }
 
-    /// Sends a request in the background and logs a failure.
-    pub(crate) fn send(&mut self, peer: ParticipantId, message: Message) {
+    /// Announces a round to `peer` in the background, sending it the last consensus first if it
+    /// has not acknowledged that one in this run (it missed rounds, or joined late).
+    pub(crate) fn announce(&mut self, peer: ParticipantId, announcement: &RoundAnnouncement) {
+        let mut messages = Vec::with_capacity(2);
+        if let Some(c) = &self.consensus
+            && self.taught.get(&peer).is_none_or(|&r| r < c.round)
+        {
+            // Counted as taught now: an announcement sent again (a rejoin) need not resend it.
+            self.taught.insert(peer, c.round);
+            messages.push(Message::Consensus(Consensus::clone(c)));
+        }
+        messages.push(Message::RoundAnnouncement(announcement.clone()));
+        self.send(peer, messages);
+    }
+
+    /// Sends `messages` to `peer` in order in the background, each once the one before it is
+    /// answered; a failure or a refusal is logged and ends the sequence.
+    fn send(&mut self, peer: ParticipantId, messages: Vec<Message>) {
         let client = self.client.clone();
         let declines = self.declines_tx.clone();
         let board = self.board.clone();
         while self.sends.try_join_next().is_some() {}
         self.sends.spawn(async move {
-            match client.request(&peer, &message).await {
-                Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, round, .. })) => {
-                    tracing::warn!(peer = %peer.short(), kind = ?message.kind(), ?reason, %detail, "node refused");
-                    if let Message::RoundAnnouncement(_) = message {
-                        board.declined(&peer, round, reason);
-                        // Full only if refusals pile up unread; the deadline closes the round then.
-                        let _ = declines.try_send(Declined { peer, round, reason });
+            for message in messages {
+                match client.request(&peer, &message).await {
+                    Ok(Message::Receipt(Receipt { status: ReceiptStatus::Refused(reason), detail, round, .. })) => {
+                        tracing::warn!(peer = %peer.short(), kind = ?message.kind(), ?reason, %detail, "node refused");
+                        if let Message::RoundAnnouncement(_) = message {
+                            board.declined(&peer, round, reason);
+                            // Full only if refusals pile up unread; the deadline closes the round then.
+                            let _ = declines.try_send(Declined { peer, round, reason });
+                        }
+                        return;
                     }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(peer = %peer.short(), kind = ?message.kind(), error = %net::error::Chain(&e), "send failed")
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(peer = %peer.short(), kind = ?message.kind(), error = %net::error::Chain(&e), "send failed");
+                        return;
+                    }
                 }
             }
         });

@@ -365,6 +365,7 @@ mod tests {
             nll: Some(1.0),
             agreement: 0.9,
             seconds: 1.5,
+            cohort: Vec::new(),
         };
         b.completed(&m);
         let doc: serde_json::Value = serde_json::from_str(&b.render()).expect("json");

@@ -97,8 +97,13 @@ impl Student {
         self.owner.call(move |s| s.learn(round, &rows, &combined)).await?
     }
 
-    /// Checkpoints the student and the pool with the metrics of every round so far, and commits.
-    pub async fn checkpoint(&self, metrics: Vec<RoundMetrics>) -> Result<(), Error> {
+    /// Checkpoints the student, the pool and the consensus sent after the round with the
+    /// metrics of every round so far, and commits.
+    pub async fn checkpoint(
+        &self,
+        metrics: Vec<RoundMetrics>,
+        consensus: Option<Arc<protocol::Consensus>>,
+    ) -> Result<(), Error> {
         self.owner
             .call(move |s| {
                 checkpoint::save_with(
@@ -106,6 +111,7 @@ impl Student {
                     &s.reference_id,
                     &s.model,
                     &s.pool,
+                    consensus.as_deref(),
                     &metrics,
                     s.setup.faults.as_ref(),
                 )

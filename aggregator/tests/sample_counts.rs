@@ -114,6 +114,7 @@ async fn a_claimed_sample_count_is_clipped_and_a_declared_one_is_taken() {
             deadline_secs: 60.0,
             sample_count_clip: 2.0,
             secure_aggregation: None,
+            cohort: None,
         },
         consensus: ConsensusConfig { rule: Rule::WeightedBySamples, ..Default::default() },
         student: StudentConfig {

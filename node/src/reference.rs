@@ -3,6 +3,12 @@
 //! node starts; without one, the pinned set is fetched from the aggregator in chunks, checked,
 //! and written atomically. A copy is never replaced: a file that does not match the pin stops
 //! the node with an error that names the setting.
+//!
+//! Nodes simulated in one process share one decoded copy ([`read_pinned`]): a file already read
+//! and checked in this process (the same file, unchanged: device, inode, size and modification
+//! time, and the same pin) is not read again while a node still holds it. A simulation of 1,000
+//! nodes whose copies are hard links of one file holds the set once instead of 1,000 times
+//! (16 MB each for MNIST's 5,000 rows).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,8 +27,39 @@ fn bad(detail: impl Into<String>) -> Error {
     Error::Reference { detail: detail.into() }
 }
 
-/// Reads the local copy at `path`, if there is one, and checks it against the pin. Blocking.
-pub(crate) fn read_pinned(path: &Path, pin: ReferenceSetId) -> Result<Option<ReferenceSet>, Error> {
+/// What names a file's content in this process: its device, inode, size and modification time.
+type FileKey = (u64, u64, u64, i64, i64);
+
+fn file_key(path: &Path) -> Option<FileKey> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+/// Reads the local copy at `path`, if there is one, and checks it against the pin; a copy read
+/// and checked already in this process, and still held, is shared instead (see the module's
+/// documentation). Blocking.
+pub(crate) fn read_pinned(path: &Path, pin: ReferenceSetId) -> Result<Option<Arc<ReferenceSet>>, Error> {
+    use std::sync::{Mutex, Weak};
+    type Cache = Vec<(FileKey, ReferenceSetId, Weak<ReferenceSet>)>;
+    static SHARED: Mutex<Cache> = Mutex::new(Vec::new());
+    let Some(key) = file_key(path) else { return read_checked(path, pin).map(|rs| rs.map(Arc::new)) };
+    // Held while reading: nodes starting together wait for the first one's copy.
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    shared.retain(|(_, _, w)| w.strong_count() > 0);
+    if let Some(rs) = shared.iter().find(|(k, p, _)| *k == key && *p == pin).and_then(|(_, _, w)| w.upgrade()) {
+        return Ok(Some(rs));
+    }
+    let Some(rs) = read_checked(path, pin)?.map(Arc::new) else { return Ok(None) };
+    // Changed while it was read: not shared.
+    if file_key(path) == Some(key) {
+        shared.push((key, pin, Arc::downgrade(&rs)));
+    }
+    Ok(Some(rs))
+}
+
+/// Reads the copy at `path`, if there is one, and checks it against the pin. Blocking.
+fn read_checked(path: &Path, pin: ReferenceSetId) -> Result<Option<ReferenceSet>, Error> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -183,7 +220,16 @@ mod tests {
         let pin = ReferenceSetId::digest(&bytes);
         assert!(read_pinned(&path, pin).unwrap().is_none(), "no copy yet: fetch it");
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(read_pinned(&path, pin).unwrap(), Some(rs));
+        let first = read_pinned(&path, pin).unwrap().unwrap();
+        assert_eq!(*first, rs);
+        // A hard link of the same file, read while the first copy is held: the same copy.
+        let link = dir.path().join("link.fdref");
+        std::fs::hard_link(&path, &link).unwrap();
+        assert!(Arc::ptr_eq(&first, &read_pinned(&link, pin).unwrap().unwrap()), "one decoded copy");
+        match read_pinned(&link, ReferenceSetId([9; 32])) {
+            Err(Error::Config { field, .. }) => assert_eq!(field, "policy.reference_sha256"),
+            other => panic!("a shared copy bypassed another pin: {other:?}"),
+        }
         match read_pinned(&path, ReferenceSetId([9; 32])) {
             Err(Error::Config { field, .. }) => assert_eq!(field, "policy.reference_sha256"),
             other => panic!("a copy that does not match the pin was accepted: {other:?}"),

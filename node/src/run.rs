@@ -28,7 +28,7 @@ struct Loaded {
     model: Model,
     budget: Option<budget::Budget>,
     /// The local copy of the pinned reference set, if there is one.
-    reference: Option<ReferenceSet>,
+    reference: Option<Arc<ReferenceSet>>,
     answers: policy::Answers,
 }
 
@@ -161,7 +161,7 @@ pub async fn run_with(
         answers_path: cfg.state_dir.join(policy::ANSWERS_FILE),
         answers: loaded.answers,
         policy: cfg.policy.clone(),
-        reference: loaded.reference.map(|rs| (cfg.policy.reference_sha256, Arc::new(rs))),
+        reference: loaded.reference.map(|rs| (cfg.policy.reference_sha256, rs)),
         teacher: None,
         learnt: None,
         pending: None,

@@ -1,6 +1,13 @@
 //! [`Trainer`]: the node's model and private data, owned by a dedicated thread. The async side
 //! sends it work (a round, the final digest, a checkpoint) and awaits the answer; training and
 //! checkpoint I/O never run on the runtime, and no one else can reach the model.
+//!
+//! The arithmetic of a training runs on the process's compute threads ([`compute`]: as many as
+//! cores), the owner thread waiting: a thread that multiplies matrices keeps the matrix
+//! library's scratch space (gemm's 1 MiB L2 slab) and its allocator's caches for as long as it
+//! lives, so a thousand nodes simulated in one process would each keep a megabyte after their
+//! first training, and train all at once at the federation's end. On a few shared threads
+//! an idle node holds its model and rows, and at most as many trainings as cores run at once.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +25,24 @@ use crate::config::DigestMode;
 use crate::error::Error;
 use crate::faults::Faults;
 use crate::local::{self, Answer, Settings, Teacher};
+
+/// Runs `f` on the process's compute threads (one a core, shared by every trainer of the
+/// process) and waits for it. A network with dropout holds burn's process-wide generator for its
+/// whole run (`learning::backend`): a compute thread waiting inside such a run may take up
+/// another trainer's work, which would then wait on that lock forever, so `f` runs on the
+/// calling thread instead.
+fn compute<R: Send>(uses_rng: bool, f: impl FnOnce() -> R + Send) -> R {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        // As many threads as rayon's global pool (the cores, or RAYON_NUM_THREADS): burn splits
+        // its parallel work by that count, so the figures stay those of the global pool's.
+        rayon::ThreadPoolBuilder::new().thread_name(|i| format!("node-compute-{i}")).build().ok()
+    });
+    match pool {
+        Some(pool) if !uses_rng => pool.install(f),
+        _ => f(),
+    }
+}
 
 struct State {
     model: Model,
@@ -138,16 +163,18 @@ impl Trainer {
                 let round = ann.round;
                 let tamper = |p: &mut [f32], c: usize| faults.tamper(round, p, c);
                 let dp = s.spend(Some(round))?;
-                let labels = local::local_round(
-                    &mut s.model,
-                    &s.data,
-                    teacher.as_deref(),
-                    &ann,
-                    &reference,
-                    &s.settings,
-                    dp.as_ref(),
-                    &tamper,
-                )?;
+                let labels = compute(s.model.architecture.uses_rng(), || {
+                    local::local_round(
+                        &mut s.model,
+                        &s.data,
+                        teacher.as_deref(),
+                        &ann,
+                        &reference,
+                        &s.settings,
+                        dp.as_ref(),
+                        &tamper,
+                    )
+                })?;
                 s.save()?;
                 Ok(labels)
             })
@@ -166,19 +193,22 @@ impl Trainer {
                     // budget cannot pay, the node digests the consensus on public rows alone.
                     let joint =
                         s.settings.digest.mode == DigestMode::Joint && s.budget.as_ref().is_none_or(Budget::can_train);
+                    let uses_rng = s.model.architecture.uses_rng();
                     if joint {
                         let dp = s.spend(None)?;
-                        local::learn(
-                            &mut s.model,
-                            &s.data,
-                            Some(&teacher),
-                            &reference,
-                            &s.settings,
-                            dp.as_ref(),
-                            seed,
-                        )?;
+                        compute(uses_rng, || {
+                            local::learn(
+                                &mut s.model,
+                                &s.data,
+                                Some(&teacher),
+                                &reference,
+                                &s.settings,
+                                dp.as_ref(),
+                                seed,
+                            )
+                        })?;
                     } else {
-                        local::digest(&mut s.model, &reference, &teacher, &s.settings, seed)?;
+                        compute(uses_rng, || local::digest(&mut s.model, &reference, &teacher, &s.settings, seed))?;
                     }
                 }
                 s.save()

@@ -28,6 +28,8 @@ pub enum Stream {
     Noise = 9,
     /// The neighbourhood graph of a secure-aggregation round (index: round).
     SecureGraph = 10,
+    /// The roster members asked in a round, when `round.cohort` is set (index: round).
+    Cohort = 11,
 }
 
 /// The seed for `stream` and `index` under the base `seed`: SplitMix64's finaliser applied in
@@ -63,6 +65,8 @@ mod tests {
             Stream::Fault,
             Stream::Shuffle,
             Stream::Noise,
+            Stream::SecureGraph,
+            Stream::Cohort,
         ];
         let mut seen = HashSet::new();
         for seed in 0..8 {

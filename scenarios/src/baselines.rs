@@ -66,19 +66,27 @@ pub fn centralized(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
 }
 
 /// Federated averaging with the nodes' architecture and local epochs, weighted by local size.
-/// Bytes count the serialised weights, down to every node and back up, each round.
+/// With `round.cohort`, each round trains the same cohort as the federation's round
+/// ([`aggregator::cohort`]). Bytes count the serialised weights, down to every node asked and
+/// back up, each round.
 pub fn fedavg(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
     let t = std::time::Instant::now();
     let cfg0 = &p.nodes[0];
     let mut global =
         Model::new(&cfg0.model, p.dataset.dim, p.dataset.classes, cfg0.backend, seed(p.scenario.seed, Which::FedAvg))?;
     let model_bytes = global.to_bytes()?.len() as u64;
-    let parts: Vec<Dataset> = p.parts.iter().map(|rows| p.dataset.subset(rows)).collect();
-    let weights: Vec<f64> = parts.iter().map(|d| d.len() as f64).collect();
+    let nodes = p.parts.len();
+    let asked = p.scenario.round.asked(nodes);
     let mut per_round = Vec::new();
+    let mut bytes_total = 0;
     for round in 1..=p.scenario.rounds {
-        let mut locals = Vec::with_capacity(parts.len());
-        for (i, d) in parts.iter().enumerate() {
+        let cohort = aggregator::cohort::positions(nodes, asked, p.aggregator.seed, round);
+        let mut locals = Vec::with_capacity(cohort.len());
+        let mut weights = Vec::with_capacity(cohort.len());
+        for &i in &cohort {
+            // A node's rows are copied for its training only: a thousand nodes' copies at once
+            // would hold the private rows twice.
+            let d = p.dataset.subset(&p.parts[i]);
             let mut local = global.clone();
             // The seed a node trains with in this round of the federation; with `[nodes.privacy]`,
             // DP-SGD planned for the same ε over the same rounds (DP-FedAvg).
@@ -90,19 +98,20 @@ pub fn fedavg(p: &Prepared, test: &Dataset) -> anyhow::Result<Baseline> {
             };
             fit_joint(
                 &mut local,
-                d,
+                &d,
                 None,
                 &p.nodes[i].train,
                 dp.as_ref(),
                 derive(p.nodes[i].seed, Stream::NodeTraining, round),
             )?;
             locals.push(local);
+            weights.push(d.len() as f64);
         }
         let refs: Vec<&Model> = locals.iter().collect();
         global = crate::fedavg::average(&refs, &weights)?;
         per_round.push(accuracy(&global, test)?);
+        bytes_total += 2 * model_bytes * cohort.len() as u64;
     }
-    let bytes_total = 2 * model_bytes * parts.len() as u64 * p.scenario.rounds;
     Ok(Baseline {
         accuracy: *per_round.last().unwrap_or(&0.0),
         per_round,
@@ -134,10 +143,14 @@ pub fn public_labels(p: &Prepared, test: &Dataset) -> anyhow::Result<(Baseline, 
 }
 
 /// Accuracy of the mean of the nodes' final predictions on the test set (what the student distils).
-pub fn ensemble(nodes: &[Model], test: &Dataset) -> anyhow::Result<(f32, Vec<f32>)> {
+pub fn ensemble(
+    nodes: impl IntoIterator<Item = anyhow::Result<Model>>,
+    test: &Dataset,
+) -> anyhow::Result<(f32, Vec<f32>)> {
     let mut acc = learning::consensus::MeanAccumulator::new(test.len(), test.classes);
     let mut each = Vec::new();
     for n in nodes {
+        let n = n?;
         let probs = n.soft_labels(&test.features, 1.0, 256)?;
         each.push(eval::evaluate(&probs, &test.labels, test.classes).accuracy);
         acc.add(&probs, 1.0)?;

@@ -9,18 +9,21 @@ use crate::setup::Prepared;
 pub fn write(p: &Prepared, r: &Results) -> anyhow::Result<()> {
     let dir = &p.dir;
     learning::fs::atomic_write(&dir.results(), &serde_json::to_vec_pretty(r)?)?;
-    let mut csv = String::from("round,global_accuracy,fedavg_accuracy,participants,bytes_up,bytes_down,seconds\n");
+    // `cohort`: the nodes a round asked, separated by spaces (empty without `round.cohort`).
+    let mut csv =
+        String::from("round,global_accuracy,fedavg_accuracy,participants,bytes_up,bytes_down,seconds,cohort\n");
     for x in &r.rounds {
         let _ = writeln!(
             csv,
-            "{},{:.6},{},{},{},{},{:.3}",
+            "{},{:.6},{},{},{},{},{:.3},{}",
             x.round,
             x.global_accuracy,
             x.fedavg_accuracy.map(|a| format!("{a:.6}")).unwrap_or_default(),
             x.participants.len(),
             x.bytes_up,
             x.bytes_down,
-            x.seconds
+            x.seconds,
+            x.cohort.join(" ")
         );
     }
     learning::fs::atomic_write(&dir.rounds_csv(), csv.as_bytes())?;

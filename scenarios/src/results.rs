@@ -35,6 +35,9 @@ pub struct RoundResult {
     pub fedavg_accuracy: Option<f32>,
     /// Seconds.
     pub seconds: f64,
+    /// With `round.cohort`: the nodes drawn for the round (empty: every node was asked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cohort: Vec<String>,
 }
 
 /// Everything a run measured.

@@ -130,13 +130,12 @@ fn evaluate(p: &Prepared, metrics: &[RoundMetrics], federation_seconds: f64) -> 
     let global = Model::load(&p.dir.global_model(), s.backend).context("loading the global model")?;
     let global_accuracy =
         learning::eval::evaluate(&global.soft_labels(&test.features, 1.0, 256)?, &test.labels, test.classes).accuracy;
-    let nodes: Vec<Model> = (0..p.nodes.len())
-        .map(|i| {
-            let ndir = p.dir.node(i);
-            Model::load(&ndir.model(), s.backend).with_context(|| format!("loading {}", ndir.state().display()))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let (ensemble_accuracy, node_accuracy) = baselines::ensemble(&nodes, &test)?;
+    // One node model at a time: a thousand of them need not be in memory at once.
+    let nodes = (0..p.nodes.len()).map(|i| {
+        let ndir = p.dir.node(i);
+        Model::load(&ndir.model(), s.backend).with_context(|| format!("loading {}", ndir.state().display()))
+    });
+    let (ensemble_accuracy, node_accuracy) = baselines::ensemble(nodes, &test)?;
     let b = &s.baselines;
     let local_only = if b.local {
         let v = baselines::local_only(p, &test)?;
@@ -161,6 +160,7 @@ fn evaluate(p: &Prepared, metrics: &[RoundMetrics], federation_seconds: f64) -> 
             bytes_down: m.bytes_out,
             fedavg_accuracy: fedavg.as_ref().and_then(|f| f.per_round.get(m.round as usize - 1).copied()),
             seconds: m.seconds,
+            cohort: m.cohort.clone(),
         })
         .collect();
     let bytes_total: u64 = rounds.iter().map(|r| r.bytes_up + r.bytes_down).sum();
@@ -179,7 +179,7 @@ fn evaluate(p: &Prepared, metrics: &[RoundMetrics], federation_seconds: f64) -> 
         fedavg,
         public_labels,
         global_model: ModelFacts::of(&global)?,
-        node_model: ModelFacts::of(&nodes[0])?,
+        node_model: ModelFacts::of(&Model::load(&p.dir.node(0).model(), s.backend)?)?,
         federation_seconds,
         peak_rss_mib: peak_rss_mib(),
         privacy: privacy_result(p)?,

@@ -144,10 +144,15 @@ fn node_files(
     let entry = RosterEntry { name: node_name(i), peer_id: id.id(), samples: declared };
     data::write_rows(&ndir.rows(), part)?;
     // The reference set is public: each node starts with its own copy (checked against the
-    // announced hash). Without one, a node fetches it from the aggregator.
+    // announced hash), a hard link of the run's file where the file system allows one (a
+    // thousand nodes then take one file's space, and nodes in one process share one decoded
+    // copy, see `node::reference`). Without one, a node fetches it from the aggregator.
     if s.nodes.copy_reference {
         std::fs::create_dir_all(ndir.state())?;
-        std::fs::copy(dir.reference(), ndir.reference())?;
+        let _ = std::fs::remove_file(ndir.reference());
+        if std::fs::hard_link(dir.reference(), ndir.reference()).is_err() {
+            std::fs::copy(dir.reference(), ndir.reference())?;
+        }
     }
     let mut spec = s.data.clone();
     spec.rows = Some(ndir.rows());

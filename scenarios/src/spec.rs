@@ -256,11 +256,13 @@ impl Scenario {
         Ok(s)
     }
 
-    /// The round settings the aggregator is given: `round`, its quorum every node unless the
-    /// scenario sets one (a simulation waits for each node, as it always has; the aggregator's
-    /// own default, [`aggregator::config::default_quorum`], spares one absent member).
+    /// The round settings the aggregator is given: `round`, its quorum every node asked (the
+    /// whole roster, or the cohort's size with `round.cohort`) unless the scenario sets one (a
+    /// simulation waits for each node, as it always has; the aggregator's own default,
+    /// [`aggregator::config::default_quorum`], spares one absent member).
     pub fn aggregator_round(&self) -> RoundConfig {
-        RoundConfig { quorum: Some(self.round.quorum.unwrap_or(self.split.nodes)), ..self.round.clone() }
+        let asked = self.round.asked(self.split.nodes);
+        RoundConfig { quorum: Some(self.round.quorum.unwrap_or(asked)), ..self.round.clone() }
     }
 
     /// Checks values that serde cannot.

@@ -1,6 +1,7 @@
 //! Secure aggregation in real `fd-aggregator` and `fd-node` processes on 127.0.0.1 (issue #22):
 //! members killed after sending their masked vector, the round completing with the survivors'
-//! sum, and below the threshold nothing released; what leaves a node in a secure round.
+//! sum, and below the threshold nothing released; what leaves a node in a secure round; a
+//! per-round cohort smaller than the roster as the masking group.
 //!
 //! The tests wait for files the processes write (the nodes' egress ledgers, the aggregator's
 //! metrics) and for exit statuses, with deadlines.
@@ -12,7 +13,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
-use aggregator::config::SecureAggregation;
+use aggregator::config::{Cohort, SecureAggregation};
 use common::{PreparedDir, Procs, egress, metrics, node_toml, scenario, spawn_args, wait_exit, wait_until};
 use scenarios::setup::{self, Prepared};
 
@@ -194,4 +195,54 @@ fn every_byte_the_aggregator_receives_looks_uniform_and_tells_nothing_of_a_nodes
     let (masked, plain) = (chi_square(&masked_bytes), chi_square(&plain_bytes));
     assert!(masked < 370.0, "masked bytes are not uniform: χ² = {masked}");
     assert!(plain > 10_000.0, "the same labels in the clear are far from uniform: χ² = {plain}");
+}
+
+#[test]
+fn a_cohort_smaller_than_the_roster_is_each_rounds_masking_group() {
+    // Six nodes, four drawn a round: only they mask, and the round sums them all.
+    let (n, rounds) = (6, 3);
+    let s = scenario("cohort", n, rounds);
+    let mut p = common::prepare(&s, "secure");
+    p.aggregator.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    p.aggregator.round.cohort = Some(Cohort::Count(4));
+    p.aggregator.round.quorum = Some(4);
+    p.aggregator.round.secure_aggregation =
+        Some(SecureAggregation { threshold: None, degree: None, scale: 255, stage_secs: 5.0 });
+    setup::write_toml(&p.dir.federation(), &p.aggregator).unwrap();
+    let mut procs = Procs(vec![start(&mut p)]);
+    for i in 0..n {
+        procs.0.push(common::spawn_run("fd-node", None, &node_toml(&p.dir, i), &p.dir.node_log(i)));
+    }
+    let status = wait_exit(&mut procs.0[0], Duration::from_secs(300));
+    assert!(status.success(), "{}", std::fs::read_to_string(p.dir.aggregator_log()).unwrap_or_default());
+    let m = metrics(&p);
+    assert_eq!(m.len(), rounds as usize, "{m:?}");
+    let names: Vec<String> = p.aggregator.roster.iter().map(|e| e.name.clone()).collect();
+    let mut rejoined = 0;
+    for r in &m {
+        let drawn = aggregator::cohort::draw(&names, Some(4), p.aggregator.seed, r.round);
+        assert_eq!(r.cohort, drawn, "round {}: the drawn cohort is recorded", r.round);
+        assert_eq!(r.participants, drawn, "round {}: the sum is the whole cohort's", r.round);
+        for (i, node) in p.nodes.iter().enumerate() {
+            let sent = egress(&node.state_dir);
+            assert!(sent.iter().all(|e| e.kind != "Submission"), "node {i} sent soft labels in the clear");
+            let member = drawn.contains(&names[i]);
+            assert_eq!(sent_masked(&node.state_dir, r.round), member, "round {}: node {i} masked {}", r.round, !member);
+            // A member left out of the round before acknowledges that round's consensus (sent to
+            // it before this round's announcement) before its masked vector.
+            if member && r.round > 1 && !m[r.round as usize - 2].cohort.contains(&names[i]) {
+                let at = |f: &dyn Fn(&net::ledger::LedgerEntry) -> bool| sent.iter().position(f);
+                let taught = at(&|e| e.direction == "response" && e.kind == "Receipt" && e.round == Some(r.round - 1));
+                let masked = at(&|e| e.kind == "SecureReply" && e.direction == "request" && e.round == Some(r.round));
+                assert!(
+                    taught.is_some() && taught < masked,
+                    "round {}: node {i} was not taught round {} first",
+                    r.round,
+                    r.round - 1
+                );
+                rejoined += 1;
+            }
+        }
+    }
+    assert!(rejoined > 0, "some node sat a round out and was drawn again");
 }

@@ -51,6 +51,7 @@ pub fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
             deadline_secs: 60.0,
             sample_count_clip: 2.0,
             secure_aggregation: None,
+            cohort: None,
         },
         consensus: Default::default(),
         student: StudentConfig {

@@ -28,6 +28,9 @@ pub(super) async fn federate(p: &mut Prepared, progress: bool) -> anyhow::Result
     agg.set_progress(tx);
     let mut agg_task = tokio::spawn(agg.run());
     let (round_tx, round_rx) = watch::channel(0u64);
+    // The data file, decoded once and held while the nodes start: each node then copies its rows
+    // out of this one copy instead of decoding the file again (dropped after the first round).
+    let mut hold = p.nodes.first().map(|c| c.data.source().and_then(|s| s.load_shared()));
     let node_tasks: Vec<_> = (0..p.nodes.len()).map(|i| spawn_node(p, i, &shutdown, round_rx.clone())).collect();
     let pb = bar(p.scenario.rounds, progress);
     let mut metrics = Vec::new();
@@ -38,6 +41,7 @@ pub(super) async fn federate(p: &mut Prepared, progress: bool) -> anyhow::Result
                 pb.set_message(format!("{} nodes, accuracy {:.3}", m.participants.len(), m.accuracy.unwrap_or(0.0)));
                 let _ = round_tx.send(m.round);
                 metrics.push(m);
+                drop(hold.take());
             },
             r = &mut agg_task => break r.context("aggregator task")?.context("aggregator")?,
         }
