@@ -159,7 +159,9 @@ impl Aggregator {
     }
 
     /// Sends `messages` to `peer` in order in the background, each once the one before it is
-    /// answered; a failure or a refusal is logged and ends the sequence.
+    /// answered; a failure or a refusal is logged and the next message still goes (a node that
+    /// refused or lost the last consensus is still asked to answer the round, with the teacher
+    /// it holds).
     fn send(&mut self, peer: ParticipantId, messages: Vec<Message>) {
         let client = self.client.clone();
         let declines = self.declines_tx.clone();
@@ -175,12 +177,10 @@ impl Aggregator {
                             // Full only if refusals pile up unread; the deadline closes the round then.
                             let _ = declines.try_send(Declined { peer, round, reason });
                         }
-                        return;
                     }
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(peer = %peer.short(), kind = ?message.kind(), error = %net::error::Chain(&e), "send failed");
-                        return;
                     }
                 }
             }
