@@ -46,6 +46,10 @@ pub struct NetConfig {
     /// Per-peer limits on inbound requests of some kinds; a request beyond its peer's budget is
     /// refused (reason `Unavailable`) before it is verified.
     pub rate_limits: Vec<(MessageKind, RateLimit)>,
+    /// Speak the federation's request-response protocol (false: not even negotiate it, as a relay
+    /// does: every request to it fails as an unsupported protocol, and nothing it would have to
+    /// read, verify or answer reaches it).
+    pub requests: bool,
     /// Serve as a circuit relay v2 for the allowed peers (None: do not). Relayed dialling and
     /// listening, and DCUtR, are always on (see [`crate::nat`]).
     pub relay: Option<RelayService>,
@@ -84,6 +88,7 @@ impl NetConfig {
             max_pending_incoming: Self::DEFAULT_MAX_PENDING_INCOMING,
             max_pending_incoming_per_ip: Self::DEFAULT_MAX_PENDING_INCOMING_PER_IP,
             rate_limits: Vec::new(),
+            requests: true,
             relay: None,
             circuit_streams: 0,
             autonat: None,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use libp2p::core::transport::ListenerId;
 use libp2p::futures::StreamExt;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
@@ -39,7 +40,8 @@ struct Behaviour {
     limits: connection_limits::Behaviour,
     // Before `rr`: a connection it denies never becomes one a request can be sent on.
     per_peer: crate::per_peer::InboundPerPeer,
-    rr: request_response::Behaviour<codec::FrameCodec>,
+    // Off on a relay (`NetConfig::requests`): it does not even negotiate the protocol.
+    rr: Toggle<request_response::Behaviour<codec::FrameCodec>>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     nat: crate::nat::Nat,
@@ -195,11 +197,15 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
                 cfg.max_connections_per_peer,
                 cfg.autonat.iter().flat_map(|a| a.servers.iter().map(peer_id)),
             ),
-            rr: request_response::Behaviour::with_codec(
-                codec::FrameCodec { limits: cfg.limits },
-                [(codec::PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(timeout).with_max_concurrent_streams(streams),
-            ),
+            rr: Toggle::from(cfg.requests.then(|| {
+                request_response::Behaviour::with_codec(
+                    codec::FrameCodec { limits: cfg.limits },
+                    [(codec::PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(timeout)
+                        .with_max_concurrent_streams(streams),
+                )
+            })),
             identify: identify::Behaviour::new(
                 identify::Config::new("/fedistil/1".into(), k.public())
                     .with_agent_version(AGENT.into())
@@ -321,13 +327,20 @@ impl EventLoop {
                     let _ = reply.send(Err(Error::Stopped));
                     return;
                 }
+                let Some(rr) = self.swarm.behaviour_mut().rr.as_mut() else {
+                    let failure = RequestFailure::UnsupportedProtocol;
+                    let _ = reply.send(Err(Error::Request { peer: peer.to_base58(), failure }));
+                    return;
+                };
                 let request = codec::Request { bytes: bytes.clone(), written: Written::default() };
                 let written = request.written.clone();
-                let id = self.swarm.behaviour_mut().rr.send_request(&peer, request);
+                let id = rr.send_request(&peer, request);
                 self.pending_request.insert(id, PendingRequest { peer, bytes, written, reply, attempt });
             }
             Command::Respond { id, channel, bytes } => {
-                if self.swarm.behaviour_mut().rr.send_response(channel, bytes).is_ok() {
+                // A channel comes from an inbound request: `rr` is on.
+                let sent = self.swarm.behaviour_mut().rr.as_mut().map(|rr| rr.send_response(channel, bytes).is_ok());
+                if sent == Some(true) {
                     self.unsent_responses.insert(id);
                 } else {
                     tracing::warn!("response channel closed before the answer was ready");
@@ -350,7 +363,9 @@ impl EventLoop {
                     let _ = r.send(Ok(address));
                 }
             }
-            SwarmEvent::ListenerError { listener_id, error } => {
+            // A relay that refuses a reservation closes its listener.
+            SwarmEvent::ListenerError { listener_id, error }
+            | SwarmEvent::ListenerClosed { listener_id, reason: Err(error), .. } => {
                 if let Some((addr, r)) = self.pending_listen.remove(&listener_id) {
                     let _ = r.send(Err(Error::Listen { addr, source: error.into() }));
                 }
