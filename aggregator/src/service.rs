@@ -250,6 +250,7 @@ fn net_config(
     net_cfg.limits = inbound_limits(cfg);
     net_cfg.rate_limits = rate_limits(reference_bytes);
     net_cfg.through_relays(&cfg.listen);
+    net_cfg.hole_punching = cfg.connections.hole_punching;
     // Answers the nodes' AutoNAT probes (dials them back); asks no one about itself.
     net_cfg.autonat = Some(net::nat::AutoNat::new(Vec::new()));
     net_cfg.traffic = Some(traffic);

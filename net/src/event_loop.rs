@@ -113,6 +113,8 @@ struct EventLoop {
     denied: DeniedLog,
     /// Peers off the allow-list already logged (see [`EventLoop::log_off_roster`]).
     off_roster_logged: HashSet<PeerId>,
+    /// This peer's relays ([`NetConfig::relays`]).
+    relays: HashSet<PeerId>,
     pending_listen: HashMap<ListenerId, (String, oneshot::Sender<Result<Multiaddr, Error>>)>,
     pending_dial: HashMap<ConnectionId, (String, oneshot::Sender<Result<PeerId, Error>>)>,
     pending_request: HashMap<OutboundRequestId, PendingRequest>,
@@ -150,6 +152,7 @@ pub fn spawn(
         rate: Limiter::new(&cfg.rate_limits),
         denied: DeniedLog::new(DENIED_LOG_INTERVAL, DENIED_LOG_KEYS, DENIED_LOG_LINES),
         off_roster_logged: HashSet::new(),
+        relays: cfg.relays.iter().map(peer_id).collect(),
         pending_listen: HashMap::new(),
         pending_dial: HashMap::new(),
         pending_request: HashMap::new(),
@@ -191,7 +194,7 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
         .map_err(|e| Error::Setup(e.into()))?
         .with_behaviour(|k, relay_client| Behaviour {
             allow: allow_block_list::Behaviour::default(),
-            per_ip: crate::pending::PendingPerIp::new(cfg.max_pending_incoming_per_ip),
+            per_ip: crate::pending::PendingPerIp::new(cfg.max_pending_incoming_per_ip, cfg.max_pending_incoming),
             limits: connection_limits::Behaviour::new(limits),
             per_peer: crate::per_peer::InboundPerPeer::new(
                 cfg.max_connections_per_peer,
@@ -212,7 +215,13 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
                     .with_hide_listen_addrs(true),
             ),
             ping: ping::Behaviour::new(ping::Config::new()),
-            nat: crate::nat::Nat::new(k.public().to_peer_id(), relay_client, cfg.relay.as_ref(), cfg.autonat.as_ref()),
+            nat: crate::nat::Nat::new(
+                k.public().to_peer_id(),
+                relay_client,
+                cfg.relay.as_ref(),
+                cfg.autonat.as_ref(),
+                cfg.hole_punching,
+            ),
         })
         .map_err(|e| Error::Setup(e.into()))?
         .with_swarm_config(|c| {
@@ -412,6 +421,11 @@ impl EventLoop {
                 tracing::debug!(peer = %send_back_addr, %error, "incoming connection failed")
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rr(ev)) => self.on_request_response(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                if self.relays.contains(&peer_id) =>
+            {
+                self.swarm.behaviour_mut().nat.observed_by_relay(&info.observed_addr)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Nat(ev)) => {
                 if let Some(r) = crate::nat::on_event(ev) {
                     self.shared.reachability.send_replace(r);
