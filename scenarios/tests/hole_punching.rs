@@ -188,7 +188,9 @@ fn a_member_claiming_loopback_and_private_addresses_is_not_dialled_there() {
         watch(&member_ns, lan_at, lan_addr.clone(), stop.clone()),
     ];
 
-    // The member: claims both, and reaches the aggregator through the relay.
+    // The member: claims both, and reaches the aggregator through the relay (its own DCUtR then
+    // dials the address the relay saw the aggregator at, which the aggregator offered, and fails:
+    // nothing listens there).
     let claims: VecDeque<Multiaddr> = [
         format!("/ip4/127.0.0.1/tcp/{LOOPBACK_PORT}"),
         format!("/ip4/10.77.0.3/tcp/{LAN_PORT}"),
@@ -230,9 +232,6 @@ fn a_member_claiming_loopback_and_private_addresses_is_not_dialled_there() {
                             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. }
                                 if peer_id == aggregator && endpoint.is_relayed() => {
                                 let _ = connected_tx.send(());
-                            }
-                            SwarmEvent::OutgoingConnectionError { peer_id: Some(p), error, .. } if p == aggregator => {
-                                panic!("the member could not reach the aggregator through the relay: {error}");
                             }
                             _ => {}
                         },
