@@ -117,10 +117,11 @@ fn flood(
             .zip(from.iter())
             .map(|(s, a)| (*a, Some(s)))
             .collect();
+        // Refusals come at once; the held connections close at libp2p's 10-s handshake timeout.
         let start = Instant::now();
         let mut closed = 0;
         while closed < refused {
-            assert!(start.elapsed() < WAIT, "only {closed} of the silent connections were refused");
+            assert!(start.elapsed() < Duration::from_secs(8), "only {closed} of the silent connections were refused");
             for (_, s) in &mut streams {
                 if let Some(stream) = s {
                     match stream.read(&mut [0; 16]) {
