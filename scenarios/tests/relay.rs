@@ -115,14 +115,12 @@ fn greedy(
                         SwarmEvent::ConnectionClosed { connection_id, .. } => {
                             open.remove(&connection_id);
                         }
-                        SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
-                            if waiting.remove(&connection_id) {
-                                let error = format!("{error:?}");
-                                if error.contains("ResourceLimitExceeded") {
-                                    circuits.refused_by_relay += 1;
-                                } else {
-                                    circuits.failed.push(error);
-                                }
+                        SwarmEvent::OutgoingConnectionError { connection_id, error, .. } if waiting.remove(&connection_id) => {
+                            let error = format!("{error:?}");
+                            if error.contains("ResourceLimitExceeded") {
+                                circuits.refused_by_relay += 1;
+                            } else {
+                                circuits.failed.push(error);
                             }
                         }
                         _ => {}
