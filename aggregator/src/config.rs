@@ -80,6 +80,11 @@ pub struct ConnectionsConfig {
     /// From one IP address (default 8; at most `pending`).
     #[serde(default = "default_pending_per_ip")]
     pub pending_per_ip: u32,
+    /// Try to replace a node's relayed connection with a direct one (DCUtR hole punching; the
+    /// node must turn it on too). Off by default: only global addresses are dialled, but a node
+    /// chooses which (see `net::punch`).
+    #[serde(default)]
+    pub hole_punching: bool,
 }
 
 fn default_pending() -> u32 {
@@ -92,7 +97,7 @@ fn default_pending_per_ip() -> u32 {
 
 impl Default for ConnectionsConfig {
     fn default() -> Self {
-        Self { pending: default_pending(), pending_per_ip: default_pending_per_ip() }
+        Self { pending: default_pending(), pending_per_ip: default_pending_per_ip(), hole_punching: false }
     }
 }
 
@@ -105,6 +110,7 @@ impl ConnectionsConfig {
         Self {
             pending: d.pending.max(hosts.saturating_add(d.pending_per_ip)),
             pending_per_ip: d.pending_per_ip.max(hosts),
+            hole_punching: d.hole_punching,
         }
     }
 
@@ -702,7 +708,7 @@ mod tests {
         assert_eq!((parsed.connections.pending, parsed.connections.pending_per_ip), (64, 32));
         assert!(parsed.validate().is_ok());
         let with = |pending, pending_per_ip| AggregatorConfig {
-            connections: ConnectionsConfig { pending, pending_per_ip },
+            connections: ConnectionsConfig { pending, pending_per_ip, hole_punching: false },
             ..cfg.clone()
         };
         assert_eq!(field(with(0, 1)), "connections.pending");

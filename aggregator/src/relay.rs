@@ -29,7 +29,7 @@ impl Relay {
     /// Only `aggregators` (allowed too) may reserve a slot, that is, be reached through the
     /// relay; none given: every allowed peer may (a member could then pose as reachable here).
     /// The circuits are sized to the peers allowed (see [`RelayService::for_federation`]), and
-    /// requests to the relay itself are capped at the smallest message and one at a time.
+    /// the relay has no request-response protocol: a request to it fails as unsupported.
     pub async fn start(
         identity: Identity,
         listen: &[Multiaddr],
@@ -62,9 +62,8 @@ impl Relay {
         // The federation id only names the refusal receipts the relay would send.
         let mut cfg = NetConfig::new(FederationId::new("relay")?, allow);
         cfg.relay = Some(service);
-        // The relay answers no request: the smallest frames, one at a time.
-        cfg.limits.max_message_bytes = protocol::payload::SMALL_BODY_BYTES + protocol::payload::ENVELOPE_OVERHEAD;
-        cfg.max_inbound = 1;
+        // The relay answers no request: it does not speak the federation's protocol at all.
+        cfg.requests = false;
         // Every circuit to the aggregator is a stream on the relay's connection to it.
         cfg.circuit_streams = service_circuits;
         // Answers AutoNAT probes: a node behind a relay asks the relay whether it is reachable.
@@ -91,14 +90,12 @@ impl Relay {
     }
 
     /// Relays until the token given to [`Relay::start`] is cancelled, then closes its
-    /// connections. Requests addressed to the relay itself have no meaning: their streams are
-    /// closed unanswered.
+    /// connections.
     pub async fn run(mut self) {
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 ev = self.events.recv() => match ev {
-                    Some(Event::Request { peer, .. }) => tracing::debug!(peer = %peer.short(), "request to the relay ignored"),
                     Some(_) => {}
                     None => break,
                 },

@@ -258,6 +258,7 @@ fn net_config(
     // request in flight is capped by `limits`, and a peer's requests by its rate limits.
     net_cfg.max_inbound = net_cfg.max_inbound.max(roster.len() + 16);
     net_cfg.through_relays(&cfg.listen);
+    net_cfg.hole_punching = cfg.connections.hole_punching;
     // Answers the nodes' AutoNAT probes (dials them back); asks no one about itself.
     net_cfg.autonat = Some(net::nat::AutoNat::new(Vec::new()));
     net_cfg.traffic = Some(traffic);

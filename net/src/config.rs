@@ -46,12 +46,22 @@ pub struct NetConfig {
     /// Per-peer limits on inbound requests of some kinds; a request beyond its peer's budget is
     /// refused (reason `Unavailable`) before it is verified.
     pub rate_limits: Vec<(MessageKind, RateLimit)>,
+    /// Speak the federation's request-response protocol (false: not even negotiate it, as a relay
+    /// does: every request to it fails as an unsupported protocol, and nothing it would have to
+    /// read, verify or answer reaches it).
+    pub requests: bool,
     /// Serve as a circuit relay v2 for the allowed peers (None: do not). Relayed dialling and
-    /// listening, and DCUtR, are always on (see [`crate::nat`]).
+    /// listening are always on (see [`crate::nat`]).
     pub relay: Option<RelayService>,
+    /// The relays this peer reaches or is reached through (set by [`NetConfig::through_relays`]):
+    /// the address one of them says it saw this peer at is a hole-punching candidate.
+    pub relays: Vec<ParticipantId>,
+    /// Try to replace relayed connections with direct ones (DCUtR, guarded by [`crate::punch`]);
+    /// off by default: a peer's relayed connection stays relayed.
+    pub hole_punching: bool,
     /// Streams one connection may carry for relayed circuits, beyond the request-response ones:
     /// each circuit is a stream on the connection between the relay and the peer reached
-    /// through it. Set by [`NetConfig::through_relays`] (one a peer allowed) and for a relay
+    /// through it. Set by [`NetConfig::through_relays`] (two a peer allowed) and for a relay
     /// (its circuits); 0 otherwise.
     pub circuit_streams: usize,
     /// Run AutoNAT (None: do not); a peer may then hold one more connection, for a dial-back.
@@ -84,7 +94,10 @@ impl NetConfig {
             max_pending_incoming: Self::DEFAULT_MAX_PENDING_INCOMING,
             max_pending_incoming_per_ip: Self::DEFAULT_MAX_PENDING_INCOMING_PER_IP,
             rate_limits: Vec::new(),
+            requests: true,
             relay: None,
+            relays: Vec::new(),
+            hole_punching: false,
             circuit_streams: 0,
             autonat: None,
             traffic: None,
@@ -93,13 +106,16 @@ impl NetConfig {
 
     /// Lets this peer reach, or be reached, through the relays named in `addrs` (dial or
     /// listen addresses with `/p2p-circuit`): each relay joins the allow-list, and a peer may
-    /// hold two connections, so that DCUtR can add a direct one beside the relayed one.
+    /// hold two connections, so that DCUtR (if [`NetConfig::hole_punching`]) can add a direct
+    /// one beside the relayed one, or a node reconnect while its old circuit closes.
     pub fn through_relays(&mut self, addrs: &[Multiaddr]) {
         let relays: Vec<_> = nat::relays(addrs).iter().filter_map(participant).collect();
         if !relays.is_empty() {
-            self.allowed.extend(relays);
+            self.allowed.extend(relays.iter().copied());
+            self.relays.extend(relays);
             self.max_connections_per_peer = self.max_connections_per_peer.max(2);
-            self.circuit_streams = self.circuit_streams.max(self.allowed.len());
+            // Two circuits a peer: a relay lets a source hold two (see `RelayService`).
+            self.circuit_streams = self.circuit_streams.max(2 * self.allowed.len());
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use libp2p::core::transport::ListenerId;
 use libp2p::futures::StreamExt;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
@@ -39,7 +40,8 @@ struct Behaviour {
     limits: connection_limits::Behaviour,
     // Before `rr`: a connection it denies never becomes one a request can be sent on.
     per_peer: crate::per_peer::InboundPerPeer,
-    rr: request_response::Behaviour<codec::FrameCodec>,
+    // Off on a relay (`NetConfig::requests`): it does not even negotiate the protocol.
+    rr: Toggle<request_response::Behaviour<codec::FrameCodec>>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     nat: crate::nat::Nat,
@@ -111,6 +113,8 @@ struct EventLoop {
     denied: DeniedLog,
     /// Peers off the allow-list already logged (see [`EventLoop::log_off_roster`]).
     off_roster_logged: HashSet<PeerId>,
+    /// This peer's relays ([`NetConfig::relays`]).
+    relays: HashSet<PeerId>,
     pending_listen: HashMap<ListenerId, (String, oneshot::Sender<Result<Multiaddr, Error>>)>,
     pending_dial: HashMap<ConnectionId, (String, oneshot::Sender<Result<PeerId, Error>>)>,
     pending_request: HashMap<OutboundRequestId, PendingRequest>,
@@ -148,6 +152,7 @@ pub fn spawn(
         rate: Limiter::new(&cfg.rate_limits),
         denied: DeniedLog::new(DENIED_LOG_INTERVAL, DENIED_LOG_KEYS, DENIED_LOG_LINES),
         off_roster_logged: HashSet::new(),
+        relays: cfg.relays.iter().map(peer_id).collect(),
         pending_listen: HashMap::new(),
         pending_dial: HashMap::new(),
         pending_request: HashMap::new(),
@@ -189,24 +194,34 @@ fn build_swarm(identity: &Identity, cfg: &NetConfig) -> Result<Swarm<Behaviour>,
         .map_err(|e| Error::Setup(e.into()))?
         .with_behaviour(|k, relay_client| Behaviour {
             allow: allow_block_list::Behaviour::default(),
-            per_ip: crate::pending::PendingPerIp::new(cfg.max_pending_incoming_per_ip),
+            per_ip: crate::pending::PendingPerIp::new(cfg.max_pending_incoming_per_ip, cfg.max_pending_incoming),
             limits: connection_limits::Behaviour::new(limits),
             per_peer: crate::per_peer::InboundPerPeer::new(
                 cfg.max_connections_per_peer,
                 cfg.autonat.iter().flat_map(|a| a.servers.iter().map(peer_id)),
             ),
-            rr: request_response::Behaviour::with_codec(
-                codec::FrameCodec { limits: cfg.limits },
-                [(codec::PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(timeout).with_max_concurrent_streams(streams),
-            ),
+            rr: Toggle::from(cfg.requests.then(|| {
+                request_response::Behaviour::with_codec(
+                    codec::FrameCodec { limits: cfg.limits },
+                    [(codec::PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(timeout)
+                        .with_max_concurrent_streams(streams),
+                )
+            })),
             identify: identify::Behaviour::new(
                 identify::Config::new("/fedistil/1".into(), k.public())
                     .with_agent_version(AGENT.into())
                     .with_hide_listen_addrs(true),
             ),
             ping: ping::Behaviour::new(ping::Config::new()),
-            nat: crate::nat::Nat::new(k.public().to_peer_id(), relay_client, cfg.relay.as_ref(), cfg.autonat.as_ref()),
+            nat: crate::nat::Nat::new(
+                k.public().to_peer_id(),
+                relay_client,
+                cfg.relay.as_ref(),
+                cfg.autonat.as_ref(),
+                cfg.hole_punching,
+            ),
         })
         .map_err(|e| Error::Setup(e.into()))?
         .with_swarm_config(|c| {
@@ -321,13 +336,20 @@ impl EventLoop {
                     let _ = reply.send(Err(Error::Stopped));
                     return;
                 }
+                let Some(rr) = self.swarm.behaviour_mut().rr.as_mut() else {
+                    let failure = RequestFailure::UnsupportedProtocol;
+                    let _ = reply.send(Err(Error::Request { peer: peer.to_base58(), failure }));
+                    return;
+                };
                 let request = codec::Request { bytes: bytes.clone(), written: Written::default() };
                 let written = request.written.clone();
-                let id = self.swarm.behaviour_mut().rr.send_request(&peer, request);
+                let id = rr.send_request(&peer, request);
                 self.pending_request.insert(id, PendingRequest { peer, bytes, written, reply, attempt });
             }
             Command::Respond { id, channel, bytes } => {
-                if self.swarm.behaviour_mut().rr.send_response(channel, bytes).is_ok() {
+                // A channel comes from an inbound request: `rr` is on.
+                let sent = self.swarm.behaviour_mut().rr.as_mut().map(|rr| rr.send_response(channel, bytes).is_ok());
+                if sent == Some(true) {
                     self.unsent_responses.insert(id);
                 } else {
                     tracing::warn!("response channel closed before the answer was ready");
@@ -350,7 +372,9 @@ impl EventLoop {
                     let _ = r.send(Ok(address));
                 }
             }
-            SwarmEvent::ListenerError { listener_id, error } => {
+            // A relay that refuses a reservation closes its listener.
+            SwarmEvent::ListenerError { listener_id, error }
+            | SwarmEvent::ListenerClosed { listener_id, reason: Err(error), .. } => {
                 if let Some((addr, r)) = self.pending_listen.remove(&listener_id) {
                     let _ = r.send(Err(Error::Listen { addr, source: error.into() }));
                 }
@@ -397,6 +421,11 @@ impl EventLoop {
                 tracing::debug!(peer = %send_back_addr, %error, "incoming connection failed")
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rr(ev)) => self.on_request_response(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                if self.relays.contains(&peer_id) =>
+            {
+                self.swarm.behaviour_mut().nat.observed_by_relay(&info.observed_addr)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Nat(ev)) => {
                 if let Some(r) = crate::nat::on_event(ev) {
                     self.shared.reachability.send_replace(r);

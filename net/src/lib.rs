@@ -26,12 +26,13 @@
 //! Modules: [`error`], [`ids`] (a participant's two names), [`interfaces`] (the addresses a
 //! listener on every interface is reached at), [`clock`] (Unix milliseconds),
 //! [`codec`], [`rate`], [`keys`], [`ledger`], [`owner`] (state owned by a dedicated thread),
-//! [`cli`] (what the binaries set up alike), [`nat`] (relay, hole punching, reachability),
+//! [`cli`] (what the binaries set up alike), [`punch`] (hole punching, opt-in and guarded),
+//! [`nat`] (relay, hole punching, reachability),
 //! [`http`] (the HTTP endpoint: `GET /metrics` and an owner's live view, bounded and guarded),
 //! [`metrics`] (traffic counters), [`config`], [`client`] (the
 //! handle and responder), [`event`], [`event_loop`] (the Swarm's owner).
 //!
-//! Layers: error → ids/clock/interfaces → codec/rate/keys/ledger/owner/pending/per_peer/cli/http → denied/nat → metrics → config → client → event → event_loop.
+//! Layers: error → ids/clock/interfaces → codec/rate/keys/ledger/owner/pending/per_peer/cli/http/punch → denied/nat → metrics → config → client → event → event_loop.
 #![deny(missing_docs)]
 
 pub mod cli;
@@ -53,6 +54,7 @@ pub mod nat;
 pub mod owner;
 mod pending;
 mod per_peer;
+pub mod punch;
 pub mod rate;
 
 pub use client::{Client, Responder};

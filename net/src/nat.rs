@@ -1,7 +1,9 @@
 //! NAT traversal with libp2p's own protocols, as one sub-behaviour of the Swarm: the circuit
 //! relay v2 client (dial and listen through a relay, `/…/p2p/<relay>/p2p-circuit`), the relay
-//! service itself when [`crate::NetConfig::relay`] asks for it, and DCUtR, which tries to replace a
-//! relayed connection with a direct one (hole punching) and keeps the relayed one if it cannot.
+//! service itself when [`crate::NetConfig::relay`] asks for it, and, when
+//! [`crate::NetConfig::hole_punching`] turns it on, DCUtR, which tries to replace a relayed
+//! connection with a direct one (hole punching) and keeps the relayed one if it cannot (guarded
+//! by [`crate::punch`]).
 //!
 //! A node only ever dials out, so a node behind a NAT needs none of this; an aggregator with no
 //! open port does: it listens through a relay (a `/p2p-circuit` address in its `listen`), and
@@ -59,6 +61,10 @@ impl RelayService {
     pub const DEFAULT_CIRCUIT_BYTES: u64 = 1 << 30;
     /// How long a circuit may last by default; the node reconnects when it closes.
     pub const DEFAULT_CIRCUIT_DURATION: Duration = Duration::from_secs(24 * 3600);
+    /// Circuits a source may open in a burst…
+    const CIRCUIT_BURST: std::num::NonZeroU32 = std::num::NonZeroU32::new(30).expect("30 > 0");
+    /// …then one each this long (libp2p's per-peer default).
+    const CIRCUIT_REFILL: Duration = Duration::from_secs(120);
 
     /// For a federation of `nodes` relayed nodes whose aggregator is `aggregator`: two circuits
     /// a node (the relayed connection and one while it reconnects), twice as many in all plus
@@ -85,8 +91,13 @@ impl RelayService {
             max_circuits_per_peer: self.max_circuits_per_source.max(1) - 1,
             max_circuit_bytes: self.max_circuit_bytes,
             max_circuit_duration: self.max_circuit_duration,
+            // Every source is a peer on the allow-list, counted by its key: libp2p's per-IP
+            // budget (60 circuits, then one a minute, shared by every peer behind one address)
+            // would let one member behind a NAT spend its neighbours' circuits.
+            circuit_src_rate_limiters: Vec::new(),
             ..Default::default()
-        };
+        }
+        .circuit_src_per_peer(Self::CIRCUIT_BURST, Self::CIRCUIT_REFILL);
         // A reservation from anyone else is refused (as if it were over a rate limit).
         config
             .reservation_rate_limiters
@@ -172,7 +183,7 @@ impl From<autonat::NatStatus> for Reachability {
 pub(crate) struct Nat {
     relay_client: relay::client::Behaviour,
     relay: Toggle<relay::Behaviour>,
-    dcutr: dcutr::Behaviour,
+    dcutr: Toggle<crate::punch::Punch>,
     autonat: Toggle<autonat::Behaviour>,
 }
 
@@ -182,10 +193,19 @@ impl Nat {
         relay_client: relay::client::Behaviour,
         service: Option<&RelayService>,
         autonat: Option<&AutoNat>,
+        hole_punching: bool,
     ) -> Self {
         let relay = service.map(|s| relay::Behaviour::new(local, s.config()));
         let autonat = autonat.map(|a| a.behaviour(local));
-        Self { relay_client, relay: relay.into(), dcutr: dcutr::Behaviour::new(local), autonat: autonat.into() }
+        let dcutr = hole_punching.then(|| crate::punch::Punch::new(local));
+        Self { relay_client, relay: relay.into(), dcutr: dcutr.into(), autonat: autonat.into() }
+    }
+
+    /// One of this peer's relays saw it at `addr`: a hole-punching candidate (if it is on).
+    pub(crate) fn observed_by_relay(&mut self, addr: &Multiaddr) {
+        if let Some(punch) = self.dcutr.as_mut() {
+            punch.observed_by_relay(addr);
+        }
     }
 
     /// Whether this peer is a relay.

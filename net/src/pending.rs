@@ -14,8 +14,14 @@
 //! connections are counted apart from TCP ones: a spoofed QUIC Initial costs the sender nothing
 //! (no handshake with the claimed address happens before it counts), so spoofed Initials in the
 //! name of an address cannot take that address's TCP slots.
+//!
+//! Strangers could still fill every slot from enough addresses. So the addresses (IPv6: the /64)
+//! from which a peer on the allow-list has completed a handshake are remembered, and a quarter of
+//! the slots ([`PendingPerIp::new`]'s `reserved`) is kept for them: connections from any other
+//! address hold at most the rest, and a roster member seen before can still connect while
+//! strangers hold every slot they may. A stranger behind a member's address shares its slots.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::task::{Context, Poll};
 
@@ -53,26 +59,53 @@ impl Bucket {
     }
 }
 
+/// Refused: the slots for handshakes from addresses not seen before are all taken.
+#[derive(Debug, thiserror::Error)]
+#[error("{ip} is not an address a roster member has connected from, and such addresses hold {max} handshakes already")]
+pub struct TooManyFromStrangers {
+    ip: IpAddr,
+    max: usize,
+}
+
+/// Addresses remembered as a roster member's; beyond this many, no more are added.
+const KNOWN_ADDRESSES: usize = 4096;
+
 /// See the module docs.
 pub struct PendingPerIp {
     max: usize,
+    /// Handshakes in flight from addresses not in `known`, at most.
+    max_strangers: usize,
     per_ip: HashMap<Bucket, usize>,
-    by_connection: HashMap<ConnectionId, Bucket>,
+    by_connection: HashMap<ConnectionId, (Bucket, bool)>,
+    /// Prefixes (see [`prefix`]) a peer on the allow-list has completed a handshake from.
+    known: HashSet<IpAddr>,
+    strangers: usize,
 }
 
 impl PendingPerIp {
-    /// At most `max` (at least 1) handshakes in flight per IP address.
-    pub fn new(max: u32) -> Self {
-        Self { max: max.max(1) as usize, per_ip: HashMap::new(), by_connection: HashMap::new() }
+    /// At most `max` (at least 1) handshakes in flight per IP address, and at most `pending`
+    /// less a quarter of it (the slots kept for known addresses) from addresses no roster member
+    /// has connected from.
+    pub fn new(max: u32, pending: u32) -> Self {
+        let pending = pending.max(1) as usize;
+        Self {
+            max: max.max(1) as usize,
+            max_strangers: (pending - pending / 4).max(1),
+            per_ip: HashMap::new(),
+            by_connection: HashMap::new(),
+            known: HashSet::new(),
+            strangers: 0,
+        }
     }
 
     fn done(&mut self, id: ConnectionId) {
-        if let Some(ip) = self.by_connection.remove(&id)
-            && let Some(n) = self.per_ip.get_mut(&ip)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.per_ip.remove(&ip);
+        if let Some((bucket, stranger)) = self.by_connection.remove(&id) {
+            self.strangers -= usize::from(stranger);
+            if let Some(n) = self.per_ip.get_mut(&bucket) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_ip.remove(&bucket);
+                }
             }
         }
     }
@@ -110,23 +143,34 @@ impl NetworkBehaviour for PendingPerIp {
     ) -> Result<(), ConnectionDenied> {
         let Some(ip) = direct_ip(remote) else { return Ok(()) };
         let bucket = Bucket::of(ip, remote);
-        let n = self.per_ip.entry(bucket).or_default();
-        if *n >= self.max {
+        let n = self.per_ip.get(&bucket).copied().unwrap_or(0);
+        if n >= self.max {
             return Err(ConnectionDenied::new(TooManyFromIp { ip, bucket, max: self.max }));
         }
-        *n += 1;
-        self.by_connection.insert(id, bucket);
+        let stranger = !self.known.contains(&bucket.prefix);
+        if stranger && self.strangers >= self.max_strangers {
+            return Err(ConnectionDenied::new(TooManyFromStrangers { ip, max: self.max_strangers }));
+        }
+        self.strangers += usize::from(stranger);
+        self.per_ip.insert(bucket, n + 1);
+        self.by_connection.insert(id, (bucket, stranger));
         Ok(())
     }
 
+    // Called only for a peer on the allow-list: `allow` comes first and denies the others.
     fn handle_established_inbound_connection(
         &mut self,
         id: ConnectionId,
         _: PeerId,
         _: &Multiaddr,
-        _: &Multiaddr,
+        remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.done(id);
+        if let Some(ip) = direct_ip(remote)
+            && self.known.len() < KNOWN_ADDRESSES
+        {
+            self.known.insert(prefix(ip));
+        }
         Ok(dummy::ConnectionHandler)
     }
 
@@ -166,7 +210,7 @@ mod tests {
 
     #[test]
     fn one_address_holds_at_most_its_share_of_handshakes() {
-        let mut b = PendingPerIp::new(2);
+        let mut b = PendingPerIp::new(2, 64);
         let local = addr("/ip4/127.0.0.1/tcp/4001");
         let (a, other) = (addr("/ip4/10.0.0.9/tcp/50000"), addr("/ip4/10.0.0.10/tcp/50000"));
         let ids: Vec<ConnectionId> = (100..106).map(ConnectionId::new_unchecked).collect();
@@ -180,17 +224,44 @@ mod tests {
         assert!(b.handle_pending_inbound_connection(ids[4], &local, &a).is_ok());
         assert!(b.handle_pending_inbound_connection(ids[5], &local, &a).is_ok());
         assert_eq!(b.per_ip.get(&Bucket::of("10.0.0.9".parse().unwrap(), &a)), Some(&2));
+        assert_eq!(b.strangers, 1, "10.0.0.9 is known once a handshake from it completed");
         // Relayed connections are the relay's business.
         let relayed =
             addr("/ip4/10.0.0.9/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit");
         assert!(b.handle_pending_inbound_connection(ConnectionId::new_unchecked(200), &local, &relayed).is_ok());
     }
 
+    /// Strangers hold at most three quarters of the slots; an address a roster member has
+    /// connected from has the rest.
+    #[test]
+    fn slots_are_kept_for_addresses_roster_members_came_from() {
+        let mut b = PendingPerIp::new(1, 4);
+        let local = addr("/ip4/10.0.0.1/tcp/4001");
+        let member = addr("/ip6/2001:db8:1:2::1/tcp/50000");
+        let mut id = 0;
+        let mut pending = |b: &mut PendingPerIp, remote: &Multiaddr| {
+            id += 1;
+            b.handle_pending_inbound_connection(ConnectionId::new_unchecked(id), &local, remote).is_ok()
+        };
+        assert!(pending(&mut b, &member));
+        assert!(
+            b.handle_established_inbound_connection(ConnectionId::new_unchecked(1), PeerId::random(), &local, &member)
+                .is_ok()
+        );
+        for i in 1..=3 {
+            assert!(pending(&mut b, &addr(&format!("/ip4/10.0.0.{}/tcp/50000", 10 + i))), "stranger {i}");
+        }
+        assert!(!pending(&mut b, &addr("/ip4/10.0.0.14/tcp/50000")), "a fourth stranger");
+        let again = addr("/ip6/2001:db8:1:2:ffff::9/tcp/50001");
+        assert!(pending(&mut b, &again), "the member's /64 again, from another address");
+        assert!(!pending(&mut b, &again), "…within its own share");
+    }
+
     /// One IPv6 host holds its whole /64: its addresses share one count, and another /64 is not
     /// held up. QUIC is counted apart from TCP.
     #[test]
     fn an_ipv6_prefix_is_one_address_and_quic_is_counted_apart() {
-        let mut b = PendingPerIp::new(2);
+        let mut b = PendingPerIp::new(2, 64);
         let local = addr("/ip6/::1/tcp/4001");
         let mut id = 0;
         let mut pending = |b: &mut PendingPerIp, remote: &str| {

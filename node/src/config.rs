@@ -27,11 +27,15 @@ pub struct NodeConfig {
     pub aggregator: Multiaddr,
     /// Addresses to listen on (default: none; a node only dials out). Only for an aggregator
     /// reached through a relay: a node that listens on a port it can be reached at lets DCUtR
-    /// replace the relayed connection with a direct one. Only the aggregator and the relay may
+    /// (`hole_punching`) replace the relayed connection with a direct one. Only the aggregator and the relay may
     /// connect. AutoNAT probes these ports (`state_dir/reachability.json` says whether the
     /// aggregator or the relay could reach one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listen: Vec<Multiaddr>,
+    /// Let DCUtR try to replace the relayed connection to the aggregator with a direct one (the
+    /// aggregator must turn it on too). Off by default; only global addresses are dialled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hole_punching: bool,
     /// Folder for the model checkpoint, the egress ledger and the state file.
     pub state_dir: PathBuf,
     /// The node's copy of the public reference set; fetched from the aggregator if missing.

@@ -194,6 +194,7 @@ fn net_config(cfg: &NodeConfig, aggregator: ParticipantId, classes: usize, traff
     net_cfg.ledger = Some(cfg.state_dir.join("egress.jsonl"));
     net_cfg.ledger_keeps_bytes = cfg.ledger.keep_bytes;
     net_cfg.through_relays(std::slice::from_ref(&cfg.aggregator));
+    net_cfg.hole_punching = cfg.hole_punching;
     // Whether this node can be reached: asked of the aggregator, or of the relay this node
     // reaches it through (a peer answers only over a direct connection, where it sees whence
     // we came).

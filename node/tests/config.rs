@@ -21,6 +21,7 @@ fn base(dir: &std::path::Path) -> NodeConfig {
         key,
         aggregator: format!("/ip4/127.0.0.1/tcp/9/p2p/{}", net::keys::peer_id_string(&agg)).parse().unwrap(),
         listen: Vec::new(),
+        hole_punching: false,
         state_dir: dir.join("state"),
         reference: dir.join("ref.fdref"),
         seed: 1,

@@ -129,6 +129,7 @@ fn config(dir: &Path, aggregator: &net::multiaddr::Multiaddr, pin: ReferenceSetI
         key: dir.join("node.key"),
         aggregator: aggregator.clone(),
         listen: Vec::new(),
+        hole_punching: false,
         state_dir: dir.join("state"),
         reference: dir.join("state").join("reference.fdref"),
         seed: 1,

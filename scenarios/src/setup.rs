@@ -163,6 +163,7 @@ fn node_files(
         // Set by the runner once the aggregator has bound its address.
         aggregator: Multiaddr::empty(),
         listen: Vec::new(),
+        hole_punching: false,
         state_dir: ndir.state(),
         reference: ndir.reference(),
         seed: derive(s.seed, Stream::Init, 1 + i as u64),
