@@ -158,7 +158,10 @@ mod tests {
         let spec = DataSpec::file(csv, Some(LabelColumn::Name("y".into())), false, Preprocess::Scale { factor: 0.5 });
         let built = build(&spec, true, false).unwrap();
         assert!(built.dropped_labels);
-        assert_eq!((built.set.samples, built.set.features, built.set.values.clone()), (2, 2, vec![1.0, 2.0, 3.0, 4.0]));
+        assert_eq!(
+            (built.set.samples, built.set.features, built.set.values.to_vec()),
+            (2, 2, vec![1.0, 2.0, 3.0, 4.0])
+        );
         let path = dir.path().join("r.fdref");
         let id = write(&path, &built.set).unwrap();
         assert_eq!(ReferenceSetId::digest(&std::fs::read(&path).unwrap()), id);
@@ -176,7 +179,7 @@ mod tests {
         let raw = build(&spec, true, false).unwrap();
         assert_eq!(raw.spread, Some(Spread { widest: (2, 1000.0), narrowest: (1, 1.0) }), "scales 1000× apart");
         let built = build(&spec, true, true).unwrap();
-        assert_eq!(built.set.values, vec![-1.0, -1.0, 1.0, 1.0]);
+        assert_eq!(built.set.values.to_vec(), vec![-1.0, -1.0, 1.0, 1.0]);
         assert_eq!(built.preprocess, Preprocess::Standardise { mean: vec![2.0, 2000.0], std: vec![1.0, 1000.0] });
         assert_eq!(built.spread, None, "no warning once standardised");
         let scaled = DataSpec { preprocess: Preprocess::Scale { factor: 2.0 }, ..spec };

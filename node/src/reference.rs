@@ -9,6 +9,10 @@
 //! time, and the same pin) is not read again while a node still holds it. A simulation of 1,000
 //! nodes whose copies are hard links of one file holds the set once instead of 1,000 times
 //! (16 MB each for MNIST's 5,000 rows).
+//!
+//! The copy is memory-mapped, not read ([`ReferenceSet::from_shared`]): node processes on one
+//! machine whose copies are the same file (hard links, as `fd-scenarios` lays them out) share
+//! its pages in the page cache instead of each holding 16 MB of its own.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,11 +64,13 @@ pub(crate) fn read_pinned(path: &Path, pin: ReferenceSetId) -> Result<Option<Arc
 
 /// Reads the copy at `path`, if there is one, and checks it against the pin. Blocking.
 fn read_checked(path: &Path, pin: ReferenceSetId) -> Result<Option<ReferenceSet>, Error> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(Error::Io { path: path.to_owned(), source }),
+        Err(source) => return Err(io(source)),
     };
+    let bytes = map(&file).map_err(io)?;
     let id = ReferenceSetId::digest(&bytes);
     if id != pin {
         return Err(Error::config(
@@ -75,7 +81,22 @@ fn read_checked(path: &Path, pin: ReferenceSetId) -> Result<Option<ReferenceSet>
             ),
         ));
     }
-    ReferenceSet::from_bytes(&bytes, usize::MAX).map(Some).map_err(|e| bad(format!("{}: {e}", path.display())))
+    ReferenceSet::from_shared(Arc::new(bytes), usize::MAX)
+        .map(Some)
+        .map_err(|e| bad(format!("{}: {e}", path.display())))
+}
+
+/// `file`'s bytes, memory-mapped read-only and private to this process's view: processes that
+/// map the same file share its pages.
+#[allow(unsafe_code)]
+fn map(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: a mapping is unsound only if the file changes under it while it is mapped. The
+    // node's copy lives in its private state folder and is only ever put there whole, by an
+    // atomic rename (a new file, `learning::fs::AtomicFile`); it is never written in place or
+    // truncated, so the mapped bytes stay those that were hashed and checked. (Every bit pattern
+    // is a valid `u8` and `f32`, so even a file changed by hand, against that rule, could not
+    // make the values invalid for their type: at worst it would end the process with SIGBUS.)
+    unsafe { memmap2::Mmap::map(file) }
 }
 
 /// Refuses a reference set whose rows are not as wide as the private data's.
@@ -116,8 +137,7 @@ pub(crate) async fn fetch(
             other => return Err(Error::Unexpected { request: "RefSetRequest", got: other.kind() }),
         }
     }
-    let rs = tokio::task::spawn_blocking(move || download.finish(features)).await??;
-    Ok(Arc::new(rs))
+    tokio::task::spawn_blocking(move || download.finish(features)).await?
 }
 
 /// A reference set being fetched: the chunks so far, in a temporary file beside its path, and
@@ -190,7 +210,7 @@ impl Download {
     /// Once every byte has come: checks the hash, then reads the set back and checks its rows
     /// against the private data's `features`, then renames the file into place unless a copy of
     /// the pinned set is there already. Blocking.
-    pub(crate) fn finish(self, features: usize) -> Result<ReferenceSet, Error> {
+    pub(crate) fn finish(self, features: usize) -> Result<Arc<ReferenceSet>, Error> {
         if self.hasher.finish() != self.pin {
             return Err(bad("the fetched reference set does not match the pinned hash"));
         }
@@ -198,12 +218,16 @@ impl Download {
         let bytes = std::fs::read(&temporary).map_err(|source| Error::Io { path: temporary, source })?;
         let rs = ReferenceSet::from_bytes(&bytes, usize::MAX).map_err(|e| bad(e.to_string()))?;
         check_features(features, &rs)?;
-        if read_pinned(&self.path, self.pin)?.is_some() {
+        drop(rs);
+        if let Some(rs) = read_pinned(&self.path, self.pin)? {
             return Ok(rs);
         }
         self.file.commit()?;
         tracing::info!(bytes = bytes.len(), path = %self.path.display(), "fetched the reference set");
-        Ok(rs)
+        // The copy just put in place, mapped (its pages shared with the other nodes' copies of
+        // the same file); the bytes read back go.
+        drop(bytes);
+        read_pinned(&self.path, self.pin)?.ok_or_else(|| bad(format!("{} vanished once written", self.path.display())))
     }
 }
 
@@ -222,6 +246,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let first = read_pinned(&path, pin).unwrap().unwrap();
         assert_eq!(*first, rs);
+        assert!(first.values.is_shared(), "the copy is read in place from its memory map");
         // A hard link of the same file, read while the first copy is held: the same copy.
         let link = dir.path().join("link.fdref");
         std::fs::hard_link(&path, &link).unwrap();
@@ -253,7 +278,12 @@ mod tests {
     }
 
     /// Fetches `bytes` in chunks of 7 through a [`Download`].
-    async fn download(path: &Path, bytes: &[u8], pin: ReferenceSetId, features: usize) -> Result<ReferenceSet, Error> {
+    async fn download(
+        path: &Path,
+        bytes: &[u8],
+        pin: ReferenceSetId,
+        features: usize,
+    ) -> Result<Arc<ReferenceSet>, Error> {
         let mut d = Download::start(path.to_owned(), pin, Some(bytes.len() as u64)).await?;
         while let Some(offset) = d.next_offset() {
             let at = offset as usize;
@@ -274,10 +304,10 @@ mod tests {
             other => panic!("a set of 2 features was taken for data of 1: {other:?}"),
         }
         assert!(entries(dir.path()).is_empty(), "nothing is left for a later start to trip over");
-        assert_eq!(download(&path, &bytes, pin, 2).await.unwrap(), rs);
+        assert_eq!(download(&path, &bytes, pin, 2).await.unwrap().as_ref(), &rs);
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         // Fetched again (a retry after the first copy was written): the copy is used.
-        assert_eq!(download(&path, &bytes, pin, 2).await.unwrap(), rs);
+        assert_eq!(download(&path, &bytes, pin, 2).await.unwrap().as_ref(), &rs);
         assert!(download(&path, &bytes, ReferenceSetId([9; 32]), 2).await.is_err(), "a set off the pin");
         assert_eq!(entries(dir.path()), vec!["reference.fdref".to_owned()]);
     }

@@ -128,6 +128,12 @@ impl RunDir {
         self.logs().join("aggregator.log")
     }
 
+    /// `logs/processes-memory.json`: the processes' peak memory, with `transport = "processes"`
+    /// ([`crate::federate::memory`]).
+    pub fn process_memory(&self) -> PathBuf {
+        self.logs().join("processes-memory.json")
+    }
+
     /// `logs/aggregator.addrs`: where the aggregator process reports the addresses it bound.
     pub fn aggregator_addrs(&self) -> PathBuf {
         self.logs().join("aggregator.addrs")

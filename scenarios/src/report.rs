@@ -84,6 +84,13 @@ pub fn summary(r: &Results) -> String {
         r.node_model.parameters
     );
     let _ = writeln!(s, "federation: {} rounds in {:.1} s", r.rounds.len(), r.federation_seconds);
+    if let Some(m) = &r.processes_memory {
+        let _ = writeln!(
+            s,
+            "memory of the {} processes: peak {:.0} MiB RSS, {:.0} MiB PSS (shared pages counted once); a node at most {:.1} MiB RSS, {:.1} MiB PSS",
+            m.processes, m.peak_rss_mib, m.peak_pss_mib, m.node_rss_mib, m.node_pss_mib
+        );
+    }
     if let Some(p) = &r.privacy {
         let budget = p.budget.iter().flatten().copied().fold(f64::NAN, f64::min);
         let _ = writeln!(

@@ -77,6 +77,10 @@ pub struct Results {
     pub federation_seconds: f64,
     /// Peak resident memory of this process, in MiB (Linux).
     pub peak_rss_mib: Option<f64>,
+    /// With `transport = "processes"`: the peak memory of the federation's processes, RSS and
+    /// PSS summed over them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes_memory: Option<crate::federate::memory::ProcessMemory>,
     /// With `[nodes.privacy]`: what each node's ledger says it spent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacyResult>,

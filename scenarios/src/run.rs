@@ -182,6 +182,7 @@ fn evaluate(p: &Prepared, metrics: &[RoundMetrics], federation_seconds: f64) -> 
         node_model: ModelFacts::of(&Model::load(&p.dir.node(0).model(), s.backend)?)?,
         federation_seconds,
         peak_rss_mib: peak_rss_mib(),
+        processes_memory: std::fs::read(p.dir.process_memory()).ok().and_then(|b| serde_json::from_slice(&b).ok()),
         privacy: privacy_result(p)?,
         provenance: None,
     })

@@ -60,6 +60,12 @@ async fn twenty_nodes_as_a_slurm_job_give_the_figures_of_twenty_processes() {
     let processes = common::test_dir("slurm", "processes");
     let expected = go(&s, Transport::Processes, processes.path()).await;
     assert!(expected.rounds.iter().all(|r| r.participants.len() == 20), "{:?}", expected.rounds);
+    // The processes' memory was sampled: the aggregator and 20 nodes, each page they share (the
+    // binary's code, each node's memory-mapped reference set) counted once in PSS.
+    let m = expected.processes_memory.clone().expect("the processes' memory in results.json");
+    assert_eq!(m.processes, 21);
+    assert!(m.samples >= 1 && m.node_pss_mib > 0.0, "{m:?}");
+    assert!(m.peak_pss_mib < m.peak_rss_mib, "shared pages are counted once in PSS: {m:?}");
 
     // Submitted and waited for by the run itself.
     let job = common::test_dir("slurm", "job");

@@ -33,7 +33,7 @@ mod rows;
 mod spec;
 
 pub use csv::{CsvOptions, LabelColumn, load_csv, load_csv_unlabelled};
-pub use idx::{load_idx, load_idx_images};
+pub use idx::{load_idx, load_idx_images, load_idx_rows};
 pub use inputs::Inputs;
 pub use partition::{Partition, Split, label_counts, label_table, partition, split};
 pub use preprocess::Preprocess;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-use super::{CsvOptions, Dataset, LabelColumn, Preprocess, Result, load_csv, load_idx, read_rows};
+use super::{CsvOptions, Dataset, LabelColumn, Preprocess, Result, load_csv, load_idx, load_idx_rows, read_rows};
 
 /// Where a data set lives and how to read it.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,19 +39,28 @@ impl DataSource {
     /// Loads the file(s) once per process while someone holds the result: many simulated nodes
     /// in one process reading rows of the same file share one decoded copy instead of one each.
     pub fn load_shared(&self) -> Result<std::sync::Arc<Dataset>> {
-        use std::sync::{Arc, Mutex, Weak};
-        static CACHE: Mutex<Vec<(String, Weak<Dataset>)>> = Mutex::new(Vec::new());
-        let key = format!("{self:?}");
-        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = SHARED.lock().unwrap_or_else(|p| p.into_inner());
         cache.retain(|(_, w)| w.strong_count() > 0);
+        let key = format!("{self:?}");
         if let Some(d) = cache.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade()) {
             return Ok(d);
         }
-        let d = Arc::new(self.load()?);
-        cache.push((key, Arc::downgrade(&d)));
+        let d = std::sync::Arc::new(self.load()?);
+        cache.push((key, std::sync::Arc::downgrade(&d)));
         Ok(d)
     }
+
+    /// The decoded copy that [`DataSource::load_shared`] holds for someone in this process, if
+    /// there is one; nothing is loaded.
+    pub fn shared(&self) -> Option<std::sync::Arc<Dataset>> {
+        let cache = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        let key = format!("{self:?}");
+        cache.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade())
+    }
 }
+
+/// [`DataSource::load_shared`]'s copies, each held by whoever asked for it.
+static SHARED: std::sync::Mutex<Vec<(String, std::sync::Weak<Dataset>)>> = std::sync::Mutex::new(Vec::new());
 
 /// File format of a [`DataSpec`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,14 +143,21 @@ impl DataSpec {
         }
     }
 
-    /// Loads, selects rows and preprocesses.
+    /// Loads, selects rows and preprocesses. The rows of a file that this process has decoded
+    /// already (and still holds, [`DataSource::load_shared`]) are copied out of that copy; the
+    /// rows of an IDX file are otherwise read as a stream, keeping only them
+    /// ([`load_idx_rows`]), so that a node process holds its rows and not the whole file.
     pub fn load(&self) -> Result<Dataset> {
-        let all = self.source()?.load_shared()?;
-        let mut d = match &self.rows {
-            Some(rows_path) => all.subset(&read_rows(rows_path, all.len())?),
-            None => Dataset::clone(&all),
+        let source = self.source()?;
+        let mut d = match (&self.rows, source.shared(), &source) {
+            (None, _, _) => Dataset::clone(&*source.load_shared()?),
+            (Some(rows), Some(all), _) => all.subset(&read_rows(rows, all.len())?),
+            (Some(rows), None, DataSource::Idx { images, labels }) => load_idx_rows(images, labels, rows)?,
+            (Some(rows), None, DataSource::Csv { .. }) => {
+                let all = source.load_shared()?;
+                all.subset(&read_rows(rows, all.len())?)
+            }
         };
-        drop(all);
         if let Some(c) = self.classes {
             if c < d.classes {
                 return Err(Error::Classes { max_label: d.classes as u32 - 1, classes: c });

@@ -15,6 +15,7 @@ use crate::setup::Prepared;
 use crate::spec::Transport;
 
 pub mod in_process;
+pub mod memory;
 pub mod processes;
 pub mod slurm;
 

@@ -1,5 +1,6 @@
 //! The federation as real processes: `fd-aggregator` and one `fd-node` per node, each with its
-//! own config file, as a user would run them.
+//! own config file, as a user would run them. Their memory is sampled while they run
+//! ([`super::memory`]) into `processes-memory.json`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::time::Duration;
 use aggregator::RoundMetrics;
 use net::multiaddr::{Multiaddr, Protocol};
 
+use super::memory::Sampler;
 use super::{bar, follow, read_metrics};
 use crate::setup::{Prepared, write_configs, write_toml};
 
@@ -92,7 +94,10 @@ pub(super) async fn federate(p: &mut Prepared, progress: bool) -> anyhow::Result
         };
         nodes.push(child);
     }
+    let sampler = Sampler::start(agg.id(), nodes.iter().filter_map(|n| n.id()).collect());
     let status = follow(agg.wait(), &p.dir.metrics(), bar(p.scenario.rounds, progress)).await?;
+    let memory = sampler.finish().await;
+    std::fs::write(p.dir.process_memory(), serde_json::to_vec_pretty(&memory)?)?;
     // A finished aggregator tells the nodes, which then stop on their own; stop any that did
     // not hear it (a node that left, or one still reconnecting).
     for mut n in nodes {
