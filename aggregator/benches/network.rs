@@ -57,6 +57,7 @@ fn config(dir: &Path, nodes: &[Identity], rounds: u64) -> AggregatorConfig {
             samples: SAMPLES,
             temperature: 3.0,
             encoding: Encoding::Q8,
+            compact_consensus: false,
             quorum: Some(nodes.len()),
             deadline_secs: 60.0,
             sample_count_clip: 2.0,

@@ -161,9 +161,13 @@ pub struct RoundConfig {
     pub samples: u32,
     /// Softmax temperature of the soft labels.
     pub temperature: f32,
-    /// Payload encoding: `f32`, `f16` or `q8`.
+    /// Payload encoding: `f32`, `f16`, `q8`, `q4`, `top2` or `top1`.
     #[serde(default = "default_encoding")]
     pub encoding: Encoding,
+    /// Leave out the consensus's per-sample weights and counts when every sample weighs 1 and
+    /// has every participant ([`protocol::Consensus::compact`]; lossless).
+    #[serde(default)]
+    pub compact_consensus: bool,
     /// Submissions needed to close a round after its deadline (default: [`default_quorum`], every
     /// roster member but one); at least 3, so that no node's labels can be read back from the
     /// consensus.
@@ -521,6 +525,7 @@ mod tests {
                 samples: 10,
                 temperature: 2.0,
                 encoding: Encoding::Q8,
+                compact_consensus: false,
                 quorum,
                 deadline_secs: 5.0,
                 sample_count_clip: 2.0,

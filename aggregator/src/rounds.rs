@@ -166,7 +166,7 @@ impl Aggregator {
             SoftLabels::encode(&taught, samples, classes, encoding)
         })
         .await??;
-        let consensus = Message::Consensus(Consensus {
+        let consensus = Consensus {
             federation: self.federation().clone(),
             round,
             reference_set: self.reference_id,
@@ -176,7 +176,9 @@ impl Aggregator {
             weights: Consensus::quantise_weights(&combined.weights),
             participants: participants.len() as u32,
             counts: combined.counts.iter().map(|&n| n.min(u16::MAX as u32) as u16).collect(),
-        });
+        };
+        let consensus =
+            Message::Consensus(if self.cfg.round.compact_consensus { consensus.compact() } else { consensus });
         self.board.phase(Phase::Publishing);
         // Wait for the nodes' receipts so that every node holds this consensus before the
         // next round is announced: its digest step is then the same whatever the timing.

@@ -110,6 +110,7 @@ async fn a_claimed_sample_count_is_clipped_and_a_declared_one_is_taken() {
             samples: 10,
             temperature: 2.0,
             encoding: Encoding::F32,
+            compact_consensus: false,
             quorum: None,
             deadline_secs: 60.0,
             sample_count_clip: 2.0,

@@ -57,7 +57,7 @@ impl Teacher {
             .selection
             .resolve(reference.samples as u32)
             .map_err(|e| Refusal::new(RefusalReason::WrongShape, e.to_string()))?;
-        if rows.len() != c.labels.samples as usize || rows.len() != c.weights.len() {
+        if rows.len() != c.labels.samples as usize || rows.len() != c.weights().len() {
             return Err(Refusal::new(RefusalReason::WrongShape, "selection, labels and weights differ in length"));
         }
         c.check_counts().map_err(|e| Refusal::new(e.refusal_reason(), e.to_string()))?;
@@ -65,7 +65,8 @@ impl Teacher {
         // Masked samples (weight 0) and samples nobody knew (count 0) are left out of the
         // digest; the others keep their weight.
         let weights = c.weights();
-        let keep: Vec<usize> = (0..rows.len()).filter(|&i| weights[i] > 0.0 && c.counts[i] > 0).collect();
+        let keep: Vec<usize> =
+            (0..rows.len()).filter(|&i| weights[i] > 0.0 && c.count(i).is_some_and(|n| n > 0)).collect();
         Ok(Self {
             rows: keep.iter().map(|&i| rows[i]).collect(),
             probs: keep.iter().flat_map(|&i| probs[i * classes..(i + 1) * classes].iter().copied()).collect(),

@@ -190,6 +190,7 @@ fn round(samples: u32, temperature: f32, encoding: Encoding, deadline_secs: f64)
         samples,
         temperature,
         encoding,
+        compact_consensus: false,
         quorum: None,
         deadline_secs,
         sample_count_clip: DEFAULT_SAMPLE_COUNT_CLIP,

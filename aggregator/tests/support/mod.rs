@@ -47,6 +47,7 @@ pub fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
             samples: 10,
             temperature: 2.0,
             encoding: Encoding::F32,
+            compact_consensus: false,
             quorum: Some(3),
             deadline_secs: 60.0,
             sample_count_clip: 2.0,
