@@ -248,7 +248,17 @@ impl SecureAggregation {
         if self.scale == 0 || self.scale > 1 << 16 {
             return Err(Error::config(format!("{key}.scale"), format!("{} must be 1 to 65536", self.scale)));
         }
-        self.params(roster)?;
+        let params = self.params(roster)?;
+        let k = params.degree_for(roster.max(2));
+        if !protocol::secagg::is_majority(params.threshold, k) {
+            return Err(Error::config(
+                format!("{key}.threshold"),
+                format!(
+                    "{} is not more than half of a member's {k} neighbours: nodes refuse such a round (two disjoint groups of members could each sign a different survivor list)",
+                    params.threshold
+                ),
+            ));
+        }
         if !(self.stage_secs.is_finite() && self.stage_secs > 0.0) {
             return Err(Error::config(format!("{key}.stage_secs"), "must be positive"));
         }
@@ -590,6 +600,9 @@ mod tests {
         assert_eq!(field(secure(5, Rule::Mean, Some(4))), "round.secure_aggregation.threshold");
         assert_eq!(field(secure(5, Rule::Mean, Some(5))), "round.secure_aggregation.threshold");
         assert_eq!(field(secure(5, Rule::Mean, Some(1))), "round.secure_aggregation.threshold");
+        // T = 3 of a member's 8 neighbours (a roster of 10): no majority, so nodes would refuse.
+        assert_eq!(field(secure(10, Rule::Mean, Some(3))), "round.secure_aggregation.threshold");
+        assert!(secure(10, Rule::Mean, Some(5)).validate().is_ok());
         let mut wide = secure(5, Rule::Mean, None);
         if let Some(s) = &mut wide.round.secure_aggregation {
             s.scale = 1 << 20;

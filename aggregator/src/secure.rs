@@ -465,7 +465,7 @@ mod tests {
             let fixed = FixedPoint::FINE;
             let cohort = ids.iter().map(Identity::id).collect();
             let params = Params { threshold: 2, degree: None, bits: fixed.bits_for(ids.len()).unwrap() };
-            let setup = Setup::new(ann().federation, 1, cohort, params, 7, FixedPoint::words(SAMPLES, CLASSES)).unwrap();
+            let setup = Setup::new(ann().federation, 1, ann().digest().0, cohort, params, 7, FixedPoint::words(SAMPLES, CLASSES)).unwrap();
             let mut server = Server::new(setup.clone());
             let mut clients = Vec::new();
             for id in &ids {

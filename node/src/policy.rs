@@ -61,6 +61,13 @@ pub struct QueryPolicy {
     /// its soft labels in the clear is refused.
     #[serde(default)]
     pub require_secure_aggregation: bool,
+    /// Lowest threshold T this node accepts in a secure round: the aggregator together with
+    /// T − 1 members can rebuild this node's secrets, so a round announced with a lower T is
+    /// refused. Whatever this says, the node also refuses a T that is not more than half of its
+    /// neighbours in the round (two disjoint groups could then each sign a different survivor
+    /// list). At least 2.
+    #[serde(default = "default_min_secure_threshold")]
+    pub min_secure_threshold: usize,
 }
 
 /// Default of [`QueryPolicy::min_temperature`].
@@ -69,6 +76,12 @@ pub const DEFAULT_MIN_TEMPERATURE: f32 = 1.0;
 pub const DEFAULT_MAX_SAMPLES_PER_ROUND: u32 = 10_000;
 /// Default of [`QueryPolicy::max_rounds`].
 pub const DEFAULT_MAX_ROUNDS: u64 = 100;
+/// Default of [`QueryPolicy::min_secure_threshold`]: the protocol's own minimum.
+pub const DEFAULT_MIN_SECURE_THRESHOLD: usize = 2;
+
+fn default_min_secure_threshold() -> usize {
+    DEFAULT_MIN_SECURE_THRESHOLD
+}
 
 fn default_min_temperature() -> f32 {
     DEFAULT_MIN_TEMPERATURE
@@ -107,6 +120,7 @@ impl QueryPolicy {
             max_rounds: DEFAULT_MAX_ROUNDS,
             share_sample_count: false,
             require_secure_aggregation: false,
+            min_secure_threshold: DEFAULT_MIN_SECURE_THRESHOLD,
         }
     }
 
@@ -129,6 +143,9 @@ impl QueryPolicy {
         }
         if self.max_rounds == 0 {
             return Err(Error::config("policy.max_rounds", "must be at least 1"));
+        }
+        if self.min_secure_threshold < 2 {
+            return Err(Error::config("policy.min_secure_threshold", "must be at least 2"));
         }
         Ok(())
     }

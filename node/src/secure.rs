@@ -35,18 +35,30 @@ fn refusal(e: impl std::fmt::Display) -> Refusal {
 }
 
 impl Member {
-    /// Joins the secure round `ann` announces, as `identity`; refused if `ann` is not secure or
-    /// this node is not in its cohort.
-    pub(crate) fn new(ann: &RoundAnnouncement, identity: &Identity) -> Result<Self, Refusal> {
+    /// Joins the secure round `ann` announces, as `identity`; refused if `ann` is not secure,
+    /// this node is not in its cohort, or its threshold is below `min_threshold` or not more
+    /// than half of this node's neighbours.
+    pub(crate) fn new(ann: &RoundAnnouncement, identity: &Identity, min_threshold: usize) -> Result<Self, Refusal> {
         let secure = ann.secure.as_ref().ok_or_else(|| refusal("the round is not secure"))?;
         if !secure.cohort.contains(&identity.id()) {
             return Err(Refusal::new(RefusalReason::Policy, "this node is not in the round's cohort"));
         }
         let setup = secure.setup(ann).map_err(refusal)?;
+        let (t, k) = (setup.threshold(), setup.degree());
+        if t < min_threshold || !secagg::is_majority(t, k) {
+            return Err(Refusal::new(
+                RefusalReason::Policy,
+                format!(
+                    "secure aggregation with threshold {t} among {k} neighbours: this node needs at least {min_threshold} (policy.min_secure_threshold) and more than half of its neighbours"
+                ),
+            ));
+        }
         let fixed = secure.fixed().map_err(refusal)?;
+        // The setup's session is the announcement's digest.
+        let digest = AnnouncementDigest(*setup.session());
         let (client, advertisement) = secagg::Client::start(setup, identity).map_err(refusal)?;
         Ok(Self {
-            digest: ann.digest(),
+            digest,
             round: ann.round,
             deadline_unix_ms: ann.deadline_unix_ms,
             client,
@@ -131,5 +143,53 @@ impl Member {
             self.masked = Some(self.client.mask(delivery, input, identity).map_err(refusal)?);
         }
         Ok(self.masked.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::message::SecureRound;
+    use protocol::secagg::Params;
+    use protocol::{Encoding, FederationId, ReferenceSetId, SampleSelection};
+
+    use super::*;
+
+    /// A secure round of `n` members, the first of which is `me`, at threshold `t` (the complete
+    /// graph below 8 members: each member has n − 1 neighbours).
+    fn announcement(me: &Identity, n: usize, t: usize) -> RoundAnnouncement {
+        let mut cohort: Vec<_> = (1..n).map(|i| Identity::from_seed([i as u8 + 40; 32]).unwrap().id()).collect();
+        cohort.push(me.id());
+        cohort.sort_unstable();
+        RoundAnnouncement {
+            federation: FederationId::new("t").unwrap(),
+            round: 1,
+            reference_set: ReferenceSetId([1; 32]),
+            reference_samples: 10,
+            selection: SampleSelection::Seeded { seed: 1, count: 4 },
+            classes: 3,
+            temperature: 2.0,
+            deadline_unix_ms: 0,
+            encoding: Encoding::Q8,
+            secure: Some(SecureRound {
+                cohort,
+                params: Params { threshold: t, degree: None, bits: 16 },
+                graph_seed: 3,
+                scale: 255,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_threshold_below_the_nodes_floor_or_half_its_neighbours_is_refused() {
+        let me = Identity::from_seed([9; 32]).unwrap();
+        // Six members: five neighbours each; T = 3 is a majority of them, T = 2 is not.
+        assert!(Member::new(&announcement(&me, 6, 3), &me, 2).is_ok());
+        let low = Member::new(&announcement(&me, 6, 2), &me, 2).err().expect("T = 2 of 5 neighbours refused");
+        assert_eq!(low.reason, RefusalReason::Policy);
+        // The node's own floor, above what the round asks.
+        assert!(Member::new(&announcement(&me, 6, 3), &me, 4).is_err());
+        assert!(Member::new(&announcement(&me, 6, 4), &me, 4).is_ok());
+        // Three members: two neighbours each, and T = 2 is a majority.
+        assert!(Member::new(&announcement(&me, 3, 2), &me, 2).is_ok());
     }
 }

@@ -485,7 +485,7 @@ impl Session {
         }
         match &ann.secure {
             Some(_) if self.secure.as_ref().is_none_or(|m| m.digest() != ann.digest()) => {
-                self.secure = Some(Member::new(&ann, &self.identity)?);
+                self.secure = Some(Member::new(&ann, &self.identity, self.policy.min_secure_threshold)?);
             }
             Some(_) => {}
             None if self.policy.require_secure_aggregation => {

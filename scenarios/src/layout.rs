@@ -10,7 +10,9 @@
 //!   nodes/node-XX/              one node (NodeDir): node.toml, simulation.toml (faults only),
 //!                               rows.txt (its private rows), state/ (its own state folder)
 //!   aggregator/                 the aggregator's output (global model, metrics.jsonl)
-//!   logs/                       with `transport = "processes"`: each process's log
+//!   logs/                       with `transport = "processes"` or `"slurm"`: each process's log
+//!   slurm/                      with `transport = "slurm"` (or `fd-scenarios export slurm`): the
+//!                               job scripts federation.sbatch and nodes.sbatch
 //!   results.json, rounds.csv, report.md, accuracy.png, accuracy-bytes.png, labels.png
 //! OUT/seed-N/                   over several seeds: one run per seed, and the summary in OUT/
 //! OUT/eps-E/seed-N/             a privacy sweep: one multi-seed run per budget
@@ -116,7 +118,7 @@ impl RunDir {
         NodeDir(self.nodes().join(node_name(i)))
     }
 
-    /// `logs/`: each process's log, with `transport = "processes"`.
+    /// `logs/`: each process's log, with `transport = "processes"` or `"slurm"`.
     pub fn logs(&self) -> PathBuf {
         self.file("logs")
     }
@@ -134,6 +136,26 @@ impl RunDir {
     /// `logs/node-XX.log`.
     pub fn node_log(&self, i: usize) -> PathBuf {
         self.logs().join(format!("{}.log", node_name(i)))
+    }
+
+    /// `logs/slurm-federation.out`: the output of the Slurm job's batch script.
+    pub fn slurm_log(&self) -> PathBuf {
+        self.logs().join("slurm-federation.out")
+    }
+
+    /// `slurm/`: the Slurm job's scripts.
+    pub fn slurm(&self) -> PathBuf {
+        self.file("slurm")
+    }
+
+    /// `slurm/federation.sbatch`: the batch job of the aggregator, which submits the nodes' array.
+    pub fn slurm_federation(&self) -> PathBuf {
+        self.slurm().join("federation.sbatch")
+    }
+
+    /// `slurm/nodes.sbatch`: the nodes' job array, a task a node.
+    pub fn slurm_nodes(&self) -> PathBuf {
+        self.slurm().join("nodes.sbatch")
     }
 
     /// `results.json`.

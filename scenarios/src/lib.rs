@@ -1,6 +1,7 @@
-//! Simulated federations on one machine: scenarios and their presets, the run itself with real
-//! libp2p peers in one process or as real processes, the baselines beside it, the reports, and
-//! jobs over several seeds, privacy budgets or ablation variants.
+//! Simulated federations on one machine or a Slurm cluster: scenarios and their presets, the run
+//! itself with real libp2p peers in one process, as real processes or as a Slurm job, the
+//! baselines beside it, the reports, and jobs over several seeds, privacy budgets or ablation
+//! variants.
 //!
 //! Layers (each module uses only those before it):
 //! `layout/provenance/faults → spec → presets → setup → fedavg → results → baselines → plots →
@@ -11,7 +12,8 @@
 //! - [`spec`]: scenario files ([`Scenario`], ablation variants); [`presets`]: the built-in ones.
 //! - [`setup`]: a scenario's files on disk; [`baselines`] (with federated averaging in
 //!   [`fedavg`]); [`results`], [`plots`] and [`report`]: what a run writes.
-//! - [`federate`]: the federation in one process or as processes; [`run`]: one run end to end.
+//! - [`federate`]: the federation in one process, as processes or as a Slurm job; [`run`]: one
+//!   run end to end (or a Slurm job exported, then its outputs collected).
 //! - [`seeds`], [`sweep`], [`ablation`]: runs over several seeds, privacy budgets, variants;
 //!   [`outcome`]: what any of them leaves in `results.json`; [`table`]: the table made from it;
 //!   [`job`]: what `fd-scenarios run` runs.

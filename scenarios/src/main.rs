@@ -64,12 +64,31 @@ enum Command {
         /// own training rows (sets `[nodes.abstain] quantile`).
         #[arg(long)]
         abstain: Option<f32>,
-        /// Override the transport (`in-process` or `processes`).
+        /// Override the transport (`in-process`, `processes` or `slurm`: submitted with `sbatch`,
+        /// the output folder on a filesystem that the cluster's nodes share).
         #[arg(long, value_parser = parse_transport)]
         transport: Option<Transport>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Write a scenario as a cluster engine's job, without submitting it.
+    Export {
+        #[command(subcommand)]
+        engine: Engine,
+    },
+    /// Inside a Slurm job written by `export slurm` or `run --transport slurm`, once the
+    /// aggregator has reported its addresses: name the first one in every node's node.toml.
+    #[command(hide = true)]
+    Connect {
+        /// The run folder.
+        dir: PathBuf,
+    },
+    /// The outputs of a run exported as a cluster's job (`export slurm`), once the job has
+    /// ended: the baselines, results.json, rounds.csv and report.md, as `run` writes them.
+    Collect {
+        /// The run folder.
+        dir: PathBuf,
     },
     /// Print the results table of a finished run (one run, several seeds, a sweep or an
     /// ablation), made from its `results.json`: the setting, the figures as mean ± std over the
@@ -83,11 +102,33 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum Engine {
+    /// A Slurm batch job: the run folder with its data, keys and configs, and
+    /// `slurm/federation.sbatch` (the aggregator, which submits the nodes' job array,
+    /// `slurm/nodes.sbatch`). Submit it with `sbatch OUT/slurm/federation.sbatch`.
+    Slurm {
+        /// Preset name or path to a TOML file.
+        scenario: String,
+        /// Output folder, on a filesystem that the cluster's nodes share (default
+        /// `runs/<scenario>-<timestamp>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override the seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Override the number of rounds.
+        #[arg(long)]
+        rounds: Option<u64>,
+    },
+}
+
 fn parse_transport(s: &str) -> Result<Transport, String> {
     match s {
         "in-process" => Ok(Transport::InProcess),
         "processes" => Ok(Transport::Processes),
-        _ => Err(format!("`{s}`: expected in-process or processes")),
+        "slurm" => Ok(Transport::Slurm),
+        _ => Err(format!("`{s}`: expected in-process, processes or slurm")),
     }
 }
 
@@ -111,6 +152,11 @@ fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// This command, the day and the commit, for `results.json`.
+fn provenance() -> Provenance {
+    Provenance::now(&std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -132,13 +178,31 @@ async fn run(command: Command, log: net::cli::LogArgs) -> anyhow::Result<()> {
                 out: out.unwrap_or_else(|| scenarios::layout::default_out(&scenario.name)),
                 progress: !quiet && text,
                 notify: if text { note_text } else { note_json },
-                provenance: Some(Provenance::now(
-                    &std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
-                )),
+                provenance: Some(provenance()),
             };
             let outcome = scenarios::job::run(&Job { scenario, seeds, budgets: epsilons }, &opts).await?;
             emit(&outcome.summary())?;
             emit(&format!("outputs: {}\n", opts.out.display()))
+        }
+        Command::Export { engine: Engine::Slurm { scenario, out, seed, rounds } } => {
+            let overrides = Overrides { seed, rounds, transport: Some(Transport::Slurm), ..Overrides::default() };
+            let scenario = overrides.apply(scenarios::job::load(&scenario)?)?;
+            let out = out.unwrap_or_else(|| scenarios::layout::default_out(&scenario.name));
+            let script = scenarios::run::export_slurm(&scenario, &out).await?;
+            emit(&format!(
+                "submit: sbatch {}\nonce it has ended: fd-scenarios collect {}\n",
+                script.display(),
+                out.display()
+            ))
+        }
+        Command::Connect { dir } => {
+            let addr = scenarios::federate::slurm::connect(&RunDir::new(dir))?;
+            emit(&format!("the nodes dial {addr}\n"))
+        }
+        Command::Collect { dir } => {
+            let results = scenarios::run::collect(&dir, Some(provenance())).await?;
+            emit(&Outcome::Single(Box::new(results)).summary())?;
+            emit(&format!("outputs: {}\n", dir.display()))
         }
         Command::Table { dir, markdown } => {
             let table = Table::of(&Outcome::read(&RunDir::new(dir))?);

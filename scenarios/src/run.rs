@@ -1,7 +1,9 @@
-//! Runs a prepared scenario: the federation (in-process or as processes), then the baselines,
-//! then the outputs (`results.json`, `rounds.csv`, `report.md`, `config.toml`).
+//! Runs a prepared scenario: the federation (in-process, as processes or as a Slurm job), then
+//! the baselines, then the outputs (`results.json`, `rounds.csv`, `report.md`, `config.toml`).
+//! A scenario exported as a Slurm job ([`export_slurm`]) runs without us; [`collect`] then
+//! writes its outputs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use aggregator::RoundMetrics;
@@ -36,21 +38,63 @@ impl Default for RunOptions {
     }
 }
 
-/// Runs a scenario end to end and writes its outputs.
-pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Results> {
+/// Writes a scenario's files into the run folder `out`: its data, keys and configs, and the
+/// resolved scenario (`config.toml`).
+async fn prepare(scenario: &Scenario, out: &Path) -> anyhow::Result<Prepared> {
     scenario.validate()?;
     // Absolute, so that the federation.toml and node.toml written inside hold from anywhere
     // (their relative paths are resolved against their own folder).
-    let dir = &std::path::absolute(&opts.out)?;
-    let mut prepared = {
-        let (s, d) = (scenario.clone(), dir.clone());
-        tokio::task::spawn_blocking(move || setup::prepare(&s, &d)).await??
+    let dir = std::path::absolute(out)?;
+    let prepared = {
+        let s = scenario.clone();
+        tokio::task::spawn_blocking(move || setup::prepare(&s, &dir)).await??
     };
     setup::write_toml(&prepared.dir.config(), &prepared.scenario)?;
+    Ok(prepared)
+}
+
+/// Writes a scenario into the run folder `out` as a Slurm job, without submitting it (see
+/// [`crate::federate::slurm`]); returns the script to submit with `sbatch`.
+pub async fn export_slurm(scenario: &Scenario, out: &Path) -> anyhow::Result<PathBuf> {
+    crate::federate::slurm::write_job(&mut prepare(scenario, out).await?)
+}
+
+/// The outputs of a run whose federation ran elsewhere (a Slurm job written by
+/// [`export_slurm`], once it has ended), from what it left in the run folder `dir`: the
+/// baselines, `results.json`, `rounds.csv` and `report.md`, as [`run`] writes them. The
+/// federation's time is the sum of its rounds' (the job's start-up left out).
+pub async fn collect(dir: &Path, provenance: Option<Provenance>) -> anyhow::Result<Results> {
+    let dir = std::path::absolute(dir)?;
+    let prepared = tokio::task::spawn_blocking(move || setup::reopen(&dir)).await??;
+    let metrics = crate::federate::read_metrics(&prepared.dir)?;
+    let rounds = prepared.scenario.rounds;
+    if metrics.len() as u64 != rounds {
+        anyhow::bail!(
+            "the federation in {} has completed {} of its {rounds} rounds: has its job ended? (see {})",
+            prepared.dir.root().display(),
+            metrics.len(),
+            prepared.dir.slurm_log().display()
+        );
+    }
+    let seconds = metrics.iter().map(|m| m.seconds).sum();
+    finish(prepared, metrics, seconds, provenance).await
+}
+
+/// Runs a scenario end to end and writes its outputs.
+pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Results> {
+    let mut prepared = prepare(scenario, &opts.out).await?;
     let started = Instant::now();
     let metrics = crate::federate::federate(&mut prepared, opts.progress).await?;
-    let federation_seconds = started.elapsed().as_secs_f64();
-    let provenance = opts.provenance.clone();
+    finish(prepared, metrics, started.elapsed().as_secs_f64(), opts.provenance.clone()).await
+}
+
+/// Evaluates a finished federation, runs the baselines and writes the outputs.
+async fn finish(
+    prepared: Prepared,
+    metrics: Vec<RoundMetrics>,
+    federation_seconds: f64,
+    provenance: Option<Provenance>,
+) -> anyhow::Result<Results> {
     tokio::task::spawn_blocking(move || {
         let results = Results { provenance, ..evaluate(&prepared, &metrics, federation_seconds)? };
         crate::report::write(&prepared, &results)?;

@@ -60,6 +60,21 @@ pub fn prepare(scenario: &Scenario, dir: &Path) -> anyhow::Result<Prepared> {
     Ok(Prepared { scenario: s, dataset, split, parts, aggregator, nodes, faults, dir })
 }
 
+/// The run folder `dir` that [`prepare`] wrote and a federation has run in (its `node.toml`
+/// files naming the aggregator), read back: the resolved scenario, its data divided as before
+/// (the same seed, the same split), and the configs on disk.
+pub fn reopen(dir: &Path) -> anyhow::Result<Prepared> {
+    let dir = RunDir::new(dir);
+    let scenario = Scenario::load(&dir.config())?;
+    let Data { scenario: s, dataset, split, parts } = load(&scenario)?;
+    let aggregator = AggregatorConfig::load(&dir.federation())?;
+    let nodes = (0..parts.len())
+        .map(|i| NodeConfig::load(&dir.node(i).config()).with_context(|| format!("node {}", node_name(i))))
+        .collect::<anyhow::Result<_>>()?;
+    let faults = (0..parts.len()).map(|i| simulation(&s, i)).collect();
+    Ok(Prepared { scenario: s, dataset, split, parts, aggregator, nodes, faults, dir })
+}
+
 /// The data of a run, as [`load`] reads and divides it.
 struct Data {
     /// The scenario, its standardisation statistics filled in.

@@ -69,6 +69,9 @@ pub enum Transport {
     InProcess,
     /// Real `fd-node` and `fd-aggregator` processes.
     Processes,
+    /// A Slurm batch job: `fd-aggregator` as a job step, the nodes as a job array, submitted
+    /// with `sbatch` (the run folder on a filesystem every compute node shares).
+    Slurm,
 }
 
 /// Split and partition.

@@ -115,24 +115,7 @@ async fn a_small_run_writes_every_output_and_repeats_exactly() {
     assert!(n.key.is_file() && n.reference.is_file() && n.state_dir.join("model.bpk").is_file(), "{n:?}");
     let a = aggregator::AggregatorConfig::load(&rel.federation()).unwrap();
     assert!(a.key.is_file() && a.reference.path.is_file() && a.output.join("global.bpk").is_file(), "{a:?}");
-    let strip = |r: &Results| {
-        let mut v = serde_json::to_value(r).unwrap();
-        for x in v["rounds"].as_array_mut().unwrap() {
-            x["seconds"] = 0.into();
-        }
-        for k in ["federation_seconds", "peak_rss_mib", "scenario"] {
-            v[k] = 0.into();
-        }
-        for m in ["global_model", "node_model"] {
-            v[m]["latency_us_batch1"] = 0.into();
-            v[m]["latency_us_batch256"] = 0.into();
-        }
-        for b in ["centralized", "fedavg", "public_labels"] {
-            v[b]["seconds"] = 0.into();
-        }
-        v
-    };
-    assert_eq!(strip(&r), strip(&again));
+    assert_eq!(common::figures(&r), common::figures(&again));
     // And the model files byte for byte: every node's model.bpk and the global one (burn's
     // random parameter ids made the node files differ, issue #21 item 5).
     let mut files: Vec<(PathBuf, PathBuf)> =

@@ -46,7 +46,15 @@ impl SecureRound {
     /// [`FixedPoint::words`] words for the announced samples and classes.
     pub fn setup(&self, ann: &RoundAnnouncement) -> secagg::Result<Setup> {
         let words = FixedPoint::words(ann.selection.len(), ann.classes as usize);
-        Setup::new(ann.federation.clone(), ann.round, self.cohort.clone(), self.params, self.graph_seed, words)
+        Setup::new(
+            ann.federation.clone(),
+            ann.round,
+            ann.digest().0,
+            self.cohort.clone(),
+            self.params,
+            self.graph_seed,
+            words,
+        )
     }
 
     /// The fixed-point scale, checked.

@@ -73,7 +73,7 @@ impl Client {
                 .as_ref()
                 .try_into()
                 .map_err(|_| Error::Crypto("X25519 public key length"))?;
-            let digest = crypto::pair_key_digest(setup.federation(), setup.round(), setup.id(me), setup.id(v), &public);
+            let digest = crypto::pair_key_digest(setup.binding(), setup.id(me), setup.id(v), &public);
             keys.push(PairKey { from: me, to: v, public, signature: Signature(identity.sign(&digest)) });
             private.insert(v, (key, public));
         }
@@ -137,7 +137,7 @@ impl Client {
                 });
             }
             let peer = *setup.id(k.from);
-            let digest = crypto::pair_key_digest(setup.federation(), setup.round(), &peer, &me, &k.public);
+            let digest = crypto::pair_key_digest(setup.binding(), &peer, &me, &k.public);
             peer.verify(&digest, &k.signature.0).map_err(|_| Error::BadSignature { signer: peer })?;
             if peers.insert(k.from, (peer, k.public)).is_some() {
                 return Err(Error::Malformed(format!("two keys from member {}", k.from)));
@@ -150,7 +150,7 @@ impl Client {
         let mut pairs = BTreeMap::new();
         for (&v, &(peer, public)) in &peers {
             let (key, my_public) = private.remove(&v).ok_or(Error::Crypto("a neighbour's key used twice"))?;
-            let secrets = crypto::agree(setup.federation(), setup.round(), (&me, key, &my_public), (&peer, &public))
+            let secrets = crypto::agree(setup.binding(), (&me, key, &my_public), (&peer, &public))
                 .map_err(|_| Error::BadPeerKey { peer })?;
             pairs.insert(v, secrets);
         }
@@ -170,21 +170,14 @@ impl Client {
             plaintext.extend_from_slice(&self_shares[x]);
             plaintext.extend_from_slice(&key_shares[x]);
             let peer = setup.id(v);
-            let ciphertext = crypto::seal_share(&pair.send, setup.federation(), setup.round(), &me, peer, plaintext)
+            let ciphertext = crypto::seal_share(&pair.send, setup.binding(), &me, peer, plaintext)
                 .map_err(|_| Error::Crypto("sealing a share"))?;
             shares.push(EncryptedShare { from: self.me, to: v, ciphertext });
-            let ciphertext = crypto::wrap_seed(
-                &secrets.wrapping_key,
-                setup.federation(),
-                setup.round(),
-                &me,
-                (v, peer),
-                &pair.mask_seed,
-            )
-            .map_err(|_| Error::Crypto("wrapping a pair seed"))?;
+            let ciphertext = crypto::wrap_seed(&secrets.wrapping_key, setup.binding(), &me, (v, peer), &pair.mask_seed)
+                .map_err(|_| Error::Crypto("wrapping a pair seed"))?;
             wrapped.push(WrappedSeed { other: v, ciphertext });
         }
-        let commitment = crypto::commitment(setup.federation(), setup.round(), &me, &secrets.self_seed);
+        let commitment = crypto::commitment(setup.binding(), &me, &secrets.self_seed);
         let secrets = Secrets { self_seed: secrets.self_seed, wrapping_key: secrets.wrapping_key };
         self.state = State::Shared { pairs, secrets };
         Ok(ShareBundle { federation: setup.federation().clone(), round: setup.round(), commitment, shares, wrapped })
@@ -213,15 +206,8 @@ impl Client {
             let pair = pairs
                 .get(&share.from)
                 .ok_or_else(|| Error::Unexpected { who: from.to_string(), why: "a neighbour that advertised a key" })?;
-            let plain = crypto::open_share(
-                &pair.receive,
-                setup.federation(),
-                setup.round(),
-                &from,
-                &me,
-                share.ciphertext.clone(),
-            )
-            .map_err(|_| Error::Decrypt { from })?;
+            let plain = crypto::open_share(&pair.receive, setup.binding(), &from, &me, share.ciphertext.clone())
+                .map_err(|_| Error::Decrypt { from })?;
             if plain.len() != SHARE_PLAINTEXT {
                 return Err(Error::Malformed(format!("a share of {} bytes from {from}", plain.len())));
             }
@@ -304,7 +290,8 @@ impl Client {
     /// Answers the server's request: for each neighbour whose shares we hold, the share of its
     /// self-mask seed if it survived, of its wrapping key if it dropped. Refused unless the list
     /// carries valid signatures of at least T distinct survivors, is the list we signed (if we
-    /// signed one), and asks for no neighbour the other kind of share than we revealed before.
+    /// signed or answered one), and asks for no neighbour the other kind of share than we
+    /// revealed before.
     pub fn unmask(&mut self, request: &UnmaskRequest) -> Result<UnmaskResponse> {
         if !matches!(self.state, State::Masked) {
             return Err(Error::Stage { got: Stage::Unmask, expected: self.stage() });
@@ -362,6 +349,8 @@ impl Client {
             }
         }
         self.revealed.extend(kinds);
+        // The list answered binds this member as its signature would: it signs no other.
+        self.signed.get_or_insert_with(|| request.survivors.clone());
         Ok(response)
     }
 }

@@ -2,14 +2,19 @@
 //! domain), the pairwise key agreement and what it derives, the AEAD layouts, and the masks'
 //! expansion.
 //!
-//! - Signed digests (Ed25519 with the member's identity): `SHA-256(domain ‖ federation ‖ round ‖ …)`,
-//!   a domain a kind, the federation as length (u64 LE) and bytes, the round as u64 LE.
+//! - Every digest, derivation and AEAD is bound to the round's [`Binding`], written `binding`
+//!   below: the federation as length (u64 LE) and bytes, the round as u64 LE, and the session
+//!   (the digest of the announcement that opened the round's secure session, 32 bytes), so that
+//!   nothing signed or sealed in one session of a round (say before the aggregator restarted and
+//!   announced the round again) is accepted in another.
+//! - Signed digests (Ed25519 with the member's identity): `SHA-256(domain ‖ binding ‖ …)`, a
+//!   domain a kind.
 //! - Pair secrets: X25519 (one fresh key a neighbour, so each private key serves one agreement),
-//!   then HKDF-SHA-256 with salt `SHA-256(domain ‖ federation ‖ round ‖ lower id ‖ higher id ‖
+//!   then HKDF-SHA-256 with salt `SHA-256(domain ‖ binding ‖ lower id ‖ higher id ‖
 //!   lower's public key ‖ higher's public key)`: info `"mask seed"` gives the pair's mask seed,
 //!   info `"share key" ‖ sender ‖ recipient` the key of one direction's share message (so each
 //!   key seals one message, with the all-zero nonce).
-//! - Shares: ChaCha20-Poly1305, associated data `domain ‖ federation ‖ round ‖ sender ‖ recipient`.
+//! - Shares: ChaCha20-Poly1305, associated data `domain ‖ binding ‖ sender ‖ recipient`.
 //! - Wrapped pair seeds: ChaCha20-Poly1305 under the owner's wrapping key, the nonce the other
 //!   member's index (u16 LE, then zeros: one nonce a seed), associated data `domain ‖ federation ‖
 //!   round ‖ owner ‖ other`.
@@ -38,11 +43,32 @@ const AGREEMENT: &[u8] = b"fedistil/secagg/agreement/v1\0";
 const SHARE: &[u8] = b"fedistil/secagg/share/v1\0";
 const WRAP: &[u8] = b"fedistil/secagg/wrapped-seed/v1\0";
 
-/// Adds the federation and round to a digest.
-pub(crate) fn bind(ctx: &mut Context, federation: &FederationId, round: Round) {
-    ctx.update(&(federation.as_str().len() as u64).to_le_bytes());
-    ctx.update(federation.as_str().as_bytes());
-    ctx.update(&round.to_le_bytes());
+/// What everything of one secure session of a round is bound to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Binding {
+    /// The federation.
+    pub(crate) federation: FederationId,
+    /// The round.
+    pub(crate) round: Round,
+    /// The digest of the announcement that opened the session.
+    pub(crate) session: Key32,
+}
+
+impl Binding {
+    fn bytes(&self) -> Vec<u8> {
+        let fed = self.federation.as_str().as_bytes();
+        let mut out = Vec::with_capacity(8 + fed.len() + 8 + 32);
+        out.extend_from_slice(&(fed.len() as u64).to_le_bytes());
+        out.extend_from_slice(fed);
+        out.extend_from_slice(&self.round.to_le_bytes());
+        out.extend_from_slice(&self.session);
+        out
+    }
+}
+
+/// Adds the binding to a digest.
+pub(crate) fn bind(ctx: &mut Context, binding: &Binding) {
+    ctx.update(&binding.bytes());
 }
 
 fn finish(ctx: Context) -> Key32 {
@@ -52,16 +78,10 @@ fn finish(ctx: Context) -> Key32 {
 }
 
 /// What `from` signs to vouch for the public key it made for `to`.
-pub(crate) fn pair_key_digest(
-    federation: &FederationId,
-    round: Round,
-    from: &ParticipantId,
-    to: &ParticipantId,
-    public: &Key32,
-) -> Key32 {
+pub(crate) fn pair_key_digest(binding: &Binding, from: &ParticipantId, to: &ParticipantId, public: &Key32) -> Key32 {
     let mut ctx = Context::new(&SHA256);
     ctx.update(PAIR_KEY);
-    bind(&mut ctx, federation, round);
+    bind(&mut ctx, binding);
     ctx.update(&from.0);
     ctx.update(&to.0);
     ctx.update(public);
@@ -71,14 +91,13 @@ pub(crate) fn pair_key_digest(
 /// What a member signs to say it saw `survivors` as the round's survivors.
 /// What a member signs to say which neighbours it masked with (`with`, by identity).
 pub(crate) fn masking_digest<'a>(
-    federation: &FederationId,
-    round: Round,
+    binding: &Binding,
     member: &ParticipantId,
     with: impl ExactSizeIterator<Item = &'a ParticipantId>,
 ) -> Key32 {
     let mut ctx = Context::new(&SHA256);
     ctx.update(MASKING);
-    bind(&mut ctx, federation, round);
+    bind(&mut ctx, binding);
     ctx.update(&member.0);
     ctx.update(&(with.len() as u64).to_le_bytes());
     for id in with {
@@ -88,13 +107,12 @@ pub(crate) fn masking_digest<'a>(
 }
 
 pub(crate) fn survivors_digest<'a>(
-    federation: &FederationId,
-    round: Round,
+    binding: &Binding,
     survivors: impl ExactSizeIterator<Item = &'a ParticipantId>,
 ) -> Key32 {
     let mut ctx = Context::new(&SHA256);
     ctx.update(SURVIVORS);
-    bind(&mut ctx, federation, round);
+    bind(&mut ctx, binding);
     ctx.update(&(survivors.len() as u64).to_le_bytes());
     for id in survivors {
         ctx.update(&id.0);
@@ -103,10 +121,10 @@ pub(crate) fn survivors_digest<'a>(
 }
 
 /// The commitment to a self-mask seed, by which the server checks the seed it rebuilt.
-pub(crate) fn commitment(federation: &FederationId, round: Round, owner: &ParticipantId, seed: &Key32) -> Key32 {
+pub(crate) fn commitment(binding: &Binding, owner: &ParticipantId, seed: &Key32) -> Key32 {
     let mut ctx = Context::new(&SHA256);
     ctx.update(COMMITMENT);
-    bind(&mut ctx, federation, round);
+    bind(&mut ctx, binding);
     ctx.update(&owner.0);
     ctx.update(seed);
     finish(ctx)
@@ -124,14 +142,13 @@ pub(crate) struct PairSecrets {
 
 /// Agrees with a neighbour: our private key made for it, our public key, its public key for us.
 pub(crate) fn agree(
-    federation: &FederationId,
-    round: Round,
+    binding: &Binding,
     (me, my_private, my_public): (&ParticipantId, EphemeralPrivateKey, &Key32),
     (peer, peer_public): (&ParticipantId, &Key32),
 ) -> Result<PairSecrets, ring::error::Unspecified> {
     let mut ctx = Context::new(&SHA256);
     ctx.update(AGREEMENT);
-    bind(&mut ctx, federation, round);
+    bind(&mut ctx, binding);
     let (lower, higher) =
         if me < peer { ((me, my_public), (peer, peer_public)) } else { ((peer, peer_public), (me, my_public)) };
     ctx.update(&lower.0.0);
@@ -155,12 +172,9 @@ pub(crate) fn agree(
     Ok(PairSecrets { mask_seed: expand(&[b"mask seed"])?, send: key(me, peer)?, receive: key(peer, me)? })
 }
 
-fn share_aad(federation: &FederationId, round: Round, from: &ParticipantId, to: &ParticipantId) -> Vec<u8> {
-    let mut ad = Vec::with_capacity(SHARE.len() + 8 + federation.as_str().len() + 8 + 64);
-    ad.extend_from_slice(SHARE);
-    ad.extend_from_slice(&(federation.as_str().len() as u64).to_le_bytes());
-    ad.extend_from_slice(federation.as_str().as_bytes());
-    ad.extend_from_slice(&round.to_le_bytes());
+fn share_aad(binding: &Binding, from: &ParticipantId, to: &ParticipantId) -> Vec<u8> {
+    let mut ad = SHARE.to_vec();
+    ad.extend_from_slice(&binding.bytes());
     ad.extend_from_slice(&from.0);
     ad.extend_from_slice(&to.0);
     ad
@@ -169,13 +183,12 @@ fn share_aad(federation: &FederationId, round: Round, from: &ParticipantId, to: 
 /// Seals a share message from `from` to `to` (its key seals this message alone).
 pub(crate) fn seal_share(
     key: &LessSafeKey,
-    federation: &FederationId,
-    round: Round,
+    binding: &Binding,
     from: &ParticipantId,
     to: &ParticipantId,
     mut plaintext: Vec<u8>,
 ) -> Result<Vec<u8>, ring::error::Unspecified> {
-    let aad = share_aad(federation, round, from, to);
+    let aad = share_aad(binding, from, to);
     key.seal_in_place_append_tag(Nonce::assume_unique_for_key([0; 12]), Aad::from(aad), &mut plaintext)?;
     Ok(plaintext)
 }
@@ -183,31 +196,22 @@ pub(crate) fn seal_share(
 /// Opens a share message from `from` to `to`.
 pub(crate) fn open_share(
     key: &LessSafeKey,
-    federation: &FederationId,
-    round: Round,
+    binding: &Binding,
     from: &ParticipantId,
     to: &ParticipantId,
     mut ciphertext: Vec<u8>,
 ) -> Result<Vec<u8>, ring::error::Unspecified> {
-    let aad = share_aad(federation, round, from, to);
+    let aad = share_aad(binding, from, to);
     let len = key.open_in_place(Nonce::assume_unique_for_key([0; 12]), Aad::from(aad), &mut ciphertext)?.len();
     ciphertext.truncate(len);
     Ok(ciphertext)
 }
 
-fn wrap_parts(
-    federation: &FederationId,
-    round: Round,
-    owner: &ParticipantId,
-    other: (u16, &ParticipantId),
-) -> (Nonce, Vec<u8>) {
+fn wrap_parts(binding: &Binding, owner: &ParticipantId, other: (u16, &ParticipantId)) -> (Nonce, Vec<u8>) {
     let mut nonce = [0u8; 12];
     nonce[..2].copy_from_slice(&other.0.to_le_bytes());
-    let mut ad = Vec::with_capacity(WRAP.len() + 8 + federation.as_str().len() + 8 + 64);
-    ad.extend_from_slice(WRAP);
-    ad.extend_from_slice(&(federation.as_str().len() as u64).to_le_bytes());
-    ad.extend_from_slice(federation.as_str().as_bytes());
-    ad.extend_from_slice(&round.to_le_bytes());
+    let mut ad = WRAP.to_vec();
+    ad.extend_from_slice(&binding.bytes());
     ad.extend_from_slice(&owner.0);
     ad.extend_from_slice(&other.1.0);
     (Nonce::assume_unique_for_key(nonce), ad)
@@ -216,14 +220,13 @@ fn wrap_parts(
 /// Wraps the pair seed `owner` shares with `other` under `owner`'s wrapping key.
 pub(crate) fn wrap_seed(
     wrapping_key: &Key32,
-    federation: &FederationId,
-    round: Round,
+    binding: &Binding,
     owner: &ParticipantId,
     other: (u16, &ParticipantId),
     seed: &Key32,
 ) -> Result<Vec<u8>, ring::error::Unspecified> {
     let key = LessSafeKey::new(UnboundKey::new(&aead::CHACHA20_POLY1305, wrapping_key)?);
-    let (nonce, ad) = wrap_parts(federation, round, owner, other);
+    let (nonce, ad) = wrap_parts(binding, owner, other);
     let mut out = seed.to_vec();
     key.seal_in_place_append_tag(nonce, Aad::from(ad), &mut out)?;
     Ok(out)
@@ -232,14 +235,13 @@ pub(crate) fn wrap_seed(
 /// Unwraps a pair seed; fails if the key or anything bound is not what sealed it.
 pub(crate) fn unwrap_seed(
     wrapping_key: &Key32,
-    federation: &FederationId,
-    round: Round,
+    binding: &Binding,
     owner: &ParticipantId,
     other: (u16, &ParticipantId),
     wrapped: &[u8],
 ) -> Result<Key32, ring::error::Unspecified> {
     let key = LessSafeKey::new(UnboundKey::new(&aead::CHACHA20_POLY1305, wrapping_key)?);
-    let (nonce, ad) = wrap_parts(federation, round, owner, other);
+    let (nonce, ad) = wrap_parts(binding, owner, other);
     let mut buf = wrapped.to_vec();
     let seed = key.open_in_place(nonce, Aad::from(ad), &mut buf)?;
     seed.try_into().map_err(|_| ring::error::Unspecified)
@@ -283,8 +285,8 @@ mod tests {
     use ring::agreement::X25519;
     use ring::rand::SystemRandom;
 
-    fn fed() -> FederationId {
-        FederationId::new("fed").unwrap()
+    fn at(round: Round) -> Binding {
+        Binding { federation: FederationId::new("fed").unwrap(), round, session: [7; 32] }
     }
 
     fn key_pair() -> (EphemeralPrivateKey, Key32) {
@@ -297,27 +299,27 @@ mod tests {
     fn both_ends_of_a_pair_derive_the_same_seed_and_each_opens_what_the_other_sealed() {
         let (u, v) = (Identity::from_seed([1; 32]).unwrap().id(), Identity::from_seed([2; 32]).unwrap().id());
         let ((pu, ku), (pv, kv)) = (key_pair(), key_pair());
-        let at_u = agree(&fed(), 4, (&u, pu, &ku), (&v, &kv)).unwrap();
-        let at_v = agree(&fed(), 4, (&v, pv, &kv), (&u, &ku)).unwrap();
+        let at_u = agree(&at(4), (&u, pu, &ku), (&v, &kv)).unwrap();
+        let at_v = agree(&at(4), (&v, pv, &kv), (&u, &ku)).unwrap();
         assert_eq!(at_u.mask_seed, at_v.mask_seed);
-        let sealed = seal_share(&at_u.send, &fed(), 4, &u, &v, b"share".to_vec()).unwrap();
-        assert_eq!(open_share(&at_v.receive, &fed(), 4, &u, &v, sealed.clone()).unwrap(), b"share");
+        let sealed = seal_share(&at_u.send, &at(4), &u, &v, b"share".to_vec()).unwrap();
+        assert_eq!(open_share(&at_v.receive, &at(4), &u, &v, sealed.clone()).unwrap(), b"share");
         // Not with the other direction's key, nor for another round or recipient.
-        assert!(open_share(&at_v.send, &fed(), 4, &u, &v, sealed.clone()).is_err());
-        assert!(open_share(&at_v.receive, &fed(), 5, &u, &v, sealed.clone()).is_err());
-        assert!(open_share(&at_v.receive, &fed(), 4, &u, &u, sealed).is_err());
+        assert!(open_share(&at_v.send, &at(4), &u, &v, sealed.clone()).is_err());
+        assert!(open_share(&at_v.receive, &at(5), &u, &v, sealed.clone()).is_err());
+        assert!(open_share(&at_v.receive, &at(4), &u, &u, sealed).is_err());
     }
 
     #[test]
     fn a_wrapped_seed_opens_only_under_its_key_and_binding() {
         let (owner, other) = (Identity::from_seed([1; 32]).unwrap().id(), Identity::from_seed([2; 32]).unwrap().id());
         let key = [9u8; 32];
-        let w = wrap_seed(&key, &fed(), 1, &owner, (3, &other), &[5; 32]).unwrap();
+        let w = wrap_seed(&key, &at(1), &owner, (3, &other), &[5; 32]).unwrap();
         assert_eq!(w.len(), 32 + TAG_BYTES);
-        assert_eq!(unwrap_seed(&key, &fed(), 1, &owner, (3, &other), &w).unwrap(), [5; 32]);
-        assert!(unwrap_seed(&[8; 32], &fed(), 1, &owner, (3, &other), &w).is_err());
-        assert!(unwrap_seed(&key, &fed(), 1, &owner, (4, &other), &w).is_err());
-        assert!(unwrap_seed(&key, &fed(), 1, &other, (3, &other), &w).is_err());
+        assert_eq!(unwrap_seed(&key, &at(1), &owner, (3, &other), &w).unwrap(), [5; 32]);
+        assert!(unwrap_seed(&[8; 32], &at(1), &owner, (3, &other), &w).is_err());
+        assert!(unwrap_seed(&key, &at(1), &owner, (4, &other), &w).is_err());
+        assert!(unwrap_seed(&key, &at(1), &other, (3, &other), &w).is_err());
     }
 
     #[test]

@@ -218,13 +218,13 @@ pub(crate) fn check_binding(setup: &Setup, federation: &FederationId, round: Rou
 /// What `member` signs to say it masked with `with`.
 pub(crate) fn masking_digest(setup: &Setup, member: Member, with: &MemberSet) -> [u8; 32] {
     let ids: Vec<_> = with.iter().map(|m| setup.id(m)).collect();
-    super::crypto::masking_digest(setup.federation(), setup.round(), setup.id(member), ids.into_iter())
+    super::crypto::masking_digest(setup.binding(), setup.id(member), ids.into_iter())
 }
 
 /// What a member signs to say it saw `survivors` as the round's survivors.
 pub(crate) fn survivors_digest(setup: &Setup, survivors: &MemberSet) -> [u8; 32] {
     let ids: Vec<_> = survivors.iter().map(|m| setup.id(m)).collect();
-    super::crypto::survivors_digest(setup.federation(), setup.round(), ids.into_iter())
+    super::crypto::survivors_digest(setup.binding(), ids.into_iter())
 }
 
 impl Setup {

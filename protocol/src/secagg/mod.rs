@@ -93,7 +93,7 @@ pub use message::{
     SurvivorList, SurvivorSignature, UnmaskRequest, UnmaskResponse, WrappedSeed,
 };
 pub use server::{Aggregate, Server};
-pub use setup::{MIN_COHORT, Member, MemberSet, Params, Setup, WORD_BITS, default_degree};
+pub use setup::{MIN_COHORT, Member, MemberSet, Params, Setup, WORD_BITS, default_degree, is_majority};
 
 #[cfg(test)]
 mod tests;

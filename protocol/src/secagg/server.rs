@@ -140,7 +140,7 @@ impl Server {
                 return Err(Error::Malformed(format!("a key from member {} for {} sent by {from}", k.from, k.to)));
             }
             let setup = &self.setup;
-            let digest = crypto::pair_key_digest(setup.federation(), setup.round(), from, setup.id(k.to), &k.public);
+            let digest = crypto::pair_key_digest(setup.binding(), from, setup.id(k.to), &k.public);
             from.verify(&digest, &k.signature.0).map_err(|_| Error::BadSignature { signer: *from })?;
         }
         if to.len() != self.setup.neighbours(m).len() {
@@ -234,6 +234,10 @@ impl Server {
         self.expect(Stage::Masked)?;
         check_binding(&self.setup, &masked.federation, masked.round)?;
         let m = self.sender(from, Some(&self.shared))?;
+        // Before anything costs a signature check.
+        if self.alive.contains(&m) {
+            return Err(Error::Malformed(format!("a masked vector from {from} twice")));
+        }
         let width = self.setup.word_bytes();
         if masked.words.len() != self.setup.words() * width {
             return Err(Error::Malformed(format!(
@@ -254,9 +258,6 @@ impl Server {
         }
         let digest = masking_digest(&self.setup, m, with);
         from.verify(&digest, &masked.masking.signature.0).map_err(|_| Error::BadSignature { signer: *from })?;
-        if self.alive.contains(&m) {
-            return Err(Error::Malformed(format!("a masked vector from {from} twice")));
-        }
         self.alive.insert(m);
         self.masking.insert(m, masked.masking);
         for (acc, bytes) in self.sum.iter_mut().zip(masked.words.chunks_exact(width)) {
@@ -414,7 +415,7 @@ impl Server {
             let sealed = self.sealed.get(&u).ok_or(corrupt.clone())?;
             match kind {
                 SecretKind::SelfMask => {
-                    if crypto::commitment(setup.federation(), setup.round(), &member, &secret) != sealed.commitment {
+                    if crypto::commitment(setup.binding(), &member, &secret) != sealed.commitment {
                         return Err(corrupt);
                     }
                     crypto::apply_mask(&mut sum, &secret, Sign::Subtract);
@@ -422,15 +423,8 @@ impl Server {
                 SecretKind::PairKeys => {
                     for w in self.neighbours_in(u, &self.alive) {
                         let wrapped = sealed.wrapped.get(&w).ok_or(corrupt.clone())?;
-                        let seed = crypto::unwrap_seed(
-                            &secret,
-                            setup.federation(),
-                            setup.round(),
-                            &member,
-                            (w, setup.id(w)),
-                            wrapped,
-                        )
-                        .map_err(|_| corrupt.clone())?;
+                        let seed = crypto::unwrap_seed(&secret, setup.binding(), &member, (w, setup.id(w)), wrapped)
+                            .map_err(|_| corrupt.clone())?;
                         // w added its pair mask with u with this sign; take it back.
                         let undo = match crypto::pair_sign(w, u) {
                             Sign::Add => Sign::Subtract,

@@ -5,6 +5,7 @@ use chacha20::ChaCha20Rng;
 use chacha20::rand_core::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::crypto::Binding;
 use super::error::{Error, Result};
 use super::shamir::MAX_HOLDERS;
 use crate::ids::{FederationId, ParticipantId, Round};
@@ -34,6 +35,22 @@ pub struct Params {
     pub bits: u32,
 }
 
+impl Params {
+    /// k for a cohort of `n` (at least 2), after [`Params::degree`]'s adjustments: what each
+    /// member's neighbourhood holds.
+    pub fn degree_for(&self, n: usize) -> usize {
+        let wanted = self.degree.unwrap_or_else(|| default_degree(n)).max(self.threshold);
+        let wanted = wanted + wanted % 2;
+        if wanted >= n - 1 { n - 1 } else { wanted }
+    }
+}
+
+/// Whether T is more than half of a member's `degree` neighbours: below that, two disjoint
+/// groups of members could each sign a different survivor list, and nodes refuse the round.
+pub fn is_majority(threshold: usize, degree: usize) -> bool {
+    2 * threshold > degree
+}
+
 /// SecAgg+'s neighbourhood size for a cohort of `n`: 2⌈log₂ n⌉ (before [`Params::degree`]'s
 /// adjustments).
 pub fn default_degree(n: usize) -> usize {
@@ -43,8 +60,7 @@ pub fn default_degree(n: usize) -> usize {
 /// A round's agreed parameters, with its neighbourhood graph.
 #[derive(Clone, Debug)]
 pub struct Setup {
-    federation: FederationId,
-    round: Round,
+    binding: Binding,
     cohort: Vec<ParticipantId>,
     threshold: usize,
     words: usize,
@@ -54,11 +70,13 @@ pub struct Setup {
 
 impl Setup {
     /// The round `round` of `federation` over `cohort` (any order; no repeats), masking vectors of
-    /// `words` words. `graph_seed` draws the neighbourhood graph: derive it from the round's seed,
-    /// so every party draws the same one.
+    /// `words` words. `session` is the digest of the announcement that opens this secure session
+    /// of the round: everything signed or sealed in it is bound to it. `graph_seed` draws the
+    /// neighbourhood graph: derive it from the round's seed, so every party draws the same one.
     pub fn new(
         federation: FederationId,
         round: Round,
+        session: [u8; 32],
         mut cohort: Vec<ParticipantId>,
         params: Params,
         graph_seed: u64,
@@ -82,23 +100,33 @@ impl Setup {
                 (n - 1).min(MAX_HOLDERS)
             )));
         }
-        let wanted = params.degree.unwrap_or_else(|| default_degree(n)).max(t);
-        let degree = if wanted + wanted % 2 >= n - 1 { n - 1 } else { wanted + wanted % 2 };
+        let degree = params.degree_for(n);
         if degree > MAX_HOLDERS {
             return Err(Error::setup(format!("{degree} neighbours a member; at most {MAX_HOLDERS}")));
         }
-        let graph = Graph::draw(&federation, round, &cohort, degree, graph_seed);
-        Ok(Self { federation, round, cohort, threshold: t, words, bits: params.bits, graph })
+        let binding = Binding { federation, round, session };
+        let graph = Graph::draw(&binding, &cohort, degree, graph_seed);
+        Ok(Self { binding, cohort, threshold: t, words, bits: params.bits, graph })
     }
 
     /// The federation.
     pub fn federation(&self) -> &FederationId {
-        &self.federation
+        &self.binding.federation
     }
 
     /// The round.
     pub fn round(&self) -> Round {
-        self.round
+        self.binding.round
+    }
+
+    /// The digest of the announcement that opened this session of the round.
+    pub fn session(&self) -> &[u8; 32] {
+        &self.binding.session
+    }
+
+    /// What everything of this session is bound to.
+    pub(crate) fn binding(&self) -> &Binding {
+        &self.binding
     }
 
     /// The cohort, sorted; a [`Member`] is an index into it.
@@ -172,14 +200,14 @@ struct Graph {
 }
 
 impl Graph {
-    fn draw(federation: &FederationId, round: Round, cohort: &[ParticipantId], degree: usize, seed: u64) -> Self {
+    fn draw(binding: &Binding, cohort: &[ParticipantId], degree: usize, seed: u64) -> Self {
         let n = cohort.len();
         let all = 0..n as u32;
         if degree >= n - 1 {
             let neighbours = all.clone().map(|m| all.clone().filter(|&v| v != m).map(|v| v as Member).collect());
             return Self { degree: n - 1, neighbours: neighbours.collect() };
         }
-        let mut rng = ChaCha20Rng::from_seed(graph_seed(federation, round, cohort, seed));
+        let mut rng = ChaCha20Rng::from_seed(graph_seed(binding, cohort, seed));
         let mut order: Vec<Member> = all.map(|m| m as Member).collect();
         // Fisher–Yates, with an unbiased draw below each bound.
         for i in (1..n).rev() {
@@ -198,10 +226,10 @@ impl Graph {
 }
 
 /// SHA-256 of everything the graph depends on, as the stream cipher's key.
-fn graph_seed(federation: &FederationId, round: Round, cohort: &[ParticipantId], seed: u64) -> [u8; 32] {
+fn graph_seed(binding: &Binding, cohort: &[ParticipantId], seed: u64) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(b"fedistil/secagg/graph/v1\0");
-    super::crypto::bind(&mut ctx, federation, round);
+    super::crypto::bind(&mut ctx, binding);
     ctx.update(&seed.to_le_bytes());
     ctx.update(&(cohort.len() as u64).to_le_bytes());
     for id in cohort {
@@ -283,7 +311,7 @@ mod tests {
 
     fn setup(n: usize, threshold: usize, degree: Option<usize>, seed: u64) -> Result<Setup> {
         let params = Params { threshold, degree, bits: 32 };
-        Setup::new(FederationId::new("fed").unwrap(), 3, cohort(n), params, seed, 10)
+        Setup::new(FederationId::new("fed").unwrap(), 3, [0; 32], cohort(n), params, seed, 10)
     }
 
     #[test]
@@ -310,9 +338,9 @@ mod tests {
         twice[3] = twice[0];
         let params = Params { threshold: 2, degree: None, bits: 32 };
         let fed = FederationId::new("fed").unwrap();
-        assert!(matches!(Setup::new(fed.clone(), 1, twice, params, 0, 1), Err(Error::Setup(_))));
+        assert!(matches!(Setup::new(fed.clone(), 1, [0; 32], twice, params, 0, 1), Err(Error::Setup(_))));
         let params = Params { threshold: 2, degree: None, bits: 12 };
-        assert!(matches!(Setup::new(fed, 1, cohort(4), params, 0, 1), Err(Error::Setup(_))));
+        assert!(matches!(Setup::new(fed, 1, [0; 32], cohort(4), params, 0, 1), Err(Error::Setup(_))));
     }
 
     proptest! {
@@ -337,7 +365,7 @@ mod tests {
             let mut shuffled = cohort(n);
             shuffled.reverse();
             let params = Params { threshold: t, degree: k, bits: 32 };
-            let again = Setup::new(FederationId::new("fed").unwrap(), 3, shuffled, params, seed, 10).unwrap();
+            let again = Setup::new(FederationId::new("fed").unwrap(), 3, [0; 32], shuffled, params, seed, 10).unwrap();
             for m in 0..n as Member {
                 prop_assert_eq!(again.neighbours(m), s.neighbours(m));
             }

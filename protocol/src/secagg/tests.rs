@@ -31,7 +31,8 @@ fn identities(n: usize) -> Vec<Identity> {
 
 fn setup_for(ids: &[Identity], round: u64, threshold: usize, degree: Option<usize>, bits: u32, words: usize) -> Setup {
     let cohort = ids.iter().map(Identity::id).collect();
-    Setup::new(federation(), round, cohort, Params { threshold, degree, bits }, 42 + round, words).unwrap()
+    Setup::new(federation(), round, [round as u8; 32], cohort, Params { threshold, degree, bits }, 42 + round, words)
+        .unwrap()
 }
 
 /// When a member stops answering.
@@ -301,7 +302,12 @@ fn below_the_threshold_the_server_gets_nothing_and_says_why() {
 fn masked_round(n: usize, threshold: usize) -> (Vec<Identity>, Setup, Vec<Client>, Server) {
     let ids = identities(n);
     let setup = setup_for(&ids, 3, threshold, None, 32, 8);
-    let inputs = vectors(n, 8, 32, 5);
+    masked(ids, setup)
+}
+
+/// `setup`'s round, for the members `ids`, brought to the unmask step.
+fn masked(ids: Vec<Identity>, setup: Setup) -> (Vec<Identity>, Setup, Vec<Client>, Server) {
+    let inputs = vectors(ids.len(), setup.words(), setup.bits(), 5);
     let mut server = Server::new(setup.clone());
     let mut clients = Vec::new();
     for id in &ids {
@@ -346,10 +352,15 @@ fn an_honest_member_never_reveals_both_shares_of_one_member() {
     // Member 0 has not signed a list; two lists, each signed by three others.
     let first = clients[0].unmask(&request(&setup, &ids, &everyone, &[2, 3, 4])).unwrap();
     assert!(first.self_shares.iter().any(|&(m, _)| m == 1) && first.key_shares.is_empty());
-    assert_eq!(
-        clients[0].unmask(&request(&setup, &ids, &without_1, &[2, 3, 4])),
-        Err(Error::BothKinds { member: *setup.id(1), asked: SecretKind::PairKeys, revealed: SecretKind::SelfMask })
-    );
+    // The list it answered binds it as a signature would: another list is refused, whatever it
+    // asks, and so is signing one.
+    assert_eq!(clients[0].unmask(&request(&setup, &ids, &without_1, &[2, 3, 4])), Err(Error::ListChanged));
+    let other = SurvivorList {
+        federation: setup.federation().clone(),
+        round: setup.round(),
+        survivors: MemberSet::new(6, without_1.iter().copied()),
+    };
+    assert_eq!(clients[0].sign_survivors(&other, &ids[0]), Err(Error::ListChanged));
     // The same list again is answered the same.
     assert_eq!(clients[0].unmask(&request(&setup, &ids, &everyone, &[3, 4, 5])).unwrap(), first);
     // A member that signed one list signs no other, nor answers another.
@@ -452,7 +463,7 @@ fn a_key_advertisement_signed_for_another_round_or_federation_is_refused() {
     let other_round = setup_for(&ids, 6, 2, None, 32, 4);
     let cohort = ids.iter().map(Identity::id).collect();
     let params = Params { threshold: 2, degree: None, bits: 32 };
-    let other_fed = Setup::new(FederationId::new("elsewhere").unwrap(), 5, cohort, params, 47, 4).unwrap();
+    let other_fed = Setup::new(FederationId::new("elsewhere").unwrap(), 5, [5; 32], cohort, params, 47, 4).unwrap();
     let (mut client, _) = Client::start(here.clone(), &ids[0]).unwrap();
     let mut server = Server::new(here.clone());
     for wrong in [&other_round, &other_fed] {
@@ -474,6 +485,41 @@ fn a_key_advertisement_signed_for_another_round_or_federation_is_refused() {
     assert!(matches!(server.receive_keys(&ids[2].id(), ad.clone()), Err(Error::Malformed(_))));
     ad.keys.pop();
     assert!(matches!(server.receive_keys(&ids[1].id(), ad), Err(Error::Malformed(_))));
+}
+
+/// The aggregator restarted and announced round 3 again: a new session of the same round, with
+/// fresh keys. Nothing signed in the old session (survivor lists, masking sets, pair keys) counts
+/// in the new one, so a server cannot mix the two sessions' signatures to ask an honest member
+/// for shares it would not give in either.
+#[test]
+fn signatures_from_another_session_of_the_same_round_are_refused() {
+    let (ids, old, _, _) = masked_round(6, 3);
+    let cohort = ids.iter().map(Identity::id).collect();
+    let params = Params { threshold: 3, degree: None, bits: 32 };
+    let new = Setup::new(federation(), old.round(), [99; 32], cohort, params, 42 + old.round(), 8).unwrap();
+    assert_eq!((new.federation(), new.round()), (old.federation(), old.round()));
+    let everyone: Vec<Member> = (0..6).collect();
+    // Keys signed for the old session: the binding (federation and round) matches, the
+    // signature does not.
+    let (_, ad) = Client::start(old.clone(), &ids[1]).unwrap();
+    let mut server = Server::new(new.clone());
+    let signer = ids[1].id();
+    assert_eq!(server.receive_keys(&signer, ad.clone()), Err(Error::BadSignature { signer }));
+    let (mut client, _) = Client::start(new.clone(), &ids[0]).unwrap();
+    let mut to_0 = ad;
+    to_0.keys.retain(|k| k.to == 0);
+    assert_eq!(client.share(&to_0), Err(Error::BadSignature { signer }));
+    // The new session brought to the unmask step; a request whose survivor signatures, or whose
+    // masking sets, were signed in the old session is refused, and the same request signed in the
+    // new session is answered.
+    let (ids, new, mut clients, _) = masked(ids, new);
+    let mut stale_list = request(&new, &ids, &everyone, &[1, 2, 3]);
+    stale_list.signatures = request(&old, &ids, &everyone, &[1, 2, 3]).signatures;
+    assert_eq!(clients[0].unmask(&stale_list), Err(Error::BadSignature { signer: *new.id(1) }));
+    let mut stale_masking = request(&new, &ids, &everyone, &[1, 2, 3]);
+    stale_masking.masking = request(&old, &ids, &everyone, &[1, 2, 3]).masking;
+    assert!(matches!(clients[0].unmask(&stale_masking), Err(Error::BadSignature { .. })));
+    assert!(clients[0].unmask(&request(&new, &ids, &everyone, &[1, 2, 3])).is_ok());
 }
 
 /// Pearson's chi-square statistic of byte counts against the uniform distribution.

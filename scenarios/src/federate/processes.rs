@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aggregator::RoundMetrics;
-use anyhow::Context;
 use net::multiaddr::{Multiaddr, Protocol};
 
-use super::bar;
+use super::{bar, follow, read_metrics};
 use crate::setup::{Prepared, write_configs, write_toml};
 
 /// Path of a workspace binary built next to the running one (or the test binary).
@@ -93,7 +92,7 @@ pub(super) async fn federate(p: &mut Prepared, progress: bool) -> anyhow::Result
         };
         nodes.push(child);
     }
-    let status = follow(&mut agg, &p.dir.metrics(), bar(p.scenario.rounds, progress)).await?;
+    let status = follow(agg.wait(), &p.dir.metrics(), bar(p.scenario.rounds, progress)).await?;
     // A finished aggregator tells the nodes, which then stop on their own; stop any that did
     // not hear it (a node that left, or one still reconnecting).
     for mut n in nodes {
@@ -105,8 +104,7 @@ pub(super) async fn federate(p: &mut Prepared, progress: bool) -> anyhow::Result
     if !status.success() {
         anyhow::bail!("fd-aggregator exited with {status}; see {}", agg_log.display());
     }
-    let text = std::fs::read_to_string(p.dir.metrics()).context("reading the aggregator's metrics")?;
-    text.lines().map(|l| serde_json::from_str(l).context("metrics line")).collect()
+    read_metrics(&p.dir)
 }
 
 /// `run --config CONFIG`, as `fd-aggregator` and `fd-node` take it.
@@ -123,24 +121,4 @@ fn spawn(bin: &Path, args: Vec<OsString>, log: &Path) -> anyhow::Result<tokio::p
         .stderr(f)
         .kill_on_drop(true)
         .spawn()?)
-}
-
-/// Waits for the aggregator process to exit, showing on `pb` the rounds its `metrics` file holds.
-async fn follow(
-    agg: &mut tokio::process::Child,
-    metrics: &Path,
-    pb: indicatif::ProgressBar,
-) -> anyhow::Result<std::process::ExitStatus> {
-    let status = loop {
-        tokio::select! {
-            s = agg.wait() => break s?,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if let Ok(text) = std::fs::read_to_string(metrics) {
-                    pb.set_position(text.lines().count() as u64);
-                }
-            }
-        }
-    };
-    pb.finish_and_clear();
-    Ok(status)
 }

@@ -15,6 +15,7 @@ use net::multiaddr::Multiaddr;
 use scenarios::Scenario;
 use scenarios::layout::RunDir;
 use scenarios::presets::preset;
+use scenarios::run::Results;
 use scenarios::run::{read_addr_file, sibling_binary};
 use scenarios::setup::Prepared;
 use scenarios::spec::data_dir;
@@ -208,6 +209,27 @@ pub fn launch_aggregator_tcp(p: &mut Prepared) -> (Child, Multiaddr) {
         scenarios::setup::write_toml(&node_toml(&p.dir, i), n).unwrap();
     }
     (agg, addrs[0].clone())
+}
+
+/// What a run measured, for comparing two runs of the same seed: its results without the
+/// timings (round, federation and baseline seconds, inference latencies), the peak RSS and the
+/// scenario's name.
+pub fn figures(r: &Results) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap();
+    for x in v["rounds"].as_array_mut().unwrap() {
+        x["seconds"] = 0.into();
+    }
+    for k in ["federation_seconds", "peak_rss_mib", "scenario"] {
+        v[k] = 0.into();
+    }
+    for m in ["global_model", "node_model"] {
+        v[m]["latency_us_batch1"] = 0.into();
+        v[m]["latency_us_batch256"] = 0.into();
+    }
+    for b in ["centralized", "fedavg", "public_labels"] {
+        v[b]["seconds"] = 0.into();
+    }
+    v
 }
 
 /// The peak resident set size of a running process so far (`VmHWM`, KiB), if it can be read.
