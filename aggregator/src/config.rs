@@ -161,7 +161,8 @@ pub struct RoundConfig {
     pub samples: u32,
     /// Softmax temperature of the soft labels.
     pub temperature: f32,
-    /// Payload encoding: `f32`, `f16`, `q8`, `q4`, `top2` or `top1`.
+    /// Payload encoding: `f32`, `f16`, `q8`, `q4`, `top2`, `top1`, `top2q8` or `top1q8` (under
+    /// secure aggregation, the consensus's alone: a submission is a masked vector).
     #[serde(default = "default_encoding")]
     pub encoding: Encoding,
     /// Leave out the consensus's per-sample weights and counts when every sample weighs 1 and

@@ -1,4 +1,4 @@
-//! Soft-label payloads: a samples × classes matrix of probabilities in one of six encodings.
+//! Soft-label payloads: a samples × classes matrix of probabilities in one of eight encodings.
 //!
 //! | encoding | bits per row              | error bound per probability                          |
 //! |----------|---------------------------|------------------------------------------------------|
@@ -8,8 +8,10 @@
 //! | `Q4`     | 4 · classes               | < 1/15 absolute                                      |
 //! | `Top2`   | 2 · (⌈log₂ classes⌉ + 4)  | < 1/15 on the two largest; others < p₍₂₎ + 1/15       |
 //! | `Top1`   | ⌈log₂ classes⌉ + 4        | < 1/15 on the largest; others < p₍₁₎ + 1/15           |
+//! | `Top2Q8` | 2 · (⌈log₂ classes⌉ + 8)  | < 1/255 on the two largest; others < p₍₂₎ + 1/255     |
+//! | `Top1Q8` | ⌈log₂ classes⌉ + 8        | < 1/255 on the largest; others < p₍₁₎ + 1/255         |
 //!
-//! `Q4`, `Top2` and `Top1` are bit-packed without padding between rows ([`packed`]); the others
+//! `Q4` and the top-k encodings are bit-packed without padding between rows ([`packed`]); the others
 //! take whole bytes a row.
 //!
 //! `Q8` stores, for each row, a denominator `T` (u16, little endian) and one byte `q_i` per
@@ -36,7 +38,7 @@ pub const ROW_SUM_TOLERANCE: f32 = 1e-3;
 const Q8_MAX_DENOMINATOR: f64 = 65_000.0;
 
 /// How a soft-label matrix is laid out on the wire. In config files: `f32`, `f16`, `q8`, `q4`,
-/// `top2` or `top1` (bincode, on the wire, encodes the variant's index, not its name: new
+/// `top2`, `top1`, `top2q8` or `top1q8` (bincode, on the wire, encodes the variant's index, not its name: new
 /// variants go last).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,6 +56,10 @@ pub enum Encoding {
     Top2,
     /// The largest probability (class id and 4-bit code); the rest spread evenly.
     Top1,
+    /// The two largest probabilities (class id and 8-bit code each); the rest spread evenly.
+    Top2Q8,
+    /// The largest probability (class id and 8-bit code); the rest spread evenly.
+    Top1Q8,
 }
 
 impl std::fmt::Display for Encoding {
@@ -65,14 +71,24 @@ impl std::fmt::Display for Encoding {
             Encoding::Q4 => "q4",
             Encoding::Top2 => "top2",
             Encoding::Top1 => "top1",
+            Encoding::Top2Q8 => "top2q8",
+            Encoding::Top1Q8 => "top1q8",
         })
     }
 }
 
 impl Encoding {
     /// All encodings, for tests and benchmarks.
-    pub const ALL: [Encoding; 6] =
-        [Encoding::F32, Encoding::F16, Encoding::Q8, Encoding::Q4, Encoding::Top2, Encoding::Top1];
+    pub const ALL: [Encoding; 8] = [
+        Encoding::F32,
+        Encoding::F16,
+        Encoding::Q8,
+        Encoding::Q4,
+        Encoding::Top2,
+        Encoding::Top1,
+        Encoding::Top2Q8,
+        Encoding::Top1Q8,
+    ];
 
     /// The encoding's byte in an announcement's digest (its wire index).
     pub fn index(self) -> u8 {
@@ -86,9 +102,18 @@ impl Encoding {
             Encoding::F16 => 16 * classes,
             Encoding::Q8 => 8 * (2 + classes),
             Encoding::Q4 => packed::CODE_BITS as usize * classes,
-            Encoding::Top2 | Encoding::Top1 => {
-                self.top_k().min(classes) * (packed::id_bits(classes) + packed::CODE_BITS) as usize
+            Encoding::Top2 | Encoding::Top1 | Encoding::Top2Q8 | Encoding::Top1Q8 => {
+                self.top_k().min(classes) * (packed::id_bits(classes) + self.code_bits()) as usize
             }
+        }
+    }
+
+    /// Bits of a kept probability's code in a top-k row (4 or 8; 0 for the other encodings).
+    fn code_bits(self) -> u32 {
+        match self {
+            Encoding::Top2 | Encoding::Top1 => packed::CODE_BITS,
+            Encoding::Top2Q8 | Encoding::Top1Q8 => packed::FINE_CODE_BITS,
+            _ => 0,
         }
     }
 
@@ -100,8 +125,8 @@ impl Encoding {
     /// How many probabilities a top-k row keeps (0 for the other encodings).
     fn top_k(self) -> usize {
         match self {
-            Encoding::Top2 => 2,
-            Encoding::Top1 => 1,
+            Encoding::Top2 | Encoding::Top2Q8 => 2,
+            Encoding::Top1 | Encoding::Top1Q8 => 1,
             _ => 0,
         }
     }
@@ -115,9 +140,11 @@ impl Encoding {
             "q4" => Ok(Encoding::Q4),
             "top2" => Ok(Encoding::Top2),
             "top1" => Ok(Encoding::Top1),
+            "top2q8" => Ok(Encoding::Top2Q8),
+            "top1q8" => Ok(Encoding::Top1Q8),
             other => Err(Error::field(
                 "encoding",
-                format!("unknown encoding `{other}` (expected f32, f16, q8, q4, top2 or top1)"),
+                format!("unknown encoding `{other}` (expected f32, f16, q8, q4, top2, top1, top2q8 or top1q8)"),
             )),
         }
     }
@@ -265,7 +292,9 @@ impl SoftLabels {
                 }
                 Encoding::Q8 => quantiser.row(&row64, &mut data),
                 Encoding::Q4 => packer.q4(&row64, &mut bits),
-                Encoding::Top2 | Encoding::Top1 => packer.top(encoding.top_k(), &row64, &mut bits),
+                Encoding::Top2 | Encoding::Top1 | Encoding::Top2Q8 | Encoding::Top1Q8 => {
+                    packer.top(encoding.top_k(), encoding.code_bits(), &row64, &mut bits)
+                }
             }
         }
         bits.finish();
@@ -310,9 +339,17 @@ impl SoftLabels {
     /// finite and in [0, 1], each row summing to 1 ± [`ROW_SUM_TOLERANCE`] (for `Q8`, the
     /// integer codes summing exactly to the row's denominator).
     pub fn decode(&self, limits: &Limits) -> Result<Vec<f32>> {
+        self.decode_kept(limits).map(|(probs, _)| probs)
+    }
+
+    /// Like [`SoftLabels::decode`], and for a top-k encoding also which classes each row sent
+    /// (row-major, `samples × classes`, exactly k set a row): the others share the row's rest
+    /// evenly in the decoded rows, a guess a receiver may replace with its own.
+    pub fn decode_kept(&self, limits: &Limits) -> Result<(Vec<f32>, Option<Vec<bool>>)> {
         self.check_shape(limits)?;
         let classes = self.classes as usize;
         let mut out = vec![0f32; self.samples as usize * classes];
+        let mut kept = (self.encoding.top_k() > 0).then(|| vec![false; out.len()]);
         let rows = out.chunks_exact_mut(classes);
         match self.encoding {
             Encoding::F32 => {
@@ -344,12 +381,17 @@ impl SoftLabels {
                     }
                 }
             }
-            Encoding::Q4 | Encoding::Top2 | Encoding::Top1 => {
+            Encoding::Q4 | Encoding::Top2 | Encoding::Top1 | Encoding::Top2Q8 | Encoding::Top1Q8 => {
                 let (mut src, mut taken) = (packed::BitReader::new(&self.data), Vec::new());
                 for (r, dst) in rows.enumerate() {
                     match self.encoding {
                         Encoding::Q4 => packed::q4_row(r, &mut src, dst)?,
-                        e => packed::top_row(r, e.top_k(), &mut src, dst, &mut taken)?,
+                        e => {
+                            packed::top_row(r, e.top_k(), e.code_bits(), &mut src, dst, &mut taken)?;
+                            if let Some(k) = kept.as_mut() {
+                                k[r * classes..(r + 1) * classes].copy_from_slice(&taken);
+                            }
+                        }
                     }
                 }
                 if !src.rest_is_zero() {
@@ -357,7 +399,7 @@ impl SoftLabels {
                 }
             }
         }
-        Ok(out)
+        Ok((out, kept))
     }
 }
 
@@ -503,7 +545,7 @@ mod tests {
             Encoding::Q8 => 1.0 / 255.0,
             Encoding::Q4 => 1.0 / 15.0,
             // Top-k rows are checked by `top_k_rows_keep_the_largest_within_their_bound`.
-            Encoding::Top2 | Encoding::Top1 => 1.0,
+            Encoding::Top2 | Encoding::Top1 | Encoding::Top2Q8 | Encoding::Top1Q8 => 1.0,
         }
     }
 
@@ -547,19 +589,43 @@ mod tests {
     proptest! {
         #[test]
         fn top_k_rows_keep_the_largest_within_their_bound((probs, samples, classes) in matrix()) {
-            for (enc, k) in [(Encoding::Top2, 2usize), (Encoding::Top1, 1)] {
+            for (enc, k, step) in [
+                (Encoding::Top2, 2usize, 1.0 / 15.0),
+                (Encoding::Top1, 1, 1.0 / 15.0),
+                (Encoding::Top2Q8, 2, 1.0 / 255.0),
+                (Encoding::Top1Q8, 1, 1.0 / 255.0),
+            ] {
                 let back = SoftLabels::encode(&probs, samples, classes, enc).unwrap().decode(&Limits::default()).unwrap();
                 for (row, dec) in probs.chunks_exact(classes).zip(back.chunks_exact(classes)) {
                     let mut sorted = row.to_vec();
                     sorted.sort_by(|a, b| b.total_cmp(a));
                     let kth = sorted[k.min(classes) - 1];
                     for (&p, &d) in row.iter().zip(dec) {
-                        prop_assert!((p - d).abs() <= kth + 1.0 / 15.0 + 1e-5, "{:?}: {} vs {}", enc, p, d);
+                        prop_assert!((p - d).abs() <= kth + step + 1e-5, "{:?}: {} vs {}", enc, p, d);
                     }
-                    // The largest probability is kept within 1/15.
+                    // The largest probability is kept within one code step.
                     let arg = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0))).map(|(i, _)| i).unwrap();
-                    prop_assert!((row[arg] - dec[arg]).abs() <= 1.0 / 15.0 + 1e-5, "{:?}: {} vs {}", enc, row[arg], dec[arg]);
+                    prop_assert!((row[arg] - dec[arg]).abs() <= step + 1e-5, "{:?}: {} vs {}", enc, row[arg], dec[arg]);
                     prop_assert!((dec.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+                }
+            }
+        }
+
+        #[test]
+        fn kept_classes_are_the_k_largest_and_only_top_k_names_them((probs, samples, classes) in matrix()) {
+            for enc in Encoding::ALL {
+                let sl = SoftLabels::encode(&probs, samples, classes, enc).unwrap();
+                let (back, kept) = sl.decode_kept(&Limits::default()).unwrap();
+                prop_assert_eq!(&back, &sl.decode(&Limits::default()).unwrap());
+                let Some(kept) = kept else {
+                    prop_assert_eq!(enc.top_k(), 0);
+                    continue;
+                };
+                for (row, k) in probs.chunks_exact(classes).zip(kept.chunks_exact(classes)) {
+                    prop_assert_eq!(k.iter().filter(|&&b| b).count(), enc.top_k().min(classes));
+                    // No class left out is more probable than a kept one.
+                    let least_kept = row.iter().zip(k).filter(|(_, b)| **b).map(|(p, _)| *p).fold(1.0f32, f32::min);
+                    prop_assert!(row.iter().zip(k).filter(|(_, b)| !**b).all(|(p, _)| *p <= least_kept));
                 }
             }
         }
@@ -640,6 +706,8 @@ mod tests {
         assert!(Encoding::Q8.row_bits(10) < Encoding::F16.row_bits(10));
         assert_eq!(Encoding::Top1.payload_bytes(250, 10), 250);
         assert_eq!(Encoding::Top2.payload_bytes(250, 10), 500);
+        assert_eq!(Encoding::Top1Q8.payload_bytes(250, 10), 375);
+        assert_eq!(Encoding::Top2Q8.payload_bytes(250, 10), 750);
         assert_eq!(Encoding::Q4.payload_bytes(3, 3), 5);
         for e in Encoding::ALL {
             assert_eq!(Encoding::parse(&e.to_string()).unwrap(), e);

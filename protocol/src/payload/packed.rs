@@ -1,24 +1,32 @@
-//! Bit-packed soft-label rows: `q4` (four bits a class) and `top1`/`top2` (the k largest
-//! probabilities with their class ids; the rest of the row's mass spread evenly over the other
-//! classes).
+//! Bit-packed soft-label rows: `q4` (four bits a class) and the top-k rows `top1`/`top2` (4-bit
+//! codes) and `top1q8`/`top2q8` (8-bit codes): the k largest probabilities with their class ids,
+//! the rest of the row's mass spread evenly over the other classes.
 //!
 //! Rows follow each other without padding, least significant bit first; the last byte's unused
 //! high bits are zero (a decoder refuses them otherwise, so every matrix has one encoding).
 //!
 //! Both codes quantise with the largest-remainder method to a fixed denominator `D = 2^bits − 1`
-//! (15 for four bits), so the codes of a row sum to exactly `D` and decoded rows sum to 1:
+//! (15 for four bits, 255 for eight), so the codes of a row sum to exactly `D` and decoded rows
+//! sum to 1:
 //! - `q4`: one 4-bit code a class, `p_i = q_i / 15` (error below 1/15).
 //! - top-k: for each of the k largest probabilities its class id (`⌈log₂ classes⌉` bits) and a
-//!   4-bit code; the codes of the other classes' total mass is `D − Σ q_j`, implied, and split
-//!   evenly among them. A top-k probability is off by less than 1/15; any other by less than the
-//!   k-th largest probability plus 1/15.
+//!   code of `bits` bits; the other classes' total mass is `D − Σ q_j`, implied, and split
+//!   evenly among them. A top-k probability is off by less than 1/D; any other by less than the
+//!   k-th largest probability plus 1/D.
 
 use crate::error::{Error, Result};
 
-/// Bits of a top-k or `q4` probability code.
+/// Bits of a `q4`, `top1` or `top2` probability code.
 pub(super) const CODE_BITS: u32 = 4;
-/// The denominator of a code: `2^CODE_BITS − 1`.
-pub(super) const DENOMINATOR: u32 = (1 << CODE_BITS) - 1;
+/// Bits of a `top1q8` or `top2q8` probability code.
+pub(super) const FINE_CODE_BITS: u32 = 8;
+/// The denominator of a `q4` code: `2^CODE_BITS − 1`.
+pub(super) const DENOMINATOR: u32 = denominator(CODE_BITS);
+
+/// The denominator of a code of `bits` bits: `2^bits − 1`.
+const fn denominator(bits: u32) -> u32 {
+    (1 << bits) - 1
+}
 
 /// Bits of a class id among `classes`.
 pub(super) fn id_bits(classes: usize) -> u32 {
@@ -140,8 +148,8 @@ impl Packer {
         self.q.iter().for_each(|&c| w.put(c, CODE_BITS));
     }
 
-    /// One top-`k` row (`row` sums to 1).
-    pub(super) fn top(&mut self, k: usize, row: &[f64], w: &mut BitWriter<'_>) {
+    /// One top-`k` row with codes of `code_bits` bits (`row` sums to 1).
+    pub(super) fn top(&mut self, k: usize, code_bits: u32, row: &[f64], w: &mut BitWriter<'_>) {
         let classes = row.len();
         let k = k.min(classes);
         self.top.clear();
@@ -152,7 +160,7 @@ impl Packer {
         self.values.extend(self.top.iter().map(|&i| row[i]));
         let rest = if k == classes { 0.0 } else { (1.0 - self.values.iter().sum::<f64>()).max(0.0) };
         self.values.push(rest);
-        largest_remainder(&self.values, DENOMINATOR, &mut self.q, &mut self.order);
+        largest_remainder(&self.values, denominator(code_bits), &mut self.q, &mut self.order);
         if k == classes && self.q[k] > 0 {
             // No other class to spread a remainder over: it goes to the largest.
             self.q[0] += self.q[k];
@@ -161,7 +169,7 @@ impl Packer {
         let bits = id_bits(classes);
         for (&i, &c) in self.top.iter().zip(&self.q) {
             w.put(i as u32, bits);
-            w.put(c, CODE_BITS);
+            w.put(c, code_bits);
         }
     }
 }
@@ -180,34 +188,36 @@ pub(super) fn q4_row(r: usize, src: &mut BitReader<'_>, dst: &mut [f32]) -> Resu
     Ok(())
 }
 
-/// Decodes one top-`k` row into `dst` (`taken` is a scratch buffer).
+/// Decodes one top-`k` row with codes of `code_bits` bits into `dst` (`taken` is a scratch
+/// buffer).
 pub(super) fn top_row(
     r: usize,
     k: usize,
+    code_bits: u32,
     src: &mut BitReader<'_>,
     dst: &mut [f32],
     taken: &mut Vec<bool>,
 ) -> Result<()> {
     let classes = dst.len();
     let k = k.min(classes);
-    let bits = id_bits(classes);
+    let (bits, denom) = (id_bits(classes), denominator(code_bits));
     taken.clear();
     taken.resize(classes, false);
     let mut sum = 0u32;
     for _ in 0..k {
-        let (i, c) = (src.get(bits) as usize, src.get(CODE_BITS));
+        let (i, c) = (src.get(bits) as usize, src.get(code_bits));
         if i >= classes || taken[i] {
             return Err(Error::Values(format!("row {r}: class id {i} is repeated or beyond {classes} classes")));
         }
         taken[i] = true;
         sum += c;
-        dst[i] = c as f32 / DENOMINATOR as f32;
+        dst[i] = c as f32 / denom as f32;
     }
-    if sum > DENOMINATOR || (k == classes && sum != DENOMINATOR) {
-        return Err(Error::Values(format!("row {r}: codes sum to {sum}, more than {DENOMINATOR}")));
+    if sum > denom || (k == classes && sum != denom) {
+        return Err(Error::Values(format!("row {r}: codes sum to {sum}, not at most {denom}")));
     }
     if k < classes {
-        let each = (DENOMINATOR - sum) as f32 / (DENOMINATOR as f32 * (classes - k) as f32);
+        let each = (denom - sum) as f32 / (denom as f32 * (classes - k) as f32);
         dst.iter_mut().zip(taken.iter()).filter(|(_, t)| !**t).for_each(|(d, _)| *d = each);
     }
     Ok(())
