@@ -58,6 +58,8 @@ fn config(dir: &Path, nodes: &[Identity], rounds: u64) -> AggregatorConfig {
             temperature: 3.0,
             encoding: Encoding::Q8,
             compact_consensus: false,
+            consensus_encoding: None,
+            consensus_samples: None,
             quorum: Some(nodes.len()),
             deadline_secs: 60.0,
             sample_count_clip: 2.0,

@@ -111,6 +111,8 @@ async fn a_claimed_sample_count_is_clipped_and_a_declared_one_is_taken() {
             temperature: 2.0,
             encoding: Encoding::F32,
             compact_consensus: false,
+            consensus_encoding: None,
+            consensus_samples: None,
             quorum: None,
             deadline_secs: 60.0,
             sample_count_clip: 2.0,

@@ -191,6 +191,8 @@ fn round(samples: u32, temperature: f32, encoding: Encoding, deadline_secs: f64)
         temperature,
         encoding,
         compact_consensus: false,
+        consensus_encoding: None,
+        consensus_samples: None,
         quorum: None,
         deadline_secs,
         sample_count_clip: DEFAULT_SAMPLE_COUNT_CLIP,

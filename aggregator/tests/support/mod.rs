@@ -48,6 +48,8 @@ pub fn setup(d: &Path, node_key: &Path) -> AggregatorConfig {
             temperature: 2.0,
             encoding: Encoding::F32,
             compact_consensus: false,
+            consensus_encoding: None,
+            consensus_samples: None,
             quorum: Some(3),
             deadline_secs: 60.0,
             sample_count_clip: 2.0,
