@@ -126,11 +126,6 @@ pub struct DigestConfig {
     /// proportion to the node's own model's probabilities on those classes, so that the node
     /// learns the kept probabilities and keeps its own shape of the rest.
     pub rest: Rest,
-    /// Whether the node keeps learning the rows of earlier consensuses that the last one lacks
-    /// (each reference sample's latest soft label), so that with few samples a round it learns
-    /// from every sample taught so far. Held in memory: a restarted node starts again from the
-    /// next consensus it is sent.
-    pub memory: bool,
 }
 
 /// See [`DigestConfig::rest`].
@@ -166,7 +161,6 @@ impl Default for DigestConfig {
             learning_rate: 1e-3,
             batch_size: 64,
             rest: Rest::Uniform,
-            memory: false,
         }
     }
 }

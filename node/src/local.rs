@@ -80,30 +80,6 @@ impl Teacher {
         })
     }
 
-    /// `newer`, with the rows of `self` it lacks (their soft labels, weights and kept classes):
-    /// each reference row's latest teaching. A newer teacher of another temperature, or whose
-    /// rows say which classes were kept where these do not (or the reverse), replaces this one.
-    pub fn merged(&self, newer: Self) -> Self {
-        if self.temperature != newer.temperature || self.kept.is_some() != newer.kept.is_some() {
-            return newer;
-        }
-        let classes = if newer.rows.is_empty() { 0 } else { newer.probs.len() / newer.rows.len() };
-        if classes == 0 || self.probs.len() != self.rows.len() * classes {
-            return newer;
-        }
-        let taught: std::collections::HashSet<u32> = newer.rows.iter().copied().collect();
-        let mut out = newer;
-        for (i, &r) in self.rows.iter().enumerate().filter(|(_, r)| !taught.contains(r)) {
-            out.rows.push(r);
-            out.probs.extend_from_slice(&self.probs[i * classes..(i + 1) * classes]);
-            out.weights.push(self.weights[i]);
-            if let (Some(k), Some(old)) = (out.kept.as_mut(), self.kept.as_ref()) {
-                k.extend_from_slice(&old[i * classes..(i + 1) * classes]);
-            }
-        }
-        out
-    }
-
     /// The teacher to learn from under `rest`: itself, or for a top-k consensus with
     /// [`Rest::Own`], its rows with the classes left out sharing the row's rest as `model`
     /// predicts them at the teacher's temperature (see [`fill_rest`]).
@@ -584,30 +560,5 @@ mod tests {
         assert_eq!(done.kept, None);
         let plain = Teacher { kept: None, ..teacher.clone() };
         assert_eq!(plain.completed(&model, &reference, Rest::Own).unwrap().probs, probs);
-    }
-
-    #[test]
-    fn a_merged_teacher_holds_each_rows_latest_teaching() {
-        let teacher = |rows: Vec<u32>, p: f32| Teacher {
-            weights: vec![p; rows.len()],
-            probs: rows.iter().flat_map(|_| [p, 1.0 - p]).collect(),
-            rows,
-            temperature: 2.0,
-            kept: None,
-        };
-        let merged = teacher(vec![1, 2, 3], 0.2).merged(teacher(vec![3, 4], 0.9));
-        assert_eq!(merged.rows, vec![3, 4, 1, 2]);
-        assert_eq!(merged.probs, vec![0.9, 1.0 - 0.9, 0.9, 1.0 - 0.9, 0.2, 0.8, 0.2, 0.8]);
-        assert_eq!(merged.weights, vec![0.9, 0.9, 0.2, 0.2]);
-        // Another temperature: the newer teacher alone.
-        let hotter = Teacher { temperature: 3.0, ..teacher(vec![4], 0.9) };
-        assert_eq!(teacher(vec![1], 0.2).merged(hotter.clone()), hotter);
-        // Kept classes follow their rows.
-        let top = |rows: Vec<u32>, p: f32| Teacher {
-            kept: Some(rows.iter().flat_map(|_| [true, false]).collect()),
-            ..teacher(rows, p)
-        };
-        let merged = top(vec![1, 2], 0.2).merged(top(vec![2], 0.9));
-        assert_eq!(merged.kept.map(|k| k.len()), Some(4));
     }
 }

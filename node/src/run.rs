@@ -163,7 +163,6 @@ pub async fn run_with(
         policy: cfg.policy.clone(),
         reference: loaded.reference.map(|rs| (cfg.policy.reference_sha256, Arc::new(rs))),
         teacher: None,
-        remember: cfg.digest.memory,
         learnt: None,
         pending: None,
         summary: NodeSummary::default(),

@@ -97,8 +97,6 @@ pub(crate) struct Session {
     pub(crate) reference: Option<(ReferenceSetId, Arc<ReferenceSet>)>,
     /// The last consensus, with its round.
     pub(crate) teacher: Option<(Arc<Teacher>, u64)>,
-    /// `digest.memory`: the teacher keeps the rows of earlier consensuses the last one lacks.
-    pub(crate) remember: bool,
     /// The round of the consensus the last completed round's training learnt from: the final
     /// training at the federation's end does not learn (nor pay for) the same one again.
     pub(crate) learnt: Option<u64>,
@@ -515,10 +513,6 @@ impl Session {
         self.policy.check_reference(&c.reference_set)?;
         let (id, rs) = self.reference()?;
         let teacher = Teacher::from_consensus(c, id, rs, self.trainer.classes())?;
-        let teacher = match &self.teacher {
-            Some((last, _)) if self.remember => last.merged(teacher),
-            _ => teacher,
-        };
         tracing::info!(
             round = c.round,
             samples = teacher.rows.len(),
