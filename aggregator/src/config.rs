@@ -167,9 +167,22 @@ pub struct RoundConfig {
     pub samples: u32,
     /// Softmax temperature of the soft labels.
     pub temperature: f32,
-    /// Payload encoding: `f32`, `f16` or `q8`.
+    /// Payload encoding: `f32`, `f16`, `q8`, `q4`, `top2`, `top1`, `top2q8` or `top1q8` (under
+    /// secure aggregation, the consensus's alone: a submission is a masked vector).
     #[serde(default = "default_encoding")]
     pub encoding: Encoding,
+    /// Leave out the consensus's per-sample weights and counts when every sample weighs 1 and
+    /// has every participant ([`protocol::Consensus::compact`]; lossless).
+    #[serde(default)]
+    pub compact_consensus: bool,
+    /// Encoding of the consensus the aggregator sends (default: `encoding`, both ways).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consensus_encoding: Option<Encoding>,
+    /// Samples the consensus carries: the first N of the round's draw (the seeded draw of N is
+    /// a subset of the round's), so that the nodes learn fuller rows on fewer samples while the
+    /// student learns from every submitted one (default: every sample of the round).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consensus_samples: Option<u32>,
     /// Submissions needed to close a round after its deadline (default: [`default_quorum`], every
     /// roster member but one); at least 3, so that no node's labels can be read back from the
     /// consensus.
@@ -420,6 +433,14 @@ impl RoundConfig {
         if self.samples == 0 {
             return Err(Error::config("round.samples", "must be positive"));
         }
+        if let Some(n) = self.consensus_samples
+            && !(1..=self.samples).contains(&n)
+        {
+            return Err(Error::config(
+                "round.consensus_samples",
+                format!("{n} must be between 1 and round.samples ({})", self.samples),
+            ));
+        }
         if !(self.sample_count_clip.is_finite() && self.sample_count_clip >= 1.0) {
             return Err(Error::config(
                 "round.sample_count_clip",
@@ -588,6 +609,9 @@ mod tests {
                 samples: 10,
                 temperature: 2.0,
                 encoding: Encoding::Q8,
+                compact_consensus: false,
+                consensus_encoding: None,
+                consensus_samples: None,
                 quorum,
                 deadline_secs: 5.0,
                 sample_count_clip: 2.0,

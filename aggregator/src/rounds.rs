@@ -210,25 +210,31 @@ impl Aggregator {
         let Closed { round: Round { state, members, started, traffic: (sent0, recv0) }, combined, rows } = closed;
         let (round, ann, participants) = (state.round(), &state.announcement, state.participants());
         let Learnt { agreement, validation, labels: student } = learnt;
-        let (teaching, classes, encoding) = (self.cfg.student.teaching, self.cfg.classes, self.cfg.round.encoding);
-        let (consensus_probs, samples) = (combined.clone(), rows.len());
+        let (teaching, classes) = (self.cfg.student.teaching, self.cfg.classes);
+        let encoding = self.cfg.round.consensus_encoding.unwrap_or(self.cfg.round.encoding);
+        let (selection, kept) =
+            consensus_rows(round, &ann.selection, ann.reference_samples, &rows, self.cfg.round.consensus_samples)?;
+        let (consensus_probs, kept_rows) = (combined.clone(), kept.clone());
         // Mixing and encoding the labels is CPU work proportional to the payload: off the runtime.
         let labels = tokio::task::spawn_blocking(move || {
             let taught = teaching.labels(&consensus_probs.probs, &student);
-            SoftLabels::encode(&taught, samples, classes, encoding)
+            let taught: Vec<f32> =
+                kept_rows.iter().flat_map(|&i| taught[i * classes..(i + 1) * classes].iter().copied()).collect();
+            SoftLabels::encode(&taught, kept_rows.len(), classes, encoding)
         })
         .await??;
-        let consensus = Arc::new(Consensus {
+        let consensus = Consensus {
             federation: self.federation().clone(),
             round,
             reference_set: self.reference_id,
-            selection: ann.selection.clone(),
+            selection,
             temperature: ann.temperature,
             labels,
-            weights: Consensus::quantise_weights(&combined.weights),
+            weights: Consensus::quantise_weights(&kept.iter().map(|&i| combined.weights[i]).collect::<Vec<_>>()),
             participants: participants.len() as u32,
-            counts: combined.counts.iter().map(|&n| n.min(u16::MAX as u32) as u16).collect(),
-        });
+            counts: kept.iter().map(|&i| combined.counts[i].min(u16::MAX as u32) as u16).collect(),
+        };
+        let consensus = Arc::new(if self.cfg.round.compact_consensus { consensus.compact() } else { consensus });
         self.board.phase(Phase::Publishing);
         // Wait for the nodes' receipts so that every member holds this consensus before the
         // next round is announced: its digest step is then the same whatever the timing.
@@ -347,5 +353,64 @@ impl Aggregator {
             encoding: self.cfg.round.encoding,
             secure: None,
         }
+    }
+}
+/// The selection a consensus covers and, for each of its rows, its position in `rows` (the
+/// round's resolved selection): the whole round, or with `samples` set, the first `samples`
+/// draws of its selection (a seeded draw of fewer rows is a subset of the round's; explicit
+/// indices keep their first ones).
+fn consensus_rows(
+    round: u64,
+    selection: &SampleSelection,
+    population: u32,
+    rows: &[u32],
+    samples: Option<u32>,
+) -> Result<(SampleSelection, Vec<usize>), Error> {
+    let sub = match (selection, samples) {
+        (_, None) => return Ok((selection.clone(), (0..rows.len()).collect())),
+        (SampleSelection::Seeded { seed, count }, Some(n)) => {
+            SampleSelection::Seeded { seed: *seed, count: n.min(*count) }
+        }
+        (SampleSelection::Indices(v), Some(n)) => SampleSelection::Indices(v[..v.len().min(n as usize)].to_vec()),
+    };
+    let at: std::collections::HashMap<u32, usize> = rows.iter().enumerate().map(|(i, &r)| (r, i)).collect();
+    let kept = sub
+        .resolve(population)?
+        .iter()
+        .map(|r| at.get(r).copied().ok_or_else(|| Error::Round { round, detail: format!("row {r} was not drawn") }))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((sub, kept))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_seeded_consensus_of_fewer_samples_covers_rows_of_the_round(seed: u64, count in 1u32..300, n in 1u32..300) {
+            let population = 400;
+            let selection = SampleSelection::Seeded { seed, count };
+            let rows = selection.resolve(population).unwrap();
+            let (sub, kept) = consensus_rows(1, &selection, population, &rows, Some(n)).unwrap();
+            let sub_rows = sub.resolve(population).unwrap();
+            prop_assert_eq!(sub_rows.len(), n.min(count) as usize);
+            prop_assert_eq!(kept.iter().map(|&i| rows[i]).collect::<Vec<_>>(), sub_rows);
+            let (whole, all) = consensus_rows(1, &selection, population, &rows, None).unwrap();
+            prop_assert_eq!(whole, selection);
+            prop_assert_eq!(all, (0..rows.len()).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn explicit_indices_keep_their_first_ones() {
+        let selection = SampleSelection::Indices(vec![7, 2, 9, 4]);
+        let rows = selection.resolve(10).unwrap();
+        let (sub, kept) = consensus_rows(1, &selection, 10, &rows, Some(2)).unwrap();
+        assert_eq!(sub, SampleSelection::Indices(vec![7, 2]));
+        assert_eq!(kept, vec![0, 1]);
+        // Rows the round did not draw are refused rather than taught.
+        assert!(consensus_rows(1, &selection, 10, &[7, 9], Some(2)).is_err());
     }
 }

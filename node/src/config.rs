@@ -125,6 +125,22 @@ pub struct DigestConfig {
     pub learning_rate: f64,
     /// Batch size (`sequential` mode).
     pub batch_size: usize,
+    /// What a top-k consensus (`top1`, `top2`, `top1q8`, `top2q8`) teaches on the classes it left
+    /// out: `uniform`, the rest of the row spread evenly, as decoded; `own`, the rest shared in
+    /// proportion to the node's own model's probabilities on those classes, so that the node
+    /// learns the kept probabilities and keeps its own shape of the rest.
+    pub rest: Rest,
+}
+
+/// See [`DigestConfig::rest`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rest {
+    /// The classes left out share the row's rest evenly.
+    #[default]
+    Uniform,
+    /// The classes left out share the row's rest as the node's own model predicts them.
+    Own,
 }
 
 /// See [`DigestConfig::mode`].
@@ -148,6 +164,7 @@ impl Default for DigestConfig {
             epochs: 2,
             learning_rate: 1e-3,
             batch_size: 64,
+            rest: Rest::Uniform,
         }
     }
 }

@@ -11,7 +11,7 @@ use learning::train::{self, DistillConfig, DistillSet, TrainConfig, TrainReport}
 use protocol::seed::{Stream, derive};
 use protocol::{Consensus, Limits, Mask, ReferenceSet, ReferenceSetId, RefusalReason, RoundAnnouncement, SoftLabels};
 
-use crate::config::{DigestConfig, DigestMode};
+use crate::config::{DigestConfig, DigestMode, Rest};
 pub use crate::refusal::Refusal;
 
 /// The consensus a node learns from: reference rows and the federation's soft labels on them.
@@ -25,6 +25,9 @@ pub struct Teacher {
     pub weights: Vec<f32>,
     /// Temperature they were made at.
     pub temperature: f32,
+    /// For a top-k consensus, the classes each row sent (`rows × classes`); the others share
+    /// the row's rest evenly in `probs`.
+    pub kept: Option<Vec<bool>>,
 }
 
 impl Teacher {
@@ -57,21 +60,60 @@ impl Teacher {
             .selection
             .resolve(reference.samples as u32)
             .map_err(|e| Refusal::new(RefusalReason::WrongShape, e.to_string()))?;
-        if rows.len() != c.labels.samples as usize || rows.len() != c.weights.len() {
+        if rows.len() != c.labels.samples as usize || rows.len() != c.weights().len() {
             return Err(Refusal::new(RefusalReason::WrongShape, "selection, labels and weights differ in length"));
         }
         c.check_counts().map_err(|e| Refusal::new(e.refusal_reason(), e.to_string()))?;
-        let probs = c.labels.decode(&Limits::default()).map_err(|e| Refusal::new(e.refusal_reason(), e.to_string()))?;
+        let (probs, kept) =
+            c.labels.decode_kept(&Limits::default()).map_err(|e| Refusal::new(e.refusal_reason(), e.to_string()))?;
         // Masked samples (weight 0) and samples nobody knew (count 0) are left out of the
         // digest; the others keep their weight.
         let weights = c.weights();
-        let keep: Vec<usize> = (0..rows.len()).filter(|&i| weights[i] > 0.0 && c.counts[i] > 0).collect();
+        let keep: Vec<usize> =
+            (0..rows.len()).filter(|&i| weights[i] > 0.0 && c.count(i).is_some_and(|n| n > 0)).collect();
         Ok(Self {
             rows: keep.iter().map(|&i| rows[i]).collect(),
             probs: keep.iter().flat_map(|&i| probs[i * classes..(i + 1) * classes].iter().copied()).collect(),
             weights: keep.iter().map(|&i| weights[i]).collect(),
             temperature: c.temperature,
+            kept: kept.map(|k| keep.iter().flat_map(|&i| k[i * classes..(i + 1) * classes].iter().copied()).collect()),
         })
+    }
+
+    /// The teacher to learn from under `rest`: itself, or for a top-k consensus with
+    /// [`Rest::Own`], its rows with the classes left out sharing the row's rest as `model`
+    /// predicts them at the teacher's temperature (see [`fill_rest`]).
+    pub fn completed(
+        &self,
+        model: &Model,
+        reference: &ReferenceSet,
+        rest: Rest,
+    ) -> Result<std::borrow::Cow<'_, Self>, learning::Error> {
+        let Some(kept) = self.kept.as_ref().filter(|_| rest == Rest::Own && !self.rows.is_empty()) else {
+            return Ok(std::borrow::Cow::Borrowed(self));
+        };
+        let own = model.soft_labels(&self.inputs(reference), self.temperature, 256)?;
+        let mut probs = self.probs.clone();
+        fill_rest(&mut probs, kept, &own, model.classes);
+        Ok(std::borrow::Cow::Owned(Self { probs, kept: None, ..self.clone() }))
+    }
+}
+
+/// Replaces, in each row of `probs`, the values of the classes `kept` leaves out by the row's
+/// rest (1 − the kept probabilities) shared in proportion to `own`'s values on them (evenly
+/// where `own` gives them nothing). Kept values are unchanged; rows still sum to 1.
+pub fn fill_rest(probs: &mut [f32], kept: &[bool], own: &[f32], classes: usize) {
+    for ((row, k), o) in probs.chunks_exact_mut(classes).zip(kept.chunks_exact(classes)).zip(own.chunks_exact(classes))
+    {
+        let left = k.iter().filter(|&&b| !b).count();
+        if left == 0 {
+            continue;
+        }
+        let rest = (1.0 - row.iter().zip(k).filter(|(_, b)| **b).map(|(p, _)| *p).sum::<f32>()).max(0.0);
+        let mass: f32 = o.iter().zip(k).filter(|(_, b)| !**b).map(|(q, _)| *q).sum();
+        for ((p, _), q) in row.iter_mut().zip(k).zip(o).filter(|((_, b), _)| !**b) {
+            *p = if mass > 0.0 { rest * q / mass } else { rest / left as f32 };
+        }
     }
 }
 
@@ -130,6 +172,7 @@ pub fn digest(
     if !settings.digest.enabled || teacher.rows.is_empty() {
         return Ok(());
     }
+    let teacher = teacher.completed(model, reference, settings.digest.rest)?;
     let inputs = teacher.inputs(reference);
     let cfg = DistillConfig {
         temperature: teacher.temperature,
@@ -165,6 +208,11 @@ pub fn learn(
     seed: u64,
 ) -> Result<TrainReport, learning::Error> {
     let pad = settings.pad_steps;
+    let completed = match teacher {
+        Some(t) if settings.digest.enabled => Some(t.completed(model, reference, settings.digest.rest)?),
+        _ => None,
+    };
+    let teacher = completed.as_deref().or(teacher);
     let report = match teacher {
         Some(t) if settings.digest.enabled && settings.digest.mode == DigestMode::Joint && !t.rows.is_empty() => {
             let inputs = t.inputs(reference);
@@ -374,7 +422,7 @@ mod tests {
             .iter()
             .flat_map(|&r| if reference.row(r as usize)[0] > 0.0 { [0.95, 0.05] } else { [0.05, 0.95] })
             .collect();
-        let teacher = Teacher { weights: vec![1.0; rows.len()], rows, probs, temperature: 1.0 };
+        let teacher = Teacher { weights: vec![1.0; rows.len()], rows, probs, temperature: 1.0, kept: None };
         let ann = announcement(2);
         let seen = std::cell::Cell::new(0);
         let labels = local_round(&mut model, &data, Some(&teacher), &ann, &reference, &settings, None, &|p, c| {
@@ -469,5 +517,48 @@ mod tests {
         let dp = DpSgd { clip_norm: 1.0, noise_multiplier: 1.0, sample_rate: 0.5, noise_seed: Some(1) };
         let refused = local_round(&mut fresh, &data, None, &ann, &reference, &settings, Some(&dp), &|_, _| {});
         assert!(matches!(refused, Err(learning::Error::Config(_))));
+    }
+
+    #[test]
+    fn fill_rest_keeps_the_sent_classes_and_shares_the_rest_as_the_node_predicts() {
+        // A top1 row over 4 classes: class 2 sent at 0.6, the others decoded at 0.4/3 each.
+        let mut probs = vec![0.4 / 3.0, 0.4 / 3.0, 0.6, 0.4 / 3.0, 0.25, 0.25, 0.25, 0.25];
+        let kept = [false, false, true, false, true, true, true, true];
+        let own = [0.1, 0.3, 0.5, 0.1, 0.7, 0.1, 0.1, 0.1];
+        fill_rest(&mut probs, &kept, &own, 4);
+        let expect = [0.4 * 0.2, 0.4 * 0.6, 0.6, 0.4 * 0.2];
+        for (p, e) in probs[..4].iter().zip(expect) {
+            assert!((p - e).abs() < 1e-6, "{p} vs {e}");
+        }
+        assert_eq!(&probs[4..], &[0.25; 4], "a row with every class sent is left as it is");
+        // The node's model gives the classes left out nothing: they share the rest evenly.
+        let mut flat = vec![0.2, 0.2, 0.6, 0.0];
+        fill_rest(&mut flat, &[false, false, true, true], &[0.0, 0.0, 0.5, 0.5], 4);
+        for (p, e) in flat.iter().zip([0.2, 0.2, 0.6, 0.0]) {
+            assert!((p - e).abs() < 1e-6, "{p} vs {e}");
+        }
+    }
+
+    #[test]
+    fn a_top_k_consensus_is_completed_with_the_nodes_own_rest_only_when_asked() {
+        let (model, _, reference, _) = setup();
+        let rows: Vec<u32> = (0..4).collect();
+        let probs = vec![0.7, 0.3, 0.1, 0.9, 0.5, 0.5, 0.2, 0.8];
+        let teacher = Teacher {
+            weights: vec![1.0; 4],
+            rows,
+            probs: probs.clone(),
+            temperature: 2.0,
+            kept: Some(vec![true, false, false, true, true, false, false, true]),
+        };
+        assert_eq!(teacher.completed(&model, &reference, Rest::Uniform).unwrap().probs, probs);
+        let done = teacher.completed(&model, &reference, Rest::Own).unwrap();
+        // Two classes, one kept: the other takes the whole rest, whatever the model says.
+        for (a, b) in done.probs.iter().zip(&probs) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        assert_eq!(done.kept, None);
+        let plain = Teacher { kept: None, ..teacher.clone() };
+        assert_eq!(plain.completed(&model, &reference, Rest::Own).unwrap().probs, probs);
     }
 }

@@ -82,7 +82,7 @@ fn main() {
             labels: SoftLabels::encode(&p, samples, classes, enc).expect("encode"),
             abstained: None,
         });
-        let payload = enc.row_bytes(classes) * samples;
+        let payload = enc.payload_bytes(samples, classes);
         let wire = SignedEnvelope::seal(&msg, &id).expect("seal").to_bytes().expect("bytes");
         let overhead = wire.len() - payload;
         // Encode+sign starts from the probabilities, as a node does.

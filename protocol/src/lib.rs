@@ -12,8 +12,8 @@
 //! - [`ids`]: federation id, round, participant identity (an Ed25519 key, convertible to and
 //!   from a libp2p `PeerId`), reference-set id (SHA-256 of the set's canonical bytes).
 //! - [`mask`]: the bitset a node abstains with, over a round's announced samples.
-//! - [`payload`]: soft-label matrices in f32, f16 or 8-bit quantised form, with error bounds, and
-//!   the [`Limits`] a receiver accepts.
+//! - [`payload`]: soft-label matrices in f32, f16, 8-bit or 4-bit quantised form or as top-k
+//!   rows (bit-packed), with error bounds, and the [`Limits`] a receiver accepts.
 //! - [`message`]: the messages of a round and their structural validation, and the digest of
 //!   what an announcement asks, which binds a submission to it ([`AnnouncementDigest`]).
 //! - [`codec`]: the only module that calls bincode; every decode is size-capped (each message

@@ -23,7 +23,7 @@ fn probs(samples: usize, classes: usize, salt: u32) -> Vec<f32> {
 }
 
 fn encoding() -> impl Strategy<Value = Encoding> {
-    prop_oneof![Just(Encoding::F32), Just(Encoding::F16), Just(Encoding::Q8)]
+    proptest::sample::select(Encoding::ALL.to_vec())
 }
 
 fn selection() -> impl Strategy<Value = SampleSelection> {
@@ -252,8 +252,10 @@ fn each_kind_is_capped_at_its_own_size() {
         let exact = sub(samples as usize);
         let opened = SignedEnvelope::from_bytes(&exact, &limits).unwrap().open(&alice.id(), &limits);
         assert!(matches!(opened, Ok(Message::Submission(_))), "{encoding}: {opened:?}");
-        // A hundred rows more do not fit the frame; one row more fits, and is refused by shape.
-        let over = sub(samples as usize + 100);
+        // Rows for more than the frame's kibibyte of slack do not fit it; one row more fits, and
+        // is refused by shape.
+        let more = 100.max((8 * 1200usize).div_ceil(encoding.row_bits(classes as usize)));
+        let over = sub(samples as usize + more);
         assert!(over.len() > limits.frame_cap(Some(MessageKind::Submission)), "{encoding}: {} bytes fit", over.len());
         assert!(matches!(SignedEnvelope::from_bytes(&over, &limits), Err(Error::TooLarge { .. })));
         let one_more =
@@ -504,6 +506,48 @@ fn a_consensus_with_inconsistent_counts_is_refused() {
         RefusalReason::InvalidValues,
         "a sample nobody contributed to must be masked"
     );
+}
+
+/// A consensus whose every sample weighs 1 and has every participant may leave its weights and
+/// counts out (`round.compact_consensus`): the receiver reads the same values, in fewer bytes;
+/// any other consensus is left as it is, and half a compact form is refused.
+#[test]
+fn a_compact_consensus_reads_as_the_full_one() {
+    let samples = 250;
+    let full = Consensus {
+        federation: fed(),
+        round: 1,
+        reference_set: ReferenceSetId([9; 32]),
+        selection: SampleSelection::Seeded { seed: 1, count: samples as u32 },
+        temperature: 2.0,
+        labels: SoftLabels::encode(&probs(samples, 3, 1), samples, 3, Encoding::Top1).unwrap(),
+        weights: vec![255; samples],
+        participants: 10,
+        counts: vec![10; samples],
+    };
+    let limits = Limits::default();
+    let compact = full.clone().compact();
+    assert!(compact.is_compact());
+    assert_eq!(compact.weights(), full.weights());
+    assert!((0..=samples).all(|i| compact.count(i) == full.count(i)));
+    let (a, b) = (Message::Consensus(full.clone()), Message::Consensus(compact.clone()));
+    a.validate(&limits).unwrap();
+    b.validate(&limits).unwrap();
+    let alice = identity(1);
+    assert!(sealed(&b, &alice).len() + 2 * samples <= sealed(&a, &alice).len());
+    let opened = SignedEnvelope::from_bytes(&sealed(&b, &alice), &limits).unwrap().open(&alice.id(), &limits).unwrap();
+    assert_eq!(opened, b);
+    // A masked sample, or one a node abstained on, keeps the full form.
+    let mut masked = full.clone();
+    masked.weights[3] = 0;
+    assert_eq!(masked.clone().compact(), masked);
+    let abstained = Consensus { counts: [vec![9], vec![10; samples - 1]].concat(), ..full.clone() };
+    assert_eq!(abstained.clone().compact(), abstained);
+    // Half a compact form, or one without participants, is refused.
+    let reason = |c: Consensus| Message::Consensus(c).validate(&limits).unwrap_err().refusal_reason();
+    assert_eq!(reason(Consensus { weights: vec![], ..full.clone() }), RefusalReason::WrongShape);
+    assert_eq!(reason(Consensus { counts: vec![], ..full.clone() }), RefusalReason::WrongShape);
+    assert_eq!(reason(Consensus { participants: 0, ..compact }), RefusalReason::InvalidValues);
 }
 
 /// Reason codes travel as their position in [`RefusalReason`]: a new reason is appended, and

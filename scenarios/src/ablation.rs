@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{FULL, RunDir};
+use crate::plots::Curve;
 use crate::provenance::Provenance;
+use crate::results::Results;
 use crate::run::RunOptions;
 use crate::seeds::{SeedSummary, Stat, run_each, summarise};
 use crate::spec::Scenario;
@@ -38,24 +40,62 @@ pub struct Ablation {
 
 /// Runs `s` in full and then once per variant, each over `seeds`, into `OUT/full/seed-N/` and
 /// `OUT/VARIANT/seed-N/` (`OUT` being `opts.out`), and writes the ablation's results and table
-/// into `OUT`.
+/// into `OUT`, and the global student's accuracy against cumulative bytes of every variant and
+/// FedAvg into `OUT/accuracy-bytes.png`.
 pub async fn run(s: &Scenario, seeds: &[u64], opts: &RunOptions) -> anyhow::Result<Ablation> {
     let out = RunDir::new(&opts.out);
     let into = |name: &str| RunOptions { out: out.variant(name).root().to_owned(), ..opts.clone() };
     let full = Scenario { ablation: Vec::new(), ..s.clone() };
-    let mut rows = vec![Row {
-        name: FULL.into(),
-        about: "every technique on".into(),
-        summary: summarise(&run_each(&full, seeds, &into(FULL)).await?),
-    }];
+    let first = run_each(&full, seeds, &into(FULL)).await?;
+    let fedavg = fedavg_curve(&first);
+    let mut curves = vec![(FULL.to_owned(), student_curve(&first))];
+    let mut rows = vec![Row { name: FULL.into(), about: "every technique on".into(), summary: summarise(&first) }];
     for v in &s.ablation {
         let changed = v.apply(s)?;
         let all = run_each(&changed, seeds, &into(&v.name)).await?;
+        curves.push((v.name.clone(), student_curve(&all)));
         rows.push(Row { name: v.name.clone(), about: v.about.clone(), summary: summarise(&all) });
     }
     let ablation = Ablation { scenario: s.name.clone(), rows, provenance: opts.provenance.clone() };
     write(&out, &ablation)?;
+    if let Err(e) = crate::plots::accuracy_per_byte_curves(&s.name, &curves, &fedavg, &out.plot("accuracy-bytes.png")) {
+        tracing::warn!(error = %e, "the ablation's accuracy-bytes plot was not drawn");
+    }
     Ok(ablation)
+}
+
+/// The global student's accuracy after each round against the bytes sent until then, both the
+/// mean over `runs` (rounds that not every run has are left out).
+fn student_curve(runs: &[Results]) -> Curve {
+    let rounds = runs.iter().map(|r| r.rounds.len()).min().unwrap_or(0);
+    let n = runs.len().max(1) as f64;
+    let mut bytes = vec![0f64; runs.len()];
+    (0..rounds)
+        .map(|i| {
+            let mut acc = 0f64;
+            for (b, r) in bytes.iter_mut().zip(runs) {
+                *b += (r.rounds[i].bytes_up + r.rounds[i].bytes_down) as f64;
+                acc += f64::from(r.rounds[i].global_accuracy);
+            }
+            (bytes.iter().sum::<f64>() / n, (acc / n) as f32)
+        })
+        .collect()
+}
+
+/// FedAvg's accuracy after each round against its bytes until then, the mean over `runs` that
+/// ran it.
+fn fedavg_curve(runs: &[Results]) -> Curve {
+    let with: Vec<_> = runs.iter().filter_map(|r| r.fedavg.as_ref()).collect();
+    let rounds = with.iter().map(|f| f.per_round.len()).min().unwrap_or(0);
+    let n = with.len().max(1) as f64;
+    (0..rounds)
+        .map(|i| {
+            let bytes: f64 =
+                with.iter().map(|f| f.bytes_total as f64 * (i + 1) as f64 / f.per_round.len() as f64).sum();
+            let acc: f64 = with.iter().map(|f| f64::from(f.per_round[i])).sum();
+            (bytes / n, (acc / n) as f32)
+        })
+        .collect()
 }
 
 fn pct(s: &Stat) -> String {
@@ -118,4 +158,75 @@ pub fn write(dir: &RunDir, a: &Ablation) -> anyhow::Result<()> {
     learning::fs::atomic_write(&dir.results(), &serde_json::to_vec_pretty(a)?)?;
     learning::fs::atomic_write(&dir.report(), markdown(a).as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use learning::eval::ModelFacts;
+
+    use super::*;
+    use crate::results::{Baseline, RoundResult};
+
+    fn run(bytes: &[u64], acc: &[f32], fedavg: Option<(u64, Vec<f32>)>) -> Results {
+        let facts = ModelFacts {
+            architecture: String::new(),
+            parameters: 0,
+            bytes: 0,
+            latency_us_batch1: 0.0,
+            latency_us_batch256: 0.0,
+        };
+        let round = |(i, (&b, &a)): (usize, (&u64, &f32))| RoundResult {
+            round: i as u64 + 1,
+            global_accuracy: a,
+            participants: Vec::new(),
+            bytes_up: b,
+            bytes_down: 2 * b,
+            fedavg_accuracy: None,
+            seconds: 0.0,
+        };
+        Results {
+            scenario: "s".into(),
+            seed: 0,
+            rounds: bytes.iter().zip(acc).enumerate().map(round).collect(),
+            global_accuracy: 0.0,
+            ensemble_accuracy: 0.0,
+            node_accuracy: Vec::new(),
+            mean_node_accuracy: 0.0,
+            local_only: None,
+            centralized: None,
+            fedavg: fedavg.map(|(bytes_total, per_round)| Baseline {
+                accuracy: 0.0,
+                per_round,
+                bytes_total,
+                seconds: 0.0,
+            }),
+            public_labels: None,
+            bytes_total: 0,
+            bytes_per_round: 0.0,
+            global_model: facts.clone(),
+            node_model: facts,
+            federation_seconds: 0.0,
+            peak_rss_mib: None,
+            privacy: None,
+            provenance: None,
+        }
+    }
+
+    #[test]
+    fn curves_are_the_means_over_seeds_of_cumulative_bytes_and_accuracy() {
+        let runs = [
+            run(&[10, 20, 30], &[0.5, 0.6, 0.7], Some((400, vec![0.4, 0.8]))),
+            run(&[30, 40], &[0.7, 0.8], Some((800, vec![0.6, 1.0]))),
+        ];
+        // Both directions (up b, down 2b), summed round by round; the rounds both runs have.
+        let close = |got: Curve, want: &[(f64, f32)]| {
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (g, w) in got.iter().zip(want) {
+                assert!((g.0 - w.0).abs() < 1e-9 && (g.1 - w.1).abs() < 1e-6, "{got:?} against {want:?}");
+            }
+        };
+        close(student_curve(&runs), &[(60.0, 0.6), (150.0, 0.7)]);
+        close(fedavg_curve(&runs), &[(300.0, 0.5), (600.0, 0.9)]);
+        assert!(fedavg_curve(&[run(&[1], &[0.5], None)]).is_empty());
+    }
 }

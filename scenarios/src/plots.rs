@@ -132,6 +132,56 @@ pub fn accuracy_per_byte(r: &Results, path: &Path) -> Res {
     Ok(())
 }
 
+/// A curve of (cumulative bytes, accuracy) points.
+pub type Curve = Vec<(f64, f32)>;
+
+/// The global student's accuracy against cumulative bytes, the mean over seeds round by round:
+/// one curve per run (e.g. an ablation's variants), and FedAvg's.
+pub fn accuracy_per_byte_curves(scenario: &str, curves: &[(String, Curve)], fedavg: &Curve, path: &Path) -> Res {
+    register();
+    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let points = || curves.iter().flat_map(|(_, c)| c.iter()).chain(fedavg.iter());
+    let xmax = points().map(|p| p.0).fold(1.0, f64::max) * 1.5;
+    let xmin = points().map(|p| p.0).fold(f64::MAX, f64::min).min(xmax) / 1.5;
+    let lo = points().map(|p| p.1).fold(1.0f32, f32::min);
+    let lo = ((lo - 0.05).max(0.0) * 20.0).floor() / 20.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{scenario}: accuracy against bytes on the wire"), ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d((xmin.max(1.0)..xmax.max(2.0)).log_scale(), lo..1.0f32)?;
+    chart
+        .configure_mesh()
+        .x_desc("cumulative bytes (both directions), mean over seeds")
+        .y_desc("global student's test accuracy")
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    for (i, (name, c)) in curves.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(c.clone(), color.stroke_width(2)))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    if !fedavg.is_empty() {
+        chart
+            .draw_series(LineSeries::new(fedavg.clone(), BLACK.stroke_width(2)))?
+            .label("FedAvg")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 /// Label distribution per node, as a heat map of counts.
 pub fn label_distribution(counts: &[Vec<usize>], path: &Path) -> Res {
     register();

@@ -86,7 +86,7 @@ fn bad_values_are_refused_with_their_key() {
         ("rounds = 10", "rounds = 0", "rounds"),
         ("samples = 250", "samples = 5000", "round.samples"),
         ("temperature = 3.0\nencoding", "temperature = -1.0\nencoding", "round.temperature"),
-        (r#"encoding = "q8""#, r#"encoding = "q4""#, "round.encoding"),
+        (r#"encoding = "q8""#, r#"encoding = "q3""#, "round.encoding"),
         ("nodes = 10", "nodes = 0", "split.nodes"),
         ("train = { epochs = 5, learning_rate = 0.003", "train = { epochs = 5, learning_rate = -1.0", "nodes.train"),
         (r#"rule = { kind = "mean" }"#, r#"rule = { kind = "trimmed_mean", trim = 0.7 }"#, "consensus"),

@@ -164,7 +164,9 @@ impl Message {
             Self::Consensus(m) => {
                 check_temperature(m.temperature)?;
                 m.labels.check_shape(limits)?;
-                if m.weights.len() != m.labels.samples as usize || m.selection.len() != m.labels.samples as usize {
+                if (m.weights.len() != m.labels.samples as usize && !m.is_compact())
+                    || m.selection.len() != m.labels.samples as usize
+                {
                     return Err(Error::Shape(format!(
                         "{} weights and {} selected samples for {} rows",
                         m.weights.len(),

@@ -20,7 +20,6 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{RoundAnnouncement, SampleSelection};
-use crate::payload::Encoding;
 
 const DOMAIN: &[u8] = b"fedistil/announcement/v1\0";
 
@@ -79,11 +78,7 @@ impl RoundAnnouncement {
         }
         ctx.update(&self.classes.to_le_bytes());
         ctx.update(&self.temperature.to_bits().to_le_bytes());
-        ctx.update(&[match self.encoding {
-            Encoding::F32 => 0,
-            Encoding::F16 => 1,
-            Encoding::Q8 => 2,
-        }]);
+        ctx.update(&[self.encoding.index()]);
         if let Some(secure) = &self.secure {
             ctx.update(b"secure");
             secure.digest_into(&mut ctx);
@@ -98,6 +93,7 @@ impl RoundAnnouncement {
 mod tests {
     use super::*;
     use crate::ids::{FederationId, ReferenceSetId};
+    use crate::payload::Encoding;
     use proptest::prelude::*;
 
     fn base() -> RoundAnnouncement {

@@ -1,10 +1,18 @@
-//! Soft-label payloads: a samples × classes matrix of probabilities in one of three encodings.
+//! Soft-label payloads: a samples × classes matrix of probabilities in one of eight encodings.
 //!
-//! | encoding | bytes per row     | error bound per probability            |
-//! |----------|-------------------|----------------------------------------|
-//! | `F32`    | 4 · classes       | none beyond f32 rounding               |
-//! | `F16`    | 2 · classes       | 2⁻¹¹ relative (≤ 4.9e-4 absolute)       |
-//! | `Q8`     | 2 + classes       | < 1/255 absolute                        |
+//! | encoding | bits per row              | error bound per probability                          |
+//! |----------|---------------------------|------------------------------------------------------|
+//! | `F32`    | 32 · classes              | none beyond f32 rounding                             |
+//! | `F16`    | 16 · classes              | 2⁻¹¹ relative (≤ 4.9e-4 absolute)                     |
+//! | `Q8`     | 16 + 8 · classes          | < 1/255 absolute                                     |
+//! | `Q4`     | 4 · classes               | < 1/15 absolute                                      |
+//! | `Top2`   | 2 · (⌈log₂ classes⌉ + 4)  | < 1/15 on the two largest; others < p₍₂₎ + 1/15       |
+//! | `Top1`   | ⌈log₂ classes⌉ + 4        | < 1/15 on the largest; others < p₍₁₎ + 1/15           |
+//! | `Top2Q8` | 2 · (⌈log₂ classes⌉ + 8)  | < 1/255 on the two largest; others < p₍₂₎ + 1/255     |
+//! | `Top1Q8` | ⌈log₂ classes⌉ + 8        | < 1/255 on the largest; others < p₍₁₎ + 1/255         |
+//!
+//! `Q4` and the top-k encodings are bit-packed without padding between rows ([`packed`]); the others
+//! take whole bytes a row.
 //!
 //! `Q8` stores, for each row, a denominator `T` (u16, little endian) and one byte `q_i` per
 //! class; the probability is `q_i / T`. The encoder picks `T = ⌊255 / max_i p_i⌋` (so every
@@ -18,6 +26,8 @@
 
 use serde::{Deserialize, Serialize};
 
+mod packed;
+
 use crate::error::{Error, Result};
 use crate::wire::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES, MessageKind};
 
@@ -27,8 +37,9 @@ pub const ROW_SUM_TOLERANCE: f32 = 1e-3;
 /// Largest `Q8` denominator; leaves headroom below `u16::MAX` for rounding corrections.
 const Q8_MAX_DENOMINATOR: f64 = 65_000.0;
 
-/// How a soft-label matrix is laid out on the wire. In config files: `f32`, `f16` or `q8`
-/// (bincode, on the wire, encodes the variant's index, not its name).
+/// How a soft-label matrix is laid out on the wire. In config files: `f32`, `f16`, `q8`, `q4`,
+/// `top2`, `top1`, `top2q8` or `top1q8` (bincode, on the wire, encodes the variant's index, not its name: new
+/// variants go last).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
@@ -39,6 +50,16 @@ pub enum Encoding {
     /// 8-bit quantised probabilities with a per-row denominator.
     #[serde(alias = "u8", alias = "int8")]
     Q8,
+    /// 4-bit codes a class summing to 15 (bit-packed).
+    Q4,
+    /// The two largest probabilities (class id and 4-bit code each); the rest spread evenly.
+    Top2,
+    /// The largest probability (class id and 4-bit code); the rest spread evenly.
+    Top1,
+    /// The two largest probabilities (class id and 8-bit code each); the rest spread evenly.
+    Top2Q8,
+    /// The largest probability (class id and 8-bit code); the rest spread evenly.
+    Top1Q8,
 }
 
 impl std::fmt::Display for Encoding {
@@ -47,30 +68,84 @@ impl std::fmt::Display for Encoding {
             Encoding::F32 => "f32",
             Encoding::F16 => "f16",
             Encoding::Q8 => "q8",
+            Encoding::Q4 => "q4",
+            Encoding::Top2 => "top2",
+            Encoding::Top1 => "top1",
+            Encoding::Top2Q8 => "top2q8",
+            Encoding::Top1Q8 => "top1q8",
         })
     }
 }
 
 impl Encoding {
     /// All encodings, for tests and benchmarks.
-    pub const ALL: [Encoding; 3] = [Encoding::F32, Encoding::F16, Encoding::Q8];
+    pub const ALL: [Encoding; 8] = [
+        Encoding::F32,
+        Encoding::F16,
+        Encoding::Q8,
+        Encoding::Q4,
+        Encoding::Top2,
+        Encoding::Top1,
+        Encoding::Top2Q8,
+        Encoding::Top1Q8,
+    ];
 
-    /// Bytes one row of `classes` probabilities takes.
-    pub fn row_bytes(self, classes: usize) -> usize {
+    /// The encoding's byte in an announcement's digest (its wire index).
+    pub fn index(self) -> u8 {
+        self as u8
+    }
+
+    /// Bits one row of `classes` probabilities takes.
+    pub fn row_bits(self, classes: usize) -> usize {
         match self {
-            Encoding::F32 => 4 * classes,
-            Encoding::F16 => 2 * classes,
-            Encoding::Q8 => 2 + classes,
+            Encoding::F32 => 32 * classes,
+            Encoding::F16 => 16 * classes,
+            Encoding::Q8 => 8 * (2 + classes),
+            Encoding::Q4 => packed::CODE_BITS as usize * classes,
+            Encoding::Top2 | Encoding::Top1 | Encoding::Top2Q8 | Encoding::Top1Q8 => {
+                self.top_k().min(classes) * (packed::id_bits(classes) + self.code_bits()) as usize
+            }
         }
     }
 
-    /// Parses `f32`, `f16` or `q8` (as written in config files).
+    /// Bits of a kept probability's code in a top-k row (4 or 8; 0 for the other encodings).
+    fn code_bits(self) -> u32 {
+        match self {
+            Encoding::Top2 | Encoding::Top1 => packed::CODE_BITS,
+            Encoding::Top2Q8 | Encoding::Top1Q8 => packed::FINE_CODE_BITS,
+            _ => 0,
+        }
+    }
+
+    /// Bytes a matrix of `samples` rows of `classes` takes (saturating).
+    pub fn payload_bytes(self, samples: usize, classes: usize) -> usize {
+        samples.saturating_mul(self.row_bits(classes)).div_ceil(8)
+    }
+
+    /// How many probabilities a top-k row keeps (0 for the other encodings).
+    fn top_k(self) -> usize {
+        match self {
+            Encoding::Top2 | Encoding::Top2Q8 => 2,
+            Encoding::Top1 | Encoding::Top1Q8 => 1,
+            _ => 0,
+        }
+    }
+
+    /// Parses an encoding's name as written in config files.
     pub fn parse(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "f32" => Ok(Encoding::F32),
             "f16" => Ok(Encoding::F16),
             "q8" | "u8" | "int8" => Ok(Encoding::Q8),
-            other => Err(Error::field("encoding", format!("unknown encoding `{other}` (expected f32, f16 or q8)"))),
+            "q4" => Ok(Encoding::Q4),
+            "top2" => Ok(Encoding::Top2),
+            "top1" => Ok(Encoding::Top1),
+            "top2q8" => Ok(Encoding::Top2Q8),
+            "top1q8" => Ok(Encoding::Top1Q8),
+            other => Err(Error::field(
+                "encoding",
+                format!("unknown encoding `{other}` (expected f32, f16, q8, q4, top2, top1, top2q8 or top1q8)"),
+            )),
         }
     }
 }
@@ -118,12 +193,11 @@ pub const ENVELOPE_OVERHEAD: usize = 128;
 impl Limits {
     /// Largest soft-label payload (`SoftLabels::data`) these limits admit.
     pub fn max_labels_bytes(&self) -> usize {
-        let classes = self.max_classes as usize;
-        let row = match self.encoding {
-            Some(e) => e.row_bytes(classes),
-            None => Encoding::ALL.iter().map(|e| e.row_bytes(classes)).max().unwrap_or(0),
-        };
-        (self.max_samples as usize).saturating_mul(row)
+        let (samples, classes) = (self.max_samples as usize, self.max_classes as usize);
+        match self.encoding {
+            Some(e) => e.payload_bytes(samples, classes),
+            None => Encoding::ALL.iter().map(|e| e.payload_bytes(samples, classes)).max().unwrap_or(0),
+        }
     }
 
     /// Largest secure-aggregation message these limits admit: a masked vector of 4-byte words
@@ -201,9 +275,11 @@ impl SoftLabels {
         }
         let (s32, c32) = (to_u32(samples, "samples")?, to_u32(classes, "classes")?);
         check_probabilities(probs, classes)?;
-        let mut data = Vec::with_capacity(samples * encoding.row_bytes(classes));
+        let mut data = Vec::with_capacity(encoding.payload_bytes(samples, classes));
         let mut row64 = vec![0f64; classes];
         let mut quantiser = Quantiser::default();
+        let (mut packer, mut bits_out) = (packed::Packer::default(), Vec::new());
+        let mut bits = packed::BitWriter::new(&mut bits_out);
         for row in probs.chunks_exact(classes) {
             let sum: f64 = row.iter().map(|&p| p as f64).sum();
             for (dst, &p) in row64.iter_mut().zip(row) {
@@ -215,8 +291,14 @@ impl SoftLabels {
                     row64.iter().for_each(|&p| data.extend_from_slice(&half::f16::from_f64(p).to_le_bytes()))
                 }
                 Encoding::Q8 => quantiser.row(&row64, &mut data),
+                Encoding::Q4 => packer.q4(&row64, &mut bits),
+                Encoding::Top2 | Encoding::Top1 | Encoding::Top2Q8 | Encoding::Top1Q8 => {
+                    packer.top(encoding.top_k(), encoding.code_bits(), &row64, &mut bits)
+                }
             }
         }
+        bits.finish();
+        data.append(&mut bits_out);
         Ok(Self { samples: s32, classes: c32, encoding, data })
     }
 
@@ -238,7 +320,7 @@ impl SoftLabels {
                 limits.encoding.map_or(String::new(), |e| e.to_string())
             )));
         }
-        let expected = (self.samples as usize) * self.encoding.row_bytes(self.classes as usize);
+        let expected = self.encoding.payload_bytes(self.samples as usize, self.classes as usize);
         if self.data.len() != expected {
             return Err(Error::Shape(format!(
                 "{} × {} in {:?} needs {expected} bytes, payload has {}",
@@ -257,9 +339,17 @@ impl SoftLabels {
     /// finite and in [0, 1], each row summing to 1 ± [`ROW_SUM_TOLERANCE`] (for `Q8`, the
     /// integer codes summing exactly to the row's denominator).
     pub fn decode(&self, limits: &Limits) -> Result<Vec<f32>> {
+        self.decode_kept(limits).map(|(probs, _)| probs)
+    }
+
+    /// Like [`SoftLabels::decode`], and for a top-k encoding also which classes each row sent
+    /// (row-major, `samples × classes`, exactly k set a row): the others share the row's rest
+    /// evenly in the decoded rows, a guess a receiver may replace with its own.
+    pub fn decode_kept(&self, limits: &Limits) -> Result<(Vec<f32>, Option<Vec<bool>>)> {
         self.check_shape(limits)?;
         let classes = self.classes as usize;
         let mut out = vec![0f32; self.samples as usize * classes];
+        let mut kept = (self.encoding.top_k() > 0).then(|| vec![false; out.len()]);
         let rows = out.chunks_exact_mut(classes);
         match self.encoding {
             Encoding::F32 => {
@@ -291,8 +381,25 @@ impl SoftLabels {
                     }
                 }
             }
+            Encoding::Q4 | Encoding::Top2 | Encoding::Top1 | Encoding::Top2Q8 | Encoding::Top1Q8 => {
+                let (mut src, mut taken) = (packed::BitReader::new(&self.data), Vec::new());
+                for (r, dst) in rows.enumerate() {
+                    match self.encoding {
+                        Encoding::Q4 => packed::q4_row(r, &mut src, dst)?,
+                        e => {
+                            packed::top_row(r, e.top_k(), e.code_bits(), &mut src, dst, &mut taken)?;
+                            if let Some(k) = kept.as_mut() {
+                                k[r * classes..(r + 1) * classes].copy_from_slice(&taken);
+                            }
+                        }
+                    }
+                }
+                if !src.rest_is_zero() {
+                    return Err(Error::Values("padding bits after the last row are not zero".into()));
+                }
+            }
         }
-        Ok(out)
+        Ok((out, kept))
     }
 }
 
@@ -436,6 +543,9 @@ mod tests {
             Encoding::F32 => 1e-5,
             Encoding::F16 => 4.9e-4 + 1e-5,
             Encoding::Q8 => 1.0 / 255.0,
+            Encoding::Q4 => 1.0 / 15.0,
+            // Top-k rows are checked by `top_k_rows_keep_the_largest_within_their_bound`.
+            Encoding::Top2 | Encoding::Top1 | Encoding::Top2Q8 | Encoding::Top1Q8 => 1.0,
         }
     }
 
@@ -444,7 +554,7 @@ mod tests {
         fn every_encoding_round_trips_within_its_bound((probs, samples, classes) in matrix()) {
             for enc in Encoding::ALL {
                 let sl = SoftLabels::encode(&probs, samples, classes, enc).unwrap();
-                prop_assert_eq!(sl.data.len(), samples * enc.row_bytes(classes));
+                prop_assert_eq!(sl.data.len(), (samples * enc.row_bits(classes)).div_ceil(8));
                 let back = sl.decode(&Limits::default()).unwrap();
                 for (a, b) in probs.iter().zip(&back) {
                     prop_assert!((a - b).abs() <= bound(enc), "{:?}: {} vs {}", enc, a, b);
@@ -469,11 +579,92 @@ mod tests {
 
         #[test]
         fn decode_of_arbitrary_payload_never_panics(samples in 0u32..50, classes in 0u32..20,
-                                                     enc in prop_oneof![Just(Encoding::F32), Just(Encoding::F16), Just(Encoding::Q8)],
+                                                     enc in proptest::sample::select(Encoding::ALL.to_vec()),
                                                      data in proptest::collection::vec(any::<u8>(), 0..2000)) {
             let sl = SoftLabels { samples, classes, encoding: enc, data };
             let _ = sl.decode(&Limits::default());
         }
+    }
+
+    proptest! {
+        #[test]
+        fn top_k_rows_keep_the_largest_within_their_bound((probs, samples, classes) in matrix()) {
+            for (enc, k, step) in [
+                (Encoding::Top2, 2usize, 1.0 / 15.0),
+                (Encoding::Top1, 1, 1.0 / 15.0),
+                (Encoding::Top2Q8, 2, 1.0 / 255.0),
+                (Encoding::Top1Q8, 1, 1.0 / 255.0),
+            ] {
+                let back = SoftLabels::encode(&probs, samples, classes, enc).unwrap().decode(&Limits::default()).unwrap();
+                for (row, dec) in probs.chunks_exact(classes).zip(back.chunks_exact(classes)) {
+                    let mut sorted = row.to_vec();
+                    sorted.sort_by(|a, b| b.total_cmp(a));
+                    let kth = sorted[k.min(classes) - 1];
+                    for (&p, &d) in row.iter().zip(dec) {
+                        prop_assert!((p - d).abs() <= kth + step + 1e-5, "{:?}: {} vs {}", enc, p, d);
+                    }
+                    // The largest probability is kept within one code step.
+                    let arg = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0))).map(|(i, _)| i).unwrap();
+                    prop_assert!((row[arg] - dec[arg]).abs() <= step + 1e-5, "{:?}: {} vs {}", enc, row[arg], dec[arg]);
+                    prop_assert!((dec.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+                }
+            }
+        }
+
+        #[test]
+        fn kept_classes_are_the_k_largest_and_only_top_k_names_them((probs, samples, classes) in matrix()) {
+            for enc in Encoding::ALL {
+                let sl = SoftLabels::encode(&probs, samples, classes, enc).unwrap();
+                let (back, kept) = sl.decode_kept(&Limits::default()).unwrap();
+                prop_assert_eq!(&back, &sl.decode(&Limits::default()).unwrap());
+                let Some(kept) = kept else {
+                    prop_assert_eq!(enc.top_k(), 0);
+                    continue;
+                };
+                for (row, k) in probs.chunks_exact(classes).zip(kept.chunks_exact(classes)) {
+                    prop_assert_eq!(k.iter().filter(|&&b| b).count(), enc.top_k().min(classes));
+                    // No class left out is more probable than a kept one.
+                    let least_kept = row.iter().zip(k).filter(|(_, b)| **b).map(|(p, _)| *p).fold(1.0f32, f32::min);
+                    prop_assert!(row.iter().zip(k).filter(|(_, b)| !**b).all(|(p, _)| *p <= least_kept));
+                }
+            }
+        }
+
+        #[test]
+        fn q4_decodes_to_its_own_codes((probs, samples, classes) in matrix()) {
+            // Decoding and encoding again gives the same rows: the codes are exact. (Not so for
+            // top-k: the classes left out share their mass evenly, and one of them may then tie
+            // with a kept one.)
+            for enc in [Encoding::Q4] {
+                let sl = SoftLabels::encode(&probs, samples, classes, enc).unwrap();
+                let back = sl.decode(&Limits::default()).unwrap();
+                let again = SoftLabels::encode(&back, samples, classes, enc).unwrap().decode(&Limits::default()).unwrap();
+                for (a, b) in back.iter().zip(&again) {
+                    prop_assert!((a - b).abs() < 1e-6, "{:?}: {} vs {}", enc, a, b);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packed_payloads_are_refused_when_their_codes_do_not_add_up() {
+        let limits = Limits::default();
+        // q4, two classes: codes 15 + 0 is a row; 14 + 0 is not.
+        let ok = SoftLabels { samples: 1, classes: 2, encoding: Encoding::Q4, data: vec![0x0F] };
+        assert_eq!(ok.decode(&limits).unwrap(), vec![1.0, 0.0]);
+        let short = SoftLabels { data: vec![0x0E], ..ok.clone() };
+        assert!(matches!(short.decode(&limits), Err(Error::Values(_))));
+        // top1 over 4 classes (2-bit ids): class 2 with code 15, then nonzero padding.
+        let top = SoftLabels { samples: 1, classes: 4, encoding: Encoding::Top1, data: vec![0b0011_1110] };
+        assert_eq!(top.decode(&limits).unwrap(), vec![0.0, 0.0, 1.0, 0.0]);
+        let padded = SoftLabels { data: vec![0b0111_1110], ..top.clone() };
+        assert!(matches!(padded.decode(&limits), Err(Error::Values(_))));
+        // top2 with the same class twice.
+        let twice = SoftLabels { samples: 1, classes: 4, encoding: Encoding::Top2, data: vec![0x9A, 0x06] };
+        assert!(matches!(twice.decode(&limits), Err(Error::Values(_))));
+        // top1 over 10 classes (4-bit ids): class 12 does not exist.
+        let beyond = SoftLabels { samples: 1, classes: 10, encoding: Encoding::Top1, data: vec![0x7C] };
+        assert!(matches!(beyond.decode(&limits), Err(Error::Values(_))));
     }
 
     #[test]
@@ -512,7 +703,15 @@ mod tests {
 
     #[test]
     fn q8_is_smallest_and_parse_accepts_config_names() {
-        assert!(Encoding::Q8.row_bytes(10) < Encoding::F16.row_bytes(10));
+        assert!(Encoding::Q8.row_bits(10) < Encoding::F16.row_bits(10));
+        assert_eq!(Encoding::Top1.payload_bytes(250, 10), 250);
+        assert_eq!(Encoding::Top2.payload_bytes(250, 10), 500);
+        assert_eq!(Encoding::Top1Q8.payload_bytes(250, 10), 375);
+        assert_eq!(Encoding::Top2Q8.payload_bytes(250, 10), 750);
+        assert_eq!(Encoding::Q4.payload_bytes(3, 3), 5);
+        for e in Encoding::ALL {
+            assert_eq!(Encoding::parse(&e.to_string()).unwrap(), e);
+        }
         assert_eq!(Encoding::parse("Q8").unwrap(), Encoding::Q8);
         assert_eq!(Encoding::parse("f16").unwrap(), Encoding::F16);
         assert!(Encoding::parse("f64").is_err());
