@@ -32,11 +32,12 @@
 //! is) → drain the sends in flight → stop the network → stop serving metrics → join the
 //! student's thread.
 //!
-//! Layers: error → weights → config → faults/metrics/reference/checkpoint/report/status → round → collect → student → init/relay/roster_edit → state → serve → rounds → service.
+//! Layers: error → weights → config → faults/metrics/reference/checkpoint/report/status → round → collect → student → init/relay/roster_edit/compress → state → serve → rounds → service.
 #![deny(missing_docs)]
 
 pub mod checkpoint;
 mod collect;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod faults;

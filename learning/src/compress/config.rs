@@ -176,3 +176,46 @@ mod tests {
         assert!(CompressConfig { generations: 0, ..Default::default() }.validate().is_err());
     }
 }
+
+/// A student architecture as the command line writes it: `same` (the teacher's, `None`),
+/// `mlp:W1,W2,…` (hidden widths; `mlp:` alone is softmax regression) or `cnn:C1,C2,H` (the two
+/// convolutions' channels and the hidden width).
+pub fn parse_architecture(s: &str) -> Result<Option<crate::Architecture>, Error> {
+    use crate::Architecture;
+    let bad = || Error::Config(format!("student architecture `{s}`: write same, mlp:W1,W2,… or cnn:C1,C2,H"));
+    let numbers = |list: &str| -> Result<Vec<usize>, Error> {
+        list.split(',').filter(|w| !w.trim().is_empty()).map(|w| w.trim().parse().map_err(|_| bad())).collect()
+    };
+    match s.trim().split_once(':') {
+        None if s.trim() == "same" => Ok(None),
+        Some(("mlp", widths)) => Ok(Some(Architecture::Mlp { hidden: numbers(widths)?, dropout: 0.0 })),
+        Some(("cnn", spec)) => match numbers(spec)?[..] {
+            [c1, c2, hidden] => Ok(Some(Architecture::Cnn { channels: [c1, c2], hidden, dropout: 0.0 })),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+    use crate::Architecture;
+
+    #[test]
+    fn architectures_from_the_command_line() {
+        assert_eq!(parse_architecture("same").unwrap(), None);
+        assert_eq!(
+            parse_architecture("mlp:32,16").unwrap(),
+            Some(Architecture::Mlp { hidden: vec![32, 16], dropout: 0.0 })
+        );
+        assert_eq!(parse_architecture("mlp:").unwrap(), Some(Architecture::Mlp { hidden: vec![], dropout: 0.0 }));
+        assert_eq!(
+            parse_architecture("cnn:4,8,32").unwrap(),
+            Some(Architecture::Cnn { channels: [4, 8], hidden: 32, dropout: 0.0 })
+        );
+        for bad in ["cnn:4,8", "rnn:3", "mlp:a", ""] {
+            assert!(parse_architecture(bad).is_err(), "{bad}");
+        }
+    }
+}

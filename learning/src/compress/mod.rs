@@ -20,7 +20,7 @@ pub mod measure;
 pub mod quant;
 mod run;
 
-pub use config::{CompressConfig, Method};
+pub use config::{CompressConfig, Method, parse_architecture};
 pub use fit::PublicSet;
 pub use measure::{Analysis, EnergyMeter, EnergySource};
 pub use run::{Compressed, Job, TestSet, compress};
