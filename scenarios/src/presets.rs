@@ -624,7 +624,8 @@ mod tests {
 }
 
 /// The compression jobs of the `*-compress` presets: every method but born-again into each
-/// smaller student (with int8 weights), then born-again generations of the teacher's size.
+/// smaller student (with int8 weights), then born-again generations of the teacher's size and
+/// the no-distillation baseline of that size.
 fn compress_jobs(students: &[Architecture], epochs: usize, batch_size: usize) -> Vec<learning::compress::Job> {
     use learning::compress::{CompressConfig, Job, Method};
     let settings = CompressConfig { int8: true, train: train(epochs, 0.003, batch_size), ..CompressConfig::default() };
@@ -640,7 +641,8 @@ fn compress_jobs(students: &[Architecture], epochs: usize, batch_size: usize) ->
             settings: settings.clone(),
         })
         .collect();
-    jobs.push(Job { student: None, methods: vec![Method::BornAgain], settings });
+    // Born-again beside the same architecture without distillation: what the generations add.
+    jobs.push(Job { student: None, methods: vec![Method::Baseline, Method::BornAgain], settings });
     jobs
 }
 

@@ -1,11 +1,14 @@
 //! The analysis of a model on the edge: accuracy on the test rows, parameters, bytes on disk,
 //! latency at batch 1 and 256, peak memory of inference and energy per 1,000 inferences.
 //!
-//! - **Peak memory**: the growth of the process's peak resident set while one batch of 256 rows
-//!   goes through the model. Linux resets the peak (`VmHWM`) to the current resident set when
-//!   `5` is written to `/proc/self/clear_refs`; the figure is `VmHWM` after the batch minus
-//!   `VmRSS` before it. Process-wide: memory that the allocator kept from earlier work and
-//!   reuses is not counted again. `None` where `/proc` does not allow it.
+//! - **Peak memory of inference** at batch 256, computed ([`inference_memory_bytes`]): the
+//!   weights (f32) plus the largest pair of consecutive activations of the forward pass (a
+//!   layer's input and output, both alive while it runs), each `256 × width × 4` bytes.
+//!   Measured beside it (`rss_growth_bytes`): the growth of the process's peak resident set
+//!   while that batch runs (Linux resets `VmHWM` to the current resident set when `5` is
+//!   written to `/proc/self/clear_refs`; `VmHWM` after minus `VmRSS` before). Process-wide,
+//!   it misses memory the allocator kept from earlier work and reuses, so a small model's batch
+//!   often shows 0; `None` where `/proc` does not allow it.
 //! - **Energy**: 1,000 inferences one row at a time. Where RAPL is readable
 //!   (`/sys/class/powercap/intel-rapl:N/energy_uj`, the packages), the energy the packages used
 //!   meanwhile (the whole machine's, other processes included): [`EnergySource::Rapl`].
@@ -54,8 +57,12 @@ pub struct Analysis {
     pub latency_us_batch1: f64,
     /// Latency at batch 256, µs per row (best of 5).
     pub latency_us_batch256: f64,
-    /// Peak memory of inference at batch 256, bytes (see the module's doc).
-    pub peak_memory_bytes: Option<u64>,
+    /// Peak memory of inference at batch 256, bytes: weights and the largest pair of
+    /// consecutive activations (computed, see the module's doc).
+    pub peak_memory_bytes: u64,
+    /// Growth of the process's peak resident set over that batch, bytes (measured, see the
+    /// module's doc).
+    pub rss_growth_bytes: Option<u64>,
     /// Energy of 1,000 inferences one row at a time, millijoules.
     pub energy_mj_per_1000: f64,
     /// Measured or estimated.
@@ -139,6 +146,40 @@ fn peak_memory<T>(work: impl FnOnce() -> T) -> (T, Option<u64>) {
     }
 }
 
+/// Peak memory of a forward pass at `batch` (see the module's doc), bytes.
+pub fn inference_memory_bytes(model: &Model, batch: usize) -> u64 {
+    use crate::Architecture;
+    // Widths (values a row) of the tensors of the forward pass, in order.
+    let widths: Vec<usize> = match &model.architecture {
+        Architecture::Mlp { hidden, .. } => {
+            let mut w = vec![model.input_dim];
+            for h in hidden {
+                w.extend([*h, *h]); // linear, then ReLU
+            }
+            w.push(model.classes);
+            w
+        }
+        Architecture::Cnn { channels: [c1, c2], hidden, .. } => {
+            let side = (model.input_dim as f64).sqrt().round() as usize;
+            let (s2, s4) = (side / 2, side / 2 / 2);
+            vec![
+                side * side,
+                c1 * side * side,
+                c1 * side * side,
+                c1 * s2 * s2,
+                c2 * s2 * s2,
+                c2 * s2 * s2,
+                c2 * s4 * s4,
+                *hidden,
+                *hidden,
+                model.classes,
+            ]
+        }
+    };
+    let pair = widths.windows(2).map(|w| w[0] + w[1]).max().unwrap_or(widths[0]);
+    4 * (model.num_params() + batch * pair) as u64
+}
+
 /// Measures `model` on the test rows; `bytes`: its weights file's size.
 pub fn analyse(
     name: &str,
@@ -151,7 +192,7 @@ pub fn analyse(
     let probs = model.soft_labels(inputs, 1.0, 256)?;
     let accuracy = evaluate(&probs, labels, model.classes).accuracy;
     let rows = vec![0.5f32; 256 * model.input_dim];
-    let (logits, peak_memory_bytes) = peak_memory(|| model.logits(&rows, 256));
+    let (logits, rss_growth_bytes) = peak_memory(|| model.logits(&rows, 256));
     std::hint::black_box(logits?);
     let one = &rows[..model.input_dim];
     let (done, joules, energy_source) = meter.measure(|| (0..1000).try_for_each(|_| model.logits(one, 1).map(drop)));
@@ -164,7 +205,8 @@ pub fn analyse(
         bytes,
         latency_us_batch1: model.latency_us(1, 50)?,
         latency_us_batch256: model.latency_us(256, 5)?,
-        peak_memory_bytes,
+        peak_memory_bytes: inference_memory_bytes(model, 256),
+        rss_growth_bytes,
         energy_mj_per_1000: joules * 1e3,
         energy_source,
     })
@@ -195,7 +237,8 @@ pub fn analyse_ensemble(
         bytes: rows.clone().map(|a| a.bytes).sum(),
         latency_us_batch1: rows.clone().map(|a| a.latency_us_batch1).sum(),
         latency_us_batch256: rows.clone().map(|a| a.latency_us_batch256).sum(),
-        peak_memory_bytes: rows.clone().map(|a| a.peak_memory_bytes).max().flatten(),
+        peak_memory_bytes: rows.clone().map(|a| a.peak_memory_bytes).max().unwrap_or(0),
+        rss_growth_bytes: rows.clone().map(|a| a.rss_growth_bytes).max().flatten(),
         energy_mj_per_1000: rows.clone().map(|a| a.energy_mj_per_1000).sum(),
         energy_source: members[0].1.energy_source,
     })
@@ -208,7 +251,7 @@ pub fn markdown(rows: &[Analysis], meter: &EnergyMeter) -> String {
          |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
-        let mem = r.peak_memory_bytes.map_or("n/a".to_string(), |b| format!("{:.1} KiB", b as f64 / 1024.0));
+        let mem = format!("{:.1} KiB", r.peak_memory_bytes as f64 / 1024.0);
         let est = if r.energy_source == EnergySource::Estimate { " (estimate)" } else { "" };
         s.push_str(&format!(
             "| {} | {} | {:.2}% | {} | {} | {:.1} | {:.2} | {} | {:.2}{} |\n",
@@ -228,7 +271,8 @@ pub fn markdown(rows: &[Analysis], meter: &EnergyMeter) -> String {
         s.push_str(&format!(
             "\nEnergy marked (estimate): no readable RAPL counter; CPU time of 1,000 one-row inferences × {:.2} W per \
              busy logical core (thermal design power shared between the logical cores; {} W unless configured). \
-             Peak memory: growth of the resident set over one batch of 256 rows.\n",
+             Peak memory @256: the f32 weights and the largest pair of consecutive activations \
+             of a batch of 256 rows (computed).\n",
             meter.watts_per_core(),
             DEFAULT_TDP_WATTS
         ));
@@ -256,6 +300,13 @@ mod tests {
         let labels = [pred[0], 1 - pred[1]];
         let meter = EnergyMeter::new(Some(10.0));
         let a = analyse("t", &m, 123, (&inputs, &labels), &meter).unwrap();
+        // 58 weights; widths 4, 8, 8, 2: the largest pair is 8 + 8 at batch 256.
+        assert_eq!(a.peak_memory_bytes, 4 * (58 + 256 * 16));
+        let cnn =
+            Model::new(&Architecture::Cnn { channels: [2, 3], hidden: 5, dropout: 0.0 }, 16, 2, BackendKind::Flex, 1);
+        let cnn = cnn.unwrap();
+        // 4×4 images: 16, 32, 32, 8, 12, 12, 3, 5, 5, 2 → the pair conv1 and its ReLU, 64 a row.
+        assert_eq!(inference_memory_bytes(&cnn, 10), 4 * (cnn.num_params() as u64 + 10 * 64));
         assert_eq!((a.accuracy, a.parameters, a.bytes), (0.5, 4 * 8 + 8 + 8 * 2 + 2, 123));
         assert!(a.energy_mj_per_1000 > 0.0 && a.latency_us_batch1 > 0.0 && a.latency_us_batch256 > 0.0);
         let e = analyse_ensemble("e", &[(&m, &a), (&m, &a)], (&inputs, &labels)).unwrap();
