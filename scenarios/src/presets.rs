@@ -599,30 +599,6 @@ pub fn privacy_mnist() -> Scenario {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_preset_is_valid_and_named_as_listed() {
-        for p in PRESETS {
-            let s = preset(p.name, Path::new("/data")).unwrap_or_else(|| panic!("{}", p.name));
-            assert_eq!(s.name, p.name);
-            s.validate().unwrap_or_else(|e| panic!("{}: {e:#}", p.name));
-        }
-        assert!(preset("no-such-preset", Path::new("/data")).is_none());
-    }
-
-    #[test]
-    fn data_paths_move_under_the_data_folder() {
-        let s = preset("quickstart", Path::new("/x/data")).unwrap();
-        assert_eq!(s.data.path.as_deref(), Some(Path::new("/x/data/digits/digits.csv.gz")));
-        let m = preset("mnist-shards", Path::new("/x/data")).unwrap();
-        assert_eq!(m.data.images.as_deref(), Some(Path::new("/x/data/mnist/train-images-idx3-ubyte.gz")));
-        assert_eq!(m.data.labels.as_deref(), Some(Path::new("/x/data/mnist/train-labels-idx1-ubyte.gz")));
-    }
-}
-
 /// The compression jobs of the `*-compress` presets: every method but born-again into each
 /// smaller student (with int8 weights), then born-again generations of the teacher's size and
 /// the no-distillation baseline of that size.
@@ -667,5 +643,29 @@ pub fn mnist_compress() -> Scenario {
         name: "mnist-compress".into(),
         compress: compress_jobs(&[Architecture::Cnn { channels: [4, 8], hidden: 32, dropout: 0.0 }, mlp(&[6])], 10, 64),
         ..m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_valid_and_named_as_listed() {
+        for p in PRESETS {
+            let s = preset(p.name, Path::new("/data")).unwrap_or_else(|| panic!("{}", p.name));
+            assert_eq!(s.name, p.name);
+            s.validate().unwrap_or_else(|e| panic!("{}: {e:#}", p.name));
+        }
+        assert!(preset("no-such-preset", Path::new("/data")).is_none());
+    }
+
+    #[test]
+    fn data_paths_move_under_the_data_folder() {
+        let s = preset("quickstart", Path::new("/x/data")).unwrap();
+        assert_eq!(s.data.path.as_deref(), Some(Path::new("/x/data/digits/digits.csv.gz")));
+        let m = preset("mnist-shards", Path::new("/x/data")).unwrap();
+        assert_eq!(m.data.images.as_deref(), Some(Path::new("/x/data/mnist/train-images-idx3-ubyte.gz")));
+        assert_eq!(m.data.labels.as_deref(), Some(Path::new("/x/data/mnist/train-labels-idx1-ubyte.gz")));
     }
 }
