@@ -34,12 +34,13 @@
 //! is) → drain the sends in flight → stop the network → stop serving metrics → join the
 //! student's thread.
 //!
-//! Layers: error → weights/cohort → config → faults/metrics/reference/checkpoint/report/status → round → collect → student → init/relay/roster_edit → state → serve → rounds → service.
+//! Layers: error → weights/cohort → config → faults/metrics/reference/checkpoint/report/status → round → collect → student → init/relay/roster_edit/compress → state → serve → rounds → service.
 #![deny(missing_docs)]
 
 pub mod checkpoint;
 pub mod cohort;
 mod collect;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod faults;

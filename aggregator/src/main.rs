@@ -85,6 +85,50 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         addr_file: Option<PathBuf>,
     },
+    /// Distil the global model into a smaller student for the edge, on the public reference set
+    /// (scored on the validation set of the config); export each student (burnpack,
+    /// safetensors, ONNX, optionally int8) and print the analysis table (also written as
+    /// analysis.md and analysis.json in --out).
+    Compress {
+        /// The federation's TOML config (its reference set, validation set and output folder,
+        /// whose last checkpoint holds the consensus that multi-teacher uses).
+        #[arg(long, default_value = "federation.toml")]
+        config: PathBuf,
+        /// The teacher: the global model's weights (`global.bpk`, its `global.json` beside it).
+        #[arg(long)]
+        teacher: PathBuf,
+        /// The students' architecture: `same` (the teacher's), `mlp:W1,W2,…` (hidden widths) or
+        /// `cnn:C1,C2,H` (channels of the two convolutions, hidden width).
+        #[arg(long, default_value = "same")]
+        arch: String,
+        /// Methods, comma-separated or repeated: baseline (no distillation: the public set's true
+        /// labels), kd (KL·T² + α·CE), kd-mse (MSE on logits), fitnets (hints through a learned
+        /// regressor), attention (attention transfer, CNNs only), crd (contrastive, in-batch
+        /// negatives), born-again (generations of the teacher's architecture), multi-teacher
+        /// (consensus and global student together).
+        #[arg(long, required = true, value_delimiter = ',',
+              value_parser = clap::builder::PossibleValuesParser::new(learning::compress::Method::ALL.map(|m| m.name())))]
+        method: Vec<String>,
+        /// The public set's true labels, one a line in the reference set's order (the baseline
+        /// needs them; KD adds α·CE with them).
+        #[arg(long, value_name = "FILE")]
+        public_labels: Option<PathBuf>,
+        /// Settings (temperature, alpha, beta, generations, train.epochs, …) as a TOML file.
+        #[arg(long, value_name = "TOML")]
+        settings: Option<PathBuf>,
+        /// Epochs of every student (overrides the settings).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Also store and score each student with int8 weights (per tensor, symmetric).
+        #[arg(long)]
+        int8: bool,
+        /// Seed of the students.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder.
+        #[arg(long, default_value = "compressed")]
+        out: PathBuf,
+    },
     /// Serve as a circuit relay v2 for an aggregator behind a NAT and its nodes, and nothing
     /// else (the aggregator lists `/…/p2p/<relay id>/p2p-circuit` among its listen addresses).
     Relay {
@@ -315,6 +359,40 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             let summary = agg.run().await.context("aggregator failed")?;
             println!("{}", summary_line(summary.rounds.len(), &summary.model));
+        }
+        Command::Compress { config, teacher, arch, method, public_labels, settings, epochs, int8, seed, out } => {
+            let mut job_settings: learning::compress::CompressConfig = match &settings {
+                Some(path) => {
+                    let text =
+                        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                    toml::from_str(&text).with_context(|| format!("{}", path.display()))?
+                }
+                None => Default::default(),
+            };
+            if let Some(e) = epochs {
+                job_settings.train.epochs = e;
+            }
+            job_settings.int8 |= int8;
+            let methods =
+                method.iter().map(|m| learning::compress::Method::from_name(m)).collect::<Result<Vec<_>, _>>()?;
+            let job = learning::compress::Job {
+                student: learning::compress::parse_architecture(&arch)?,
+                methods,
+                settings: job_settings,
+            };
+            job.validate()?;
+            let meter = learning::compress::EnergyMeter::new(job.settings.watts_per_core);
+            let cfg = aggregator::AggregatorConfig::load(&config)?;
+            let request =
+                aggregator::compress::Request { config: cfg, teacher, public_labels, job, out: out.clone(), seed };
+            let done = tokio::task::spawn_blocking(move || aggregator::compress::run(&request))
+                .await?
+                .context("compression failed")?;
+            let table = learning::compress::measure::markdown(&done.rows, &meter);
+            learning::fs::atomic_write(&out.join("analysis.md"), table.as_bytes())?;
+            learning::compress::measure::write_json(&done.rows, &out.join("analysis.json"))?;
+            print!("{table}");
+            println!("students in {}", out.display());
         }
         Command::Relay { key, listen, allow, aggregator, addr_file } => {
             let identity = net::keys::read(&key).with_context(|| format!("cannot read key {}", key.display()))?;

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
+mod features;
+pub(crate) use features::Features;
+
 /// Architecture of a model, as written in configuration files.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]

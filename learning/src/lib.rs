@@ -2,7 +2,8 @@
 //! the backend (burn's `flex` or `ndarray` CPU backends, chosen at run time).
 //!
 //! Layers (a module uses only modules to its left): `privacy → error → fs → config → backend →
-//! tensor → data → arch → model → loss → step → dp → joint → train → abstain/consensus/eval/export`.
+//! tensor → data → arch → model → loss → step → dp → joint → train → abstain/consensus/eval/export →
+//! compress`.
 //!
 //! - [`privacy`]: the RDP accountant of DP-SGD (ε of a history of steps, noise for a target ε).
 //! - [`error`]: the crate's one error type, [`Error`].
@@ -30,6 +31,9 @@
 //! - [`consensus`]: pure functions that combine soft labels from many nodes.
 //! - [`eval`]: accuracy, calibration, agreement, size and latency.
 //! - [`export`]: safetensors and ONNX export of a [`Model`].
+//! - [`compress`]: the global model distilled into smaller students for the edge (logit KD,
+//!   FitNets, attention transfer, CRD, born-again, multi-teacher), int8 weights, and the
+//!   analysis of each model (accuracy, size, latency, memory, energy).
 //!
 //! Every seeded choice derives its generator from the caller's seed with
 //! [`protocol::seed::derive`], the project's one formula. Federated weight averaging is not
@@ -42,6 +46,7 @@
 pub mod abstain;
 pub mod arch;
 pub mod backend;
+pub mod compress;
 pub mod config;
 pub mod consensus;
 pub mod data;

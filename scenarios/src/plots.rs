@@ -182,6 +182,41 @@ pub fn accuracy_per_byte_curves(scenario: &str, curves: &[(String, Curve)], feda
     Ok(())
 }
 
+/// Compression: test accuracy against bytes on disk (log scale), a point a model, labelled.
+pub fn accuracy_per_size(r: &Results, path: &Path) -> Res {
+    register();
+    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let pts: Vec<(f64, f32, &str)> =
+        r.compress.iter().map(|a| (a.bytes.max(1) as f64, a.accuracy, a.name.as_str())).collect();
+    let xmax = pts.iter().map(|p| p.0).fold(1.0, f64::max) * 2.0;
+    let xmin = pts.iter().map(|p| p.0).fold(f64::MAX, f64::min) / 2.0;
+    let lo = pts.iter().map(|p| p.1).fold(1.0f32, f32::min);
+    let lo = ((lo - 0.05).max(0.0) * 20.0).floor() / 20.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{}: accuracy against size", r.scenario), ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d((xmin..xmax).log_scale(), lo..1.0f32)?;
+    chart.configure_mesh().x_desc("bytes on disk").y_desc("test accuracy").label_style(("sans-serif", 14)).draw()?;
+    let colour = |name: &str| {
+        if name == "teacher" {
+            RED
+        } else if name.ends_with("int8") {
+            RGBColor(0, 150, 0)
+        } else {
+            BLUE
+        }
+    };
+    chart.draw_series(pts.iter().map(|(x, y, n)| Circle::new((*x, *y), 4, colour(n).filled())))?;
+    chart.draw_series(
+        pts.iter().map(|(x, y, n)| Text::new(n.to_string(), (*x, *y), ("sans-serif", 11).into_font().color(&BLACK))),
+    )?;
+    root.present()?;
+    Ok(())
+}
+
 /// Label distribution per node, as a heat map of counts.
 pub fn label_distribution(counts: &[Vec<usize>], path: &Path) -> Res {
     register();

@@ -117,6 +117,16 @@ pub const PRESETS: &[Preset] = &[
         build: privacy_digits,
     },
     Preset {
+        name: "digits-compress",
+        about: "quickstart with a CNN global student, compressed after the federation by every method into a CNN of half its channels, an MLP a tenth its size, and born-again CNNs",
+        build: digits_compress,
+    },
+    Preset {
+        name: "mnist-compress",
+        about: "mnist-dirichlet, its global CNN compressed after the federation by every method into a CNN of half its channels and an MLP a tenth its size",
+        build: mnist_compress,
+    },
+    Preset {
         name: "privacy-mnist",
         about: "MNIST, Dirichlet α = 0.5, MLP nodes with record-level DP-SGD, ε = 4 per node (sweep: --epsilons 1,2,4,8,inf)",
         build: privacy_mnist,
@@ -296,6 +306,7 @@ pub fn quickstart() -> Scenario {
         faults: Vec::new(),
         baselines: Baselines::default(),
         ablation: Vec::new(),
+        compress: Vec::new(),
     }
 }
 
@@ -400,6 +411,7 @@ pub fn mnist_dirichlet() -> Scenario {
         faults: Vec::new(),
         baselines: Baselines::default(),
         ablation: Vec::new(),
+        compress: Vec::new(),
     }
 }
 
@@ -476,6 +488,7 @@ pub fn mnist_shards() -> Scenario {
         faults: Vec::new(),
         baselines: Baselines::default(),
         ablation: Vec::new(),
+        compress: Vec::new(),
     }
 }
 
@@ -521,6 +534,7 @@ pub fn breast_cancer() -> Scenario {
         faults: Vec::new(),
         baselines: Baselines::default(),
         ablation: Vec::new(),
+        compress: Vec::new(),
     }
 }
 
@@ -547,6 +561,7 @@ pub fn scale_100() -> Scenario {
         faults: Vec::new(),
         baselines: Baselines { local: false, centralized: true, fedavg: false, public_labels: false },
         ablation: Vec::new(),
+        compress: Vec::new(),
     }
 }
 
@@ -611,6 +626,53 @@ pub fn privacy_mnist() -> Scenario {
         // The centralized and public-label baselines do not depend on ε: mnist-dirichlet-a05
         // has them for the same split.
         baselines: Baselines { centralized: false, public_labels: false, ..Baselines::default() },
+        ..m
+    }
+}
+
+/// The compression jobs of the `*-compress` presets: every method but born-again into each
+/// smaller student (with int8 weights), then born-again generations of the teacher's size and
+/// the no-distillation baseline of that size.
+fn compress_jobs(students: &[Architecture], epochs: usize, batch_size: usize) -> Vec<learning::compress::Job> {
+    use learning::compress::{CompressConfig, Job, Method};
+    let settings = CompressConfig { int8: true, train: train(epochs, 0.003, batch_size), ..CompressConfig::default() };
+    let mut jobs: Vec<Job> = students
+        .iter()
+        .map(|a| Job {
+            student: Some(a.clone()),
+            methods: Method::ALL
+                .into_iter()
+                .filter(|m| *m != Method::BornAgain)
+                .filter(|m| *m != Method::Attention || matches!(a, Architecture::Cnn { .. }))
+                .collect(),
+            settings: settings.clone(),
+        })
+        .collect();
+    // Born-again beside the same architecture without distillation: what the generations add.
+    jobs.push(Job { student: None, methods: vec![Method::Baseline, Method::BornAgain], settings });
+    jobs
+}
+
+/// quickstart with a CNN global student (8×8 digits: 8 and 16 channels, 64 hidden, 6,058
+/// parameters), compressed into a CNN of half its channels (4, 8, 32 hidden) and an MLP a tenth
+/// its size (64-8-10, 610 parameters).
+pub fn digits_compress() -> Scenario {
+    let q = quickstart();
+    Scenario {
+        name: "digits-compress".into(),
+        student: StudentConfig { architecture: cnn(), ..q.student },
+        compress: compress_jobs(&[Architecture::Cnn { channels: [4, 8], hidden: 32, dropout: 0.0 }, mlp(&[8])], 30, 32),
+        ..q
+    }
+}
+
+/// mnist-dirichlet, its global CNN (8 and 16 channels, 64 hidden) compressed into a CNN of half
+/// its channels (4, 8, 32 hidden) and an MLP a tenth its size (784-6-10).
+pub fn mnist_compress() -> Scenario {
+    let m = mnist_dirichlet();
+    Scenario {
+        name: "mnist-compress".into(),
+        compress: compress_jobs(&[Architecture::Cnn { channels: [4, 8], hidden: 32, dropout: 0.0 }, mlp(&[6])], 10, 64),
         ..m
     }
 }

@@ -33,7 +33,9 @@ pub fn write(p: &Prepared, r: &Results) -> anyhow::Result<()> {
         ("accuracy-bytes.png", crate::plots::accuracy_per_byte(r, &dir.plot("accuracy-bytes.png"))),
         ("labels.png", crate::plots::label_distribution(&counts, &dir.plot("labels.png"))),
     ];
-    for (name, res) in plots {
+    let compress_plot =
+        if r.compress.is_empty() { Ok(()) } else { crate::plots::accuracy_per_size(r, &dir.plot("compress.png")) };
+    for (name, res) in plots.into_iter().chain([("compress.png", compress_plot)]) {
         if let Err(e) = res {
             anyhow::bail!("cannot draw {name}: {e}");
         }
@@ -121,6 +123,15 @@ fn markdown(p: &Prepared, r: &Results) -> String {
     let _ = writeln!(m, "## Summary\n\n```text\n{}```\n", summary(r));
     let _ = writeln!(m, "![accuracy per round](accuracy.png)\n\n![accuracy against bytes](accuracy-bytes.png)\n");
     distillation(&mut m, p, r);
+    if !r.compress.is_empty() {
+        let meter = learning::compress::EnergyMeter::new(None);
+        let _ = writeln!(
+            m,
+            "## Compression\n\nThe global student (teacher) and the students distilled from it after the \
+             federation (`[[compress]]`), on the test rows.\n\n{}\n![accuracy against size](compress.png)\n",
+            learning::compress::measure::markdown(&r.compress, &meter)
+        );
+    }
     rounds(&mut m, r);
     let counts = learning::data::label_counts(&p.parts, &p.dataset.labels, p.dataset.classes);
     let _ = writeln!(

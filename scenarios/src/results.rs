@@ -87,6 +87,10 @@ pub struct Results {
     /// The command, day and commit that made these figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
+    /// With `[[compress]]`: the analysis of the global student (first row) and of every
+    /// compressed student, job after job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compress: Vec<learning::compress::Analysis>,
 }
 
 /// Differential privacy of the nodes, read from their ledgers after the run.

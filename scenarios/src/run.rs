@@ -185,5 +185,36 @@ fn evaluate(p: &Prepared, metrics: &[RoundMetrics], federation_seconds: f64) -> 
         processes_memory: std::fs::read(p.dir.process_memory()).ok().and_then(|b| serde_json::from_slice(&b).ok()),
         privacy: privacy_result(p)?,
         provenance: None,
+        compress: compress(p, &global, &test)?,
     })
+}
+
+/// The scenario's `[[compress]]` jobs from the global student, on the reference rows with their
+/// labels and the aggregator's last consensus, scored on the test rows; each job's students
+/// under `compress/<job>/`. The global student's row comes once, first.
+fn compress(
+    p: &Prepared,
+    global: &Model,
+    test: &learning::data::Dataset,
+) -> anyhow::Result<Vec<learning::compress::Analysis>> {
+    use learning::compress::{PublicSet, TestSet};
+    use protocol::seed::{Stream, derive};
+    let s = &p.scenario;
+    if s.compress.is_empty() {
+        return Ok(Vec::new());
+    }
+    let public = p.dataset.subset(&p.split.reference);
+    let (_, id) = aggregator::reference::read(&p.dir.reference())?;
+    let pool = aggregator::checkpoint::restore(&p.dir.aggregator(), &id, s.backend)?.pool;
+    let set = PublicSet { inputs: &public.features, labels: Some(&public.labels), consensus: Some(&pool.rows) };
+    let mut rows = Vec::new();
+    for (j, job) in s.compress.iter().enumerate() {
+        let out = p.dir.root().join("compress").join(j.to_string());
+        let test = TestSet { inputs: &test.features, labels: &test.labels };
+        let seed = derive(s.seed, Stream::Baseline, 100 + j as u64);
+        let done = learning::compress::compress(global, job, &set, test, &out, seed)
+            .with_context(|| format!("compress[{j}]"))?;
+        rows.extend(done.rows.into_iter().skip(usize::from(j > 0)));
+    }
+    Ok(rows)
 }

@@ -58,6 +58,11 @@ pub struct Scenario {
     /// over the same seeds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ablation: Vec<Variant>,
+    /// Compression jobs (`[[compress]]`), run after the federation: the global student
+    /// distilled into smaller students on the public rows (with their labels), each scored on
+    /// the test rows (see `learning::compress`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compress: Vec<learning::compress::Job>,
 }
 
 /// How nodes run.
@@ -267,6 +272,9 @@ impl Scenario {
 
     /// Checks values that serde cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
+        for (i, job) in self.compress.iter().enumerate() {
+            job.validate().map_err(|e| anyhow::anyhow!("compress[{i}]: {e}"))?;
+        }
         if self.rounds == 0 {
             bail!("`rounds` must be at least 1");
         }
