@@ -183,6 +183,7 @@ mod tests {
             bytes_down: 2 * b,
             fedavg_accuracy: None,
             seconds: 0.0,
+            cohort: Vec::new(),
         };
         Results {
             scenario: "s".into(),
@@ -207,6 +208,8 @@ mod tests {
             node_model: facts,
             federation_seconds: 0.0,
             peak_rss_mib: None,
+            processes_memory: None,
+            compress: Vec::new(),
             privacy: None,
             provenance: None,
         }
