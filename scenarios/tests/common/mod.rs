@@ -219,7 +219,7 @@ pub fn figures(r: &Results) -> serde_json::Value {
     for x in v["rounds"].as_array_mut().unwrap() {
         x["seconds"] = 0.into();
     }
-    for k in ["federation_seconds", "peak_rss_mib", "scenario"] {
+    for k in ["federation_seconds", "peak_rss_mib", "processes_memory", "scenario"] {
         v[k] = 0.into();
     }
     for m in ["global_model", "node_model"] {
