@@ -9,6 +9,7 @@
 //! Long tier (root, `ip netns`): `cargo test --workspace --release --test handshake_slots -- --ignored`.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+mod common;
 #[allow(dead_code)] // this test uses part of the LAN helpers
 #[path = "netns/lan.rs"]
 mod lan;
@@ -216,9 +217,5 @@ fn wait<T, E: std::fmt::Debug, F: std::future::Future<Output = Result<T, E>>>(
     mut get: impl FnMut() -> F,
     until: impl Fn(&T) -> bool,
 ) {
-    let start = Instant::now();
-    while !until(&rt.block_on(get()).unwrap()) {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_until(what, WAIT, || until(&rt.block_on(get()).unwrap()));
 }

@@ -17,7 +17,7 @@ mod common;
 mod lan;
 
 use std::collections::VecDeque;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,19 +106,24 @@ fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'stat
     })
 }
 
-/// A listener in `netns` at `at` that sets `dialled` when anything connects, until `stop`.
+/// A listener in `netns` at `at` that sets `dialled` when anything connects, until `stop`: it
+/// waits on the accept itself or the cancellation, whichever comes first.
 fn watch(netns: &str, at: SocketAddr, dialled: Arc<AtomicBool>, stop: CancellationToken) -> JoinHandle<()> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = in_netns(netns, move || {
-        let listener = TcpListener::bind(at).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        ready_tx.send(()).unwrap();
-        while !stop.is_cancelled() {
-            if listener.accept().is_ok() {
-                dialled.store(true, Ordering::SeqCst);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(at).await.unwrap();
+            ready_tx.send(()).unwrap();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    accepted = listener.accept() => if accepted.is_ok() {
+                        dialled.store(true, Ordering::SeqCst);
+                    },
+                }
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        });
     });
     ready_rx.recv_timeout(WAIT).unwrap();
     thread
